@@ -1,0 +1,12 @@
+using System.CommandLine;
+
+namespace GptSharp.Cli.Commands;
+
+/// <summary>Every subcommand of <c>gptsharp</c>. Add a line here when adding a command file.</summary>
+internal static class CommandCatalog
+{
+    public static IEnumerable<Command> All()
+    {
+        yield return TrainCommand.Create();
+    }
+}
