@@ -101,6 +101,8 @@ public sealed class FastRandom : IRandomGenerator
         return last;
     }
 
+    public IRandomGenerator NewGenerator(ulong seed) => new FastRandom(seed);
+
     public byte[] GetState()
     {
         var state = new byte[32];

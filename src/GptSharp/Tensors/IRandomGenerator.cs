@@ -32,6 +32,12 @@ public interface IRandomGenerator
     /// </summary>
     int Multinomial(ReadOnlySpan<float> weights);
 
+    /// <summary>
+    /// A fresh, independent generator of the same kind seeded with <paramref name="seed"/>
+    /// (<c>g = torch.Generator(); g.manual_seed(seed)</c>, as <c>RandomSampler</c> does at each epoch).
+    /// </summary>
+    IRandomGenerator NewGenerator(ulong seed);
+
     /// <summary>The complete state, to save in a training checkpoint.</summary>
     byte[] GetState();
 
