@@ -25,6 +25,11 @@ public static class Program
             PeakFlopsBenchmark.Quick(2);
             return;
         }
+        if (args.Length > 0 && args[0] == "kernels-quick")
+        {
+            KernelProfile.Quick();
+            return;
+        }
         if (args.Length > 0 && args[0] == "train-step-quick")
         {
             int threads = args.Length > 1 ? int.Parse(args[1]) : 2;
