@@ -46,7 +46,7 @@ public static unsafe class KernelProfile
         Time("gelu fwd", layers, () => Kernels.GeluForward(big2.Data, big.Data, (long)rows * hidden));
         Time("gelu bwd", layers, () => Kernels.GeluBackward(big2.Data, big.Data, big2.Data, (long)rows * hidden));
         Time("attention fwd (mask)", layers, () => Kernels.AttentionForward(y.Data, att.Data, att2.Data, mask.Data, q.Data, k.Data, vv.Data, b, t, c, h));
-        Time("attention bwd (mask)", layers, () => Kernels.AttentionBackward(q.Data, k.Data, vv.Data, att2.Data, y.Data, att.Data, att2.Data, mask.Data, x.Data, y2.Data, y.Data, b, t, c, h));
+        Time("attention bwd (mask)", layers, () => Kernels.AttentionBackward(q.Data, k.Data, vv.Data, att2.Data, y.Data, att.Data, mask.Data, x.Data, y2.Data, y.Data, b, t, c, h));
         Time("dropout mask (attn+2 shortcut)", layers, () =>
         {
             Kernels.DropoutMask(mask.Data, (long)b * h * t * t, 0.1, new FastRandom(1));

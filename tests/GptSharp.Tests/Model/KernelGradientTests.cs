@@ -176,7 +176,7 @@ public unsafe class KernelGradientTests
         using var dk = new Tensor(batch, seq, c);
         using var dv = new Tensor(batch, seq, c);
         using var dWeights = new Tensor(batch, heads, seq, seq);
-        Kernels.AttentionBackward(dq.Data, dk.Data, dv.Data, dWeights.Data, r.Data, weights.Data, dropped.Data, maskData,
+        Kernels.AttentionBackward(dq.Data, dk.Data, dv.Data, dWeights.Data, r.Data, weights.Data, maskData,
             q.Data, k.Data, v.Data, batch, seq, c, heads);
         Check("dQuery", q, dq, Loss);
         Check("dKey", k, dk, Loss);
