@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Text;
 
 namespace GptSharp.Tokenization;
@@ -66,19 +67,6 @@ internal static class PreTokenizer
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static bool IsAsciiSpace(byte b) => b < 0x80 && BmpClass[b] == Space;
 
-    /// <summary>Class of the code point starting at <paramref name="i"/> of valid UTF-8; its length in bytes in <paramref name="length"/>.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static byte ClassAt(ReadOnlySpan<byte> s, int i, out int length)
-    {
-        uint b0 = s[i];
-        if (b0 < 0x80)
-        {
-            length = 1;
-            return BmpClass[b0];
-        }
-        return NonAsciiClassAt(s, i, out length);
-    }
-
     private static byte NonAsciiClassAt(ReadOnlySpan<byte> s, int i, out int length)
     {
         uint b0 = s[i];
@@ -98,36 +86,52 @@ internal static class PreTokenizer
     }
 
     /// <summary>
-    /// End (exclusive) of the piece that starts at <paramref name="start"/> of <paramref name="s"/>, which must be
-    /// valid UTF-8 and cut only at code point boundaries.
+    /// End (exclusive) of the piece that starts at <paramref name="start"/> (&lt; length) of <paramref name="s"/>, which
+    /// must be valid UTF-8 and cut only at code point boundaries.
     /// </summary>
     public static int PieceEnd(ReadOnlySpan<byte> s, int start)
     {
+        // ASCII bytes are read through refs without bounds checks: every index is checked against n first.
+        // Multi-byte characters go through NonAsciiClassAt, which indexes the span normally.
+        ref byte text = ref MemoryMarshal.GetReference(s);
+        ref byte classes = ref MemoryMarshal.GetArrayDataReference(BmpClass);
         int n = s.Length;
-        byte first = s[start];
+        byte first = Unsafe.Add(ref text, start);
 
         if (first == (byte)'\'' && start + 1 < n)
         {
-            byte c = s[start + 1];
+            byte c = Unsafe.Add(ref text, start + 1);
             if (c is (byte)'s' or (byte)'t' or (byte)'m' or (byte)'d') return start + 2;
             if (start + 2 < n)
             {
-                byte c2 = s[start + 2];
+                byte c2 = Unsafe.Add(ref text, start + 2);
                 if ((c2 == (byte)'e' && c is (byte)'r' or (byte)'v') || (c == (byte)'l' && c2 == (byte)'l')) return start + 3;
             }
         }
 
-        byte cls = ClassAt(s, start, out int length);
-        int j = start + length;
-        if (first == (byte)' ' && j < n)
+        byte cls;
+        int j;
+        if (first < 0x80)
         {
-            // " ?X+": a single U+0020 leads a run of letters, numbers or other.
-            byte next = ClassAt(s, j, out int nextLength);
-            if (next != Space)
+            cls = Unsafe.Add(ref classes, first);
+            j = start + 1;
+            if (first == (byte)' ' && j < n)
             {
-                cls = next;
-                j += nextLength;
+                // " ?X+": a single U+0020 leads a run of letters, numbers or other.
+                byte b = Unsafe.Add(ref text, j);
+                int length = 1;
+                byte next = b < 0x80 ? Unsafe.Add(ref classes, b) : NonAsciiClassAt(s, j, out length);
+                if (next != Space)
+                {
+                    cls = next;
+                    j += length;
+                }
             }
+        }
+        else
+        {
+            cls = NonAsciiClassAt(s, start, out int length);
+            j = start + length;
         }
 
         if (cls == Space)
@@ -135,12 +139,11 @@ internal static class PreTokenizer
             int lastStart = start;
             while (j < n)
             {
-                byte b = s[j];
-                int l;
+                byte b = Unsafe.Add(ref text, j);
+                int l = 1;
                 if (b < 0x80)
                 {
-                    if (BmpClass[b] != Space) break;
-                    l = 1;
+                    if (Unsafe.Add(ref classes, b) != Space) break;
                 }
                 else if (NonAsciiClassAt(s, j, out l) != Space) break;
                 lastStart = j;
@@ -153,10 +156,10 @@ internal static class PreTokenizer
 
         while (j < n)
         {
-            byte b = s[j];
+            byte b = Unsafe.Add(ref text, j);
             if (b < 0x80)
             {
-                if (BmpClass[b] != cls) break;
+                if (Unsafe.Add(ref classes, b) != cls) break;
                 j++;
             }
             else
