@@ -300,32 +300,33 @@ public sealed class Gpt2Tokenizer
         if (Workers.Count == 1 || utf8.Length < 2 * ParallelChunkBytes) return EncodeValidUtf8(utf8.Span, mode);
 
         List<int> bounds = ChunkBounds(utf8.Span, ParallelChunkBytes);
-        var chunkIds = new int[bounds.Count - 1][];
+        var chunkIds = new IdList[bounds.Count - 1];
         bool endOfTextAllowed = mode == Mode.SpecialAllowed;
-        Workers.Run(chunkIds.Length, chunk =>
+        try
         {
-            var ids = new IdList((bounds[chunk + 1] - bounds[chunk]) / 3 + 16);
-            try
+            Workers.Run(chunkIds.Length, chunk =>
             {
+                ref IdList ids = ref chunkIds[chunk];
+                ids = new IdList((bounds[chunk + 1] - bounds[chunk]) / 3 + 16);
                 AppendIds(utf8.Span[bounds[chunk]..bounds[chunk + 1]], endOfTextAllowed, ref ids);
-                chunkIds[chunk] = ids.ToArray();
-            }
-            finally
-            {
-                ids.Dispose();
-            }
-        });
+            });
 
-        long total = 0;
-        foreach (var ids in chunkIds) total += ids.Length;
-        var result = new int[total];
-        int at = 0;
-        foreach (var ids in chunkIds)
-        {
-            ids.CopyTo(result, at);
-            at += ids.Length;
+            long total = 0;
+            foreach (var ids in chunkIds) total += ids.Count;
+            if (total > Array.MaxLength) throw new ArgumentException($"The text has more than {Array.MaxLength} tokens.");
+            var result = GC.AllocateUninitializedArray<int>((int)total);
+            int at = 0;
+            foreach (var ids in chunkIds)
+            {
+                ids.AsSpan().CopyTo(result.AsSpan(at));
+                at += ids.Count;
+            }
+            return result;
         }
-        return result;
+        finally
+        {
+            for (int i = 0; i < chunkIds.Length; i++) chunkIds[i].Dispose();
+        }
     }
 
     /// <summary>
@@ -362,6 +363,7 @@ public sealed class Gpt2Tokenizer
     /// <summary>Offset of the first byte of <paramref name="utf8"/> that starts an ill-formed UTF-8 sequence, or -1 if it is all valid.</summary>
     public static int IndexOfInvalidUtf8(ReadOnlySpan<byte> utf8)
     {
+        if (Utf8.IsValid(utf8)) return -1;
         Span<char> scratch = stackalloc char[1024];
         int offset = 0;
         while (true)
