@@ -1,4 +1,6 @@
 using System.Buffers;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Unicode;
 using GptSharp.Tensors;
@@ -258,21 +260,30 @@ public sealed class Gpt2Tokenizer
         Gpt2Vocabulary vocabulary = _vocabulary;
         MergeCache? cache = null;
         int maxTokenLength = vocabulary.MaxTokenLength;
+        ref byte text = ref MemoryMarshal.GetReference(utf8);
+        int n = utf8.Length;
         int start = 0;
-        while (start < utf8.Length)
+        while (start < n)
         {
             int end = PreTokenizer.PieceEnd(utf8, start);
+            int length = end - start;
+            if (length <= Gpt2Vocabulary.ShortLength)
+            {
+                ulong key = PackAt(ref text, start, length, n);
+                int id = length == 1 ? vocabulary.ByteToId[(int)key] : vocabulary.ShortRank(key, length);
+                if (id >= 0)
+                {
+                    ids.Add(id);
+                    start = end;
+                    continue;
+                }
+            }
             ReadOnlySpan<byte> piece = utf8[start..end];
             start = end;
-            if (piece.Length == 1)
-            {
-                ids.Add(vocabulary.ByteToId[piece[0]]);
-                continue;
-            }
             ulong hash = ByteHash.Hash(piece);
-            if (piece.Length <= maxTokenLength)
+            if (length > Gpt2Vocabulary.ShortLength && length <= maxTokenLength)
             {
-                int id = vocabulary.Rank(piece, hash);
+                int id = vocabulary.LongRank(piece, hash);
                 if (id >= 0)
                 {
                     ids.Add(id);
@@ -289,6 +300,21 @@ public sealed class Gpt2Tokenizer
             BytePairMerge.Encode(vocabulary, piece, ref ids);
             cache.Add(piece, hash, ids.AsSpan()[first..]);
         }
+    }
+
+    /// <summary>
+    /// <see cref="Gpt2Vocabulary.Pack"/> of text[start .. start + length) (length 1 to 8), with one unaligned load
+    /// where 8 bytes are readable, masked to the piece.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ulong PackAt(ref byte text, int start, int length, int n)
+    {
+        ulong word;
+        if (!BitConverter.IsLittleEndian) return Gpt2Vocabulary.Pack(MemoryMarshal.CreateReadOnlySpan(ref Unsafe.Add(ref text, start), length));
+        if (start + 8 <= n) word = Unsafe.ReadUnaligned<ulong>(ref Unsafe.Add(ref text, start));
+        else if (n >= 8) word = Unsafe.ReadUnaligned<ulong>(ref Unsafe.Add(ref text, n - 8)) >> ((start + 8 - n) * 8);
+        else return Gpt2Vocabulary.Pack(MemoryMarshal.CreateReadOnlySpan(ref Unsafe.Add(ref text, start), length));
+        return word & (ulong.MaxValue >> ((8 - length) * 8));
     }
 
     // Chunks of about this many bytes are the units of work of the parallel encoder.
