@@ -7,7 +7,8 @@ namespace GptSharp.Cli.Commands;
 /// <summary><c>gptsharp inspect FILE</c>: tensor names, shapes and dtypes, parameter count and config of a model file.</summary>
 internal static class InspectCommand
 {
-    public static Command Create()
+    /// <param name="output">Where the listing goes (Console.Out by default); <paramref name="plain"/> forces tab-separated lines.</param>
+    public static Command Create(TextWriter? output = null, bool? plain = null)
     {
         var file = new Argument<string>("file") { Description = "A .safetensors or .pth file, a training checkpoint or a run directory." };
         var command = new Command("inspect", "List the tensors, parameter count and config of a model file (reads headers only).");
@@ -15,28 +16,28 @@ internal static class InspectCommand
         command.SetAction(parse => CliErrors.Run(() =>
         {
             var info = CheckpointInfo.Read(parse.GetValue(file)!);
-            if (Console.IsOutputRedirected) WritePlain(info);
-            else WriteTable(info);
+            var writer = output ?? Console.Out;
+            if (plain ?? Console.IsOutputRedirected) WritePlain(info, writer);
+            else WriteTable(info, writer);
             return 0;
         }));
         return command;
     }
 
-    private static void WritePlain(CheckpointInfo info)
+    private static void WritePlain(CheckpointInfo info, TextWriter writer)
     {
-        Console.WriteLine($"file: {info.Path}");
-        Console.WriteLine($"format: {info.Format}");
-        foreach (var t in info.Tensors) Console.WriteLine($"{t.Name}\t{t.DType.SafeTensorsName()}\t{t.ShapeString}\t{t.ElementCount}");
-        WriteSummary(info, Console.WriteLine);
+        writer.WriteLine($"file: {info.Path}");
+        writer.WriteLine($"format: {info.Format}");
+        foreach (var t in info.Tensors) writer.WriteLine($"{t.Name}\t{t.DType.SafeTensorsName()}\t{t.ShapeString}\t{t.ElementCount}");
+        WriteSummary(info, writer.WriteLine);
     }
 
-    private static void WriteTable(CheckpointInfo info)
+    private static void WriteTable(CheckpointInfo info, TextWriter writer)
     {
         var table = new Table().Title(Markup.Escape(info.Path)).AddColumn("tensor").AddColumn("dtype").AddColumn("shape").AddColumn(new TableColumn("elements").RightAligned());
         foreach (var t in info.Tensors)
-            table.AddRow(Markup.Escape(t.Name), t.DType.SafeTensorsName(), t.ShapeString, t.ElementCount.ToString("N0"));
-        // Over Console.Out (not Spectre's own handle), so redirections made in-process apply too.
-        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Out) });
+            table.AddRow(Markup.Escape(t.Name), t.DType.SafeTensorsName(), Markup.Escape(t.ShapeString), t.ElementCount.ToString("N0"));
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(writer) });
         console.Write(table);
         console.MarkupLine($"[bold]format:[/] {Markup.Escape(info.Format)}");
         WriteSummary(info, line => console.WriteLine(line));
