@@ -59,6 +59,30 @@ public class ModelStoreTests
     }
 
     [Fact]
+    public void HuggingFacePytorchModelBinLoads()
+    {
+        using var dir = new TempDir();
+        using var book = ModelStore.Load(FixturePaths.Get("reference", "tiny-qkvbias", "weights.safetensors"));
+        // pytorch_model.bin = a torch.save of the HF state dict: same names as the safetensors twin.
+        var tensors = new List<GptSharp.Tensors.Tensor>();
+        var dict = new PyDict(ordered: true);
+        using (var hf = SafeTensorsFile.Open(FixturePaths.Get("reference", "tiny-qkvbias-hf", "model.safetensors")))
+            foreach (var t in hf.Tensors)
+            {
+                var tensor = GptSharp.Tensors.Tensor.FromArray(hf.ReadFloats(t.Name), t.Shape);
+                tensors.Add(tensor);
+                dict.Set(t.Name, tensor);
+            }
+        string path = dir.File("pytorch_model.bin");
+        PthCheckpoint.Write(path, dict);
+        foreach (var t in tensors) t.Dispose();
+        File.Copy(FixturePaths.Get("reference", "tiny-qkvbias-hf", "config.json"), dir.File("config.json"));
+        using var loaded = ModelStore.Open(path);
+        Assert.Contains("Hugging Face", loaded.Format);
+        AssertSameParameters(book, loaded.Model);
+    }
+
+    [Fact]
     public void MissingOrUnknownSpecsGiveClearErrors()
     {
         using var dir = new TempDir();
