@@ -149,6 +149,7 @@ public static class Gpt2Checkpoint
         var config = ReadConfig(modelDir);
         using var bundle = TensorBundleReader.Open(FindPrefix(modelDir));
         CheckTensors(bundle, config);
+        bundle.CheckDataFiles();
         var model = new GptModel(config);
         try
         {

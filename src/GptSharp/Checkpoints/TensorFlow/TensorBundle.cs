@@ -110,6 +110,26 @@ public sealed class TensorBundleReader : IDisposable
         return new TensorBundleReader(prefix, header, entries);
     }
 
+    /// <summary>
+    /// Checks up front that every data shard exists and is long enough for the tensors the index puts
+    /// in it, so a missing or cut-short download is reported before gigabytes are allocated.
+    /// </summary>
+    public void CheckDataFiles()
+    {
+        for (int shard = 0; shard < Header.NumShards; shard++)
+        {
+            string path = DataPath(shard);
+            var inShard = Entries.Where(e => e.ShardId == shard).ToList();
+            if (inShard.Count == 0) continue;
+            var info = new FileInfo(path);
+            if (!info.Exists)
+                throw new FileNotFoundException($"{path}: data shard {shard} of checkpoint '{Path.GetFileName(Prefix)}' is missing.", path);
+            long needed = inShard.Max(e => e.Offset + e.Size);
+            if (info.Length < needed)
+                throw new InvalidDataException($"{path}: truncated data shard: {info.Length} bytes, the index needs {needed} (an incomplete download?).");
+        }
+    }
+
     public bool TryGetEntry(string name, out BundleEntry entry) => _byName.TryGetValue(name, out entry!);
 
     public BundleEntry GetEntry(string name) =>
