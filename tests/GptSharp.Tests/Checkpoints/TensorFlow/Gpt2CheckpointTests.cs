@@ -65,6 +65,36 @@ public class Gpt2CheckpointTests
     }
 
     [Fact]
+    public void LoadedCheckpointGivesTheLogitsOfTheSameWeightsLoadedDirectly()
+    {
+        var config = Tiny with { VocabSize = 64, ContextLength = 16, EmbeddingDim = 16, Heads = 4, Layers = 3 };
+        using var source = new GptModel(config, new FastRandom(11));
+        source.OutHead.Value.CopyFrom(source.TokenEmbedding.Value);
+        string dir = WriteOpenAiCheckpoint(source, 512, true);
+        try
+        {
+            using var loaded = Gpt2Checkpoint.Load(dir);
+            int[] ids = [3, 17, 42, 0, 63, 8, 8, 21, 5, 60, 1, 2];
+            var batch = new TokenBatch([.. ids, .. ids.Reverse()], 2, ids.Length);
+            source.Eval();
+            loaded.Eval();
+            using (source.NoGrad())
+            using (loaded.NoGrad())
+            {
+                var expected = source.Forward(batch).ToArray();
+                var actual = loaded.Forward(batch).ToArray();
+                Assert.Equal(2 * ids.Length * config.VocabSize, actual.Length);
+                Assert.Equal(expected, actual);
+                Assert.Contains(actual, v => v != 0f);
+            }
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    [Fact]
     public void ShapeMismatchAndMissingTensorsAreClearErrors()
     {
         using var source = new GptModel(Tiny, new FastRandom(1));
