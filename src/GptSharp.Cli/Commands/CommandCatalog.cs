@@ -9,5 +9,7 @@ internal static class CommandCatalog
     {
         yield return TrainCommand.Create();
         yield return DownloadCommand.Create();
+        yield return ConvertCommand.Create();
+        yield return InspectCommand.Create();
     }
 }
