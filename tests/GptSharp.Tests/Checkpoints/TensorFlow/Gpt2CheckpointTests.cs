@@ -37,6 +37,17 @@ public class Gpt2CheckpointTests
         Assert.Contains("model.ckpt.data-00000-of-00001", ex.Message);
     }
 
+    [Fact]
+    public void InspectReadsTheRealIndexWithoutTheDataShard()
+    {
+        var info = GptSharp.Checkpoints.CheckpointInfo.Read(FixturePaths.Get("tf", "gpt2-124M"));
+        Assert.Equal("OpenAI GPT-2 TensorFlow checkpoint", info.Format);
+        Assert.Equal(148, info.Tensors.Count);
+        Assert.Equal(124_439_808L, info.ParameterCount); // GPT-2 small's official count (tied head counted once)
+        Assert.Equal(GptConfig.Gpt2Small with { QkvBias = true }, info.Config);
+        Assert.Equal("497,759,232", info.Metadata["data bytes"]);
+    }
+
     [Theory]
     [InlineData(262144, false, 4 << 20)] // TensorFlow's defaults: one uncompressed block
     [InlineData(64, true, 100)]         // many Snappy blocks; one source row per transpose chunk
