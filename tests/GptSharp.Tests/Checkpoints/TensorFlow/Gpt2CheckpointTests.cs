@@ -160,6 +160,10 @@ public class Gpt2CheckpointTests
         {
             File.WriteAllText(Path.Combine(dir, "checkpoint"), "model_checkpoint_path: \"other.ckpt\"\nall_model_checkpoint_paths: \"other.ckpt\"\n");
             Assert.Equal(Path.Combine(dir, "other.ckpt"), Gpt2Checkpoint.FindPrefix(dir));
+            // An absolute path from the machine that wrote it falls back to the default name.
+            File.WriteAllText(Path.Combine(dir, "checkpoint"), "model_checkpoint_path: \"/elsewhere/other.ckpt\"\n");
+            Assert.Equal(Path.Combine(dir, "model.ckpt"), Gpt2Checkpoint.FindPrefix(dir));
+            File.WriteAllText(Path.Combine(dir, "checkpoint"), "model_checkpoint_path: \"other.ckpt\"\n");
             using var model = Gpt2Checkpoint.Load(dir);
             Assert.Equal(source.TokenEmbedding.Value.ToArray(), model.TokenEmbedding.Value.ToArray());
         }
