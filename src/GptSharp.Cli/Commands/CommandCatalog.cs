@@ -10,6 +10,7 @@ internal static class CommandCatalog
         yield return TrainCommand.Create();
         yield return TokenizeCommand.Create();
         yield return DetokenizeCommand.Create();
+        yield return DownloadCommand.Create();
         yield return ConvertCommand.Create();
         yield return InspectCommand.Create();
     }
