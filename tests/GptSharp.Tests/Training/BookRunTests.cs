@@ -1,4 +1,5 @@
 using GptSharp.Data;
+using GptSharp.Generation;
 using GptSharp.Model;
 using GptSharp.Tensors;
 using GptSharp.Tokenization;
@@ -38,9 +39,12 @@ public class BookRunTests
     /// <summary>
     /// The book's set-up: <c>torch.manual_seed(123); model = GPTModel(GPT_CONFIG_124M); AdamW(lr=0.0004,
     /// weight_decay=0.1)</c>, the 90/10 Verdict loaders (batch 2, stride 256), <c>train_model_simple</c> with
-    /// eval_freq 5, eval_iter 5. Returns the evaluation lines and the epoch samples.
+    /// eval_freq 5, eval_iter 5. Returns the evaluation lines and the epoch samples; after a complete run also
+    /// the book's sampling example (<c>torch.manual_seed(123); generate(model, "Every effort moves you",
+    /// max_new_tokens=15, context_size=256, top_k=25, temperature=1.4)</c>). Each line is also appended to
+    /// <paramref name="log"/> as it comes.
     /// </summary>
-    public static (List<string> Lines, List<string> Samples) RunBook(long maxSteps)
+    public static (List<string> Lines, List<string> Samples, string? Sampled) RunBook(long maxSteps, TextWriter? log = null)
     {
         var tokenizer = Gpt2Tokenizer.Instance;
         int[] Encode(string text) => tokenizer.Encode(text, Gpt2Tokenizer.AllSpecialTokens);
@@ -53,10 +57,17 @@ public class BookRunTests
         var trainer = new Trainer(model, optimizer, loaders, new TrainingOptions { MaxSteps = maxSteps }, Encode, ids => tokenizer.Decode(ids));
         var lines = new List<string>();
         var samples = new List<string>();
-        trainer.Evaluated += e => lines.Add(e.BookLine);
-        trainer.Sampled += s => samples.Add(s.Text);
-        trainer.Run();
-        return (lines, samples);
+        trainer.Evaluated += e => { lines.Add(e.BookLine); log?.WriteLine(e.BookLine); log?.Flush(); };
+        trainer.Sampled += s => { samples.Add(s.Text); log?.WriteLine(s.Text); log?.Flush(); };
+        if (trainer.Run() != TrainingOutcome.Completed) return (lines, samples, null);
+
+        generator.ManualSeed(123);
+        var prompt = TokenBatch.FromSequence(Encode("Every effort moves you"));
+        var output = TextGeneration.Generate(model, prompt, maxNewTokens: 15, contextSize: ctx, temperature: 1.4f, topK: 25, generator: generator);
+        string sampled = tokenizer.Decode(output.Row(0));
+        log?.WriteLine("Output text:\n " + sampled);
+        log?.Flush();
+        return (lines, samples, sampled);
     }
 
     [Fact]
@@ -64,10 +75,12 @@ public class BookRunTests
     {
         // Steps 0-5 (two evaluations) keep the test within a minute; set GPTSHARP_BOOK_STEPS=90 for the whole run.
         long steps = long.TryParse(Environment.GetEnvironmentVariable("GPTSHARP_BOOK_STEPS"), out long s) ? s : 6;
-        var (lines, samples) = RunBook(steps);
-        foreach (var line in lines) Console.WriteLine(line);
-        foreach (var sample in samples) Console.WriteLine(sample);
+        string? logPath = Environment.GetEnvironmentVariable("GPTSHARP_BOOK_LOG");
+        using var log = logPath is null ? null : new StreamWriter(logPath, append: false);
+        var (lines, _, sampled) = RunBook(steps, log);
         Assert.Equal(BookLines.Take(lines.Count), lines);
         Assert.Equal((int)Math.Min(18, (steps + 4) / 5), lines.Count);
+        if (sampled is not null)
+            Assert.Equal("Every effort moves you stand to work on surprise, a one of us had gone with random-", sampled);
     }
 }
