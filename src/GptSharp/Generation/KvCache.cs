@@ -1,3 +1,4 @@
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 using GptSharp.Model;
 using GptSharp.Tensors;
 
@@ -27,7 +28,6 @@ public sealed unsafe class KvCache : IDisposable
     // Activations of one call, [maxBatch * capacity, ...].
     private readonly Tensor _x, _normed, _query, _newKeys, _newValues, _attention, _hidden, _lastNormed, _logits;
     private readonly Tensor _scores; // [maxBatch * heads, capacity]
-    private readonly MatVec _matVec = new();
     private readonly Action<int> _attentionTask;
 
     // The attention job of the current call, read by _attentionTask.
@@ -167,14 +167,15 @@ public sealed unsafe class KvCache : IDisposable
             int id = ids[r];
             if ((uint)id >= (uint)_vocabSize) throw new ArgumentException($"token id {id} is outside the vocabulary (0..{_vocabSize - 1}).");
             int position = start + r % count;
-            InferenceKernels.Add(tokenEmbedding + (long)id * e, positionEmbedding + (long)position * e, x + (long)r * e, e);
+            TensorPrimitives.Add(new ReadOnlySpan<float>(tokenEmbedding + (long)id * e, e),
+                new ReadOnlySpan<float>(positionEmbedding + (long)position * e, e), new Span<float>(x + (long)r * e, e));
         }
 
         for (int l = 0; l < config.Layers; l++)
         {
             var block = _model.Blocks[l];
             // Attention sub-block: x += out_proj(attention(norm1(x))).
-            InferenceKernels.LayerNorm(x, _normed.Data, block.Norm1.Scale.Value.Data, block.Norm1.Shift.Value.Data, rows, e);
+            Kernels.LayerNormForward(_normed.Data, null, null, x, block.Norm1.Scale.Value.Data, block.Norm1.Shift.Value.Data, rows, e);
             Linear(_normed.Data, rows, block.Query, _query.Data, accumulate: false);
             Linear(_normed.Data, rows, block.Key, _newKeys.Data, accumulate: false);
             Linear(_normed.Data, rows, block.Value, _newValues.Data, accumulate: false);
@@ -195,16 +196,16 @@ public sealed unsafe class KvCache : IDisposable
             Linear(_attention.Data, rows, block.OutProj, x, accumulate: true);
 
             // Feed-forward sub-block: x += W2·GELU(W1·norm2(x) + b1) + b2.
-            InferenceKernels.LayerNorm(x, _normed.Data, block.Norm2.Scale.Value.Data, block.Norm2.Shift.Value.Data, rows, e);
+            Kernels.LayerNormForward(_normed.Data, null, null, x, block.Norm2.Scale.Value.Data, block.Norm2.Shift.Value.Data, rows, e);
             Linear(_normed.Data, rows, block.FeedForwardIn, _hidden.Data, accumulate: false);
-            InferenceKernels.Gelu(_hidden.Data, (long)rows * _hiddenDim);
+            Kernels.GeluForward(_hidden.Data, _hidden.Data, (long)rows * _hiddenDim);
             Linear(_hidden.Data, rows, block.FeedForwardOut, x, accumulate: true);
         }
 
         // Final norm and output head, for the last position of each row only.
         for (int b = 0; b < batch; b++)
         {
-            InferenceKernels.LayerNorm(x + ((long)b * count + count - 1) * e, _lastNormed.Data + (long)b * e,
+            Kernels.LayerNormForward(_lastNormed.Data + (long)b * e, null, null, x + ((long)b * count + count - 1) * e,
                 _model.FinalNorm.Scale.Value.Data, _model.FinalNorm.Shift.Value.Data, 1, e);
         }
         LinearRaw(_lastNormed.Data, batch, e, _model.OutHead.Value.Data, null, _logits.Data, _vocabSize, accumulate: false);
@@ -217,14 +218,13 @@ public sealed unsafe class KvCache : IDisposable
         LinearRaw(input, rows, weight.Size(1), weight.Data, linear.Bias is null ? null : linear.Bias.Value.Data, output, weight.Size(0), accumulate);
     }
 
-    /// <summary>output[rows, outF] (+)= input[rows, inF]·Wᵀ + bias: a matrix-vector product for one row, the GEMM otherwise.</summary>
-    private void LinearRaw(float* input, int rows, int inFeatures, float* weight, float* bias, float* output, int outFeatures, bool accumulate)
-    {
-        if (rows == 1)
-            _matVec.Multiply(input, weight, bias, output, inFeatures, outFeatures, accumulate);
-        else
-            Gemm.MatMul(false, true, rows, outFeatures, inFeatures, input, inFeatures, weight, inFeatures, output, outFeatures, accumulate, bias);
-    }
+    /// <summary>
+    /// output[rows, outF] (+)= input[rows, inF]·Wᵀ + bias. At one row per sequence (a decoding step) the GEMM takes its
+    /// skinny path, which streams W once without packing: the step is bound by reading the weights.
+    /// Accumulating into the residual stream fuses the book's shortcut addition.
+    /// </summary>
+    private static void LinearRaw(float* input, int rows, int inFeatures, float* weight, float* bias, float* output, int outFeatures, bool accumulate) =>
+        Gemm.MatMul(false, true, rows, outFeatures, inFeatures, input, inFeatures, weight, inFeatures, output, outFeatures, accumulate, bias);
 
     /// <summary>
     /// Causal attention of one (row, head): each new query at position p attends to cached positions 0..p,
