@@ -157,7 +157,7 @@ public sealed class Gpt2Tokenizer
     private static void CheckId(int id)
     {
         if ((uint)id >= VocabSize)
-            throw new ArgumentException($"Token id {id} is not in the GPT-2 vocabulary (ids are 0 to {VocabSize - 1}).", "ids");
+            throw new ArgumentException($"Token id {id} is not in the GPT-2 vocabulary (ids are 0 to {VocabSize - 1}).");
     }
 
     private int DecodedLength(ReadOnlySpan<int> ids)
@@ -168,7 +168,7 @@ public sealed class Gpt2Tokenizer
             CheckId(id);
             length += _vocabulary.TokenLength(id);
         }
-        if (length > Array.MaxLength) throw new ArgumentException($"{ids.Length} token ids decode to more than {Array.MaxLength} bytes.", nameof(ids));
+        if (length > Array.MaxLength) throw new ArgumentException($"{ids.Length} token ids decode to more than {Array.MaxLength} bytes.");
         return (int)length;
     }
 
@@ -233,7 +233,7 @@ public sealed class Gpt2Tokenizer
         if (utf8.IndexOf(EndOfTextUtf8) >= 0)
             throw new ArgumentException(
                 $"The text contains a special token that is not allowed: {EndOfText}. Pass it in allowedSpecial to encode it as " +
-                $"token {EndOfTextId}, or use EncodeOrdinary to encode it as plain text.", "text");
+                $"token {EndOfTextId}, or use EncodeOrdinary to encode it as plain text.");
     }
 
     /// <summary>Appends the ids of valid UTF-8 to <paramref name="ids"/>, splitting at <c>&lt;|endoftext|&gt;</c> when allowed.</summary>

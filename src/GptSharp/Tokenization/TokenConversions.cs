@@ -12,7 +12,7 @@ public static class TokenConversions
     public static TokenBatch TextToTokenIds(string text, Gpt2Tokenizer tokenizer)
     {
         int[] ids = tokenizer.Encode(text, Gpt2Tokenizer.AllSpecialTokens);
-        if (ids.Length == 0) throw new ArgumentException("The text to encode is empty: a model input needs at least one token.", nameof(text));
+        if (ids.Length == 0) throw new ArgumentException("The text to encode is empty: a model input needs at least one token.");
         return new TokenBatch(ids, 1, ids.Length);
     }
 
@@ -20,7 +20,7 @@ public static class TokenConversions
     public static string TokenIdsToText(TokenBatch tokenIds, Gpt2Tokenizer tokenizer)
     {
         if (tokenIds.BatchSize != 1)
-            throw new ArgumentException($"token_ids_to_text decodes one sequence, a batch of shape [1, n]; got {tokenIds}.", nameof(tokenIds));
+            throw new ArgumentException($"token_ids_to_text decodes one sequence, a batch of shape [1, n]; got {tokenIds}.");
         return tokenizer.Decode(tokenIds.Row(0));
     }
 
