@@ -10,5 +10,6 @@ internal static class CommandCatalog
         yield return TrainCommand.Create();
         yield return TokenizeCommand.Create();
         yield return DetokenizeCommand.Create();
+        yield return DownloadCommand.Create();
     }
 }

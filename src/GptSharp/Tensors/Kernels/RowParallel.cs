@@ -12,7 +12,7 @@ public interface IRangeKernel
 }
 
 /// <summary>
-/// Splits a range of independent items into one contiguous chunk per worker thread. Small jobs run
+/// Splits a range of independent items into a few contiguous chunks per worker thread. Small jobs run
 /// inline on the caller: waking threads for a few microseconds of work costs more than it saves.
 /// </summary>
 public static class RowParallel
@@ -25,8 +25,10 @@ public static class RowParallel
     public static void For<TKernel>(int count, long workPerItem, TKernel kernel) where TKernel : struct, IRangeKernel
     {
         if (count <= 0) return;
-        int tasks = Math.Min(Workers.Count, count);
-        if (tasks <= 1 || (long)count * workPerItem < MinParallelWork)
+        // A few chunks per thread: the pool hands tasks out one at a time, so a core slowed by another
+        // process takes fewer of them.
+        int tasks = Math.Min(Workers.Count * 4, count);
+        if (Workers.Count == 1 || tasks <= 1 || (long)count * workPerItem < MinParallelWork)
         {
             kernel.Execute(0, count);
             return;
