@@ -45,6 +45,57 @@ public static unsafe partial class Kernels
         });
     }
 
+    /// <summary>
+    /// Attention of <paramref name="newTokens"/> new queries per row against a key/value cache, for generation.
+    /// <paramref name="keyCache"/>/<paramref name="valueCache"/> are [batch, cacheCapacity, channels] and already hold
+    /// positions 0 .. past + newTokens − 1 (the new tokens' keys and values included); query i (position past + i)
+    /// attends to positions 0 .. past + i. No dropout (inference). <paramref name="scores"/> is scratch of
+    /// batch·heads·newTokens·(past + newTokens) floats. Writes context [batch, newTokens, channels].
+    /// </summary>
+    public static void AttentionForwardCached(float* context, float* scores, float* query, float* keyCache, float* valueCache,
+        int batch, int newTokens, int past, int cacheCapacity, int channels, int heads)
+    {
+        int headDim = channels / heads;
+        RowParallel.For(batch * heads, 2L * newTokens * (past + newTokens) * headDim, new CachedAttentionKernel
+        {
+            Context = context, Scores = scores, Query = query, KeyCache = keyCache, ValueCache = valueCache,
+            NewTokens = newTokens, Past = past, CacheCapacity = cacheCapacity, Channels = channels, Heads = heads, HeadDim = headDim,
+        });
+    }
+
+    private struct CachedAttentionKernel : IRangeKernel
+    {
+        public float* Context, Scores, Query, KeyCache, ValueCache;
+        public int NewTokens, Past, CacheCapacity, Channels, Heads, HeadDim;
+
+        public readonly void Execute(int start, int end)
+        {
+            int n = NewTokens, total = Past + NewTokens, c = Channels, hd = HeadDim;
+            float invSqrt = 1f / MathF.Sqrt(hd);
+            for (int bh = start; bh < end; bh++)
+            {
+                int b = bh / Heads, h = bh % Heads;
+                float* q = Query + (long)b * n * c + (long)h * hd;
+                float* k = KeyCache + (long)b * CacheCapacity * c + (long)h * hd;
+                float* v = ValueCache + (long)b * CacheCapacity * c + (long)h * hd;
+                float* w = Scores + (long)bh * n * total;
+                Gemm.MatMul(false, true, n, total, hd, q, c, k, c, w, total, parallel: false);
+                for (int i = 0; i < n; i++)
+                {
+                    int visible = Past + i + 1;
+                    var row = new Span<float>(w + (long)i * total, visible);
+                    TensorPrimitives.Multiply(row, invSqrt, row);
+                    float max = TensorPrimitives.Max(row);
+                    TensorPrimitives.Subtract(row, max, row);
+                    TensorPrimitives.Exp(row, row);
+                    TensorPrimitives.Multiply(row, 1f / TensorPrimitives.Sum(row), row);
+                    new Span<float>(w + (long)i * total + visible, total - visible).Clear();
+                }
+                Gemm.MatMul(false, false, n, hd, total, w, total, v, c, Context + (long)b * n * c + (long)h * hd, c, parallel: false);
+            }
+        }
+    }
+
     private struct AttentionForwardKernel : IRangeKernel
     {
         public float* Context, Weights, DroppedWeights, DropoutMask, Query, Key, Value;
