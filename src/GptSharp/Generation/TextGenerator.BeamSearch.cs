@@ -108,7 +108,7 @@ public sealed partial class TextGenerator
             }
             (tokens, nextTokens) = (nextTokens, tokens);
             (scores, nextScores) = (nextScores, scores);
-            if (Options.UseCache) _cache!.ReorderRows(sources);
+            if (Options.UseCache) _cacheRows.Reorder(_cache!, sources);
             length++;
 
             if (kept == 0) { LastStopReason = StopReason.EndOfSequence; break; }

@@ -11,16 +11,18 @@ public class BeamSearchTests
     private static GptModel TinyModel() =>
         new(new GptConfig { VocabSize = Vocab, ContextLength = 8, EmbeddingDim = 16, Heads = 2, Layers = 2, DropRate = 0f }, new FastRandom(3));
 
-    /// <summary>log P(continuation | prompt) by full passes of the model, one prefix at a time (no cache, no beam logic).</summary>
+    /// <summary>log P(continuation | prompt) by the book's full forward pass, one prefix at a time (no cache, no beam logic).</summary>
     private static double LogProbability(GptModel model, int[] sequence, int promptLength)
     {
         double total = 0;
         var logProbabilities = new float[Vocab];
         for (int t = promptLength; t < sequence.Length; t++)
         {
-            using var cache = new KvCache(model, 1, model.Config.ContextLength);
-            cache.Prefill(sequence.AsSpan(0, t), 1, t);
-            Sampling.LogSoftmax(cache.LogitsRow(0), logProbabilities);
+            using (model.NoGrad())
+            {
+                var logits = model.Forward(TokenBatch.FromSequence(sequence.AsSpan(0, t)));
+                Sampling.LogSoftmax(logits.Span.Slice((t - 1) * Vocab, Vocab), logProbabilities);
+            }
             total += logProbabilities[sequence[t]];
         }
         return total;

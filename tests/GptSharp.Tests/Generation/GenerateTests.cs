@@ -2,6 +2,8 @@ using GptSharp.Generation;
 using GptSharp.Model;
 using GptSharp.Tensors;
 
+using GptSharp.Tests.Model;
+
 namespace GptSharp.Tests.Generation;
 
 /// <summary>The book's generate functions against the fixtures, and the KV cache against the book's loop.</summary>
@@ -12,11 +14,11 @@ public class GenerateTests
     [InlineData("tiny-qkvbias")]
     public void GenerateTextSimpleReproducesTheFixtureIds(string name)
     {
-        var fixture = ReferenceFixture.Load(name);
+        var fixture = new ReferenceFixture(name);
         using var model = fixture.CreateModel();
-        int seq = fixture.Shape("inputs")[1];
-        var expected = fixture.Ints("generated");
-        var prompt = TokenBatch.FromSequence(fixture.Ints("inputs").AsSpan(0, seq));
+        int seq = fixture.Inputs.SequenceLength;
+        var expected = fixture.Io.Ints("generated");
+        var prompt = TokenBatch.FromSequence(fixture.Inputs.Ids.AsSpan(0, seq));
         var generated = TextGeneration.GenerateTextSimple(model, prompt, expected.Length - seq, fixture.Config.ContextLength);
         Assert.Equal(expected, generated.Ids);
         Assert.False(model.IsTraining);
