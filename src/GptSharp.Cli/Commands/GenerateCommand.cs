@@ -49,7 +49,8 @@ internal static class GenerateCommand
     /// Encodes the prompt as the book's <c>text_to_token_ids</c> does (<c>&lt;|endoftext|&gt;</c> allowed), writes it, then
     /// writes each new token's text as soon as it is complete (a character spanning several tokens comes out whole).
     /// </summary>
-    public static void Run(TextGenerator generator, string prompt, int maxNewTokens, TextWriter output, TextWriter? stats)
+    /// <param name="echoPrompt">Write the prompt before its continuation (the REPL, where the user just typed it, does not).</param>
+    public static void Run(TextGenerator generator, string prompt, int maxNewTokens, TextWriter output, TextWriter? stats, bool echoPrompt = true)
     {
         var tokenizer = Gpt2Tokenizer.Instance;
         int[] ids = tokenizer.Encode(prompt, Gpt2Tokenizer.AllSpecialTokens);
@@ -57,8 +58,11 @@ internal static class GenerateCommand
         if (!generator.Options.Slide && ids.Length > generator.ContextSize)
             throw new ArgumentException($"--prompt has {ids.Length} tokens, more than the context length {generator.ContextSize} (--no-slide).");
 
-        output.Write(prompt);
-        output.Flush();
+        if (echoPrompt)
+        {
+            output.Write(prompt);
+            output.Flush();
+        }
         var decoder = new StreamingDecoder(tokenizer);
         var clock = Stopwatch.StartNew();
         TimeSpan firstToken = default;

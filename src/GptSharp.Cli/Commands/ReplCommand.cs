@@ -24,15 +24,18 @@ internal static class ReplCommand
             using var model = ModelSpec.Load(parse.GetValue(settings.Model)!);
             using var generator = new TextGenerator(model, options, random);
             bool interactive = input is null && !Console.IsInputRedirected;
-            Run(generator, maxNewTokens, input ?? Console.In, output ?? Console.Out,
-                parse.GetValue(settings.Stats) ? diagnostics ?? Console.Error : null, interactive);
+            var errors = diagnostics ?? Console.Error;
+            Run(generator, maxNewTokens, input ?? Console.In, output ?? Console.Out, errors, parse.GetValue(settings.Stats), interactive);
             return 0;
         }, diagnostics));
         return command;
     }
 
-    /// <summary>The loop: one generation per non-empty line. A bad line (too long, say) reports its error and the loop goes on.</summary>
-    public static void Run(TextGenerator generator, int maxNewTokens, TextReader input, TextWriter output, TextWriter? stats, bool interactive)
+    /// <summary>
+    /// The loop: one generation per non-empty line. Piped input echoes each prompt before its continuation (so the
+    /// output reads like <c>generate</c>'s); typed input does not. A bad line (too long, say) reports its error and the loop goes on.
+    /// </summary>
+    public static void Run(TextGenerator generator, int maxNewTokens, TextReader input, TextWriter output, TextWriter errors, bool stats, bool interactive)
     {
         if (interactive) output.WriteLine("Type a prompt and press Enter; /exit or Ctrl+D quits.");
         while (true)
@@ -43,12 +46,12 @@ internal static class ReplCommand
             if (line.Length == 0) continue;
             try
             {
-                GenerateCommand.Run(generator, line, maxNewTokens, output, stats);
+                GenerateCommand.Run(generator, line, maxNewTokens, output, stats ? errors : null, echoPrompt: !interactive);
             }
             catch (ArgumentException e)
             {
                 output.Flush();
-                (stats ?? Console.Error).WriteLine($"error: {e.Message}");
+                errors.WriteLine($"error: {e.Message}");
             }
         }
     }

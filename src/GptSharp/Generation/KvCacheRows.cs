@@ -25,7 +25,7 @@ internal sealed unsafe class KvCacheRows : IDisposable
         if (identity || cache.Length == 0) return;
 
         int emb = cache.Model.Config.EmbeddingDim;
-        long rowStride = (long)cache.Capacity * emb, used = (long)cache.Length * emb, bytes = used * sizeof(float);
+        long rowStride = (long)cache.Capacity * emb, used = (long)cache.Length * emb;
         if (_scratch is null || _scratch.Length < cache.BatchSize * used)
         {
             _scratch?.Dispose();
@@ -34,15 +34,19 @@ internal sealed unsafe class KvCacheRows : IDisposable
         float* scratch = _scratch.Data;
         for (int l = 0; l < cache.Keys.Length; l++)
         {
-            foreach (var tensor in new[] { cache.Keys[l], cache.Values[l] })
-            {
-                // Gather the parents into the scratch, then copy back: a row may be the parent of several.
-                for (int r = 0; r < sourceRows.Length; r++)
-                    Buffer.MemoryCopy(tensor.Data + sourceRows[r] * rowStride, scratch + r * used, bytes, bytes);
-                for (int r = 0; r < sourceRows.Length; r++)
-                    Buffer.MemoryCopy(scratch + r * used, tensor.Data + r * rowStride, bytes, bytes);
-            }
+            Gather(cache.Keys[l].Data, scratch, sourceRows, rowStride, used);
+            Gather(cache.Values[l].Data, scratch, sourceRows, rowStride, used);
         }
+    }
+
+    /// <summary>Row r of <paramref name="rows"/> becomes old row sources[r]: gathered into the scratch first, since a row may be the parent of several.</summary>
+    private static void Gather(float* rows, float* scratch, ReadOnlySpan<int> sources, long rowStride, long used)
+    {
+        long bytes = used * sizeof(float);
+        for (int r = 0; r < sources.Length; r++)
+            Buffer.MemoryCopy(rows + sources[r] * rowStride, scratch + r * used, bytes, bytes);
+        for (int r = 0; r < sources.Length; r++)
+            Buffer.MemoryCopy(scratch + r * used, rows + r * rowStride, bytes, bytes);
     }
 
     public void Dispose() => _scratch?.Dispose();

@@ -159,3 +159,19 @@ public class GenerationCliTests(TinyGpt2File model) : IClassFixture<TinyGpt2File
         Assert.Contains("Temperature 2: 50 draws", custom.ToString());
     }
 }
+
+public class ReplErrorTests(TinyGpt2File model) : IClassFixture<TinyGpt2File>
+{
+    [Fact]
+    public void ABadLineIsReportedAndTheLoopGoesOn()
+    {
+        var output = new StringWriter();
+        var error = new StringWriter();
+        // 20 tokens > context 16 with --no-slide: that line fails, the next one still runs.
+        var input = new StringReader("a b c d e f g h i j k l m n o p q r s t\nHello\n");
+        int exitCode = ReplCommand.Create(output, input, error).Parse(["--model", model.Path, "-n", "2", "--no-slide"]).Invoke();
+        Assert.Equal(0, exitCode);
+        Assert.StartsWith("error: --prompt has 20 tokens, more than the context length 16", error.ToString());
+        Assert.StartsWith("Hello", output.ToString());
+    }
+}
