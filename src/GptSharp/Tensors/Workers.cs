@@ -17,11 +17,10 @@ namespace GptSharp.Tensors;
 /// </remarks>
 public static class Workers
 {
-    // How long an idle thread (and the caller waiting for stragglers) polls before blocking, in SpinWait-free
-    // iterations of Thread.SpinWait(SpinChunk). About 20-50 µs: long enough to bridge the gap between two
-    // kernels of one step, short enough not to steal a core from other processes when idle.
-    private const int SpinIterations = 2000;
-    private const int SpinChunk = 20;
+    // How long an idle thread (and the caller waiting for stragglers) polls before blocking: long enough to
+    // bridge the gap between two kernels of one training step (they follow each other within microseconds),
+    // short enough not to steal a core from other processes when the pool is idle.
+    private static readonly long SpinTicks = System.Diagnostics.Stopwatch.Frequency / 5000; // 200 µs
 
     private static int _count = Environment.ProcessorCount;
 
@@ -138,11 +137,12 @@ public static class Workers
 
     private static void WaitForWorkers()
     {
-        for (int spin = 0; spin < SpinIterations; spin++)
+        long deadline = System.Diagnostics.Stopwatch.GetTimestamp() + SpinTicks;
+        do
         {
             if (Volatile.Read(ref _pendingWorkers) == 0) return;
-            Thread.SpinWait(SpinChunk);
-        }
+            Thread.SpinWait(4);
+        } while (System.Diagnostics.Stopwatch.GetTimestamp() < deadline);
         lock (Gate)
         {
             // Interlocked (a full fence): the flag must be visible before pending is re-read, or the last
@@ -187,12 +187,13 @@ public static class Workers
     // Returns the new generation once it differs from `seen`: spins first, then blocks.
     private static int WaitForJob(int seen)
     {
-        for (int spin = 0; spin < SpinIterations; spin++)
+        long deadline = System.Diagnostics.Stopwatch.GetTimestamp() + SpinTicks;
+        do
         {
             int g = _generation;
             if (g != seen) return g;
-            Thread.SpinWait(SpinChunk);
-        }
+            Thread.SpinWait(4);
+        } while (System.Diagnostics.Stopwatch.GetTimestamp() < deadline);
         lock (Gate)
         {
             Interlocked.Increment(ref _sleepers);
