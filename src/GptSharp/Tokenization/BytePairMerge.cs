@@ -22,9 +22,7 @@ internal static class BytePairMerge
     /// <summary>Rank of <paramref name="piece"/>[from..to) as one token, or <see cref="NoRank"/>.</summary>
     private static int RankOf(Gpt2Vocabulary vocabulary, ReadOnlySpan<byte> piece, int from, int to)
     {
-        if (to - from > vocabulary.MaxTokenLength) return NoRank;
-        var bytes = piece[from..to];
-        int rank = vocabulary.Rank(bytes, ByteHash.Hash(bytes));
+        int rank = vocabulary.Rank(piece[from..to]);
         return rank < 0 ? NoRank : rank;
     }
 
@@ -63,7 +61,7 @@ internal static class BytePairMerge
         }
 
         for (int i = 0; i < parts; i++)
-            ids.Add(vocabulary.Rank(piece[start[i]..start[i + 1]], ByteHash.Hash(piece[start[i]..start[i + 1]])));
+            ids.Add(vocabulary.Rank(piece[start[i]..start[i + 1]]));
     }
 
     /// <summary>
@@ -107,7 +105,7 @@ internal static class BytePairMerge
         }
 
         for (int i = 0; i < n; i = next[i])
-            ids.Add(vocabulary.Rank(piece[i..next[i]], ByteHash.Hash(piece[i..next[i]])));
+            ids.Add(vocabulary.Rank(piece[i..next[i]]));
     }
 
     private static long Key(int rank, int start) => ((long)rank << 32) | (uint)start;

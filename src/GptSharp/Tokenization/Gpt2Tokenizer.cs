@@ -1,4 +1,6 @@
 using System.Buffers;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Unicode;
 using GptSharp.Tensors;
@@ -258,21 +260,30 @@ public sealed class Gpt2Tokenizer
         Gpt2Vocabulary vocabulary = _vocabulary;
         MergeCache? cache = null;
         int maxTokenLength = vocabulary.MaxTokenLength;
+        ref byte text = ref MemoryMarshal.GetReference(utf8);
+        int n = utf8.Length;
         int start = 0;
-        while (start < utf8.Length)
+        while (start < n)
         {
             int end = PreTokenizer.PieceEnd(utf8, start);
+            int length = end - start;
+            if (length <= Gpt2Vocabulary.ShortLength)
+            {
+                ulong key = PackAt(ref text, start, length, n);
+                int id = length == 1 ? vocabulary.ByteToId[(int)key] : vocabulary.ShortRank(key, length);
+                if (id >= 0)
+                {
+                    ids.Add(id);
+                    start = end;
+                    continue;
+                }
+            }
             ReadOnlySpan<byte> piece = utf8[start..end];
             start = end;
-            if (piece.Length == 1)
-            {
-                ids.Add(vocabulary.ByteToId[piece[0]]);
-                continue;
-            }
             ulong hash = ByteHash.Hash(piece);
-            if (piece.Length <= maxTokenLength)
+            if (length > Gpt2Vocabulary.ShortLength && length <= maxTokenLength)
             {
-                int id = vocabulary.Rank(piece, hash);
+                int id = vocabulary.LongRank(piece, hash);
                 if (id >= 0)
                 {
                     ids.Add(id);
@@ -291,6 +302,21 @@ public sealed class Gpt2Tokenizer
         }
     }
 
+    /// <summary>
+    /// <see cref="Gpt2Vocabulary.Pack"/> of text[start .. start + length) (length 1 to 8), with one unaligned load
+    /// where 8 bytes are readable, masked to the piece.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ulong PackAt(ref byte text, int start, int length, int n)
+    {
+        ulong word;
+        if (!BitConverter.IsLittleEndian) return Gpt2Vocabulary.Pack(MemoryMarshal.CreateReadOnlySpan(ref Unsafe.Add(ref text, start), length));
+        if (start + 8 <= n) word = Unsafe.ReadUnaligned<ulong>(ref Unsafe.Add(ref text, start));
+        else if (n >= 8) word = Unsafe.ReadUnaligned<ulong>(ref Unsafe.Add(ref text, n - 8)) >> ((start + 8 - n) * 8);
+        else return Gpt2Vocabulary.Pack(MemoryMarshal.CreateReadOnlySpan(ref Unsafe.Add(ref text, start), length));
+        return word & (ulong.MaxValue >> ((8 - length) * 8));
+    }
+
     // Chunks of about this many bytes are the units of work of the parallel encoder.
     private const int ParallelChunkBytes = 1 << 20;
 
@@ -300,32 +326,33 @@ public sealed class Gpt2Tokenizer
         if (Workers.Count == 1 || utf8.Length < 2 * ParallelChunkBytes) return EncodeValidUtf8(utf8.Span, mode);
 
         List<int> bounds = ChunkBounds(utf8.Span, ParallelChunkBytes);
-        var chunkIds = new int[bounds.Count - 1][];
+        var chunkIds = new IdList[bounds.Count - 1];
         bool endOfTextAllowed = mode == Mode.SpecialAllowed;
-        Workers.Run(chunkIds.Length, chunk =>
+        try
         {
-            var ids = new IdList((bounds[chunk + 1] - bounds[chunk]) / 3 + 16);
-            try
+            Workers.Run(chunkIds.Length, chunk =>
             {
+                ref IdList ids = ref chunkIds[chunk];
+                ids = new IdList((bounds[chunk + 1] - bounds[chunk]) / 3 + 16);
                 AppendIds(utf8.Span[bounds[chunk]..bounds[chunk + 1]], endOfTextAllowed, ref ids);
-                chunkIds[chunk] = ids.ToArray();
-            }
-            finally
-            {
-                ids.Dispose();
-            }
-        });
+            });
 
-        long total = 0;
-        foreach (var ids in chunkIds) total += ids.Length;
-        var result = new int[total];
-        int at = 0;
-        foreach (var ids in chunkIds)
-        {
-            ids.CopyTo(result, at);
-            at += ids.Length;
+            long total = 0;
+            foreach (var ids in chunkIds) total += ids.Count;
+            if (total > Array.MaxLength) throw new ArgumentException($"The text has more than {Array.MaxLength} tokens.");
+            var result = GC.AllocateUninitializedArray<int>((int)total);
+            int at = 0;
+            foreach (var ids in chunkIds)
+            {
+                ids.AsSpan().CopyTo(result.AsSpan(at));
+                at += ids.Count;
+            }
+            return result;
         }
-        return result;
+        finally
+        {
+            for (int i = 0; i < chunkIds.Length; i++) chunkIds[i].Dispose();
+        }
     }
 
     /// <summary>
@@ -362,6 +389,7 @@ public sealed class Gpt2Tokenizer
     /// <summary>Offset of the first byte of <paramref name="utf8"/> that starts an ill-formed UTF-8 sequence, or -1 if it is all valid.</summary>
     public static int IndexOfInvalidUtf8(ReadOnlySpan<byte> utf8)
     {
+        if (Utf8.IsValid(utf8)) return -1;
         Span<char> scratch = stackalloc char[1024];
         int offset = 0;
         while (true)

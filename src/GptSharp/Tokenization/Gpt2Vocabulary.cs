@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
 
@@ -21,9 +22,22 @@ internal sealed class Gpt2Vocabulary
     /// <summary>Id of the single-byte token for each byte value.</summary>
     public readonly int[] ByteToId = new int[256];
 
-    // Open-addressing hash table of the ordinary tokens (not <|endoftext|>) by their bytes: each slot holds
-    // (high 32 bits of the key's hash << 32) | (id + 1), 0 when empty, so most misses never touch the bytes.
-    private readonly ulong[] _slots = new ulong[1 << 17];
+    /// <summary>Tokens of up to this many bytes are keyed by their bytes packed into a ulong.</summary>
+    public const int ShortLength = 8;
+
+    // Two open-addressing tables of the ordinary tokens (not <|endoftext|>). Short tokens (most of them, and
+    // nearly every English word) are keyed by their bytes packed little-endian into a ulong, so a lookup is one
+    // multiply and one slot compare, with no trip to the token bytes. Longer ones are keyed by ByteHash: a slot
+    // holds (high 32 bits of the hash << 32) | (id + 1), 0 when empty, and only a matching tag compares bytes.
+    private readonly ShortSlot[] _shortSlots = new ShortSlot[1 << 17];
+    private readonly ulong[] _longSlots = new ulong[1 << 15];
+
+    private struct ShortSlot
+    {
+        public ulong Key;
+        public int Length; // 0: empty
+        public int Id;
+    }
 
     /// <summary>Longest ordinary token in bytes: a longer byte string cannot be a token.</summary>
     public readonly int MaxTokenLength;
@@ -36,25 +50,73 @@ internal sealed class Gpt2Vocabulary
         for (int id = 0; id < EndOfTextId; id++)
         {
             var token = TokenBytes(id);
-            if (Rank(token, ByteHash.Hash(token)) >= 0) throw Bad("encoder.json", $"token {id} repeats an earlier token's bytes");
-            ulong hash = ByteHash.Hash(token);
-            int slot = (int)hash & (_slots.Length - 1);
-            while (_slots[slot] != 0) slot = (slot + 1) & (_slots.Length - 1);
-            _slots[slot] = (hash & 0xFFFF_FFFF_0000_0000UL) | (uint)(id + 1);
+            if (token.Length == 0 || Rank(token) >= 0) throw Bad("encoder.json", $"token {id} is empty or repeats an earlier token's bytes");
+            if (token.Length <= ShortLength)
+            {
+                ulong key = Pack(token);
+                int slot = ShortSlotOf(key, token.Length);
+                while (_shortSlots[slot].Length != 0) slot = (slot + 1) & (_shortSlots.Length - 1);
+                _shortSlots[slot] = new ShortSlot { Key = key, Length = token.Length, Id = id };
+            }
+            else
+            {
+                ulong hash = ByteHash.Hash(token);
+                int slot = (int)hash & (_longSlots.Length - 1);
+                while (_longSlots[slot] != 0) slot = (slot + 1) & (_longSlots.Length - 1);
+                _longSlots[slot] = (hash & 0xFFFF_FFFF_0000_0000UL) | (uint)(id + 1);
+            }
             max = Math.Max(max, token.Length);
             if (token.Length == 1) ByteToId[token[0]] = id;
         }
         MaxTokenLength = max;
     }
 
-    /// <summary>
-    /// The id (= merge rank) of the ordinary token with exactly these bytes, or -1.
-    /// <paramref name="hash"/> is <see cref="ByteHash.Hash"/> of <paramref name="piece"/>, computed once by the caller.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public int Rank(ReadOnlySpan<byte> piece, ulong hash)
+    /// <summary>Up to 8 bytes packed little-endian into a ulong (the rest zero).</summary>
+    public static ulong Pack(ReadOnlySpan<byte> bytes)
     {
-        ulong[] slots = _slots;
+        ulong key = 0;
+        for (int i = bytes.Length - 1; i >= 0; i--) key = (key << 8) | bytes[i];
+        return key;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private int ShortSlotOf(ulong key, int length)
+    {
+        ulong high = Math.BigMul(key ^ ((ulong)length << 61), 0x9E37_79B9_7F4A_7C15UL, out ulong low);
+        return (int)(high ^ low) & (_shortSlots.Length - 1);
+    }
+
+    /// <summary>The id (= merge rank) of the ordinary token whose <paramref name="length"/> (1 to 8) bytes are packed in <paramref name="key"/>, or -1.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public int ShortRank(ulong key, int length)
+    {
+        ref ShortSlot slots = ref MemoryMarshal.GetArrayDataReference(_shortSlots);
+        int mask = _shortSlots.Length - 1;
+        int slot = ShortSlotOf(key, length);
+        while (true)
+        {
+            ref ShortSlot entry = ref Unsafe.Add(ref slots, slot); // slot is masked: always in range
+            if (entry.Key == key && entry.Length == length) return entry.Id;
+            if (entry.Length == 0) return -1;
+            slot = (slot + 1) & mask;
+        }
+    }
+
+    /// <summary>The id (= merge rank) of the ordinary token with exactly these bytes, or -1.</summary>
+    public int Rank(ReadOnlySpan<byte> piece)
+    {
+        if (piece.Length <= ShortLength) return piece.Length == 0 ? -1 : ShortRank(Pack(piece), piece.Length);
+        if (piece.Length > MaxTokenLength) return -1;
+        return LongRank(piece, ByteHash.Hash(piece));
+    }
+
+    /// <summary>
+    /// <see cref="Rank"/> of a piece longer than <see cref="ShortLength"/> whose <see cref="ByteHash.Hash"/> the
+    /// caller has computed already.
+    /// </summary>
+    public int LongRank(ReadOnlySpan<byte> piece, ulong hash)
+    {
+        ulong[] slots = _longSlots;
         int mask = slots.Length - 1;
         ulong tag = hash & 0xFFFF_FFFF_0000_0000UL;
         int slot = (int)hash & mask;
@@ -137,7 +199,7 @@ internal sealed class Gpt2Vocabulary
             int space = entry.IndexOf(' ');
             if (space <= 0) throw Bad("vocab.bpe", $"line {line + 1} is not a pair");
             byte[] merged = [.. ToBytes(entry[..space], charToByte), .. ToBytes(entry[(space + 1)..], charToByte)];
-            int id = Rank(merged, ByteHash.Hash(merged));
+            int id = Rank(merged);
             if (id != 256 + merge) throw Bad("vocab.bpe", $"line {line + 1}: merge {merge} gives token {id}, expected {256 + merge}");
             merge++;
         }

@@ -4,17 +4,21 @@ using System.Runtime.CompilerServices;
 namespace GptSharp.Tokenization;
 
 /// <summary>
-/// A growable buffer of token ids rented from the shared array pool: the encoder appends to it without a
-/// per-token allocation and copies the result out once. Call <see cref="Dispose"/> to return the buffer.
+/// A growable buffer of token ids: the encoder appends to it without a per-token allocation and copies the
+/// result out once. Buffers up to <see cref="PooledLimit"/> ids are rented from the shared array pool (call
+/// <see cref="Dispose"/> to return them); bigger ones are plain arrays, so that encoding a corpus does not leave
+/// a huge buffer parked in the pool.
 /// </summary>
 internal struct IdList : IDisposable
 {
+    private const int PooledLimit = 1 << 20;
+
     private int[] _items;
     private int _count;
 
     public IdList(int capacity)
     {
-        _items = ArrayPool<int>.Shared.Rent(Math.Max(capacity, 16));
+        _items = Allocate(Math.Max(capacity, 16));
         _count = 0;
     }
 
@@ -54,17 +58,31 @@ internal struct IdList : IDisposable
 
     private void Grow(int needed)
     {
-        var bigger = ArrayPool<int>.Shared.Rent(Math.Max(needed, (int)Math.Min(Array.MaxLength, 2L * _items.Length)));
+        var bigger = Allocate(Math.Max(needed, (int)Math.Min(Array.MaxLength, 2L * _items.Length)));
         _items.AsSpan(0, _count).CopyTo(bigger);
-        ArrayPool<int>.Shared.Return(_items);
+        Release(_items);
         _items = bigger;
     }
 
-    public readonly int[] ToArray() => AsSpan().ToArray();
+    private static int[] Allocate(int length) =>
+        length <= PooledLimit ? ArrayPool<int>.Shared.Rent(length) : GC.AllocateUninitializedArray<int>(length);
+
+    private static void Release(int[] items)
+    {
+        if (items.Length <= PooledLimit) ArrayPool<int>.Shared.Return(items);
+    }
+
+    public readonly int[] ToArray()
+    {
+        // Uninitialized: every element is overwritten by the copy (saves zeroing big results).
+        var result = GC.AllocateUninitializedArray<int>(_count);
+        AsSpan().CopyTo(result);
+        return result;
+    }
 
     public void Dispose()
     {
-        if (_items != null) ArrayPool<int>.Shared.Return(_items);
+        if (_items != null) Release(_items);
         _items = null!;
         _count = 0;
     }

@@ -1,5 +1,8 @@
 using System.Globalization;
+using System.Numerics;
+using System.Runtime.Intrinsics;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Text;
 
 namespace GptSharp.Tokenization;
@@ -66,19 +69,6 @@ internal static class PreTokenizer
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static bool IsAsciiSpace(byte b) => b < 0x80 && BmpClass[b] == Space;
 
-    /// <summary>Class of the code point starting at <paramref name="i"/> of valid UTF-8; its length in bytes in <paramref name="length"/>.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static byte ClassAt(ReadOnlySpan<byte> s, int i, out int length)
-    {
-        uint b0 = s[i];
-        if (b0 < 0x80)
-        {
-            length = 1;
-            return BmpClass[b0];
-        }
-        return NonAsciiClassAt(s, i, out length);
-    }
-
     private static byte NonAsciiClassAt(ReadOnlySpan<byte> s, int i, out int length)
     {
         uint b0 = s[i];
@@ -98,36 +88,52 @@ internal static class PreTokenizer
     }
 
     /// <summary>
-    /// End (exclusive) of the piece that starts at <paramref name="start"/> of <paramref name="s"/>, which must be
-    /// valid UTF-8 and cut only at code point boundaries.
+    /// End (exclusive) of the piece that starts at <paramref name="start"/> (&lt; length) of <paramref name="s"/>, which
+    /// must be valid UTF-8 and cut only at code point boundaries.
     /// </summary>
     public static int PieceEnd(ReadOnlySpan<byte> s, int start)
     {
+        // ASCII bytes are read through refs without bounds checks: every index is checked against n first.
+        // Multi-byte characters go through NonAsciiClassAt, which indexes the span normally.
+        ref byte text = ref MemoryMarshal.GetReference(s);
+        ref byte classes = ref MemoryMarshal.GetArrayDataReference(BmpClass);
         int n = s.Length;
-        byte first = s[start];
+        byte first = Unsafe.Add(ref text, start);
 
         if (first == (byte)'\'' && start + 1 < n)
         {
-            byte c = s[start + 1];
+            byte c = Unsafe.Add(ref text, start + 1);
             if (c is (byte)'s' or (byte)'t' or (byte)'m' or (byte)'d') return start + 2;
             if (start + 2 < n)
             {
-                byte c2 = s[start + 2];
+                byte c2 = Unsafe.Add(ref text, start + 2);
                 if ((c2 == (byte)'e' && c is (byte)'r' or (byte)'v') || (c == (byte)'l' && c2 == (byte)'l')) return start + 3;
             }
         }
 
-        byte cls = ClassAt(s, start, out int length);
-        int j = start + length;
-        if (first == (byte)' ' && j < n)
+        byte cls;
+        int j;
+        if (first < 0x80)
         {
-            // " ?X+": a single U+0020 leads a run of letters, numbers or other.
-            byte next = ClassAt(s, j, out int nextLength);
-            if (next != Space)
+            cls = Unsafe.Add(ref classes, first);
+            j = start + 1;
+            if (first == (byte)' ' && j < n)
             {
-                cls = next;
-                j += nextLength;
+                // " ?X+": a single U+0020 leads a run of letters, numbers or other.
+                byte b = Unsafe.Add(ref text, j);
+                int length = 1;
+                byte next = b < 0x80 ? Unsafe.Add(ref classes, b) : NonAsciiClassAt(s, j, out length);
+                if (next != Space)
+                {
+                    cls = next;
+                    j += length;
+                }
             }
+        }
+        else
+        {
+            cls = NonAsciiClassAt(s, start, out int length);
+            j = start + length;
         }
 
         if (cls == Space)
@@ -135,12 +141,11 @@ internal static class PreTokenizer
             int lastStart = start;
             while (j < n)
             {
-                byte b = s[j];
-                int l;
+                byte b = Unsafe.Add(ref text, j);
+                int l = 1;
                 if (b < 0x80)
                 {
-                    if (BmpClass[b] != Space) break;
-                    l = 1;
+                    if (Unsafe.Add(ref classes, b) != Space) break;
                 }
                 else if (NonAsciiClassAt(s, j, out l) != Space) break;
                 lastStart = j;
@@ -151,12 +156,15 @@ internal static class PreTokenizer
             return j == n || lastStart == start ? j : lastStart;
         }
 
+        // Most pieces of English are ASCII words: skip their letters 16 at a time, without a branch per letter.
+        if (cls == Letter) j = AsciiLetterRunEnd(ref text, j, n);
+
         while (j < n)
         {
-            byte b = s[j];
+            byte b = Unsafe.Add(ref text, j);
             if (b < 0x80)
             {
-                if (BmpClass[b] != cls) break;
+                if (Unsafe.Add(ref classes, b) != cls) break;
                 j++;
             }
             else
@@ -164,6 +172,23 @@ internal static class PreTokenizer
                 if (NonAsciiClassAt(s, j, out int l) != cls) break;
                 j += l;
             }
+        }
+        return j;
+    }
+
+    /// <summary>First position at or after <paramref name="j"/> that is not an ASCII letter (A–Z, a–z), looking 16 bytes at a time; stops early near the end.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int AsciiLetterRunEnd(ref byte text, int j, int n)
+    {
+        if (!Vector128.IsHardwareAccelerated) return j;
+        while (j + Vector128<byte>.Count <= n)
+        {
+            // (b | 0x20) - 'a' < 26 exactly for A–Z and a–z (unsigned bytes; non-ASCII bytes land above).
+            var lower = Vector128.LoadUnsafe(ref text, (nuint)j) | Vector128.Create((byte)0x20);
+            var letters = Vector128.LessThan(lower - Vector128.Create((byte)'a'), Vector128.Create((byte)26));
+            uint others = ~letters.ExtractMostSignificantBits() & 0xFFFFu;
+            if (others != 0) return j + BitOperations.TrailingZeroCount(others);
+            j += Vector128<byte>.Count;
         }
         return j;
     }
