@@ -257,3 +257,19 @@ public class TorchGeneratorTests
         Assert.Throws<ArgumentException>(() => g.SetState(new byte[TorchGenerator.StateByteCount])); // left = 0
     }
 }
+
+public class RandomGeneratorsTests
+{
+    [Fact]
+    public void CreatesEachKindSeeded()
+    {
+        var torch = RandomGenerators.Create("torch", 123);
+        Assert.Equal("torch", torch.Kind);
+        var values = new float[5];
+        torch.Uniform(values, 0, 1);
+        Assert.Equal(0.29611194f, values[0]); // torch.manual_seed(123); torch.rand(1)
+        Assert.Equal("fast", RandomGenerators.Create("fast", 123).Kind);
+        var e = Assert.Throws<ArgumentException>(() => RandomGenerators.Create("mt", 1));
+        Assert.Contains("--rng", e.Message);
+    }
+}
