@@ -14,5 +14,7 @@ internal static class CommandCatalog
         yield return GenerateCommand.Create();
         yield return ReplCommand.Create();
         yield return SampleStatsCommand.Create();
+        yield return ConvertCommand.Create();
+        yield return InspectCommand.Create();
     }
 }

@@ -30,7 +30,8 @@ public static class ConfigJson
 
     /// <summary>
     /// Reads a config in the book's keys or Hugging Face GPT-2's (<c>n_embd, n_layer, n_head, n_positions, vocab_size</c>;
-    /// those imply <c>qkv_bias = true</c>). <paramref name="source"/> names the file in error messages.
+    /// those imply <c>qkv_bias = true</c>), at the top level or in a <c>"model"</c> section (a run directory's config.json).
+    /// <paramref name="source"/> names the file in error messages.
     /// </summary>
     public static GptConfig Parse(string json, string source)
     {
@@ -44,6 +45,8 @@ public static class ConfigJson
             throw new InvalidDataException($"{source}: config is not valid JSON ({e.Message}).");
         }
         if (root is not JsonObject o) throw new InvalidDataException($"{source}: config is not a JSON object.");
+        // A run directory's config.json holds the model's config in its "model" section.
+        if (!o.ContainsKey("emb_dim") && !o.ContainsKey("n_embd") && o["model"] is JsonObject model) o = model;
         try
         {
             GptConfig config;

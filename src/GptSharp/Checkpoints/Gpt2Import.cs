@@ -47,7 +47,9 @@ public static partial class Gpt2Import
         var wpe = source.Find(prefix + "wpe.weight") ?? throw new InvalidDataException($"{source.FilePath}: no 'wpe.weight': not a GPT-2 file.");
         int layers = source.Tensors.Select(t => Layer().Match(t.Name[prefix.Length..])).Where(m => m.Success)
             .Select(m => int.Parse(m.Groups[1].Value) + 1).DefaultIfEmpty(0).Max();
-        return new GptConfig
+        if (wte.Shape.Length != 2 || wpe.Shape.Length != 2)
+            throw new InvalidDataException($"{source.FilePath}: embeddings must be 2-D, got wte {wte.ShapeString} and wpe {wpe.ShapeString}.");
+        return StateDictLoader.ValidateInferred(new GptConfig
         {
             VocabSize = wte.Shape[0],
             ContextLength = wpe.Shape[0],
@@ -55,7 +57,7 @@ public static partial class Gpt2Import
             Heads = StateDictLoader.GuessHeads(wte.Shape[^1], source.FilePath),
             Layers = layers,
             QkvBias = true,
-        }.Validate();
+        }, source.FilePath);
     }
 
     /// <summary>Loads GPT-2-named tensors into <paramref name="model"/> (which must have <c>qkv_bias</c>), checking every name and shape first.</summary>

@@ -53,7 +53,7 @@ public static partial class StateDictLoader
         int layers = source.Tensors.Select(t => BlockIndex().Match(t.Name)).Where(m => m.Success)
             .Select(m => int.Parse(m.Groups[1].Value) + 1).DefaultIfEmpty(0).Max();
         int emb = tok.Shape[1];
-        return new GptConfig
+        return ValidateInferred(new GptConfig
         {
             VocabSize = tok.Shape[0],
             ContextLength = pos.Shape[0],
@@ -61,7 +61,20 @@ public static partial class StateDictLoader
             Heads = heads ?? GuessHeads(emb, source.FilePath),
             Layers = layers,
             QkvBias = source.Find("trf_blocks.0.att.W_query.bias") is not null,
-        }.Validate();
+        }, source.FilePath);
+    }
+
+    /// <summary><see cref="GptConfig.Validate"/>, with the file named in the message.</summary>
+    internal static GptConfig ValidateInferred(GptConfig config, string file)
+    {
+        try
+        {
+            return config.Validate();
+        }
+        catch (ArgumentException e)
+        {
+            throw new InvalidDataException($"{file}: the tensors imply an invalid config: {e.Message}");
+        }
     }
 
     /// <summary>GPT-2's head count for a width (all four sizes use 64-wide heads).</summary>

@@ -12,7 +12,7 @@ namespace GptSharp.Checkpoints;
 internal sealed class TorchZipReader : IDisposable
 {
     private readonly SafeFileHandle _handle;
-    private readonly Dictionary<string, (long Offset, long Size)> _entries = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, (long Offset, long Size, int Method)> _entries = new(StringComparer.Ordinal);
 
     public TorchZipReader(string path)
     {
@@ -56,8 +56,13 @@ internal sealed class TorchZipReader : IDisposable
         return bytes;
     }
 
-    private (long Offset, long Size) Entry(string name) =>
-        _entries.TryGetValue(name, out var e) ? e : throw Corrupt($"record '{name}' is missing");
+    private (long Offset, long Size) Entry(string name)
+    {
+        if (!_entries.TryGetValue(name, out var e)) throw Corrupt($"record '{name}' is missing");
+        // torch.save stores every record uncompressed; a compressed one only fails if it is actually needed.
+        if (e.Method != 0) throw Corrupt($"record '{name}' is compressed (method {e.Method}); torch.save archives are stored uncompressed");
+        return (e.Offset, e.Size);
+    }
 
     private void ReadAt(long offset, Span<byte> destination)
     {
@@ -99,6 +104,7 @@ internal sealed class TorchZipReader : IDisposable
         var cd = new byte[cdSize];
         ReadAt(cdOffset, cd);
         int p = 0;
+        Span<byte> local = stackalloc byte[30];
         for (long i = 0; i < count; i++)
         {
             if (p + 46 > cd.Length || BinaryPrimitives.ReadUInt32LittleEndian(cd.AsSpan(p)) != 0x02014b50) throw Corrupt("bad central directory entry");
@@ -129,14 +135,12 @@ internal sealed class TorchZipReader : IDisposable
                 extra = extra[(4 + len)..];
             }
             p += 46 + nameLength + extraLength + commentLength;
-            if (method != 0) throw Corrupt($"record '{name}' is compressed (method {method}); torch.save archives are stored uncompressed");
             if (localOffset < 0 || localOffset + 30 > Length) throw Corrupt($"record '{name}' starts past the end of the file (truncated?)");
-            Span<byte> local = stackalloc byte[30];
             ReadAt(localOffset, local);
             if (BinaryPrimitives.ReadUInt32LittleEndian(local) != 0x04034b50) throw Corrupt($"bad local header for record '{name}'");
             long dataOffset = localOffset + 30 + BinaryPrimitives.ReadUInt16LittleEndian(local[26..]) + BinaryPrimitives.ReadUInt16LittleEndian(local[28..]);
             if (size < 0 || dataOffset + size > Length) throw Corrupt($"record '{name}' ({size} bytes) runs past the end of the file (truncated?)");
-            _entries[name] = (dataOffset, size);
+            _entries[name] = (dataOffset, size, method);
             Names.Add(name);
         }
     }

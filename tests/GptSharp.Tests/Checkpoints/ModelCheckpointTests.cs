@@ -112,3 +112,22 @@ public class ModelCheckpointTests
         Assert.Single(Directory.GetFiles(dir.Path));
     }
 }
+
+public class ConfigJsonTests
+{
+    [Fact]
+    public void ReadsBookHuggingFaceAndRunDirectoryConfigs()
+    {
+        var book = new GptConfig { VocabSize = 100, ContextLength = 12, EmbeddingDim = 24, Heads = 3, Layers = 2, DropRate = 0.1f, QkvBias = true };
+        string json = ConfigJson.ToBookJson(book);
+        Assert.Contains("\"drop_rate\":0.1,", json);
+        Assert.Equal(book, ConfigJson.Parse(json, "c.json"));
+        Assert.Equal(book, ConfigJson.Parse("{\"model\": " + json + ", \"training\": {\"epochs\": 10}}", "run/config.json"));
+        var hf = ConfigJson.Parse(File.ReadAllText(FixturePaths.Get("reference", "tiny-qkvbias-hf", "config.json")), "hf.json");
+        Assert.Equal(new GptConfig { VocabSize = 1000, ContextLength = 24, EmbeddingDim = 48, Heads = 3, Layers = 3, DropRate = 0f, QkvBias = true }, hf);
+        Assert.Contains("neither", Assert.Throws<InvalidDataException>(() => ConfigJson.Parse("""{"x": 1}""", "bad.json")).Message);
+        Assert.Contains("n_heads", Assert.Throws<InvalidDataException>(() => ConfigJson.Parse("""{"vocab_size":1,"context_length":1,"emb_dim":4}""", "bad.json")).Message);
+        Assert.Contains("divisible", Assert.Throws<InvalidDataException>(() => ConfigJson.Parse("""{"vocab_size":1,"context_length":1,"emb_dim":4,"n_heads":3,"n_layers":1}""", "bad.json")).Message);
+        Assert.Contains("not valid JSON", Assert.Throws<InvalidDataException>(() => ConfigJson.Parse("{", "bad.json")).Message);
+    }
+}

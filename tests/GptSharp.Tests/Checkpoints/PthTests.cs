@@ -257,6 +257,49 @@ public class PthTests
     }
 
     [Fact]
+    public void CompressedRecordIsRefusedClearly()
+    {
+        using var dir = new TempDir();
+        string path = dir.File("deflated.pth");
+        using (var zip = new System.IO.Compression.ZipArchive(File.Create(path), System.IO.Compression.ZipArchiveMode.Create))
+        {
+            var entry = zip.CreateEntry("archive/data.pkl", System.IO.Compression.CompressionLevel.Optimal);
+            using var s = entry.Open();
+            s.Write(new PickleBuilder().Proto().OrderedDict().Op('.').Bytes);
+        }
+        Assert.Contains("is compressed", Assert.Throws<InvalidDataException>(() => PthFile.Open(path)).Message);
+    }
+
+    [Fact]
+    public void Torch2RecordsAndSevenArgumentRebuildAreAccepted()
+    {
+        using var dir = new TempDir();
+        var storage = new byte[8];
+        BinaryPrimitives.WriteSingleLittleEndian(storage, 1.5f);
+        BinaryPrimitives.WriteSingleLittleEndian(storage.AsSpan(4), -2f);
+        var p = new PickleBuilder().Proto().OrderedDict().Mark()
+            .Str("w").Tensor("FloatStorage", "0", 2, 0, [2], [1], withMetadata: true)
+            .Op('u').Op('.');
+        string path = dir.File("torch2.pth");
+        using (var stream = File.Create(path))
+        {
+            var zip = new TorchZipWriter(stream);
+            zip.Add("torch2/data.pkl", p.Bytes);
+            zip.Add("torch2/.format_version", "1"u8.ToArray());
+            zip.Add("torch2/.storage_alignment", "64"u8.ToArray());
+            zip.Add("torch2/byteorder", "little"u8.ToArray());
+            zip.Add("torch2/data/0", storage);
+            zip.Add("torch2/version", "3\n"u8.ToArray());
+            zip.Add("torch2/.data/serialization_id", "1234"u8.ToArray());
+            zip.Finish();
+        }
+        using var file = PthFile.Open(path);
+        var values = new float[2];
+        file.StateDict().ReadInto("w", values);
+        Assert.Equal([1.5f, -2f], values);
+    }
+
+    [Fact]
     public void ShapeMismatchInPthNamesTensorAndShapes()
     {
         var e = Assert.Throws<InvalidDataException>(() => PthCheckpoint.LoadModel(FixturePaths.Get("pth", "model.pth"), FixtureConfig(false) with { ContextLength = 32 }));
@@ -297,11 +340,12 @@ public class PthTests
             return this;
         }
         public PickleBuilder Tuple(long[] items) { Mark(); foreach (var i in items) Int(i); return Op('t'); }
-        public PickleBuilder Tensor(string storageType, string key, long numel, long offset, long[] shape, long[] stride)
+        public PickleBuilder Tensor(string storageType, string key, long numel, long offset, long[] shape, long[] stride, bool withMetadata = false)
         {
             Global("torch._utils", "_rebuild_tensor_v2").Mark();
             Mark().Str("storage").Global("torch", storageType).Str(key).Str("cpu").Int(numel).Op('t').Op('Q');
             Int(offset).Tuple(shape).Tuple(stride).Op(0x89).OrderedDict();
+            if (withMetadata) Op('}'); // torch 2.x appends a metadata dict
             return Op('t').Op('R');
         }
     }
