@@ -30,8 +30,8 @@ internal static class GenerateCommand
             int maxNewTokens = parse.GetValue(settings.MaxNewTokens);
             CheckPrompt(text, maxNewTokens);
             GenerationSettings.SetThreads(parse.GetValue(settings.Threads));
-            var random = GenerationSettings.CreateRandom(parse.GetValue(settings.Rng) ?? "torch", parse.GetValue(settings.Seed));
-            using var model = ModelSpec.Load(parse.GetValue(settings.Model)!);
+            var random = settings.CreateRandom(parse);
+            using var model = settings.LoadModel(parse);
             using var generator = new TextGenerator(model, options, random);
             Run(generator, text, maxNewTokens, output ?? Console.Out, parse.GetValue(settings.Stats) ? diagnostics ?? Console.Error : null);
             return 0;

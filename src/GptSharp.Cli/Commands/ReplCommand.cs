@@ -20,8 +20,8 @@ internal static class ReplCommand
             int maxNewTokens = parse.GetValue(settings.MaxNewTokens);
             if (maxNewTokens < 0) throw new ArgumentException($"--max-new-tokens must be ≥ 0, got {maxNewTokens}.");
             GenerationSettings.SetThreads(parse.GetValue(settings.Threads));
-            var random = GenerationSettings.CreateRandom(parse.GetValue(settings.Rng) ?? "torch", parse.GetValue(settings.Seed));
-            using var model = ModelSpec.Load(parse.GetValue(settings.Model)!);
+            var random = settings.CreateRandom(parse);
+            using var model = settings.LoadModel(parse);
             using var generator = new TextGenerator(model, options, random);
             bool interactive = input is null && !Console.IsInputRedirected;
             var errors = diagnostics ?? Console.Error;

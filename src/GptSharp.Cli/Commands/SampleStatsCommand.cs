@@ -1,5 +1,6 @@
 using System.CommandLine;
 using GptSharp.Generation;
+using GptSharp.Tensors;
 
 namespace GptSharp.Cli.Commands;
 
@@ -46,7 +47,7 @@ internal static class SampleStatsCommand
         {
             float temperature = temperatures[i];
             var probabilities = SampleStats.Probabilities(logits, temperature);
-            var counts = SampleStats.CountDraws(probabilities, draws, GenerationSettings.CreateRandom(rng, seed));
+            var counts = SampleStats.CountDraws(probabilities, draws, RandomGenerators.Create(rng, seed));
             if (i > 0) output.WriteLine();
             output.WriteLine($"Temperature {temperature:G}: {draws:N0} draws (seed {seed}, {rng})");
             output.WriteLine($"{"sampled",8}   {"token",-8} {"probability",12} {"expected",9}");

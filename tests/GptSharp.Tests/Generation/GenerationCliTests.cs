@@ -107,7 +107,7 @@ public class GenerationCliTests(TinyGpt2File model) : IClassFixture<TinyGpt2File
     [InlineData("--prompt is empty", "--prompt", "")]
     [InlineData("--prompt has 19 tokens, more than the context length 16 (--no-slide)", "--no-slide", "--prompt", "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen")]
     [InlineData("--num-beams > 1 is deterministic beam search", "--num-beams", "2", "--temperature", "1")]
-    [InlineData("--rng must be torch or fast", "--rng", "mt")]
+    [InlineData("--rng must be \"torch\" or \"fast\"", "--rng", "mt")]
     public void BadOptionsAreOneLineErrors(string message, params string[] args)
     {
         var (exitCode, output, error) = Generate(["--model", model.Path, .. args]);
@@ -115,6 +115,17 @@ public class GenerationCliTests(TinyGpt2File model) : IClassFixture<TinyGpt2File
         Assert.Equal("", output);
         Assert.StartsWith("error: " + message, error);
         Assert.Single(error.TrimEnd().Split('\n'));
+    }
+
+    [Fact]
+    public void TheModelComesFromExactlyOneOfModelAndModelDir()
+    {
+        var (exitCode, _, error) = Generate("--prompt", "Hi");
+        Assert.Equal(1, exitCode);
+        Assert.StartsWith("error: give the model with exactly one of --model or --model-dir", error);
+        var (ok, output, _) = Generate("--model-dir", model.DirectoryPath, "-n", "2");
+        Assert.Equal(0, ok);
+        Assert.StartsWith(GenerateCommand.DefaultPrompt, output);
     }
 
     [Fact]
