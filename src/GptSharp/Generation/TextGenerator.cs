@@ -28,7 +28,8 @@ public delegate void TokenCallback(int row, int token);
 /// end-of-sequence id, each row stops on its own: a finished row is padded with the EOS id while the other rows
 /// go on, and the step at which the last row finishes is not appended (the book's <c>break</c>), so a batch of
 /// one never contains the EOS id, exactly as in the book.
-/// The model runs in eval mode under <see cref="GptModel.NoGrad"/> (no dropout, no activations kept).
+/// The model runs in eval mode under <see cref="GptModel.NoGrad"/> (no dropout, no activations kept); the KV cache
+/// path never uses dropout, and the uncached path restores a training-mode model after each forward pass.
 /// </remarks>
 public sealed partial class TextGenerator : IDisposable
 {
@@ -146,7 +147,6 @@ public sealed partial class TextGenerator : IDisposable
             if ((uint)id >= (uint)_vocabSize) throw new ArgumentException($"token id {id} is outside the vocabulary (0..{_vocabSize - 1}).");
         var state = new State(prompt.BatchSize, prompt.SequenceLength, prompt.SequenceLength + maxNewTokens) { MaxNewTokens = maxNewTokens };
         for (int b = 0; b < prompt.BatchSize; b++) prompt.Row(b).CopyTo(state.Tokens.AsSpan(b * state.Capacity));
-        _model.Eval();
         if (Options.UseCache) PrepareCache(prompt.BatchSize);
         _cacheValid = false;
         LastStopReason = StopReason.MaxNewTokens;
@@ -237,8 +237,17 @@ public sealed partial class TextGenerator : IDisposable
             return;
         }
         var batch = WindowBatch(tokens, rowStride, batchSize, length, window);
-        using (_model.NoGrad())
-            _uncachedLogits = _model.Forward(batch);
+        bool wasTraining = _model.IsTraining;
+        _model.Eval();
+        try
+        {
+            using (_model.NoGrad())
+                _uncachedLogits = _model.Forward(batch);
+        }
+        finally
+        {
+            if (wasTraining) _model.Train();
+        }
         _uncachedWindow = window;
     }
 
