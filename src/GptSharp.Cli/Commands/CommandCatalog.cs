@@ -11,6 +11,9 @@ internal static class CommandCatalog
         yield return TokenizeCommand.Create();
         yield return DetokenizeCommand.Create();
         yield return DownloadCommand.Create();
+        yield return GenerateCommand.Create();
+        yield return ReplCommand.Create();
+        yield return SampleStatsCommand.Create();
         yield return ConvertCommand.Create();
         yield return InspectCommand.Create();
     }

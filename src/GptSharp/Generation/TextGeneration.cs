@@ -28,7 +28,8 @@ public static class TextGeneration
     /// The book stops the whole batch when the new token equals <c>eos_id</c> (written for one row). Here each row
     /// stops on its own: a finished row is padded with <paramref name="eosId"/> while the others go on, and the step
     /// at which the last row finishes is not appended, so a batch of one behaves exactly as in the book.
-    /// The model runs in eval mode with no activations kept (the book's <c>torch.no_grad()</c>).
+    /// The model runs in eval mode with no activations kept (the book's <c>model.eval()</c> and <c>torch.no_grad()</c>);
+    /// a model that was in training mode is switched back when the function returns.
     /// </remarks>
     public static TokenBatch Generate(GptModel model, TokenBatch idx, int maxNewTokens, int contextSize,
         float temperature = 0f, int? topK = null, int? eosId = null, IRandomGenerator? generator = null)
@@ -47,41 +48,50 @@ public static class TextGeneration
         var logits = new float[vocab];
         var heap = topK is { } k ? new float[Math.Min(k, vocab)] : [];
 
+        // The book calls model.eval() before generating; the mode the caller had comes back afterwards.
+        bool wasTraining = model.IsTraining;
         model.Eval();
-        for (int step = 0; step < maxNewTokens; step++)
+        try
         {
-            // idx_cond = idx[:, -context_size:]
-            int length = rows[0].Count, window = Math.Min(length, contextSize);
-            var windowIds = new int[batchSize * window];
-            for (int b = 0; b < batchSize; b++)
-                rows[b].CopyTo(length - window, windowIds, b * window, window);
-
-            Tensor output;
-            using (model.NoGrad())
-                output = model.Forward(new TokenBatch(windowIds, batchSize, window));
-
-            bool allFinished = true;
-            for (int b = 0; b < batchSize; b++)
+            for (int step = 0; step < maxNewTokens; step++)
             {
-                if (finished[b]) { next[b] = eosId!.Value; continue; }
-                // logits = logits[:, -1, :]
-                output.Span.Slice((b * window + window - 1) * vocab, vocab).CopyTo(logits);
-                if (topK is { } topk) Sampling.TopK(logits, topk, heap);
-                if (temperature > 0f)
+                // idx_cond = idx[:, -context_size:]
+                int length = rows[0].Count, window = Math.Min(length, contextSize);
+                var windowIds = new int[batchSize * window];
+                for (int b = 0; b < batchSize; b++)
+                    rows[b].CopyTo(length - window, windowIds, b * window, window);
+
+                Tensor output;
+                using (model.NoGrad())
+                    output = model.Forward(new TokenBatch(windowIds, batchSize, window));
+
+                bool allFinished = true;
+                for (int b = 0; b < batchSize; b++)
                 {
-                    Sampling.ApplyTemperature(logits, temperature);
-                    Sampling.Softmax(logits, logits);
-                    next[b] = generator!.Multinomial(logits);
+                    if (finished[b]) { next[b] = eosId!.Value; continue; }
+                    // logits = logits[:, -1, :]
+                    output.Span.Slice((b * window + window - 1) * vocab, vocab).CopyTo(logits);
+                    if (topK is { } topk) Sampling.TopK(logits, topk, heap);
+                    if (temperature > 0f)
+                    {
+                        Sampling.ApplyTemperature(logits, temperature);
+                        Sampling.Softmax(logits, logits);
+                        next[b] = generator!.Multinomial(logits);
+                    }
+                    else
+                    {
+                        next[b] = Sampling.Argmax(logits);
+                    }
+                    if (next[b] == eosId) finished[b] = true;
+                    else allFinished = false;
                 }
-                else
-                {
-                    next[b] = Sampling.Argmax(logits);
-                }
-                if (next[b] == eosId) finished[b] = true;
-                else allFinished = false;
+                if (eosId is not null && allFinished) break;
+                for (int b = 0; b < batchSize; b++) rows[b].Add(next[b]);
             }
-            if (eosId is not null && allFinished) break;
-            for (int b = 0; b < batchSize; b++) rows[b].Add(next[b]);
+        }
+        finally
+        {
+            if (wasTraining) model.Train();
         }
 
         int total = rows[0].Count;

@@ -24,7 +24,6 @@ public sealed partial class TextGenerator
         foreach (int id in prompt)
             if ((uint)id >= (uint)_vocabSize) throw new ArgumentException($"token id {id} is outside the vocabulary (0..{_vocabSize - 1}).");
 
-        _model.Eval();
         if (Options.UseCache) PrepareCache(beams);
         _cacheValid = false;
         LastStopReason = StopReason.MaxNewTokens;
@@ -108,7 +107,7 @@ public sealed partial class TextGenerator
             }
             (tokens, nextTokens) = (nextTokens, tokens);
             (scores, nextScores) = (nextScores, scores);
-            if (Options.UseCache) _cache!.ReorderRows(sources);
+            if (Options.UseCache) _cacheRows.Reorder(_cache!, sources);
             length++;
 
             if (kept == 0) { LastStopReason = StopReason.EndOfSequence; break; }

@@ -28,7 +28,8 @@ public delegate void TokenCallback(int row, int token);
 /// end-of-sequence id, each row stops on its own: a finished row is padded with the EOS id while the other rows
 /// go on, and the step at which the last row finishes is not appended (the book's <c>break</c>), so a batch of
 /// one never contains the EOS id, exactly as in the book.
-/// The model runs in eval mode under <see cref="GptModel.NoGrad"/> (no dropout, no activations kept).
+/// The model runs in eval mode under <see cref="GptModel.NoGrad"/> (no dropout, no activations kept); the KV cache
+/// path never uses dropout, and the uncached path restores a training-mode model after each forward pass.
 /// </remarks>
 public sealed partial class TextGenerator : IDisposable
 {
@@ -38,6 +39,7 @@ public sealed partial class TextGenerator : IDisposable
     private readonly int _vocabSize;
     private readonly float[] _logits, _probabilities;
     private KvCache? _cache;
+    private readonly KvCacheRows _cacheRows = new();
 
     public TextGenerator(GptModel model, GenerationOptions? options = null, IRandomGenerator? generator = null)
     {
@@ -145,16 +147,16 @@ public sealed partial class TextGenerator : IDisposable
             if ((uint)id >= (uint)_vocabSize) throw new ArgumentException($"token id {id} is outside the vocabulary (0..{_vocabSize - 1}).");
         var state = new State(prompt.BatchSize, prompt.SequenceLength, prompt.SequenceLength + maxNewTokens) { MaxNewTokens = maxNewTokens };
         for (int b = 0; b < prompt.BatchSize; b++) prompt.Row(b).CopyTo(state.Tokens.AsSpan(b * state.Capacity));
-        _model.Eval();
         if (Options.UseCache) PrepareCache(prompt.BatchSize);
         _cacheValid = false;
         LastStopReason = StopReason.MaxNewTokens;
         return state;
     }
 
+    /// <summary>A cache for this batch size (kept between calls: the REPL and repeated calls reuse it).</summary>
     private void PrepareCache(int batchSize)
     {
-        if (_cache is not null && _cache.MaxBatchSize >= batchSize) return;
+        if (_cache is not null && _cache.BatchSize == batchSize) return;
         _cache?.Dispose();
         _cache = new KvCache(_model, batchSize, ContextSize);
     }
@@ -218,47 +220,59 @@ public sealed partial class TextGenerator : IDisposable
         if (Options.UseCache)
         {
             var cache = _cache!;
-            bool continues = cache.BatchSize == batchSize && cache.Length == length - 1 && cache.Length > 0 && !cache.IsFull && _cacheValid;
+            bool continues = _cacheValid && cache.Length == length - 1 && cache.Length > 0 && cache.Length < cache.Capacity;
             if (continues)
             {
                 Span<int> last = batchSize <= 64 ? stackalloc int[batchSize] : new int[batchSize];
                 for (int b = 0; b < batchSize; b++) last[b] = tokens[b * rowStride + length - 1];
-                cache.Step(last);
+                _cachedLogits = _model.Step(cache, last);
             }
             else
             {
                 // First step, or the window slid past the context: (re-)prefill the last `window` tokens.
-                var ids = WindowIds(tokens, rowStride, batchSize, length, window);
-                cache.Prefill(ids, batchSize, window);
+                _windowBatch = WindowBatch(tokens, rowStride, batchSize, length, window);
+                _cachedLogits = _model.Prefill(cache, _windowBatch);
             }
             _cacheValid = true;
             return;
         }
-        var batch = new TokenBatch(WindowIds(tokens, rowStride, batchSize, length, window), batchSize, window);
-        using (_model.NoGrad())
-            _uncachedLogits = _model.Forward(batch);
+        var batch = WindowBatch(tokens, rowStride, batchSize, length, window);
+        bool wasTraining = _model.IsTraining;
+        _model.Eval();
+        try
+        {
+            using (_model.NoGrad())
+                _uncachedLogits = _model.Forward(batch);
+        }
+        finally
+        {
+            if (wasTraining) _model.Train();
+        }
         _uncachedWindow = window;
     }
 
     // False when the cache content does not belong to the sequences being generated (a new call started).
     private bool _cacheValid;
 
-    private int[] _windowIds = [];
+    private TokenBatch? _windowBatch;
+    private Tensor? _cachedLogits;
 
-    private int[] WindowIds(int[] tokens, int rowStride, int batchSize, int length, int window)
+    /// <summary>The last <paramref name="window"/> tokens of each row (the book's <c>idx[:, -context_size:]</c>).</summary>
+    private TokenBatch WindowBatch(int[] tokens, int rowStride, int batchSize, int length, int window)
     {
-        // The book's loop passes a fresh tensor each step; the cached path reuses one buffer (prefills are rare).
-        var ids = Options.UseCache
-            ? (_windowIds.Length == batchSize * window ? _windowIds : _windowIds = new int[batchSize * window])
-            : new int[batchSize * window];
+        // The book's loop builds a fresh tensor each step; once the window slides, the cached path re-prefills a
+        // window of the same shape for every token, so it reuses the last one's buffer.
+        var batch = _windowBatch is { } previous && previous.BatchSize == batchSize && previous.SequenceLength == window
+            ? previous
+            : new TokenBatch(new int[batchSize * window], batchSize, window);
         for (int b = 0; b < batchSize; b++)
-            tokens.AsSpan(b * rowStride + length - window, window).CopyTo(ids.AsSpan(b * window));
-        return ids;
+            tokens.AsSpan(b * rowStride + length - window, window).CopyTo(batch.Ids.AsSpan(b * window));
+        return batch;
     }
 
     private unsafe ReadOnlySpan<float> LogitsRow(int row)
     {
-        if (Options.UseCache) return _cache!.LogitsRow(row);
+        if (Options.UseCache) return new ReadOnlySpan<float>(_cachedLogits!.Data + (long)row * _vocabSize, _vocabSize);
         long offset = ((long)row * _uncachedWindow + _uncachedWindow - 1) * _vocabSize;
         return new ReadOnlySpan<float>(_uncachedLogits!.Data + offset, _vocabSize);
     }
@@ -267,5 +281,6 @@ public sealed partial class TextGenerator : IDisposable
     {
         _cache?.Dispose();
         _cache = null;
+        _cacheRows.Dispose();
     }
 }

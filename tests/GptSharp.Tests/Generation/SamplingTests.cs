@@ -112,3 +112,20 @@ public class SamplingTests
 
     private static double Square(double x) => x * x;
 }
+
+/// <summary>Exercise 5.1: the book's <c>print_sampled_tokens</c> with PyTorch's generator.</summary>
+public class BookSampleCountTests
+{
+    [Theory]
+    // Recorded with Debian's PyTorch 1.13: torch.manual_seed(123); 1,000 × torch.multinomial(softmax(logits / T), 1); bincount.
+    // At T = 1 these are the book's printed counts (73 × closer, 582 × forward, 2 × inches, 343 × toward).
+    [InlineData(1f, new[] { 73, 0, 0, 582, 2, 0, 0, 343, 0 })]
+    [InlineData(0.1f, new[] { 0, 0, 0, 985, 0, 0, 0, 15, 0 })]
+    [InlineData(5f, new[] { 165, 75, 42, 239, 71, 46, 32, 227, 103 })]
+    public void TorchGeneratorReproducesPrintSampledTokens(float temperature, int[] expected)
+    {
+        var probabilities = SampleStats.Probabilities(SampleStats.BookNextTokenLogits.ToArray(), temperature);
+        var counts = SampleStats.CountDraws(probabilities, 1000, new TorchGenerator(123));
+        Assert.Equal(expected, counts);
+    }
+}
