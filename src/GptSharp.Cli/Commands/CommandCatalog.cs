@@ -8,5 +8,13 @@ internal static class CommandCatalog
     public static IEnumerable<Command> All()
     {
         yield return TrainCommand.Create();
+        yield return TokenizeCommand.Create();
+        yield return DetokenizeCommand.Create();
+        yield return DownloadCommand.Create();
+        yield return GenerateCommand.Create();
+        yield return ReplCommand.Create();
+        yield return SampleStatsCommand.Create();
+        yield return ConvertCommand.Create();
+        yield return InspectCommand.Create();
     }
 }
