@@ -16,6 +16,8 @@ public sealed unsafe class Tensor : IDisposable
     private float* _data;
     private readonly long _length;
     private readonly int[] _shape;
+    // False for a view over memory owned by someone else (the model's activation buffers).
+    private readonly bool _ownsMemory = true;
 
     /// <summary>
     /// Set by a producer whose result can be differentiated (the model's logits): called by
@@ -23,6 +25,13 @@ public sealed unsafe class Tensor : IDisposable
     /// This is the whole "tape": the model keeps its own activations and runs its backward pass.
     /// </summary>
     public Action<Tensor>? BackwardFunction { get; set; }
+
+    /// <summary>
+    /// Where a loss writes d loss / d this tensor before calling <see cref="BackwardFunction"/>
+    /// (PyTorch's <c>.grad</c> of a non-leaf). The model presets it to a buffer it owns, so a training
+    /// step allocates nothing; a loss creates it when it is missing.
+    /// </summary>
+    public Tensor? Grad { get; set; }
 
     /// <summary>Allocates a zero-filled tensor of the given shape.</summary>
     public Tensor(params int[] shape)
@@ -39,6 +48,29 @@ public sealed unsafe class Tensor : IDisposable
         _data = (float*)NativeMemory.AlignedAlloc(bytes, Alignment);
         NativeMemory.Clear(_data, bytes);
         GC.AddMemoryPressure((long)bytes);
+    }
+
+    private Tensor(float* data, int[] shape, long length)
+    {
+        _data = data;
+        _shape = shape;
+        _length = length;
+        _ownsMemory = false;
+    }
+
+    /// <summary>
+    /// A tensor of the given shape over <paramref name="data"/>, which someone else owns and frees:
+    /// the view is valid only while that memory lives, and disposing the view frees nothing.
+    /// </summary>
+    public static Tensor View(float* data, params int[] shape)
+    {
+        long length = 1;
+        foreach (int d in shape)
+        {
+            if (d < 0) throw new ArgumentException($"Tensor dimensions must be non-negative, got [{string.Join(", ", shape)}].");
+            length *= d;
+        }
+        return new Tensor(data, (int[])shape.Clone(), length);
     }
 
     /// <summary>Creates a tensor holding a copy of <paramref name="values"/> with the given shape.</summary>
@@ -126,6 +158,12 @@ public sealed unsafe class Tensor : IDisposable
     public void Dispose()
     {
         if (_data == null) return;
+        if (!_ownsMemory)
+        {
+            _data = null;
+            GC.SuppressFinalize(this);
+            return;
+        }
         NativeMemory.AlignedFree(_data);
         GC.RemoveMemoryPressure(Math.Max(1, _length) * sizeof(float));
         _data = null;
@@ -134,7 +172,7 @@ public sealed unsafe class Tensor : IDisposable
 
     ~Tensor()
     {
-        if (_data != null) NativeMemory.AlignedFree(_data);
+        if (_data != null && _ownsMemory) NativeMemory.AlignedFree(_data);
     }
 
     private static void ThrowDisposed() => throw new ObjectDisposedException(nameof(Tensor));
