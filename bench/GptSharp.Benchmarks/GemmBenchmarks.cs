@@ -23,6 +23,8 @@ public unsafe class GemmBenchmarks : IWorkMeasure
         "TN 768x768x512 qkv/proj", "TN 3072x768x512 fc1", "TN 768x3072x512 fc2", "TN 50257x768x512 head",
         // one attention head, ctx 256, head dim 64, strided in the [T, 3·768] / [T, 768] activations (1 thread)
         "NT 256x256x64 QKt head", "NN 256x64x256 PV head", "TN 256x64x256 dV head",
+        // generation with a KV cache: one new token through the output head (memory-bound: reads W once)
+        "NT 1x50257x768 head, one token",
     };
 
     [ParamsSource(nameof(Cases))]
@@ -92,7 +94,7 @@ internal readonly struct GemmCase
         {
             TransA = parts[0][0] == 'T', TransB = parts[0][1] == 'T',
             M = dims[0], N = dims[1], K = dims[2],
-            Attention = text.Contains("head") && dims[0] == 256,
+            Attention = text.Contains(" head") && dims[0] == 256,
         };
     }
 
