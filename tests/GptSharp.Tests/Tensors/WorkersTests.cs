@@ -2,8 +2,15 @@ using GptSharp.Tensors;
 
 namespace GptSharp.Tests.Tensors;
 
+/// <summary>
+/// Runs the Workers tests alone: they change <see cref="Workers.Count"/> and check that the pool itself runs
+/// the tasks, which a concurrent test holding the pool (its Run would then execute inline) would defeat.
+/// </summary>
+[CollectionDefinition(nameof(WorkersTests), DisableParallelization = true)]
+public class WorkersTestsCollection;
+
 /// <summary>The thread pool: every task exactly once, exceptions reach the caller, nested runs work.</summary>
-[Collection(nameof(WorkersTests))] // changes Workers.Count: keep these tests from overlapping each other
+[Collection(nameof(WorkersTests))]
 public class WorkersTests
 {
     [Theory]
@@ -59,11 +66,14 @@ public class WorkersTests
         {
             Workers.Count = 2;
             var threadIds = new System.Collections.Concurrent.ConcurrentDictionary<int, bool>();
-            // Tasks long enough that the second thread certainly wakes up and takes some.
-            Workers.Run(64, _ =>
+            // Whichever thread takes task 0 holds it until another thread has taken a task (or 10 s pass on a
+            // very busy machine), so the pool's thread must have joined for the test to pass.
+            Workers.Run(4, i =>
             {
                 threadIds.TryAdd(Environment.CurrentManagedThreadId, true);
-                Thread.Sleep(2);
+                if (i != 0) return;
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                while (threadIds.Count < 2 && clock.Elapsed.TotalSeconds < 10) Thread.Sleep(1);
             });
             Assert.True(threadIds.Count >= 2, $"Only {threadIds.Count} thread ran the tasks.");
         }
