@@ -74,6 +74,7 @@ public sealed unsafe partial class GptModel
             logits = acts.LogitsView = Tensor.View(acts.LogitsStorage.Data, batch, seq, vocab);
             if (keep) acts.DLogitsView = Tensor.View(acts.DLogits!.Data, batch, seq, vocab);
         }
+        logits.Version++;
         if (keep)
         {
             _pending = acts;

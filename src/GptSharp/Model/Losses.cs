@@ -10,11 +10,13 @@ namespace GptSharp.Model;
 public readonly struct Loss
 {
     private readonly Tensor? _logits;
+    private readonly long _logitsVersion;
 
     internal Loss(float value, Tensor? logits)
     {
         Value = value;
         _logits = logits;
+        _logitsVersion = logits?.Version ?? 0;
     }
 
     /// <summary>The loss (the book's <c>loss.item()</c>).</summary>
@@ -28,7 +30,10 @@ public readonly struct Loss
     {
         var backward = _logits?.BackwardFunction ?? throw new InvalidOperationException(
             "This loss cannot be back-propagated: its logits were computed under NoGrad() (inference mode), which keeps no activations, or by nothing differentiable.");
-        backward(_logits!.Grad!);
+        if (_logits!.Version != _logitsVersion)
+            throw new InvalidOperationException(
+                "This loss's logits were overwritten by a later Forward, which replaced the activations it needs: call Backward before the next Forward (to accumulate gradients: forward, backward, forward, backward, then step).");
+        backward(_logits.Grad!);
     }
 
     public override string ToString() => Value.ToString("F5");

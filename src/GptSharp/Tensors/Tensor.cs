@@ -34,6 +34,12 @@ public sealed unsafe class Tensor : IDisposable
     /// </summary>
     public Tensor? Grad { get; set; }
 
+    /// <summary>
+    /// Bumped by a producer each time it overwrites this tensor in place (the model's logits, once per
+    /// forward pass), so a loss computed from an earlier value can refuse to back-propagate stale activations.
+    /// </summary>
+    public long Version { get; set; }
+
     /// <summary>Allocates a zero-filled tensor of the given shape.</summary>
     public Tensor(params int[] shape)
     {

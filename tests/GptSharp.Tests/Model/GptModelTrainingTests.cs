@@ -138,6 +138,11 @@ public class GptModelTrainingTests
             var inference = Losses.CrossEntropy(model.Forward(inputs), inputs);
             Assert.Contains("NoGrad", Assert.Throws<InvalidOperationException>(() => inference.Backward()).Message);
         }
+        // A second forward pass overwrites the activations the first loss needs.
+        var first = Losses.CrossEntropy(model.Forward(inputs), inputs);
+        var second = Losses.CrossEntropy(model.Forward(inputs), inputs);
+        Assert.Contains("later Forward", Assert.Throws<InvalidOperationException>(() => first.Backward()).Message);
+        second.Backward();
     }
 
     [Fact]
