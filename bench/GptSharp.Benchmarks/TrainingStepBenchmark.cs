@@ -85,6 +85,9 @@ public class TrainingStepBenchmark
         Step(model, optimizer, inputs, targets);
         var sw = new Stopwatch();
         double zero = 0, forward = 0, loss = 0, backward = 0, adam = 0;
+        Step(model, optimizer, inputs, targets);
+        var losses = new float[steps];
+        long allocatedBefore = GC.GetTotalAllocatedBytes(precise: true);
         var cpu = Process.GetCurrentProcess().TotalProcessorTime;
         var total = Stopwatch.StartNew();
         for (int s = 0; s < steps; s++)
@@ -94,13 +97,15 @@ public class TrainingStepBenchmark
             sw.Restart(); var l = Losses.CrossEntropy(logits, targets); loss += sw.Elapsed.TotalSeconds;
             sw.Restart(); l.Backward(); backward += sw.Elapsed.TotalSeconds;
             sw.Restart(); optimizer.Step(); adam += sw.Elapsed.TotalSeconds;
-            Console.WriteLine($"step {s + 1}: loss {l.Value:F4}");
+            losses[s] = l.Value;
         }
         double seconds = total.Elapsed.TotalSeconds / steps;
+        long allocated = GC.GetTotalAllocatedBytes(precise: true) - allocatedBefore;
+        for (int i = 0; i < steps; i++) Console.WriteLine($"step {i + 1}: loss {losses[i]:F4}");
         double cpuSeconds = (Process.GetCurrentProcess().TotalProcessorTime - cpu).TotalSeconds / steps;
         Console.WriteLine($"threads {threads}: {seconds:F3} s/step ({BatchSize * ContextLength / seconds:F0} tokens/s), CPU {cpuSeconds:F3} s/step");
         Console.WriteLine($"  zero_grad {zero / steps:F3}  forward {forward / steps:F3}  loss {loss / steps:F3}  backward {backward / steps:F3}  adamw {adam / steps:F3}");
-        Console.WriteLine($"  peak RSS {Process.GetCurrentProcess().PeakWorkingSet64 / (double)(1L << 30):F2} GiB, activations {model.ActivationBytes / (double)(1L << 20):F0} MiB");
+        Console.WriteLine($"  peak RSS {Process.GetCurrentProcess().PeakWorkingSet64 / (double)(1L << 30):F2} GiB, activations {model.ActivationBytes / (double)(1L << 20):F0} MiB, managed bytes allocated per step {allocated / steps}");
         optimizer.Dispose();
         model.Dispose();
     }
