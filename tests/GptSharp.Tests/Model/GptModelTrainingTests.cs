@@ -198,3 +198,40 @@ public class GptModelTrainingTests
         Assert.Equal(0, allocated);
     }
 }
+
+/// <summary>Results do not depend on the thread count: every parallel split keeps each sum's order.</summary>
+[Collection(nameof(ThreadCountTests))]
+public class ThreadCountTests
+{
+    [Fact]
+    public void TrainingStepsAreBitIdenticalOnOneAndTwoThreads()
+    {
+        float[][] Run(int threads)
+        {
+            int saved = Workers.Count;
+            try
+            {
+                Workers.Count = threads;
+                var config = new GptConfig { VocabSize = 300, ContextLength = 40, EmbeddingDim = 64, Heads = 4, Layers = 2, DropRate = 0.1f };
+                using var model = new GptModel(config, new FastRandom(31));
+                using var optimizer = new AdamW(model.Parameters());
+                var rng = new Random(4);
+                var inputs = new TokenBatch(Enumerable.Range(0, 4 * 40).Select(_ => rng.Next(300)).ToArray(), 4, 40);
+                for (int step = 0; step < 2; step++)
+                {
+                    optimizer.ZeroGrad();
+                    Losses.CrossEntropy(model.Forward(inputs), inputs).Backward();
+                    optimizer.Step();
+                }
+                return model.Parameters().Select(p => p.Value.ToArray()).ToArray();
+            }
+            finally
+            {
+                Workers.Count = saved;
+            }
+        }
+        var one = Run(1);
+        var two = Run(2);
+        for (int i = 0; i < one.Length; i++) Assert.Equal(one[i], two[i]);
+    }
+}
