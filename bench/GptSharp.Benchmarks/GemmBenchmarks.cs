@@ -25,6 +25,8 @@ public unsafe class GemmBenchmarks : IWorkMeasure
         // one attention head ("att"), ctx 256, head dim 64, strided in the [T, 3·768] activations, 1 thread:
         // scores Q·Kᵀ, context P·V, dV = Pᵀ·dO
         "NT 256x256x64 att", "NN 256x64x256 att", "TN 256x64x256 att",
+        // the same in the 32-query-row blocks that skip the causal mask's upper triangle (last block shown)
+        "NT 32x256x64 att", "NN 32x64x256 att", "TN 32x64x256 att",
         // generation with a KV cache: one new token through the output head (memory-bound: reads W once)
         "NT 1x50257x768",
     };
