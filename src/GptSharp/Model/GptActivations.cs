@@ -34,7 +34,8 @@ internal sealed class GptActivations : IDisposable
         Value = PerBlock(layers, copies, rows * c);
         AttentionWeights = PerBlock(layers, copies, weights);
         AttentionMask = dropout ? PerBlock(layers, copies, weights) : null;
-        DroppedAttentionWeights = dropout ? PerBlock(layers, copies, weights) : null;
+        // Forward-only scratch: backward recomputes the dropped weights from the weights and the mask.
+        DroppedAttentionWeights = dropout ? New(weights) : null;
         Context = PerBlock(layers, copies, rows * c);
         AttentionShortcutMask = dropout ? PerBlock(layers, copies, rows * c) : null;
         // Inference folds the block's residual stream in place: x += attn(...); x += ff(...).
@@ -43,7 +44,8 @@ internal sealed class GptActivations : IDisposable
         Ln2Mean = PerBlock(layers, copies, rows);
         Ln2Rstd = PerBlock(layers, copies, rows);
         FeedForwardHidden = PerBlock(layers, copies, rows * hidden);
-        FeedForwardGelu = PerBlock(layers, copies, rows * hidden);
+        // One copy for all blocks: backward recomputes GELU(hidden) of the block it is in.
+        FeedForwardGelu = New(rows * hidden);
         FeedForwardShortcutMask = dropout ? PerBlock(layers, copies, rows * c) : null;
         EmbeddingMask = dropout ? New(rows * c) : null;
         Projection = New(rows * c);
@@ -72,9 +74,10 @@ internal sealed class GptActivations : IDisposable
     public bool ForTraining { get; }
 
     public Tensor[] Residual, Ln1, Ln1Mean, Ln1Rstd, Query, Key, Value, AttentionWeights, Context, Residual2,
-        Ln2, Ln2Mean, Ln2Rstd, FeedForwardHidden, FeedForwardGelu;
-    public Tensor[]? AttentionMask, DroppedAttentionWeights, AttentionShortcutMask, FeedForwardShortcutMask;
-    public Tensor? EmbeddingMask;
+        Ln2, Ln2Mean, Ln2Rstd, FeedForwardHidden;
+    public Tensor[]? AttentionMask, AttentionShortcutMask, FeedForwardShortcutMask;
+    public Tensor? EmbeddingMask, DroppedAttentionWeights;
+    public Tensor FeedForwardGelu;
     /// <summary>Output of out_proj or of the second FF layer before its shortcut dropout (not needed by backward).</summary>
     public Tensor Projection;
     public Tensor FinalNorm, FinalNormMean, FinalNormRstd, LogitsStorage;

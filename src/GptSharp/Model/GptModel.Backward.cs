@@ -46,8 +46,10 @@ public sealed unsafe partial class GptModel
                 Kernels.DropoutBackward(dProj, dResidual, a.FeedForwardShortcutMask![l].Data, n);
                 dOut = dProj;
             }
+            float* gelu = a.FeedForwardGelu.Data;
+            Kernels.GeluForward(gelu, a.FeedForwardHidden[l].Data, (long)rows * hidden);
             Kernels.LinearBackward(dHidden, block.FeedForwardOut.Weight.Grad.Data, block.FeedForwardOut.Bias!.Grad.Data, dOut,
-                a.FeedForwardGelu[l].Data, block.FeedForwardOut.Weight.Value.Data, rows, hidden, c, accumulateInput: false);
+                gelu, block.FeedForwardOut.Weight.Value.Data, rows, hidden, c, accumulateInput: false);
             Kernels.GeluBackward(dHidden, a.FeedForwardHidden[l].Data, dHidden, (long)rows * hidden);
             Kernels.LinearBackward(dLn, block.FeedForwardIn.Weight.Grad.Data, block.FeedForwardIn.Bias!.Grad.Data, dHidden,
                 a.Ln2[l].Data, block.FeedForwardIn.Weight.Value.Data, rows, c, hidden, accumulateInput: false);
@@ -64,7 +66,7 @@ public sealed unsafe partial class GptModel
             Kernels.LinearBackward(dCtx, block.OutProj.Weight.Grad.Data, block.OutProj.Bias!.Grad.Data, dOut,
                 a.Context[l].Data, block.OutProj.Weight.Value.Data, rows, c, c, accumulateInput: false);
             Kernels.AttentionBackward(dq, dk, dv, a.DAttentionWeights!.Data, dCtx, a.AttentionWeights[l].Data,
-                dropout ? a.DroppedAttentionWeights![l].Data : null, dropout ? a.AttentionMask![l].Data : null,
+                dropout ? a.AttentionMask![l].Data : null,
                 a.Query[l].Data, a.Key[l].Data, a.Value[l].Data, batch, seq, c, heads);
             float* ln1 = a.Ln1[l].Data;
             Kernels.LinearBackward(dLn, block.Query.Weight.Grad.Data, BiasGrad(block.Query), dq, ln1, block.Query.Weight.Value.Data, rows, c, c, accumulateInput: false);

@@ -153,7 +153,7 @@ public sealed unsafe partial class GptModel
             {
                 // One bernoulli_ over the whole [batch, heads, seq, seq] weights tensor, in its memory order.
                 attMask = a.AttentionMask![l].Data;
-                dropped = a.DroppedAttentionWeights![l].Data;
+                dropped = a.DroppedAttentionWeights!.Data;
                 Kernels.DropoutMask(attMask, weightCount, p, rng);
             }
             Kernels.AttentionForward(ctx, a.AttentionWeights[l].Data, dropped, attMask, q, k, v, batch, seq, c, heads);
@@ -167,7 +167,7 @@ public sealed unsafe partial class GptModel
             Kernels.ResidualForward(residual2, input, proj, n);
 
             // shortcut = x; x = norm2(x); x = ff(x); x = drop_shortcut(x); x = x + shortcut
-            float* ln2 = a.Ln2[l].Data, fcHidden = a.FeedForwardHidden[l].Data, fcGelu = a.FeedForwardGelu[l].Data;
+            float* ln2 = a.Ln2[l].Data, fcHidden = a.FeedForwardHidden[l].Data, fcGelu = a.FeedForwardGelu.Data;
             Kernels.LayerNormForward(ln2, a.Ln2Mean[l].Data, a.Ln2Rstd[l].Data, residual2,
                 block.Norm2.Scale.Value.Data, block.Norm2.Shift.Value.Data, rows, c);
             Kernels.LinearForward(fcHidden, ln2, block.FeedForwardIn.Weight.Value.Data, BiasData(block.FeedForwardIn), rows, c, hidden);

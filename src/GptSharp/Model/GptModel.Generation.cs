@@ -94,7 +94,7 @@ public sealed unsafe partial class GptModel
             Kernels.AttentionForwardCached(ctx, cache.Scores!.Data, q, keyCache, valueCache, batch, n, past, cap, c, heads);
             Kernels.LinearForward(proj, ctx, block.OutProj.Weight.Value.Data, BiasData(block.OutProj), rows, c, c);
             Kernels.ResidualForward(x, x, proj, count);
-            float* ln2 = a.Ln2[l].Data, fc = a.FeedForwardHidden[l].Data, gelu = a.FeedForwardGelu[l].Data;
+            float* ln2 = a.Ln2[l].Data, fc = a.FeedForwardHidden[l].Data, gelu = a.FeedForwardGelu.Data;
             Kernels.LayerNormForward(ln2, null, null, x, block.Norm2.Scale.Value.Data, block.Norm2.Shift.Value.Data, rows, c);
             Kernels.LinearForward(fc, ln2, block.FeedForwardIn.Weight.Value.Data, BiasData(block.FeedForwardIn), rows, c, hidden);
             Kernels.GeluForward(gelu, fc, (long)rows * hidden);

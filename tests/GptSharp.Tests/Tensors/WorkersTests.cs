@@ -2,8 +2,15 @@ using GptSharp.Tensors;
 
 namespace GptSharp.Tests.Tensors;
 
+/// <summary>
+/// Runs the Workers tests alone: they change <see cref="Workers.Count"/> and check that the pool itself runs
+/// the tasks, which a concurrent test holding the pool (its Run would then execute inline) would defeat.
+/// </summary>
+[CollectionDefinition(nameof(WorkersTests), DisableParallelization = true)]
+public class WorkersTestsCollection;
+
 /// <summary>The thread pool: every task exactly once, exceptions reach the caller, nested runs work.</summary>
-[Collection(nameof(WorkersTests))] // changes Workers.Count: keep these tests from overlapping each other
+[Collection(nameof(WorkersTests))]
 public class WorkersTests
 {
     [Theory]
@@ -32,6 +39,26 @@ public class WorkersTests
     }
 
     [Fact]
+    public void ManyQuickRunsInARowNeitherLoseTasksNorHang()
+    {
+        // Back-to-back tiny jobs stress the hand-over between jobs (join/close, sleeping and waking).
+        int saved = Workers.Count;
+        try
+        {
+            Workers.Count = 2;
+            long total = 0;
+            for (int run = 0; run < 20_000; run++) Workers.Run(1 + run % 4, i => Interlocked.Add(ref total, i + 1));
+            long expected = 0;
+            for (int run = 0; run < 20_000; run++) { int n = 1 + run % 4; expected += n * (n + 1) / 2; }
+            Assert.Equal(expected, total);
+        }
+        finally
+        {
+            Workers.Count = saved;
+        }
+    }
+
+    [Fact]
     public void UsesMoreThanOneThread()
     {
         int saved = Workers.Count;
@@ -39,11 +66,14 @@ public class WorkersTests
         {
             Workers.Count = 2;
             var threadIds = new System.Collections.Concurrent.ConcurrentDictionary<int, bool>();
-            // Tasks long enough that the second thread certainly wakes up and takes some.
-            Workers.Run(64, _ =>
+            // Whichever thread takes task 0 holds it until another thread has taken a task (or 10 s pass on a
+            // very busy machine), so the pool's thread must have joined for the test to pass.
+            Workers.Run(4, i =>
             {
                 threadIds.TryAdd(Environment.CurrentManagedThreadId, true);
-                Thread.Sleep(2);
+                if (i != 0) return;
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                while (threadIds.Count < 2 && clock.Elapsed.TotalSeconds < 10) Thread.Sleep(1);
             });
             Assert.True(threadIds.Count >= 2, $"Only {threadIds.Count} thread ran the tasks.");
         }

@@ -28,18 +28,19 @@ public static unsafe partial class Kernels
 
     /// <summary>
     /// Backward of <see cref="AttentionForward"/>: from dContext [batch, seq, channels] to dQuery, dKey, dValue
-    /// (overwritten). <paramref name="dWeights"/> [batch, heads, seq, seq] is scratch.
+    /// (overwritten). <paramref name="dWeights"/> [batch, heads, seq, seq] is scratch (it first holds the dropped
+    /// weights, recomputed from <paramref name="weights"/> and <paramref name="dropoutMask"/>, so the forward pass need not keep them).
     /// Softmax backward: dScore_ij = w_ij·(dW_ij − Σ_k w_ik·dW_ik), times the 1/√headDim scale.
     /// </summary>
     public static void AttentionBackward(float* dQuery, float* dKey, float* dValue, float* dWeights, float* dContext,
-        float* weights, float* droppedWeights, float* dropoutMask, float* query, float* key, float* value,
+        float* weights, float* dropoutMask, float* query, float* key, float* value,
         int batch, int seq, int channels, int heads)
     {
         int headDim = channels / heads;
         RowParallel.For(batch * heads, 4L * seq * seq * headDim, new AttentionBackwardKernel
         {
             DQuery = dQuery, DKey = dKey, DValue = dValue, DWeights = dWeights, DContext = dContext,
-            Weights = weights, DroppedWeights = dropoutMask != null ? droppedWeights : weights, DropoutMask = dropoutMask,
+            Weights = weights, DropoutMask = dropoutMask,
             Query = query, Key = key, Value = value,
             Seq = seq, Channels = channels, Heads = heads, HeadDim = headDim,
         });
@@ -96,6 +97,9 @@ public static unsafe partial class Kernels
         }
     }
 
+    /// <summary>Query rows per causal block: the GEMMs skip the masked triangle at this granularity.</summary>
+    private const int CausalBlock = 32;
+
     private struct AttentionForwardKernel : IRangeKernel
     {
         public float* Context, Weights, DroppedWeights, DropoutMask, Query, Key, Value;
@@ -112,7 +116,13 @@ public static unsafe partial class Kernels
                 long weightOffset = (long)bh * t * t;
                 float* q = Query + headOffset, k = Key + headOffset, v = Value + headOffset;
                 float* w = Weights + weightOffset;
-                Gemm.MatMul(false, true, t, t, hd, q, c, k, c, w, t, parallel: false);
+                // scores = q·kᵀ, one block of query rows at a time: block [i0, i1) only needs keys 0 .. i1 − 1
+                // (the rest is masked), which skips almost half of the work.
+                for (int i0 = 0; i0 < t; i0 += CausalBlock)
+                {
+                    int rowsInBlock = Math.Min(CausalBlock, t - i0), visible = i0 + rowsInBlock;
+                    Gemm.MatMul(false, true, rowsInBlock, visible, hd, q + (long)i0 * c, c, k, c, w + (long)i0 * t, t, parallel: false);
+                }
                 for (int i = 0; i < t; i++)
                 {
                     // Row i sees keys 0..i; the rest is masked to −inf, i.e. weight 0 after softmax.
@@ -132,14 +142,20 @@ public static unsafe partial class Kernels
                     TensorPrimitives.Multiply(new ReadOnlySpan<float>(w, t * t), new ReadOnlySpan<float>(DropoutMask + weightOffset, t * t),
                         new Span<float>(used, t * t));
                 }
-                Gemm.MatMul(false, false, t, hd, t, used, t, v, c, Context + headOffset, c, parallel: false);
+                // context = weights·v: rows [i0, i1) have zero weight beyond column i1 − 1.
+                for (int i0 = 0; i0 < t; i0 += CausalBlock)
+                {
+                    int rowsInBlock = Math.Min(CausalBlock, t - i0), visible = i0 + rowsInBlock;
+                    Gemm.MatMul(false, false, rowsInBlock, hd, visible, used + (long)i0 * t, t, v, c,
+                        Context + headOffset + (long)i0 * c, c, parallel: false);
+                }
             }
         }
     }
 
     private struct AttentionBackwardKernel : IRangeKernel
     {
-        public float* DQuery, DKey, DValue, DWeights, DContext, Weights, DroppedWeights, DropoutMask, Query, Key, Value;
+        public float* DQuery, DKey, DValue, DWeights, DContext, Weights, DropoutMask, Query, Key, Value;
         public int Seq, Channels, Heads, HeadDim;
 
         public readonly void Execute(int start, int end)
@@ -151,11 +167,28 @@ public static unsafe partial class Kernels
                 int b = bh / Heads, h = bh % Heads;
                 long headOffset = (long)b * t * c + (long)h * hd;
                 long weightOffset = (long)bh * t * t;
-                float* w = Weights + weightOffset, dw = DWeights + weightOffset, used = DroppedWeights + weightOffset;
+                float* w = Weights + weightOffset, dw = DWeights + weightOffset, used = w;
                 float* dctx = DContext + headOffset;
-                // context = used·v: d(used) = dContext·vᵀ, dValue = usedᵀ·dContext.
-                Gemm.MatMul(false, true, t, t, hd, dctx, c, Value + headOffset, c, dw, t, parallel: false);
-                Gemm.MatMul(true, false, t, hd, t, used, t, dctx, c, DValue + headOffset, c, parallel: false);
+                if (DropoutMask != null)
+                {
+                    // The dropped weights the forward pass multiplied v by, rebuilt in the scratch.
+                    used = dw;
+                    TensorPrimitives.Multiply(new ReadOnlySpan<float>(w, t * t), new ReadOnlySpan<float>(DropoutMask + weightOffset, t * t),
+                        new Span<float>(used, t * t));
+                }
+                // context = used·v: dValue = usedᵀ·dContext (value row j gets contributions from query rows i ≥ j only),
+                // then d(used) = dContext·vᵀ over the causal part (rows [i0, i1) up to column i1 − 1), overwriting used.
+                for (int i0 = 0; i0 < t; i0 += CausalBlock)
+                {
+                    int rowsInBlock = Math.Min(CausalBlock, t - i0);
+                    Gemm.MatMul(true, false, rowsInBlock, hd, t - i0, used + (long)i0 * t + i0, t, dctx + (long)i0 * c, c,
+                        DValue + headOffset + (long)i0 * c, c, parallel: false);
+                }
+                for (int i0 = 0; i0 < t; i0 += CausalBlock)
+                {
+                    int rowsInBlock = Math.Min(CausalBlock, t - i0), visible = i0 + rowsInBlock;
+                    Gemm.MatMul(false, true, rowsInBlock, visible, hd, dctx + (long)i0 * c, c, Value + headOffset, c, dw + (long)i0 * t, t, parallel: false);
+                }
                 if (DropoutMask != null)
                 {
                     var dws = new Span<float>(dw, t * t);
@@ -171,9 +204,15 @@ public static unsafe partial class Kernels
                     TensorPrimitives.Multiply(dRow, invSqrt, dRow);
                     new Span<float>(dw + (long)i * t + i + 1, t - i - 1).Clear();
                 }
-                // scores = q·kᵀ: dQuery = dScores·k, dKey = dScoresᵀ·q.
-                Gemm.MatMul(false, false, t, hd, t, dw, t, Key + headOffset, c, DQuery + headOffset, c, parallel: false);
-                Gemm.MatMul(true, false, t, hd, t, dw, t, Query + headOffset, c, DKey + headOffset, c, parallel: false);
+                // scores = q·kᵀ: dQuery = dScores·k, dKey = dScoresᵀ·q, over the causal part only.
+                for (int i0 = 0; i0 < t; i0 += CausalBlock)
+                {
+                    int rowsInBlock = Math.Min(CausalBlock, t - i0), visible = i0 + rowsInBlock;
+                    Gemm.MatMul(false, false, rowsInBlock, hd, visible, dw + (long)i0 * t, t, Key + headOffset, c,
+                        DQuery + headOffset + (long)i0 * c, c, parallel: false);
+                    Gemm.MatMul(true, false, rowsInBlock, hd, t - i0, dw + (long)i0 * t + i0, t, Query + headOffset + (long)i0 * c, c,
+                        DKey + headOffset + (long)i0 * c, c, parallel: false);
+                }
             }
         }
     }
