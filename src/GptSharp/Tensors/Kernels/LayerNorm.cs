@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.Intrinsics;
 
 namespace GptSharp.Tensors;
 
@@ -79,22 +80,73 @@ public static unsafe partial class Kernels
         public readonly void Execute(int start, int end)
         {
             int c = Channels;
-            var scale = new ReadOnlySpan<float>(Scale, c);
+            float* scale = Scale;
             for (int row = start; row < end; row++)
             {
                 float m = Mean[row], s = Rstd[row];
                 float* x = Input + (long)row * c, dy = DOutput + (long)row * c, dx = DInput + (long)row * c;
-                float gMean = 0, gnMean = 0;
-                for (int i = 0; i < c; i++)
+                // Pass 1: mean of g = dy·scale and of g·n, with n = (x − mean)·rstd.
+                float gSum = 0, gnSum = 0;
+                int i = 0;
+                if (Vector512.IsHardwareAccelerated)
+                {
+                    Vector512<float> gAcc = default, gnAcc = default, mv = Vector512.Create(m), sv = Vector512.Create(s);
+                    for (; i <= c - Vector512<float>.Count; i += Vector512<float>.Count)
+                    {
+                        var n = (Vector512.Load(x + i) - mv) * sv;
+                        var g = Vector512.Load(dy + i) * Vector512.Load(scale + i);
+                        gAcc += g;
+                        gnAcc += g * n;
+                    }
+                    gSum = Vector512.Sum(gAcc);
+                    gnSum = Vector512.Sum(gnAcc);
+                }
+                else if (Vector256.IsHardwareAccelerated)
+                {
+                    Vector256<float> gAcc = default, gnAcc = default, mv = Vector256.Create(m), sv = Vector256.Create(s);
+                    for (; i <= c - Vector256<float>.Count; i += Vector256<float>.Count)
+                    {
+                        var n = (Vector256.Load(x + i) - mv) * sv;
+                        var g = Vector256.Load(dy + i) * Vector256.Load(scale + i);
+                        gAcc += g;
+                        gnAcc += g * n;
+                    }
+                    gSum = Vector256.Sum(gAcc);
+                    gnSum = Vector256.Sum(gnAcc);
+                }
+                for (; i < c; i++)
                 {
                     float n = (x[i] - m) * s;
                     float g = dy[i] * scale[i];
-                    gMean += g;
-                    gnMean += g * n;
+                    gSum += g;
+                    gnSum += g * n;
                 }
-                gMean /= c;
-                gnMean /= c;
-                for (int i = 0; i < c; i++)
+                float gMean = gSum / c, gnMean = gnSum / c;
+                // Pass 2: dx += (g − mean(g) − n·mean(g·n))·rstd.
+                i = 0;
+                if (Vector512.IsHardwareAccelerated)
+                {
+                    Vector512<float> mv = Vector512.Create(m), sv = Vector512.Create(s);
+                    Vector512<float> gMeanV = Vector512.Create(gMean), gnMeanV = Vector512.Create(gnMean);
+                    for (; i <= c - Vector512<float>.Count; i += Vector512<float>.Count)
+                    {
+                        var n = (Vector512.Load(x + i) - mv) * sv;
+                        var g = Vector512.Load(dy + i) * Vector512.Load(scale + i);
+                        (Vector512.Load(dx + i) + (g - gMeanV - n * gnMeanV) * sv).Store(dx + i);
+                    }
+                }
+                else if (Vector256.IsHardwareAccelerated)
+                {
+                    Vector256<float> mv = Vector256.Create(m), sv = Vector256.Create(s);
+                    Vector256<float> gMeanV = Vector256.Create(gMean), gnMeanV = Vector256.Create(gnMean);
+                    for (; i <= c - Vector256<float>.Count; i += Vector256<float>.Count)
+                    {
+                        var n = (Vector256.Load(x + i) - mv) * sv;
+                        var g = Vector256.Load(dy + i) * Vector256.Load(scale + i);
+                        (Vector256.Load(dx + i) + (g - gMeanV - n * gnMeanV) * sv).Store(dx + i);
+                    }
+                }
+                for (; i < c; i++)
                 {
                     float n = (x[i] - m) * s;
                     float g = dy[i] * scale[i];
