@@ -2,8 +2,29 @@ using BenchmarkDotNet.Running;
 
 namespace GptSharp.Benchmarks;
 
-/// <summary>Run with: dotnet run -c Release --project bench/GptSharp.Benchmarks -- --filter '*'</summary>
+/// <summary>
+/// BenchmarkDotNet: dotnet run -c Release --project bench/GptSharp.Benchmarks -- --filter '*'
+/// (e.g. --filter '*PeakFlops*' --job short). A quick Stopwatch pass over the GEMM shapes, without
+/// BenchmarkDotNet: dotnet run -c Release --project bench/GptSharp.Benchmarks -- gemm-quick [threads] [case filter]
+/// and of the FMA peak: ... -- peak-quick
+/// </summary>
 public static class Program
 {
-    public static void Main(string[] args) => BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
+    public static void Main(string[] args)
+    {
+        if (args.Length > 0 && args[0] == "gemm-quick")
+        {
+            int threads = args.Length > 1 ? int.Parse(args[1]) : Environment.ProcessorCount;
+            string filter = args.Length > 2 ? args[2] : "";
+            GemmCase.Quick(GemmBenchmarks.Cases().Where(c => c.Contains(filter)), threads);
+            return;
+        }
+        if (args.Length > 0 && args[0] == "peak-quick")
+        {
+            PeakFlopsBenchmark.Quick(1);
+            PeakFlopsBenchmark.Quick(2);
+            return;
+        }
+        BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
+    }
 }

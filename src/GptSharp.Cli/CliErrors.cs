@@ -6,7 +6,10 @@ namespace GptSharp.Cli;
 /// </summary>
 internal static class CliErrors
 {
-    public static int Run(Func<int> body)
+    public static int Run(Func<int> body) => Run(body, null);
+
+    /// <summary><see cref="Run(Func{int})"/> with the error line written to <paramref name="error"/> (stderr when null; tests pass a writer).</summary>
+    public static int Run(Func<int> body, TextWriter? error)
     {
         try
         {
@@ -14,7 +17,7 @@ internal static class CliErrors
         }
         catch (Exception e) when (IsUserError(e))
         {
-            Console.Error.WriteLine($"error: {e.Message}");
+            (error ?? Console.Error).WriteLine($"error: {e.Message}");
             return 1;
         }
     }

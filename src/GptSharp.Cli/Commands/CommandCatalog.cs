@@ -10,5 +10,11 @@ internal static class CommandCatalog
         yield return TrainCommand.Create();
         yield return TokenizeCommand.Create();
         yield return DetokenizeCommand.Create();
+        yield return DownloadCommand.Create();
+        yield return GenerateCommand.Create();
+        yield return ReplCommand.Create();
+        yield return SampleStatsCommand.Create();
+        yield return ConvertCommand.Create();
+        yield return InspectCommand.Create();
     }
 }

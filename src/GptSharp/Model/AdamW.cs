@@ -1,3 +1,5 @@
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using GptSharp.Tensors;
 
 namespace GptSharp.Model;
@@ -8,7 +10,7 @@ namespace GptSharp.Model;
 /// One step for parameter p with gradient g at step t:
 /// p *= 1 - lr·wd; m = β1·m + (1-β1)·g; v = β2·v + (1-β2)·g²; p -= lr·(m / (1-β1^t)) / (√(v / (1-β2^t)) + ε).
 /// </summary>
-public sealed class AdamW : IDisposable
+public sealed unsafe class AdamW : IDisposable
 {
     private readonly Parameter[] _parameters;
 
@@ -52,42 +54,152 @@ public sealed class AdamW : IDisposable
     /// <summary>Sets every gradient to zero (the book's <c>optimizer.zero_grad()</c>).</summary>
     public void ZeroGrad()
     {
-        foreach (var p in _parameters) p.Grad.Zero();
+        var chunks = FillChunks();
+        RowParallel.For(_chunkCount, ChunkSize, new ZeroGradKernel { Chunks = chunks });
     }
 
-    /// <summary>Updates every parameter from its gradient.</summary>
+    /// <summary>Updates every parameter from its gradient, in one fused pass over memory, split across <see cref="Workers"/>.</summary>
     public unsafe void Step()
     {
         StepCount++;
         // PyTorch computes the bias corrections in double from the step count, then mixes float32 tensors.
         double biasCorrection1 = 1 - Math.Pow(Beta1, StepCount);
         double biasCorrection2 = 1 - Math.Pow(Beta2, StepCount);
-        float stepSize = (float)(LearningRate / biasCorrection1);
-        float biasCorrection2Sqrt = (float)Math.Sqrt(biasCorrection2);
-        // Scalars are formed in double and rounded once, as PyTorch's Python-side arithmetic does.
-        float decay = (float)(1.0 - (double)LearningRate * WeightDecay);
-        float b1 = Beta1, b2 = Beta2, eps = Eps;
-        float oneMinusB1 = (float)(1.0 - (double)Beta1), oneMinusB2 = (float)(1.0 - (double)Beta2);
+        var chunks = FillChunks();
+        var kernel = new AdamWKernel
+        {
+            Chunks = chunks,
+            StepSize = (float)(LearningRate / biasCorrection1),
+            BiasCorrection2Sqrt = (float)Math.Sqrt(biasCorrection2),
+            // Scalars are formed in double and rounded once, as PyTorch's Python-side arithmetic does.
+            Decay = (float)(1.0 - (double)LearningRate * WeightDecay),
+            Beta1 = Beta1,
+            Beta2 = Beta2,
+            OneMinusBeta1 = (float)(1.0 - (double)Beta1),
+            OneMinusBeta2 = (float)(1.0 - (double)Beta2),
+            Eps = Eps,
+        };
+        RowParallel.For(_chunkCount, ChunkSize * 4L, kernel);
+    }
+
+    // The update is memory-bound (7 float streams per element), so every parameter is cut into
+    // fixed-size chunks that all threads share: one big embedding does not leave a core idle.
+    private const int ChunkSize = 1 << 14;
+    private unsafe AdamWChunk* _chunks;
+    private int _chunkCount;
+
+    /// <summary>The chunk table, refilled from the current tensors on every call (cheap, and never stale).</summary>
+    private unsafe AdamWChunk* FillChunks()
+    {
+        if (_chunks == null)
+        {
+            int count = 0;
+            foreach (var p in _parameters) count += checked((int)((p.Length + ChunkSize - 1) / ChunkSize));
+            _chunks = (AdamWChunk*)NativeMemory.Alloc((nuint)Math.Max(1, count), (nuint)sizeof(AdamWChunk));
+            _chunkCount = count;
+        }
+        int next = 0;
         for (int i = 0; i < _parameters.Length; i++)
         {
-            float* p = _parameters[i].Value.Data, g = _parameters[i].Grad.Data;
-            float* m = ExpAvg[i].Data, v = ExpAvgSq[i].Data;
-            long n = _parameters[i].Length;
-            for (long j = 0; j < n; j++)
+            float* p = _parameters[i].Value.Data, g = _parameters[i].Grad.Data, m = ExpAvg[i].Data, v = ExpAvgSq[i].Data;
+            for (long offset = 0; offset < _parameters[i].Length; offset += ChunkSize)
+                _chunks[next++] = new AdamWChunk
+                {
+                    Param = p + offset, Grad = g + offset, ExpAvg = m + offset, ExpAvgSq = v + offset,
+                    Length = (int)Math.Min(ChunkSize, _parameters[i].Length - offset),
+                };
+        }
+        return _chunks;
+    }
+
+    private unsafe struct AdamWChunk
+    {
+        public float* Param, Grad, ExpAvg, ExpAvgSq;
+        public int Length;
+    }
+
+    private unsafe struct ZeroGradKernel : IRangeKernel
+    {
+        public AdamWChunk* Chunks;
+
+        public readonly void Execute(int start, int end)
+        {
+            for (int c = start; c < end; c++) new Span<float>(Chunks[c].Grad, Chunks[c].Length).Clear();
+        }
+    }
+
+    private unsafe struct AdamWKernel : IRangeKernel
+    {
+        public AdamWChunk* Chunks;
+        public float StepSize, BiasCorrection2Sqrt, Decay, Beta1, Beta2, OneMinusBeta1, OneMinusBeta2, Eps;
+
+        public readonly void Execute(int start, int end)
+        {
+            for (int c = start; c < end; c++)
             {
-                float pj = p[j] * decay;
-                float gj = g[j];
-                // torch 1.13 _single_tensor_adamw: exp_avg.mul_(β1).add_(g, alpha=1-β1); exp_avg_sq.mul_(β2).addcmul_(g, g, value=1-β2)
-                float mj = m[j] = m[j] * b1 + oneMinusB1 * gj;
-                float vj = v[j] = v[j] * b2 + oneMinusB2 * gj * gj;
-                float denom = MathF.Sqrt(vj) / biasCorrection2Sqrt + eps;
-                p[j] = pj - stepSize * mj / denom;
+                AdamWChunk chunk = Chunks[c];
+                float* p = chunk.Param, g = chunk.Grad, m = chunk.ExpAvg, v = chunk.ExpAvgSq;
+                int n = chunk.Length, j = 0;
+                if (Vector512.IsHardwareAccelerated)
+                {
+                    var decay = Vector512.Create(Decay);
+                    var b1 = Vector512.Create(Beta1);
+                    var b2 = Vector512.Create(Beta2);
+                    var c1 = Vector512.Create(OneMinusBeta1);
+                    var c2 = Vector512.Create(OneMinusBeta2);
+                    var bc2 = Vector512.Create(BiasCorrection2Sqrt);
+                    var eps = Vector512.Create(Eps);
+                    var stepSize = Vector512.Create(StepSize);
+                    for (; j <= n - Vector512<float>.Count; j += Vector512<float>.Count)
+                    {
+                        var gj = Vector512.Load(g + j);
+                        var mj = Vector512.Load(m + j) * b1 + c1 * gj;
+                        var vj = Vector512.Load(v + j) * b2 + c2 * gj * gj;
+                        mj.Store(m + j);
+                        vj.Store(v + j);
+                        var denom = Vector512.Sqrt(vj) / bc2 + eps;
+                        (Vector512.Load(p + j) * decay - stepSize * (mj / denom)).Store(p + j);
+                    }
+                }
+                else if (Vector256.IsHardwareAccelerated)
+                {
+                    var decay = Vector256.Create(Decay);
+                    var b1 = Vector256.Create(Beta1);
+                    var b2 = Vector256.Create(Beta2);
+                    var c1 = Vector256.Create(OneMinusBeta1);
+                    var c2 = Vector256.Create(OneMinusBeta2);
+                    var bc2 = Vector256.Create(BiasCorrection2Sqrt);
+                    var eps = Vector256.Create(Eps);
+                    var stepSize = Vector256.Create(StepSize);
+                    for (; j <= n - Vector256<float>.Count; j += Vector256<float>.Count)
+                    {
+                        var gj = Vector256.Load(g + j);
+                        var mj = Vector256.Load(m + j) * b1 + c1 * gj;
+                        var vj = Vector256.Load(v + j) * b2 + c2 * gj * gj;
+                        mj.Store(m + j);
+                        vj.Store(v + j);
+                        var denom = Vector256.Sqrt(vj) / bc2 + eps;
+                        (Vector256.Load(p + j) * decay - stepSize * (mj / denom)).Store(p + j);
+                    }
+                }
+                for (; j < n; j++)
+                {
+                    // torch 1.13 _single_tensor_adamw: param.mul_(1 − lr·wd); exp_avg.mul_(β1).add_(g, alpha=1−β1);
+                    // exp_avg_sq.mul_(β2).addcmul_(g, g, value=1−β2); param.addcdiv_(exp_avg, denom, value=−step_size)
+                    float gj = g[j];
+                    float mj = m[j] = m[j] * Beta1 + OneMinusBeta1 * gj;
+                    float vj = v[j] = v[j] * Beta2 + OneMinusBeta2 * gj * gj;
+                    float denom = MathF.Sqrt(vj) / BiasCorrection2Sqrt + Eps;
+                    p[j] = p[j] * Decay - StepSize * (mj / denom);
+                }
             }
         }
     }
 
-    public void Dispose()
+    public unsafe void Dispose()
     {
+        if (_chunks != null) NativeMemory.Free(_chunks);
+        _chunks = null;
         foreach (var t in ExpAvg) t.Dispose();
         foreach (var t in ExpAvgSq) t.Dispose();
     }

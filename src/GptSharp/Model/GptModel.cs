@@ -44,7 +44,6 @@ public sealed partial class GptModel : IDisposable
         FinalNorm = LayerNorm("final_norm", e);
         OutHead = Linear("out_head", e, v, false, generator).Weight;
         DropoutGenerator = generator ?? new FastRandom(0);
-        InitializeActivations();
     }
 
     /// <summary>The configuration the model was built with.</summary>

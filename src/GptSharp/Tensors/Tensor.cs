@@ -14,8 +14,11 @@ public sealed unsafe class Tensor : IDisposable
     public const int Alignment = 64;
 
     private float* _data;
+    private void* _allocation; // what calloc returned; _data is this rounded up to the alignment
     private readonly long _length;
     private readonly int[] _shape;
+    // False for a view over memory owned by someone else (the model's activation buffers).
+    private readonly bool _ownsMemory = true;
 
     /// <summary>
     /// Set by a producer whose result can be differentiated (the model's logits): called by
@@ -23,6 +26,13 @@ public sealed unsafe class Tensor : IDisposable
     /// This is the whole "tape": the model keeps its own activations and runs its backward pass.
     /// </summary>
     public Action<Tensor>? BackwardFunction { get; set; }
+
+    /// <summary>
+    /// Where a loss writes d loss / d this tensor before calling <see cref="BackwardFunction"/>
+    /// (PyTorch's <c>.grad</c> of a non-leaf). The model presets it to a buffer it owns, so a training
+    /// step allocates nothing; a loss creates it when it is missing.
+    /// </summary>
+    public Tensor? Grad { get; set; }
 
     /// <summary>Allocates a zero-filled tensor of the given shape.</summary>
     public Tensor(params int[] shape)
@@ -36,9 +46,35 @@ public sealed unsafe class Tensor : IDisposable
         }
         _length = length;
         nuint bytes = (nuint)Math.Max(1, length) * sizeof(float);
-        _data = (float*)NativeMemory.AlignedAlloc(bytes, Alignment);
-        NativeMemory.Clear(_data, bytes);
+        // calloc rather than aligned malloc + clear: large blocks come as fresh zero pages from the OS,
+        // so memory that is never written (a loaded model's unused gradients) costs no RAM, and
+        // building a model does not spend seconds clearing gigabytes. Aligned by hand to one cache line.
+        _allocation = NativeMemory.AllocZeroed(bytes + Alignment);
+        _data = (float*)(((nuint)_allocation + (Alignment - 1)) & ~(nuint)(Alignment - 1));
         GC.AddMemoryPressure((long)bytes);
+    }
+
+    private Tensor(float* data, int[] shape, long length)
+    {
+        _data = data;
+        _shape = shape;
+        _length = length;
+        _ownsMemory = false;
+    }
+
+    /// <summary>
+    /// A tensor of the given shape over <paramref name="data"/>, which someone else owns and frees:
+    /// the view is valid only while that memory lives, and disposing the view frees nothing.
+    /// </summary>
+    public static Tensor View(float* data, params int[] shape)
+    {
+        long length = 1;
+        foreach (int d in shape)
+        {
+            if (d < 0) throw new ArgumentException($"Tensor dimensions must be non-negative, got [{string.Join(", ", shape)}].");
+            length *= d;
+        }
+        return new Tensor(data, (int[])shape.Clone(), length);
     }
 
     /// <summary>Creates a tensor holding a copy of <paramref name="values"/> with the given shape.</summary>
@@ -126,15 +162,22 @@ public sealed unsafe class Tensor : IDisposable
     public void Dispose()
     {
         if (_data == null) return;
-        NativeMemory.AlignedFree(_data);
+        if (!_ownsMemory)
+        {
+            _data = null;
+            GC.SuppressFinalize(this);
+            return;
+        }
+        NativeMemory.Free(_allocation);
         GC.RemoveMemoryPressure(Math.Max(1, _length) * sizeof(float));
         _data = null;
+        _allocation = null;
         GC.SuppressFinalize(this);
     }
 
     ~Tensor()
     {
-        if (_data != null) NativeMemory.AlignedFree(_data);
+        if (_allocation != null) NativeMemory.Free(_allocation);
     }
 
     private static void ThrowDisposed() => throw new ObjectDisposedException(nameof(Tensor));

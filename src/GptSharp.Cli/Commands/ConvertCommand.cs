@@ -1,0 +1,36 @@
+using System.CommandLine;
+using GptSharp.Checkpoints;
+
+namespace GptSharp.Cli.Commands;
+
+/// <summary><c>gptsharp convert IN OUT [--to safetensors|pth|checkpoint] [--config FILE]</c>: between model formats.</summary>
+internal static class ConvertCommand
+{
+    /// <param name="output">Where the summary goes (Console.Out by default; tests pass a writer).</param>
+    public static Command Create(TextWriter? output = null)
+    {
+        var input = new Argument<string>("in") { Description = "Model to read: .safetensors (GptSharp or Hugging Face GPT-2), .pth, training checkpoint or run directory." };
+        var outputArgument = new Argument<string>("out") { Description = "File to write (format from the extension unless --to is given)." };
+        var to = new Option<string?>("--to") { Description = "Output format: safetensors (model file), pth (PyTorch) or checkpoint (training checkpoint)." };
+        var config = new Option<string?>("--config") { Description = "A config.json (the book's or Hugging Face keys) when the input's config cannot be inferred." };
+        var command = new Command("convert", "Convert a model between safetensors, PyTorch .pth and GptSharp training checkpoints.");
+        command.Arguments.Add(input);
+        command.Arguments.Add(outputArgument);
+        command.Options.Add(to);
+        command.Options.Add(config);
+        command.SetAction(parse => CliErrors.Run(() =>
+        {
+            string inPath = parse.GetValue(input)!, outPath = parse.GetValue(outputArgument)!;
+            var writer = output ?? Console.Out;
+            var format = CheckpointConverter.ResolveFormat(outPath, parse.GetValue(to));
+            string? configPath = parse.GetValue(config);
+            var gptConfig = configPath is null ? null : ConfigJson.Parse(File.ReadAllText(configPath), configPath);
+            using var loaded = ModelStore.Open(inPath, gptConfig);
+            var notes = CheckpointConverter.Write(loaded, outPath, format);
+            writer.WriteLine($"{inPath} ({loaded.Format}) -> {outPath} ({format.ToString().ToLowerInvariant()}): {loaded.Model.Parameters().Count} tensors, {loaded.Model.ParameterCount:N0} parameters");
+            foreach (var note in notes) writer.WriteLine($"note: {note}");
+            return 0;
+        }));
+        return command;
+    }
+}

@@ -1,0 +1,57 @@
+using System.CommandLine;
+using GptSharp.Checkpoints;
+using Spectre.Console;
+
+namespace GptSharp.Cli.Commands;
+
+/// <summary><c>gptsharp inspect FILE</c>: tensor names, shapes and dtypes, parameter count and config of a model file.</summary>
+internal static class InspectCommand
+{
+    /// <param name="output">Where the listing goes (Console.Out by default); <paramref name="plain"/> forces tab-separated lines.</param>
+    public static Command Create(TextWriter? output = null, bool? plain = null)
+    {
+        var file = new Argument<string>("file") { Description = "A .safetensors or .pth file, a training checkpoint or a run directory." };
+        var command = new Command("inspect", "List the tensors, parameter count and config of a model file (reads headers only).");
+        command.Arguments.Add(file);
+        command.SetAction(parse => CliErrors.Run(() =>
+        {
+            var info = CheckpointInfo.Read(parse.GetValue(file)!);
+            var writer = output ?? Console.Out;
+            if (plain ?? Console.IsOutputRedirected) WritePlain(info, writer);
+            else WriteTable(info, writer);
+            return 0;
+        }));
+        return command;
+    }
+
+    private static void WritePlain(CheckpointInfo info, TextWriter writer)
+    {
+        writer.WriteLine($"file: {info.Path}");
+        writer.WriteLine($"format: {info.Format}");
+        foreach (var t in info.Tensors) writer.WriteLine($"{t.Name}\t{t.DType.SafeTensorsName()}\t{t.ShapeString}\t{t.ElementCount}");
+        WriteSummary(info, writer.WriteLine);
+    }
+
+    private static void WriteTable(CheckpointInfo info, TextWriter writer)
+    {
+        var table = new Table().Title(Markup.Escape(info.Path)).AddColumn("tensor").AddColumn("dtype").AddColumn("shape").AddColumn(new TableColumn("elements").RightAligned());
+        foreach (var t in info.Tensors)
+            table.AddRow(Markup.Escape(t.Name), t.DType.SafeTensorsName(), Markup.Escape(t.ShapeString), t.ElementCount.ToString("N0"));
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(writer) });
+        console.Write(table);
+        console.MarkupLine($"[bold]format:[/] {Markup.Escape(info.Format)}");
+        WriteSummary(info, line => console.WriteLine(line));
+    }
+
+    private static void WriteSummary(CheckpointInfo info, Action<string> write)
+    {
+        write($"tensors: {info.Tensors.Count}");
+        write($"parameters: {info.ParameterCount:N0}");
+        if (info.Config is not null) write($"config: {ConfigJson.ToBookJson(info.Config)}");
+        if (info.ConfigNote is not null) write($"config: unknown ({info.ConfigNote})");
+        foreach (var (key, value) in info.Metadata)
+            if (key != ModelCheckpoint.ConfigKey && key != TrainingCheckpoint.OptimizerKey)
+                write($"metadata {key}: {value}");
+        if (info.OptimizerSummary is not null) write($"optimizer: {info.OptimizerSummary}");
+    }
+}

@@ -1,0 +1,77 @@
+using GptSharp.Model;
+
+namespace GptSharp.Checkpoints;
+
+/// <summary>The file formats <c>gptsharp convert</c> writes.</summary>
+public enum ModelFileFormat
+{
+    /// <summary>The model file: safetensors, book names, config in the metadata.</summary>
+    SafeTensors,
+
+    /// <summary>PyTorch <c>torch.save</c>: the state dict, or the book's model + optimizer dict when there is an optimizer.</summary>
+    Pth,
+
+    /// <summary>A GptSharp training checkpoint (model + AdamW + trainer state).</summary>
+    Checkpoint,
+}
+
+/// <summary>Converts between the model formats (<c>gptsharp convert IN OUT [--to ...]</c>).</summary>
+public static class CheckpointConverter
+{
+    /// <summary>
+    /// The output format: <paramref name="to"/> (safetensors, pth, checkpoint) when given, else from the extension of
+    /// <paramref name="outputPath"/> (<c>.pth</c>/<c>.pt</c> → pth; <c>checkpoint.safetensors</c> → checkpoint;
+    /// <c>.safetensors</c> → model file).
+    /// </summary>
+    public static ModelFileFormat ResolveFormat(string outputPath, string? to)
+    {
+        if (!string.IsNullOrEmpty(to))
+            return to.ToLowerInvariant() switch
+            {
+                "safetensors" => ModelFileFormat.SafeTensors,
+                "pth" or "pt" or "torch" => ModelFileFormat.Pth,
+                "checkpoint" => ModelFileFormat.Checkpoint,
+                _ => throw new ArgumentException($"--to: unknown format '{to}' (expected safetensors, pth or checkpoint)."),
+            };
+        string name = Path.GetFileName(outputPath);
+        string ext = Path.GetExtension(outputPath).ToLowerInvariant();
+        if (ext is ".pth" or ".pt") return ModelFileFormat.Pth;
+        if (name.Equals(TrainingCheckpoint.FileName, StringComparison.OrdinalIgnoreCase)) return ModelFileFormat.Checkpoint;
+        if (ext == ".safetensors") return ModelFileFormat.SafeTensors;
+        throw new ArgumentException($"{outputPath}: cannot tell the output format from the extension; use --to safetensors|pth|checkpoint.");
+    }
+
+    /// <summary>
+    /// Writes <paramref name="loaded"/> as <paramref name="format"/>. Returns notes for the user (what was dropped or defaulted).
+    /// A checkpoint written from a file without an optimizer gets a fresh AdamW with the book's settings (lr 4e-4, weight decay 0.1).
+    /// </summary>
+    public static IReadOnlyList<string> Write(LoadedCheckpoint loaded, string outputPath, ModelFileFormat format)
+    {
+        var notes = new List<string>();
+        switch (format)
+        {
+            case ModelFileFormat.SafeTensors:
+                if (loaded.Optimizer is not null) notes.Add("the optimizer state is not part of a model file and was left out");
+                loaded.Model.Save(outputPath);
+                break;
+            case ModelFileFormat.Pth:
+                if (loaded.Optimizer is not null) PthCheckpoint.Save(loaded.Model, loaded.Optimizer, outputPath);
+                else PthCheckpoint.SaveModel(loaded.Model, outputPath);
+                if (loaded.TrainerStateJson is not null) notes.Add("the trainer state has no place in a .pth file and was left out");
+                break;
+            case ModelFileFormat.Checkpoint:
+                if (loaded.Optimizer is not null)
+                {
+                    TrainingCheckpoint.Save(outputPath, loaded.Model, loaded.Optimizer, loaded.TrainerStateJson ?? "{}");
+                }
+                else
+                {
+                    using var fresh = new AdamW(loaded.Model.Parameters(), lr: 4e-4f, weightDecay: 0.1f);
+                    TrainingCheckpoint.Save(outputPath, loaded.Model, fresh, loaded.TrainerStateJson ?? "{}");
+                    notes.Add("the input has no optimizer state: the checkpoint holds a fresh AdamW (lr 0.0004, weight_decay 0.1)");
+                }
+                break;
+        }
+        return notes;
+    }
+}

@@ -1,0 +1,146 @@
+using GptSharp.Checkpoints.Gpt2Download;
+using GptSharp.Checkpoints.TensorFlow;
+using GptSharp.Model;
+
+namespace GptSharp.Checkpoints;
+
+/// <summary>What <c>gptsharp inspect</c> shows about a file, read from its header/pickle only (no tensor data).</summary>
+public sealed record CheckpointInfo(
+    string Path,
+    string Format,
+    IReadOnlyList<StoredTensor> Tensors,
+    IReadOnlyDictionary<string, string> Metadata,
+    GptConfig? Config,
+    string? ConfigNote,
+    long ParameterCount,
+    string? OptimizerSummary)
+{
+    /// <summary>Reads the description of a .safetensors or .pth file (a run directory: its model file, else its checkpoint).</summary>
+    public static CheckpointInfo Read(string spec)
+    {
+        spec = Gpt2Models.TryResolveCached(spec) ?? spec;
+        if (Directory.Exists(spec) && Gpt2Checkpoint.IsCheckpointDirectory(spec)) return ReadTensorFlow(spec);
+        string path = spec;
+        if (Directory.Exists(spec))
+        {
+            path = System.IO.Path.Combine(spec, ModelStore.ModelFileName);
+            if (!File.Exists(path)) path = System.IO.Path.Combine(spec, TrainingCheckpoint.FileName);
+        }
+        if (!File.Exists(path)) throw new FileNotFoundException($"{spec}: no such file (expected a .safetensors or .pth file or a run directory).", spec);
+        using (var probe = File.OpenRead(path))
+            if (probe.ReadByte() == 'P' && probe.ReadByte() == 'K') return ReadPth(path);
+        return ReadSafeTensors(path);
+    }
+
+    private static CheckpointInfo ReadSafeTensors(string path)
+    {
+        using var file = SafeTensorsFile.Open(path);
+        string format;
+        GptConfig? config = null;
+        string? note = null;
+        string? optimizer = null;
+        ITensorSource weights = file;
+        if (TrainingCheckpoint.IsTrainingCheckpoint(file))
+        {
+            format = "GptSharp training checkpoint (safetensors)";
+            weights = TrainingCheckpoint.ModelTensors(file);
+            optimizer = file.Metadata.TryGetValue(TrainingCheckpoint.OptimizerKey, out var o) ? o : null;
+        }
+        else if (Gpt2Import.IsGpt2Names(file)) format = "Hugging Face GPT-2 (safetensors)";
+        else if (file.Metadata.ContainsKey(ModelCheckpoint.ConfigKey)) format = "GptSharp model (safetensors)";
+        else format = "safetensors";
+        try
+        {
+            config = Gpt2Import.IsGpt2Names(file)
+                ? ModelCheckpoint.ConfigBeside(path) ?? Gpt2Import.InferConfig(file)
+                : ModelCheckpoint.ConfigFor(file);
+        }
+        catch (InvalidDataException e)
+        {
+            note = e.Message;
+        }
+        return new CheckpointInfo(path, format, file.Tensors, file.Metadata, config, note, CountParameters(weights), optimizer);
+    }
+
+    /// <summary>An OpenAI GPT-2 folder: the TF bundle index (tensor data is not read) and hparams.json.</summary>
+    private static CheckpointInfo ReadTensorFlow(string dir)
+    {
+        using var bundle = TensorBundleReader.Open(Gpt2Checkpoint.FindPrefix(dir));
+        var tensors = new List<StoredTensor>();
+        var other = new List<string>();
+        foreach (var e in bundle.Entries)
+        {
+            TensorDType? dtype = e.DType switch
+            {
+                TfDataType.Float => TensorDType.F32, TfDataType.Double => TensorDType.F64, TfDataType.Half => TensorDType.F16,
+                TfDataType.BFloat16 => TensorDType.BF16, TfDataType.Int64 => TensorDType.I64, TfDataType.Int32 => TensorDType.I32,
+                TfDataType.Int16 => TensorDType.I16, TfDataType.Int8 => TensorDType.I8, TfDataType.UInt8 => TensorDType.U8,
+                TfDataType.Bool => TensorDType.Bool, TfDataType.UInt16 => TensorDType.U16, _ => null,
+            };
+            if (dtype is { } d) tensors.Add(new StoredTensor(e.Name, d, e.Shape.Select(x => checked((int)x)).ToArray()));
+            else other.Add($"{e.Name} ({e.DType})");
+        }
+        GptConfig? config = null;
+        string? note = null;
+        try
+        {
+            config = Gpt2Checkpoint.ReadConfig(dir);
+        }
+        catch (InvalidDataException e)
+        {
+            note = e.Message;
+        }
+        var metadata = new Dictionary<string, string>
+        {
+            ["index"] = bundle.IndexPath,
+            ["shards"] = bundle.Header.NumShards.ToString(),
+            ["data bytes"] = bundle.Entries.Sum(e => e.Size).ToString("N0"),
+        };
+        if (other.Count > 0) metadata["other tensors"] = string.Join(", ", other);
+        return new CheckpointInfo(dir, "OpenAI GPT-2 TensorFlow checkpoint", tensors, metadata, config, note, tensors.Sum(t => t.ElementCount), null);
+    }
+
+    private static CheckpointInfo ReadPth(string path)
+    {
+        using var file = PthFile.Open(path);
+        var stateDict = file.StateDict();
+        var osd = file.OptimizerStateDict();
+        GptConfig? config = null;
+        string? note = null;
+        try
+        {
+            config = ModelCheckpoint.ConfigBeside(path)
+                ?? (Gpt2Import.IsGpt2Names(stateDict) ? Gpt2Import.InferConfig(stateDict) : StateDictLoader.InferConfig(stateDict));
+        }
+        catch (InvalidDataException e)
+        {
+            note = e.Message;
+        }
+        string? optimizer = null;
+        if (osd is not null)
+        {
+            int states = osd.TryGet("state", out var s) && s is PyDict sd ? sd.Items.Count : 0;
+            string group = osd.TryGet("param_groups", out var g) && g is List<object?> { Count: > 0 } groups && groups[0] is PyDict g0
+                ? string.Join(", ", g0.Items.Where(kv => kv.Key is string k && k != "params").Select(kv => $"{kv.Key}={Show(kv.Value)}"))
+                : "";
+            optimizer = $"optimizer_state_dict: {states} parameter states; {group}";
+        }
+        var metadata = new Dictionary<string, string> { ["records"] = string.Join(", ", file.RecordNames.Where(n => !n.Contains("/data/"))) };
+        return new CheckpointInfo(path, osd is null ? "PyTorch .pth (state dict)" : "PyTorch .pth (model + optimizer)", stateDict.Tensors,
+            metadata, config, note, CountParameters(stateDict), optimizer);
+    }
+
+    private static string Show(object? v) => v switch
+    {
+        null => "None",
+        bool b => b ? "True" : "False",
+        double d => d.ToString("R", System.Globalization.CultureInfo.InvariantCulture),
+        PyTuple t => "(" + string.Join(", ", t.Items.Select(Show)) + ")",
+        _ => v.ToString() ?? "",
+    };
+
+    /// <summary>Elements of the weight tensors (the mask buffers of the book and of Hugging Face files are not parameters).</summary>
+    private static long CountParameters(ITensorSource source) => source.Tensors
+        .Where(t => !StateDictLoader.IsMaskBuffer(t.Name) && !Gpt2Import.IsMaskBuffer(t.Name.StartsWith("transformer.", StringComparison.Ordinal) ? t.Name[12..] : t.Name))
+        .Sum(t => t.ElementCount);
+}

@@ -1,0 +1,185 @@
+using System.Buffers;
+using System.Text.RegularExpressions;
+using GptSharp.Model;
+
+namespace GptSharp.Checkpoints;
+
+/// <summary>
+/// The book's <c>load_weights_into_gpt</c>: OpenAI GPT-2 weights (Hugging Face names without the
+/// <c>transformer.</c> prefix: <c>wte.weight</c>, <c>h.N.attn.c_attn.weight</c>, ...) into the book's model.
+/// Conv1D weights are stored [in, out] and transposed into nn.Linear's [out, in]; <c>c_attn</c> is split into
+/// query, key and value; the output head is tied to <c>wte</c> (unless an <c>lm_head.weight</c> is stored).
+/// A Conv1D weight may carry TensorFlow's leading 1 ([1, in, out]), so a TF-checkpoint source can reuse this
+/// by presenting its tensors under these names.
+/// </summary>
+public static partial class Gpt2Import
+{
+    /// <summary>True when the file looks like a Hugging Face GPT-2 state dict (with or without <c>transformer.</c>).</summary>
+    public static bool IsGpt2Names(ITensorSource source) =>
+        source.Find("wte.weight") is not null || source.Find("transformer.wte.weight") is not null;
+
+    /// <summary>True for the attention-mask buffers Hugging Face files may carry (<c>h.N.attn.bias</c>, <c>h.N.attn.masked_bias</c>).</summary>
+    public static bool IsMaskBuffer(string canonicalName) => MaskBuffer().IsMatch(canonicalName);
+
+    /// <summary>Builds a model from a Hugging Face GPT-2 safetensors file (config.json beside it, else inferred from shapes).</summary>
+    public static GptModel LoadHuggingFace(string path, GptConfig? config = null)
+    {
+        using var file = SafeTensorsFile.Open(path);
+        config ??= ModelCheckpoint.ConfigBeside(path) ?? InferConfig(file);
+        var model = new GptModel(config);
+        try
+        {
+            LoadInto(model, file);
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The config implied by GPT-2 tensor shapes (qkv_bias true; heads from the width, 64 per head).</summary>
+    public static GptConfig InferConfig(ITensorSource source)
+    {
+        string prefix = Prefix(source);
+        var wte = source.Find(prefix + "wte.weight") ?? throw new InvalidDataException($"{source.FilePath}: no 'wte.weight': not a GPT-2 file.");
+        var wpe = source.Find(prefix + "wpe.weight") ?? throw new InvalidDataException($"{source.FilePath}: no 'wpe.weight': not a GPT-2 file.");
+        int layers = source.Tensors.Select(t => Layer().Match(t.Name[prefix.Length..])).Where(m => m.Success)
+            .Select(m => int.Parse(m.Groups[1].Value) + 1).DefaultIfEmpty(0).Max();
+        if (wte.Shape.Length != 2 || wpe.Shape.Length != 2)
+            throw new InvalidDataException($"{source.FilePath}: embeddings must be 2-D, got wte {wte.ShapeString} and wpe {wpe.ShapeString}.");
+        return StateDictLoader.ValidateInferred(new GptConfig
+        {
+            VocabSize = wte.Shape[0],
+            ContextLength = wpe.Shape[0],
+            EmbeddingDim = wte.Shape[^1],
+            Heads = StateDictLoader.GuessHeads(wte.Shape[^1], source.FilePath),
+            Layers = layers,
+            QkvBias = true,
+        }, source.FilePath);
+    }
+
+    /// <summary>Loads GPT-2-named tensors into <paramref name="model"/> (which must have <c>qkv_bias</c>), checking every name and shape first.</summary>
+    public static void LoadInto(GptModel model, ITensorSource source)
+    {
+        var config = model.Config;
+        if (!config.QkvBias)
+            throw new ArgumentException($"{source.FilePath}: GPT-2 weights have query/key/value biases; build the model with qkv_bias = true.");
+        string prefix = Prefix(source);
+        int e = config.EmbeddingDim, h = config.HiddenDim;
+        var expected = new Dictionary<string, int[]>(StringComparer.Ordinal)
+        {
+            ["wte.weight"] = [config.VocabSize, e],
+            ["wpe.weight"] = [config.ContextLength, e],
+            ["ln_f.weight"] = [e],
+            ["ln_f.bias"] = [e],
+        };
+        for (int i = 0; i < config.Layers; i++)
+        {
+            string b = $"h.{i}.";
+            expected[b + "ln_1.weight"] = [e];
+            expected[b + "ln_1.bias"] = [e];
+            expected[b + "attn.c_attn.weight"] = [e, 3 * e];
+            expected[b + "attn.c_attn.bias"] = [3 * e];
+            expected[b + "attn.c_proj.weight"] = [e, e];
+            expected[b + "attn.c_proj.bias"] = [e];
+            expected[b + "ln_2.weight"] = [e];
+            expected[b + "ln_2.bias"] = [e];
+            expected[b + "mlp.c_fc.weight"] = [e, h];
+            expected[b + "mlp.c_fc.bias"] = [h];
+            expected[b + "mlp.c_proj.weight"] = [h, e];
+            expected[b + "mlp.c_proj.bias"] = [e];
+        }
+        bool hasLmHead = source.Find("lm_head.weight") is not null;
+        if (hasLmHead) expected["lm_head.weight"] = [config.VocabSize, e];
+
+        // Every check before any read: no unexpected or missing tensor, every shape right.
+        foreach (var t in source.Tensors)
+        {
+            string name = t.Name == "lm_head.weight" ? t.Name : Canonical(t.Name, prefix);
+            if (!expected.ContainsKey(name) && !IsMaskBuffer(name))
+                throw new InvalidDataException($"{source.FilePath}: unexpected tensor '{t.Name}' {t.ShapeString}: not a weight of a GPT-2 model with {config.Layers} layers.");
+        }
+        foreach (var (name, shape) in expected)
+        {
+            string stored = name == "lm_head.weight" ? name : prefix + name;
+            var t = source.Find(stored) ?? throw new InvalidDataException($"{source.FilePath}: missing tensor '{stored}' (expected shape [{string.Join(", ", shape)}]).");
+            // TensorFlow stores Conv1D weights as [1, in, out]; the book squeezes the leading 1.
+            var s = t.Shape.Length == shape.Length + 1 && t.Shape[0] == 1 ? t.Shape[1..] : t.Shape;
+            StateDictLoader.CheckShape(source.FilePath, stored, s, shape);
+        }
+
+        source.ReadInto(prefix + "wte.weight", model.TokenEmbedding.Value.Span);
+        if (hasLmHead) source.ReadInto("lm_head.weight", model.OutHead.Value.Span);
+        else model.OutHead.Value.CopyFrom(model.TokenEmbedding.Value); // tied: out_head = wte, as load_weights_into_gpt does
+        source.ReadInto(prefix + "wpe.weight", model.PositionEmbedding.Value.Span);
+        source.ReadInto(prefix + "ln_f.weight", model.FinalNorm.Scale.Value.Span);
+        source.ReadInto(prefix + "ln_f.bias", model.FinalNorm.Shift.Value.Span);
+
+        float[] scratch = ArrayPool<float>.Shared.Rent(e * Math.Max(3 * e, h));
+        try
+        {
+            for (int i = 0; i < config.Layers; i++)
+            {
+                var block = model.Blocks[i];
+                string b = prefix + $"h.{i}.";
+                source.ReadInto(b + "ln_1.weight", block.Norm1.Scale.Value.Span);
+                source.ReadInto(b + "ln_1.bias", block.Norm1.Shift.Value.Span);
+                source.ReadInto(b + "ln_2.weight", block.Norm2.Scale.Value.Span);
+                source.ReadInto(b + "ln_2.bias", block.Norm2.Shift.Value.Span);
+
+                // c_attn [e, 3e] = [W_queryᵀ | W_keyᵀ | W_valueᵀ]: np.split(..., 3, axis=-1) then .T
+                var qkv = scratch.AsSpan(0, e * 3 * e);
+                source.ReadInto(b + "attn.c_attn.weight", qkv);
+                TransposeColumns(qkv, e, 3 * e, 0, e, block.Query.Weight.Value.Span);
+                TransposeColumns(qkv, e, 3 * e, e, e, block.Key.Weight.Value.Span);
+                TransposeColumns(qkv, e, 3 * e, 2 * e, e, block.Value.Weight.Value.Span);
+                var qkvBias = scratch.AsSpan(0, 3 * e);
+                source.ReadInto(b + "attn.c_attn.bias", qkvBias);
+                qkvBias[..e].CopyTo(block.Query.Bias!.Value.Span);
+                qkvBias.Slice(e, e).CopyTo(block.Key.Bias!.Value.Span);
+                qkvBias.Slice(2 * e, e).CopyTo(block.Value.Bias!.Value.Span);
+
+                ReadTransposed(source, b + "attn.c_proj.weight", e, e, scratch, block.OutProj);
+                source.ReadInto(b + "attn.c_proj.bias", block.OutProj.Bias!.Value.Span);
+                ReadTransposed(source, b + "mlp.c_fc.weight", e, h, scratch, block.FeedForwardIn);
+                source.ReadInto(b + "mlp.c_fc.bias", block.FeedForwardIn.Bias!.Value.Span);
+                ReadTransposed(source, b + "mlp.c_proj.weight", h, e, scratch, block.FeedForwardOut);
+                source.ReadInto(b + "mlp.c_proj.bias", block.FeedForwardOut.Bias!.Value.Span);
+            }
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(scratch);
+        }
+    }
+
+    private static void ReadTransposed(ITensorSource source, string name, int rows, int cols, float[] scratch, LinearParameters destination)
+    {
+        var conv1d = scratch.AsSpan(0, rows * cols);
+        source.ReadInto(name, conv1d);
+        TransposeColumns(conv1d, rows, cols, 0, cols, destination.Weight.Value.Span);
+    }
+
+    /// <summary>destination[o, i] = source[i, firstColumn + o] for a row-major source [rows, cols]: a column block, transposed.</summary>
+    internal static void TransposeColumns(ReadOnlySpan<float> source, int rows, int cols, int firstColumn, int columnCount, Span<float> destination)
+    {
+        for (int i = 0; i < rows; i++)
+        {
+            var row = source.Slice(i * cols + firstColumn, columnCount);
+            for (int o = 0; o < columnCount; o++) destination[o * rows + i] = row[o];
+        }
+    }
+
+    private static string Prefix(ITensorSource source) => source.Find("transformer.wte.weight") is not null ? "transformer." : "";
+
+    private static string Canonical(string name, string prefix) =>
+        prefix.Length > 0 && name.StartsWith(prefix, StringComparison.Ordinal) ? name[prefix.Length..] : name;
+
+    [GeneratedRegex(@"^h\.\d+\.attn\.(bias|masked_bias)$")]
+    private static partial Regex MaskBuffer();
+
+    [GeneratedRegex(@"^h\.(\d+)\.")]
+    private static partial Regex Layer();
+}

@@ -1,0 +1,80 @@
+using GptSharp.Model;
+
+namespace GptSharp.Checkpoints;
+
+/// <summary>
+/// The model file: safetensors with the book's parameter names (so any safetensors tool can read it) and
+/// the configuration in <c>__metadata__["config"]</c> as the book's config dictionary. The book's
+/// <c>torch.save(model.state_dict(), "model.pth")</c> / <c>model.load_state_dict(torch.load(...))</c>.
+/// </summary>
+public static class ModelCheckpoint
+{
+    /// <summary>Metadata key holding the book-style config JSON.</summary>
+    public const string ConfigKey = "config";
+
+    /// <summary>Metadata key saying what the file is: <see cref="ModelKind"/> or <see cref="TrainingCheckpoint.Kind"/>.</summary>
+    public const string KindKey = "gptsharp";
+
+    public const string ModelKind = "model";
+
+    /// <summary>Writes the model's parameters and config to <paramref name="path"/> (atomically).</summary>
+    public static void Save(this GptModel model, string path) =>
+        SafeTensorsWriter.Write(path, Entries(model), Metadata(model.Config, ModelKind));
+
+    /// <summary>Builds a model from a model file: config from its metadata (or a config.json beside it, or the shapes).</summary>
+    public static GptModel Load(string path)
+    {
+        using var file = SafeTensorsFile.Open(path);
+        return Load(file);
+    }
+
+    /// <summary>Builds a model from an open safetensors file with book names.</summary>
+    public static GptModel Load(SafeTensorsFile file)
+    {
+        var config = ConfigFor(file);
+        var model = new GptModel(config);
+        try
+        {
+            StateDictLoader.LoadInto(model, file);
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Loads a model file's weights into an existing model (shapes must match).</summary>
+    public static void LoadInto(this GptModel model, string path)
+    {
+        using var file = SafeTensorsFile.Open(path);
+        StateDictLoader.LoadInto(model, file);
+    }
+
+    /// <summary>The parameters as safetensors entries, in the book's order (written from their buffers).</summary>
+    internal static IEnumerable<SafeTensorsEntry> Entries(GptModel model) =>
+        model.Parameters().Select(p => SafeTensorsEntry.Float32(p.Name, p.Value));
+
+    internal static Dictionary<string, string> Metadata(GptConfig config, string kind) => new()
+    {
+        // "pt" is what Hugging Face tools expect of a PyTorch-style state dict.
+        ["format"] = "pt",
+        [KindKey] = kind,
+        [ConfigKey] = ConfigJson.ToBookJson(config),
+    };
+
+    /// <summary>The config from the file's metadata, else a config.json next to it, else inferred from the shapes.</summary>
+    internal static GptConfig ConfigFor(SafeTensorsFile file)
+    {
+        if (file.Metadata.TryGetValue(ConfigKey, out var json)) return ConfigJson.Parse(json, file.FilePath);
+        return ConfigBeside(file.FilePath) ?? StateDictLoader.InferConfig(file);
+    }
+
+    /// <summary>A <c>config.json</c> in the same directory as <paramref name="path"/>, if there is one.</summary>
+    public static GptConfig? ConfigBeside(string path)
+    {
+        string configPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, "config.json");
+        return File.Exists(configPath) ? ConfigJson.Parse(File.ReadAllText(configPath), configPath) : null;
+    }
+}

@@ -1,0 +1,153 @@
+using GptSharp.Checkpoints.Gpt2Download;
+using GptSharp.Checkpoints.TensorFlow;
+using GptSharp.Model;
+
+namespace GptSharp.Checkpoints;
+
+/// <summary>A model read from any supported file, with the optimizer and trainer state when the file has them.</summary>
+public sealed record LoadedCheckpoint(GptModel Model, AdamW? Optimizer, string? TrainerStateJson, string Format) : IDisposable
+{
+    /// <summary>Disposes the optimizer; the model is disposed too unless <paramref name="keepModel"/>.</summary>
+    public void Dispose(bool keepModel)
+    {
+        Optimizer?.Dispose();
+        if (!keepModel) Model.Dispose();
+    }
+
+    public void Dispose() => Dispose(keepModel: false);
+}
+
+/// <summary>
+/// One place that turns a model "spec" into a <see cref="GptModel"/>: a GptSharp model file, a Hugging Face GPT-2
+/// <c>model.safetensors</c>, a PyTorch <c>.pth</c> (book or Hugging Face names), a training checkpoint, or a run
+/// directory (its <see cref="ModelFileName"/>, else its <see cref="TrainingCheckpoint.FileName"/>).
+/// Formats are tried in the order of <see cref="Sources"/>; add a line there for a new one.
+/// </summary>
+public static class ModelStore
+{
+    /// <summary>The final model's file name in a run directory (the training checkpoint is <see cref="TrainingCheckpoint.FileName"/>).</summary>
+    public const string ModelFileName = "model.safetensors";
+
+    /// <summary>A format: what it is called, whether a spec is one, and how to load it (config = optional override).</summary>
+    public sealed record Source(string Description, Func<string, bool> Matches, Func<string, GptConfig?, LoadedCheckpoint> Load);
+
+    /// <summary>The formats, most specific first.</summary>
+    public static IReadOnlyList<Source> Sources { get; } =
+    [
+        new("OpenAI GPT-2 folder (hparams.json + model.ckpt.index/.data)", Gpt2Checkpoint.IsCheckpointDirectory, LoadTensorFlow),
+        new("run directory (model.safetensors or checkpoint.safetensors)", IsRunDirectory, LoadRunDirectory),
+        new("PyTorch .pth (zip)", IsZipFile, LoadPth),
+        new("safetensors (GptSharp model, training checkpoint or Hugging Face GPT-2)", IsSafeTensorsFile, LoadSafeTensors),
+    ];
+
+    /// <summary>Loads just the model named by <paramref name="spec"/>.</summary>
+    public static GptModel Load(string spec, GptConfig? config = null)
+    {
+        var loaded = Open(spec, config);
+        loaded.Dispose(keepModel: true);
+        return loaded.Model;
+    }
+
+    /// <summary>Loads the model and, when the file has them, the optimizer and trainer state.</summary>
+    public static LoadedCheckpoint Open(string spec, GptConfig? config = null)
+    {
+        // gpt2-small|gpt2-medium|gpt2-large|gpt2-xl (124M, 355M, 774M, 1558M): OpenAI's weights in the download cache.
+        spec = Gpt2Models.TryResolveCached(spec) ?? spec;
+        if (!File.Exists(spec) && !Directory.Exists(spec))
+            throw new FileNotFoundException($"{spec}: no such file or directory (expected a .safetensors or .pth file, a training checkpoint, a run directory, "
+                + "an OpenAI GPT-2 folder, or gpt2-small|gpt2-medium|gpt2-large|gpt2-xl).", spec);
+        foreach (var source in Sources)
+            if (source.Matches(spec))
+                return source.Load(spec, config);
+        throw new InvalidDataException($"{spec}: not a recognized model (supported: {string.Join("; ", Sources.Select(s => s.Description))}).");
+    }
+
+    private static LoadedCheckpoint LoadTensorFlow(string dir, GptConfig? config) =>
+        new(Gpt2Checkpoint.Load(dir, config), null, null, "TensorFlow checkpoint (OpenAI GPT-2)");
+
+    private static bool IsRunDirectory(string spec) => Directory.Exists(spec);
+
+    private static LoadedCheckpoint LoadRunDirectory(string dir, GptConfig? config)
+    {
+        string model = Path.Combine(dir, ModelFileName);
+        if (File.Exists(model)) return LoadSafeTensors(model, config);
+        string checkpoint = Path.Combine(dir, TrainingCheckpoint.FileName);
+        if (File.Exists(checkpoint)) return LoadSafeTensors(checkpoint, config);
+        throw new FileNotFoundException($"{dir}: run directory has neither {ModelFileName} nor {TrainingCheckpoint.FileName}.");
+    }
+
+    private static bool IsZipFile(string path)
+    {
+        if (!File.Exists(path)) return false;
+        using var f = File.OpenRead(path);
+        return f.ReadByte() == 'P' && f.ReadByte() == 'K';
+    }
+
+    private static bool IsSafeTensorsFile(string path) => File.Exists(path);
+
+    private static LoadedCheckpoint LoadPth(string path, GptConfig? config)
+    {
+        using (var file = PthFile.Open(path))
+        {
+            var stateDict = file.StateDict();
+            if (Gpt2Import.IsGpt2Names(stateDict))
+            {
+                // A Hugging Face pytorch_model.bin: the same names as its safetensors twin.
+                config ??= ModelCheckpoint.ConfigBeside(path) ?? Gpt2Import.InferConfig(stateDict);
+                var hf = new GptModel(config);
+                try
+                {
+                    Gpt2Import.LoadInto(hf, stateDict);
+                }
+                catch
+                {
+                    hf.Dispose();
+                    throw;
+                }
+                return new LoadedCheckpoint(hf, null, null, "pth (Hugging Face GPT-2)");
+            }
+        }
+        var (model, optimizer) = PthCheckpoint.Load(path, config);
+        return new LoadedCheckpoint(model, optimizer, null, optimizer is null ? "pth (state dict)" : "pth (model + optimizer)");
+    }
+
+    private static LoadedCheckpoint LoadSafeTensors(string path, GptConfig? config)
+    {
+        using (var file = SafeTensorsFile.Open(path))
+        {
+            if (TrainingCheckpoint.IsTrainingCheckpoint(file))
+            {
+                if (config is not null && config != ModelCheckpoint.ConfigFor(file))
+                    throw new ArgumentException($"{path}: a training checkpoint carries its own config; don't pass another.");
+            }
+            else if (Gpt2Import.IsGpt2Names(file))
+            {
+                file.Dispose();
+                return new LoadedCheckpoint(Gpt2Import.LoadHuggingFace(path, config), null, null, "safetensors (Hugging Face GPT-2)");
+            }
+            else
+            {
+                config ??= file.Metadata.ContainsKey(ModelCheckpoint.ConfigKey) ? null : ModelCheckpoint.ConfigBeside(path);
+                var model = config is null ? ModelCheckpoint.Load(file) : LoadWithConfig(file, config);
+                return new LoadedCheckpoint(model, null, null, "safetensors (model)");
+            }
+        }
+        var (m, optimizer, state) = TrainingCheckpoint.Load(path);
+        return new LoadedCheckpoint(m, optimizer, state, "training checkpoint");
+    }
+
+    private static GptModel LoadWithConfig(SafeTensorsFile file, GptConfig config)
+    {
+        var model = new GptModel(config);
+        try
+        {
+            StateDictLoader.LoadInto(model, file);
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+}

@@ -1,0 +1,87 @@
+using System.Text.RegularExpressions;
+using GptSharp.Model;
+
+namespace GptSharp.Checkpoints;
+
+/// <summary>
+/// Loads tensors named as the book's <c>state_dict()</c> into a <see cref="GptModel"/>, with the checks of
+/// PyTorch's <c>load_state_dict</c> and the book's <c>assign</c>: every name present, no unexpected name,
+/// every shape equal. All checks run before the first byte is read, so a mismatch never leaves a half-loaded model.
+/// </summary>
+public static partial class StateDictLoader
+{
+    /// <summary>True for the book's causal-mask buffers (<c>trf_blocks.N.att.mask</c>): stored by PyTorch, not parameters.</summary>
+    public static bool IsMaskBuffer(string name) => name.StartsWith("trf_blocks.", StringComparison.Ordinal) && name.EndsWith(".att.mask", StringComparison.Ordinal);
+
+    /// <summary>Copies every parameter of <paramref name="model"/> from <paramref name="source"/> (straight into the parameter's buffer).</summary>
+    public static void LoadInto(GptModel model, ITensorSource source)
+    {
+        var parameters = model.Parameters();
+        var known = new HashSet<string>(parameters.Select(p => p.Name), StringComparer.Ordinal);
+        foreach (var t in source.Tensors)
+            if (!known.Contains(t.Name) && !IsMaskBuffer(t.Name))
+                throw new InvalidDataException($"{source.FilePath}: unexpected tensor '{t.Name}' {t.ShapeString}: the model has no such parameter.");
+        foreach (var p in parameters)
+        {
+            var stored = source.Find(p.Name)
+                ?? throw new InvalidDataException($"{source.FilePath}: missing tensor '{p.Name}' (the model expects shape {p.Value.ShapeString}).");
+            CheckShape(source.FilePath, p.Name, stored.Shape, p.Value.ShapeArray);
+            if (!stored.DType.IsConvertibleToFloat())
+                throw new InvalidDataException($"{source.FilePath}: tensor '{p.Name}' has dtype {stored.DType.SafeTensorsName()}, expected a float type.");
+        }
+        foreach (var p in parameters) source.ReadInto(p.Name, p.Value.Span);
+    }
+
+    /// <summary>The book's shape check: one message naming the tensor and both shapes.</summary>
+    public static void CheckShape(string file, string name, ReadOnlySpan<int> stored, ReadOnlySpan<int> expected)
+    {
+        if (!stored.SequenceEqual(expected))
+            throw new InvalidDataException($"{file}: shape mismatch for '{name}': the file has [{string.Join(", ", stored.ToArray())}], the model expects [{string.Join(", ", expected.ToArray())}].");
+    }
+
+    /// <summary>
+    /// The configuration implied by book-named tensors: vocabulary and width from <c>tok_emb.weight</c>, context from
+    /// <c>pos_emb.weight</c>, layers by counting blocks, <c>qkv_bias</c> from <c>W_query.bias</c>. Shapes don't
+    /// determine the head count: <paramref name="heads"/>, or GPT-2's for its widths (64-wide heads), else an error.
+    /// </summary>
+    public static GptConfig InferConfig(ITensorSource source, int? heads = null)
+    {
+        var tok = source.Find("tok_emb.weight") ?? throw new InvalidDataException($"{source.FilePath}: no 'tok_emb.weight': not a GptSharp/book model.");
+        var pos = source.Find("pos_emb.weight") ?? throw new InvalidDataException($"{source.FilePath}: no 'pos_emb.weight': not a GptSharp/book model.");
+        if (tok.Shape.Length != 2 || pos.Shape.Length != 2)
+            throw new InvalidDataException($"{source.FilePath}: embeddings must be 2-D, got tok_emb {tok.ShapeString} and pos_emb {pos.ShapeString}.");
+        int layers = source.Tensors.Select(t => BlockIndex().Match(t.Name)).Where(m => m.Success)
+            .Select(m => int.Parse(m.Groups[1].Value) + 1).DefaultIfEmpty(0).Max();
+        int emb = tok.Shape[1];
+        return ValidateInferred(new GptConfig
+        {
+            VocabSize = tok.Shape[0],
+            ContextLength = pos.Shape[0],
+            EmbeddingDim = emb,
+            Heads = heads ?? GuessHeads(emb, source.FilePath),
+            Layers = layers,
+            QkvBias = source.Find("trf_blocks.0.att.W_query.bias") is not null,
+        }, source.FilePath);
+    }
+
+    /// <summary><see cref="GptConfig.Validate"/>, with the file named in the message.</summary>
+    internal static GptConfig ValidateInferred(GptConfig config, string file)
+    {
+        try
+        {
+            return config.Validate();
+        }
+        catch (ArgumentException e)
+        {
+            throw new InvalidDataException($"{file}: the tensors imply an invalid config: {e.Message}");
+        }
+    }
+
+    /// <summary>GPT-2's head count for a width (all four sizes use 64-wide heads).</summary>
+    public static int GuessHeads(int embeddingDim, string file) => embeddingDim % 64 == 0
+        ? embeddingDim / 64
+        : throw new InvalidDataException($"{file}: cannot infer the number of attention heads from emb_dim {embeddingDim}; put a config.json (n_heads) next to the file.");
+
+    [GeneratedRegex(@"^trf_blocks\.(\d+)\.")]
+    private static partial Regex BlockIndex();
+}

@@ -1,0 +1,189 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using GptSharp.Model;
+
+namespace GptSharp.Checkpoints;
+
+/// <summary>
+/// Everything needed to continue a training run bit for bit, in one safetensors file (atomic writes):
+/// the model's parameters under the book's names, AdamW's moments as <c>optimizer.exp_avg.&lt;name&gt;</c> and
+/// <c>optimizer.exp_avg_sq.&lt;name&gt;</c>, and in <c>__metadata__</c> the config, the optimizer's step and
+/// hyper-parameters (<c>optimizer</c>, JSON) and the training loop's own state (<c>trainer_state</c>: an opaque
+/// JSON string the trainer defines: epoch, step, tokens seen, schedule position, RNG states, data order, metrics).
+/// In a run directory it is <see cref="FileName"/>, next to the final model file <see cref="ModelStore.ModelFileName"/>.
+/// </summary>
+public static class TrainingCheckpoint
+{
+    /// <summary>The value of <c>__metadata__["gptsharp"]</c> marking a training checkpoint.</summary>
+    public const string Kind = "training-checkpoint";
+
+    /// <summary>The checkpoint's name inside a run directory.</summary>
+    public const string FileName = "checkpoint.safetensors";
+
+    public const string OptimizerKey = "optimizer";
+    public const string TrainerStateKey = "trainer_state";
+    public const string ExpAvgPrefix = "optimizer.exp_avg.";
+    public const string ExpAvgSqPrefix = "optimizer.exp_avg_sq.";
+
+    /// <summary>A run directory gives its <see cref="FileName"/>; a file is itself.</summary>
+    public static string Resolve(string runDirectoryOrFile) =>
+        Directory.Exists(runDirectoryOrFile) ? Path.Combine(runDirectoryOrFile, FileName) : runDirectoryOrFile;
+
+    /// <summary>Saves model, optimizer and trainer state to <paramref name="path"/> atomically (the previous checkpoint survives a failed write).</summary>
+    public static void Save(string path, GptModel model, AdamW optimizer, string trainerStateJson)
+    {
+        var parameters = model.Parameters();
+        if (optimizer.Parameters.Count != parameters.Count || optimizer.Parameters.Where((p, i) => !ReferenceEquals(p, parameters[i])).Any())
+            throw new ArgumentException("The optimizer must hold the model's parameters, in the model's order.");
+        try
+        {
+            using var _ = JsonDocument.Parse(trainerStateJson);
+        }
+        catch (JsonException e)
+        {
+            throw new ArgumentException($"trainer state is not valid JSON: {e.Message}");
+        }
+        var entries = ModelCheckpoint.Entries(model)
+            .Concat(parameters.Select((p, i) => SafeTensorsEntry.Float32(ExpAvgPrefix + p.Name, optimizer.ExpAvg[i])))
+            .Concat(parameters.Select((p, i) => SafeTensorsEntry.Float32(ExpAvgSqPrefix + p.Name, optimizer.ExpAvgSq[i])));
+        var metadata = ModelCheckpoint.Metadata(model.Config, Kind);
+        metadata[OptimizerKey] = OptimizerJson(optimizer);
+        metadata[TrainerStateKey] = trainerStateJson;
+        SafeTensorsWriter.Write(path, entries, metadata);
+    }
+
+    /// <summary>Loads a checkpoint (or a run directory's) into a new model and optimizer, and returns the trainer state.</summary>
+    public static (GptModel Model, AdamW Optimizer, string TrainerStateJson) Load(string runDirectoryOrFile)
+    {
+        string path = Resolve(runDirectoryOrFile);
+        using var file = OpenCheckpoint(path);
+        var model = new GptModel(ModelCheckpoint.ConfigFor(file));
+        AdamW? optimizer = null;
+        try
+        {
+            StateDictLoader.LoadInto(model, new ModelPart(file));
+            optimizer = CreateOptimizer(file, model);
+            string state = ReadInto(file, model, optimizer, loadModel: false);
+            return (model, optimizer, state);
+        }
+        catch
+        {
+            optimizer?.Dispose();
+            model.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Loads a checkpoint into an existing model and optimizer (same config and hyper-parameters), restoring the
+    /// weights, moments, step count and learning rate; returns the trainer state.
+    /// </summary>
+    public static string LoadInto(string runDirectoryOrFile, GptModel model, AdamW optimizer)
+    {
+        string path = Resolve(runDirectoryOrFile);
+        using var file = OpenCheckpoint(path);
+        var config = ModelCheckpoint.ConfigFor(file);
+        if (config != model.Config)
+            throw new InvalidDataException($"{path}: the checkpoint's config {ConfigJson.ToBookJson(config)} differs from the model's {ConfigJson.ToBookJson(model.Config)}.");
+        var o = ParseOptimizer(file);
+        if (o.Beta1 != optimizer.Beta1 || o.Beta2 != optimizer.Beta2 || o.Eps != optimizer.Eps || o.WeightDecay != optimizer.WeightDecay)
+            throw new InvalidDataException($"{path}: the checkpoint's AdamW (betas ({o.Beta1}, {o.Beta2}), eps {o.Eps}, weight_decay {o.WeightDecay}) differs from this optimizer's (betas ({optimizer.Beta1}, {optimizer.Beta2}), eps {optimizer.Eps}, weight_decay {optimizer.WeightDecay}).");
+        return ReadInto(file, model, optimizer, loadModel: true);
+    }
+
+    /// <summary>True when <paramref name="file"/> is a training checkpoint (by its metadata).</summary>
+    public static bool IsTrainingCheckpoint(SafeTensorsFile file) =>
+        file.Metadata.TryGetValue(ModelCheckpoint.KindKey, out var kind) && kind == Kind;
+
+    /// <summary>The model tensors of a checkpoint (optimizer tensors hidden), for loaders that only want the model.</summary>
+    public static ITensorSource ModelTensors(SafeTensorsFile file) => new ModelPart(file);
+
+    private static SafeTensorsFile OpenCheckpoint(string path)
+    {
+        var file = SafeTensorsFile.Open(path);
+        if (!IsTrainingCheckpoint(file))
+        {
+            file.Dispose();
+            throw new InvalidDataException($"{path}: not a GptSharp training checkpoint (no __metadata__ \"{ModelCheckpoint.KindKey}\": \"{Kind}\").");
+        }
+        return file;
+    }
+
+    private static string ReadInto(SafeTensorsFile file, GptModel model, AdamW optimizer, bool loadModel)
+    {
+        var parameters = model.Parameters();
+        // Check everything before reading anything.
+        var known = new HashSet<string>(parameters.SelectMany(p => new[] { p.Name, ExpAvgPrefix + p.Name, ExpAvgSqPrefix + p.Name }), StringComparer.Ordinal);
+        foreach (var t in file.Tensors)
+            if (!known.Contains(t.Name))
+                throw new InvalidDataException($"{file.FilePath}: unexpected tensor '{t.Name}' {t.ShapeString}.");
+        foreach (var p in parameters)
+            foreach (var name in new[] { ExpAvgPrefix + p.Name, ExpAvgSqPrefix + p.Name })
+            {
+                var t = file.Find(name) ?? throw new InvalidDataException($"{file.FilePath}: missing tensor '{name}' (expected shape {p.Value.ShapeString}).");
+                StateDictLoader.CheckShape(file.FilePath, name, t.Shape, p.Value.ShapeArray);
+            }
+        var o = ParseOptimizer(file);
+        if (loadModel) StateDictLoader.LoadInto(model, new ModelPart(file));
+        for (int i = 0; i < parameters.Count; i++)
+        {
+            file.ReadInto(ExpAvgPrefix + parameters[i].Name, optimizer.ExpAvg[i].Span);
+            file.ReadInto(ExpAvgSqPrefix + parameters[i].Name, optimizer.ExpAvgSq[i].Span);
+        }
+        optimizer.StepCount = o.Step;
+        optimizer.LearningRate = o.LearningRate;
+        return file.Metadata.TryGetValue(TrainerStateKey, out var state) ? state : "{}";
+    }
+
+    private static AdamW CreateOptimizer(SafeTensorsFile file, GptModel model)
+    {
+        var o = ParseOptimizer(file);
+        return new AdamW(model.Parameters(), o.LearningRate, o.WeightDecay, o.Beta1, o.Beta2, o.Eps);
+    }
+
+    private sealed record OptimizerState(float LearningRate, float WeightDecay, float Beta1, float Beta2, float Eps, long Step);
+
+    private static string OptimizerJson(AdamW optimizer) => new JsonObject
+    {
+        ["type"] = "AdamW",
+        // Shortest round-trip decimals: parsing them back gives the same float bits.
+        ["lr"] = Exact(optimizer.LearningRate),
+        ["betas"] = new JsonArray(Exact(optimizer.Beta1), Exact(optimizer.Beta2)),
+        ["eps"] = Exact(optimizer.Eps),
+        ["weight_decay"] = Exact(optimizer.WeightDecay),
+        ["step"] = optimizer.StepCount,
+    }.ToJsonString();
+
+    private static double Exact(float f) => double.Parse(f.ToString("R", CultureInfo.InvariantCulture), CultureInfo.InvariantCulture);
+
+    private static OptimizerState ParseOptimizer(SafeTensorsFile file)
+    {
+        if (!file.Metadata.TryGetValue(OptimizerKey, out var json))
+            throw new InvalidDataException($"{file.FilePath}: training checkpoint has no '{OptimizerKey}' metadata.");
+        try
+        {
+            var o = JsonNode.Parse(json)!.AsObject();
+            var betas = o["betas"]!.AsArray();
+            return new OptimizerState((float)o["lr"]!.GetValue<double>(), (float)o["weight_decay"]!.GetValue<double>(),
+                (float)betas[0]!.GetValue<double>(), (float)betas[1]!.GetValue<double>(), (float)o["eps"]!.GetValue<double>(),
+                o["step"]!.GetValue<long>());
+        }
+        catch (Exception e) when (e is JsonException or InvalidOperationException or NullReferenceException or FormatException)
+        {
+            throw new InvalidDataException($"{file.FilePath}: invalid '{OptimizerKey}' metadata ({e.Message}).");
+        }
+    }
+
+    /// <summary>The checkpoint's model tensors only (names without the optimizer prefixes).</summary>
+    private sealed class ModelPart(SafeTensorsFile file) : ITensorSource
+    {
+        private readonly List<StoredTensor> _tensors = file.Tensors.Where(t => !t.Name.StartsWith("optimizer.", StringComparison.Ordinal)).ToList();
+
+        public string FilePath => file.FilePath;
+        public IReadOnlyList<StoredTensor> Tensors => _tensors;
+        public StoredTensor? Find(string name) => name.StartsWith("optimizer.", StringComparison.Ordinal) ? null : file.Find(name);
+        public void ReadInto(string name, Span<float> destination) => file.ReadInto(name, destination);
+        public void Dispose() { }
+    }
+}

@@ -1,0 +1,114 @@
+using GptSharp.Tensors;
+
+namespace GptSharp.Model;
+
+/// <summary>
+/// Every buffer one forward (and backward) pass of a <see cref="GptModel"/> needs, allocated once for a
+/// capacity of (batch, seq) and reused by every later call that fits. A smaller batch uses the front of
+/// each buffer in the same compact row-major layout.
+/// Two flavours: the training set keeps one copy of each saved activation per block (what backward
+/// reads), the inference set (<c>NoGrad</c>) aliases every block to one copy and has no gradient buffers.
+/// </summary>
+internal sealed class GptActivations : IDisposable
+{
+    private readonly List<Tensor> _owned = new();
+
+    public GptActivations(GptConfig config, int batchCapacity, int seqCapacity, bool forTraining)
+    {
+        BatchCapacity = batchCapacity;
+        SeqCapacity = seqCapacity;
+        ForTraining = forTraining;
+        int layers = config.Layers, c = config.EmbeddingDim, hidden = config.HiddenDim, v = config.VocabSize;
+        int rows = batchCapacity * seqCapacity;
+        int weights = checked(batchCapacity * config.Heads * seqCapacity * seqCapacity);
+        bool dropout = config.DropRate > 0;
+        int copies = forTraining ? layers : 1;
+
+        // Residual[l] is the input of block l (Residual[0]: embeddings after dropout), Residual[layers] the last output.
+        Residual = PerBlock(layers + 1, forTraining ? layers + 1 : 1, rows * c);
+        Ln1 = PerBlock(layers, copies, rows * c);
+        Ln1Mean = PerBlock(layers, copies, rows);
+        Ln1Rstd = PerBlock(layers, copies, rows);
+        Query = PerBlock(layers, copies, rows * c);
+        Key = PerBlock(layers, copies, rows * c);
+        Value = PerBlock(layers, copies, rows * c);
+        AttentionWeights = PerBlock(layers, copies, weights);
+        AttentionMask = dropout ? PerBlock(layers, copies, weights) : null;
+        DroppedAttentionWeights = dropout ? PerBlock(layers, copies, weights) : null;
+        Context = PerBlock(layers, copies, rows * c);
+        AttentionShortcutMask = dropout ? PerBlock(layers, copies, rows * c) : null;
+        // Inference folds the block's residual stream in place: x += attn(...); x += ff(...).
+        Residual2 = forTraining ? PerBlock(layers, layers, rows * c) : Enumerable.Repeat(Residual[0], layers).ToArray();
+        Ln2 = PerBlock(layers, copies, rows * c);
+        Ln2Mean = PerBlock(layers, copies, rows);
+        Ln2Rstd = PerBlock(layers, copies, rows);
+        FeedForwardHidden = PerBlock(layers, copies, rows * hidden);
+        FeedForwardGelu = PerBlock(layers, copies, rows * hidden);
+        FeedForwardShortcutMask = dropout ? PerBlock(layers, copies, rows * c) : null;
+        EmbeddingMask = dropout ? New(rows * c) : null;
+        Projection = New(rows * c);
+        FinalNorm = New(rows * c);
+        FinalNormMean = New(rows);
+        FinalNormRstd = New(rows);
+        LogitsStorage = New(checked((long)rows * v));
+
+        if (forTraining)
+        {
+            DLogits = New(checked((long)rows * v));
+            DResidual = New(rows * c);
+            DLn = New(rows * c);
+            DProjection = New(rows * c);
+            DContext = New(rows * c);
+            DQuery = New(rows * c);
+            DKey = New(rows * c);
+            DValue = New(rows * c);
+            DHidden = New(rows * hidden);
+            DAttentionWeights = New(weights);
+        }
+    }
+
+    public int BatchCapacity { get; }
+    public int SeqCapacity { get; }
+    public bool ForTraining { get; }
+
+    public Tensor[] Residual, Ln1, Ln1Mean, Ln1Rstd, Query, Key, Value, AttentionWeights, Context, Residual2,
+        Ln2, Ln2Mean, Ln2Rstd, FeedForwardHidden, FeedForwardGelu;
+    public Tensor[]? AttentionMask, DroppedAttentionWeights, AttentionShortcutMask, FeedForwardShortcutMask;
+    public Tensor? EmbeddingMask;
+    /// <summary>Output of out_proj or of the second FF layer before its shortcut dropout (not needed by backward).</summary>
+    public Tensor Projection;
+    public Tensor FinalNorm, FinalNormMean, FinalNormRstd, LogitsStorage;
+
+    // Gradient scratch, shared by all blocks (training set only).
+    public Tensor? DLogits, DResidual, DLn, DProjection, DContext, DQuery, DKey, DValue, DHidden, DAttentionWeights;
+
+    /// <summary>The logits of the last forward, as a [batch, seq, vocab] view; recreated only when the shape changes.</summary>
+    public Tensor? LogitsView;
+    public Tensor? DLogitsView;
+
+    public bool Fits(int batch, int seq) => batch <= BatchCapacity && seq <= SeqCapacity;
+
+    private Tensor New(long length)
+    {
+        var t = new Tensor(checked((int)length));
+        _owned.Add(t);
+        return t;
+    }
+
+    /// <summary><paramref name="count"/> slots backed by <paramref name="distinct"/> tensors (1: every slot shares one).</summary>
+    private Tensor[] PerBlock(int count, int distinct, long length)
+    {
+        var slots = new Tensor[count];
+        for (int i = 0; i < count; i++) slots[i] = i < distinct ? New(length) : slots[0];
+        return slots;
+    }
+
+    public long TotalBytes => _owned.Sum(t => t.Length) * sizeof(float);
+
+    public void Dispose()
+    {
+        LogitsView?.Dispose();
+        DLogitsView?.Dispose();
+        foreach (var t in _owned) t.Dispose();
+    }
+}

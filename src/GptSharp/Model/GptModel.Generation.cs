@@ -1,0 +1,114 @@
+using GptSharp.Tensors;
+
+namespace GptSharp.Model;
+
+/// <summary>Incremental inference over a <see cref="KvCache"/>: the same layers as <see cref="Forward"/>, for new positions only.</summary>
+public sealed unsafe partial class GptModel
+{
+    /// <summary>
+    /// Clears <paramref name="cache"/>, runs the prompt <paramref name="ids"/> [batch, seq] through the model and
+    /// caches its keys and values. Returns the last position's logits [batch, vocab] (owned by the cache).
+    /// </summary>
+    public Tensor Prefill(KvCache cache, TokenBatch ids)
+    {
+        CheckCache(cache);
+        if (ids.BatchSize != cache.BatchSize)
+            throw new ArgumentException($"The prompt has {ids.BatchSize} rows but the KV cache was made for {cache.BatchSize}.");
+        cache.Clear();
+        return Extend(cache, ids.Ids, ids.SequenceLength);
+    }
+
+    /// <summary>Prefill for a single sequence (batch 1).</summary>
+    public Tensor Prefill(KvCache cache, ReadOnlySpan<int> ids) => Prefill(cache, TokenBatch.FromSequence(ids));
+
+    /// <summary>
+    /// Appends one token per row (<paramref name="nextIds"/>, length = batch) at position <see cref="KvCache.Length"/>
+    /// and returns the logits [batch, vocab] that predict the token after it.
+    /// </summary>
+    public Tensor Step(KvCache cache, ReadOnlySpan<int> nextIds)
+    {
+        CheckCache(cache);
+        if (nextIds.Length != cache.BatchSize)
+            throw new ArgumentException($"Step needs one id per row ({cache.BatchSize}), got {nextIds.Length}.");
+        int[] ids = cache.StepIds ??= new int[cache.BatchSize];
+        nextIds.CopyTo(ids);
+        return Extend(cache, ids, 1);
+    }
+
+    /// <summary>Step for a single sequence (batch 1).</summary>
+    public Tensor Step(KvCache cache, int nextId)
+    {
+        Span<int> one = [nextId];
+        return Step(cache, one);
+    }
+
+    private void CheckCache(KvCache cache)
+    {
+        if (!ReferenceEquals(cache.Model, this)) throw new ArgumentException("This KV cache belongs to another model.");
+    }
+
+    private Tensor Extend(KvCache cache, int[] ids, int newTokens)
+    {
+        int batch = cache.BatchSize, past = cache.Length, vocab = Config.VocabSize;
+        if (past + newTokens > cache.Capacity)
+            throw new ArgumentException($"The KV cache holds {past} of {cache.Capacity} positions and cannot take {newTokens} more; crop the window and prefill again.");
+        foreach (int id in ids)
+            if ((uint)id >= (uint)vocab)
+                throw new ArgumentException($"Token id {id} is outside the model's vocabulary (0..{vocab - 1}).");
+        var acts = _inferenceActivations = Ensure(_inferenceActivations, batch, newTokens, false);
+        long scoreCount = (long)batch * Config.Heads * newTokens * (past + newTokens);
+        if (cache.Scores == null || cache.Scores.Length < scoreCount)
+        {
+            cache.Scores?.Dispose();
+            // Room for this call and for every later single-token step up to the capacity.
+            cache.Scores = new Tensor(checked((int)Math.Max(scoreCount, (long)batch * Config.Heads * cache.Capacity)));
+        }
+        fixed (int* p = ids) RunCachedForward(acts, cache, p, batch, newTokens, past);
+        cache.Length = past + newTokens;
+        return cache.Logits;
+    }
+
+    private void RunCachedForward(GptActivations a, KvCache cache, int* ids, int batch, int n, int past)
+    {
+        int c = Config.EmbeddingDim, hidden = Config.HiddenDim, heads = Config.Heads, vocab = Config.VocabSize;
+        int rows = batch * n, cap = cache.Capacity;
+        long count = (long)rows * c;
+        float* x = a.Residual[0].Data;
+        // Token + position embeddings for positions past .. past + n − 1.
+        Kernels.EmbeddingForward(x, ids, TokenEmbedding.Value.Data, PositionEmbedding.Value.Data + (long)past * c, batch, n, c);
+        for (int l = 0; l < Blocks.Length; l++)
+        {
+            var block = Blocks[l];
+            float* ln = a.Ln1[l].Data, q = a.Query[l].Data, k = a.Key[l].Data, v = a.Value[l].Data, ctx = a.Context[l].Data, proj = a.Projection.Data;
+            Kernels.LayerNormForward(ln, null, null, x, block.Norm1.Scale.Value.Data, block.Norm1.Shift.Value.Data, rows, c);
+            Kernels.LinearForward(q, ln, block.Query.Weight.Value.Data, BiasData(block.Query), rows, c, c);
+            Kernels.LinearForward(k, ln, block.Key.Weight.Value.Data, BiasData(block.Key), rows, c, c);
+            Kernels.LinearForward(v, ln, block.Value.Weight.Value.Data, BiasData(block.Value), rows, c, c);
+            float* keyCache = cache.Keys[l].Data, valueCache = cache.Values[l].Data;
+            for (int b = 0; b < batch; b++)
+            {
+                long bytes = (long)n * c * sizeof(float);
+                Buffer.MemoryCopy(k + (long)b * n * c, keyCache + ((long)b * cap + past) * c, bytes, bytes);
+                Buffer.MemoryCopy(v + (long)b * n * c, valueCache + ((long)b * cap + past) * c, bytes, bytes);
+            }
+            Kernels.AttentionForwardCached(ctx, cache.Scores!.Data, q, keyCache, valueCache, batch, n, past, cap, c, heads);
+            Kernels.LinearForward(proj, ctx, block.OutProj.Weight.Value.Data, BiasData(block.OutProj), rows, c, c);
+            Kernels.ResidualForward(x, x, proj, count);
+            float* ln2 = a.Ln2[l].Data, fc = a.FeedForwardHidden[l].Data, gelu = a.FeedForwardGelu[l].Data;
+            Kernels.LayerNormForward(ln2, null, null, x, block.Norm2.Scale.Value.Data, block.Norm2.Shift.Value.Data, rows, c);
+            Kernels.LinearForward(fc, ln2, block.FeedForwardIn.Weight.Value.Data, BiasData(block.FeedForwardIn), rows, c, hidden);
+            Kernels.GeluForward(gelu, fc, (long)rows * hidden);
+            Kernels.LinearForward(proj, gelu, block.FeedForwardOut.Weight.Value.Data, BiasData(block.FeedForwardOut), rows, hidden, c);
+            Kernels.ResidualForward(x, x, proj, count);
+        }
+        // Only the last position of each row is needed to pick the next token.
+        float* last = cache.LastHidden.Data;
+        for (int b = 0; b < batch; b++)
+        {
+            long bytes = (long)c * sizeof(float);
+            Buffer.MemoryCopy(x + ((long)b * n + n - 1) * c, last + (long)b * c, bytes, bytes);
+        }
+        Kernels.LayerNormForward(last, null, null, last, FinalNorm.Scale.Value.Data, FinalNorm.Shift.Value.Data, batch, c);
+        Kernels.LinearForward(cache.Logits.Data, last, OutHead.Value.Data, null, batch, c, vocab);
+    }
+}

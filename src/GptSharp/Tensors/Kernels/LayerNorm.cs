@@ -1,0 +1,130 @@
+using System.Numerics.Tensors;
+
+namespace GptSharp.Tensors;
+
+public static unsafe partial class Kernels
+{
+    /// <summary>The book's LayerNorm epsilon.</summary>
+    public const float LayerNormEps = 1e-5f;
+
+    /// <summary>
+    /// The book's LayerNorm over the last axis of [rows, channels]:
+    /// output = (x − mean) / √(var + 1e-5) · scale + shift, with the biased variance (<c>unbiased=False</c>).
+    /// Saves each row's mean and 1/√(var + eps) for the backward pass (either may be null in inference).
+    /// </summary>
+    public static void LayerNormForward(float* output, float* mean, float* rstd, float* input, float* scale, float* shift,
+        int rows, int channels)
+    {
+        RowParallel.For(rows, channels * 4L, new LayerNormForwardKernel
+        {
+            Output = output, Mean = mean, Rstd = rstd, Input = input, Scale = scale, Shift = shift, Channels = channels,
+        });
+    }
+
+    /// <summary>
+    /// Backward of <see cref="LayerNormForward"/> (as llm.c's layernorm_backward), with n = (x − mean)·rstd
+    /// and g = dOutput·scale: dInput += (g − mean(g) − n·mean(g·n))·rstd; dScale += Σ dOutput·n; dShift += Σ dOutput.
+    /// Everything accumulates. dInput runs row-parallel; dScale/dShift run column-parallel (no reduction races).
+    /// </summary>
+    public static void LayerNormBackward(float* dInput, float* dScale, float* dShift, float* dOutput, float* input,
+        float* scale, float* mean, float* rstd, int rows, int channels)
+    {
+        RowParallel.For(rows, channels * 6L, new LayerNormInputGradKernel
+        {
+            DInput = dInput, DOutput = dOutput, Input = input, Scale = scale, Mean = mean, Rstd = rstd, Channels = channels,
+        });
+        int columnBlocks = (channels + ColumnBlock - 1) / ColumnBlock;
+        RowParallel.For(columnBlocks, (long)rows * ColumnBlock * 3, new LayerNormParamGradKernel
+        {
+            DScale = dScale, DShift = dShift, DOutput = dOutput, Input = input, Mean = mean, Rstd = rstd,
+            Rows = rows, Channels = channels,
+        });
+    }
+
+    /// <summary>Column-parallel reductions (bias and LayerNorm parameter gradients) work on blocks this wide.</summary>
+    internal const int ColumnBlock = 64;
+
+    private struct LayerNormForwardKernel : IRangeKernel
+    {
+        public float* Output, Mean, Rstd, Input, Scale, Shift;
+        public int Channels;
+
+        public readonly void Execute(int start, int end)
+        {
+            int c = Channels;
+            var scale = new ReadOnlySpan<float>(Scale, c);
+            var shift = new ReadOnlySpan<float>(Shift, c);
+            for (int row = start; row < end; row++)
+            {
+                var x = new ReadOnlySpan<float>(Input + (long)row * c, c);
+                var y = new Span<float>(Output + (long)row * c, c);
+                float m = TensorPrimitives.Sum(x) / c;
+                // Two passes (mean, then squared deviations) as PyTorch's var does: no cancellation.
+                TensorPrimitives.Subtract(x, m, y);
+                float variance = TensorPrimitives.Dot(y, y) / c;
+                float s = 1f / MathF.Sqrt(variance + LayerNormEps);
+                TensorPrimitives.Multiply(y, s, y);
+                TensorPrimitives.FusedMultiplyAdd(y, scale, shift, y);
+                if (Mean != null) Mean[row] = m;
+                if (Rstd != null) Rstd[row] = s;
+            }
+        }
+    }
+
+    private struct LayerNormInputGradKernel : IRangeKernel
+    {
+        public float* DInput, DOutput, Input, Scale, Mean, Rstd;
+        public int Channels;
+
+        public readonly void Execute(int start, int end)
+        {
+            int c = Channels;
+            var scale = new ReadOnlySpan<float>(Scale, c);
+            for (int row = start; row < end; row++)
+            {
+                float m = Mean[row], s = Rstd[row];
+                float* x = Input + (long)row * c, dy = DOutput + (long)row * c, dx = DInput + (long)row * c;
+                float gMean = 0, gnMean = 0;
+                for (int i = 0; i < c; i++)
+                {
+                    float n = (x[i] - m) * s;
+                    float g = dy[i] * scale[i];
+                    gMean += g;
+                    gnMean += g * n;
+                }
+                gMean /= c;
+                gnMean /= c;
+                for (int i = 0; i < c; i++)
+                {
+                    float n = (x[i] - m) * s;
+                    float g = dy[i] * scale[i];
+                    dx[i] += (g - gMean - n * gnMean) * s;
+                }
+            }
+        }
+    }
+
+    private struct LayerNormParamGradKernel : IRangeKernel
+    {
+        public float* DScale, DShift, DOutput, Input, Mean, Rstd;
+        public int Rows, Channels;
+
+        public readonly void Execute(int start, int end)
+        {
+            int c = Channels;
+            int first = start * ColumnBlock, last = Math.Min(end * ColumnBlock, c), width = last - first;
+            var dScale = new Span<float>(DScale + first, width);
+            var dShift = new Span<float>(DShift + first, width);
+            Span<float> n = stackalloc float[width];
+            for (int row = 0; row < Rows; row++)
+            {
+                var x = new ReadOnlySpan<float>(Input + (long)row * c + first, width);
+                var dy = new ReadOnlySpan<float>(DOutput + (long)row * c + first, width);
+                TensorPrimitives.Subtract(x, Mean[row], n);
+                TensorPrimitives.Multiply(n, Rstd[row], n);
+                TensorPrimitives.FusedMultiplyAdd(n, dy, dScale, dScale);
+                TensorPrimitives.Add(dShift, dy, dShift);
+            }
+        }
+    }
+}

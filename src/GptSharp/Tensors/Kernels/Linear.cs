@@ -1,0 +1,53 @@
+using System.Numerics.Tensors;
+
+namespace GptSharp.Tensors;
+
+public static unsafe partial class Kernels
+{
+    /// <summary>
+    /// <c>nn.Linear</c>: output[rows, outFeatures] = input[rows, inFeatures] · weightᵀ + bias
+    /// (weight [outFeatures, inFeatures] as PyTorch stores it; bias may be null).
+    /// </summary>
+    public static void LinearForward(float* output, float* input, float* weight, float* bias,
+        int rows, int inFeatures, int outFeatures)
+    {
+        Gemm.MatMul(false, true, rows, outFeatures, inFeatures, input, inFeatures, weight, inFeatures,
+            output, outFeatures, accumulate: false, bias: bias);
+    }
+
+    /// <summary>
+    /// Backward of <see cref="LinearForward"/>: dInput (= or +=, see <paramref name="accumulateInput"/>) dOutput · weight;
+    /// dWeight += dOutputᵀ · input; dBias += column sums of dOutput. dInput and dBias may be null.
+    /// </summary>
+    public static void LinearBackward(float* dInput, float* dWeight, float* dBias, float* dOutput, float* input, float* weight,
+        int rows, int inFeatures, int outFeatures, bool accumulateInput)
+    {
+        if (dInput != null)
+            Gemm.MatMul(false, false, rows, inFeatures, outFeatures, dOutput, outFeatures, weight, inFeatures,
+                dInput, inFeatures, accumulate: accumulateInput);
+        Gemm.MatMul(true, false, outFeatures, inFeatures, rows, dOutput, outFeatures, input, inFeatures,
+            dWeight, inFeatures, accumulate: true);
+        if (dBias != null) ColumnSumAccumulate(dBias, dOutput, rows, outFeatures);
+    }
+
+    /// <summary>sums[j] += Σ_rows matrix[row, j] (a bias gradient), column-parallel so no two threads touch one sum.</summary>
+    public static void ColumnSumAccumulate(float* sums, float* matrix, int rows, int columns)
+    {
+        int blocks = (columns + ColumnBlock - 1) / ColumnBlock;
+        RowParallel.For(blocks, (long)rows * ColumnBlock, new ColumnSumKernel { Sums = sums, Matrix = matrix, Rows = rows, Columns = columns });
+    }
+
+    private struct ColumnSumKernel : IRangeKernel
+    {
+        public float* Sums, Matrix;
+        public int Rows, Columns;
+
+        public readonly void Execute(int start, int end)
+        {
+            int first = start * ColumnBlock, width = Math.Min(end * ColumnBlock, Columns) - first;
+            var sums = new Span<float>(Sums + first, width);
+            for (int row = 0; row < Rows; row++)
+                TensorPrimitives.Add(sums, new ReadOnlySpan<float>(Matrix + (long)row * Columns + first, width), sums);
+        }
+    }
+}

@@ -1,0 +1,129 @@
+using GptSharp.Checkpoints;
+using GptSharp.Model;
+using GptSharp.Tensors;
+using static GptSharp.Tests.Checkpoints.CheckpointTestHelpers;
+
+namespace GptSharp.Tests.Checkpoints;
+
+public class TrainingCheckpointTests
+{
+    private static AdamW SteppedOptimizer(GptModel model, int steps)
+    {
+        var optimizer = new AdamW(model.Parameters(), 3e-4f, 0.05f, 0.8f, 0.99f, 1e-7f);
+        var rng = new FastRandom(11);
+        for (int s = 0; s < steps; s++)
+        {
+            foreach (var p in model.Parameters()) rng.Normal(p.Grad.Span, 0, 0.01);
+            optimizer.Step();
+        }
+        optimizer.LearningRate = 1.2345e-4f; // as a schedule would have set it
+        return optimizer;
+    }
+
+    [Fact]
+    public void RoundTripRestoresWeightsMomentsStepLearningRateAndTrainerState()
+    {
+        using var dir = new TempDir();
+        using var model = RandomModel(Tiny with { QkvBias = true });
+        using var optimizer = SteppedOptimizer(model, 3);
+        string state = """{"epoch":1,"global_step":3,"rng":"AAEC","losses":[1.5,2.25]}""";
+        TrainingCheckpoint.Save(dir.File(TrainingCheckpoint.FileName), model, optimizer, state);
+
+        // A run directory resolves to its checkpoint file.
+        var (m2, o2, s2) = TrainingCheckpoint.Load(dir.Path);
+        using (m2)
+        using (o2)
+        {
+            Assert.Equal(state, s2);
+            Assert.Equal(model.Config, m2.Config);
+            AssertSameParameters(model, m2);
+            Assert.Equal(3, o2.StepCount);
+            Assert.Equal(1.2345e-4f, o2.LearningRate);
+            Assert.Equal((0.05f, 0.8f, 0.99f, 1e-7f), (o2.WeightDecay, o2.Beta1, o2.Beta2, o2.Eps));
+            for (int i = 0; i < model.Parameters().Count; i++)
+            {
+                Assert.True(optimizer.ExpAvg[i].Span.SequenceEqual(o2.ExpAvg[i].Span));
+                Assert.True(optimizer.ExpAvgSq[i].Span.SequenceEqual(o2.ExpAvgSq[i].Span));
+            }
+        }
+
+        // Load into an existing model/optimizer (what a resumed run does).
+        using var target = new GptModel(model.Config);
+        using var targetOptimizer = new AdamW(target.Parameters(), 1f, 0.05f, 0.8f, 0.99f, 1e-7f);
+        Assert.Equal(state, TrainingCheckpoint.LoadInto(dir.Path, target, targetOptimizer));
+        AssertSameParameters(model, target);
+        Assert.Equal(3, targetOptimizer.StepCount);
+        Assert.Equal(1.2345e-4f, targetOptimizer.LearningRate);
+        Assert.True(optimizer.ExpAvgSq[5].Span.SequenceEqual(targetOptimizer.ExpAvgSq[5].Span));
+    }
+
+    [Fact]
+    public void ResumedStepEqualsUninterruptedStep()
+    {
+        using var dir = new TempDir();
+        using var model = RandomModel(Tiny);
+        using var optimizer = SteppedOptimizer(model, 2);
+        TrainingCheckpoint.Save(dir.File("c.safetensors"), model, optimizer, "{}");
+        var (resumed, resumedOptimizer, _) = TrainingCheckpoint.Load(dir.File("c.safetensors"));
+        using (resumed)
+        using (resumedOptimizer)
+        {
+            foreach (var m in new[] { model, resumed })
+            {
+                var rng = new FastRandom(99);
+                foreach (var p in m.Parameters()) rng.Normal(p.Grad.Span, 0, 0.02);
+            }
+            optimizer.Step();
+            resumedOptimizer.Step();
+            AssertSameParameters(model, resumed);
+        }
+    }
+
+    [Fact]
+    public void MismatchedOptimizerOrConfigIsRefused()
+    {
+        using var dir = new TempDir();
+        using var model = RandomModel(Tiny);
+        using var optimizer = SteppedOptimizer(model, 1);
+        string path = dir.File("c.safetensors");
+        TrainingCheckpoint.Save(path, model, optimizer, "{}");
+        using var other = new GptModel(Tiny);
+        using var wrongBetas = new AdamW(other.Parameters(), 3e-4f, 0.05f);
+        Assert.Contains("differs from this optimizer's", Assert.Throws<InvalidDataException>(() => TrainingCheckpoint.LoadInto(path, other, wrongBetas)).Message);
+        using var bigger = new GptModel(Tiny with { Layers = 3 });
+        using var biggerOptimizer = new AdamW(bigger.Parameters(), 3e-4f, 0.05f, 0.8f, 0.99f, 1e-7f);
+        Assert.Contains("config", Assert.Throws<InvalidDataException>(() => TrainingCheckpoint.LoadInto(path, bigger, biggerOptimizer)).Message);
+        Assert.Throws<ArgumentException>(() => TrainingCheckpoint.Save(path, model, optimizer, "{not json"));
+        // A model file is not a training checkpoint.
+        model.Save(dir.File("model.safetensors"));
+        Assert.Contains("not a GptSharp training checkpoint", Assert.Throws<InvalidDataException>(() => TrainingCheckpoint.Load(dir.File("model.safetensors"))).Message);
+    }
+
+    [Fact]
+    public void FailedCheckpointWriteLeavesThePreviousOne()
+    {
+        using var dir = new TempDir();
+        using var model = RandomModel(Tiny);
+        using var optimizer = SteppedOptimizer(model, 1);
+        string path = dir.File(TrainingCheckpoint.FileName);
+        TrainingCheckpoint.Save(path, model, optimizer, """{"step":1}""");
+        optimizer.Step();
+        AtomicFile.WrapStreamForTests.Value = s => new FailingStream(s, 20_000);
+        try
+        {
+            Assert.Throws<IOException>(() => TrainingCheckpoint.Save(path, model, optimizer, """{"step":2}"""));
+        }
+        finally
+        {
+            AtomicFile.WrapStreamForTests.Value = null;
+        }
+        var (m, o, state) = TrainingCheckpoint.Load(path);
+        using (m)
+        using (o)
+        {
+            Assert.Equal("""{"step":1}""", state);
+            Assert.Equal(1, o.StepCount);
+        }
+        Assert.Single(Directory.GetFiles(dir.Path));
+    }
+}

@@ -1,0 +1,176 @@
+using System.Runtime.Intrinsics.X86;
+using GptSharp.Tensors;
+using Path = GptSharp.Tensors.Gemm.KernelPath;
+
+namespace GptSharp.Tests.Tensors;
+
+/// <summary>
+/// Every GEMM form × accumulate × bias × kernel path against a double-precision naive product, on shapes that
+/// hit every edge: single rows/columns, sizes that are not multiples of the micro-tile, k crossing the KC
+/// slices, m crossing MC blocks, n crossing the NC panel, strided views, and the skinny (few rows) kernel.
+/// </summary>
+public unsafe class GemmTests
+{
+    public static IEnumerable<object[]> Paths()
+    {
+        yield return new object[] { nameof(Path.Scalar) };
+        if (Fma.IsSupported && Avx2.IsSupported) yield return new object[] { nameof(Path.Vector256) };
+        if (Avx512F.IsSupported) yield return new object[] { nameof(Path.Vector512) };
+    }
+
+    // (m, n, k): awkward sizes; the total work stays small so the whole class takes seconds.
+    private static readonly (int M, int N, int K)[] Shapes =
+    {
+        (1, 1, 1), (1, 7, 33), (7, 1, 5), (3, 50257, 2), (2, 33, 769), (8, 32, 16), (9, 33, 17),
+        (33, 7, 769), (17, 65, 300), (200, 20, 7), (12, 4100, 3), (50257, 2, 3), (40, 48, 64),
+    };
+
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void AllFormsMatchTheDoubleReference(string pathName)
+    {
+        var path = Enum.Parse<Path>(pathName);
+        var random = new Random(1234);
+        foreach (var (m, n, k) in Shapes)
+            foreach (bool transA in new[] { false, true })
+                foreach (bool transB in new[] { false, true })
+                    foreach (bool accumulate in new[] { false, true })
+                        foreach (bool withBias in new[] { false, true })
+                            Check(path, random, m, n, k, transA, transB, accumulate, withBias, padA: 0, padB: 0, padC: 0, parallel: false);
+    }
+
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void StridedViewsLeaveTheGapsUntouched(string pathName)
+    {
+        var path = Enum.Parse<Path>(pathName);
+        var random = new Random(99);
+        foreach (var (m, n, k) in new[] { (9, 33, 17), (33, 70, 65), (2, 40, 50), (64, 64, 256) })
+            foreach (bool transA in new[] { false, true })
+                foreach (bool transB in new[] { false, true })
+                    Check(path, random, m, n, k, transA, transB, accumulate: true, withBias: true, padA: 5, padB: 3, padC: 7, parallel: false);
+    }
+
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void ParallelSplitMatchesTheReference(string pathName)
+    {
+        var path = Enum.Parse<Path>(pathName);
+        var random = new Random(7);
+        int saved = Workers.Count;
+        try
+        {
+            foreach (int threads in new[] { 2, 3 })
+            {
+                Workers.Count = threads;
+                foreach (var (m, n, k) in new[] { (129, 100, 97), (5, 3000, 400), (300, 40, 100) })
+                    foreach (bool transA in new[] { false, true })
+                        foreach (bool transB in new[] { false, true })
+                            Check(path, random, m, n, k, transA, transB, accumulate: transA, withBias: !transA, padA: 1, padB: 0, padC: 2, parallel: true);
+            }
+        }
+        finally
+        {
+            Workers.Count = saved;
+        }
+    }
+
+    [Fact]
+    public void PublicEntryPointUsesTheBestPath()
+    {
+        var random = new Random(5);
+        // Through the public overload (whatever this CPU picks).
+        const int m = 20, n = 37, k = 45;
+        float[] a = RandomArray(random, m * k), b = RandomArray(random, n * k), bias = RandomArray(random, n);
+        var c = new float[m * n];
+        fixed (float* pa = a, pb = b, pc = c, pbias = bias)
+            Gemm.MatMul(false, true, m, n, k, pa, k, pb, k, pc, n, bias: pbias);
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++)
+            {
+                double sum = bias[j];
+                for (int p = 0; p < k; p++) sum += (double)a[i * k + p] * b[j * k + p];
+                Assert.True(Math.Abs(sum - c[i * n + j]) < 1e-4, $"C[{i},{j}] = {c[i * n + j]}, expected {sum}");
+            }
+    }
+
+    [Fact]
+    public void EmptyInnerDimensionGivesBiasOrKeepsC()
+    {
+        float[] c = { 1, 2, 3, 4 };
+        float[] bias = { 10, 20 };
+        fixed (float* pc = c, pbias = bias)
+        {
+            Gemm.MatMul(false, false, 2, 2, 0, null, 0, null, 2, pc, 2, accumulate: true, bias: pbias);
+            Assert.Equal(new float[] { 11, 22, 13, 24 }, c);
+            Gemm.MatMul(false, false, 2, 2, 0, null, 0, null, 2, pc, 2);
+            Assert.Equal(new float[] { 0, 0, 0, 0 }, c);
+        }
+    }
+
+    [Fact]
+    public void BadLeadingDimensionsAreRejected()
+    {
+        nint p = (nint)System.Runtime.InteropServices.NativeMemory.AllocZeroed(64 * sizeof(float));
+        try
+        {
+            Assert.Throws<ArgumentException>(() => Gemm.MatMul(false, false, 2, 4, 3, (float*)p, 2, (float*)p, 4, (float*)p, 4));
+            Assert.Throws<ArgumentException>(() => Gemm.MatMul(false, false, 2, 4, 3, (float*)p, 3, (float*)p, 4, (float*)p, 3));
+            Assert.Throws<ArgumentException>(() => Gemm.MatMul(false, false, -1, 4, 3, (float*)p, 3, (float*)p, 4, (float*)p, 4));
+        }
+        finally
+        {
+            System.Runtime.InteropServices.NativeMemory.Free((void*)p);
+        }
+    }
+
+    private static float[] RandomArray(Random random, int length)
+    {
+        var x = new float[length];
+        for (int i = 0; i < length; i++) x[i] = (float)(random.NextDouble() * 2 - 1);
+        return x;
+    }
+
+    private static void Check(Path path, Random random, int m, int n, int k, bool transA, bool transB,
+        bool accumulate, bool withBias, int padA, int padB, int padC, bool parallel)
+    {
+        // Stored shapes: A is [m,k] or [k,m]; B is [k,n] or [n,k]; each row padded by padX unused floats.
+        int aRows = transA ? k : m, aCols = transA ? m : k, lda = aCols + padA;
+        int bRows = transB ? n : k, bCols = transB ? k : n, ldb = bCols + padB;
+        int ldc = n + padC;
+        float[] a = RandomArray(random, aRows * lda);
+        float[] b = RandomArray(random, bRows * ldb);
+        float[] c0 = RandomArray(random, m * ldc);
+        float[] bias = withBias ? RandomArray(random, n) : Array.Empty<float>();
+        float[] c = (float[])c0.Clone();
+
+        fixed (float* pa = a, pb = b, pc = c, pbias = bias)
+            Gemm.MatMul(path, transA, transB, m, n, k, pa, lda, pb, ldb, pc, ldc, accumulate, withBias ? pbias : null, parallel);
+
+        for (int i = 0; i < m; i++)
+        {
+            for (int j = 0; j < n; j++)
+            {
+                double sum = 0, magnitude = 0;
+                for (int p = 0; p < k; p++)
+                {
+                    double av = transA ? a[p * lda + i] : a[i * lda + p];
+                    double bv = transB ? b[j * ldb + p] : b[p * ldb + j];
+                    sum += av * bv;
+                    magnitude += Math.Abs(av * bv);
+                }
+                if (withBias) { sum += bias[j]; magnitude += Math.Abs(bias[j]); }
+                if (accumulate) { sum += c0[i * ldc + j]; magnitude += Math.Abs(c0[i * ldc + j]); }
+                // float32 summation error grows with k: bound it by k·eps·Σ|terms| (plus a floor).
+                double tolerance = (k + 2) * 1.2e-7 * magnitude + 1e-6;
+                float actual = c[i * ldc + j];
+                if (!(Math.Abs(actual - sum) <= tolerance))
+                    Assert.Fail($"{path} transA={transA} transB={transB} m={m} n={n} k={k} acc={accumulate} bias={withBias}: " +
+                                $"C[{i},{j}] = {actual}, expected {sum} (tolerance {tolerance:g3})");
+            }
+            for (int j = n; j < ldc; j++)
+                if (c[i * ldc + j] != c0[i * ldc + j])
+                    Assert.Fail($"{path} transA={transA} transB={transB} m={m} n={n} k={k}: the gap C[{i},{j}] was written.");
+        }
+    }
+}
