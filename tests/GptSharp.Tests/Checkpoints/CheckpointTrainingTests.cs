@@ -8,6 +8,8 @@ using static GptSharp.Tests.Checkpoints.CheckpointTestHelpers;
 namespace GptSharp.Tests.Checkpoints;
 
 /// <summary>Loaded checkpoints run forward and train like the PyTorch originals (needs the model's forward/backward).</summary>
+/// <remarks>In the Workers collection: these keep the worker pool busy, which would starve WorkersTests' thread-count checks.</remarks>
+[Collection(nameof(GptSharp.Tests.Tensors.WorkersTests))]
 public class CheckpointTrainingTests
 {
     private static readonly JsonElement Expected = JsonDocument.Parse(File.ReadAllText(FixturePaths.Get("pth", "expected.json"))).RootElement;
