@@ -417,7 +417,8 @@ public sealed class TorchGenerator : IRandomGenerator
             throw new ArgumentException($"A torch generator state is {StateByteCount} bytes, got {state.Length}.");
         int left = BinaryPrimitives.ReadInt32LittleEndian(state[8..]);
         ulong next = BinaryPrimitives.ReadUInt64LittleEndian(state[16..]);
-        if (left < 1 || left > StateSize || next > StateSize)
+        // Between twists next + left = StateSize + 1; left = 1 means "twist on the next draw" (any next).
+        if (left < 1 || left > StateSize || next > StateSize || (left > 1 && next + (ulong)left > StateSize + 1))
             throw new ArgumentException("The provided state is not a valid Mersenne Twister state.");
         _seed = BinaryPrimitives.ReadUInt64LittleEndian(state);
         _left = left;

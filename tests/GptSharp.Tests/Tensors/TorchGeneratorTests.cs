@@ -274,6 +274,9 @@ public class TorchGeneratorTests
         var g = new TorchGenerator(1);
         Assert.Throws<ArgumentException>(() => g.SetState(new byte[100]));
         Assert.Throws<ArgumentException>(() => g.SetState(new byte[TorchGenerator.StateByteCount])); // left = 0
+        var state = g.GetState();
+        state[8] = 10; state[9] = 0; state[16] = 0xF0; state[17] = 0x02; // left = 10, next = 752
+        Assert.Throws<ArgumentException>(() => g.SetState(state));
     }
 }
 
