@@ -72,11 +72,11 @@ public class HuggingFaceImportTests
     private static void HfExport(GptModel model, string path)
     {
         int e = model.Config.EmbeddingDim;
-        var tensors = new List<(string, Tensors.Tensor)>();
-        Tensors.Tensor T(Tensors.Tensor w) // [out, in] -> [in, out]
+        var tensors = new List<(string, GptSharp.Tensors.Tensor)>();
+        GptSharp.Tensors.Tensor T(GptSharp.Tensors.Tensor w) // [out, in] -> [in, out]
         {
             int o = w.Size(0), i = w.Size(1);
-            var t = new Tensors.Tensor(i, o);
+            var t = new GptSharp.Tensors.Tensor(i, o);
             for (int r = 0; r < o; r++) for (int c = 0; c < i; c++) t[c, r] = w[r, c];
             return t;
         }
@@ -86,8 +86,8 @@ public class HuggingFaceImportTests
         {
             var b = model.Blocks[l];
             string p = $"transformer.h.{l}.";
-            var qkv = new Tensors.Tensor(e, 3 * e);
-            var bias = new Tensors.Tensor(3 * e);
+            var qkv = new GptSharp.Tensors.Tensor(e, 3 * e);
+            var bias = new GptSharp.Tensors.Tensor(3 * e);
             var parts = new[] { b.Query, b.Key, b.Value };
             for (int k = 0; k < 3; k++)
             {
@@ -96,8 +96,8 @@ public class HuggingFaceImportTests
             }
             tensors.Add((p + "attn.c_attn.weight", qkv));
             tensors.Add((p + "attn.c_attn.bias", bias));
-            tensors.Add((p + "attn.bias", new Tensors.Tensor(1, 1, 8, 8)));
-            tensors.Add((p + "attn.masked_bias", new Tensors.Tensor()));
+            tensors.Add((p + "attn.bias", new GptSharp.Tensors.Tensor(1, 1, 8, 8)));
+            tensors.Add((p + "attn.masked_bias", new GptSharp.Tensors.Tensor()));
             tensors.Add((p + "attn.c_proj.weight", T(b.OutProj.Weight.Value)));
             tensors.Add((p + "attn.c_proj.bias", b.OutProj.Bias!.Value));
             tensors.Add((p + "mlp.c_fc.weight", T(b.FeedForwardIn.Weight.Value)));
