@@ -8,5 +8,7 @@ internal static class CommandCatalog
     public static IEnumerable<Command> All()
     {
         yield return TrainCommand.Create();
+        yield return PrepareCommand.Create();
+        yield return EvalCommand.Create();
     }
 }
