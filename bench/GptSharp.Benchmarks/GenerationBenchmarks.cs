@@ -68,3 +68,84 @@ public class GenerationBenchmarks
         _model.Dispose();
     }
 }
+
+/// <summary>
+/// A quick Stopwatch pass without BenchmarkDotNet: read bandwidth (Vector512 sum of 512 MiB on the worker threads),
+/// then cached and uncached greedy generation with the benchmark's model and prompt, and the cached rate as a
+/// fraction of the bandwidth bound (bandwidth ÷ weight bytes read per token).
+/// <c>dotnet run -c Release --project bench/GptSharp.Benchmarks -- generate-quick [newTokens=200] [threads=2] [uncachedTokens=20]</c>
+/// </summary>
+public static unsafe class GenerationQuick
+{
+    public static void Run(int newTokens, int threads, int uncachedTokens)
+    {
+        Workers.Count = threads;
+        double bandwidth = ReadBandwidth();
+        Console.WriteLine($"read bandwidth, {threads} threads: {bandwidth / 1e9:F1} GB/s");
+
+        var config = GptConfig.Gpt2Small with { QkvBias = true };
+        using var model = new GptModel(config, new FastRandom(123));
+        var prompt = TokenBatch.FromSequence([6109, 3626, 6100, 345, 11, 290, 262, 640]);
+        double bytesPerToken = (model.ParameterCount - model.TokenEmbedding.Length - model.PositionEmbedding.Length) * 4.0;
+        double bound = bandwidth / bytesPerToken;
+        Console.WriteLine($"weights read per cached token: {bytesPerToken / 1e6:F0} MB -> bound {bound:F1} tokens/s");
+
+        using var cached = new TextGenerator(model);
+        cached.Generate(prompt, 4); // warm-up
+        for (int run = 0; run < 3; run++)
+        {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            cached.Generate(prompt, newTokens);
+            double rate = newTokens / clock.Elapsed.TotalSeconds;
+            Console.WriteLine($"KV cache: {newTokens} tokens in {clock.Elapsed.TotalSeconds:F2} s = {rate:F1} tokens/s = {100 * rate / bound:F0}% of the bandwidth bound");
+        }
+        if (uncachedTokens > 0)
+        {
+            using var uncached = new TextGenerator(model, new GenerationOptions { UseCache = false });
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            uncached.Generate(prompt, uncachedTokens);
+            Console.WriteLine($"no cache (book loop): {uncachedTokens} tokens in {clock.Elapsed.TotalSeconds:F2} s = {uncachedTokens / clock.Elapsed.TotalSeconds:F2} tokens/s " +
+                $"(windows of {prompt.SequenceLength}..{prompt.SequenceLength + uncachedTokens - 1} tokens; the 200-token run averages longer windows)");
+        }
+    }
+
+    private static double ReadBandwidth()
+    {
+        const long floats = 1L << 27; // 512 MiB
+        const int chunks = 64;
+        float* data = (float*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc((nuint)(floats * 4), 64);
+        try
+        {
+            new Span<float>(data, 1 << 20).Fill(1f);
+            for (long i = 1 << 20; i < floats; i += 1 << 20) new Span<float>(data, 1 << 20).CopyTo(new Span<float>(data + i, 1 << 20));
+            var partials = new float[chunks];
+            void Sum(int chunk)
+            {
+                const long perChunk = floats / chunks;
+                float* p = data + chunk * perChunk;
+                System.Runtime.Intrinsics.Vector512<float> s0 = default, s1 = default, s2 = default, s3 = default;
+                for (long i = 0; i < perChunk; i += 64)
+                {
+                    s0 += System.Runtime.Intrinsics.Vector512.LoadAligned(p + i);
+                    s1 += System.Runtime.Intrinsics.Vector512.LoadAligned(p + i + 16);
+                    s2 += System.Runtime.Intrinsics.Vector512.LoadAligned(p + i + 32);
+                    s3 += System.Runtime.Intrinsics.Vector512.LoadAligned(p + i + 48);
+                }
+                partials[chunk] = System.Runtime.Intrinsics.Vector512.Sum(s0 + s1 + s2 + s3);
+            }
+            Action<int> task = Sum;
+            double best = double.MaxValue;
+            for (int rep = 0; rep < 5; rep++)
+            {
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                Workers.Run(chunks, task);
+                best = Math.Min(best, clock.Elapsed.TotalSeconds);
+            }
+            return floats * 4 / best;
+        }
+        finally
+        {
+            System.Runtime.InteropServices.NativeMemory.AlignedFree(data);
+        }
+    }
+}
