@@ -47,7 +47,8 @@ public sealed class Gpt2Tokenizer
     public static Gpt2Tokenizer Shared => s_instance.Value;
 
     /// <summary>Every special token: pass as <c>allowedSpecial</c> for tiktoken's <c>allowed_special="all"</c>.</summary>
-    public static IReadOnlySet<string> AllSpecialTokens { get; } = new HashSet<string>(StringComparer.Ordinal) { EndOfText };
+    public static IReadOnlySet<string> AllSpecialTokens { get; } =
+        new System.Collections.ObjectModel.ReadOnlySet<string>(new HashSet<string>(StringComparer.Ordinal) { EndOfText });
 
     /// <summary>
     /// Ids of <paramref name="text"/>, like tiktoken's <c>encode(text, allowed_special=...)</c>: each

@@ -41,13 +41,23 @@ public class TokenizerPropertyTests
         return text.ToString();
     }
 
+    private static string RandomWords(Random random, int maxLength)
+    {
+        string[] alphabet = ["a", "b", "s", "t", "l", "e", "Z", "Q", "'", " ", " ", "\n", "\u00e9", "\u4e2d", "1", "!", "\U0001F600", "\u0301", "\u00a0"];
+        var text = new StringBuilder();
+        int length = random.Next(maxLength + 1);
+        for (int i = 0; i < length; i++)
+            text.Append(random.Next(3) == 0 ? alphabet[random.Next(alphabet.Length)] : alphabet[random.Next(8)]);
+        return text.ToString();
+    }
+
     [Fact]
     public void DecodeOfEncodeIsTheText()
     {
         var random = new Random(20_241_122);
-        for (int i = 0; i < 3000; i++)
+        for (int i = 0; i < 4000; i++)
         {
-            string text = RandomText(random, 40);
+            string text = i % 4 == 0 ? RandomWords(random, 60) : RandomText(random, 40);
             Assert.Equal(text, Tokenizer.Decode(Tokenizer.EncodeOrdinary(text)));
         }
     }
@@ -62,9 +72,10 @@ public class TokenizerPropertyTests
     {
         var pattern = new Regex(@"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+", RegexOptions.CultureInvariant);
         var random = new Random(7);
-        for (int trial = 0; trial < 3000; trial++)
+        for (int trial = 0; trial < 4000; trial++)
         {
-            string text = RandomText(random, 30);
+            // Half the texts are mostly ASCII letters, with words longer than the 16-byte steps of the letter scan.
+            string text = trial % 2 == 0 ? RandomText(random, 30) : RandomWords(random, 90);
             var runes = text.EnumerateRunes().ToArray();
             var stand = new StringBuilder();
             foreach (var rune in runes)
@@ -156,6 +167,41 @@ public class TokenizerPropertyTests
         for (int i = 0; i + 1 < bounds.Count; i++)
             joined.AddRange(Tokenizer.EncodeUtf8(sampleUtf8.AsSpan(bounds[i]..bounds[i + 1]), Gpt2Tokenizer.AllSpecialTokens));
         Assert.Equal(Tokenizer.Encode(sample, Gpt2Tokenizer.AllSpecialTokens), joined);
+    }
+
+    [Fact]
+    public void MergeCacheStaysRightWhenItFillsUp()
+    {
+        // 40,000 distinct made-up words, more than the cache holds, so it empties itself on the way; then the
+        // same words again (from the cache, or merged afresh after a clear).
+        var random = new Random(5);
+        var words = new List<string>();
+        var seen = new HashSet<string>();
+        while (words.Count < 40_000)
+        {
+            var word = new StringBuilder(" ");
+            for (int i = random.Next(6, 12); i > 0; i--) word.Append((char)('a' + random.Next(26)));
+            if (seen.Add(word.ToString())) words.Add(word.ToString());
+        }
+
+        var once = new List<int>();
+        foreach (string word in words)
+        {
+            byte[] piece = Encoding.UTF8.GetBytes(word);
+            int rank = TestVocabulary.Rank(piece);
+            if (rank >= 0)
+            {
+                once.Add(rank);
+                continue;
+            }
+            var ids = new IdList(16);
+            BytePairMerge.EncodeLinear(TestVocabulary, piece, ref ids);
+            once.AddRange(ids.AsSpan());
+            ids.Dispose();
+        }
+        int[] actual = Tokenizer.EncodeOrdinary(string.Concat(words) + string.Concat(words));
+        Assert.True(once.Concat(once).SequenceEqual(actual), "the ids differ from merging each word afresh");
+        Assert.True(MergeCache.Current.Count < 40_000);
     }
 
     [Fact]
