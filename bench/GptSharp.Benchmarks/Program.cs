@@ -6,7 +6,8 @@ namespace GptSharp.Benchmarks;
 /// BenchmarkDotNet: dotnet run -c Release --project bench/GptSharp.Benchmarks -- --filter '*'
 /// (e.g. --filter '*PeakFlops*' --job short). A quick Stopwatch pass over the GEMM shapes, without
 /// BenchmarkDotNet: dotnet run -c Release --project bench/GptSharp.Benchmarks -- gemm-quick [threads] [case filter]
-/// and of the FMA peak: ... -- peak-quick; generation tokens/s against the bandwidth bound: ... -- generate-quick [tokens] [threads]
+/// and of the FMA peak: ... -- peak-quick; a training step phase by phase: ... -- train-step-quick [threads] [steps];
+/// generation tokens/s against the bandwidth bound: ... -- generate-quick [tokens] [threads] [uncachedTokens]
 /// </summary>
 public static class Program
 {
@@ -29,6 +30,18 @@ public static class Program
         {
             PeakFlopsBenchmark.Quick(1);
             PeakFlopsBenchmark.Quick(2);
+            return;
+        }
+        if (args.Length > 0 && args[0] == "kernels-quick")
+        {
+            KernelProfile.Quick();
+            return;
+        }
+        if (args.Length > 0 && args[0] == "train-step-quick")
+        {
+            int threads = args.Length > 1 ? int.Parse(args[1]) : 2;
+            int steps = args.Length > 2 ? int.Parse(args[2]) : 3;
+            TrainingStepBenchmark.Quick(threads, steps);
             return;
         }
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);

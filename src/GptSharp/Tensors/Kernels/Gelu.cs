@@ -1,4 +1,5 @@
-using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 
 namespace GptSharp.Tensors;
 
@@ -10,11 +11,11 @@ public static unsafe partial class Kernels
 
     /// <summary>
     /// The book's GELU: output = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) (output may alias input).
-    /// tanh goes through TensorPrimitives.Tanh, which is vectorized.
+    /// Vectorized with Vector512 (Vector256 fallback, scalar tail).
     /// </summary>
     public static void GeluForward(float* output, float* input, long n)
     {
-        RowParallel.For(Chunks(n), ElementChunk * 8, new GeluForwardKernel { Output = output, Input = input, Length = n });
+        RowParallel.For(Chunks(n), ElementChunk * 4, new GeluForwardKernel { Output = output, Input = input, Length = n });
     }
 
     /// <summary>
@@ -23,19 +24,31 @@ public static unsafe partial class Kernels
     /// </summary>
     public static void GeluBackward(float* dInput, float* input, float* dOutput, long n)
     {
-        RowParallel.For(Chunks(n), ElementChunk * 8, new GeluBackwardKernel { DInput = dInput, Input = input, DOutput = dOutput, Length = n });
+        RowParallel.For(Chunks(n), ElementChunk * 4, new GeluBackwardKernel { DInput = dInput, Input = input, DOutput = dOutput, Length = n });
     }
 
-    /// <summary>u = √(2/π)·(x + 0.044715·x³) then tanh(u), into <paramref name="tanh"/>.</summary>
-    private static void GeluTanh(ReadOnlySpan<float> x, Span<float> tanh)
+    /// <summary>tanh(√(2/π)·(x + 0.044715·x³)) for 16 lanes, as 1 − 2/(e^{2u} + 1) (exact limits ±1 when e^{2u} over/underflows).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> GeluTanh(Vector512<float> x)
     {
-        for (int i = 0; i < x.Length; i++)
-        {
-            float xi = x[i];
-            tanh[i] = GeluScale * (xi + GeluCubic * xi * xi * xi);
-        }
-        TensorPrimitives.Tanh(tanh, tanh);
+        var u = Vector512.Create(GeluScale) * (x + Vector512.Create(GeluCubic) * x * x * x);
+        var e = Vector512.Exp(u + u);
+        return Vector512<float>.One - Vector512.Create(2f) / (e + Vector512<float>.One);
     }
+
+    /// <summary>The same for 8 lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> GeluTanh(Vector256<float> x)
+    {
+        var u = Vector256.Create(GeluScale) * (x + Vector256.Create(GeluCubic) * x * x * x);
+        var e = Vector256.Exp(u + u);
+        return Vector256<float>.One - Vector256.Create(2f) / (e + Vector256<float>.One);
+    }
+
+    private static float GeluTanh(float x) => MathF.Tanh(GeluScale * (x + GeluCubic * x * x * x));
+
+    private static float GeluGrad(float x, float t) =>
+        0.5f * (1f + t) + 0.5f * x * (1f - t * t) * GeluScale * (1f + 3f * GeluCubic * x * x);
 
     private struct GeluForwardKernel : IRangeKernel
     {
@@ -45,16 +58,25 @@ public static unsafe partial class Kernels
         public readonly void Execute(int start, int end)
         {
             var (first, count) = ChunkSpan(start, end, Length);
-            Span<float> tanh = stackalloc float[ElementChunk];
-            for (int offset = 0; offset < count; offset += ElementChunk)
+            float* x = Input + first, y = Output + first;
+            int i = 0;
+            if (Vector512.IsHardwareAccelerated)
             {
-                int len = Math.Min(ElementChunk, count - offset);
-                var x = new ReadOnlySpan<float>(Input + first + offset, len);
-                var y = new Span<float>(Output + first + offset, len);
-                var t = tanh[..len];
-                GeluTanh(x, t);
-                for (int i = 0; i < len; i++) y[i] = 0.5f * x[i] * (1f + t[i]);
+                for (; i <= count - Vector512<float>.Count; i += Vector512<float>.Count)
+                {
+                    var xv = Vector512.Load(x + i);
+                    (Vector512.Create(0.5f) * xv * (Vector512<float>.One + GeluTanh(xv))).Store(y + i);
+                }
             }
+            else if (Vector256.IsHardwareAccelerated)
+            {
+                for (; i <= count - Vector256<float>.Count; i += Vector256<float>.Count)
+                {
+                    var xv = Vector256.Load(x + i);
+                    (Vector256.Create(0.5f) * xv * (Vector256<float>.One + GeluTanh(xv))).Store(y + i);
+                }
+            }
+            for (; i < count; i++) y[i] = 0.5f * x[i] * (1f + GeluTanh(x[i]));
         }
     }
 
@@ -66,22 +88,37 @@ public static unsafe partial class Kernels
         public readonly void Execute(int start, int end)
         {
             var (first, count) = ChunkSpan(start, end, Length);
-            Span<float> tanh = stackalloc float[ElementChunk];
-            for (int offset = 0; offset < count; offset += ElementChunk)
+            float* x = Input + first, dy = DOutput + first, dx = DInput + first;
+            int i = 0;
+            if (Vector512.IsHardwareAccelerated)
             {
-                int len = Math.Min(ElementChunk, count - offset);
-                var x = new ReadOnlySpan<float>(Input + first + offset, len);
-                var dy = new ReadOnlySpan<float>(DOutput + first + offset, len);
-                var dx = new Span<float>(DInput + first + offset, len);
-                var t = tanh[..len];
-                GeluTanh(x, t);
-                for (int i = 0; i < len; i++)
+                var half = Vector512.Create(0.5f);
+                var slope = Vector512.Create(3f * GeluCubic);
+                var scale = Vector512.Create(GeluScale);
+                for (; i <= count - Vector512<float>.Count; i += Vector512<float>.Count)
                 {
-                    float xi = x[i], ti = t[i];
-                    float local = 0.5f * (1f + ti) + 0.5f * xi * (1f - ti * ti) * GeluScale * (1f + 3f * GeluCubic * xi * xi);
-                    dx[i] = local * dy[i];
+                    var xv = Vector512.Load(x + i);
+                    var t = GeluTanh(xv);
+                    var local = half * (Vector512<float>.One + t)
+                        + half * xv * (Vector512<float>.One - t * t) * scale * (Vector512<float>.One + slope * xv * xv);
+                    (local * Vector512.Load(dy + i)).Store(dx + i);
                 }
             }
+            else if (Vector256.IsHardwareAccelerated)
+            {
+                var half = Vector256.Create(0.5f);
+                var slope = Vector256.Create(3f * GeluCubic);
+                var scale = Vector256.Create(GeluScale);
+                for (; i <= count - Vector256<float>.Count; i += Vector256<float>.Count)
+                {
+                    var xv = Vector256.Load(x + i);
+                    var t = GeluTanh(xv);
+                    var local = half * (Vector256<float>.One + t)
+                        + half * xv * (Vector256<float>.One - t * t) * scale * (Vector256<float>.One + slope * xv * xv);
+                    (local * Vector256.Load(dy + i)).Store(dx + i);
+                }
+            }
+            for (; i < count; i++) dx[i] = GeluGrad(x[i], GeluTanh(x[i])) * dy[i];
         }
     }
 }

@@ -1,0 +1,135 @@
+using System.Diagnostics;
+using BenchmarkDotNet.Attributes;
+using BenchmarkDotNet.Columns;
+using BenchmarkDotNet.Configs;
+using BenchmarkDotNet.Reports;
+using BenchmarkDotNet.Running;
+using GptSharp.Model;
+using GptSharp.Tensors;
+
+namespace GptSharp.Benchmarks;
+
+/// <summary>
+/// One full training step of the book's GPT_CONFIG_124M (context 256, batch 2, drop 0.1): forward, loss,
+/// backward and AdamW, the loop body of chapter 5's <c>train_model_simple</c>. Reports tokens/s and prints
+/// the process's peak RSS (bar: 3.5 GiB). Run with
+/// <c>dotnet run -c Release --project bench/GptSharp.Benchmarks -- --filter '*TrainingStep*'</c>,
+/// or without BenchmarkDotNet: <c>-- train-step-quick [threads] [steps]</c>.
+/// </summary>
+[Config(typeof(TrainingStepConfig))]
+[SimpleJob(launchCount: 1, warmupCount: 1, iterationCount: 5, invocationCount: 1)]
+public class TrainingStepBenchmark
+{
+    public const int BatchSize = 2;
+    public const int ContextLength = 256;
+
+    private GptModel _model = null!;
+    private AdamW _optimizer = null!;
+    private TokenBatch _inputs = null!, _targets = null!;
+
+    [Params(2)]
+    public int Threads { get; set; }
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        Workers.Count = Threads;
+        (_model, _optimizer, _inputs, _targets) = Create(seed: 123);
+        TrainingStep(); // warm-up: allocates the activation buffers
+    }
+
+    [Benchmark]
+    public float TrainingStep() => Step(_model, _optimizer, _inputs, _targets);
+
+    [GlobalCleanup]
+    public void Cleanup()
+    {
+        Console.WriteLine($"// Peak RSS: {Process.GetCurrentProcess().PeakWorkingSet64 / (double)(1L << 30):F2} GiB");
+        _optimizer.Dispose();
+        _model.Dispose();
+    }
+
+    internal static (GptModel, AdamW, TokenBatch, TokenBatch) Create(ulong seed)
+    {
+        var config = GptConfig.Book124M with { DropRate = 0.1f };
+        var model = new GptModel(config, new FastRandom(seed));
+        model.Train();
+        var optimizer = new AdamW(model.Parameters(), lr: 0.0004f, weightDecay: 0.1f);
+        var rng = new Random((int)seed);
+        int[] ids = Enumerable.Range(0, BatchSize * (ContextLength + 1)).Select(_ => rng.Next(config.VocabSize)).ToArray();
+        var inputs = new TokenBatch(new int[BatchSize * ContextLength], BatchSize, ContextLength);
+        var targets = new TokenBatch(new int[BatchSize * ContextLength], BatchSize, ContextLength);
+        for (int b = 0; b < BatchSize; b++)
+        {
+            ids.AsSpan(b * (ContextLength + 1), ContextLength).CopyTo(inputs.Ids.AsSpan(b * ContextLength));
+            ids.AsSpan(b * (ContextLength + 1) + 1, ContextLength).CopyTo(targets.Ids.AsSpan(b * ContextLength));
+        }
+        return (model, optimizer, inputs, targets);
+    }
+
+    /// <summary>The book's training-loop body.</summary>
+    internal static float Step(GptModel model, AdamW optimizer, TokenBatch inputs, TokenBatch targets)
+    {
+        optimizer.ZeroGrad();
+        var loss = Losses.CrossEntropy(model.Forward(inputs), targets);
+        loss.Backward();
+        optimizer.Step();
+        return loss.Value;
+    }
+
+    /// <summary>Stopwatch timing of each phase of a step, plus peak RSS: for profiling without BenchmarkDotNet.</summary>
+    public static void Quick(int threads, int steps)
+    {
+        Workers.Count = threads;
+        var (model, optimizer, inputs, targets) = Create(seed: 123);
+        Step(model, optimizer, inputs, targets);
+        var sw = new Stopwatch();
+        double zero = 0, forward = 0, loss = 0, backward = 0, adam = 0;
+        var cpu = Process.GetCurrentProcess().TotalProcessorTime;
+        var total = Stopwatch.StartNew();
+        for (int s = 0; s < steps; s++)
+        {
+            sw.Restart(); optimizer.ZeroGrad(); zero += sw.Elapsed.TotalSeconds;
+            sw.Restart(); var logits = model.Forward(inputs); forward += sw.Elapsed.TotalSeconds;
+            sw.Restart(); var l = Losses.CrossEntropy(logits, targets); loss += sw.Elapsed.TotalSeconds;
+            sw.Restart(); l.Backward(); backward += sw.Elapsed.TotalSeconds;
+            sw.Restart(); optimizer.Step(); adam += sw.Elapsed.TotalSeconds;
+            Console.WriteLine($"step {s + 1}: loss {l.Value:F4}");
+        }
+        double seconds = total.Elapsed.TotalSeconds / steps;
+        double cpuSeconds = (Process.GetCurrentProcess().TotalProcessorTime - cpu).TotalSeconds / steps;
+        Console.WriteLine($"threads {threads}: {seconds:F3} s/step ({BatchSize * ContextLength / seconds:F0} tokens/s), CPU {cpuSeconds:F3} s/step");
+        Console.WriteLine($"  zero_grad {zero / steps:F3}  forward {forward / steps:F3}  loss {loss / steps:F3}  backward {backward / steps:F3}  adamw {adam / steps:F3}");
+        Console.WriteLine($"  peak RSS {Process.GetCurrentProcess().PeakWorkingSet64 / (double)(1L << 30):F2} GiB, activations {model.ActivationBytes / (double)(1L << 20):F0} MiB");
+        optimizer.Dispose();
+        model.Dispose();
+    }
+}
+
+/// <summary>Adds a tokens/s column (batch × context tokens per invocation).</summary>
+public sealed class TrainingStepConfig : ManualConfig
+{
+    public TrainingStepConfig() => AddColumn(new TokensPerSecondColumn());
+
+    private sealed class TokensPerSecondColumn : IColumn
+    {
+        public string Id => "TokensPerSecond";
+        public string ColumnName => "tokens/s";
+        public bool AlwaysShow => true;
+        public ColumnCategory Category => ColumnCategory.Custom;
+        public int PriorityInCategory => 0;
+        public bool IsNumeric => true;
+        public UnitType UnitType => UnitType.Dimensionless;
+        public string Legend => "tokens per second: batch × context tokens over the mean step time";
+        public bool IsAvailable(Summary summary) => true;
+        public bool IsDefault(Summary summary, BenchmarkCase benchmarkCase) => false;
+        public string GetValue(Summary summary, BenchmarkCase benchmarkCase) => GetValue(summary, benchmarkCase, SummaryStyle.Default);
+
+        public string GetValue(Summary summary, BenchmarkCase benchmarkCase, SummaryStyle style)
+        {
+            var stats = summary[benchmarkCase]?.ResultStatistics;
+            if (stats == null) return "NA";
+            return (TrainingStepBenchmark.BatchSize * TrainingStepBenchmark.ContextLength / (stats.Mean * 1e-9)).ToString("F0");
+        }
+    }
+}
