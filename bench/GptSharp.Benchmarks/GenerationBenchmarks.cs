@@ -70,12 +70,12 @@ public class GenerationBenchmarks
 }
 
 /// <summary>
-/// A quick Stopwatch pass without BenchmarkDotNet: read bandwidth (Vector512 sum of 512 MiB on the worker threads),
+/// A quick Stopwatch pass without BenchmarkDotNet: read bandwidth (the engine's Vector512 sum of 1 GiB on the worker threads),
 /// then cached and uncached greedy generation with the benchmark's model and prompt, and the cached rate as a
 /// fraction of the bandwidth bound (bandwidth ÷ weight bytes read per token).
 /// <c>dotnet run -c Release --project bench/GptSharp.Benchmarks -- generate-quick [newTokens=200] [threads=2] [uncachedTokens=20]</c>
 /// </summary>
-public static unsafe class GenerationQuick
+public static class GenerationQuick
 {
     public static void Run(int newTokens, int threads, int uncachedTokens)
     {
@@ -109,43 +109,25 @@ public static unsafe class GenerationQuick
         }
     }
 
+    /// <summary>The engine's read-bandwidth kernel (<see cref="MemoryBandwidthBenchmark"/>, 1 GiB), best of 5, in bytes/s.</summary>
     private static double ReadBandwidth()
     {
-        const long floats = 1L << 27; // 512 MiB
-        const int chunks = 64;
-        float* data = (float*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc((nuint)(floats * 4), 64);
+        var bench = new MemoryBandwidthBenchmark { Threads = Workers.Count };
+        bench.Setup();
         try
         {
-            new Span<float>(data, 1 << 20).Fill(1f);
-            for (long i = 1 << 20; i < floats; i += 1 << 20) new Span<float>(data, 1 << 20).CopyTo(new Span<float>(data + i, 1 << 20));
-            var partials = new float[chunks];
-            void Sum(int chunk)
-            {
-                const long perChunk = floats / chunks;
-                float* p = data + chunk * perChunk;
-                System.Runtime.Intrinsics.Vector512<float> s0 = default, s1 = default, s2 = default, s3 = default;
-                for (long i = 0; i < perChunk; i += 64)
-                {
-                    s0 += System.Runtime.Intrinsics.Vector512.LoadAligned(p + i);
-                    s1 += System.Runtime.Intrinsics.Vector512.LoadAligned(p + i + 16);
-                    s2 += System.Runtime.Intrinsics.Vector512.LoadAligned(p + i + 32);
-                    s3 += System.Runtime.Intrinsics.Vector512.LoadAligned(p + i + 48);
-                }
-                partials[chunk] = System.Runtime.Intrinsics.Vector512.Sum(s0 + s1 + s2 + s3);
-            }
-            Action<int> task = Sum;
             double best = double.MaxValue;
             for (int rep = 0; rep < 5; rep++)
             {
                 var clock = System.Diagnostics.Stopwatch.StartNew();
-                Workers.Run(chunks, task);
+                bench.SumVector512();
                 best = Math.Min(best, clock.Elapsed.TotalSeconds);
             }
-            return floats * 4 / best;
+            return bench.WorkPerInvocation(nameof(MemoryBandwidthBenchmark.SumVector512)) / best;
         }
         finally
         {
-            System.Runtime.InteropServices.NativeMemory.AlignedFree(data);
+            bench.Cleanup();
         }
     }
 }

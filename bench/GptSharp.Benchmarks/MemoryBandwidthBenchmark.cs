@@ -48,6 +48,22 @@ public unsafe class MemoryBandwidthBenchmark : IWorkMeasure
         return total;
     }
 
+    /// <summary>Quick Stopwatch measurement without BenchmarkDotNet (see Program): best of a few passes.</summary>
+    public static void Quick(int threads)
+    {
+        var bench = new MemoryBandwidthBenchmark { Threads = threads };
+        bench.Setup();
+        double best = double.MaxValue;
+        for (int r = 0; r < 8; r++)
+        {
+            var sw = System.Diagnostics.Stopwatch.StartNew();
+            bench.SumVector512();
+            best = Math.Min(best, sw.Elapsed.TotalSeconds);
+        }
+        bench.Cleanup();
+        Console.WriteLine($"read bandwidth {threads} thread(s): {Floats * sizeof(float) / best / 1e9,6:F1} GB/s (1 GiB in {best * 1e3:F1} ms)");
+    }
+
     private static void SumChunk(int chunk)
     {
         const long perChunk = Floats / Chunks;

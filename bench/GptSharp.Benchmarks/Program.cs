@@ -6,8 +6,8 @@ namespace GptSharp.Benchmarks;
 /// BenchmarkDotNet: dotnet run -c Release --project bench/GptSharp.Benchmarks -- --filter '*'
 /// (e.g. --filter '*PeakFlops*' --job short). A quick Stopwatch pass over the GEMM shapes, without
 /// BenchmarkDotNet: dotnet run -c Release --project bench/GptSharp.Benchmarks -- gemm-quick [threads] [case filter]
-/// and of the FMA peak: ... -- peak-quick; a training step phase by phase: ... -- train-step-quick [threads] [steps];
-/// generation tokens/s against the bandwidth bound: ... -- generate-quick [tokens] [threads] [uncachedTokens]
+/// and of the FMA peak and the read bandwidth: ... -- peak-quick, ... -- bandwidth-quick; a training step phase by phase:
+/// ... -- train-step-quick [threads] [steps]; generation tokens/s against the bandwidth bound: ... -- generate-quick [tokens] [threads] [uncachedTokens]
 /// </summary>
 public static class Program
 {
@@ -42,6 +42,12 @@ public static class Program
             int threads = args.Length > 1 ? int.Parse(args[1]) : 2;
             int steps = args.Length > 2 ? int.Parse(args[2]) : 3;
             TrainingStepBenchmark.Quick(threads, steps);
+            return;
+        }
+        if (args.Length > 0 && args[0] == "bandwidth-quick")
+        {
+            MemoryBandwidthBenchmark.Quick(1);
+            MemoryBandwidthBenchmark.Quick(2);
             return;
         }
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);

@@ -37,7 +37,7 @@ public static unsafe class Gemm
         : KernelPath.Scalar;
 
     // Cache blocking (AMD Zen 5 here: 48 KiB L1d, 1 MiB L2 per core, 32 MiB L3).
-    // KC×NR of B (32 KiB for 256×32) stays in L1 while the micro-kernel sweeps an MC×KC block of A (128 KiB) in L2;
+    // KC×NR of B (32 KiB for 256×32) stays in L1 while the micro-kernel sweeps an MC×KC block of A (192 KiB) in L2;
     // the KC×NC slice of B (4 MiB) sits in L3 shared by both cores.
     internal const int KC = 256;
     internal const int MC = 192;
@@ -231,11 +231,12 @@ public static unsafe class Gemm
                 int p = 0;
                 if (cols == nr && job.Path == KernelPath.Vector512)
                 {
-                    for (; p + 16 <= kc; p += 16)
-                    {
-                        Transpose16x16(src + p, job.Ldb, dst + (long)p * 32, 32);
-                        Transpose16x16(src + 16L * job.Ldb + p, job.Ldb, dst + (long)p * 32 + 16, 32);
-                    }
+                    // One 16-row group at a time: 16 sequential read streams for the prefetchers, not 32.
+                    int whole = kc & ~15;
+                    for (int half = 0; half < 2; half++)
+                        for (int q = 0; q < whole; q += 16)
+                            Transpose16x16(src + half * 16L * job.Ldb + q, job.Ldb, dst + (long)q * 32 + half * 16, 32);
+                    p = whole;
                 }
                 for (; p < kc; p++)
                 {
@@ -262,7 +263,7 @@ public static unsafe class Gemm
             {
                 // op(A)[i, p] = a[p·lda + i]: each packed column is a contiguous copy.
                 float* src = job.A + (long)job.Pc * job.Lda + i;
-                if (rows == 8 && mr == 8)
+                if (rows == mr && mr == 8 && job.Path == KernelPath.Vector512)
                 {
                     for (int p = 0; p < kc; p++, src += job.Lda) Vector256.Store(Vector256.Load(src), dst + p * 8);
                 }
@@ -282,9 +283,9 @@ public static unsafe class Gemm
                 // op(A)[i, p] = a[i·lda + p]: a transpose. 8×8 register transposes on the Vector512 path.
                 float* src = job.A + (long)i * job.Lda + job.Pc;
                 int p = 0;
-                if (rows == 8 && mr == 8)
+                if (rows == mr && mr == 8 && job.Path == KernelPath.Vector512)
                 {
-                    for (; p + 8 <= kc; p += 8) Transpose8x8(src + p, job.Lda, dst + (long)p * 8);
+                    for (; p + 8 <= kc; p += 8) Transpose8x8(src + p, job.Lda, dst + (long)p * 8, 8);
                 }
                 for (; p < kc; p++)
                 {
@@ -366,6 +367,14 @@ public static unsafe class Gemm
         Vector512<float> c20 = default, c21 = default, c30 = default, c31 = default;
         Vector512<float> c40 = default, c41 = default, c50 = default, c51 = default;
         Vector512<float> c60 = default, c61 = default, c70 = default, c71 = default;
+        // The C tile is read (or written) only after the k loop; ask for its 16 cache lines now so they
+        // arrive from L2/L3 during the ~2000 cycles of FMAs instead of stalling the stores at the end
+        // (a C panel wider than L2, e.g. 512×3072, otherwise costs ~10 %).
+        for (int r = 0; r < 8; r++)
+        {
+            Sse.Prefetch0(c + r * ldc);
+            Sse.Prefetch0(c + r * ldc + 16);
+        }
         for (int p = 0; p < kc; p++)
         {
             Vector512<float> b0 = Vector512.Load(b), b1 = Vector512.Load(b + 16);
@@ -418,6 +427,7 @@ public static unsafe class Gemm
     {
         Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
         Vector256<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
+        for (int r = 0; r < 6; r++) Sse.Prefetch0(c + r * ldc); // the C tile, early (see Kernel8x32)
         for (int p = 0; p < kc; p++)
         {
             Vector256<float> b0 = Vector256.Load(b), b1 = Vector256.Load(b + 8);
@@ -555,9 +565,9 @@ public static unsafe class Gemm
     private static Vector512<float> UnpackHighPd(Vector512<float> x, Vector512<float> y)
         => Avx512F.UnpackHigh(x.AsDouble(), y.AsDouble()).AsSingle();
 
-    /// <summary>dst[p·8 + r] = src[r·lds + p] for an 8×8 block (AVX shuffles).</summary>
+    /// <summary>dst[p·ldd + r] = src[r·lds + p] for an 8×8 block (AVX shuffles).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Transpose8x8(float* src, long lds, float* dst)
+    private static void Transpose8x8(float* src, long lds, float* dst, long ldd)
     {
         Vector256<float> r0 = Vector256.Load(src), r1 = Vector256.Load(src + lds);
         Vector256<float> r2 = Vector256.Load(src + 2 * lds), r3 = Vector256.Load(src + 3 * lds);
@@ -572,13 +582,13 @@ public static unsafe class Gemm
         Vector256<float> u4 = Avx.Shuffle(t4, t6, 0x44), u5 = Avx.Shuffle(t4, t6, 0xEE);
         Vector256<float> u6 = Avx.Shuffle(t5, t7, 0x44), u7 = Avx.Shuffle(t5, t7, 0xEE);
         Vector256.Store(Avx.Permute2x128(u0, u4, 0x20), dst);
-        Vector256.Store(Avx.Permute2x128(u1, u5, 0x20), dst + 8);
-        Vector256.Store(Avx.Permute2x128(u2, u6, 0x20), dst + 16);
-        Vector256.Store(Avx.Permute2x128(u3, u7, 0x20), dst + 24);
-        Vector256.Store(Avx.Permute2x128(u0, u4, 0x31), dst + 32);
-        Vector256.Store(Avx.Permute2x128(u1, u5, 0x31), dst + 40);
-        Vector256.Store(Avx.Permute2x128(u2, u6, 0x31), dst + 48);
-        Vector256.Store(Avx.Permute2x128(u3, u7, 0x31), dst + 56);
+        Vector256.Store(Avx.Permute2x128(u1, u5, 0x20), dst + ldd);
+        Vector256.Store(Avx.Permute2x128(u2, u6, 0x20), dst + 2 * ldd);
+        Vector256.Store(Avx.Permute2x128(u3, u7, 0x20), dst + 3 * ldd);
+        Vector256.Store(Avx.Permute2x128(u0, u4, 0x31), dst + 4 * ldd);
+        Vector256.Store(Avx.Permute2x128(u1, u5, 0x31), dst + 5 * ldd);
+        Vector256.Store(Avx.Permute2x128(u2, u6, 0x31), dst + 6 * ldd);
+        Vector256.Store(Avx.Permute2x128(u3, u7, 0x31), dst + 7 * ldd);
     }
 
     // ---------------------------------------------------------------- skinny (few rows) algorithm

@@ -28,16 +28,22 @@ public static class Workers
     private static readonly object RunLock = new();     // one Run on the pool at a time
     private static readonly List<Thread> Threads = new();
 
-    // The job being run: published before _generation is bumped, read by workers after they see the bump.
+    // The job being run: published before it is opened, read by workers after they join it.
     private static Action<int>? _task;
     private static int _taskCount;
     private static int _nextTask;                 // next task index to hand out
-    private static int _activeWorkers;            // background threads taking part in this job
-    private static int _pendingWorkers;           // of those, how many have not finished yet
-    private static volatile int _generation;      // bumped once per job
+    private static int _allowedWorkers;           // background threads allowed to join (Count − 1)
+    private static volatile int _generation;      // bumped once per job, wakes the waiting threads
     private static int _sleepers;                 // threads blocked in Monitor.Wait on Gate
     private static Exception? _failure;           // first exception thrown by a task of this job
-    private static int _callerSleeping;          // 1 while the caller is blocked waiting for _pendingWorkers == 0
+    private static int _callerSleeping;           // 1 while the caller is blocked waiting for the joined workers
+
+    // Low bits: background threads that joined the current job and have not finished it.
+    // Closed bit: set by the caller once it has run out of tasks; no thread joins after that.
+    // So the caller never waits for a thread that did not start (descheduled by a busy machine): it does the
+    // work itself and only waits for threads caught in the middle of a task.
+    private const int Closed = 1 << 30;
+    private static int _joinState = Closed;
 
     [ThreadStatic] private static bool t_insideRun;
 
@@ -76,16 +82,17 @@ public static class Workers
             _taskCount = taskCount;
             _nextTask = 0;
             _failure = null;
-            _activeWorkers = helpers;
-            _pendingWorkers = helpers;
-            Interlocked.Increment(ref _generation); // full fence: the job fields above are visible before the bump
+            _allowedWorkers = helpers;
+            Interlocked.Exchange(ref _joinState, 0);  // open (full fence: the job fields above are visible first)
+            Interlocked.Increment(ref _generation);
             if (Volatile.Read(ref _sleepers) > 0)
             {
                 lock (Gate) Monitor.PulseAll(Gate);
             }
 
             TakeTasks();
-            WaitForWorkers();
+            Interlocked.Or(ref _joinState, Closed);
+            WaitForJoinedWorkers();
 
             _task = null;
             Exception? failure = _failure;
@@ -135,20 +142,20 @@ public static class Workers
         }
     }
 
-    private static void WaitForWorkers()
+    private static void WaitForJoinedWorkers()
     {
         long deadline = System.Diagnostics.Stopwatch.GetTimestamp() + SpinTicks;
         do
         {
-            if (Volatile.Read(ref _pendingWorkers) == 0) return;
+            if (Volatile.Read(ref _joinState) == Closed) return;
             Thread.SpinWait(4);
         } while (System.Diagnostics.Stopwatch.GetTimestamp() < deadline);
         lock (Gate)
         {
-            // Interlocked (a full fence): the flag must be visible before pending is re-read, or the last
+            // Interlocked (a full fence): the flag must be visible before the state is re-read, or the last
             // worker could miss it and the caller would sleep forever.
             Interlocked.Exchange(ref _callerSleeping, 1);
-            while (Volatile.Read(ref _pendingWorkers) != 0) Monitor.Wait(Gate);
+            while (Volatile.Read(ref _joinState) != Closed) Monitor.Wait(Gate);
             Volatile.Write(ref _callerSleeping, 0);
         }
     }
@@ -175,12 +182,22 @@ public static class Workers
         while (true)
         {
             seen = WaitForJob(seen);
-            if (index >= Volatile.Read(ref _activeWorkers)) continue; // this job needs fewer threads
+            if (index >= Volatile.Read(ref _allowedWorkers) || !TryJoin()) continue;
             TakeTasks();
-            if (Interlocked.Decrement(ref _pendingWorkers) == 0 && Volatile.Read(ref _callerSleeping) != 0)
+            if (Interlocked.Decrement(ref _joinState) == Closed && Volatile.Read(ref _callerSleeping) != 0)
             {
                 lock (Gate) Monitor.PulseAll(Gate);
             }
+        }
+    }
+
+    private static bool TryJoin()
+    {
+        while (true)
+        {
+            int state = Volatile.Read(ref _joinState);
+            if ((state & Closed) != 0) return false;
+            if (Interlocked.CompareExchange(ref _joinState, state + 1, state) == state) return true;
         }
     }
 

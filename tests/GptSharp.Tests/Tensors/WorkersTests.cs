@@ -32,6 +32,26 @@ public class WorkersTests
     }
 
     [Fact]
+    public void ManyQuickRunsInARowNeitherLoseTasksNorHang()
+    {
+        // Back-to-back tiny jobs stress the hand-over between jobs (join/close, sleeping and waking).
+        int saved = Workers.Count;
+        try
+        {
+            Workers.Count = 2;
+            long total = 0;
+            for (int run = 0; run < 20_000; run++) Workers.Run(1 + run % 4, i => Interlocked.Add(ref total, i + 1));
+            long expected = 0;
+            for (int run = 0; run < 20_000; run++) { int n = 1 + run % 4; expected += n * (n + 1) / 2; }
+            Assert.Equal(expected, total);
+        }
+        finally
+        {
+            Workers.Count = saved;
+        }
+    }
+
+    [Fact]
     public void UsesMoreThanOneThread()
     {
         int saved = Workers.Count;
