@@ -201,7 +201,8 @@ public sealed class Gpt2Tokenizer
 
     private int[] WithUtf8(string text, Mode mode)
     {
-        int maxBytes = Encoding.UTF8.GetMaxByteCount(text.Length);
+        // Short texts: the worst case (3 bytes per UTF-16 unit) on the stack; long ones: the exact count, pooled.
+        int maxBytes = text.Length <= StackUtf8Limit / 3 ? text.Length * 3 : Encoding.UTF8.GetByteCount(text);
         byte[]? rented = null;
         Span<byte> buffer = maxBytes <= StackUtf8Limit ? stackalloc byte[maxBytes] : (rented = ArrayPool<byte>.Shared.Rent(maxBytes));
         try
