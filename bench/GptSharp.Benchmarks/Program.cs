@@ -6,8 +6,6 @@ namespace GptSharp.Benchmarks;
 /// BenchmarkDotNet: dotnet run -c Release --project bench/GptSharp.Benchmarks -- --filter '*'
 /// (e.g. --filter '*PeakFlops*' --job short). A quick Stopwatch pass over the GEMM shapes, without
 /// BenchmarkDotNet: dotnet run -c Release --project bench/GptSharp.Benchmarks -- gemm-quick [threads] [case filter]
-/// and of the FMA peak and the read bandwidth: ... -- peak-quick, ... -- bandwidth-quick;
-/// a training step phase by phase: ... -- train-step-quick [threads] [steps]
 /// and of the FMA peak and the read bandwidth: ... -- peak-quick, ... -- bandwidth-quick; a training step phase by phase:
 /// ... -- train-step-quick [threads] [steps]; generation tokens/s against the bandwidth bound: ... -- generate-quick [tokens] [threads] [uncachedTokens]
 /// </summary>
