@@ -8,27 +8,31 @@ namespace GptSharp.Benchmarks;
 /// <summary>
 /// GEMM at the shapes of the 124M model with 512 tokens (B·T = 512), forward and both backward forms, plus the
 /// per-head attention products (single-threaded, as attention calls them from inside its own parallel loop).
-/// Case names: form (NT = A·Bᵀ, NN = A·B, TN = Aᵀ·B) then m×n×k; "what" says which layer it is.
+/// Case names: form (NT = A·Bᵀ, NN = A·B, TN = Aᵀ·B) then m×n×k.
 /// </summary>
 [Config(typeof(GflopsConfig))]
 public unsafe class GemmBenchmarks : IWorkMeasure
 {
+    // Names stay within 20 characters, which BenchmarkDotNet prints untruncated.
     public static IEnumerable<string> Cases() => new[]
     {
-        // forward y = x·Wᵀ + b
-        "NT 512x768x768 qkv/proj", "NT 512x3072x768 fc1", "NT 512x768x3072 fc2", "NT 512x50257x768 head",
-        // backward dx = dy·W
-        "NN 512x768x768 qkv/proj", "NN 512x768x3072 fc1", "NN 512x3072x768 fc2", "NN 512x768x50257 head",
-        // backward dW += dyᵀ·x
-        "TN 768x768x512 qkv/proj", "TN 3072x768x512 fc1", "TN 768x3072x512 fc2", "TN 50257x768x512 head",
-        // one attention head, ctx 256, head dim 64, strided in the [T, 3·768] / [T, 768] activations (1 thread)
-        "NT 256x256x64 QKt head", "NN 256x64x256 PV head", "TN 256x64x256 dV head",
+        // forward y = x·Wᵀ + b: qkv/out_proj, ff.layers.0 (fc1), ff.layers.2 (fc2), out_head
+        "NT 512x768x768", "NT 512x3072x768", "NT 512x768x3072", "NT 512x50257x768",
+        // backward dx = dy·W: same layers
+        "NN 512x768x768", "NN 512x768x3072", "NN 512x3072x768", "NN 512x768x50257",
+        // backward dW += dyᵀ·x: same layers
+        "TN 768x768x512", "TN 3072x768x512", "TN 768x3072x512", "TN 50257x768x512",
+        // one attention head ("att"), ctx 256, head dim 64, strided in the [T, 3·768] activations, 1 thread:
+        // scores Q·Kᵀ, context P·V, dV = Pᵀ·dO
+        "NT 256x256x64 att", "NN 256x64x256 att", "TN 256x64x256 att",
+        // the same in the 32-query-row blocks that skip the causal mask's upper triangle (last block shown)
+        "NT 32x256x64 att", "NN 32x64x256 att", "TN 32x64x256 att",
         // generation with a KV cache: one new token through the output head (memory-bound: reads W once)
-        "NT 1x50257x768 head, one token",
+        "NT 1x50257x768",
     };
 
     [ParamsSource(nameof(Cases))]
-    public string Case { get; set; } = "NT 512x768x768 qkv/proj";
+    public string Case { get; set; } = "NT 512x768x768";
 
     private GemmCase _case;
     private float* _a, _b, _c, _bias;
@@ -67,7 +71,7 @@ public unsafe class GemmBenchmarks : IWorkMeasure
     }
 }
 
-/// <summary>One benchmark shape, parsed from "NT 512x768x768 name".</summary>
+/// <summary>One benchmark shape, parsed from "NT 512x768x768" (form, m×n×k, optional " att").</summary>
 internal readonly struct GemmCase
 {
     public bool TransA { get; init; }
@@ -94,7 +98,7 @@ internal readonly struct GemmCase
         {
             TransA = parts[0][0] == 'T', TransB = parts[0][1] == 'T',
             M = dims[0], N = dims[1], K = dims[2],
-            Attention = text.Contains(" head") && dims[0] == 256,
+            Attention = text.EndsWith(" att"),
         };
     }
 

@@ -68,3 +68,66 @@ public class GenerationBenchmarks
         _model.Dispose();
     }
 }
+
+/// <summary>
+/// A quick Stopwatch pass without BenchmarkDotNet: read bandwidth (the engine's Vector512 sum of 1 GiB on the worker threads),
+/// then cached and uncached greedy generation with the benchmark's model and prompt, and the cached rate as a
+/// fraction of the bandwidth bound (bandwidth ÷ weight bytes read per token).
+/// <c>dotnet run -c Release --project bench/GptSharp.Benchmarks -- generate-quick [newTokens=200] [threads=2] [uncachedTokens=20]</c>
+/// </summary>
+public static class GenerationQuick
+{
+    public static void Run(int newTokens, int threads, int uncachedTokens)
+    {
+        Workers.Count = threads;
+        double bandwidth = ReadBandwidth();
+        Console.WriteLine($"read bandwidth, {threads} threads: {bandwidth / 1e9:F1} GB/s");
+
+        var config = GptConfig.Gpt2Small with { QkvBias = true };
+        using var model = new GptModel(config, new FastRandom(123));
+        var prompt = TokenBatch.FromSequence([6109, 3626, 6100, 345, 11, 290, 262, 640]);
+        double bytesPerToken = (model.ParameterCount - model.TokenEmbedding.Length - model.PositionEmbedding.Length) * 4.0;
+        double bound = bandwidth / bytesPerToken;
+        Console.WriteLine($"weights read per cached token: {bytesPerToken / 1e6:F0} MB -> bound {bound:F1} tokens/s");
+
+        using var cached = new TextGenerator(model);
+        cached.Generate(prompt, 4); // warm-up
+        for (int run = 0; run < 3; run++)
+        {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            cached.Generate(prompt, newTokens);
+            double rate = newTokens / clock.Elapsed.TotalSeconds;
+            Console.WriteLine($"KV cache: {newTokens} tokens in {clock.Elapsed.TotalSeconds:F2} s = {rate:F1} tokens/s = {100 * rate / bound:F0}% of the bandwidth bound");
+        }
+        if (uncachedTokens > 0)
+        {
+            using var uncached = new TextGenerator(model, new GenerationOptions { UseCache = false });
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            uncached.Generate(prompt, uncachedTokens);
+            Console.WriteLine($"no cache (book loop): {uncachedTokens} tokens in {clock.Elapsed.TotalSeconds:F2} s = {uncachedTokens / clock.Elapsed.TotalSeconds:F2} tokens/s " +
+                $"(windows of {prompt.SequenceLength}..{prompt.SequenceLength + uncachedTokens - 1} tokens; the 200-token run averages longer windows)");
+        }
+    }
+
+    /// <summary>The engine's read-bandwidth kernel (<see cref="MemoryBandwidthBenchmark"/>, 1 GiB), best of 5, in bytes/s.</summary>
+    private static double ReadBandwidth()
+    {
+        var bench = new MemoryBandwidthBenchmark { Threads = Workers.Count };
+        bench.Setup();
+        try
+        {
+            double best = double.MaxValue;
+            for (int rep = 0; rep < 5; rep++)
+            {
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                bench.SumVector512();
+                best = Math.Min(best, clock.Elapsed.TotalSeconds);
+            }
+            return bench.WorkPerInvocation(nameof(MemoryBandwidthBenchmark.SumVector512)) / best;
+        }
+        finally
+        {
+            bench.Cleanup();
+        }
+    }
+}

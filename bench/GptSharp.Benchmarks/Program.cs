@@ -6,8 +6,8 @@ namespace GptSharp.Benchmarks;
 /// BenchmarkDotNet: dotnet run -c Release --project bench/GptSharp.Benchmarks -- --filter '*'
 /// (e.g. --filter '*PeakFlops*' --job short). A quick Stopwatch pass over the GEMM shapes, without
 /// BenchmarkDotNet: dotnet run -c Release --project bench/GptSharp.Benchmarks -- gemm-quick [threads] [case filter]
-/// and of the FMA peak and the read bandwidth: ... -- peak-quick, ... -- bandwidth-quick;
-/// a training step phase by phase: ... -- train-step-quick [threads] [steps]
+/// and of the FMA peak and the read bandwidth: ... -- peak-quick, ... -- bandwidth-quick; a training step phase by phase:
+/// ... -- train-step-quick [threads] [steps]; generation tokens/s against the bandwidth bound: ... -- generate-quick [tokens] [threads] [uncachedTokens]
 /// </summary>
 public static class Program
 {
@@ -18,6 +18,12 @@ public static class Program
             int threads = args.Length > 1 ? int.Parse(args[1]) : Environment.ProcessorCount;
             string filter = args.Length > 2 ? args[2] : "";
             GemmCase.Quick(GemmBenchmarks.Cases().Where(c => c.Contains(filter)), threads);
+            return;
+        }
+        if (args.Length > 0 && args[0] == "generate-quick")
+        {
+            GenerationQuick.Run(args.Length > 1 ? int.Parse(args[1]) : GenerationBenchmarks.NewTokens,
+                args.Length > 2 ? int.Parse(args[2]) : 2, args.Length > 3 ? int.Parse(args[3]) : 20);
             return;
         }
         if (args.Length > 0 && args[0] == "peak-quick")

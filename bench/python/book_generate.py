@@ -53,12 +53,21 @@ class MultiHeadAttention(nn.Module):
         return self.out_proj(context)
 
 
+class FeedForward(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.layers = nn.Sequential(nn.Linear(dim, 4 * dim), GELU(), nn.Linear(4 * dim, dim))
+
+    def forward(self, x):
+        return self.layers(x)
+
+
 class TransformerBlock(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         d = cfg["emb_dim"]
         self.att = MultiHeadAttention(d, cfg["context_length"], cfg["n_heads"], cfg["qkv_bias"])
-        self.ff = nn.Sequential(nn.Linear(d, 4 * d), GELU(), nn.Linear(4 * d, d))
+        self.ff = FeedForward(d)
         self.norm1, self.norm2 = LayerNorm(d), LayerNorm(d)
 
     def forward(self, x):

@@ -16,5 +16,7 @@ internal static class CommandCatalog
         yield return SampleStatsCommand.Create();
         yield return ConvertCommand.Create();
         yield return InspectCommand.Create();
+        yield return PrepareCommand.Create();
+        yield return EvalCommand.Create();
     }
 }

@@ -51,7 +51,15 @@ internal static class InspectCommand
         if (info.ConfigNote is not null) write($"config: unknown ({info.ConfigNote})");
         foreach (var (key, value) in info.Metadata)
             if (key != ModelCheckpoint.ConfigKey && key != TrainingCheckpoint.OptimizerKey)
-                write($"metadata {key}: {value}");
+                write($"metadata {key}: {Shorten(value)}");
         if (info.OptimizerSummary is not null) write($"optimizer: {info.OptimizerSummary}");
+    }
+
+    /// <summary>Long metadata (a trainer state with its metrics history) is cut to one readable line.</summary>
+    private static string Shorten(string value)
+    {
+        const int max = 300;
+        string line = value.ReplaceLineEndings(" ");
+        return line.Length <= max ? line : $"{line[..max]}… ({value.Length:N0} characters)";
     }
 }

@@ -15,8 +15,11 @@ namespace GptSharp.Checkpoints;
 /// </summary>
 public static class TrainingCheckpoint
 {
-    /// <summary>The value of <c>__metadata__["gptsharp"]</c> marking a training checkpoint.</summary>
-    public const string Kind = "training-checkpoint";
+    /// <summary>The value of <c>__metadata__["gptsharp"]</c> marking a training checkpoint (the same as the trainer's own files).</summary>
+    public const string Kind = "training";
+
+    /// <summary>The marker this class wrote before it matched the trainer's; still read.</summary>
+    private const string EarlierKind = "training-checkpoint";
 
     /// <summary>The checkpoint's name inside a run directory.</summary>
     public const string FileName = "checkpoint.safetensors";
@@ -94,7 +97,7 @@ public static class TrainingCheckpoint
 
     /// <summary>True when <paramref name="file"/> is a training checkpoint (by its metadata).</summary>
     public static bool IsTrainingCheckpoint(SafeTensorsFile file) =>
-        file.Metadata.TryGetValue(ModelCheckpoint.KindKey, out var kind) && kind == Kind;
+        file.Metadata.TryGetValue(ModelCheckpoint.KindKey, out var kind) && kind is Kind or EarlierKind;
 
     /// <summary>The model tensors of a checkpoint (optimizer tensors hidden), for loaders that only want the model.</summary>
     public static ITensorSource ModelTensors(SafeTensorsFile file) => new ModelPart(file);
@@ -144,15 +147,19 @@ public static class TrainingCheckpoint
 
     private sealed record OptimizerState(float LearningRate, float WeightDecay, float Beta1, float Beta2, float Eps, long Step);
 
+    /// <summary>
+    /// The optimizer's scalars, keyed as the training loop's <c>TrainingRunCheckpoint</c> writes them
+    /// (<c>step, learning_rate, weight_decay, beta1, beta2, eps</c>), so either writer's files read with either reader.
+    /// </summary>
     private static string OptimizerJson(AdamW optimizer) => new JsonObject
     {
-        ["type"] = "AdamW",
-        // Shortest round-trip decimals: parsing them back gives the same float bits.
-        ["lr"] = Exact(optimizer.LearningRate),
-        ["betas"] = new JsonArray(Exact(optimizer.Beta1), Exact(optimizer.Beta2)),
-        ["eps"] = Exact(optimizer.Eps),
-        ["weight_decay"] = Exact(optimizer.WeightDecay),
         ["step"] = optimizer.StepCount,
+        // Shortest round-trip decimals: parsing them back gives the same float bits.
+        ["learning_rate"] = Exact(optimizer.LearningRate),
+        ["weight_decay"] = Exact(optimizer.WeightDecay),
+        ["beta1"] = Exact(optimizer.Beta1),
+        ["beta2"] = Exact(optimizer.Beta2),
+        ["eps"] = Exact(optimizer.Eps),
     }.ToJsonString();
 
     private static double Exact(float f) => double.Parse(f.ToString("R", CultureInfo.InvariantCulture), CultureInfo.InvariantCulture);
@@ -164,10 +171,12 @@ public static class TrainingCheckpoint
         try
         {
             var o = JsonNode.Parse(json)!.AsObject();
-            var betas = o["betas"]!.AsArray();
-            return new OptimizerState((float)o["lr"]!.GetValue<double>(), (float)o["weight_decay"]!.GetValue<double>(),
-                (float)betas[0]!.GetValue<double>(), (float)betas[1]!.GetValue<double>(), (float)o["eps"]!.GetValue<double>(),
-                o["step"]!.GetValue<long>());
+            float F(string key) => (float)(o[key] ?? throw new InvalidDataException($"{file.FilePath}: '{OptimizerKey}' metadata has no '{key}'.")).GetValue<double>();
+            // Also the earlier spelling of this class: {"lr", "betas": [b1, b2], ...}.
+            var betas = o["betas"]?.AsArray();
+            return new OptimizerState(o.ContainsKey("learning_rate") ? F("learning_rate") : F("lr"), F("weight_decay"),
+                betas is null ? F("beta1") : (float)betas[0]!.GetValue<double>(), betas is null ? F("beta2") : (float)betas[1]!.GetValue<double>(),
+                F("eps"), o["step"]!.GetValue<long>());
         }
         catch (Exception e) when (e is JsonException or InvalidOperationException or NullReferenceException or FormatException)
         {

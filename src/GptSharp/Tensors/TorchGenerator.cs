@@ -30,6 +30,9 @@ public sealed class TorchGenerator : IRandomGenerator
     public const int StateByteCount = 5056;
 
     private readonly uint[] _state = new uint[StateSize];
+    // The outputs of the current state block, tempered all at once after each twist (and after SetState):
+    // _tempered[i] = temper(_state[i]), so a draw is one load.
+    private readonly uint[] _tempered = new uint[StateSize];
     private ulong _seed;
     private int _left;
     private uint _next;
@@ -64,12 +67,33 @@ public sealed class TorchGenerator : IRandomGenerator
     public uint NextUInt32()
     {
         if (--_left == 0) Twist();
-        uint y = _state[_next++];
+        return _tempered[_next++];
+    }
+
+    /// <summary>mt19937's output tempering of every state word (8 at a time).</summary>
+    private void TemperAll()
+    {
+        var state = _state.AsSpan();
+        var output = _tempered.AsSpan();
+        int i = 0;
+        for (; i + 8 <= StateSize; i += 8)
+        {
+            var y = Vector256.Create<uint>(state.Slice(i, 8));
+            y ^= Vector256.ShiftRightLogical(y, 11);
+            y ^= Vector256.ShiftLeft(y, 7) & Vector256.Create(0x9d2c5680u);
+            y ^= Vector256.ShiftLeft(y, 15) & Vector256.Create(0xefc60000u);
+            y ^= Vector256.ShiftRightLogical(y, 18);
+            y.CopyTo(output.Slice(i, 8));
+        }
+        for (; i < StateSize; i++) output[i] = Temper(state[i]);
+    }
+
+    private static uint Temper(uint y)
+    {
         y ^= y >> 11;
         y ^= (y << 7) & 0x9d2c5680u;
         y ^= (y << 15) & 0xefc60000u;
-        y ^= y >> 18;
-        return y;
+        return y ^ (y >> 18);
     }
 
     /// <summary>The next 64 bits: two 32-bit draws, the first one high (<c>random64()</c>).</summary>
@@ -89,6 +113,7 @@ public sealed class TorchGenerator : IRandomGenerator
         s[k] = s[k + ShiftSize - StateSize] ^ Mix(s[k], s[0]);
         _left = StateSize;
         _next = 0;
+        TemperAll();
     }
 
     private static uint Mix(uint u, uint v)
@@ -96,9 +121,6 @@ public sealed class TorchGenerator : IRandomGenerator
         uint y = (u & 0x80000000u) | (v & 0x7fffffffu);
         return (y >> 1) ^ ((v & 1u) != 0 ? 0x9908b0dfu : 0u);
     }
-
-    /// <summary><c>uniform_real_distribution&lt;float&gt;(0, 1)</c>: 24 random bits, exact in float.</summary>
-    private float NextFloat01() => (NextUInt32() & 0xFFFFFFu) * (1f / (1 << 24));
 
     /// <summary><c>uniform_real_distribution&lt;double&gt;(0, 1)</c>: the low 53 of 64 random bits.</summary>
     private double NextDouble01() => (NextUInt64() & ((1UL << 53) - 1)) * (1.0 / (1UL << 53));
@@ -109,8 +131,33 @@ public sealed class TorchGenerator : IRandomGenerator
         // uniform_kernel casts both bounds to float first; the kernel computes x * (to - from) + from,
         // which GCC fuses into one multiply-add.
         float lo = (float)from, range = (float)to - lo;
-        for (int i = 0; i < destination.Length; i++)
-            destination[i] = MathF.FusedMultiplyAdd(NextFloat01(), range, lo);
+        for (int i = 0; i < destination.Length;)
+        {
+            var words = TakeWords(destination.Length - i);
+            var output = destination.Slice(i, words.Length);
+            for (int j = 0; j < words.Length; j++)
+                output[j] = MathF.FusedMultiplyAdd((words[j] & 0xFFFFFFu) * (1f / (1 << 24)), range, lo);
+            i += words.Length;
+        }
+    }
+
+    /// <summary>
+    /// Up to <paramref name="max"/> consecutive outputs of the stream, straight from the tempered block
+    /// (at least one; twists first when the block is used up). Consumes them exactly as that many
+    /// <see cref="NextUInt32"/> calls would.
+    /// </summary>
+    private ReadOnlySpan<uint> TakeWords(int max)
+    {
+        if (_left == 1)
+        {
+            Twist();
+            _left = StateSize + 1; // the whole new block is still to be read
+        }
+        int count = Math.Min(max, _left - 1);
+        var words = new ReadOnlySpan<uint>(_tempered, (int)_next, count);
+        _next += (uint)count;
+        _left -= count;
+        return words;
     }
 
     public void Normal(Span<float> destination, double mean, double std)
@@ -152,13 +199,13 @@ public sealed class TorchGenerator : IRandomGenerator
     /// </summary>
     private void NormalFill(Span<float> data, float mean, float std)
     {
-        for (int i = 0; i < data.Length; i++) data[i] = NextFloat01();
+        Uniform(data, 0, 1);
         int size = data.Length;
         for (int i = 0; i + 16 <= size; i += 16) NormalFill16(data.Slice(i, 16), mean, std);
         if (size % 16 != 0)
         {
             var tail = data.Slice(size - 16, 16);
-            for (int i = 0; i < 16; i++) tail[i] = NextFloat01();
+            Uniform(tail, 0, 1);
             NormalFill16(tail, mean, std);
         }
     }
@@ -266,8 +313,25 @@ public sealed class TorchGenerator : IRandomGenerator
     public void Bernoulli(Span<float> destination, double p)
     {
         if (!(p >= 0 && p <= 1)) throw new ArgumentException($"Bernoulli expects 0 <= p <= 1, got {p}.");
-        // bernoulli_scalar_cpu_ without MKL: bernoulli_distribution<double>, i.e. u < p with a 53-bit u.
-        for (int i = 0; i < destination.Length; i++) destination[i] = NextDouble01() < p ? 1f : 0f;
+        // bernoulli_scalar_cpu_ without MKL: bernoulli_distribution<double>, i.e. u < p with u = k·2⁻⁵³ for the
+        // low 53 bits k of random64(). Scaling by 2⁵³ is exact, so u < p ⇔ k < ⌈p·2⁵³⌉: one integer compare.
+        ulong threshold = (ulong)Math.Ceiling(p * 9007199254740992.0);
+        const ulong Low53 = (1UL << 53) - 1;
+        for (int i = 0; i < destination.Length;)
+        {
+            int wordPairs = Math.Min(destination.Length - i, (_left - 1) / 2);
+            if (wordPairs == 0)
+            {
+                // A pair that straddles two blocks (or a block to twist first).
+                destination[i++] = (NextUInt64() & Low53) < threshold ? 1f : 0f;
+                continue;
+            }
+            var words = TakeWords(2 * wordPairs);
+            var output = destination.Slice(i, wordPairs);
+            for (int j = 0; j < output.Length; j++)
+                output[j] = ((((ulong)words[2 * j] << 32) | words[2 * j + 1]) & Low53) < threshold ? 1f : 0f;
+            i += wordPairs;
+        }
     }
 
     /// <summary><c>uniform_int_distribution&lt;int64_t&gt;</c>: 64 random bits modulo 2⁶³.</summary>
@@ -353,12 +417,14 @@ public sealed class TorchGenerator : IRandomGenerator
             throw new ArgumentException($"A torch generator state is {StateByteCount} bytes, got {state.Length}.");
         int left = BinaryPrimitives.ReadInt32LittleEndian(state[8..]);
         ulong next = BinaryPrimitives.ReadUInt64LittleEndian(state[16..]);
-        if (left < 1 || left > StateSize || next > StateSize)
+        // Between twists next + left = StateSize + 1; left = 1 means "twist on the next draw" (any next).
+        if (left < 1 || left > StateSize || next > StateSize || (left > 1 && next + (ulong)left > StateSize + 1))
             throw new ArgumentException("The provided state is not a valid Mersenne Twister state.");
         _seed = BinaryPrimitives.ReadUInt64LittleEndian(state);
         _left = left;
         _next = (uint)next;
         for (int i = 0; i < StateSize; i++) _state[i] = (uint)BinaryPrimitives.ReadUInt64LittleEndian(state[(24 + 8 * i)..]);
+        TemperAll();
         _nextDoubleNormal = BinaryPrimitives.ReadInt32LittleEndian(state[5040..]) != 0
             ? BinaryPrimitives.ReadDoubleLittleEndian(state[5024..]) : null;
         _nextFloatNormal = state[5052] != 0 ? BinaryPrimitives.ReadSingleLittleEndian(state[5048..]) : null;

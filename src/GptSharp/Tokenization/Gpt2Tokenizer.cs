@@ -123,11 +123,12 @@ public sealed class Gpt2Tokenizer
     public string Decode(ReadOnlySpan<int> ids)
     {
         int length = DecodedLength(ids);
+        int size = length + Gpt2Vocabulary.CopySlack;
         byte[]? rented = null;
-        Span<byte> bytes = length <= StackUtf8Limit ? stackalloc byte[length] : (rented = ArrayPool<byte>.Shared.Rent(length));
+        Span<byte> bytes = size <= StackUtf8Limit ? stackalloc byte[size] : (rented = ArrayPool<byte>.Shared.Rent(size));
         try
         {
-            WriteBytes(ids, bytes);
+            _vocabulary.CopyTokens(ids, bytes);
             return Encoding.UTF8.GetString(bytes[..length]);
         }
         finally
@@ -139,8 +140,9 @@ public sealed class Gpt2Tokenizer
     /// <summary>The raw bytes of <paramref name="ids"/> joined (tiktoken's <c>decode_bytes</c>).</summary>
     public byte[] DecodeBytes(ReadOnlySpan<int> ids)
     {
-        var bytes = new byte[DecodedLength(ids)];
-        WriteBytes(ids, bytes);
+        // Every byte is written: the tokens' lengths add up to the array's.
+        var bytes = GC.AllocateUninitializedArray<byte>(DecodedLength(ids));
+        _vocabulary.CopyTokens(ids, bytes);
         return bytes;
     }
 
@@ -175,17 +177,6 @@ public sealed class Gpt2Tokenizer
         return (int)length;
     }
 
-    private void WriteBytes(ReadOnlySpan<int> ids, Span<byte> destination)
-    {
-        int at = 0;
-        foreach (int id in ids)
-        {
-            var token = _vocabulary.TokenBytes(id);
-            token.CopyTo(destination[at..]);
-            at += token.Length;
-        }
-    }
-
     private enum Mode
     {
         /// <summary>encode_ordinary: special-token text is plain text.</summary>
@@ -201,7 +192,8 @@ public sealed class Gpt2Tokenizer
 
     private int[] WithUtf8(string text, Mode mode)
     {
-        int maxBytes = Encoding.UTF8.GetMaxByteCount(text.Length);
+        // Short texts: the worst case (3 bytes per UTF-16 unit) on the stack; long ones: the exact count, pooled.
+        int maxBytes = text.Length <= StackUtf8Limit / 3 ? text.Length * 3 : Encoding.UTF8.GetByteCount(text);
         byte[]? rented = null;
         Span<byte> buffer = maxBytes <= StackUtf8Limit ? stackalloc byte[maxBytes] : (rented = ArrayPool<byte>.Shared.Rent(maxBytes));
         try

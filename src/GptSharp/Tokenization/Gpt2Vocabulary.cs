@@ -16,7 +16,7 @@ internal sealed class Gpt2Vocabulary
     public const int VocabSize = 50257;
     public const string EndOfText = "<|endoftext|>";
 
-    private readonly byte[] _bytes;      // every token's bytes, back to back, in id order
+    private readonly byte[] _bytes;      // every token's bytes, back to back, in id order, then CopySlack spare bytes
     private readonly int[] _offsets;     // token id's bytes are _bytes[_offsets[id] .. _offsets[id + 1]]
 
     /// <summary>Id of the single-byte token for each byte value.</summary>
@@ -137,6 +137,33 @@ internal sealed class Gpt2Vocabulary
 
     public int TokenLength(int id) => _offsets[id + 1] - _offsets[id];
 
+    /// <summary>Spare bytes after the last token (and, for speed, after the end of <see cref="CopyTokens"/>'s destination).</summary>
+    public const int CopySlack = 16;
+
+    /// <summary>
+    /// Writes the bytes of <paramref name="ids"/> back to back into <paramref name="destination"/>, which must hold
+    /// their total length. Tokens of up to 16 bytes (nearly all) are copied as one 16-byte block that spills into
+    /// the next token's place, overwritten next, instead of a variable-length copy per token; within the last 16
+    /// bytes of the destination tokens are copied exactly (so <see cref="CopySlack"/> spare bytes make every copy fast).
+    /// </summary>
+    public void CopyTokens(ReadOnlySpan<int> ids, Span<byte> destination)
+    {
+        ref byte source = ref MemoryMarshal.GetArrayDataReference(_bytes);
+        ref int offsets = ref MemoryMarshal.GetArrayDataReference(_offsets);
+        int at = 0;
+        foreach (int id in ids)
+        {
+            if ((uint)id >= VocabSize) throw new ArgumentOutOfRangeException(nameof(ids), $"Token id {id} is not in the GPT-2 vocabulary.");
+            int start = Unsafe.Add(ref offsets, id);
+            int length = Unsafe.Add(ref offsets, id + 1) - start;
+            if (length <= CopySlack && at + CopySlack <= destination.Length)
+                Unsafe.WriteUnaligned(ref destination[at], Unsafe.ReadUnaligned<System.Runtime.Intrinsics.Vector128<byte>>(ref Unsafe.Add(ref source, start)));
+            else
+                _bytes.AsSpan(start, length).CopyTo(destination[at..]);
+            at += length;
+        }
+    }
+
     /// <summary>Loads and validates the embedded <c>encoder.json</c> and <c>vocab.bpe</c>.</summary>
     public static Gpt2Vocabulary LoadEmbedded()
     {
@@ -172,7 +199,7 @@ internal sealed class Gpt2Vocabulary
 
         var offsets = new int[VocabSize + 1];
         for (int id = 0; id < VocabSize; id++) offsets[id + 1] = offsets[id] + tokens[id].Length;
-        var all = new byte[offsets[VocabSize]];
+        var all = new byte[offsets[VocabSize] + CopySlack];
         for (int id = 0; id < VocabSize; id++) tokens[id].CopyTo(all, offsets[id]);
         var vocabulary = new Gpt2Vocabulary(all, offsets);
         vocabulary.CheckMerges(vocabBpe, charToByte);

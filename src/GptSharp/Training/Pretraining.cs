@@ -1,6 +1,8 @@
 using GptSharp.Data;
+using GptSharp.Generation;
 using GptSharp.Model;
 using GptSharp.Tensors;
+using GptSharp.Tokenization;
 
 namespace GptSharp.Training;
 
@@ -64,43 +66,19 @@ public static class Pretraining
     public static double Perplexity(double loss) => Math.Exp(loss);
 
     /// <summary>
-    /// Greedy decoding, the book's <c>generate_text_simple</c>: append the most likely next token
-    /// <paramref name="maxNewTokens"/> times, looking at most <paramref name="contextSize"/> tokens back.
-    /// </summary>
-    public static int[] GreedyGenerate(GptModel model, ReadOnlySpan<int> ids, int maxNewTokens, int contextSize)
-    {
-        var tokens = new List<int>(ids.Length + maxNewTokens);
-        foreach (int id in ids) tokens.Add(id);
-        using var noGrad = model.NoGrad();
-        for (int step = 0; step < maxNewTokens; step++)
-        {
-            int start = Math.Max(0, tokens.Count - contextSize);
-            var context = TokenBatch.FromSequence(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(tokens)[start..]);
-            Tensor logits = model.Forward(context);
-            int vocab = logits.Size(-1);
-            // torch.argmax: the first index of the largest value.
-            ReadOnlySpan<float> last = logits.Span.Slice((context.SequenceLength - 1) * vocab, vocab);
-            int best = 0;
-            for (int v = 1; v < last.Length; v++)
-                if (last[v] > last[best]) best = v;
-            tokens.Add(best);
-        }
-        return tokens.ToArray();
-    }
-
-    /// <summary>
     /// The book's <c>generate_and_print_sample</c> without the print: 50 greedy tokens after
     /// <paramref name="startContext"/> in eval mode, decoded with newlines replaced by spaces so it fits on one line.
     /// </summary>
-    public static string GenerateSample(GptModel model, string startContext, Func<string, int[]> encode, Func<int[], string> decode, int maxNewTokens = 50)
+    public static string GenerateSample(GptModel model, Gpt2Tokenizer tokenizer, string startContext, int maxNewTokens = 50)
     {
         bool wasTraining = model.IsTraining;
         model.Eval();
         try
         {
             int contextSize = model.PositionEmbedding.Value.Size(0);
-            int[] tokenIds = GreedyGenerate(model, encode(startContext), maxNewTokens, contextSize);
-            return decode(tokenIds).Replace("\n", " ");
+            TokenBatch encoded = TokenConversions.TextToTokenIds(startContext, tokenizer);
+            TokenBatch tokenIds = TextGeneration.GenerateTextSimple(model, encoded, maxNewTokens, contextSize);
+            return TokenConversions.TokenIdsToText(tokenIds, tokenizer).Replace("\n", " ");
         }
         finally
         {
@@ -116,11 +94,11 @@ public static class Pretraining
     /// </summary>
     public static (List<double> TrainLosses, List<double> ValLosses, List<long> TrackTokensSeen) TrainModelSimple(
         GptModel model, DataLoader trainLoader, DataLoader valLoader, AdamW optimizer, int numEpochs, int evalFreq, int evalIter,
-        string startContext, Func<string, int[]> encode, Func<int[], string> decode, TextWriter? output = null)
+        string startContext, Gpt2Tokenizer tokenizer, TextWriter? output = null)
     {
         output ??= Console.Out;
         var options = new TrainingOptions { Epochs = numEpochs, EvalFreq = evalFreq, EvalIter = evalIter, StartContext = startContext };
-        var trainer = new Trainer(model, optimizer, new TrainValidationLoaders(trainLoader, valLoader), options, encode, decode);
+        var trainer = new Trainer(model, optimizer, new TrainValidationLoaders(trainLoader, valLoader), options, tokenizer);
         trainer.Evaluated += e => output.WriteLine(e.BookLine);
         trainer.Sampled += s => output.WriteLine(s.Text);
         trainer.Run();

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
+using GptSharp.Checkpoints;
 using GptSharp.Model;
 
 namespace GptSharp.Training;
@@ -37,7 +38,7 @@ public sealed record RunConfig
     {
         var node = new JsonObject
         {
-            ["model"] = ModelConfigJson.ToNode(Model),
+            ["model"] = JsonNode.Parse(ConfigJson.ToBookJson(Model)),
             ["training"] = JsonSerializer.SerializeToNode(Training, Json),
             ["data"] = Data,
             ["batch_size"] = BatchSize,
@@ -58,7 +59,7 @@ public sealed record RunConfig
             var node = JsonNode.Parse(json)?.AsObject() ?? throw new InvalidDataException($"{source}: empty run configuration.");
             return new RunConfig
             {
-                Model = ModelConfigJson.FromNode(node["model"] ?? throw new InvalidDataException($"{source}: no \"model\" section."), source),
+                Model = ConfigJson.Parse((node["model"] ?? throw new InvalidDataException($"{source}: no \"model\" section.")).ToJsonString(), source),
                 Training = node["training"].Deserialize<TrainingOptions>(Json) ?? throw new InvalidDataException($"{source}: no \"training\" section."),
                 Data = (string?)node["data"] ?? "",
                 BatchSize = (int?)node["batch_size"] ?? 2,
@@ -77,68 +78,25 @@ public sealed record RunConfig
     }
 }
 
-/// <summary>A <see cref="GptConfig"/> as the book's JSON-like dictionary: <c>vocab_size</c>, <c>context_length</c>, <c>emb_dim</c>, <c>n_heads</c>, <c>n_layers</c>, <c>drop_rate</c>, <c>qkv_bias</c>.</summary>
-public static class ModelConfigJson
+/// <summary>The model configuration of <c>--config</c>: a preset name or a JSON file.</summary>
+public static class ModelConfigs
 {
-    public static JsonObject ToNode(GptConfig c) => new()
-    {
-        ["vocab_size"] = c.VocabSize,
-        ["context_length"] = c.ContextLength,
-        ["emb_dim"] = c.EmbeddingDim,
-        ["n_heads"] = c.Heads,
-        ["n_layers"] = c.Layers,
-        ["drop_rate"] = c.DropRate,
-        ["qkv_bias"] = c.QkvBias,
-    };
-
-    /// <summary>Reads the book's keys; keys left out keep the values of <paramref name="basis"/> (default: the book's 124M).</summary>
-    public static GptConfig FromNode(JsonNode node, string source, GptConfig? basis = null)
-    {
-        var o = node as JsonObject ?? throw new InvalidDataException($"{source}: the model configuration must be a JSON object.");
-        var known = new HashSet<string> { "vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "drop_rate", "qkv_bias" };
-        foreach (var (key, _) in o)
-            if (!known.Contains(key))
-                throw new InvalidDataException($"{source}: unknown model configuration key \"{key}\" (expected {string.Join(", ", known)}).");
-        var c = basis ?? GptConfig.Book124M;
-        try
-        {
-            return (c with
-            {
-                VocabSize = (int?)o["vocab_size"] ?? c.VocabSize,
-                ContextLength = (int?)o["context_length"] ?? c.ContextLength,
-                EmbeddingDim = (int?)o["emb_dim"] ?? c.EmbeddingDim,
-                Heads = (int?)o["n_heads"] ?? c.Heads,
-                Layers = (int?)o["n_layers"] ?? c.Layers,
-                DropRate = (float?)o["drop_rate"] ?? c.DropRate,
-                QkvBias = (bool?)o["qkv_bias"] ?? c.QkvBias,
-            }).Validate();
-        }
-        catch (Exception e) when (e is FormatException or InvalidOperationException)
-        {
-            throw new InvalidDataException($"{source}: a model configuration value has the wrong type ({e.Message}).");
-        }
-        catch (ArgumentException e)
-        {
-            throw new InvalidDataException($"{source}: {e.Message}");
-        }
-    }
-
-    /// <summary>A preset name (<see cref="GptConfig.FromPresetName"/>) or a JSON file with the book's keys.</summary>
+    /// <summary>A preset name (<see cref="GptConfig.FromPresetName"/>), or a JSON file with the book's keys (or Hugging Face GPT-2's, or a run's config.json).</summary>
     public static GptConfig FromPresetOrFile(string value)
     {
         if (GptConfig.FromPresetName(value) is GptConfig preset) return preset;
         if (!File.Exists(value))
             throw new ArgumentException($"--config: '{value}' is neither a preset ({string.Join(", ", GptConfig.PresetNames)}) nor a JSON file.");
+        string json = File.ReadAllText(value);
         try
         {
-            var node = JsonNode.Parse(File.ReadAllText(value)) ?? throw new InvalidDataException($"{value}: empty file.");
-            // Accept a bare model dictionary or a run's config.json.
-            if (node is JsonObject o && o["model"] is JsonNode model) node = model;
-            return FromNode(node, value);
+            // A run's config.json holds the model dictionary under "model".
+            if (JsonNode.Parse(json) is JsonObject o && o["model"] is JsonObject model) json = model.ToJsonString();
         }
         catch (JsonException e)
         {
             throw new InvalidDataException($"{value}: not valid JSON ({e.Message}).");
         }
+        return ConfigJson.Parse(json, value);
     }
 }

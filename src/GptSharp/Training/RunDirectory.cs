@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Net;
 using System.Text;
+using GptSharp.Checkpoints;
 using GptSharp.Training.Plots;
 
 namespace GptSharp.Training;
@@ -39,7 +40,10 @@ public sealed class RunDirectory
 
     public string File(string name) => System.IO.Path.Combine(Path, name);
 
-    public void WriteConfig(RunConfig config) => AtomicFile.WriteAllText(File(ConfigFile), config.ToJson());
+    private static void WriteText(string path, string contents) =>
+        AtomicFile.Write(path, stream => stream.Write(new UTF8Encoding(false).GetBytes(contents)));
+
+    public void WriteConfig(RunConfig config) => WriteText(File(ConfigFile), config.ToJson());
 
     /// <summary>
     /// Rewrites the metrics, samples, plots and report from the state so far (called at each evaluation and at the end).
@@ -47,13 +51,13 @@ public sealed class RunDirectory
     /// <param name="tokensPerEpoch">Tokens in one pass over the training loader, to place evaluations in epochs on the x axis.</param>
     public void WriteProgress(RunConfig config, TrainerState state, long tokensPerEpoch, string? status = null)
     {
-        AtomicFile.WriteAllText(File(MetricsFile), MetricsCsv(state));
-        AtomicFile.WriteAllText(File(SamplesFile), SamplesText(state));
+        WriteText(File(MetricsFile), MetricsCsv(state));
+        WriteText(File(SamplesFile), SamplesText(state));
         string loss = TrainingPlots.LossPlot(state.Evaluations, tokensPerEpoch).Render();
         string perplexity = TrainingPlots.PerplexityPlot(state.Evaluations, tokensPerEpoch).Render();
-        AtomicFile.WriteAllText(File(LossPlotFile), loss);
-        AtomicFile.WriteAllText(File(PerplexityPlotFile), perplexity);
-        AtomicFile.WriteAllText(File(ReportFile), ReportHtml(config, state, loss, perplexity, status));
+        WriteText(File(LossPlotFile), loss);
+        WriteText(File(PerplexityPlotFile), perplexity);
+        WriteText(File(ReportFile), ReportHtml(config, state, loss, perplexity, status));
     }
 
     public static string MetricsCsv(TrainerState state)

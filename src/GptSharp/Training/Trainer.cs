@@ -3,6 +3,7 @@ using System.Globalization;
 using GptSharp.Data;
 using GptSharp.Model;
 using GptSharp.Tensors;
+using GptSharp.Tokenization;
 
 namespace GptSharp.Training;
 
@@ -95,6 +96,9 @@ public sealed class TrainerState
     /// <summary>Tokens trained on so far (the book's <c>tokens_seen</c>, summing <c>input_batch.numel()</c>).</summary>
     public long TokensSeen { get; set; }
 
+    /// <summary>The optimizer's learning rate when the run started: the peak of the schedule (the optimizer's own rate moves with it).</summary>
+    public double PeakLearningRate { get; set; }
+
     /// <summary>Training time so far over all sessions of the run.</summary>
     public double ElapsedSeconds { get; set; }
 
@@ -124,23 +128,21 @@ public sealed class Trainer
     private readonly GptModel _model;
     private readonly AdamW _optimizer;
     private readonly TrainValidationLoaders _loaders;
-    private readonly Func<string, int[]> _encode;
-    private readonly Func<int[], string> _decode;
+    private readonly Gpt2Tokenizer _tokenizer;
 
     public Trainer(GptModel model, AdamW optimizer, TrainValidationLoaders loaders, TrainingOptions options,
-        Func<string, int[]> encode, Func<int[], string> decode, TrainerState? state = null)
+        Gpt2Tokenizer tokenizer, TrainerState? state = null)
     {
         _model = model;
         _optimizer = optimizer;
         _loaders = loaders;
         Options = options.Validate();
-        _encode = encode;
-        _decode = decode;
-        State = state ?? new TrainerState();
+        _tokenizer = tokenizer;
+        State = state ?? new TrainerState { PeakLearningRate = optimizer.LearningRate };
         long stepsPerEpoch = StepsPerEpoch(loaders.Train.Count, options.GradAccum);
         long totalSteps = stepsPerEpoch * options.Epochs;
         TotalSteps = options.MaxSteps is long max ? Math.Min(max, totalSteps) : totalSteps;
-        Schedule = new LearningRateSchedule(optimizer.LearningRate, options.WarmupSteps, options.WarmupInitialLr, options.MinLr, TotalSteps);
+        Schedule = new LearningRateSchedule(State.PeakLearningRate, options.WarmupSteps, options.WarmupInitialLr, options.MinLr, TotalSteps);
     }
 
     public TrainingOptions Options { get; }
@@ -245,7 +247,7 @@ public sealed class Trainer
 
     private void EndEpoch()
     {
-        string text = Pretraining.GenerateSample(_model, Options.StartContext, _encode, _decode, Options.SampleTokens);
+        string text = Pretraining.GenerateSample(_model, _tokenizer, Options.StartContext, Options.SampleTokens);
         var sample = new SampleRecord(State.Epoch + 1, State.GlobalStep, text);
         State.Samples.Add(sample);
         Sampled?.Invoke(sample);

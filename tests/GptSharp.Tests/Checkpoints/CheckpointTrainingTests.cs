@@ -8,6 +8,8 @@ using static GptSharp.Tests.Checkpoints.CheckpointTestHelpers;
 namespace GptSharp.Tests.Checkpoints;
 
 /// <summary>Loaded checkpoints run forward and train like the PyTorch originals (needs the model's forward/backward).</summary>
+/// <remarks>In the Workers collection: these keep the worker pool busy, which would starve WorkersTests' thread-count checks.</remarks>
+[Collection(nameof(GptSharp.Tests.Tensors.WorkersTests))]
 public class CheckpointTrainingTests
 {
     private static readonly JsonElement Expected = JsonDocument.Parse(File.ReadAllText(FixturePaths.Get("pth", "expected.json"))).RootElement;
@@ -135,5 +137,49 @@ public class CheckpointTrainingTests
                 Assert.True(diff <= (p.Name.EndsWith("att.W_key.bias") ? 1.5e-3f : 1e-5f), $"{p.Name} after 3 steps differs by {diff}");
             }
         }
+    }
+
+    /// <summary>
+    /// With dropout on, a resume is exact only if the trainer's state carries the RNG: here the dropout generator's
+    /// state goes into the trainer-state JSON as base64 (what the training loop does with every generator).
+    /// </summary>
+    [Fact]
+    public void ResumeWithDropoutIsBitIdenticalWhenTheTrainerStateCarriesTheRng()
+    {
+        using var dir = new TempDir();
+        using var io = SafeTensorsFile.Open(FixturePaths.Get("reference", "tiny-qkvbias", "io.safetensors"));
+        var (inputs, targets) = Batch(io);
+        string configPath = FixturePaths.Get("reference", "tiny-qkvbias", "config.json");
+        var config = ConfigJson.Parse(File.ReadAllText(configPath), configPath) with { DropRate = 0.1f };
+
+        GptModel Fresh()
+        {
+            var model = new GptModel(config, new FastRandom(5)) { DropoutGenerator = new FastRandom(77) };
+            model.Train();
+            return model;
+        }
+
+        using var straight = Fresh();
+        using var straightOptimizer = new AdamW(straight.Parameters());
+        var straightLosses = Enumerable.Range(0, 4).Select(_ => TrainStep(straight, straightOptimizer, inputs, targets)).ToList();
+
+        var losses = new List<float>();
+        using (var first = Fresh())
+        using (var firstOptimizer = new AdamW(first.Parameters()))
+        {
+            for (int s = 0; s < 2; s++) losses.Add(TrainStep(first, firstOptimizer, inputs, targets));
+            string state = JsonSerializer.Serialize(new { step = 2, dropout_rng = Convert.ToBase64String(first.DropoutGenerator.GetState()) });
+            TrainingCheckpoint.Save(dir.File(TrainingCheckpoint.FileName), first, firstOptimizer, state);
+        }
+        using var resumed = new GptModel(config) { DropoutGenerator = new FastRandom(0) };
+        using var resumedOptimizer = new AdamW(resumed.Parameters());
+        string json = TrainingCheckpoint.LoadInto(dir.Path, resumed, resumedOptimizer);
+        resumed.DropoutGenerator.SetState(Convert.FromBase64String(JsonDocument.Parse(json).RootElement.GetProperty("dropout_rng").GetString()!));
+        resumed.Train();
+        for (int s = 0; s < 2; s++) losses.Add(TrainStep(resumed, resumedOptimizer, inputs, targets));
+
+        Assert.Equal(straightLosses, losses);
+        AssertSameParameters(straight, resumed);
+        Assert.NotEqual(straightLosses[0], straightLosses[1]); // dropout masks differ per step: the RNG really moved
     }
 }

@@ -126,4 +126,39 @@ public class TrainingCheckpointTests
         }
         Assert.Single(Directory.GetFiles(dir.Path));
     }
+
+    [Fact]
+    public void ReadsTheTrainingLoopsCheckpointLayout()
+    {
+        // The metadata the trainer's TrainingRunCheckpoint writes: its run config, trainer state and RNG beside ours.
+        using var dir = new TempDir();
+        using var model = RandomModel(Tiny);
+        using var optimizer = SteppedOptimizer(model, 2);
+        var parameters = model.Parameters();
+        var entries = parameters.Select(p => SafeTensorsEntry.Float32(p.Name, p.Value)).ToList();
+        for (int i = 0; i < parameters.Count; i++)
+        {
+            entries.Add(SafeTensorsEntry.Float32(TrainingCheckpoint.ExpAvgPrefix + parameters[i].Name, optimizer.ExpAvg[i]));
+            entries.Add(SafeTensorsEntry.Float32(TrainingCheckpoint.ExpAvgSqPrefix + parameters[i].Name, optimizer.ExpAvgSq[i]));
+        }
+        string trainerState = """{"epoch":0,"global_step":1,"tokens_seen":512}""";
+        SafeTensorsWriter.Write(dir.File(TrainingCheckpoint.FileName), entries, new Dictionary<string, string>
+        {
+            ["format"] = "pt",
+            ["gptsharp"] = "training",
+            ["config"] = ConfigJson.ToBookJson(model.Config),
+            ["run_config"] = """{"model":{},"training":{}}""",
+            ["trainer_state"] = trainerState,
+            ["optimizer"] = """{"step":2,"learning_rate":0.00012345,"weight_decay":0.05,"beta1":0.8,"beta2":0.99,"eps":1E-07}""",
+            ["rng_kind"] = "fast",
+            ["rng_state"] = "AAAA",
+        });
+        using var loaded = ModelStore.Open(dir.Path);
+        Assert.Equal("training checkpoint", loaded.Format);
+        Assert.Equal(trainerState, loaded.TrainerStateJson);
+        AssertSameParameters(model, loaded.Model);
+        Assert.Equal((2L, 1.2345e-4f, 0.05f, 0.8f, 0.99f, 1e-7f),
+            (loaded.Optimizer!.StepCount, loaded.Optimizer.LearningRate, loaded.Optimizer.WeightDecay, loaded.Optimizer.Beta1, loaded.Optimizer.Beta2, loaded.Optimizer.Eps));
+        Assert.True(optimizer.ExpAvg[3].Span.SequenceEqual(loaded.Optimizer.ExpAvg[3].Span));
+    }
 }

@@ -211,6 +211,25 @@ public class TorchGeneratorTests
     }
 
     [Fact]
+    public void DrawsAcrossMersenneTwisterBlocksMatchTorch()
+    {
+        // An odd number of 32-bit draws first, so 64-bit pairs straddle the 624-word blocks.
+        var e = E("bernoulli_straddle");
+        var g = new TorchGenerator(123);
+        AssertBitEqual(Floats(e.GetProperty("rand_before")), Rand(g, 1));
+        var first = new float[e.GetProperty("bernoulli").GetArrayLength()];
+        g.Bernoulli(first, e.GetProperty("p").GetDouble());
+        AssertBitEqual(Floats(e.GetProperty("bernoulli")), first);
+        AssertBitEqual(Floats(e.GetProperty("rand_middle")), Rand(g, 3));
+        var second = new float[e.GetProperty("bernoulli2").GetArrayLength()];
+        g.Bernoulli(second, 0.9);
+        AssertBitEqual(Floats(e.GetProperty("bernoulli2")), second);
+        var uniform = new float[e.GetProperty("uniform_after").GetArrayLength()];
+        g.Uniform(uniform, -2, 3);
+        AssertBitEqual(Floats(e.GetProperty("uniform_after")), uniform);
+    }
+
+    [Fact]
     public void MultinomialMatchesTorch()
     {
         var e = E("multinomial");
@@ -255,6 +274,9 @@ public class TorchGeneratorTests
         var g = new TorchGenerator(1);
         Assert.Throws<ArgumentException>(() => g.SetState(new byte[100]));
         Assert.Throws<ArgumentException>(() => g.SetState(new byte[TorchGenerator.StateByteCount])); // left = 0
+        var state = g.GetState();
+        state[8] = 10; state[9] = 0; state[16] = 0xF0; state[17] = 0x02; // left = 10, next = 752
+        Assert.Throws<ArgumentException>(() => g.SetState(state));
     }
 }
 

@@ -75,6 +75,15 @@ public class Gpt2TokenizerTests
     }
 
     [Fact]
+    public void BookHelpersRefuseWhatTheyCannotShape()
+    {
+        Assert.Throws<ArgumentException>(() => TokenConversions.TextToTokenIds("", Tokenizer));
+        var twoRows = new GptSharp.Tensors.TokenBatch([6109, 3626, 6100, 345], 2, 2);
+        Assert.Throws<ArgumentException>(() => TokenConversions.TokenIdsToText(twoRows, Tokenizer));
+        Assert.Equal("Every effort", TokenConversions.TokenIdsToText(twoRows.Row(0), Tokenizer));
+    }
+
+    [Fact]
     public void TheVerdictIs5145Tokens()
     {
         string verdict = Gpt2Vocabulary.ReadTextResource("GptSharp.the-verdict.txt");

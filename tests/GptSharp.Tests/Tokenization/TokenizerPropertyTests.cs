@@ -1,6 +1,5 @@
 using System.Text;
 using System.Text.RegularExpressions;
-using GptSharp.Tensors;
 using GptSharp.Tokenization;
 
 namespace GptSharp.Tests.Tokenization;
@@ -21,7 +20,7 @@ public class TokenizerPropertyTests
         0xE000, 0xFFFF, 0x10FFFF, 0x2019, 0x05D0, 0x0627, 0x0E01, 0x10D0, 0x00,
     ];
 
-    private static string RandomText(Random random, int maxLength)
+    internal static string RandomText(Random random, int maxLength)
     {
         var text = new StringBuilder();
         int length = random.Next(maxLength + 1);
@@ -130,44 +129,6 @@ public class TokenizerPropertyTests
     private static Gpt2Vocabulary TestVocabulary => s_vocabulary.Value;
 
     private static readonly Lazy<Gpt2Vocabulary> s_vocabulary = new(Gpt2Vocabulary.LoadEmbedded);
-
-    [Fact]
-    public void ParallelEncoderGivesIdenticalIds()
-    {
-        // About 3 MB of varied text, so it is cut into several chunks, with <|endoftext|> between documents.
-        var random = new Random(3);
-        string verdict = Gpt2Vocabulary.ReadTextResource("GptSharp.the-verdict.txt");
-        var text = new StringBuilder();
-        while (text.Length < 3_000_000)
-        {
-            text.Append(verdict, random.Next(verdict.Length / 2), random.Next(verdict.Length / 2));
-            text.Append(random.Next(4) switch { 0 => "<|endoftext|>", 1 => "  \n\n ", 2 => RandomText(random, 200), _ => " " });
-        }
-        string corpus = text.ToString();
-        byte[] utf8 = Encoding.UTF8.GetBytes(corpus);
-        Assert.True(Gpt2Tokenizer.ChunkBounds(utf8, 1 << 20).Count > 3);
-
-        int savedCount = Workers.Count;
-        try
-        {
-            Workers.Count = 2;
-            Assert.Equal(Tokenizer.EncodeOrdinary(corpus), Tokenizer.EncodeOrdinaryParallel(utf8));
-            Assert.Equal(Tokenizer.Encode(corpus, Gpt2Tokenizer.AllSpecialTokens), Tokenizer.EncodeParallel(corpus, Gpt2Tokenizer.AllSpecialTokens));
-        }
-        finally
-        {
-            Workers.Count = savedCount;
-        }
-
-        // Chunked at every possible cut, small chunks still give the same ids.
-        string sample = corpus[..20_000];
-        byte[] sampleUtf8 = Encoding.UTF8.GetBytes(sample);
-        var bounds = Gpt2Tokenizer.ChunkBounds(sampleUtf8, 7);
-        var joined = new List<int>();
-        for (int i = 0; i + 1 < bounds.Count; i++)
-            joined.AddRange(Tokenizer.EncodeUtf8(sampleUtf8.AsSpan(bounds[i]..bounds[i + 1]), Gpt2Tokenizer.AllSpecialTokens));
-        Assert.Equal(Tokenizer.Encode(sample, Gpt2Tokenizer.AllSpecialTokens), joined);
-    }
 
     [Fact]
     public void MergeCacheStaysRightWhenItFillsUp()

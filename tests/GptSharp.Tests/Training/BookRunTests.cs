@@ -54,7 +54,7 @@ public class BookRunTests
         var (train, validation) = DataLoaders.SplitAndEncode(TextCorpus.TheVerdict(), Encode);
         int ctx = GptConfig.Book124M.ContextLength;
         var loaders = DataLoaders.CreateTrainValidation(train, validation, batchSize: 2, contextLength: ctx, stride: ctx, generator);
-        var trainer = new Trainer(model, optimizer, loaders, new TrainingOptions { MaxSteps = maxSteps }, Encode, ids => tokenizer.Decode(ids));
+        var trainer = new Trainer(model, optimizer, loaders, new TrainingOptions { MaxSteps = maxSteps }, tokenizer);
         var lines = new List<string>();
         var samples = new List<string>();
         trainer.Evaluated += e => { lines.Add(e.BookLine); log?.WriteLine(e.BookLine); log?.Flush(); };

@@ -107,6 +107,13 @@ out["dropout"] = {"p": 0.1, "n": 1000, "zeros": [i for i, v in enumerate(y.tolis
                   "kept_value": float(y[y != 0][0])}
 torch.manual_seed(123)
 out["bernoulli"] = {"p": 0.3, "values": floats(torch.empty(64).bernoulli_(0.3))}
+# Odd word offsets: pairs of 32-bit draws straddle the 624-word blocks of mt19937.
+torch.manual_seed(123)
+straddle = {"rand_before": floats(torch.rand(1)), "p": 0.5, "bernoulli": floats(torch.empty(2000).bernoulli_(0.5))}
+straddle["rand_middle"] = floats(torch.rand(3))
+straddle["bernoulli2"] = floats(torch.empty(1500).bernoulli_(0.9))
+straddle["uniform_after"] = floats(torch.empty(1300).uniform_(-2, 3))
+out["bernoulli_straddle"] = straddle
 
 # multinomial(probs, 1): q ~ Exp(1) (double), argmax(probs / q).
 torch.manual_seed(321)
