@@ -200,7 +200,9 @@ public class GptModelTrainingTests
 }
 
 /// <summary>Results do not depend on the thread count: every parallel split keeps each sum's order.</summary>
-[Collection(nameof(ThreadCountTests))]
+/// <remarks>Changes <see cref="Workers.Count"/>, so it runs alone with the other tests that do (a concurrent
+/// change would, for one, make another test's warm-up skip the parallel paths its measured steps take).</remarks>
+[Collection(nameof(GptSharp.Tests.Tensors.WorkersTests))]
 public class ThreadCountTests
 {
     [Fact]
