@@ -28,7 +28,9 @@ public static class RowParallel
         // A few chunks per thread: the pool hands tasks out one at a time, so a core slowed by another
         // process takes fewer of them.
         int tasks = Math.Min(Workers.Count * 4, count);
-        if (Workers.Count == 1 || tasks <= 1 || (long)count * workPerItem < MinParallelWork)
+        // Decided by size only (with one worker the pool runs the tasks inline), so the per-thread job
+        // objects are created during warm-up whatever the thread count is later.
+        if (tasks <= 1 || (long)count * workPerItem < MinParallelWork)
         {
             kernel.Execute(0, count);
             return;
