@@ -226,6 +226,14 @@ public static unsafe class Gemm
                         Vector512.Store(Vector512.Load(src + 16), dst + 16);
                     }
                 }
+                else if (cols == nr && job.Path == KernelPath.Vector256)
+                {
+                    for (int p = 0; p < kc; p++, src += job.Ldb, dst += 16)
+                    {
+                        Vector256.Store(Vector256.Load(src), dst);
+                        Vector256.Store(Vector256.Load(src + 8), dst + 8);
+                    }
+                }
                 else
                 {
                     for (int p = 0; p < kc; p++, src += job.Ldb, dst += nr)
@@ -248,6 +256,15 @@ public static unsafe class Gemm
                     for (int half = 0; half < 2; half++)
                         for (int q = 0; q < whole; q += 16)
                             Transpose16x16(src + half * 16L * job.Ldb + q, job.Ldb, dst + (long)q * 32 + half * 16, 32);
+                    p = whole;
+                }
+                else if (cols == nr && job.Path == KernelPath.Vector256)
+                {
+                    // 8×8 AVX transposes: rows 0-7 then 8-15 of the 16-column sliver.
+                    int whole = kc & ~7;
+                    for (int half = 0; half < 2; half++)
+                        for (int q = 0; q < whole; q += 8)
+                            Transpose8x8(src + half * 8L * job.Ldb + q, job.Ldb, dst + (long)q * 16 + half * 8, 16);
                     p = whole;
                 }
                 for (; p < kc; p++)
