@@ -255,7 +255,12 @@ public static unsafe class Gemm
                     int whole = kc & ~15;
                     for (int half = 0; half < 2; half++)
                         for (int q = 0; q < whole; q += 16)
-                            Transpose16x16(src + half * 16L * job.Ldb + q, job.Ldb, dst + (long)q * 32 + half * 16, 32);
+                        {
+                            float* block = src + half * 16L * job.Ldb + q;
+                            // The rows' lines two blocks ahead: 16 streams are more than the L1 prefetcher follows.
+                            for (int r = 0; r < 16; r++) Sse.Prefetch0(block + r * (long)job.Ldb + 32);
+                            Transpose16x16(block, job.Ldb, dst + (long)q * 32 + half * 16, 32);
+                        }
                     p = whole;
                 }
                 else if (cols == nr && job.Path == KernelPath.Vector256)
