@@ -226,6 +226,14 @@ public static unsafe class Gemm
                         Vector512.Store(Vector512.Load(src + 16), dst + 16);
                     }
                 }
+                else if (cols == nr && job.Path == KernelPath.Vector256)
+                {
+                    for (int p = 0; p < kc; p++, src += job.Ldb, dst += 16)
+                    {
+                        Vector256.Store(Vector256.Load(src), dst);
+                        Vector256.Store(Vector256.Load(src + 8), dst + 8);
+                    }
+                }
                 else
                 {
                     for (int p = 0; p < kc; p++, src += job.Ldb, dst += nr)
@@ -247,7 +255,21 @@ public static unsafe class Gemm
                     int whole = kc & ~15;
                     for (int half = 0; half < 2; half++)
                         for (int q = 0; q < whole; q += 16)
-                            Transpose16x16(src + half * 16L * job.Ldb + q, job.Ldb, dst + (long)q * 32 + half * 16, 32);
+                        {
+                            float* block = src + half * 16L * job.Ldb + q;
+                            // The rows' lines two blocks ahead: 16 streams are more than the L1 prefetcher follows.
+                            for (int r = 0; r < 16; r++) Sse.Prefetch0(block + r * (long)job.Ldb + 32);
+                            Transpose16x16(block, job.Ldb, dst + (long)q * 32 + half * 16, 32);
+                        }
+                    p = whole;
+                }
+                else if (cols == nr && job.Path == KernelPath.Vector256)
+                {
+                    // 8×8 AVX transposes: rows 0-7 then 8-15 of the 16-column sliver.
+                    int whole = kc & ~7;
+                    for (int half = 0; half < 2; half++)
+                        for (int q = 0; q < whole; q += 8)
+                            Transpose8x8(src + half * 8L * job.Ldb + q, job.Ldb, dst + (long)q * 16 + half * 8, 16);
                     p = whole;
                 }
                 for (; p < kc; p++)
@@ -297,7 +319,13 @@ public static unsafe class Gemm
                 int p = 0;
                 if (rows == mr && mr == 8 && job.Path == KernelPath.Vector512)
                 {
-                    for (; p + 8 <= kc; p += 8) Transpose8x8(src + p, job.Lda, dst + (long)p * 8, 8);
+                    for (; p + 8 <= kc; p += 8)
+                    {
+                        // Every other block, the rows' lines 64 floats ahead (see PackB).
+                        if ((p & 15) == 0)
+                            for (int r = 0; r < 8; r++) Sse.Prefetch0(src + r * (long)job.Lda + p + 64);
+                        Transpose8x8(src + p, job.Lda, dst + (long)p * 8, 8);
+                    }
                 }
                 for (; p < kc; p++)
                 {

@@ -150,6 +150,41 @@ public class WorkersTests
         }
     }
 
+    private static readonly int[] Slots = new int[64];
+    private static readonly Action<int> CachedTask = i => Slots[i & 63]++;
+
+    [Fact]
+    public unsafe void RunAndMatMulAllocateNothingAfterWarmUp()
+    {
+        int saved = Workers.Count;
+        const int m = 64, n = 96, k = 200, wide = 2048;
+        // a: [m, k] (also read as [k, m]); b: [wide, k] (also read as [k, n]); c: [m, wide].
+        float* a = (float*)System.Runtime.InteropServices.NativeMemory.AllocZeroed((nuint)(m * k + wide * k + m * wide), sizeof(float));
+        float* b = a + m * k, c = b + wide * k;
+        try
+        {
+            Workers.Count = 2;
+            void Step()
+            {
+                Workers.Run(8, CachedTask);
+                Gemm.MatMul(false, true, m, n, k, a, k, b, k, c, n);                  // packed, parallel
+                Gemm.MatMul(true, false, m, n, k, a, m, b, n, c, n, accumulate: true);
+                Gemm.MatMul(false, true, 3, wide, k, a, k, b, k, c, wide);            // skinny, parallel
+            }
+            for (int i = 0; i < 5; i++) Step(); // warm-up: scratch buffers, JIT, pool threads
+            // The calling thread is where a job, closure or scratch buffer would be allocated. (The whole process
+            // also measures 0 bytes in a console program; under xunit the runner's own threads allocate meanwhile.)
+            long threadBefore = GC.GetAllocatedBytesForCurrentThread();
+            for (int i = 0; i < 100; i++) Step();
+            Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - threadBefore);
+        }
+        finally
+        {
+            Workers.Count = saved;
+            System.Runtime.InteropServices.NativeMemory.Free(a);
+        }
+    }
+
     [Fact]
     public void CountMustBePositive()
     {
