@@ -10,5 +10,7 @@ internal static class CommandCatalog
         yield return TrainCommand.Create();
         yield return ConvertCommand.Create();
         yield return InspectCommand.Create();
+        yield return PrepareCommand.Create();
+        yield return EvalCommand.Create();
     }
 }

@@ -1,0 +1,269 @@
+using System.Text.Json;
+using GptSharp.Model;
+using GptSharp.Tensors;
+
+namespace GptSharp.Checkpoints.TensorFlow;
+
+/// <summary>
+/// Loads OpenAI's GPT-2 TensorFlow checkpoints (<c>hparams.json</c> + <c>model.ckpt.*</c>) into a
+/// <see cref="GptModel"/>, the book's <c>download_and_load_gpt2</c> + <c>load_weights_into_gpt</c>
+/// (ch05 <c>gpt_download.py</c> / <c>gpt_generate.py</c>): c_attn split into query/key/value, Conv1D
+/// weights [1, in, out] squeezed and transposed to nn.Linear's [out, in], out_head tied to wte.
+/// Tensors are streamed from the data shard straight into the model's parameter buffers; the
+/// transposed ones pass through one bounded scratch buffer, so no second copy of the weights exists.
+/// </summary>
+public static class Gpt2Checkpoint
+{
+    /// <summary>Scratch size for transposing Conv1D weights chunk by chunk.</summary>
+    private const int ScratchBytes = 4 << 20;
+
+    /// <summary>The file names OpenAI publishes per model size (all seven, as the book downloads them).</summary>
+    public static IReadOnlyList<string> FileNames { get; } =
+        ["checkpoint", "encoder.json", "hparams.json", "model.ckpt.data-00000-of-00001", "model.ckpt.index", "model.ckpt.meta", "vocab.bpe"];
+
+    /// <summary>True when <paramref name="directory"/> looks like an OpenAI GPT-2 model folder.</summary>
+    public static bool IsCheckpointDirectory(string directory) =>
+        File.Exists(Path.Combine(directory, "hparams.json")) && File.Exists(Path.Combine(directory, "model.ckpt.index"));
+
+    /// <summary>
+    /// The book's config for these weights: <c>GPT_CONFIG_124M</c> updated with the sizes from
+    /// <c>hparams.json</c>, <c>context_length = n_ctx</c> (1024) and <c>qkv_bias = True</c>.
+    /// </summary>
+    public static GptConfig ReadConfig(string modelDir)
+    {
+        string path = Path.Combine(modelDir, "hparams.json");
+        if (!File.Exists(path)) throw new FileNotFoundException($"{path}: hparams.json not found; is '{modelDir}' a GPT-2 model folder?", path);
+        JsonElement root;
+        try
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllBytes(path));
+            root = doc.RootElement.Clone();
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"{path}: not valid JSON ({e.Message}).");
+        }
+        int Get(string key)
+        {
+            if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty(key, out var v) || v.ValueKind != JsonValueKind.Number || !v.TryGetInt32(out int n))
+                throw new InvalidDataException($"{path}: expected an integer \"{key}\" (hparams.json holds n_vocab, n_ctx, n_embd, n_head, n_layer).");
+            return n;
+        }
+        var config = GptConfig.Gpt2Small with
+        {
+            VocabSize = Get("n_vocab"),
+            ContextLength = Get("n_ctx"),
+            EmbeddingDim = Get("n_embd"),
+            Heads = Get("n_head"),
+            Layers = Get("n_layer"),
+            QkvBias = true,
+        };
+        try
+        {
+            return config.Validate();
+        }
+        catch (ArgumentException e)
+        {
+            throw new InvalidDataException($"{path}: {e.Message}");
+        }
+    }
+
+    /// <summary>The checkpoint prefix: <c>model_checkpoint_path</c> from the <c>checkpoint</c> file, else <c>model.ckpt</c>.</summary>
+    public static string FindPrefix(string modelDir)
+    {
+        string state = Path.Combine(modelDir, "checkpoint");
+        if (File.Exists(state))
+        {
+            foreach (string line in File.ReadLines(state))
+            {
+                const string key = "model_checkpoint_path:";
+                string t = line.Trim();
+                if (!t.StartsWith(key, StringComparison.Ordinal)) continue;
+                string value = t[key.Length..].Trim().Trim('"');
+                if (value.Length == 0) break;
+                string prefix = Path.IsPathRooted(value) ? value : Path.Combine(modelDir, value);
+                if (File.Exists(prefix + ".index")) return prefix;
+                break; // a stale absolute path from another machine: fall back to the default name
+            }
+        }
+        return Path.Combine(modelDir, "model.ckpt");
+    }
+
+    /// <summary>
+    /// Every tensor name in an OpenAI GPT-2 checkpoint of <paramref name="config"/> with its shape,
+    /// in the index's sorted order.
+    /// </summary>
+    public static SortedDictionary<string, long[]> ExpectedTensors(GptConfig config)
+    {
+        long e = config.EmbeddingDim, h = config.HiddenDim;
+        var expected = new SortedDictionary<string, long[]>(StringComparer.Ordinal)
+        {
+            ["model/wte"] = [config.VocabSize, e],
+            ["model/wpe"] = [config.ContextLength, e],
+            ["model/ln_f/g"] = [e],
+            ["model/ln_f/b"] = [e],
+        };
+        for (int i = 0; i < config.Layers; i++)
+        {
+            string p = $"model/h{i}/";
+            expected[p + "attn/c_attn/w"] = [1, e, 3 * e];
+            expected[p + "attn/c_attn/b"] = [3 * e];
+            expected[p + "attn/c_proj/w"] = [1, e, e];
+            expected[p + "attn/c_proj/b"] = [e];
+            expected[p + "ln_1/g"] = [e];
+            expected[p + "ln_1/b"] = [e];
+            expected[p + "ln_2/g"] = [e];
+            expected[p + "ln_2/b"] = [e];
+            expected[p + "mlp/c_fc/w"] = [1, e, h];
+            expected[p + "mlp/c_fc/b"] = [h];
+            expected[p + "mlp/c_proj/w"] = [1, h, e];
+            expected[p + "mlp/c_proj/b"] = [e];
+        }
+        return expected;
+    }
+
+    /// <summary>
+    /// Checks that the bundle holds exactly the GPT-2 tensors of <paramref name="config"/>, as float32
+    /// with the right shapes; throws a one-line error naming the index file and the first problem.
+    /// </summary>
+    public static void CheckTensors(TensorBundleReader bundle, GptConfig config)
+    {
+        var expected = ExpectedTensors(config);
+        foreach (var entry in bundle.Entries)
+        {
+            if (!expected.TryGetValue(entry.Name, out var shape))
+                throw new InvalidDataException($"{bundle.IndexPath}: unexpected tensor '{entry.Name}' {entry.ShapeString}: not part of a GPT-2 model with n_layer={config.Layers} (check hparams.json).");
+            if (!shape.AsSpan().SequenceEqual(entry.Shape))
+                throw new InvalidDataException($"{bundle.IndexPath}: shape mismatch for tensor '{entry.Name}'. Left: [{string.Join(", ", shape)}] (from hparams.json), Right: {entry.ShapeString} (checkpoint).");
+            if (entry.DType != TfDataType.Float)
+                throw new NotSupportedException($"{bundle.IndexPath}: tensor '{entry.Name}' has unsupported dtype {entry.DType}; GPT-2 weights must be float32.");
+        }
+        foreach (string name in expected.Keys)
+            if (!bundle.TryGetEntry(name, out _))
+                throw new InvalidDataException($"{bundle.IndexPath}: tensor '{name}' is missing from the checkpoint.");
+    }
+
+    /// <summary>Loads the GPT-2 model in <paramref name="modelDir"/> (hparams.json, checkpoint, model.ckpt.index/.data).</summary>
+    public static GptModel Load(string modelDir)
+    {
+        var config = ReadConfig(modelDir);
+        using var bundle = TensorBundleReader.Open(FindPrefix(modelDir));
+        CheckTensors(bundle, config);
+        bundle.CheckDataFiles();
+        var model = new GptModel(config);
+        try
+        {
+            LoadWeightsIntoGpt(model, bundle);
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// The book's <c>load_weights_into_gpt(gpt, params)</c>: copies every OpenAI tensor into its
+    /// place in <paramref name="gpt"/> (which must have <c>qkv_bias</c> and the checkpoint's sizes).
+    /// </summary>
+    public static void LoadWeightsIntoGpt(GptModel gpt, TensorBundleReader bundle) => LoadWeightsIntoGpt(gpt, bundle, ScratchBytes);
+
+    /// <summary><see cref="LoadWeightsIntoGpt(GptModel, TensorBundleReader)"/> with a chosen scratch size (tests use tiny ones to cross chunk boundaries).</summary>
+    internal static void LoadWeightsIntoGpt(GptModel gpt, TensorBundleReader bundle, int scratchBytes)
+    {
+        var config = gpt.Config;
+        if (!config.QkvBias)
+            throw new ArgumentException("GPT-2 checkpoints have query/key/value biases: build the model with QkvBias = true.");
+        CheckTensors(bundle, config);
+
+        Assign(bundle, "model/wpe", gpt.PositionEmbedding);
+        Assign(bundle, "model/wte", gpt.TokenEmbedding);
+        int e = config.EmbeddingDim;
+        for (int b = 0; b < config.Layers; b++)
+        {
+            var block = gpt.Blocks[b];
+            string p = $"model/h{b}/";
+
+            // c_attn.w [1, e, 3e] = [W_q^T | W_k^T | W_v^T] along the last axis; the book does
+            // np.split(w, 3, axis=-1) and transposes each part.
+            var qkv = new[] { block.Query.Weight.Value, block.Key.Weight.Value, block.Value.Weight.Value };
+            ReadTransposed(bundle, p + "attn/c_attn/w", 3 * e, scratchBytes, (firstRow, rows, count) =>
+            {
+                for (int part = 0; part < 3; part++)
+                    TransposeRowsInto(rows, count, 3 * e, part * e, e, qkv[part], e, firstRow);
+            });
+            var bias = new float[3 * e];
+            bundle.ReadFloat32(bundle.GetEntry(p + "attn/c_attn/b"), bias);
+            bias.AsSpan(0, e).CopyTo(block.Query.Bias!.Value.Span);
+            bias.AsSpan(e, e).CopyTo(block.Key.Bias!.Value.Span);
+            bias.AsSpan(2 * e, e).CopyTo(block.Value.Bias!.Value.Span);
+
+            AssignTransposed(bundle, p + "attn/c_proj/w", block.OutProj.Weight, scratchBytes);
+            Assign(bundle, p + "attn/c_proj/b", block.OutProj.Bias!);
+            AssignTransposed(bundle, p + "mlp/c_fc/w", block.FeedForwardIn.Weight, scratchBytes);
+            Assign(bundle, p + "mlp/c_fc/b", block.FeedForwardIn.Bias!);
+            AssignTransposed(bundle, p + "mlp/c_proj/w", block.FeedForwardOut.Weight, scratchBytes);
+            Assign(bundle, p + "mlp/c_proj/b", block.FeedForwardOut.Bias!);
+            Assign(bundle, p + "ln_1/g", block.Norm1.Scale);
+            Assign(bundle, p + "ln_1/b", block.Norm1.Shift);
+            Assign(bundle, p + "ln_2/g", block.Norm2.Scale);
+            Assign(bundle, p + "ln_2/b", block.Norm2.Shift);
+        }
+        Assign(bundle, "model/ln_f/g", gpt.FinalNorm.Scale);
+        Assign(bundle, "model/ln_f/b", gpt.FinalNorm.Shift);
+        // GPT-2 ties the output head to the token embedding (gpt.out_head.weight = assign(..., params["wte"])).
+        gpt.OutHead.Value.CopyFrom(gpt.TokenEmbedding.Value);
+    }
+
+    /// <summary>Direct copy, same layout (the book's <c>assign(left, right)</c> with its shape check).</summary>
+    private static void Assign(TensorBundleReader bundle, string name, Parameter target)
+    {
+        var entry = bundle.GetEntry(name);
+        if (entry.ElementCount != target.Length)
+            throw new InvalidDataException($"{bundle.IndexPath}: shape mismatch for '{name}' → {target.Name}. Left: {target.Value.ShapeString}, Right: {entry.ShapeString}.");
+        bundle.ReadFloat32(entry, target.Value.Span);
+    }
+
+    /// <summary>A Conv1D weight [1, in, out] into an nn.Linear weight [out, in].</summary>
+    private static void AssignTransposed(TensorBundleReader bundle, string name, Parameter target, int scratchBytes)
+    {
+        int outFeatures = target.Value.Size(0), inFeatures = target.Value.Size(1);
+        var entry = bundle.GetEntry(name);
+        if (entry.Shape.Length != 3 || entry.Shape[0] != 1 || entry.Shape[1] != inFeatures || entry.Shape[2] != outFeatures)
+            throw new InvalidDataException($"{bundle.IndexPath}: shape mismatch for '{name}' → {target.Name}. Left: {target.Value.ShapeString}, Right: {entry.ShapeString} (transposed).");
+        ReadTransposed(bundle, name, outFeatures, scratchBytes, (firstRow, rows, count) =>
+            TransposeRowsInto(rows, count, outFeatures, 0, outFeatures, target.Value, inFeatures, firstRow));
+    }
+
+    private delegate void RowsHandler(int firstRow, ReadOnlySpan<float> rows, int rowCount);
+
+    /// <summary>Streams the rows (input features) of a Conv1D weight through the bounded scratch buffer.</summary>
+    private static void ReadTransposed(TensorBundleReader bundle, string name, int rowLength, int scratchBytes, RowsHandler handle) =>
+        bundle.ReadFloat32Rows(bundle.GetEntry(name), rowLength, scratchBytes, (firstRow, chunk) => handle(firstRow, chunk, chunk.Length / rowLength));
+
+    /// <summary>
+    /// Writes columns [<paramref name="columnStart"/>, +<paramref name="columns"/>) of a chunk of
+    /// source rows (source row r = input feature firstRow + r) as destination rows:
+    /// dest[j, firstRow + r] = src[r, columnStart + j]. Blocks of 16 source rows keep both sides cache-friendly.
+    /// </summary>
+    internal static unsafe void TransposeRowsInto(ReadOnlySpan<float> source, int rowCount, int sourceRowLength, int columnStart, int columns,
+        Tensor destination, int destinationRowLength, int firstRow)
+    {
+        float* dst = destination.Data;
+        fixed (float* src = source)
+        {
+            const int Block = 16;
+            for (int r0 = 0; r0 < rowCount; r0 += Block)
+            {
+                int rn = Math.Min(Block, rowCount - r0);
+                for (int j = 0; j < columns; j++)
+                {
+                    float* d = dst + (long)j * destinationRowLength + firstRow + r0;
+                    float* s = src + (long)r0 * sourceRowLength + columnStart + j;
+                    for (int r = 0; r < rn; r++) d[r] = s[(long)r * sourceRowLength];
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,389 @@
+using System.Buffers;
+using System.Text;
+using System.Text.Unicode;
+using GptSharp.Tensors;
+
+namespace GptSharp.Tokenization;
+
+/// <summary>
+/// GPT-2's byte-level BPE tokenizer, giving the same ids as tiktoken's <c>get_encoding("gpt2")</c>, which the
+/// book uses: <c>tokenizer.encode(text, allowed_special={"&lt;|endoftext|&gt;"})</c> and <c>tokenizer.decode(ids)</c>.
+/// </summary>
+/// <remarks>
+/// The vocabulary is embedded in the library and loaded once, on first use of <see cref="Instance"/>.
+/// Encoding converts the text to UTF-8, cuts it into pieces with <see cref="PreTokenizer"/>, and maps each piece
+/// to ids: a piece that is itself a token is one hash lookup (tiktoken's shortcut), a piece seen before comes
+/// from this thread's <see cref="MergeCache"/>, and only new pieces run the byte-pair merges.
+/// All methods are thread-safe.
+/// </remarks>
+public sealed class Gpt2Tokenizer
+{
+    /// <summary>Id of <c>&lt;|endoftext|&gt;</c>.</summary>
+    public const int EndOfTextId = Gpt2Vocabulary.EndOfTextId;
+
+    /// <summary>Number of token ids: 50,256 byte-pair tokens plus <c>&lt;|endoftext|&gt;</c>.</summary>
+    public const int VocabSize = Gpt2Vocabulary.VocabSize;
+
+    /// <summary>GPT-2's only special token.</summary>
+    public const string EndOfText = Gpt2Vocabulary.EndOfText;
+
+    private static readonly Lazy<Gpt2Tokenizer> s_instance = new(() => new Gpt2Tokenizer(Gpt2Vocabulary.LoadEmbedded()));
+
+    private static ReadOnlySpan<byte> EndOfTextUtf8 => "<|endoftext|>"u8;
+
+    // Encode(string) converts text this short on the stack; longer text goes through a pooled buffer.
+    private const int StackUtf8Limit = 1024;
+
+    private readonly Gpt2Vocabulary _vocabulary;
+
+    private Gpt2Tokenizer(Gpt2Vocabulary vocabulary) => _vocabulary = vocabulary;
+
+    /// <summary>The tokenizer (the book's <c>tiktoken.get_encoding("gpt2")</c>), loaded on first use.</summary>
+    public static Gpt2Tokenizer Instance => s_instance.Value;
+
+    /// <summary>Same as <see cref="Instance"/>.</summary>
+    public static Gpt2Tokenizer Shared => s_instance.Value;
+
+    /// <summary>Every special token: pass as <c>allowedSpecial</c> for tiktoken's <c>allowed_special="all"</c>.</summary>
+    public static IReadOnlySet<string> AllSpecialTokens { get; } = new HashSet<string>(StringComparer.Ordinal) { EndOfText };
+
+    /// <summary>
+    /// Ids of <paramref name="text"/>, like tiktoken's <c>encode(text, allowed_special=...)</c>: each
+    /// <c>&lt;|endoftext|&gt;</c> becomes <see cref="EndOfTextId"/> if it is in <paramref name="allowedSpecial"/>
+    /// (strings that are not special tokens are ignored, as tiktoken does); if it is not allowed, the text is
+    /// refused with an <see cref="ArgumentException"/> (use <see cref="EncodeOrdinary"/> to encode it as plain text).
+    /// Lone surrogates are encoded as U+FFFD, as tiktoken does.
+    /// </summary>
+    public int[] Encode(string text, IReadOnlySet<string>? allowedSpecial = null)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        return WithUtf8(text, IsEndOfTextAllowed(allowedSpecial) ? Mode.SpecialAllowed : Mode.SpecialRefused);
+    }
+
+    /// <summary>Ids of <paramref name="text"/> with special-token text treated as plain text (tiktoken's <c>encode_ordinary</c>).</summary>
+    public int[] EncodeOrdinary(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        return WithUtf8(text, Mode.Ordinary);
+    }
+
+    /// <summary><see cref="Encode(string, IReadOnlySet{string}?)"/> of UTF-8 bytes; ill-formed UTF-8 is an <see cref="InvalidDataException"/> naming the byte offset.</summary>
+    public int[] EncodeUtf8(ReadOnlySpan<byte> utf8, IReadOnlySet<string>? allowedSpecial = null)
+    {
+        ThrowIfInvalidUtf8(utf8);
+        return EncodeValidUtf8(utf8, IsEndOfTextAllowed(allowedSpecial) ? Mode.SpecialAllowed : Mode.SpecialRefused);
+    }
+
+    /// <summary><see cref="EncodeOrdinary(string)"/> of UTF-8 bytes; ill-formed UTF-8 is an <see cref="InvalidDataException"/> naming the byte offset.</summary>
+    public int[] EncodeOrdinaryUtf8(ReadOnlySpan<byte> utf8)
+    {
+        ThrowIfInvalidUtf8(utf8);
+        return EncodeValidUtf8(utf8, Mode.Ordinary);
+    }
+
+    /// <summary>
+    /// <see cref="Encode(string, IReadOnlySet{string}?)"/> for big inputs on all <see cref="Workers"/>: the text is
+    /// cut where a word ends before white space (where the pre-tokenizer always cuts, whatever comes before or
+    /// after), the chunks are encoded in parallel and their ids joined, so the result is identical.
+    /// </summary>
+    public int[] EncodeParallel(ReadOnlyMemory<byte> utf8, IReadOnlySet<string>? allowedSpecial = null)
+    {
+        ThrowIfInvalidUtf8(utf8.Span);
+        return EncodeValidUtf8Parallel(utf8, IsEndOfTextAllowed(allowedSpecial) ? Mode.SpecialAllowed : Mode.SpecialRefused);
+    }
+
+    /// <summary><see cref="EncodeOrdinary(string)"/> of big UTF-8 inputs on all <see cref="Workers"/>; identical ids.</summary>
+    public int[] EncodeOrdinaryParallel(ReadOnlyMemory<byte> utf8)
+    {
+        ThrowIfInvalidUtf8(utf8.Span);
+        return EncodeValidUtf8Parallel(utf8, Mode.Ordinary);
+    }
+
+    /// <summary><see cref="EncodeParallel(ReadOnlyMemory{byte}, IReadOnlySet{string}?)"/> of a string.</summary>
+    public int[] EncodeParallel(string text, IReadOnlySet<string>? allowedSpecial = null)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        return EncodeValidUtf8Parallel(Encoding.UTF8.GetBytes(text), IsEndOfTextAllowed(allowedSpecial) ? Mode.SpecialAllowed : Mode.SpecialRefused);
+    }
+
+    /// <summary><see cref="EncodeOrdinaryParallel(ReadOnlyMemory{byte})"/> of a string.</summary>
+    public int[] EncodeOrdinaryParallel(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        return EncodeValidUtf8Parallel(Encoding.UTF8.GetBytes(text), Mode.Ordinary);
+    }
+
+    /// <summary>
+    /// Text of <paramref name="ids"/>, like tiktoken's <c>decode</c>: the tokens' bytes joined and read as UTF-8,
+    /// with each ill-formed sequence (e.g. a character cut between tokens) replaced by U+FFFD.
+    /// </summary>
+    public string Decode(ReadOnlySpan<int> ids)
+    {
+        int length = DecodedLength(ids);
+        byte[]? rented = null;
+        Span<byte> bytes = length <= StackUtf8Limit ? stackalloc byte[length] : (rented = ArrayPool<byte>.Shared.Rent(length));
+        try
+        {
+            WriteBytes(ids, bytes);
+            return Encoding.UTF8.GetString(bytes[..length]);
+        }
+        finally
+        {
+            if (rented != null) ArrayPool<byte>.Shared.Return(rented);
+        }
+    }
+
+    /// <summary>The raw bytes of <paramref name="ids"/> joined (tiktoken's <c>decode_bytes</c>).</summary>
+    public byte[] DecodeBytes(ReadOnlySpan<int> ids)
+    {
+        var bytes = new byte[DecodedLength(ids)];
+        WriteBytes(ids, bytes);
+        return bytes;
+    }
+
+    /// <summary>The bytes of one token (tiktoken's <c>decode_single_token_bytes</c>).</summary>
+    public ReadOnlySpan<byte> TokenBytes(int id)
+    {
+        CheckId(id);
+        return _vocabulary.TokenBytes(id);
+    }
+
+    /// <summary>Throws an <see cref="ArgumentException"/> naming the first id outside 0 … 50256.</summary>
+    public static void CheckIds(ReadOnlySpan<int> ids)
+    {
+        foreach (int id in ids) CheckId(id);
+    }
+
+    private static void CheckId(int id)
+    {
+        if ((uint)id >= VocabSize)
+            throw new ArgumentException($"Token id {id} is not in the GPT-2 vocabulary (ids are 0 to {VocabSize - 1}).", "ids");
+    }
+
+    private int DecodedLength(ReadOnlySpan<int> ids)
+    {
+        long length = 0;
+        foreach (int id in ids)
+        {
+            CheckId(id);
+            length += _vocabulary.TokenLength(id);
+        }
+        if (length > Array.MaxLength) throw new ArgumentException($"{ids.Length} token ids decode to more than {Array.MaxLength} bytes.", nameof(ids));
+        return (int)length;
+    }
+
+    private void WriteBytes(ReadOnlySpan<int> ids, Span<byte> destination)
+    {
+        int at = 0;
+        foreach (int id in ids)
+        {
+            var token = _vocabulary.TokenBytes(id);
+            token.CopyTo(destination[at..]);
+            at += token.Length;
+        }
+    }
+
+    private enum Mode
+    {
+        /// <summary>encode_ordinary: special-token text is plain text.</summary>
+        Ordinary,
+        /// <summary>&lt;|endoftext|&gt; becomes its id.</summary>
+        SpecialAllowed,
+        /// <summary>&lt;|endoftext|&gt; in the text is an error (tiktoken's default disallowed_special="all").</summary>
+        SpecialRefused,
+    }
+
+    private static bool IsEndOfTextAllowed(IReadOnlySet<string>? allowedSpecial) =>
+        allowedSpecial != null && allowedSpecial.Contains(EndOfText);
+
+    private int[] WithUtf8(string text, Mode mode)
+    {
+        int maxBytes = Encoding.UTF8.GetMaxByteCount(text.Length);
+        byte[]? rented = null;
+        Span<byte> buffer = maxBytes <= StackUtf8Limit ? stackalloc byte[maxBytes] : (rented = ArrayPool<byte>.Shared.Rent(maxBytes));
+        try
+        {
+            // Lone surrogates become U+FFFD, as in tiktoken (which re-encodes such strings with "replace").
+            int length = Encoding.UTF8.GetBytes(text, buffer);
+            return EncodeValidUtf8(buffer[..length], mode);
+        }
+        finally
+        {
+            if (rented != null) ArrayPool<byte>.Shared.Return(rented);
+        }
+    }
+
+    private int[] EncodeValidUtf8(ReadOnlySpan<byte> utf8, Mode mode)
+    {
+        if (mode == Mode.SpecialRefused) ThrowIfContainsSpecial(utf8);
+        var ids = new IdList(utf8.Length / 3 + 16);
+        try
+        {
+            AppendIds(utf8, mode == Mode.SpecialAllowed, ref ids);
+            return ids.ToArray();
+        }
+        finally
+        {
+            ids.Dispose();
+        }
+    }
+
+    private static void ThrowIfContainsSpecial(ReadOnlySpan<byte> utf8)
+    {
+        if (utf8.IndexOf(EndOfTextUtf8) >= 0)
+            throw new ArgumentException(
+                $"The text contains a special token that is not allowed: {EndOfText}. Pass it in allowedSpecial to encode it as " +
+                $"token {EndOfTextId}, or use EncodeOrdinary to encode it as plain text.", "text");
+    }
+
+    /// <summary>Appends the ids of valid UTF-8 to <paramref name="ids"/>, splitting at <c>&lt;|endoftext|&gt;</c> when allowed.</summary>
+    private void AppendIds(ReadOnlySpan<byte> utf8, bool endOfTextAllowed, ref IdList ids)
+    {
+        if (endOfTextAllowed)
+        {
+            int special;
+            while ((special = utf8.IndexOf(EndOfTextUtf8)) >= 0)
+            {
+                AppendOrdinaryIds(utf8[..special], ref ids);
+                ids.Add(EndOfTextId);
+                utf8 = utf8[(special + EndOfTextUtf8.Length)..];
+            }
+        }
+        AppendOrdinaryIds(utf8, ref ids);
+    }
+
+    /// <summary>The hot loop: pre-tokenize and map each piece to ids.</summary>
+    private void AppendOrdinaryIds(ReadOnlySpan<byte> utf8, ref IdList ids)
+    {
+        Gpt2Vocabulary vocabulary = _vocabulary;
+        MergeCache? cache = null;
+        int maxTokenLength = vocabulary.MaxTokenLength;
+        int start = 0;
+        while (start < utf8.Length)
+        {
+            int end = PreTokenizer.PieceEnd(utf8, start);
+            ReadOnlySpan<byte> piece = utf8[start..end];
+            start = end;
+            if (piece.Length == 1)
+            {
+                ids.Add(vocabulary.ByteToId[piece[0]]);
+                continue;
+            }
+            ulong hash = ByteHash.Hash(piece);
+            if (piece.Length <= maxTokenLength)
+            {
+                int id = vocabulary.Rank(piece, hash);
+                if (id >= 0)
+                {
+                    ids.Add(id);
+                    continue;
+                }
+            }
+            cache ??= MergeCache.Current;
+            if (cache.TryGet(piece, hash, out ReadOnlySpan<int> cached))
+            {
+                ids.AddRange(cached);
+                continue;
+            }
+            int first = ids.Count;
+            BytePairMerge.Encode(vocabulary, piece, ref ids);
+            cache.Add(piece, hash, ids.AsSpan()[first..]);
+        }
+    }
+
+    // Chunks of about this many bytes are the units of work of the parallel encoder.
+    private const int ParallelChunkBytes = 1 << 20;
+
+    private int[] EncodeValidUtf8Parallel(ReadOnlyMemory<byte> utf8, Mode mode)
+    {
+        if (mode == Mode.SpecialRefused) ThrowIfContainsSpecial(utf8.Span);
+        if (Workers.Count == 1 || utf8.Length < 2 * ParallelChunkBytes) return EncodeValidUtf8(utf8.Span, mode);
+
+        List<int> bounds = ChunkBounds(utf8.Span, ParallelChunkBytes);
+        var chunkIds = new int[bounds.Count - 1][];
+        bool endOfTextAllowed = mode == Mode.SpecialAllowed;
+        Workers.Run(chunkIds.Length, chunk =>
+        {
+            var ids = new IdList((bounds[chunk + 1] - bounds[chunk]) / 3 + 16);
+            try
+            {
+                AppendIds(utf8.Span[bounds[chunk]..bounds[chunk + 1]], endOfTextAllowed, ref ids);
+                chunkIds[chunk] = ids.ToArray();
+            }
+            finally
+            {
+                ids.Dispose();
+            }
+        });
+
+        long total = 0;
+        foreach (var ids in chunkIds) total += ids.Length;
+        var result = new int[total];
+        int at = 0;
+        foreach (var ids in chunkIds)
+        {
+            ids.CopyTo(result, at);
+            at += ids.Length;
+        }
+        return result;
+    }
+
+    /// <summary>
+    /// Offsets that cut <paramref name="utf8"/> into chunks of about <paramref name="chunkBytes"/>, each cut at a
+    /// position p where byte p - 1 is an ASCII non-space and byte p is ASCII white space. No piece crosses p (no
+    /// alternative of the pattern matches across a non-space → space edge), and the pieces on either side do not
+    /// depend on the other side (the only look-ahead, <c>\s+(?!\S)</c>, and the optional leading space both
+    /// start at p or later), so encoding the chunks separately gives the same ids. <c>&lt;|endoftext|&gt;</c>
+    /// holds no space, so it is never cut either.
+    /// </summary>
+    internal static List<int> ChunkBounds(ReadOnlySpan<byte> utf8, int chunkBytes)
+    {
+        var bounds = new List<int> { 0 };
+        int target = chunkBytes;
+        while (target < utf8.Length)
+        {
+            int cut = -1;
+            for (int p = Math.Max(target, 1); p < utf8.Length; p++)
+            {
+                if (PreTokenizer.IsAsciiSpace(utf8[p]) && utf8[p - 1] < 0x80 && !PreTokenizer.IsAsciiSpace(utf8[p - 1]))
+                {
+                    cut = p;
+                    break;
+                }
+            }
+            if (cut < 0) break;
+            bounds.Add(cut);
+            target = cut + chunkBytes;
+        }
+        bounds.Add(utf8.Length);
+        return bounds;
+    }
+
+    /// <summary>Offset of the first byte of <paramref name="utf8"/> that starts an ill-formed UTF-8 sequence, or -1 if it is all valid.</summary>
+    public static int IndexOfInvalidUtf8(ReadOnlySpan<byte> utf8)
+    {
+        Span<char> scratch = stackalloc char[1024];
+        int offset = 0;
+        while (true)
+        {
+            var status = Utf8.ToUtf16(utf8[offset..], scratch, out int read, out _, replaceInvalidSequences: false, isFinalBlock: true);
+            offset += read;
+            switch (status)
+            {
+                case System.Buffers.OperationStatus.Done:
+                    return -1;
+                case System.Buffers.OperationStatus.DestinationTooSmall:
+                    continue;
+                default:
+                    return offset;
+            }
+        }
+    }
+
+    private static void ThrowIfInvalidUtf8(ReadOnlySpan<byte> utf8)
+    {
+        if (Utf8.IsValid(utf8)) return;
+        int offset = IndexOfInvalidUtf8(utf8);
+        throw new InvalidDataException($"The input is not valid UTF-8: byte 0x{utf8[offset]:x2} at offset {offset} does not start a well-formed sequence.");
+    }
+}

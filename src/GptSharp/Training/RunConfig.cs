@@ -1,0 +1,102 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
+using GptSharp.Checkpoints;
+using GptSharp.Model;
+
+namespace GptSharp.Training;
+
+/// <summary>
+/// Everything that defines a training run, written to <c>config.json</c> in the run directory and read
+/// back by <c>--resume</c>. The model section uses the book's dictionary keys (<c>GPT_CONFIG_124M</c>).
+/// </summary>
+public sealed record RunConfig
+{
+    public required GptConfig Model { get; init; }
+    public required TrainingOptions Training { get; init; }
+
+    /// <summary>Where the text came from: a path, a glob, or the bundled The Verdict.</summary>
+    public string Data { get; init; } = "";
+    public int BatchSize { get; init; } = 2;
+    public int Stride { get; init; } = 256;
+    public double TrainRatio { get; init; } = 0.9;
+    public double LearningRate { get; init; } = 4e-4;
+    public double WeightDecay { get; init; } = 0.1;
+    public ulong Seed { get; init; } = 123;
+
+    /// <summary>"torch" (PyTorch's generator, the book's numbers) or "fast".</summary>
+    public string Rng { get; init; } = "torch";
+
+    private static readonly JsonSerializerOptions Json = new()
+    {
+        WriteIndented = true,
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+    };
+
+    public string ToJson()
+    {
+        var node = new JsonObject
+        {
+            ["model"] = JsonNode.Parse(ConfigJson.ToBookJson(Model)),
+            ["training"] = JsonSerializer.SerializeToNode(Training, Json),
+            ["data"] = Data,
+            ["batch_size"] = BatchSize,
+            ["stride"] = Stride,
+            ["train_ratio"] = TrainRatio,
+            ["learning_rate"] = LearningRate,
+            ["weight_decay"] = WeightDecay,
+            ["seed"] = Seed,
+            ["rng"] = Rng,
+        };
+        return node.ToJsonString(Json);
+    }
+
+    public static RunConfig FromJson(string json, string source)
+    {
+        try
+        {
+            var node = JsonNode.Parse(json)?.AsObject() ?? throw new InvalidDataException($"{source}: empty run configuration.");
+            return new RunConfig
+            {
+                Model = ConfigJson.Parse((node["model"] ?? throw new InvalidDataException($"{source}: no \"model\" section.")).ToJsonString(), source),
+                Training = node["training"].Deserialize<TrainingOptions>(Json) ?? throw new InvalidDataException($"{source}: no \"training\" section."),
+                Data = (string?)node["data"] ?? "",
+                BatchSize = (int?)node["batch_size"] ?? 2,
+                Stride = (int?)node["stride"] ?? 256,
+                TrainRatio = (double?)node["train_ratio"] ?? 0.9,
+                LearningRate = (double?)node["learning_rate"] ?? 4e-4,
+                WeightDecay = (double?)node["weight_decay"] ?? 0.1,
+                Seed = (ulong?)node["seed"] ?? 123,
+                Rng = (string?)node["rng"] ?? "torch",
+            };
+        }
+        catch (Exception e) when (e is JsonException or FormatException or InvalidOperationException)
+        {
+            throw new InvalidDataException($"{source}: not a valid run configuration ({e.Message}).");
+        }
+    }
+}
+
+/// <summary>The model configuration of <c>--config</c>: a preset name or a JSON file.</summary>
+public static class ModelConfigs
+{
+    /// <summary>A preset name (<see cref="GptConfig.FromPresetName"/>), or a JSON file with the book's keys (or Hugging Face GPT-2's, or a run's config.json).</summary>
+    public static GptConfig FromPresetOrFile(string value)
+    {
+        if (GptConfig.FromPresetName(value) is GptConfig preset) return preset;
+        if (!File.Exists(value))
+            throw new ArgumentException($"--config: '{value}' is neither a preset ({string.Join(", ", GptConfig.PresetNames)}) nor a JSON file.");
+        string json = File.ReadAllText(value);
+        try
+        {
+            // A run's config.json holds the model dictionary under "model".
+            if (JsonNode.Parse(json) is JsonObject o && o["model"] is JsonObject model) json = model.ToJsonString();
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"{value}: not valid JSON ({e.Message}).");
+        }
+        return ConfigJson.Parse(json, value);
+    }
+}

@@ -1,0 +1,259 @@
+using System.Diagnostics;
+using System.Globalization;
+using GptSharp.Data;
+using GptSharp.Model;
+using GptSharp.Tensors;
+using GptSharp.Tokenization;
+
+namespace GptSharp.Training;
+
+/// <summary>How a run trains. The defaults are the book's chapter-5 run; the Appendix D options are all off.</summary>
+public sealed record TrainingOptions
+{
+    public int Epochs { get; init; } = 10;
+
+    /// <summary>Evaluate every this many optimizer steps (<c>eval_freq</c>).</summary>
+    public int EvalFreq { get; init; } = 5;
+
+    /// <summary>Batches per loader in each evaluation (<c>eval_iter</c>).</summary>
+    public int EvalIter { get; init; } = 5;
+
+    /// <summary>Prompt of the greedy sample printed after every epoch (<c>start_context</c>).</summary>
+    public string StartContext { get; init; } = "Every effort moves you";
+
+    /// <summary>Tokens the epoch sample generates.</summary>
+    public int SampleTokens { get; init; } = 50;
+
+    /// <summary>Stop after this many optimizer steps in total (null: run every epoch).</summary>
+    public long? MaxSteps { get; init; }
+
+    /// <summary>Linear warmup steps (Appendix D); 0 = off.</summary>
+    public int WarmupSteps { get; init; }
+
+    /// <summary>Learning rate at the first warmup step (Appendix D's <c>initial_lr</c>).</summary>
+    public double WarmupInitialLr { get; init; } = 3e-5;
+
+    /// <summary>Cosine-decay floor (Appendix D's <c>min_lr</c>); null = no decay.</summary>
+    public double? MinLr { get; init; }
+
+    /// <summary>Clip the global gradient norm to this value (Appendix D uses 1.0); 0 = off.</summary>
+    public double GradClip { get; init; }
+
+    /// <summary>Micro-batches whose gradients are averaged into one optimizer step; 1 = off.</summary>
+    public int GradAccum { get; init; } = 1;
+
+    public TrainingOptions Validate()
+    {
+        if (Epochs <= 0) throw new ArgumentException($"--epochs must be positive, got {Epochs}.");
+        if (EvalFreq <= 0) throw new ArgumentException($"--eval-freq must be positive, got {EvalFreq}.");
+        if (EvalIter <= 0) throw new ArgumentException($"--eval-iter must be positive, got {EvalIter}.");
+        if (SampleTokens < 0) throw new ArgumentException($"The sample length must be non-negative, got {SampleTokens}.");
+        if (MaxSteps is <= 0) throw new ArgumentException($"--max-steps must be positive, got {MaxSteps}.");
+        if (WarmupSteps < 0) throw new ArgumentException($"--warmup-steps must be non-negative, got {WarmupSteps}.");
+        if (MinLr is double m && !(m >= 0)) throw new ArgumentException($"--min-lr must be non-negative, got {m}.");
+        if (!(GradClip >= 0)) throw new ArgumentException($"--grad-clip must be non-negative (0 = off), got {GradClip}.");
+        if (GradAccum <= 0) throw new ArgumentException($"--grad-accum must be positive, got {GradAccum}.");
+        if (string.IsNullOrEmpty(StartContext)) throw new ArgumentException("--start-context must not be empty.");
+        return this;
+    }
+}
+
+/// <summary>One evaluation: the book's <c>train_losses</c>, <c>val_losses</c> and <c>track_tokens_seen</c> entries, plus run metrics.</summary>
+public sealed record EvaluationRecord(long Step, int Epoch, long TokensSeen, double TrainLoss, double ValLoss, double LearningRate, double TokensPerSecond)
+{
+    /// <summary>The book's line, e.g. <c>Ep 1 (Step 000000): Train loss 9.781, Val loss 9.933</c> (Epoch is 1-based).</summary>
+    public string BookLine => string.Create(CultureInfo.InvariantCulture,
+        $"Ep {Epoch} (Step {Step:D6}): Train loss {TrainLoss:F3}, Val loss {ValLoss:F3}");
+}
+
+/// <summary>The greedy sample after an epoch (Epoch is 1-based).</summary>
+public sealed record SampleRecord(int Epoch, long Step, string Text);
+
+/// <summary>Progress after one optimizer step.</summary>
+public readonly record struct StepProgress(int Epoch, long Step, long TotalSteps, float Loss, double LearningRate, long TokensSeen, double TokensPerSecond, TimeSpan Elapsed);
+
+/// <summary>
+/// Everything a run needs to continue bit-identically, except the model, the optimizer and the global
+/// random generator (saved next to it in the training checkpoint). Serialized as JSON.
+/// </summary>
+public sealed class TrainerState
+{
+    /// <summary>0-based epoch in progress (equal to the epoch count when training is finished).</summary>
+    public int Epoch { get; set; }
+
+    /// <summary>True once the current epoch's pass has started (its loader draws are done).</summary>
+    public bool EpochStarted { get; set; }
+
+    /// <summary>The current pass's shuffle seed (recreates its order on resume).</summary>
+    public long? SamplerSeed { get; set; }
+
+    /// <summary>The next batch of the current pass (the data-order position).</summary>
+    public int NextBatch { get; set; }
+
+    /// <summary>Index of the last optimizer step taken; -1 before the first (the book's <c>global_step</c>).</summary>
+    public long GlobalStep { get; set; } = -1;
+
+    /// <summary>Tokens trained on so far (the book's <c>tokens_seen</c>, summing <c>input_batch.numel()</c>).</summary>
+    public long TokensSeen { get; set; }
+
+    /// <summary>The optimizer's learning rate when the run started: the peak of the schedule (the optimizer's own rate moves with it).</summary>
+    public double PeakLearningRate { get; set; }
+
+    /// <summary>Training time so far over all sessions of the run.</summary>
+    public double ElapsedSeconds { get; set; }
+
+    public List<EvaluationRecord> Evaluations { get; set; } = [];
+
+    public List<SampleRecord> Samples { get; set; } = [];
+
+    public IEnumerable<double> TrainLosses => Evaluations.Select(e => e.TrainLoss);
+    public IEnumerable<double> ValLosses => Evaluations.Select(e => e.ValLoss);
+    public IEnumerable<long> TrackTokensSeen => Evaluations.Select(e => e.TokensSeen);
+}
+
+/// <summary>Why <see cref="Trainer.Run"/> returned.</summary>
+public enum TrainingOutcome { Completed, MaxStepsReached, Stopped }
+
+/// <summary>A non-finite loss: the run cannot continue.</summary>
+public sealed class TrainingDivergedException(string message) : InvalidOperationException(message);
+
+/// <summary>
+/// The book's <c>train_model_simple</c> loop as a resumable object, with Appendix D's options (warmup, cosine
+/// decay, gradient clipping) and gradient accumulation. Random draws happen in the book's order: each pass of the
+/// training loader, each evaluation's passes, and dropout in every training forward, all from the model's
+/// <see cref="GptModel.DropoutGenerator"/>, which must be the generator the loaders were given.
+/// </summary>
+public sealed class Trainer
+{
+    private readonly GptModel _model;
+    private readonly AdamW _optimizer;
+    private readonly TrainValidationLoaders _loaders;
+    private readonly Gpt2Tokenizer _tokenizer;
+
+    public Trainer(GptModel model, AdamW optimizer, TrainValidationLoaders loaders, TrainingOptions options,
+        Gpt2Tokenizer tokenizer, TrainerState? state = null)
+    {
+        _model = model;
+        _optimizer = optimizer;
+        _loaders = loaders;
+        Options = options.Validate();
+        _tokenizer = tokenizer;
+        State = state ?? new TrainerState { PeakLearningRate = optimizer.LearningRate };
+        long stepsPerEpoch = StepsPerEpoch(loaders.Train.Count, options.GradAccum);
+        long totalSteps = stepsPerEpoch * options.Epochs;
+        TotalSteps = options.MaxSteps is long max ? Math.Min(max, totalSteps) : totalSteps;
+        Schedule = new LearningRateSchedule(State.PeakLearningRate, options.WarmupSteps, options.WarmupInitialLr, options.MinLr, TotalSteps);
+    }
+
+    public TrainingOptions Options { get; }
+    public TrainerState State { get; }
+    public LearningRateSchedule Schedule { get; }
+
+    /// <summary>Optimizer steps the whole run takes.</summary>
+    public long TotalSteps { get; }
+
+    /// <summary>Called after each evaluation.</summary>
+    public event Action<EvaluationRecord>? Evaluated;
+
+    /// <summary>Called with each epoch's greedy sample.</summary>
+    public event Action<SampleRecord>? Sampled;
+
+    /// <summary>Called after each optimizer step (and its evaluation, if any).</summary>
+    public event Action<StepProgress>? StepCompleted;
+
+    /// <summary>Polled after every step: return true to stop cleanly at this step boundary (Ctrl+C).</summary>
+    public Func<bool>? ShouldStop { get; set; }
+
+    /// <summary>Optimizer steps in one epoch: one per <paramref name="gradAccum"/> batches, a short last group included.</summary>
+    public static long StepsPerEpoch(int batches, int gradAccum) => (batches + gradAccum - 1) / gradAccum;
+
+    /// <summary>Trains until every epoch is done, <see cref="TrainingOptions.MaxSteps"/> is reached or <see cref="ShouldStop"/> says so.</summary>
+    public TrainingOutcome Run()
+    {
+        var clock = Stopwatch.StartNew();
+        double elapsedBefore = State.ElapsedSeconds;
+        long tokensBefore = State.TokensSeen;
+        var parameters = _model.Parameters();
+        double TokensPerSecond() => clock.Elapsed.TotalSeconds > 0 ? (State.TokensSeen - tokensBefore) / clock.Elapsed.TotalSeconds : 0;
+
+        try
+        {
+            while (State.Epoch < Options.Epochs)
+            {
+                _model.Train();
+                DataLoaderIterator pass = State.EpochStarted
+                    ? _loaders.Train.ResumeEpoch(State.SamplerSeed, State.NextBatch)
+                    : _loaders.Train.StartEpoch();
+                State.EpochStarted = true;
+                State.SamplerSeed = pass.SamplerSeed;
+                State.NextBatch = pass.NextBatch;
+
+                while (true)
+                {
+                    if (Options.MaxSteps is long max && State.GlobalStep + 1 >= max) return TrainingOutcome.MaxStepsReached;
+                    long step = State.GlobalStep + 1;
+                    _optimizer.ZeroGrad();
+                    int microBatches = 0;
+                    float lastLoss = 0;
+                    while (microBatches < Options.GradAccum && pass.MoveNext())
+                    {
+                        var (input, target) = pass.Current;
+                        Loss loss = Pretraining.CalcLossBatch(input, target, _model);
+                        if (!float.IsFinite(loss.Value))
+                            throw new TrainingDivergedException(string.Create(CultureInfo.InvariantCulture,
+                                $"The training loss became {loss.Value} at epoch {State.Epoch + 1}, step {step}; stopping (try a lower --lr or --grad-clip 1)."));
+                        loss.Backward();
+                        State.TokensSeen += input.Count;
+                        lastLoss = loss.Value;
+                        microBatches++;
+                    }
+                    if (microBatches == 0) break; // the pass is over
+
+                    State.GlobalStep = step;
+                    double lr = Schedule.At(step);
+                    _optimizer.LearningRate = (float)lr;
+                    if (microBatches > 1) Gradients.Scale(parameters, 1f / microBatches);
+                    if (Options.GradClip > 0) Gradients.ClipGradNorm(parameters, Options.GradClip);
+                    _optimizer.Step();
+                    State.NextBatch = pass.NextBatch;
+
+                    if (step % Options.EvalFreq == 0)
+                    {
+                        var (trainLoss, valLoss) = Pretraining.EvaluateModel(_model, _loaders.Train, _loaders.Validation, Options.EvalIter);
+                        var record = new EvaluationRecord(step, State.Epoch + 1, State.TokensSeen, trainLoss, valLoss, lr, TokensPerSecond());
+                        State.Evaluations.Add(record);
+                        Evaluated?.Invoke(record);
+                    }
+                    State.ElapsedSeconds = elapsedBefore + clock.Elapsed.TotalSeconds;
+                    StepCompleted?.Invoke(new StepProgress(State.Epoch + 1, step, TotalSteps, lastLoss, lr, State.TokensSeen, TokensPerSecond(), TimeSpan.FromSeconds(State.ElapsedSeconds)));
+
+                    bool maxReached = Options.MaxSteps is long m && State.GlobalStep + 1 >= m;
+                    if (maxReached || ShouldStop?.Invoke() == true)
+                    {
+                        // Finish the epoch's bookkeeping when this was its last step, so the state is at a clean boundary.
+                        if (pass.NextBatch >= pass.Count) EndEpoch();
+                        return maxReached ? TrainingOutcome.MaxStepsReached : TrainingOutcome.Stopped;
+                    }
+                }
+                EndEpoch();
+            }
+            return TrainingOutcome.Completed;
+        }
+        finally
+        {
+            State.ElapsedSeconds = elapsedBefore + clock.Elapsed.TotalSeconds;
+        }
+    }
+
+    private void EndEpoch()
+    {
+        string text = Pretraining.GenerateSample(_model, _tokenizer, Options.StartContext, Options.SampleTokens);
+        var sample = new SampleRecord(State.Epoch + 1, State.GlobalStep, text);
+        State.Samples.Add(sample);
+        Sampled?.Invoke(sample);
+        State.Epoch++;
+        State.EpochStarted = false;
+        State.SamplerSeed = null;
+        State.NextBatch = 0;
+    }
+}

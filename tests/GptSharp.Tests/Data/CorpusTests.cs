@@ -1,0 +1,112 @@
+using System.Text;
+using GptSharp.Data;
+
+namespace GptSharp.Tests.Data;
+
+public sealed class CorpusTests : IDisposable
+{
+    private readonly string _dir = Path.Combine(Path.GetTempPath(), "gptsharp-corpus-" + Guid.NewGuid().ToString("N"));
+
+    public CorpusTests() => Directory.CreateDirectory(_dir);
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    // A stand-in encoder for the data layer (the BPE tokenizer has its own tests): one id per character.
+    private static int[] CharIds(string text) => text.Select(c => (int)c).ToArray();
+
+    [Fact]
+    public void DirectoryAndGlobResolveInOrdinalOrder()
+    {
+        File.WriteAllText(Path.Combine(_dir, "b.txt"), "bb");
+        File.WriteAllText(Path.Combine(_dir, "a.txt"), "aa");
+        File.WriteAllText(Path.Combine(_dir, "notes.md"), "skip");
+        Assert.Equal(["a.txt", "b.txt"], TextCorpus.ResolveFiles(_dir).Select(Path.GetFileName));
+        Assert.Equal(["b.txt"], TextCorpus.ResolveFiles(Path.Combine(_dir, "b*.txt")).Select(Path.GetFileName));
+        Assert.Equal("aa<|endoftext|>bb", TextCorpus.ReadCorpus(TextCorpus.ResolveFiles(_dir)));
+        Assert.Throws<FileNotFoundException>(() => TextCorpus.ResolveFiles(Path.Combine(_dir, "*.json")));
+    }
+
+    [Fact]
+    public void EmptyAndNonUtf8FilesAreNamed()
+    {
+        string empty = Path.Combine(_dir, "empty.txt");
+        File.WriteAllBytes(empty, []);
+        var e = Assert.Throws<InvalidDataException>(() => TextCorpus.ReadTextFile(empty));
+        Assert.Contains("empty.txt", e.Message);
+        Assert.Contains("empty", e.Message);
+
+        string latin1 = Path.Combine(_dir, "latin1.txt");
+        File.WriteAllBytes(latin1, [(byte)'c', (byte)'a', (byte)'f', 0xE9, (byte)'!']);
+        var b = Assert.Throws<InvalidDataException>(() => TextCorpus.ReadTextFile(latin1));
+        Assert.Contains("latin1.txt", b.Message);
+        Assert.Contains("UTF-8", b.Message);
+    }
+
+    [Fact]
+    public void TokenFileRoundTripsThroughTheMemoryMap()
+    {
+        string[] docs = ["Hello", "wörld", "third document"];
+        string path = Path.Combine(_dir, "tokens.bin");
+        var header = TokenFile.Write(path, ["a.txt", "b.txt", "c.txt"], i => docs[i], CharIds, vocabSize: 50257, separatorId: 50256);
+        var expected = CharIds(docs[0]).Append(50256).Concat(CharIds(docs[1])).Append(50256).Concat(CharIds(docs[2])).ToArray();
+        Assert.Equal(expected.Length, header.Count);
+        Assert.True(TokenFile.IsTokenFile(path));
+        Assert.False(File.Exists(path + ".tmp"));
+        Assert.Empty(Directory.GetFiles(_dir, "*.tmp"));
+
+        using var file = TokenFile.Open(path);
+        Assert.Equal(expected.Length, file.Count);
+        Assert.Equal(["a.txt", "b.txt", "c.txt"], file.Header.Sources);
+        Assert.Equal(50257, file.Header.VocabSize);
+        var all = new int[file.Count];
+        file.CopyTo(0, all);
+        Assert.Equal(expected, all);
+
+        // Windows over the mapped file equal windows over the same ids in memory.
+        var mapped = new GptDatasetV1(file, 4, 3);
+        var memory = new GptDatasetV1(new ArrayTokenSequence(expected), 4, 3);
+        Assert.Equal(memory.Count, mapped.Count);
+        var (a, b, c, d) = (new int[4], new int[4], new int[4], new int[4]);
+        for (int i = 0; i < memory.Count; i++)
+        {
+            mapped.GetItem(i, a, b);
+            memory.GetItem(i, c, d);
+            Assert.Equal(c, a);
+            Assert.Equal(d, b);
+        }
+
+        var (train, validation) = DataLoaders.SplitTokens(file, 0.9);
+        Assert.Equal((long)(0.9 * expected.Length), train.Count);
+        Assert.Equal(expected.Length - train.Count, validation.Count);
+        var firstValidation = new int[1];
+        validation.CopyTo(0, firstValidation);
+        Assert.Equal(expected[train.Count], firstValidation[0]);
+    }
+
+    [Fact]
+    public void TruncatedTokenFileIsAClearError()
+    {
+        string path = Path.Combine(_dir, "tokens.bin");
+        TokenFile.Write(path, ["a.txt"], _ => "some text here", CharIds, 50257, 50256);
+        byte[] bytes = File.ReadAllBytes(path);
+        File.WriteAllBytes(path, bytes[..(bytes.Length - 10)]);
+        var e = Assert.Throws<InvalidDataException>(() => TokenFile.Open(path));
+        Assert.Contains("tokens.bin", e.Message);
+        File.WriteAllText(path, "plain text, not tokens");
+        Assert.False(TokenFile.IsTokenFile(path));
+        Assert.Throws<InvalidDataException>(() => TokenFile.Open(path));
+    }
+
+    [Fact]
+    public void FailedWriteLeavesThePreviousFile()
+    {
+        string path = Path.Combine(_dir, "tokens.bin");
+        TokenFile.Write(path, ["a.txt"], _ => "first", CharIds, 50257, 50256);
+        byte[] before = File.ReadAllBytes(path);
+        Assert.Throws<InvalidDataException>(() =>
+            TokenFile.Write(path, ["a.txt", "b.txt"], i => i == 0 ? "ok" : "bad", t => t == "bad" ? [70000] : CharIds(t), 50257, 50256));
+        Assert.Equal(before, File.ReadAllBytes(path));
+        Assert.Empty(Directory.GetFiles(_dir, "*.tmp"));
+        Assert.Empty(Directory.GetFiles(_dir, ".*"));
+    }
+}

@@ -1,0 +1,104 @@
+using System.Xml.Linq;
+using GptSharp.Cli;
+using GptSharp.Cli.Commands;
+using GptSharp.Model;
+using GptSharp.Training;
+
+namespace GptSharp.Tests.Training;
+
+public sealed class TrainCommandTests : IDisposable
+{
+    private readonly string _dir = Path.Combine(Path.GetTempPath(), "gptsharp-cli-" + Guid.NewGuid().ToString("N"));
+
+    public TrainCommandTests() => Directory.CreateDirectory(_dir);
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Fact]
+    public void DefaultsAreTheBooksRun()
+    {
+        var s = TrainCommand.Parse();
+        Assert.Equal(GptConfig.Book124M, s.Config.Model);
+        Assert.Equal(256, s.Config.Model.ContextLength);
+        Assert.Equal(2, s.Config.BatchSize);
+        Assert.Equal(256, s.Config.Stride);
+        Assert.Equal(4e-4, s.Config.LearningRate);
+        Assert.Equal(0.1, s.Config.WeightDecay);
+        Assert.Equal(123UL, s.Config.Seed);
+        Assert.Equal("torch", s.Config.Rng);
+        Assert.Equal("", s.Config.Data);
+        Assert.Equal(new TrainingOptions(), s.Config.Training);
+        Assert.Equal("Every effort moves you", s.Config.Training.StartContext);
+        Assert.Null(s.Resume);
+        Assert.Null(s.EpochsOverride);
+    }
+
+    [Fact]
+    public void EveryOptionParses()
+    {
+        var s = TrainCommand.Parse("--data", "corpus", "--config", "gpt2-medium", "--context-length", "64", "--emb-dim", "128", "--layers", "3",
+            "--heads", "8", "--drop-rate", "0", "--qkv-bias", "true", "--batch-size", "4", "--stride", "32", "--epochs", "2", "--max-steps", "50",
+            "--lr", "1e-3", "--weight-decay", "0.01", "--eval-freq", "10", "--eval-iter", "2", "--seed", "7", "--start-context", "Hello",
+            "--warmup-steps", "5", "--min-lr", "1e-5", "--grad-clip", "1", "--grad-accum", "4", "--threads", "1", "--out", "runs/x", "--rng", "fast");
+        Assert.Equal(GptConfig.Gpt2Medium with { ContextLength = 64, EmbeddingDim = 128, Layers = 3, Heads = 8, DropRate = 0, QkvBias = true }, s.Config.Model);
+        Assert.Equal(Path.GetFullPath("corpus"), s.Config.Data);
+        Assert.Equal((4, 32, 1e-3, 0.01, 7UL, "fast"), (s.Config.BatchSize, s.Config.Stride, s.Config.LearningRate, s.Config.WeightDecay, s.Config.Seed, s.Config.Rng));
+        Assert.Equal(new TrainingOptions
+        {
+            Epochs = 2, MaxSteps = 50, EvalFreq = 10, EvalIter = 2, StartContext = "Hello", WarmupSteps = 5, MinLr = 1e-5, GradClip = 1, GradAccum = 4,
+        }, s.Config.Training);
+        Assert.Equal((1, "runs/x", 2, 50L), (s.Threads!.Value, s.Out, s.EpochsOverride!.Value, s.MaxStepsOverride!.Value));
+    }
+
+    [Fact]
+    public void BadOptionsAreOneLineErrors()
+    {
+        Assert.Contains("--batch-size", Assert.Throws<ArgumentException>(() => TrainCommand.Parse("--batch-size", "0")).Message);
+        Assert.Contains("n_heads", Assert.Throws<ArgumentException>(() => TrainCommand.Parse("--heads", "5")).Message);
+        Assert.Contains("--config", Assert.Throws<ArgumentException>(() => TrainCommand.Parse("--config", "no-such-preset")).Message);
+        Assert.Throws<ArgumentException>(() => TrainCommand.Parse("--rng", "mt"));
+        Assert.Contains("--grad-accum", Assert.Throws<ArgumentException>(() => TrainCommand.Parse("--grad-accum", "0")).Message);
+    }
+
+    [Fact]
+    public void ConfigJsonFileIsRead()
+    {
+        string path = Path.Combine(_dir, "tiny.json");
+        File.WriteAllText(path, """{"vocab_size": 50257, "context_length": 16, "emb_dim": 32, "n_heads": 4, "n_layers": 2, "drop_rate": 0.0, "qkv_bias": false}""");
+        var s = TrainCommand.Parse("--config", path);
+        Assert.Equal(new GptConfig { ContextLength = 16, EmbeddingDim = 32, Heads = 4, Layers = 2, DropRate = 0 }, s.Config.Model);
+    }
+
+    private static int Cli(params string[] args) => Program.BuildRootCommand().Parse(args).Invoke();
+
+    [Fact]
+    public void TinyRunWritesTheRunDirectoryAndResumes()
+    {
+        string run = Path.Combine(_dir, "run");
+        string[] tiny = ["--context-length", "12", "--emb-dim", "32", "--layers", "2", "--heads", "4", "--eval-freq", "2", "--eval-iter", "1", "--out", run];
+        Assert.Equal(0, Cli(["train", .. tiny, "--max-steps", "4"]));
+        foreach (var file in new[] { "config.json", "metrics.csv", "samples.txt", "loss.svg", "perplexity.svg", "report.html", "model.safetensors", TrainingRunCheckpoint.FileName })
+            Assert.True(File.Exists(Path.Combine(run, file)), file);
+        Assert.Equal(3, File.ReadAllLines(Path.Combine(run, "metrics.csv")).Length); // header + steps 0 and 2
+        XDocument.Parse(File.ReadAllText(Path.Combine(run, "loss.svg")));
+        Assert.Contains("<svg", File.ReadAllText(Path.Combine(run, "report.html")));
+
+        Assert.Equal(0, Cli("train", "--resume", run, "--max-steps", "7"));
+        var metrics = File.ReadAllLines(Path.Combine(run, "metrics.csv"));
+        Assert.Equal(["step", "0", "2", "4", "6"], metrics.Select(l => l.Split(',')[0]));
+        var contents = TrainingRunCheckpoint.ReadContents(Path.Combine(run, TrainingRunCheckpoint.FileName));
+        Assert.Equal(6, contents.State.GlobalStep);
+        Assert.Equal(7 * 2 * 12, contents.State.TokensSeen);
+
+        Assert.Equal(0, Cli("eval", "--model", Path.Combine(run, "model.safetensors"), "--batches", "2"));
+    }
+
+    [Fact]
+    public void MissingDataIsAnError()
+    {
+        Assert.Equal(1, Cli("train", "--data", Path.Combine(_dir, "nope.txt"), "--out", Path.Combine(_dir, "r")));
+        string small = Path.Combine(_dir, "small.txt");
+        File.WriteAllText(small, "Too short to train on.");
+        Assert.Equal(1, Cli("train", "--data", small, "--out", Path.Combine(_dir, "r")));
+    }
+}
