@@ -8,6 +8,7 @@ internal static class CommandCatalog
     public static IEnumerable<Command> All()
     {
         yield return TrainCommand.Create();
+        yield return DownloadCommand.Create();
         yield return ConvertCommand.Create();
         yield return InspectCommand.Create();
         yield return PrepareCommand.Create();

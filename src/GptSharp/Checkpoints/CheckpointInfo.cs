@@ -1,3 +1,5 @@
+using GptSharp.Checkpoints.Gpt2Download;
+using GptSharp.Checkpoints.TensorFlow;
 using GptSharp.Model;
 
 namespace GptSharp.Checkpoints;
@@ -16,6 +18,8 @@ public sealed record CheckpointInfo(
     /// <summary>Reads the description of a .safetensors or .pth file (a run directory: its model file, else its checkpoint).</summary>
     public static CheckpointInfo Read(string spec)
     {
+        spec = Gpt2Models.TryResolveCached(spec) ?? spec;
+        if (Directory.Exists(spec) && Gpt2Checkpoint.IsCheckpointDirectory(spec)) return ReadTensorFlow(spec);
         string path = spec;
         if (Directory.Exists(spec))
         {
@@ -56,6 +60,44 @@ public sealed record CheckpointInfo(
             note = e.Message;
         }
         return new CheckpointInfo(path, format, file.Tensors, file.Metadata, config, note, CountParameters(weights), optimizer);
+    }
+
+    /// <summary>An OpenAI GPT-2 folder: the TF bundle index (tensor data is not read) and hparams.json.</summary>
+    private static CheckpointInfo ReadTensorFlow(string dir)
+    {
+        using var bundle = TensorBundleReader.Open(Gpt2Checkpoint.FindPrefix(dir));
+        var tensors = new List<StoredTensor>();
+        var other = new List<string>();
+        foreach (var e in bundle.Entries)
+        {
+            TensorDType? dtype = e.DType switch
+            {
+                TfDataType.Float => TensorDType.F32, TfDataType.Double => TensorDType.F64, TfDataType.Half => TensorDType.F16,
+                TfDataType.BFloat16 => TensorDType.BF16, TfDataType.Int64 => TensorDType.I64, TfDataType.Int32 => TensorDType.I32,
+                TfDataType.Int16 => TensorDType.I16, TfDataType.Int8 => TensorDType.I8, TfDataType.UInt8 => TensorDType.U8,
+                TfDataType.Bool => TensorDType.Bool, TfDataType.UInt16 => TensorDType.U16, _ => null,
+            };
+            if (dtype is { } d) tensors.Add(new StoredTensor(e.Name, d, e.Shape.Select(x => checked((int)x)).ToArray()));
+            else other.Add($"{e.Name} ({e.DType})");
+        }
+        GptConfig? config = null;
+        string? note = null;
+        try
+        {
+            config = Gpt2Checkpoint.ReadConfig(dir);
+        }
+        catch (InvalidDataException e)
+        {
+            note = e.Message;
+        }
+        var metadata = new Dictionary<string, string>
+        {
+            ["index"] = bundle.IndexPath,
+            ["shards"] = bundle.Header.NumShards.ToString(),
+            ["data bytes"] = bundle.Entries.Sum(e => e.Size).ToString("N0"),
+        };
+        if (other.Count > 0) metadata["other tensors"] = string.Join(", ", other);
+        return new CheckpointInfo(dir, "OpenAI GPT-2 TensorFlow checkpoint", tensors, metadata, config, note, tensors.Sum(t => t.ElementCount), null);
     }
 
     private static CheckpointInfo ReadPth(string path)

@@ -1,3 +1,5 @@
+using GptSharp.Checkpoints.Gpt2Download;
+using GptSharp.Checkpoints.TensorFlow;
 using GptSharp.Model;
 
 namespace GptSharp.Checkpoints;
@@ -32,6 +34,7 @@ public static class ModelStore
     /// <summary>The formats, most specific first.</summary>
     public static IReadOnlyList<Source> Sources { get; } =
     [
+        new("OpenAI GPT-2 folder (hparams.json + model.ckpt.index/.data)", Gpt2Checkpoint.IsCheckpointDirectory, LoadTensorFlow),
         new("run directory (model.safetensors or checkpoint.safetensors)", IsRunDirectory, LoadRunDirectory),
         new("PyTorch .pth (zip)", IsZipFile, LoadPth),
         new("safetensors (GptSharp model, training checkpoint or Hugging Face GPT-2)", IsSafeTensorsFile, LoadSafeTensors),
@@ -48,13 +51,19 @@ public static class ModelStore
     /// <summary>Loads the model and, when the file has them, the optimizer and trainer state.</summary>
     public static LoadedCheckpoint Open(string spec, GptConfig? config = null)
     {
+        // gpt2-small|gpt2-medium|gpt2-large|gpt2-xl (124M, 355M, 774M, 1558M): OpenAI's weights in the download cache.
+        spec = Gpt2Models.TryResolveCached(spec) ?? spec;
         if (!File.Exists(spec) && !Directory.Exists(spec))
-            throw new FileNotFoundException($"{spec}: no such file or directory (expected a .safetensors or .pth file, a training checkpoint or a run directory).", spec);
+            throw new FileNotFoundException($"{spec}: no such file or directory (expected a .safetensors or .pth file, a training checkpoint, a run directory, "
+                + "an OpenAI GPT-2 folder, or gpt2-small|gpt2-medium|gpt2-large|gpt2-xl).", spec);
         foreach (var source in Sources)
             if (source.Matches(spec))
                 return source.Load(spec, config);
         throw new InvalidDataException($"{spec}: not a recognized model (supported: {string.Join("; ", Sources.Select(s => s.Description))}).");
     }
+
+    private static LoadedCheckpoint LoadTensorFlow(string dir, GptConfig? config) =>
+        new(Gpt2Checkpoint.Load(dir, config), null, null, "TensorFlow checkpoint (OpenAI GPT-2)");
 
     private static bool IsRunDirectory(string spec) => Directory.Exists(spec);
 

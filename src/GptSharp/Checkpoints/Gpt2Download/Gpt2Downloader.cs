@@ -104,10 +104,13 @@ public sealed class Gpt2Downloader(HttpClient http)
                 long after = File.Exists(part) ? new FileInfo(part).Length : 0;
                 if (after > before) failures = 0; // progress was made: a flaky connection, not a dead one
                 failures++;
-                if (failures >= MaxAttempts)
-                    throw new HttpRequestException($"{url}: download failed after {MaxAttempts} attempts: {Describe(e)}. "
-                        + "Check the internet connection, pass --base-url for a mirror, or copy the files by hand (see the README); "
-                        + $"the partial file {part} is kept and will be resumed.", e);
+                if (failures >= MaxAttempts || IsHostNotFound(e))
+                {
+                    string attempts = failures == 1 ? "" : $" after {failures} attempts";
+                    string kept = File.Exists(part) ? $"; the partial file {part} is kept and will be resumed" : "";
+                    throw new HttpRequestException($"{url}: download failed{attempts}: {Describe(e)}. "
+                        + $"Check the internet connection, pass --base-url for a mirror, or copy the files by hand (see the README){kept}.", e);
+                }
                 var delay = InitialRetryDelay * Math.Pow(2, failures - 1);
                 Progress?.Retrying(name, failures, delay, Describe(e));
                 await Task.Delay(delay, cancellationToken);
@@ -200,10 +203,15 @@ public sealed class Gpt2Downloader(HttpClient http)
         _ => false,
     };
 
-    private static string Describe(Exception e)
+    private static string Describe(Exception e) => FindSocketError(e) is null ? e.Message : $"{e.Message} (offline?)";
+
+    /// <summary>A host name that does not resolve means offline or a wrong --base-url: retrying only delays the message.</summary>
+    private static bool IsHostNotFound(Exception e) => FindSocketError(e) is SocketError.HostNotFound or SocketError.NoData or SocketError.TryAgain;
+
+    private static SocketError? FindSocketError(Exception e)
     {
         for (var inner = e; inner is not null; inner = inner.InnerException)
-            if (inner is SocketException socket) return $"{e.Message} ({socket.SocketErrorCode}: {socket.Message}; offline?)";
-        return e.Message;
+            if (inner is SocketException socket) return socket.SocketErrorCode;
+        return null;
     }
 }

@@ -84,6 +84,27 @@ public static class Gpt2Models
     /// <summary>Where a size is cached: <c>HOME/gpt2/124M</c>.</summary>
     public static string CacheDirectory(Gpt2ModelSize size, string? home = null) => Path.Combine(home ?? HomeDirectory, "gpt2", size.Name);
 
+    /// <summary>
+    /// Resolves a model spec that names a GPT-2 size (<c>gpt2-small</c>, <c>124M</c>, ...) to its cache
+    /// folder. Returns null when <paramref name="spec"/> is an existing path or not a size name; throws a
+    /// one-line error saying how to get the files when the size is not (completely) downloaded.
+    /// </summary>
+    public static string? TryResolveCached(string spec, string? home = null)
+    {
+        if (File.Exists(spec) || Directory.Exists(spec)) return null; // a path wins over a name
+        var size = TryFind(spec);
+        if (size is null) return null;
+        string dir = CacheDirectory(size, home);
+        string[] needed = ["hparams.json", "model.ckpt.index", "model.ckpt.data-00000-of-00001"];
+        var missing = needed.Where(f => !File.Exists(Path.Combine(dir, f))).ToList();
+        if (missing.Count == 0) return dir;
+        bool partial = Directory.Exists(dir) && Directory.EnumerateFiles(dir, "*.part").Any();
+        throw new FileNotFoundException(
+            $"GPT-2 {size} is {(partial ? "only partly" : "not")} downloaded ({dir} lacks {string.Join(", ", missing)}): "
+            + $"run `gptsharp download {size.Alias}`{(partial ? " to resume" : "")}, or pass --model-dir DIR with OpenAI's files "
+            + $"(hparams.json, model.ckpt.index, model.ckpt.data-00000-of-00001) copied there, or copy them into {dir} (see the README).", dir);
+    }
+
     /// <summary>True when every file of <paramref name="size"/> is in <paramref name="directory"/> with its known size.</summary>
     public static bool IsComplete(Gpt2ModelSize size, string directory) => size.FileNames.All(f =>
     {

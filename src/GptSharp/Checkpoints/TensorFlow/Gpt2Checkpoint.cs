@@ -143,10 +143,13 @@ public static class Gpt2Checkpoint
                 throw new InvalidDataException($"{bundle.IndexPath}: tensor '{name}' is missing from the checkpoint.");
     }
 
-    /// <summary>Loads the GPT-2 model in <paramref name="modelDir"/> (hparams.json, checkpoint, model.ckpt.index/.data).</summary>
-    public static GptModel Load(string modelDir)
+    /// <summary>
+    /// Loads the GPT-2 model in <paramref name="modelDir"/> (hparams.json, checkpoint, model.ckpt.index/.data).
+    /// <paramref name="config"/> overrides the one read from hparams.json (e.g. another drop rate); its sizes must match the checkpoint.
+    /// </summary>
+    public static GptModel Load(string modelDir, GptConfig? config = null)
     {
-        var config = ReadConfig(modelDir);
+        config ??= ReadConfig(modelDir);
         using var bundle = TensorBundleReader.Open(FindPrefix(modelDir));
         CheckTensors(bundle, config);
         bundle.CheckDataFiles();

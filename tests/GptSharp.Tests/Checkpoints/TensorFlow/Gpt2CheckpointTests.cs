@@ -37,6 +37,17 @@ public class Gpt2CheckpointTests
         Assert.Contains("model.ckpt.data-00000-of-00001", ex.Message);
     }
 
+    [Fact]
+    public void InspectReadsTheRealIndexWithoutTheDataShard()
+    {
+        var info = GptSharp.Checkpoints.CheckpointInfo.Read(FixturePaths.Get("tf", "gpt2-124M"));
+        Assert.Equal("OpenAI GPT-2 TensorFlow checkpoint", info.Format);
+        Assert.Equal(148, info.Tensors.Count);
+        Assert.Equal(124_439_808L, info.ParameterCount); // GPT-2 small's official count (tied head counted once)
+        Assert.Equal(GptConfig.Gpt2Small with { QkvBias = true }, info.Config);
+        Assert.Equal("497,759,232", info.Metadata["data bytes"]);
+    }
+
     [Theory]
     [InlineData(262144, false, 4 << 20)] // TensorFlow's defaults: one uncompressed block
     [InlineData(64, true, 100)]         // many Snappy blocks; one source row per transpose chunk
@@ -57,6 +68,36 @@ public class Gpt2CheckpointTests
 
             using var viaLoad = Gpt2Checkpoint.Load(dir);
             AssertSameWeights(source, viaLoad);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    [Fact]
+    public void LoadedCheckpointGivesTheLogitsOfTheSameWeightsLoadedDirectly()
+    {
+        var config = Tiny with { VocabSize = 64, ContextLength = 16, EmbeddingDim = 16, Heads = 4, Layers = 3 };
+        using var source = new GptModel(config, new FastRandom(11));
+        source.OutHead.Value.CopyFrom(source.TokenEmbedding.Value);
+        string dir = WriteOpenAiCheckpoint(source, 512, true);
+        try
+        {
+            using var loaded = Gpt2Checkpoint.Load(dir);
+            int[] ids = [3, 17, 42, 0, 63, 8, 8, 21, 5, 60, 1, 2];
+            var batch = new TokenBatch([.. ids, .. ids.Reverse()], 2, ids.Length);
+            source.Eval();
+            loaded.Eval();
+            using (source.NoGrad())
+            using (loaded.NoGrad())
+            {
+                var expected = source.Forward(batch).ToArray();
+                var actual = loaded.Forward(batch).ToArray();
+                Assert.Equal(2 * ids.Length * config.VocabSize, actual.Length);
+                Assert.Equal(expected, actual);
+                Assert.Contains(actual, v => v != 0f);
+            }
         }
         finally
         {
@@ -119,6 +160,10 @@ public class Gpt2CheckpointTests
         {
             File.WriteAllText(Path.Combine(dir, "checkpoint"), "model_checkpoint_path: \"other.ckpt\"\nall_model_checkpoint_paths: \"other.ckpt\"\n");
             Assert.Equal(Path.Combine(dir, "other.ckpt"), Gpt2Checkpoint.FindPrefix(dir));
+            // An absolute path from the machine that wrote it falls back to the default name.
+            File.WriteAllText(Path.Combine(dir, "checkpoint"), "model_checkpoint_path: \"/elsewhere/other.ckpt\"\n");
+            Assert.Equal(Path.Combine(dir, "model.ckpt"), Gpt2Checkpoint.FindPrefix(dir));
+            File.WriteAllText(Path.Combine(dir, "checkpoint"), "model_checkpoint_path: \"other.ckpt\"\n");
             using var model = Gpt2Checkpoint.Load(dir);
             Assert.Equal(source.TokenEmbedding.Value.ToArray(), model.TokenEmbedding.Value.ToArray());
         }

@@ -85,6 +85,29 @@ public sealed class Gpt2DownloaderTests : IDisposable
     }
 
     [Fact]
+    public async Task RestartsWhenTheServerIgnoresRange()
+    {
+        Directory.CreateDirectory(_dir);
+        _server.IgnoreRange = true;
+        const string data = "model.ckpt.data-00000-of-00001";
+        await File.WriteAllBytesAsync(Path.Combine(_dir, data + ".part"), new byte[5000]); // stale bytes
+        await Downloader().DownloadModelAsync(_size, _dir);
+        Assert.Equal(_contents[data], await File.ReadAllBytesAsync(Path.Combine(_dir, data)));
+    }
+
+    [Fact]
+    public async Task APartFileThatIsAlreadyCompleteIsRenamed()
+    {
+        Directory.CreateDirectory(_dir);
+        string unknownSize = _size.FileNames.First(f => _size.ExpectedSize(f) is null);
+        await File.WriteAllBytesAsync(Path.Combine(_dir, unknownSize + ".part"), _contents[unknownSize]);
+        await Downloader().DownloadModelAsync(_size, _dir);
+        Assert.Equal(_contents[unknownSize], await File.ReadAllBytesAsync(Path.Combine(_dir, unknownSize)));
+        Assert.Contains(_server.Requests, r => r.Path.EndsWith(unknownSize) && r.Range == $"bytes={_contents[unknownSize].Length}-"); // answered 416
+        Assert.Empty(Directory.GetFiles(_dir, "*.part"));
+    }
+
+    [Fact]
     public async Task CancellingLeavesOnlyThePartFile()
     {
         const string data = "model.ckpt.data-00000-of-00001";

@@ -36,6 +36,9 @@ internal sealed class LocalHttpServer : IDisposable
     /// <summary>Path → bytes after which the first response for it is aborted.</summary>
     public ConcurrentDictionary<string, int> DropOnceAfter { get; } = new();
 
+    /// <summary>Answer 200 with the whole file even to Range requests (servers may).</summary>
+    public bool IgnoreRange { get; set; }
+
     /// <summary>Every request: path and its Range header (null when none).</summary>
     public ConcurrentQueue<(string Path, string? Range)> Requests { get; } = new();
 
@@ -65,7 +68,7 @@ internal sealed class LocalHttpServer : IDisposable
                 return;
             }
             long start = 0;
-            if (range is not null && range.StartsWith("bytes=") && range.EndsWith('-'))
+            if (range is not null && !IgnoreRange && range.StartsWith("bytes=") && range.EndsWith('-'))
             {
                 start = long.Parse(range[6..^1]);
                 if (start >= content.Length)
