@@ -78,3 +78,13 @@ public static class ModelCheckpoint
         return File.Exists(configPath) ? ConfigJson.Parse(File.ReadAllText(configPath), configPath) : null;
     }
 }
+
+/// <summary>The spelling, <c>GptModel.Load(path)</c>, as a static extension (C# 14) over <see cref="ModelCheckpoint.Load(string)"/>.</summary>
+public static class GptModelLoadExtension
+{
+    extension(GptModel)
+    {
+        /// <summary>Builds a model from a model file (see <see cref="ModelCheckpoint.Load(string)"/>).</summary>
+        public static GptModel Load(string path) => ModelCheckpoint.Load(path);
+    }
+}

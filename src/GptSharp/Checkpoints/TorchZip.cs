@@ -150,7 +150,7 @@ internal sealed class TorchZipReader : IDisposable
     public void Dispose() => _handle.Dispose();
 }
 
-/// <summary>Writes a torch.save-style zip (stored entries, data on 64-byte boundaries, zip64 when needed) to a forward-only stream.</summary>
+/// <summary>Writes a torch.save-style zip (stored entries, data on 64-byte boundaries, zip64 end records and offsets past 4 GiB) to a forward-only stream.</summary>
 internal sealed class TorchZipWriter(Stream output)
 {
     private readonly List<(byte[] Name, uint Crc, long Size, long Offset)> _central = new();
@@ -159,18 +159,19 @@ internal sealed class TorchZipWriter(Stream output)
     /// <summary>Adds an entry whose bytes come from <paramref name="writeData"/> (exactly <paramref name="size"/> bytes, CRC given).</summary>
     public void Add(string name, long size, uint crc, Action<Stream> writeData)
     {
+        // A single record of 4 GiB or more would need zip64 sizes; no tensor gets there (a span is limited to 2 GiB).
+        if (size >= 0xFFFFFFFF) throw new NotSupportedException($"zip record '{name}' is 4 GiB or larger; not supported.");
         var nameBytes = Encoding.UTF8.GetBytes(name);
         long offset = _position;
         // Pad with an extra field (id "FB", bytes 'Z') so the data starts on a 64-byte boundary, as PyTorch does.
         long headerEnd = offset + 30 + nameBytes.Length + 4;
         int padding = (int)((64 - headerEnd % 64) % 64);
-        bool zip64 = size >= 0xFFFFFFFF;
         var header = new byte[30 + nameBytes.Length + 4 + padding];
         BinaryPrimitives.WriteUInt32LittleEndian(header, 0x04034b50);
         BinaryPrimitives.WriteUInt16LittleEndian(header.AsSpan(4), 45);
         BinaryPrimitives.WriteUInt32LittleEndian(header.AsSpan(14), crc);
-        BinaryPrimitives.WriteUInt32LittleEndian(header.AsSpan(18), zip64 ? 0xFFFFFFFF : (uint)size);
-        BinaryPrimitives.WriteUInt32LittleEndian(header.AsSpan(22), zip64 ? 0xFFFFFFFF : (uint)size);
+        BinaryPrimitives.WriteUInt32LittleEndian(header.AsSpan(18), (uint)size);
+        BinaryPrimitives.WriteUInt32LittleEndian(header.AsSpan(22), (uint)size);
         BinaryPrimitives.WriteUInt16LittleEndian(header.AsSpan(26), (ushort)nameBytes.Length);
         BinaryPrimitives.WriteUInt16LittleEndian(header.AsSpan(28), (ushort)(4 + padding));
         nameBytes.CopyTo(header, 30);
@@ -179,7 +180,6 @@ internal sealed class TorchZipWriter(Stream output)
         header[extra + 1] = (byte)'B';
         BinaryPrimitives.WriteUInt16LittleEndian(header.AsSpan(extra + 2), (ushort)padding);
         header.AsSpan(extra + 4).Fill((byte)'Z');
-        if (zip64) throw new NotSupportedException($"zip record '{name}' is 4 GiB or larger; not supported.");
         output.Write(header);
         _position += header.Length;
         writeData(output);
@@ -195,6 +195,7 @@ internal sealed class TorchZipWriter(Stream output)
         long cdOffset = _position;
         var cd = new MemoryStream();
         Span<byte> b = stackalloc byte[46];
+        Span<byte> z = stackalloc byte[12];
         foreach (var (name, crc, size, offset) in _central)
         {
             bool bigOffset = offset >= 0xFFFFFFFF;
@@ -212,7 +213,6 @@ internal sealed class TorchZipWriter(Stream output)
             cd.Write(name);
             if (bigOffset)
             {
-                Span<byte> z = stackalloc byte[12];
                 BinaryPrimitives.WriteUInt16LittleEndian(z, 0x0001);
                 BinaryPrimitives.WriteUInt16LittleEndian(z[2..], 8);
                 BinaryPrimitives.WriteUInt64LittleEndian(z[4..], (ulong)offset);

@@ -300,6 +300,28 @@ public class PthTests
     }
 
     [Fact]
+    public void RecordsPastFourGiBUseZip64Offsets()
+    {
+        // Two 2.2 GB records written as holes (a sparse file: no disk space, no time), then a small one past 4 GiB.
+        using var dir = new TempDir();
+        string path = dir.File("big.zip");
+        const long hole = 2_200_000_000;
+        using (var stream = new FileStream(path, FileMode.CreateNew))
+        {
+            var zip = new TorchZipWriter(stream);
+            zip.Add("archive/data/0", hole, 0, s => s.Seek(hole, SeekOrigin.Current));
+            zip.Add("archive/data/1", hole, 0, s => s.Seek(hole, SeekOrigin.Current));
+            zip.Add("archive/tail", "after 4 GiB"u8.ToArray());
+            zip.Finish();
+        }
+        using var reader = new TorchZipReader(path);
+        Assert.True(reader.Length > 4L << 30);
+        Assert.Equal(["archive/data/0", "archive/data/1", "archive/tail"], reader.Names);
+        Assert.Equal(hole, reader.SizeOf("archive/data/1"));
+        Assert.Equal("after 4 GiB", Encoding.UTF8.GetString(reader.ReadAll("archive/tail")));
+    }
+
+    [Fact]
     public void ShapeMismatchInPthNamesTensorAndShapes()
     {
         var e = Assert.Throws<InvalidDataException>(() => PthCheckpoint.LoadModel(FixturePaths.Get("pth", "model.pth"), FixtureConfig(false) with { ContextLength = 32 }));
