@@ -10,6 +10,7 @@ namespace GptSharp.Tests.Tensors;
 /// The book's model and data with the torch generator, against bench/pytorch/record_book_model.py:
 /// <c>torch.manual_seed(123); model = GPTModel(GPT_CONFIG_124M)</c> and the chapter's loaders.
 /// </summary>
+[Trait("Category", "Book124M")] // builds the full-size model (162M parameters) and runs it
 public sealed class TorchGeneratorModelTests : IClassFixture<TorchGeneratorModelTests.BookModel>
 {
     /// <summary>One seed-123 Book124M model for the class (building it draws 162M numbers).</summary>

@@ -71,6 +71,7 @@ public class BookRunTests
     }
 
     [Fact]
+    [Trait("Category", "Book124M")] // trains the full-size model: about a minute on 2 cores
     public void FirstStepsPrintTheBooksLines()
     {
         // Steps 0-5 (two evaluations) keep the test within a minute; set GPTSHARP_BOOK_STEPS=90 for the whole run.
