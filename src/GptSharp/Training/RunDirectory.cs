@@ -132,6 +132,7 @@ public static class TrainingPlots
         var epochs = evaluations.Select(e => e.TokensSeen / perEpoch).ToArray();
         var chart = new SvgLineChart
         {
+            Id = logY ? "perplexity" : "loss",
             Title = title,
             XLabel = "Epochs",
             YLabel = yLabel,
