@@ -34,9 +34,8 @@ internal static class EvalCommand
             int? batches = parse.GetValue(batchesOption);
             if (batches is < 1) throw new ArgumentException($"--batches must be positive, got {batches}.");
             using var data = TrainingData.Load(parse.GetValue(dataOption), 0.9, Gpt2Tokenizer.Instance);
-            // Evaluation needs no shuffling: the mean over a whole split does not depend on the order.
-            var loaders = DataLoaders.CreateTrainValidation(data.Train, data.Validation, batchSize, contextLength, contextLength, new Tensors.FastRandom(0));
-            var train = DataLoaders.CreateDataloaderV1(data.Train, batchSize, contextLength, contextLength, shuffle: false, dropLast: true);
+            var loaders = DataLoaders.CreateTrainValidation(data.Train, data.Validation, batchSize, contextLength, contextLength, generator: null, shuffleTraining: false);
+            var train = loaders.Train;
             Console.WriteLine($"Data: {data.Description}");
             model.Eval();
             double trainLoss = Pretraining.CalcLossLoader(train, model, batches);

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
+using System.Runtime.InteropServices;
 using GptSharp.Checkpoints;
 using GptSharp.Data;
 using GptSharp.Model;
@@ -154,6 +155,12 @@ internal static class TrainCommand
             var training = config.Training;
             if (settings.EpochsOverride is int epochs) training = training with { Epochs = epochs };
             if (settings.MaxStepsOverride is long maxSteps) training = training with { MaxSteps = maxSteps };
+            else if (training.MaxSteps is long reached && state.GlobalStep + 1 >= reached)
+            {
+                // The run stopped at its --max-steps: resuming without a new limit means "go on to the last epoch".
+                Console.WriteLine($"The run stopped at --max-steps {reached}; continuing to the end of epoch {training.Epochs}.");
+                training = training with { MaxSteps = null };
+            }
             config = config with { Training = training.Validate() };
             runPath = settings.Out ?? Path.GetDirectoryName(Path.GetFullPath(checkpointPath))!;
             Console.WriteLine($"Resuming {checkpointPath} at epoch {state.Epoch + 1}, step {state.GlobalStep + 1} ({state.TokensSeen:N0} tokens seen).");
@@ -184,13 +191,18 @@ internal static class TrainCommand
 
         var trainer = new Trainer(model, optimizer, loaders, config.Training, tokenizer, state);
         long tokensPerEpoch = (long)loaders.Train.Count * config.BatchSize * config.Model.ContextLength;
+        // Ctrl+C (SIGINT) or SIGTERM: stop cleanly after the current step; a second signal ends the process at once.
         int stopRequests = 0;
-        ConsoleCancelEventHandler onCancel = (_, e) =>
+        void OnSignal(PosixSignalContext context)
         {
-            // First Ctrl+C: stop cleanly after the current step. A second one ends the process at once.
-            if (Interlocked.Increment(ref stopRequests) == 1) e.Cancel = true;
-        };
-        Console.CancelKeyPress += onCancel;
+            if (Interlocked.Increment(ref stopRequests) == 1)
+            {
+                context.Cancel = true;
+                Console.Error.WriteLine("Stopping after the current step (press Ctrl+C again to quit at once)...");
+            }
+        }
+        using var onInterrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
+        using var onTerminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
         trainer.ShouldStop = () => Volatile.Read(ref stopRequests) > 0;
 
         var clock = Stopwatch.StartNew();
@@ -206,10 +218,6 @@ internal static class TrainCommand
             run.WriteProgress(config, trainer.State, tokensPerEpoch, "stopped: the loss diverged");
             throw;
         }
-        finally
-        {
-            Console.CancelKeyPress -= onCancel;
-        }
         double seconds = clock.Elapsed.TotalSeconds;
         long tokens = trainer.State.TokensSeen - tokensAtStart;
 
@@ -217,7 +225,7 @@ internal static class TrainCommand
         {
             TrainingOutcome.Completed => "completed",
             TrainingOutcome.MaxStepsReached => $"stopped at --max-steps {config.Training.MaxSteps}",
-            _ => "stopped by Ctrl+C",
+            _ => "stopped by Ctrl+C (or SIGTERM)",
         };
         model.Save(run.File(RunDirectory.ModelFile));
         TrainingRunCheckpoint.Save(run.File(TrainingRunCheckpoint.FileName), config, model, optimizer, generator, trainer.State);

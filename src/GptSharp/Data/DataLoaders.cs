@@ -28,9 +28,10 @@ public static class DataLoaders
     /// Chapter 5's loaders: training shuffled with drop_last, validation in order without drop_last, both with
     /// <c>stride</c> (the book uses stride = context length). Throws a clear error when either side has too few
     /// tokens for one batch, instead of the book's printed warning followed by an empty loader.
+    /// Evaluation alone passes <paramref name="shuffleTraining"/> false (and may pass no generator): a mean over a whole split does not depend on the order.
     /// </summary>
     public static TrainValidationLoaders CreateTrainValidation(ITokenSequence trainTokens, ITokenSequence validationTokens,
-        int batchSize, int contextLength, int stride, IRandomGenerator generator)
+        int batchSize, int contextLength, int stride, IRandomGenerator? generator, bool shuffleTraining = true)
     {
         if (batchSize <= 0) throw new ArgumentException($"--batch-size must be positive, got {batchSize}.");
         if (contextLength <= 0) throw new ArgumentException($"--context-length must be positive, got {contextLength}.");
@@ -45,7 +46,7 @@ public static class DataLoaders
             throw new ArgumentException(
                 $"Not enough tokens for the validation loader: the validation split has {validationTokens.Count:N0} tokens and one window of " +
                 $"{contextLength} needs {validationNeeded:N0}. Lower --context-length, or use more data.");
-        var train = CreateDataloaderV1(trainTokens, batchSize, contextLength, stride, shuffle: true, dropLast: true, generator);
+        var train = CreateDataloaderV1(trainTokens, batchSize, contextLength, stride, shuffle: shuffleTraining, dropLast: true, generator);
         var validation = CreateDataloaderV1(validationTokens, batchSize, contextLength, stride, shuffle: false, dropLast: false, generator);
         return new TrainValidationLoaders(train, validation);
     }

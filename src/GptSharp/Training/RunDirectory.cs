@@ -65,7 +65,7 @@ public sealed class RunDirectory
         var csv = new StringBuilder("step,epoch,tokens_seen,train_loss,val_loss,lr,tokens_per_s\n");
         foreach (var e in state.Evaluations)
             csv.Append(string.Create(CultureInfo.InvariantCulture,
-                $"{e.Step},{e.Epoch},{e.TokensSeen},{e.TrainLoss:R},{e.ValLoss:R},{e.LearningRate:R},{e.TokensPerSecond:F1}\n"));
+                $"{e.Step},{e.Epoch},{e.TokensSeen},{e.TrainLoss:R},{e.ValLoss:R},{e.LearningRate:G7},{e.TokensPerSecond:F1}\n"));
         return csv.ToString();
     }
 
@@ -132,6 +132,7 @@ public static class TrainingPlots
         var epochs = evaluations.Select(e => e.TokensSeen / perEpoch).ToArray();
         var chart = new SvgLineChart
         {
+            Id = logY ? "perplexity" : "loss",
             Title = title,
             XLabel = "Epochs",
             YLabel = yLabel,

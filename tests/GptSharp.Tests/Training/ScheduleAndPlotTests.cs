@@ -85,6 +85,9 @@ public class ScheduleAndPlotTests
         Assert.Contains("Loss", texts);
         Assert.Contains("Training loss", texts);
         Assert.Contains("Validation loss", texts);
+        // Both plots are inlined in report.html: their element ids must not collide.
+        Assert.Contains("id=\"loss-plot-area\"", svg);
+        Assert.Contains("id=\"perplexity-plot-area\"", TrainingPlots.PerplexityPlot(evaluations, 9 * 512).Render());
     }
 
     [Fact]

@@ -1,7 +1,9 @@
 using System.Xml.Linq;
 using GptSharp.Cli;
 using GptSharp.Cli.Commands;
+using GptSharp.Data;
 using GptSharp.Model;
+using GptSharp.Tokenization;
 using GptSharp.Training;
 
 namespace GptSharp.Tests.Training;
@@ -91,6 +93,28 @@ public sealed class TrainCommandTests : IDisposable
         Assert.Equal(7 * 2 * 12, contents.State.TokensSeen);
 
         Assert.Equal(0, Cli("eval", "--model", Path.Combine(run, "model.safetensors"), "--batches", "2"));
+    }
+
+    [Fact]
+    public void PrepareWritesATokenFileThatTrainingDataReadsMapped()
+    {
+        string corpus = Path.Combine(_dir, "corpus");
+        Directory.CreateDirectory(corpus);
+        string verdict = TextCorpus.TheVerdict();
+        File.WriteAllText(Path.Combine(corpus, "a.txt"), verdict[..10000]);
+        File.WriteAllText(Path.Combine(corpus, "b.txt"), verdict[10000..]);
+        string tokens = Path.Combine(_dir, "tokens.bin");
+        Assert.Equal(0, Cli("prepare", "--data", corpus, "--out", tokens));
+
+        var tokenizer = Gpt2Tokenizer.Instance;
+        int[] expected = tokenizer.Encode(verdict[..10000] + "<|endoftext|>" + verdict[10000..], Gpt2Tokenizer.AllSpecialTokens);
+        using var data = TrainingData.Load(tokens, 0.9, tokenizer);
+        Assert.Equal(expected.Length, data.Train.Count + data.Validation.Count);
+        var all = new int[data.Train.Count];
+        data.Train.CopyTo(0, all);
+        Assert.Equal(expected[..all.Length], all);
+        Assert.Contains("token file", data.Description);
+        Assert.Contains(50256, all);
     }
 
     [Fact]

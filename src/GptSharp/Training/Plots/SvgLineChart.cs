@@ -14,6 +14,9 @@ public sealed record ChartSeries(string Label, IReadOnlyList<double> X, IReadOnl
 /// </summary>
 public sealed class SvgLineChart
 {
+    /// <summary>Prefix of the element ids, unique per chart so several charts can be inlined in one HTML page.</summary>
+    public string Id { get; init; } = "chart";
+
     public string Title { get; init; } = "";
     public string XLabel { get; init; } = "";
     public string YLabel { get; init; } = "";
@@ -88,8 +91,8 @@ public sealed class SvgLineChart
         }
 
         // Series, clipped to the plot area.
-        svg.Append(F($"<clipPath id=\"plot-area\"><rect x=\"{Left:0.##}\" y=\"{Top:0.##}\" width=\"{plotW:0.##}\" height=\"{plotH:0.##}\"/></clipPath>\n"));
-        svg.Append("<g clip-path=\"url(#plot-area)\" fill=\"none\" stroke-width=\"1.8\" stroke-linejoin=\"round\">\n");
+        svg.Append(F($"<clipPath id=\"{Id}-plot-area\"><rect x=\"{Left:0.##}\" y=\"{Top:0.##}\" width=\"{plotW:0.##}\" height=\"{plotH:0.##}\"/></clipPath>\n"));
+        svg.Append(F($"<g clip-path=\"url(#{Id}-plot-area)\" fill=\"none\" stroke-width=\"1.8\" stroke-linejoin=\"round\">\n"));
         foreach (var s in Series)
         {
             var path = new StringBuilder();
