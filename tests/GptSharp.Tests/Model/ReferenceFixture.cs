@@ -1,4 +1,5 @@
 using System.Text.Json;
+using GptSharp.Checkpoints;
 using GptSharp.Model;
 using GptSharp.Tensors;
 
@@ -33,19 +34,19 @@ internal sealed class ReferenceFixture
 
     public string Name { get; }
     public GptConfig Config { get; }
-    public TestSafetensors Weights { get; }
-    public TestSafetensors Io { get; }
+    public SafeTensorsFile Weights { get; }
+    public SafeTensorsFile Io { get; }
     public TokenBatch Inputs { get; }
     public TokenBatch Targets { get; }
 
-    public TestSafetensors Open(string file) => new(FixturePaths.Get("reference", Name, file));
+    public SafeTensorsFile Open(string file) => SafeTensorsFile.Open(FixturePaths.Get("reference", Name, file));
 
     /// <summary>A model holding the fixture's weights (every parameter must be in the file, and nothing else).</summary>
     public GptModel CreateModel()
     {
         var model = new GptModel(Config);
         var names = model.Parameters().Select(p => p.Name).ToHashSet();
-        Assert.Equal(names.OrderBy(n => n), Weights.Names.OrderBy(n => n));
+        Assert.Equal(names.OrderBy(n => n), Weights.Tensors.Select(t => t.Name).OrderBy(n => n));
         foreach (var p in model.Parameters())
         {
             Assert.Equal(p.Value.ShapeArray, Weights.Shape(p.Name));
@@ -67,5 +68,26 @@ internal sealed class ReferenceFixture
         float max = 0;
         foreach (float x in a) max = Math.Max(max, Math.Abs(x));
         return max;
+    }
+}
+
+/// <summary>The fixtures' tensors through the library's safetensors reader, with the fixtures' dtypes asserted.</summary>
+internal static class FixtureTensors
+{
+    public static int[] Shape(this SafeTensorsFile file, string name) =>
+        (file.Find(name) ?? throw new Xunit.Sdk.XunitException($"{file.FilePath}: no tensor '{name}'")).Shape;
+
+    /// <summary>A float32 tensor (the fixtures store every float as F32).</summary>
+    public static float[] Floats(this SafeTensorsFile file, string name)
+    {
+        Assert.Equal(TensorDType.F32, file.Find(name)?.DType);
+        return file.ReadFloats(name);
+    }
+
+    /// <summary>An int64 tensor (token ids) as ints; every value must fit.</summary>
+    public static int[] Ints(this SafeTensorsFile file, string name)
+    {
+        Assert.Equal(TensorDType.I64, file.Find(name)?.DType);
+        return file.ReadInt64(name).Select(v => checked((int)v)).ToArray();
     }
 }

@@ -37,7 +37,7 @@ public class ReferenceParityTests(ITestOutputHelper output)
         using var model = f.CreateModel();
         model.Eval();
         model.Forward(f.Inputs);
-        var acts = f.Open("activations.safetensors");
+        using var acts = f.Open("activations.safetensors");
         int layers = f.Config.Layers;
         float worst = 0;
         for (int i = 0; i <= layers + 1; i++)
@@ -59,7 +59,7 @@ public class ReferenceParityTests(ITestOutputHelper output)
         model.Train();
         var loss = Losses.CrossEntropy(model.Forward(f.Inputs), f.Targets);
         loss.Backward();
-        var grads = f.Open("grads.safetensors");
+        using var grads = f.Open("grads.safetensors");
         float worst = 0;
         string worstName = "";
         foreach (var p in model.Parameters())
@@ -96,7 +96,7 @@ public class ReferenceParityTests(ITestOutputHelper output)
             loss.Backward();
             optimizer.Step();
         }
-        var after = f.Open("after3steps.safetensors");
+        using var after = f.Open("after3steps.safetensors");
         float worst = 0;
         foreach (var p in model.Parameters())
         {
