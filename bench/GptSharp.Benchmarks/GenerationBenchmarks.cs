@@ -17,7 +17,7 @@ namespace GptSharp.Benchmarks;
 /// Run: <c>dotnet run -c Release --project bench/GptSharp.Benchmarks -- --filter '*GenerationBenchmarks*'</c>.
 /// With the cache every token reads every weight once except the embedding tables (one row each): the
 /// transformer blocks (85.0M floats) and the output head (38.6M) = 494 MB per token, so tokens/s is bounded by
-/// read bandwidth ÷ 494 MB. The PyTorch 1.13 reference (book loop, no cache) is bench/python/book_generate.py.
+/// read bandwidth ÷ 494 MB. The PyTorch 1.13 reference (book loop, no cache) is bench/pytorch/book_generate.py.
 /// </remarks>
 [Config(typeof(Config))]
 public class GenerationBenchmarks

@@ -1,6 +1,7 @@
 """The book's generation loop (generate_text_simple: the whole context through the model for every new
 token, greedy argmax, no KV cache) on GPT-2 124M (ctx 1024, qkv_bias, random weights from
-torch.manual_seed(123)): an 8-token prompt, 200 new tokens, tokens/s.
+torch.manual_seed(123)): an 8-token prompt, 200 new tokens, tokens/s. The PyTorch side of
+bench/GptSharp.Benchmarks/GenerationBenchmarks.cs (UseCache=False): one warm-up, then 3 timed runs.
 
     OPENBLAS_CORETYPE=SkylakeX /usr/bin/python3 bench/pytorch/book_generate.py [--new-tokens 200] [--threads 2]
 """
@@ -18,7 +19,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--new-tokens", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -30,6 +31,7 @@ def main():
     prompt = tokenizer.encode(book.read_verdict())[:8]
     idx = torch.tensor(prompt).unsqueeze(0)
     print(f"prompt ({len(prompt)} tokens): {tokenizer.decode(prompt)!r}", flush=True)
+    book.generate_text_simple(model, idx, max_new_tokens=5, context_size=GPT_CONFIG_124M_FULL["context_length"])  # warm-up
     for _ in range(args.repeats):
         start = time.perf_counter()
         out = book.generate_text_simple(model, idx, max_new_tokens=args.new_tokens, context_size=GPT_CONFIG_124M_FULL["context_length"])
