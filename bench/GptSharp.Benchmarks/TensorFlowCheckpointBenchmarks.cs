@@ -1,4 +1,5 @@
 using BenchmarkDotNet.Attributes;
+using GptSharp.Checkpoints;
 using GptSharp.Checkpoints.TensorFlow;
 using GptSharp.Tensors;
 
@@ -43,7 +44,7 @@ public class TensorFlowCheckpointBenchmarks
         for (int row = 0; row < In; row += rowsPerChunk)
         {
             int count = Math.Min(rowsPerChunk, In - row);
-            Gpt2Checkpoint.TransposeRowsInto(_conv1D.AsSpan(row * Out, count * Out), count, Out, 0, Out, _linear!, In, row);
+            Gpt2WeightMap.TransposeRowsInto(_conv1D.AsSpan(row * Out, count * Out), count, Out, 0, Out, _linear!, In, row);
         }
     }
 }

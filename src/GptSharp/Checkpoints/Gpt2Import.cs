@@ -67,32 +67,10 @@ public static partial class Gpt2Import
         if (!config.QkvBias)
             throw new ArgumentException($"{source.FilePath}: GPT-2 weights have query/key/value biases; build the model with qkv_bias = true.");
         string prefix = Prefix(source);
-        int e = config.EmbeddingDim, h = config.HiddenDim;
-        var expected = new Dictionary<string, int[]>(StringComparer.Ordinal)
-        {
-            ["wte.weight"] = [config.VocabSize, e],
-            ["wpe.weight"] = [config.ContextLength, e],
-            ["ln_f.weight"] = [e],
-            ["ln_f.bias"] = [e],
-        };
-        for (int i = 0; i < config.Layers; i++)
-        {
-            string b = $"h.{i}.";
-            expected[b + "ln_1.weight"] = [e];
-            expected[b + "ln_1.bias"] = [e];
-            expected[b + "attn.c_attn.weight"] = [e, 3 * e];
-            expected[b + "attn.c_attn.bias"] = [3 * e];
-            expected[b + "attn.c_proj.weight"] = [e, e];
-            expected[b + "attn.c_proj.bias"] = [e];
-            expected[b + "ln_2.weight"] = [e];
-            expected[b + "ln_2.bias"] = [e];
-            expected[b + "mlp.c_fc.weight"] = [e, h];
-            expected[b + "mlp.c_fc.bias"] = [h];
-            expected[b + "mlp.c_proj.weight"] = [h, e];
-            expected[b + "mlp.c_proj.bias"] = [e];
-        }
+        var expected = new Dictionary<string, int[]>(StringComparer.Ordinal);
+        foreach (var tensor in Gpt2WeightMap.Tensors(config)) expected[Gpt2NameScheme.HuggingFace.NameOf(tensor)] = tensor.Shape;
         bool hasLmHead = source.Find("lm_head.weight") is not null;
-        if (hasLmHead) expected["lm_head.weight"] = [config.VocabSize, e];
+        if (hasLmHead) expected["lm_head.weight"] = [config.VocabSize, config.EmbeddingDim];
 
         // Every check before any read: no unexpected or missing tensor, every shape right.
         foreach (var t in source.Tensors)
@@ -110,65 +88,29 @@ public static partial class Gpt2Import
             StateDictLoader.CheckShape(source.FilePath, stored, s, shape);
         }
 
-        source.ReadInto(prefix + "wte.weight", model.TokenEmbedding.Value.Span);
+        Gpt2WeightMap.LoadWeightsIntoGpt(model, new WholeTensorReader(source, prefix), Gpt2NameScheme.HuggingFace, tieHead: !hasLmHead);
         if (hasLmHead) source.ReadInto("lm_head.weight", model.OutHead.Value.Span);
-        else model.OutHead.Value.CopyFrom(model.TokenEmbedding.Value); // tied: out_head = wte, as load_weights_into_gpt does
-        source.ReadInto(prefix + "wpe.weight", model.PositionEmbedding.Value.Span);
-        source.ReadInto(prefix + "ln_f.weight", model.FinalNorm.Scale.Value.Span);
-        source.ReadInto(prefix + "ln_f.bias", model.FinalNorm.Shift.Value.Span);
+    }
 
-        float[] scratch = ArrayPool<float>.Shared.Rent(e * Math.Max(3 * e, h));
-        try
+    /// <summary>Reads a Conv1D weight whole (the sources here read tensors whole) and hands it over as one chunk of rows.</summary>
+    private sealed class WholeTensorReader(ITensorSource source, string prefix) : IGpt2TensorReader
+    {
+        public void ReadInto(string name, Span<float> destination) => source.ReadInto(prefix + name, destination);
+
+        public void ReadRows(string name, int rowLength, Gpt2RowsConsumer consume)
         {
-            for (int i = 0; i < config.Layers; i++)
+            int length = checked((int)source.Find(prefix + name)!.ElementCount);
+            float[] buffer = ArrayPool<float>.Shared.Rent(length);
+            try
             {
-                var block = model.Blocks[i];
-                string b = prefix + $"h.{i}.";
-                source.ReadInto(b + "ln_1.weight", block.Norm1.Scale.Value.Span);
-                source.ReadInto(b + "ln_1.bias", block.Norm1.Shift.Value.Span);
-                source.ReadInto(b + "ln_2.weight", block.Norm2.Scale.Value.Span);
-                source.ReadInto(b + "ln_2.bias", block.Norm2.Shift.Value.Span);
-
-                // c_attn [e, 3e] = [W_queryᵀ | W_keyᵀ | W_valueᵀ]: np.split(..., 3, axis=-1) then .T
-                var qkv = scratch.AsSpan(0, e * 3 * e);
-                source.ReadInto(b + "attn.c_attn.weight", qkv);
-                TransposeColumns(qkv, e, 3 * e, 0, e, block.Query.Weight.Value.Span);
-                TransposeColumns(qkv, e, 3 * e, e, e, block.Key.Weight.Value.Span);
-                TransposeColumns(qkv, e, 3 * e, 2 * e, e, block.Value.Weight.Value.Span);
-                var qkvBias = scratch.AsSpan(0, 3 * e);
-                source.ReadInto(b + "attn.c_attn.bias", qkvBias);
-                qkvBias[..e].CopyTo(block.Query.Bias!.Value.Span);
-                qkvBias.Slice(e, e).CopyTo(block.Key.Bias!.Value.Span);
-                qkvBias.Slice(2 * e, e).CopyTo(block.Value.Bias!.Value.Span);
-
-                ReadTransposed(source, b + "attn.c_proj.weight", e, e, scratch, block.OutProj);
-                source.ReadInto(b + "attn.c_proj.bias", block.OutProj.Bias!.Value.Span);
-                ReadTransposed(source, b + "mlp.c_fc.weight", e, h, scratch, block.FeedForwardIn);
-                source.ReadInto(b + "mlp.c_fc.bias", block.FeedForwardIn.Bias!.Value.Span);
-                ReadTransposed(source, b + "mlp.c_proj.weight", h, e, scratch, block.FeedForwardOut);
-                source.ReadInto(b + "mlp.c_proj.bias", block.FeedForwardOut.Bias!.Value.Span);
+                var rows = buffer.AsSpan(0, length);
+                source.ReadInto(prefix + name, rows);
+                consume(0, rows);
             }
-        }
-        finally
-        {
-            ArrayPool<float>.Shared.Return(scratch);
-        }
-    }
-
-    private static void ReadTransposed(ITensorSource source, string name, int rows, int cols, float[] scratch, LinearParameters destination)
-    {
-        var conv1d = scratch.AsSpan(0, rows * cols);
-        source.ReadInto(name, conv1d);
-        TransposeColumns(conv1d, rows, cols, 0, cols, destination.Weight.Value.Span);
-    }
-
-    /// <summary>destination[o, i] = source[i, firstColumn + o] for a row-major source [rows, cols]: a column block, transposed.</summary>
-    internal static void TransposeColumns(ReadOnlySpan<float> source, int rows, int cols, int firstColumn, int columnCount, Span<float> destination)
-    {
-        for (int i = 0; i < rows; i++)
-        {
-            var row = source.Slice(i * cols + firstColumn, columnCount);
-            for (int o = 0; o < columnCount; o++) destination[o * rows + i] = row[o];
+            finally
+            {
+                ArrayPool<float>.Shared.Return(buffer);
+            }
         }
     }
 

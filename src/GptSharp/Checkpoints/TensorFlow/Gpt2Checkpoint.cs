@@ -95,29 +95,12 @@ public static class Gpt2Checkpoint
     /// </summary>
     public static SortedDictionary<string, long[]> ExpectedTensors(GptConfig config)
     {
-        long e = config.EmbeddingDim, h = config.HiddenDim;
-        var expected = new SortedDictionary<string, long[]>(StringComparer.Ordinal)
+        var expected = new SortedDictionary<string, long[]>(StringComparer.Ordinal);
+        foreach (var tensor in Gpt2WeightMap.Tensors(config))
         {
-            ["model/wte"] = [config.VocabSize, e],
-            ["model/wpe"] = [config.ContextLength, e],
-            ["model/ln_f/g"] = [e],
-            ["model/ln_f/b"] = [e],
-        };
-        for (int i = 0; i < config.Layers; i++)
-        {
-            string p = $"model/h{i}/";
-            expected[p + "attn/c_attn/w"] = [1, e, 3 * e];
-            expected[p + "attn/c_attn/b"] = [3 * e];
-            expected[p + "attn/c_proj/w"] = [1, e, e];
-            expected[p + "attn/c_proj/b"] = [e];
-            expected[p + "ln_1/g"] = [e];
-            expected[p + "ln_1/b"] = [e];
-            expected[p + "ln_2/g"] = [e];
-            expected[p + "ln_2/b"] = [e];
-            expected[p + "mlp/c_fc/w"] = [1, e, h];
-            expected[p + "mlp/c_fc/b"] = [h];
-            expected[p + "mlp/c_proj/w"] = [1, h, e];
-            expected[p + "mlp/c_proj/b"] = [e];
+            // TensorFlow keeps Conv1D's kernel as [1, in, out].
+            long[] shape = tensor.Shape.Select(d => (long)d).ToArray();
+            expected[Gpt2NameScheme.TensorFlow.NameOf(tensor)] = tensor.Kind == Gpt2TensorKind.Conv1DWeight ? [1, .. shape] : shape;
         }
         return expected;
     }
@@ -179,94 +162,15 @@ public static class Gpt2Checkpoint
         if (!config.QkvBias)
             throw new ArgumentException("GPT-2 checkpoints have query/key/value biases: build the model with QkvBias = true.");
         CheckTensors(bundle, config);
-
-        Assign(bundle, "model/wpe", gpt.PositionEmbedding);
-        Assign(bundle, "model/wte", gpt.TokenEmbedding);
-        int e = config.EmbeddingDim;
-        for (int b = 0; b < config.Layers; b++)
-        {
-            var block = gpt.Blocks[b];
-            string p = $"model/h{b}/";
-
-            // c_attn.w [1, e, 3e] = [W_q^T | W_k^T | W_v^T] along the last axis; the book does
-            // np.split(w, 3, axis=-1) and transposes each part.
-            var qkv = new[] { block.Query.Weight.Value, block.Key.Weight.Value, block.Value.Weight.Value };
-            ReadTransposed(bundle, p + "attn/c_attn/w", 3 * e, scratchBytes, (firstRow, rows, count) =>
-            {
-                for (int part = 0; part < 3; part++)
-                    TransposeRowsInto(rows, count, 3 * e, part * e, e, qkv[part], e, firstRow);
-            });
-            var bias = new float[3 * e];
-            bundle.ReadFloat32(bundle.GetEntry(p + "attn/c_attn/b"), bias);
-            bias.AsSpan(0, e).CopyTo(block.Query.Bias!.Value.Span);
-            bias.AsSpan(e, e).CopyTo(block.Key.Bias!.Value.Span);
-            bias.AsSpan(2 * e, e).CopyTo(block.Value.Bias!.Value.Span);
-
-            AssignTransposed(bundle, p + "attn/c_proj/w", block.OutProj.Weight, scratchBytes);
-            Assign(bundle, p + "attn/c_proj/b", block.OutProj.Bias!);
-            AssignTransposed(bundle, p + "mlp/c_fc/w", block.FeedForwardIn.Weight, scratchBytes);
-            Assign(bundle, p + "mlp/c_fc/b", block.FeedForwardIn.Bias!);
-            AssignTransposed(bundle, p + "mlp/c_proj/w", block.FeedForwardOut.Weight, scratchBytes);
-            Assign(bundle, p + "mlp/c_proj/b", block.FeedForwardOut.Bias!);
-            Assign(bundle, p + "ln_1/g", block.Norm1.Scale);
-            Assign(bundle, p + "ln_1/b", block.Norm1.Shift);
-            Assign(bundle, p + "ln_2/g", block.Norm2.Scale);
-            Assign(bundle, p + "ln_2/b", block.Norm2.Shift);
-        }
-        Assign(bundle, "model/ln_f/g", gpt.FinalNorm.Scale);
-        Assign(bundle, "model/ln_f/b", gpt.FinalNorm.Shift);
-        // GPT-2 ties the output head to the token embedding (gpt.out_head.weight = assign(..., params["wte"])).
-        gpt.OutHead.Value.CopyFrom(gpt.TokenEmbedding.Value);
+        Gpt2WeightMap.LoadWeightsIntoGpt(gpt, new StreamingReader(bundle, scratchBytes), Gpt2NameScheme.TensorFlow, tieHead: true);
     }
 
-    /// <summary>Direct copy, same layout (the book's <c>assign(left, right)</c> with its shape check).</summary>
-    private static void Assign(TensorBundleReader bundle, string name, Parameter target)
+    /// <summary>Streams tensors from the data shard; Conv1D weights pass through at most <paramref name="scratchBytes"/> of rows at a time.</summary>
+    private sealed class StreamingReader(TensorBundleReader bundle, int scratchBytes) : IGpt2TensorReader
     {
-        var entry = bundle.GetEntry(name);
-        if (entry.ElementCount != target.Length)
-            throw new InvalidDataException($"{bundle.IndexPath}: shape mismatch for '{name}' → {target.Name}. Left: {target.Value.ShapeString}, Right: {entry.ShapeString}.");
-        bundle.ReadFloat32(entry, target.Value.Span);
-    }
+        public void ReadInto(string name, Span<float> destination) => bundle.ReadFloat32(bundle.GetEntry(name), destination);
 
-    /// <summary>A Conv1D weight [1, in, out] into an nn.Linear weight [out, in].</summary>
-    private static void AssignTransposed(TensorBundleReader bundle, string name, Parameter target, int scratchBytes)
-    {
-        int outFeatures = target.Value.Size(0), inFeatures = target.Value.Size(1);
-        var entry = bundle.GetEntry(name);
-        if (entry.Shape.Length != 3 || entry.Shape[0] != 1 || entry.Shape[1] != inFeatures || entry.Shape[2] != outFeatures)
-            throw new InvalidDataException($"{bundle.IndexPath}: shape mismatch for '{name}' → {target.Name}. Left: {target.Value.ShapeString}, Right: {entry.ShapeString} (transposed).");
-        ReadTransposed(bundle, name, outFeatures, scratchBytes, (firstRow, rows, count) =>
-            TransposeRowsInto(rows, count, outFeatures, 0, outFeatures, target.Value, inFeatures, firstRow));
-    }
-
-    private delegate void RowsHandler(int firstRow, ReadOnlySpan<float> rows, int rowCount);
-
-    /// <summary>Streams the rows (input features) of a Conv1D weight through the bounded scratch buffer.</summary>
-    private static void ReadTransposed(TensorBundleReader bundle, string name, int rowLength, int scratchBytes, RowsHandler handle) =>
-        bundle.ReadFloat32Rows(bundle.GetEntry(name), rowLength, scratchBytes, (firstRow, chunk) => handle(firstRow, chunk, chunk.Length / rowLength));
-
-    /// <summary>
-    /// Writes columns [<paramref name="columnStart"/>, +<paramref name="columns"/>) of a chunk of
-    /// source rows (source row r = input feature firstRow + r) as destination rows:
-    /// dest[j, firstRow + r] = src[r, columnStart + j]. Blocks of 16 source rows keep both sides cache-friendly.
-    /// </summary>
-    internal static unsafe void TransposeRowsInto(ReadOnlySpan<float> source, int rowCount, int sourceRowLength, int columnStart, int columns,
-        Tensor destination, int destinationRowLength, int firstRow)
-    {
-        float* dst = destination.Data;
-        fixed (float* src = source)
-        {
-            const int Block = 16;
-            for (int r0 = 0; r0 < rowCount; r0 += Block)
-            {
-                int rn = Math.Min(Block, rowCount - r0);
-                for (int j = 0; j < columns; j++)
-                {
-                    float* d = dst + (long)j * destinationRowLength + firstRow + r0;
-                    float* s = src + (long)r0 * sourceRowLength + columnStart + j;
-                    for (int r = 0; r < rn; r++) d[r] = s[(long)r * sourceRowLength];
-                }
-            }
-        }
+        public void ReadRows(string name, int rowLength, Gpt2RowsConsumer consume) =>
+            bundle.ReadFloat32Rows(bundle.GetEntry(name), rowLength, scratchBytes, (firstRow, rows) => consume(firstRow, rows));
     }
 }
