@@ -26,17 +26,7 @@ public static partial class Gpt2Import
     {
         using var file = SafeTensorsFile.Open(path);
         config ??= ModelCheckpoint.ConfigBeside(path) ?? InferConfig(file);
-        var model = new GptModel(config);
-        try
-        {
-            LoadInto(model, file);
-            return model;
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+        return StateDictLoader.NewModel(config, model => LoadInto(model, file));
     }
 
     /// <summary>The config implied by GPT-2 tensor shapes (qkv_bias true; heads from the width, 64 per head).</summary>

@@ -29,21 +29,7 @@ public static class ModelCheckpoint
     }
 
     /// <summary>Builds a model from an open safetensors file with book names.</summary>
-    public static GptModel Load(SafeTensorsFile file)
-    {
-        var config = ConfigFor(file);
-        var model = new GptModel(config);
-        try
-        {
-            StateDictLoader.LoadInto(model, file);
-            return model;
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
-    }
+    public static GptModel Load(SafeTensorsFile file) => StateDictLoader.Load(ConfigFor(file), file);
 
     /// <summary>Loads a model file's weights into an existing model (shapes must match).</summary>
     public static void LoadInto(this GptModel model, string path)

@@ -94,16 +94,7 @@ public static class ModelStore
             {
                 // A Hugging Face pytorch_model.bin: the same names as its safetensors twin.
                 config ??= ModelCheckpoint.ConfigBeside(path) ?? Gpt2Import.InferConfig(stateDict);
-                var hf = new GptModel(config);
-                try
-                {
-                    Gpt2Import.LoadInto(hf, stateDict);
-                }
-                catch
-                {
-                    hf.Dispose();
-                    throw;
-                }
+                var hf = StateDictLoader.NewModel(config, m => Gpt2Import.LoadInto(m, stateDict));
                 return new LoadedCheckpoint(hf, null, null, "pth (Hugging Face GPT-2)");
             }
         }
@@ -128,26 +119,11 @@ public static class ModelStore
             else
             {
                 config ??= file.Metadata.ContainsKey(ModelCheckpoint.ConfigKey) ? null : ModelCheckpoint.ConfigBeside(path);
-                var model = config is null ? ModelCheckpoint.Load(file) : LoadWithConfig(file, config);
+                var model = config is null ? ModelCheckpoint.Load(file) : StateDictLoader.Load(config, file);
                 return new LoadedCheckpoint(model, null, null, "safetensors (model)");
             }
         }
         var (m, optimizer, state) = TrainingCheckpoint.Load(path);
         return new LoadedCheckpoint(m, optimizer, state, "training checkpoint");
-    }
-
-    private static GptModel LoadWithConfig(SafeTensorsFile file, GptConfig config)
-    {
-        var model = new GptModel(config);
-        try
-        {
-            StateDictLoader.LoadInto(model, file);
-            return model;
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
     }
 }

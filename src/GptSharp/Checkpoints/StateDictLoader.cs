@@ -13,6 +13,25 @@ public static partial class StateDictLoader
     /// <summary>True for the book's causal-mask buffers (<c>trf_blocks.N.att.mask</c>): stored by PyTorch, not parameters.</summary>
     public static bool IsMaskBuffer(string name) => name.StartsWith("trf_blocks.", StringComparison.Ordinal) && name.EndsWith(".att.mask", StringComparison.Ordinal);
 
+    /// <summary>A new model of <paramref name="config"/> filled by <paramref name="load"/>; disposed again if loading fails.</summary>
+    public static GptModel NewModel(GptConfig config, Action<GptModel> load)
+    {
+        var model = new GptModel(config);
+        try
+        {
+            load(model);
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>A new model of <paramref name="config"/> holding the book-named tensors of <paramref name="source"/>.</summary>
+    public static GptModel Load(GptConfig config, ITensorSource source) => NewModel(config, model => LoadInto(model, source));
+
     /// <summary>Copies every parameter of <paramref name="model"/> from <paramref name="source"/> (straight into the parameter's buffer).</summary>
     public static void LoadInto(GptModel model, ITensorSource source)
     {

@@ -136,17 +136,7 @@ public static class Gpt2Checkpoint
         using var bundle = TensorBundleReader.Open(FindPrefix(modelDir));
         CheckTensors(bundle, config);
         bundle.CheckDataFiles();
-        var model = new GptModel(config);
-        try
-        {
-            LoadWeightsIntoGpt(model, bundle);
-            return model;
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+        return StateDictLoader.NewModel(config, model => LoadWeightsIntoGpt(model, bundle));
     }
 
     /// <summary>
