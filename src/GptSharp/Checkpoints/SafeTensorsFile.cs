@@ -146,13 +146,7 @@ public sealed class SafeTensorsFile : ITensorSource
 
     private void ReadExactly(long offset, Span<byte> destination)
     {
-        while (destination.Length > 0)
-        {
-            int n = RandomAccess.Read(_handle, destination, offset);
-            if (n <= 0) throw Corrupt($"unexpected end of file at byte {offset}");
-            destination = destination[n..];
-            offset += n;
-        }
+        if (!FileReads.TryReadExactly(_handle, offset, destination, out long end)) throw Corrupt($"unexpected end of file at byte {end}");
     }
 
     private void ParseHeader(byte[] header, long dataLength)

@@ -66,13 +66,7 @@ internal sealed class TorchZipReader : IDisposable
 
     private void ReadAt(long offset, Span<byte> destination)
     {
-        while (destination.Length > 0)
-        {
-            int n = RandomAccess.Read(_handle, destination, offset);
-            if (n <= 0) throw Corrupt($"unexpected end of file at byte {offset} (truncated?)");
-            destination = destination[n..];
-            offset += n;
-        }
+        if (!FileReads.TryReadExactly(_handle, offset, destination, out long end)) throw Corrupt($"unexpected end of file at byte {end} (truncated?)");
     }
 
     private void ReadCentralDirectory()
