@@ -7,7 +7,7 @@ namespace GptSharp.Benchmarks;
 /// (e.g. --filter '*PeakFlops*' --job short). A quick Stopwatch pass over the GEMM shapes, without
 /// BenchmarkDotNet: dotnet run -c Release --project bench/GptSharp.Benchmarks -- gemm-quick [threads] [case filter]
 /// and of the FMA peak and the read bandwidth: ... -- peak-quick, ... -- bandwidth-quick; a training step phase by phase:
-/// ... -- train-step-quick [threads] [steps]; generation tokens/s against the bandwidth bound: ... -- generate-quick [tokens] [threads] [uncachedTokens]
+/// ... -- train-step-quick [threads] [steps]; generation tokens/s against the bandwidth bound: ... -- generate-quick [tokens] [threads] [uncachedTokens]; interleaved A/B of the skinny GEMM's choices on cached steps: ... -- skinny-ab [rounds] [threads]
 /// </summary>
 public static class Program
 {
@@ -24,6 +24,11 @@ public static class Program
         {
             GenerationQuick.Run(args.Length > 1 ? int.Parse(args[1]) : GenerationBenchmarks.NewTokens,
                 args.Length > 2 ? int.Parse(args[2]) : 2, args.Length > 3 ? int.Parse(args[3]) : 20);
+            return;
+        }
+        if (args.Length > 0 && args[0] == "skinny-ab")
+        {
+            GenerationQuick.SkinnyAb(args.Length > 1 ? int.Parse(args[1]) : 60, args.Length > 2 ? int.Parse(args[2]) : 2);
             return;
         }
         if (args.Length > 0 && args[0] == "peak-quick")

@@ -99,6 +99,10 @@ public sealed unsafe partial class GptModel
         if (current != null && current.Fits(batch, seq)) return current;
         int batchCapacity = Math.Max(batch, current?.BatchCapacity ?? 0);
         int seqCapacity = Math.Max(seq, current?.SeqCapacity ?? 0);
+        // Inference windows grow one token at a time (the book's uncached generation loop): double the
+        // capacity, up to the context length, so the buffers are rebuilt a handful of times, not per token.
+        if (!forTraining && current != null && seq > current.SeqCapacity)
+            seqCapacity = Math.Max(seq, Math.Min(Config.ContextLength, 2 * current.SeqCapacity));
         if (current != null)
         {
             if (ReferenceEquals(_pending, current)) _pending = null;

@@ -61,6 +61,23 @@ public static unsafe class Gemm
     // Below this many multiply-adds a call stays on the calling thread: waking the pool would cost more.
     private const long ParallelMinWork = 1L << 20;
 
+    // A skinny product is bound by reading B, not by arithmetic: one token's 768×768 projection does only
+    // 0.6 M multiply-adds but streams 2.4 MB of weights, which two idle cores read faster than one. With
+    // SkinnyParallelByBytes the decision for m ≤ SkinnyRows is made on the bytes of B instead. Off by default:
+    // on the shared 2-core machine (load 10-13) it cost ~2 ms per GPT-2 124M step (37.4 against 34.7 ms,
+    // interleaved, bench `skinny-ab`): 48 more pool wake-ups per token when the second core is rarely free.
+    private const long SkinnyParallelMinBytes = 256L << 10;
+
+    /// <summary>Whether a product is big enough to wake the pool for.</summary>
+    internal static bool WorthParallel(int m, int n, int k)
+        => (long)m * n * k >= ParallelMinWork
+           || (m <= SkinnyRows && (long)n * k * sizeof(float) >= SkinnyParallelMinBytes && SkinnyParallelByBytes);
+
+    // Switches of the skinny kernel's choices, so a benchmark can A/B them in one process (interleaved, on a
+    // shared machine) and a quiet machine can settle them again; the defaults are the measured best.
+    internal static bool SkinnyParallelByBytes;
+    internal static int SkinnyTasksPerThread = 4;
+
     /// <param name="parallel">Split the work across <see cref="Workers"/>; pass false when the caller already parallelizes (per attention head).</param>
     public static void MatMul(
         bool transposeA, bool transposeB, int m, int n, int k,
@@ -99,7 +116,7 @@ public static unsafe class Gemm
         };
         // The pool is used only by a call from outside it that also owns the shared job slot (one parallel
         // GEMM at a time; a concurrent one from another thread simply runs on its own thread).
-        bool goParallel = parallel && Workers.Count > 1 && (long)m * n * k >= ParallelMinWork
+        bool goParallel = parallel && Workers.Count > 1 && WorthParallel(m, n, k)
                           && !Workers.IsInsideRun && Monitor.TryEnter(SharedJobLock);
         try
         {
@@ -633,15 +650,38 @@ public static unsafe class Gemm
 
     // ---------------------------------------------------------------- skinny (few rows) algorithm
 
-    // Columns per parallel task of the skinny kernel.
-    private const int SkinnyChunkColumns = 256;
+    // Parallel skinny tasks per thread (SkinnyTasksPerThread): a few each, so a core slowed by another process
+    // takes fewer (tasks are handed out dynamically), and the count is a multiple of the thread count, so on a
+    // quiet machine every thread gets the same share (768 columns on 2 threads: 6 tasks of 128, not 3 of 256).
+    // 4, 16 or 100 per thread measured the same within noise on the 124M step.
+
+    // Chunk widths are whole multiples of the widest column block of the kernels (64 floats = 4 zmm).
+    private const int SkinnyChunkAlign = 64;
+
+    /// <summary>Columns per parallel task for n columns on <paramref name="threads"/> threads.</summary>
+    internal static int SkinnyChunkWidth(int n, int threads)
+    {
+        int perTask = (n + threads * SkinnyTasksPerThread - 1) / (threads * SkinnyTasksPerThread);
+        int width = (perTask + SkinnyChunkAlign - 1) / SkinnyChunkAlign * SkinnyChunkAlign;
+        // Keep the task count a multiple of the thread count where the width allows it.
+        int tasks = (n + width - 1) / width;
+        if (tasks % threads != 0 && tasks > threads)
+        {
+            int even = (tasks + threads - 1) / threads * threads;
+            int evenWidth = (n + even - 1) / even;
+            evenWidth = (evenWidth + SkinnyChunkAlign - 1) / SkinnyChunkAlign * SkinnyChunkAlign;
+            if ((n + evenWidth - 1) / evenWidth % threads == 0) width = evenWidth;
+        }
+        return width;
+    }
 
     private static void RunSkinny(ref Job job, bool parallel)
     {
         if (parallel)
         {
-            int tasks = (job.N + SkinnyChunkColumns - 1) / SkinnyChunkColumns;
-            job.ChunkColumns = SkinnyChunkColumns;
+            int width = SkinnyChunkWidth(job.N, Workers.Count);
+            int tasks = (job.N + width - 1) / width;
+            job.ChunkColumns = width;
             s_shared = job;
             Workers.Run(tasks, SkinnyTask);
             s_shared = default;
@@ -674,24 +714,28 @@ public static unsafe class Gemm
             rowStride = k;
         }
 
-        for (int i = 0; i < m; i++)
+        if (job.TransB)
         {
-            float* arow = rows + i * rowStride;
-            float* crow = job.C + (long)i * job.Ldc;
-            if (job.TransB)
+            // C[i, j] = dot(op(A) row i, b row j), column outermost: row j of b is read from memory once and
+            // reused from L1 by every row of A (rows inner would stream all of b m times).
+            // (Four columns per pass, sharing each load of A, measured slower on one token: 38.9 against
+            // 34.7 ms per step, interleaved, bench `skinny-ab`; more read streams per core do not pay.)
+            for (int j = j0; j < j1; j++)
             {
-                // C[i, j] = dot(op(A) row i, b row j).
-                for (int j = j0; j < j1; j++)
+                float* brow = job.B + (long)j * job.Ldb;
+                for (int i = 0; i < m; i++)
                 {
-                    float sum = Dot(job.Path, arow, job.B + (long)j * job.Ldb, k);
-                    Store(crow + j, sum, job.Accumulate, job.Bias, j);
+                    float sum = Dot(job.Path, rows + i * rowStride, brow, k);
+                    Store(job.C + (long)i * job.Ldc + j, sum, job.Accumulate, job.Bias, j);
                 }
             }
-            else
-            {
-                // C[i, j0:j1] = Σp A[i, p] · b row p (an axpy per p over contiguous columns).
-                SkinnyRowTimesB(ref job, arow, crow, j0, j1);
-            }
+            return;
+        }
+
+        for (int i = 0; i < m; i++)
+        {
+            // C[i, j0:j1] = Σp A[i, p] · b row p (an axpy per p over contiguous columns).
+            SkinnyRowTimesB(ref job, rows + i * rowStride, job.C + (long)i * job.Ldc, j0, j1);
         }
     }
 

@@ -75,6 +75,77 @@ public unsafe class GemmTests
         }
     }
 
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void SkinnyKernelCoversEveryRowCountAndRemainder(string pathName)
+    {
+        // m = 1..SkinnyRows through the direct kernel (rows of A against each column of B, axpy rows for
+        // untransposed B): n and k cover the vector blocks' remainders, with accumulate and bias, transposed
+        // and untransposed A, contiguous and strided operands.
+        var path = Enum.Parse<Path>(pathName);
+        var random = new Random(31);
+        for (int m = 1; m <= Gemm.SkinnyRows; m++)
+            foreach (int n in new[] { 1, 2, 3, 4, 5, 7, 9, 67 })
+                foreach (int k in new[] { 1, 15, 16, 17, 33 })
+                    foreach (bool transB in new[] { false, true })
+                        foreach (bool accumulate in new[] { false, true })
+                            foreach (bool withBias in new[] { false, true })
+                            {
+                                int pad = (m + n) % 3;
+                                Check(path, random, m, n, k, transA: (n & 1) == 0, transB, accumulate, withBias, padA: pad, padB: pad, padC: pad, parallel: false);
+                            }
+    }
+
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void SkinnyParallelSplitMatchesTheReference(string pathName)
+    {
+        // Few rows with B big enough to go parallel by bytes (one token's projection): column chunks over 2
+        // and 3 threads, n not a multiple of the chunk width.
+        var path = Enum.Parse<Path>(pathName);
+        var random = new Random(8);
+        int saved = Workers.Count;
+        bool savedByBytes = Gemm.SkinnyParallelByBytes;
+        try
+        {
+            Gemm.SkinnyParallelByBytes = true;
+            foreach (int threads in new[] { 2, 3 })
+            {
+                Workers.Count = threads;
+                foreach (int m in new[] { 1, 2, 7 })
+                    foreach (var (n, k) in new[] { (771, 97), (517, 131) })
+                    {
+                        Assert.True(Gemm.WorthParallel(m, n, k));
+                        foreach (bool transB in new[] { false, true })
+                            Check(path, random, m, n, k, transA: false, transB, accumulate: m == 2, withBias: m != 2, padA: 1, padB: 2, padC: 3, parallel: true);
+                    }
+            }
+        }
+        finally
+        {
+            Workers.Count = saved;
+            Gemm.SkinnyParallelByBytes = savedByBytes;
+        }
+    }
+
+    [Fact]
+    public void OneTokenProjectionsSplitEvenlyOverTheThreads()
+    {
+        // The output head at m = 1 (38 M multiply-adds) always goes parallel; a 768×768 weight only when the
+        // decision is made on bytes (2.4 MB to read); a 64×64 one never.
+        Assert.True(Gemm.WorthParallel(1, 50257, 768));
+        Assert.False(Gemm.WorthParallel(1, 64, 64));
+        foreach (int threads in new[] { 2, 4 })
+            foreach (int n in new[] { 768, 3072, 50257 })
+            {
+                int width = Gemm.SkinnyChunkWidth(n, threads);
+                int tasks = (n + width - 1) / width;
+                Assert.True(width % 64 == 0, $"n={n}, threads={threads}: width {width}");
+                Assert.True(tasks % threads == 0, $"n={n}, threads={threads}: {tasks} tasks of {width}");
+                Assert.True(tasks >= 2 * threads, $"n={n}, threads={threads}: only {tasks} tasks");
+            }
+    }
+
     [Fact]
     public void PublicEntryPointUsesTheBestPath()
     {
