@@ -1,3 +1,4 @@
+using GptSharp.Tensors.IO;
 using GptSharp.Model;
 using GptSharp.Tensors;
 

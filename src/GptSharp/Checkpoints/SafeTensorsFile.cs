@@ -1,3 +1,4 @@
+using GptSharp.Tensors.IO;
 using System.Buffers;
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;

@@ -1,3 +1,4 @@
+using GptSharp.Tensors.IO;
 using System.Buffers.Binary;
 using System.IO.MemoryMappedFiles;
 using System.Text;
@@ -104,7 +105,7 @@ public sealed unsafe class TokenFile : ITokenSequence, IDisposable
     }
 
     /// <summary>
-    /// Writes a token file atomically (temp file, flush, rename): <paramref name="documents"/> are encoded
+    /// Writes a token file atomically (<see cref="AtomicFile"/>: temp file, flush, rename): <paramref name="sources"/> are read by <paramref name="readDocument"/>, encoded
     /// one at a time by <paramref name="encode"/> and separated by <paramref name="separatorId"/>, which is
     /// what encoding the texts joined with <c>&lt;|endoftext|&gt;</c> gives. Memory use is one document.
     /// </summary>
@@ -113,57 +114,46 @@ public sealed unsafe class TokenFile : ITokenSequence, IDisposable
     {
         if (vocabSize > ushort.MaxValue + 1)
             throw new ArgumentException($"A vocabulary of {vocabSize} ids does not fit the uint16 token file.");
-        string fullPath = System.IO.Path.GetFullPath(path);
-        string directory = System.IO.Path.GetDirectoryName(fullPath)!;
-        Directory.CreateDirectory(directory);
-        string temp = System.IO.Path.Combine(directory, $".{System.IO.Path.GetFileName(fullPath)}.{Environment.ProcessId}.tmp");
-        try
+        Directory.CreateDirectory(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!);
+        TokenFileHeader? header = null;
+        AtomicFile.Write(path, stream =>
         {
             long count = 0;
-            TokenFileHeader header;
-            using (var stream = new FileStream(temp, FileMode.Create, FileAccess.ReadWrite, FileShare.None, 1 << 20))
+            stream.Write(new byte[DataOffset]);
+            byte[] buffer = [];
+            for (int d = 0; d < sources.Count; d++)
             {
-                stream.Write(new byte[DataOffset]);
-                byte[] buffer = [];
-                for (int d = 0; d < sources.Count; d++)
+                int[] ids = encode(readDocument(d));
+                int extra = d > 0 ? 1 : 0;
+                int needed = 2 * (ids.Length + extra);
+                if (buffer.Length < needed) buffer = new byte[needed];
+                int at = 0;
+                if (extra == 1) { BinaryPrimitives.WriteUInt16LittleEndian(buffer, (ushort)separatorId); at = 2; }
+                foreach (int id in ids)
                 {
-                    int[] ids = encode(readDocument(d));
-                    int extra = d > 0 ? 1 : 0;
-                    int needed = 2 * (ids.Length + extra);
-                    if (buffer.Length < needed) buffer = new byte[needed];
-                    int at = 0;
-                    if (extra == 1) { BinaryPrimitives.WriteUInt16LittleEndian(buffer, (ushort)separatorId); at = 2; }
-                    foreach (int id in ids)
-                    {
-                        if ((uint)id >= (uint)vocabSize)
-                            throw new InvalidDataException($"{sources[d]}: token id {id} is outside the vocabulary of {vocabSize}.");
-                        BinaryPrimitives.WriteUInt16LittleEndian(buffer.AsSpan(at), (ushort)id);
-                        at += 2;
-                    }
-                    stream.Write(buffer, 0, at);
-                    count += ids.Length + extra;
-                    progress?.Invoke(d, count);
+                    if ((uint)id >= (uint)vocabSize)
+                        throw new InvalidDataException($"{sources[d]}: token id {id} is outside the vocabulary of {vocabSize}.");
+                    BinaryPrimitives.WriteUInt16LittleEndian(buffer.AsSpan(at), (ushort)id);
+                    at += 2;
                 }
-                header = new TokenFileHeader { VocabSize = vocabSize, Count = count, SeparatorId = separatorId, Sources = sources };
-                byte[] json = JsonSerializer.SerializeToUtf8Bytes(header, new JsonSerializerOptions { WriteIndented = true });
-                long jsonOffset = stream.Position;
-                stream.Write(json);
-                var fixedPart = new byte[32];
-                Magic.CopyTo(fixedPart);
-                BinaryPrimitives.WriteUInt64LittleEndian(fixedPart.AsSpan(8), (ulong)count);
-                BinaryPrimitives.WriteUInt64LittleEndian(fixedPart.AsSpan(16), (ulong)jsonOffset);
-                BinaryPrimitives.WriteUInt64LittleEndian(fixedPart.AsSpan(24), (ulong)json.Length);
-                stream.Position = 0;
-                stream.Write(fixedPart);
-                stream.Flush(flushToDisk: true);
+                stream.Write(buffer, 0, at);
+                count += ids.Length + extra;
+                progress?.Invoke(d, count);
             }
-            File.Move(temp, fullPath, overwrite: true);
-            return header;
-        }
-        finally
-        {
-            if (File.Exists(temp)) File.Delete(temp);
-        }
+            header = new TokenFileHeader { VocabSize = vocabSize, Count = count, SeparatorId = separatorId, Sources = sources };
+            byte[] json = JsonSerializer.SerializeToUtf8Bytes(header, new JsonSerializerOptions { WriteIndented = true });
+            long jsonOffset = stream.Position;
+            stream.Write(json);
+            // The fixed part goes first in the file but is known last: seek back (the atomic stream is a file).
+            var fixedPart = new byte[32];
+            Magic.CopyTo(fixedPart);
+            BinaryPrimitives.WriteUInt64LittleEndian(fixedPart.AsSpan(8), (ulong)count);
+            BinaryPrimitives.WriteUInt64LittleEndian(fixedPart.AsSpan(16), (ulong)jsonOffset);
+            BinaryPrimitives.WriteUInt64LittleEndian(fixedPart.AsSpan(24), (ulong)json.Length);
+            stream.Position = 0;
+            stream.Write(fixedPart);
+        });
+        return header!;
     }
 
     public void Dispose()

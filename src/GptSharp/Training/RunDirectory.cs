@@ -1,3 +1,4 @@
+using GptSharp.Tensors.IO;
 using System.Globalization;
 using System.Net;
 using System.Text;

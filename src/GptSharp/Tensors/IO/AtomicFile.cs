@@ -1,4 +1,4 @@
-namespace GptSharp.Checkpoints;
+namespace GptSharp.Tensors.IO;
 
 /// <summary>
 /// Writes a file so that readers see either the previous version or the complete new one, never a
