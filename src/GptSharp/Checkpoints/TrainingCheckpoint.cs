@@ -33,8 +33,12 @@ public static class TrainingCheckpoint
     public static string Resolve(string runDirectoryOrFile) =>
         Directory.Exists(runDirectoryOrFile) ? Path.Combine(runDirectoryOrFile, FileName) : runDirectoryOrFile;
 
-    /// <summary>Saves model, optimizer and trainer state to <paramref name="path"/> atomically (the previous checkpoint survives a failed write).</summary>
-    public static void Save(string path, GptModel model, AdamW optimizer, string trainerStateJson)
+    /// <summary>
+    /// Saves model, optimizer and trainer state to <paramref name="path"/> atomically (the previous checkpoint survives a
+    /// failed write). <paramref name="extraMetadata"/> adds the caller's own string entries to <c>__metadata__</c>
+    /// (the trainer's run configuration and random-generator state); they cannot replace this class's keys.
+    /// </summary>
+    public static void Save(string path, GptModel model, AdamW optimizer, string trainerStateJson, IReadOnlyDictionary<string, string>? extraMetadata = null)
     {
         var parameters = model.Parameters();
         if (optimizer.Parameters.Count != parameters.Count || optimizer.Parameters.Where((p, i) => !ReferenceEquals(p, parameters[i])).Any())
@@ -53,6 +57,8 @@ public static class TrainingCheckpoint
         var metadata = ModelCheckpoint.Metadata(model.Config, Kind);
         metadata[OptimizerKey] = OptimizerJson(optimizer);
         metadata[TrainerStateKey] = trainerStateJson;
+        foreach (var (key, value) in extraMetadata ?? new Dictionary<string, string>())
+            if (!metadata.TryAdd(key, value)) throw new ArgumentException($"Extra checkpoint metadata cannot replace '{key}'.");
         SafeTensorsWriter.Write(path, entries, metadata);
     }
 
@@ -93,6 +99,13 @@ public static class TrainingCheckpoint
         if (o.Beta1 != optimizer.Beta1 || o.Beta2 != optimizer.Beta2 || o.Eps != optimizer.Eps || o.WeightDecay != optimizer.WeightDecay)
             throw new InvalidDataException($"{path}: the checkpoint's AdamW (betas ({o.Beta1}, {o.Beta2}), eps {o.Eps}, weight_decay {o.WeightDecay}) differs from this optimizer's (betas ({optimizer.Beta1}, {optimizer.Beta2}), eps {optimizer.Eps}, weight_decay {optimizer.WeightDecay}).");
         return ReadInto(file, model, optimizer, loadModel: true);
+    }
+
+    /// <summary>The <c>__metadata__</c> of a training checkpoint (header only, no tensor is read).</summary>
+    public static IReadOnlyDictionary<string, string> ReadMetadata(string runDirectoryOrFile)
+    {
+        using var file = OpenCheckpoint(Resolve(runDirectoryOrFile));
+        return new Dictionary<string, string>(file.Metadata);
     }
 
     /// <summary>True when <paramref name="file"/> is a training checkpoint (by its metadata).</summary>

@@ -1,4 +1,3 @@
-using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using GptSharp.Checkpoints;
@@ -8,18 +7,17 @@ using GptSharp.Tensors;
 namespace GptSharp.Training;
 
 /// <summary>
-/// A training checkpoint that <c>gptsharp train --resume</c> continues from bit-identically: a safetensors file
-/// with the model's parameters (book names), AdamW's <c>exp_avg</c>/<c>exp_avg_sq</c> per parameter
-/// (<c>optimizer.exp_avg.&lt;name&gt;</c>), and in the metadata the optimizer's scalars, the run configuration,
-/// the trainer state (epoch, step, tokens seen, data-order position, metrics, samples) and the global random
-/// generator's complete state. Written atomically.
+/// The checkpoint <c>gptsharp train --resume</c> continues from bit-identically: a <see cref="TrainingCheckpoint"/>
+/// (the model's parameters under the book's names, AdamW's moments, step and hyper-parameters, atomic writes) whose
+/// trainer state is this loop's <see cref="TrainerState"/> (epoch, step, tokens seen, data-order position, metrics,
+/// samples), plus the run configuration and the global random generator's complete state in the metadata.
 /// </summary>
 public static class TrainingRunCheckpoint
 {
-    public const string FileName = "checkpoint.safetensors";
-    public const string Kind = "training";
-    private const string ExpAvgPrefix = "optimizer.exp_avg.";
-    private const string ExpAvgSqPrefix = "optimizer.exp_avg_sq.";
+    public const string FileName = TrainingCheckpoint.FileName;
+    private const string RunConfigKey = "run_config";
+    private const string RngKindKey = "rng_kind";
+    private const string RngStateKey = "rng_state";
 
     private static readonly JsonSerializerOptions Json = new()
     {
@@ -27,37 +25,18 @@ public static class TrainingRunCheckpoint
         NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
     };
 
-    /// <summary>The optimizer's scalar state (PyTorch's param-group hyper-parameters and <c>step</c>).</summary>
-    public sealed record OptimizerScalars(long Step, float LearningRate, float WeightDecay, float Beta1, float Beta2, float Eps);
-
     /// <summary>What a checkpoint holds besides the tensors.</summary>
-    public sealed record Contents(string Path, RunConfig Config, TrainerState State, OptimizerScalars Optimizer, string RngKind, byte[] RngState);
+    public sealed record Contents(string Path, RunConfig Config, TrainerState State, string RngKind, byte[] RngState);
 
     public static void Save(string path, RunConfig config, GptModel model, AdamW optimizer, IRandomGenerator generator, TrainerState state)
     {
-        var parameters = model.Parameters();
-        if (optimizer.Parameters.Count != parameters.Count)
-            throw new ArgumentException("The optimizer does not hold the model's parameters.");
-        var entries = new List<SafeTensorsEntry>();
-        foreach (var p in parameters) entries.Add(SafeTensorsEntry.Float32(p.Name, p.Value));
-        for (int i = 0; i < parameters.Count; i++)
+        if (config.Model != model.Config) throw new ArgumentException("The run configuration does not describe this model.");
+        TrainingCheckpoint.Save(path, model, optimizer, JsonSerializer.Serialize(state, Json), new Dictionary<string, string>
         {
-            entries.Add(SafeTensorsEntry.Float32(ExpAvgPrefix + parameters[i].Name, optimizer.ExpAvg[i]));
-            entries.Add(SafeTensorsEntry.Float32(ExpAvgSqPrefix + parameters[i].Name, optimizer.ExpAvgSq[i]));
-        }
-        var scalars = new OptimizerScalars(optimizer.StepCount, optimizer.LearningRate, optimizer.WeightDecay, optimizer.Beta1, optimizer.Beta2, optimizer.Eps);
-        var metadata = new Dictionary<string, string>
-        {
-            ["format"] = "pt",
-            [ModelCheckpoint.KindKey] = Kind,
-            [ModelCheckpoint.ConfigKey] = ConfigJson.ToBookJson(config.Model),
-            ["run_config"] = config.ToJson(),
-            ["trainer_state"] = JsonSerializer.Serialize(state, Json),
-            ["optimizer"] = JsonSerializer.Serialize(scalars, Json),
-            ["rng_kind"] = generator.Kind,
-            ["rng_state"] = Convert.ToBase64String(generator.GetState()),
-        };
-        SafeTensorsWriter.Write(path, entries, metadata);
+            [RunConfigKey] = config.ToJson(),
+            [RngKindKey] = generator.Kind,
+            [RngStateKey] = Convert.ToBase64String(generator.GetState()),
+        });
     }
 
     /// <summary>The checkpoint file of a run directory, or the file itself.</summary>
@@ -76,23 +55,23 @@ public static class TrainingRunCheckpoint
     /// <summary>Reads the metadata of a checkpoint (not the tensors).</summary>
     public static Contents ReadContents(string path)
     {
-        using var file = SafeTensorsFile.Open(path);
-        return ReadContents(file);
-    }
-
-    private static Contents ReadContents(SafeTensorsFile file)
-    {
-        string path = file.FilePath;
-        string Get(string key) => file.Metadata.TryGetValue(key, out var v) ? v
-            : throw new InvalidDataException($"{path}: not a GptSharp training checkpoint (no '{key}' in its metadata).");
-        if (Get(ModelCheckpoint.KindKey) != Kind)
-            throw new InvalidDataException($"{path}: a model file, not a training checkpoint; --resume needs {FileName} from a run directory.");
+        IReadOnlyDictionary<string, string> metadata;
         try
         {
-            var config = RunConfig.FromJson(Get("run_config"), path);
-            var state = JsonSerializer.Deserialize<TrainerState>(Get("trainer_state"), Json) ?? throw new InvalidDataException($"{path}: empty trainer state.");
-            var optimizer = JsonSerializer.Deserialize<OptimizerScalars>(Get("optimizer"), Json) ?? throw new InvalidDataException($"{path}: empty optimizer state.");
-            return new Contents(path, config, state, optimizer, Get("rng_kind"), Convert.FromBase64String(Get("rng_state")));
+            metadata = TrainingCheckpoint.ReadMetadata(path);
+        }
+        catch (InvalidDataException) when (IsModelFile(path))
+        {
+            throw new InvalidDataException($"{path}: a model file, not a training checkpoint; --resume needs {FileName} from a run directory.");
+        }
+        string Get(string key) => metadata.TryGetValue(key, out var v) ? v
+            : throw new InvalidDataException($"{path}: not a checkpoint of `gptsharp train` (no '{key}' in its metadata).");
+        try
+        {
+            var config = RunConfig.FromJson(Get(RunConfigKey), path);
+            var state = JsonSerializer.Deserialize<TrainerState>(Get(TrainingCheckpoint.TrainerStateKey), Json)
+                ?? throw new InvalidDataException($"{path}: empty trainer state.");
+            return new Contents(path, config, state, Get(RngKindKey), Convert.FromBase64String(Get(RngStateKey)));
         }
         catch (Exception e) when (e is JsonException or FormatException)
         {
@@ -100,51 +79,38 @@ public static class TrainingRunCheckpoint
         }
     }
 
+    private static bool IsModelFile(string path)
+    {
+        try
+        {
+            using var file = SafeTensorsFile.Open(path);
+            return file.Metadata.TryGetValue(ModelCheckpoint.KindKey, out var kind) && kind != TrainingCheckpoint.Kind;
+        }
+        catch (InvalidDataException)
+        {
+            return false;
+        }
+    }
+
     /// <summary>
-    /// Restores a run: the model (built from the stored config), its AdamW optimizer with moments and step count,
+    /// Restores a run: the model and its AdamW optimizer with moments and step count (<see cref="TrainingCheckpoint.Load"/>),
     /// the global generator (its state restored, also set as the model's dropout stream) and the trainer state.
     /// </summary>
     public static (GptModel Model, AdamW Optimizer, IRandomGenerator Generator, Contents Contents) Load(string path)
     {
-        using var file = SafeTensorsFile.Open(path);
-        var contents = ReadContents(file);
-        IRandomGenerator generator = contents.RngKind switch
-        {
-            "torch" => new TorchGenerator(),
-            "fast" => new FastRandom(),
-            _ => throw new InvalidDataException($"{path}: unknown random generator kind '{contents.RngKind}'."),
-        };
+        var contents = ReadContents(path);
+        if (!RandomGenerators.Kinds.Contains(contents.RngKind))
+            throw new InvalidDataException($"{path}: unknown random generator kind '{contents.RngKind}'.");
+        var generator = RandomGenerators.Create(contents.RngKind, 0);
         generator.SetState(contents.RngState);
-        var model = new GptModel(contents.Config.Model);
-        AdamW? optimizer = null;
-        try
+        var (model, optimizer, _) = TrainingCheckpoint.Load(path);
+        if (model.Config != contents.Config.Model)
         {
-            var parameters = model.Parameters();
-            foreach (var p in parameters) ReadExact(file, p.Name, p.Value);
-            var o = contents.Optimizer;
-            optimizer = new AdamW(parameters, o.LearningRate, o.WeightDecay, o.Beta1, o.Beta2, o.Eps) { StepCount = o.Step };
-            for (int i = 0; i < parameters.Count; i++)
-            {
-                ReadExact(file, ExpAvgPrefix + parameters[i].Name, optimizer.ExpAvg[i]);
-                ReadExact(file, ExpAvgSqPrefix + parameters[i].Name, optimizer.ExpAvgSq[i]);
-            }
-            model.DropoutGenerator = generator;
-            return (model, optimizer, generator, contents);
-        }
-        catch
-        {
-            optimizer?.Dispose();
+            optimizer.Dispose();
             model.Dispose();
-            throw;
+            throw new InvalidDataException($"{path}: the model's config differs from the run configuration's.");
         }
-    }
-
-    private static void ReadExact(SafeTensorsFile file, string name, Tensor destination)
-    {
-        var stored = file.Find(name) ?? throw new InvalidDataException($"{file.FilePath}: tensor '{name}' is missing.");
-        if (!stored.Shape.AsSpan().SequenceEqual(destination.Shape))
-            throw new InvalidDataException(string.Create(CultureInfo.InvariantCulture,
-                $"{file.FilePath}: tensor '{name}' has shape [{string.Join(", ", stored.Shape)}], the model expects {destination.ShapeString}."));
-        file.ReadInto(name, destination.Span);
+        model.DropoutGenerator = generator;
+        return (model, optimizer, generator, contents);
     }
 }

@@ -1,3 +1,4 @@
+using GptSharp.Tensors.IO;
 using GptSharp.Checkpoints;
 using GptSharp.Model;
 using GptSharp.Tensors;
