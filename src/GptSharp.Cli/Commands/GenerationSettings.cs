@@ -1,5 +1,4 @@
 using System.CommandLine;
-using GptSharp.Checkpoints;
 using GptSharp.Generation;
 using GptSharp.Model;
 using GptSharp.Tensors;
@@ -9,11 +8,7 @@ namespace GptSharp.Cli.Commands;
 /// <summary>The options <c>gptsharp generate</c> and <c>gptsharp repl</c> share, and their translation to <see cref="GenerationOptions"/>.</summary>
 internal sealed class GenerationSettings
 {
-    public const string ModelHelp = "A run directory, a model file (.safetensors or .pth), an OpenAI GPT-2 folder, " +
-        "or gpt2-small|gpt2-medium|gpt2-large|gpt2-xl (downloaded with `gptsharp download`).";
-
-    public readonly Option<string> Model = new("--model", "-m") { Description = ModelHelp };
-    public readonly Option<string> ModelDir = new("--model-dir") { Description = "A folder holding OpenAI's GPT-2 files placed by hand (same as --model DIR)." };
+    public readonly ModelOptions Model = new();
     public readonly Option<int> MaxNewTokens = new("--max-new-tokens", "-n") { Description = "How many tokens to generate.", DefaultValueFactory = _ => 25 };
     public readonly Option<float> Temperature = new("--temperature", "-t") { Description = "0 = greedy (argmax); > 0 = sample from softmax(logits / T).", DefaultValueFactory = _ => 0f };
     public readonly Option<int?> TopK = new("--top-k") { Description = "Keep only the k most likely tokens (the book's top-k)." };
@@ -36,7 +31,8 @@ internal sealed class GenerationSettings
 
     public void AddTo(Command command)
     {
-        foreach (var option in new Option[] { Model, ModelDir, MaxNewTokens, Temperature, TopK, TopP, MinP, RepetitionPenalty, FrequencyPenalty,
+        Model.AddTo(command);
+        foreach (var option in new Option[] { MaxNewTokens, Temperature, TopK, TopP, MinP, RepetitionPenalty, FrequencyPenalty,
                      PresencePenalty, NumBeams, LengthPenalty, EarlyStopping, Eos, Seed, Rng, NoCache, NoSlide, ContextSize, Threads, Stats })
             command.Options.Add(option);
     }
@@ -60,15 +56,8 @@ internal sealed class GenerationSettings
         ContextSize = parse.GetValue(ContextSize),
     }.Validate();
 
-    /// <summary>The model named by --model or --model-dir (exactly one of them), through <see cref="ModelStore"/>.</summary>
-    public GptModel LoadModel(ParseResult parse)
-    {
-        string? model = parse.GetValue(Model), directory = parse.GetValue(ModelDir);
-        if (model is null == directory is null)
-            throw new ArgumentException("give the model with exactly one of --model or --model-dir: " + ModelHelp);
-        if (model is not null && string.IsNullOrWhiteSpace(model)) throw new ArgumentException("--model is empty: " + ModelHelp);
-        return ModelStore.Load(model ?? directory!);
-    }
+    /// <summary>The model named by --model or --model-dir (exactly one of them).</summary>
+    public GptModel LoadModel(ParseResult parse) => Model.Load(parse);
 
     /// <summary>The sampling generator (--rng, --seed): the book's <c>torch.manual_seed(seed)</c> by default.</summary>
     public IRandomGenerator CreateRandom(ParseResult parse) => RandomGenerators.Create(parse.GetValue(Rng) ?? RandomGenerators.Torch, parse.GetValue(Seed));

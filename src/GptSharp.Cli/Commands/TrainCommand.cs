@@ -42,7 +42,7 @@ internal static class TrainCommand
         public readonly Option<string> StartContext = new("--start-context") { Description = "Prompt of the greedy sample after each epoch.", DefaultValueFactory = _ => "Every effort moves you" };
         public readonly Option<int> WarmupSteps = new("--warmup-steps") { Description = "Linear learning-rate warmup steps (Appendix D); 0 = off.", DefaultValueFactory = _ => 0 };
         public readonly Option<double?> MinLr = new("--min-lr") { Description = "Cosine-decay the learning rate to this value (Appendix D); off by default." };
-        public readonly Option<double> GradClip = new("--grad-clip") { Description = "Clip the global gradient norm to this value (Appendix D uses 1.0); 0 = off.", DefaultValueFactory = _ => 0.0 };
+        public readonly Option<double> GradClip = new("--grad-clip") { Description = "Clip the global gradient norm to this value once the warmup is over, as Appendix D does (it uses 1.0); 0 = off.", DefaultValueFactory = _ => 0.0 };
         public readonly Option<int> GradAccum = new("--grad-accum") { Description = "Micro-batches per optimizer step (gradient accumulation); 1 = off.", DefaultValueFactory = _ => 1 };
         public readonly Option<int?> Threads = new("--threads") { Description = "Worker threads (default: all cores)." };
         public readonly Option<string?> Out = new("--out") { Description = "Run directory (default runs/<timestamp>)." };
@@ -168,7 +168,7 @@ internal static class TrainCommand
         else
         {
             config = settings.Config;
-            generator = config.Rng == "fast" ? new FastRandom(config.Seed) : new TorchGenerator(config.Seed);
+            generator = RandomGenerators.Create(config.Rng, config.Seed);
             model = new GptModel(config.Model, generator);
             optimizer = new AdamW(model.Parameters(), (float)config.LearningRate, (float)config.WeightDecay);
             runPath = settings.Out ?? RunDirectory.DefaultPath(DateTime.UtcNow);

@@ -36,7 +36,9 @@ public sealed record TrainingOptions
     /// <summary>Cosine-decay floor (Appendix D's <c>min_lr</c>); null = no decay.</summary>
     public double? MinLr { get; init; }
 
-    /// <summary>Clip the global gradient norm to this value (Appendix D uses 1.0); 0 = off.</summary>
+    /// <summary>Clip the global gradient norm to this value (Appendix D uses 1.0); 0 = off. Like Appendix D's
+    /// <c>train_model</c>, clipping starts once the warmup is over (<c>global_step &gt;= warmup_steps</c>): the tiny
+    /// warmup learning rates already keep the first updates small.</summary>
     public double GradClip { get; init; }
 
     /// <summary>Micro-batches whose gradients are averaged into one optimizer step; 1 = off.</summary>
@@ -213,7 +215,7 @@ public sealed class Trainer
                     double lr = Schedule.At(step);
                     _optimizer.LearningRate = (float)lr;
                     if (microBatches > 1) Gradients.Scale(parameters, 1f / microBatches);
-                    if (Options.GradClip > 0) Gradients.ClipGradNorm(parameters, Options.GradClip);
+                    if (Options.GradClip > 0 && step >= Options.WarmupSteps) Gradients.ClipGradNorm(parameters, Options.GradClip);
                     _optimizer.Step();
                     State.NextBatch = pass.NextBatch;
 

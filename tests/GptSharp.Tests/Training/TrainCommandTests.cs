@@ -3,6 +3,7 @@ using GptSharp.Cli;
 using GptSharp.Cli.Commands;
 using GptSharp.Data;
 using GptSharp.Model;
+using GptSharp.Tensors;
 using GptSharp.Tokenization;
 using GptSharp.Training;
 
@@ -72,6 +73,27 @@ public sealed class TrainCommandTests : IDisposable
     }
 
     private static int Cli(params string[] args) => Program.BuildRootCommand().Parse(args).Invoke();
+
+    [Fact]
+    public void EvalTakesAnOpenAiGpt2FolderLikeGenerate()
+    {
+        // Exercise 5.5's `gptsharp eval --model gpt2-small` resolves a cached OpenAI folder; the same loader serves
+        // --model DIR and --model-dir DIR, which this checks with a tiny checkpoint in OpenAI's names and layout.
+        var config = new GptConfig { VocabSize = 50257, ContextLength = 8, EmbeddingDim = 4, Heads = 1, Layers = 1, QkvBias = true };
+        using var source = new GptModel(config, new FastRandom(5));
+        string folder = GptSharp.Tests.Checkpoints.TensorFlow.Gpt2CheckpointTests.WriteOpenAiCheckpoint(source, 262144, false);
+        try
+        {
+            Assert.Equal(0, Cli("eval", "--model-dir", folder, "--batches", "2"));
+            Assert.Equal(0, Cli("eval", "--model", folder, "--batches", "1", "--context-length", "4"));
+            Assert.Equal(1, Cli("eval", "--batches", "1"));                                  // no model named
+            Assert.Equal(1, Cli("eval", "--model", folder, "--model-dir", folder));          // two models named
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
 
     [Fact]
     public void TinyRunWritesTheRunDirectoryAndResumes()

@@ -157,6 +157,24 @@ public sealed class TrainingLoopTests : IDisposable
             Assert.True(pa[i].Value.Span.SequenceEqual(pb[i].Value.Span), $"{pa[i].Name} differs");
     }
 
+    [Fact]
+    public void GradientClippingStartsWhenTheWarmupEndsLikeAppendixD()
+    {
+        // Two runs from the same seed, one with a clip so tight it changes every step it touches: identical weights
+        // through the 3 warmup steps, different from step 3 (global_step >= warmup_steps) on.
+        var trainTokens = new TokenSlice(VerdictTokens.Value.Train, 0, 8 * 2 * 12 + 1);
+        var options = new TrainingOptions { Epochs = 1, EvalFreq = 100, EvalIter = 1, SampleTokens = 0, WarmupSteps = 3 };
+        float[] Trace(double gradClip, int steps)
+        {
+            using var run = NewRun(TinyConfig, trainTokens: trainTokens);
+            var trainer = new Trainer(run.Model, run.Optimizer, run.Loaders, options with { GradClip = gradClip, MaxSteps = steps }, Gpt2Tokenizer.Instance);
+            trainer.Run();
+            return run.Model.Parameters()[^1].Value.Span.ToArray();
+        }
+        Assert.Equal(Trace(0, 3), Trace(1e-4, 3));
+        Assert.NotEqual(Trace(0, 4), Trace(1e-4, 4));
+    }
+
     [Theory]
     [InlineData(false, 20)] // stop at the end of epoch 1 (its sample already taken)
     [InlineData(false, 7)]  // stop in the middle of epoch 1

@@ -1,0 +1,34 @@
+using System.CommandLine;
+using GptSharp.Checkpoints;
+using GptSharp.Model;
+
+namespace GptSharp.Cli.Commands;
+
+/// <summary>
+/// How a command names the model it runs (<c>generate</c>, <c>repl</c>, <c>eval</c>): <c>--model</c> (run directory,
+/// model file, GPT-2 folder or size name) or <c>--model-dir</c>, resolved by <see cref="ModelStore"/>.
+/// </summary>
+internal sealed class ModelOptions
+{
+    public const string Help = "A run directory, a model file (.safetensors or .pth), an OpenAI GPT-2 folder, " +
+        "or gpt2-small|gpt2-medium|gpt2-large|gpt2-xl (downloaded with `gptsharp download`).";
+
+    public readonly Option<string> Model = new("--model", "-m") { Description = Help };
+    public readonly Option<string> ModelDir = new("--model-dir") { Description = "A folder holding OpenAI's GPT-2 files placed by hand (same as --model DIR)." };
+
+    public void AddTo(Command command)
+    {
+        command.Options.Add(Model);
+        command.Options.Add(ModelDir);
+    }
+
+    /// <summary>The model named by --model or --model-dir (exactly one of them).</summary>
+    public GptModel Load(ParseResult parse)
+    {
+        string? model = parse.GetValue(Model), directory = parse.GetValue(ModelDir);
+        if (model is null == directory is null)
+            throw new ArgumentException("give the model with exactly one of --model or --model-dir: " + Help);
+        if (model is not null && string.IsNullOrWhiteSpace(model)) throw new ArgumentException("--model is empty: " + Help);
+        return ModelStore.Load(model ?? directory!);
+    }
+}
