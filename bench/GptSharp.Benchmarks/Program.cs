@@ -7,7 +7,8 @@ namespace GptSharp.Benchmarks;
 /// (e.g. --filter '*PeakFlops*' --job short). A quick Stopwatch pass over the GEMM shapes, without
 /// BenchmarkDotNet: dotnet run -c Release --project bench/GptSharp.Benchmarks -- gemm-quick [threads] [case filter]
 /// and of the FMA peak and the read bandwidth: ... -- peak-quick, ... -- bandwidth-quick; a training step phase by phase:
-/// ... -- train-step-quick [threads] [steps]; generation tokens/s against the bandwidth bound: ... -- generate-quick [tokens] [threads] [uncachedTokens]; interleaved A/B of the skinny GEMM's choices on cached steps: ... -- skinny-ab [rounds] [threads]
+/// ... -- train-step-quick [threads] [steps]; generation tokens/s against the bandwidth bound: ... -- generate-quick [tokens] [threads] [uncachedTokens]; interleaved A/B of the skinny GEMM's choices on cached steps: ... -- skinny-ab [rounds] [threads];
+/// the tokenizer on one thread and on all cores, interleaved: ... -- tokenizer-quick [rounds]
 /// </summary>
 public static class Program
 {
@@ -47,6 +48,11 @@ public static class Program
             int threads = args.Length > 1 ? int.Parse(args[1]) : 2;
             int steps = args.Length > 2 ? int.Parse(args[2]) : 3;
             TrainingStepBenchmark.Quick(threads, steps);
+            return;
+        }
+        if (args.Length > 0 && args[0] == "tokenizer-quick")
+        {
+            TokenizerBenchmarks.Quick(args.Length > 1 ? int.Parse(args[1]) : 7);
             return;
         }
         if (args.Length > 0 && args[0] == "bandwidth-quick")

@@ -69,6 +69,32 @@ public class TokenizerBenchmarks
         }
     }
 
+    /// <summary>
+    /// A quick Stopwatch pass without BenchmarkDotNet: one thread and all cores from UTF-8 bytes, interleaved round
+    /// by round so a busy neighbour slows both alike; prints medians and the parallel speed-up.
+    /// </summary>
+    public static void Quick(int rounds)
+    {
+        var bench = new TokenizerBenchmarks { CorpusMiB = 50 };
+        bench.Setup();
+        var one = new List<double>();
+        var all = new List<double>();
+        for (int r = 0; r < rounds; r++)
+        {
+            long start = System.Diagnostics.Stopwatch.GetTimestamp();
+            bench.EncodeOrdinaryUtf8OneThread();
+            one.Add(System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds);
+            start = System.Diagnostics.Stopwatch.GetTimestamp();
+            bench.EncodeOrdinaryParallelAllCores();
+            all.Add(System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds);
+        }
+        one.Sort();
+        all.Sort();
+        double mb = bench._utf8.Length / 1e6, oneMedian = one[rounds / 2], allMedian = all[rounds / 2];
+        Console.WriteLine($"one thread: median {oneMedian * 1e3:F0} ms = {mb / oneMedian:F1} MB/s; " +
+            $"{Environment.ProcessorCount} cores: median {allMedian * 1e3:F0} ms = {mb / allMedian:F1} MB/s; speed-up {oneMedian / allMedian:F2}x");
+    }
+
     private sealed class ThroughputConfig : ManualConfig
     {
         public ThroughputConfig() => AddColumn(new MegabytesPerSecondColumn());

@@ -63,9 +63,10 @@ public static unsafe class Gemm
 
     // A skinny product is bound by reading B, not by arithmetic: one token's 768×768 projection does only
     // 0.6 M multiply-adds but streams 2.4 MB of weights, which two idle cores read faster than one. With
-    // SkinnyParallelByBytes the decision for m ≤ SkinnyRows is made on the bytes of B instead. Off by default:
-    // on the shared 2-core machine (load 10-13) it cost ~2 ms per GPT-2 124M step (37.4 against 34.7 ms,
-    // interleaved, bench `skinny-ab`): 48 more pool wake-ups per token when the second core is rarely free.
+    // SkinnyParallelByBytes the decision for m ≤ SkinnyRows is made on the bytes of B instead. On by default:
+    // with both cores free (AMD Zen 3, 2 cores, load < 1) it saves ~13 % per GPT-2 124M step (median 34.3 against
+    // 39.3 ms, interleaved, bench `skinny-ab`); only on a machine so oversubscribed that the second core is rarely
+    // free (Zen 5, load 10-13) did the 48 more pool wake-ups per token cost more (37.4 against 34.7 ms).
     private const long SkinnyParallelMinBytes = 256L << 10;
 
     /// <summary>Whether a product is big enough to wake the pool for.</summary>
@@ -75,7 +76,7 @@ public static unsafe class Gemm
 
     // Switches of the skinny kernel's choices, so a benchmark can A/B them in one process (interleaved, on a
     // shared machine) and a quiet machine can settle them again; the defaults are the measured best.
-    internal static bool SkinnyParallelByBytes;
+    internal static bool SkinnyParallelByBytes = true;
     internal static int SkinnyTasksPerThread = 4;
 
     /// <param name="parallel">Split the work across <see cref="Workers"/>; pass false when the caller already parallelizes (per attention head).</param>
