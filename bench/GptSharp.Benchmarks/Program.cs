@@ -8,7 +8,8 @@ namespace GptSharp.Benchmarks;
 /// BenchmarkDotNet: dotnet run -c Release --project bench/GptSharp.Benchmarks -- gemm-quick [threads] [case filter]
 /// and of the FMA peak and the read bandwidth: ... -- peak-quick, ... -- bandwidth-quick; a training step phase by phase:
 /// ... -- train-step-quick [threads] [steps]; generation tokens/s against the bandwidth bound: ... -- generate-quick [tokens] [threads] [uncachedTokens]; interleaved A/B of the skinny GEMM's choices on cached steps: ... -- skinny-ab [rounds] [threads];
-/// the tokenizer on one thread and on all cores, interleaved: ... -- tokenizer-quick [rounds]
+/// the tokenizer on one thread and on all cores, interleaved: ... -- tokenizer-quick [rounds]; a full-size synthetic
+/// OpenAI GPT-2 checkpoint for load time and peak memory: ... -- gpt2-synthetic DIR gpt2-small|...|gpt2-xl
 /// </summary>
 public static class Program
 {
@@ -48,6 +49,11 @@ public static class Program
             int threads = args.Length > 1 ? int.Parse(args[1]) : 2;
             int steps = args.Length > 2 ? int.Parse(args[2]) : 3;
             TrainingStepBenchmark.Quick(threads, steps);
+            return;
+        }
+        if (args.Length > 2 && args[0] == "gpt2-synthetic")
+        {
+            SyntheticGpt2Checkpoint.Write(args[1], args[2]);
             return;
         }
         if (args.Length > 0 && args[0] == "tokenizer-quick")
