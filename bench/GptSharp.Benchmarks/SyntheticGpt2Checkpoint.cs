@@ -15,13 +15,8 @@ public static class SyntheticGpt2Checkpoint
 {
     public static void Write(string directory, string size)
     {
-        var c = Gpt2Models.Find(size).Name switch
-        {
-            "124M" => GptConfig.Gpt2Small,
-            "355M" => GptConfig.Gpt2Medium,
-            "774M" => GptConfig.Gpt2Large,
-            _ => GptConfig.Gpt2XL,
-        };
+        // The alias (gpt2-small, not 124M, which names the book's context-256 preset) gives OpenAI's config.
+        var c = GptConfig.FromPresetName(Gpt2Models.Find(size).Alias)!;
         int e = c.EmbeddingDim, h = c.HiddenDim;
         var random = new Random(123);
         float[] Weights(long count)

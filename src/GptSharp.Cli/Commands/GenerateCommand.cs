@@ -31,7 +31,7 @@ internal static class GenerateCommand
             CheckPrompt(text, maxNewTokens);
             GenerationSettings.SetThreads(parse.GetValue(settings.Threads));
             var random = settings.CreateRandom(parse);
-            using var model = settings.LoadModel(parse);
+            using var model = settings.Model.Load(parse);
             using var generator = new TextGenerator(model, options, random);
             Run(generator, text, maxNewTokens, output ?? Console.Out, parse.GetValue(settings.Stats) ? diagnostics ?? Console.Error : null);
             return 0;

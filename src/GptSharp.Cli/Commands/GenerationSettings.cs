@@ -1,6 +1,5 @@
 using System.CommandLine;
 using GptSharp.Generation;
-using GptSharp.Model;
 using GptSharp.Tensors;
 
 namespace GptSharp.Cli.Commands;
@@ -55,9 +54,6 @@ internal sealed class GenerationSettings
         Slide = !parse.GetValue(NoSlide),
         ContextSize = parse.GetValue(ContextSize),
     }.Validate();
-
-    /// <summary>The model named by --model or --model-dir (exactly one of them).</summary>
-    public GptModel LoadModel(ParseResult parse) => Model.Load(parse);
 
     /// <summary>The sampling generator (--rng, --seed): the book's <c>torch.manual_seed(seed)</c> by default.</summary>
     public IRandomGenerator CreateRandom(ParseResult parse) => RandomGenerators.Create(parse.GetValue(Rng) ?? RandomGenerators.Torch, parse.GetValue(Seed));

@@ -21,7 +21,7 @@ internal static class ReplCommand
             if (maxNewTokens < 0) throw new ArgumentException($"--max-new-tokens must be ≥ 0, got {maxNewTokens}.");
             GenerationSettings.SetThreads(parse.GetValue(settings.Threads));
             var random = settings.CreateRandom(parse);
-            using var model = settings.LoadModel(parse);
+            using var model = settings.Model.Load(parse);
             using var generator = new TextGenerator(model, options, random);
             bool interactive = input is null && !Console.IsInputRedirected;
             var errors = diagnostics ?? Console.Error;

@@ -1,6 +1,6 @@
-using GptSharp.Tensors.IO;
 using GptSharp.Model;
 using GptSharp.Tensors;
+using GptSharp.Tensors.IO;
 
 namespace GptSharp.Checkpoints;
 

@@ -1,10 +1,10 @@
-using GptSharp.Tensors.IO;
 using System.Buffers;
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
 using Microsoft.Win32.SafeHandles;
+using GptSharp.Tensors.IO;
 
 namespace GptSharp.Checkpoints;
 

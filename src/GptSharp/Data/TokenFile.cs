@@ -1,9 +1,9 @@
-using GptSharp.Tensors.IO;
 using System.Buffers.Binary;
 using System.IO.MemoryMappedFiles;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using GptSharp.Tensors.IO;
 
 namespace GptSharp.Data;
 

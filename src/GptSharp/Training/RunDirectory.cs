@@ -1,8 +1,8 @@
-using GptSharp.Tensors.IO;
 using System.Globalization;
 using System.Net;
 using System.Text;
 using GptSharp.Checkpoints;
+using GptSharp.Tensors.IO;
 using GptSharp.Training.Plots;
 
 namespace GptSharp.Training;

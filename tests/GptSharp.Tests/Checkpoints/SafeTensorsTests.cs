@@ -1,8 +1,8 @@
-using GptSharp.Tensors.IO;
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using GptSharp.Checkpoints;
 using GptSharp.Tensors;
+using GptSharp.Tensors.IO;
 using static GptSharp.Tests.Checkpoints.CheckpointTestHelpers;
 
 namespace GptSharp.Tests.Checkpoints;

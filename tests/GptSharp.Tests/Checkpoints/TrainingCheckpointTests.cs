@@ -1,7 +1,7 @@
-using GptSharp.Tensors.IO;
 using GptSharp.Checkpoints;
 using GptSharp.Model;
 using GptSharp.Tensors;
+using GptSharp.Tensors.IO;
 using static GptSharp.Tests.Checkpoints.CheckpointTestHelpers;
 
 namespace GptSharp.Tests.Checkpoints;
