@@ -1,7 +1,8 @@
 using BenchmarkDotNet.Attributes;
-using GptSharp.Checkpoints;
 using GptSharp.Model;
 using GptSharp.Tensors;
+using GptSharp.Checkpoints;
+using GptSharp.Formats;
 
 namespace GptSharp.Benchmarks;
 

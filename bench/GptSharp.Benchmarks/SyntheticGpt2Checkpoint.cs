@@ -1,6 +1,6 @@
-using GptSharp.Checkpoints.Gpt2Download;
 using GptSharp.Model;
 using GptSharp.Tests.Checkpoints.TensorFlow;
+using GptSharp.Pretrained;
 
 namespace GptSharp.Benchmarks;
 

@@ -1,7 +1,7 @@
 using BenchmarkDotNet.Attributes;
-using GptSharp.Checkpoints;
-using GptSharp.Checkpoints.TensorFlow;
 using GptSharp.Tensors;
+using GptSharp.Formats;
+using GptSharp.Pretrained;
 
 namespace GptSharp.Benchmarks;
 

@@ -1,6 +1,6 @@
 using System.CommandLine;
-using GptSharp.Checkpoints.Gpt2Download;
 using Spectre.Console;
+using GptSharp.Pretrained;
 
 namespace GptSharp.Cli.Commands;
 

@@ -1,6 +1,7 @@
 using System.CommandLine;
-using GptSharp.Checkpoints;
 using Spectre.Console;
+using GptSharp.Checkpoints;
+using GptSharp.Formats;
 
 namespace GptSharp.Cli.Commands;
 

@@ -1,6 +1,6 @@
 using System.CommandLine;
-using GptSharp.Checkpoints;
 using GptSharp.Model;
+using GptSharp.Checkpoints;
 
 namespace GptSharp.Cli.Commands;
 

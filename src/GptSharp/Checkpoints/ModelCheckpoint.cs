@@ -1,4 +1,5 @@
 using GptSharp.Model;
+using GptSharp.Formats;
 
 namespace GptSharp.Checkpoints;
 

@@ -1,6 +1,6 @@
-using GptSharp.Checkpoints.Gpt2Download;
-using GptSharp.Checkpoints.TensorFlow;
 using GptSharp.Model;
+using GptSharp.Formats;
+using GptSharp.Pretrained;
 
 namespace GptSharp.Checkpoints;
 

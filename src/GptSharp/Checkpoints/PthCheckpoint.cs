@@ -1,6 +1,7 @@
 using GptSharp.Model;
 using GptSharp.Tensors;
 using GptSharp.Tensors.IO;
+using GptSharp.Formats;
 
 namespace GptSharp.Checkpoints;
 

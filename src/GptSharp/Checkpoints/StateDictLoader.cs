@@ -1,5 +1,6 @@
 using System.Text.RegularExpressions;
 using GptSharp.Model;
+using GptSharp.Formats;
 
 namespace GptSharp.Checkpoints;
 

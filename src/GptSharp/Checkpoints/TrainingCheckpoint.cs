@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using GptSharp.Model;
+using GptSharp.Formats;
 
 namespace GptSharp.Checkpoints;
 

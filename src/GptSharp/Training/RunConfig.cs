@@ -1,8 +1,8 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
-using GptSharp.Checkpoints;
 using GptSharp.Model;
+using GptSharp.Checkpoints;
 
 namespace GptSharp.Training;
 

@@ -1,7 +1,6 @@
 using System.Globalization;
 using System.Net;
 using System.Text;
-using GptSharp.Checkpoints;
 using GptSharp.Tensors.IO;
 using GptSharp.Training.Plots;
 

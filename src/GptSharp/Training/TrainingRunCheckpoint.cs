@@ -1,8 +1,9 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
-using GptSharp.Checkpoints;
 using GptSharp.Model;
 using GptSharp.Tensors;
+using GptSharp.Checkpoints;
+using GptSharp.Formats;
 
 namespace GptSharp.Training;
 

@@ -1,8 +1,8 @@
 using System.CommandLine;
-using GptSharp.Checkpoints;
 using GptSharp.Cli;
 using GptSharp.Cli.Commands;
 using static GptSharp.Tests.Checkpoints.CheckpointTestHelpers;
+using GptSharp.Checkpoints;
 
 namespace GptSharp.Tests.Checkpoints;
 

@@ -1,6 +1,5 @@
 using System.Buffers.Binary;
 using System.Text;
-using GptSharp.Checkpoints;
 using GptSharp.Model;
 using GptSharp.Tensors;
 

@@ -1,9 +1,11 @@
 using System.Numerics.Tensors;
 using System.Text.Json;
-using GptSharp.Checkpoints;
 using GptSharp.Model;
 using GptSharp.Tensors;
 using static GptSharp.Tests.Checkpoints.CheckpointTestHelpers;
+using GptSharp.Checkpoints;
+using GptSharp.Formats;
+using GptSharp.Pretrained;
 
 namespace GptSharp.Tests.Checkpoints;
 

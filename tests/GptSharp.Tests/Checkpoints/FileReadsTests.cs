@@ -1,5 +1,5 @@
-using GptSharp.Checkpoints;
 
+using GptSharp.Formats;
 namespace GptSharp.Tests.Checkpoints;
 
 public class FileReadsTests

@@ -1,6 +1,8 @@
-using GptSharp.Checkpoints;
 using GptSharp.Model;
 using static GptSharp.Tests.Checkpoints.CheckpointTestHelpers;
+using GptSharp.Checkpoints;
+using GptSharp.Formats;
+using GptSharp.Pretrained;
 
 namespace GptSharp.Tests.Checkpoints;
 

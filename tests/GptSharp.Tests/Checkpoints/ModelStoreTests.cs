@@ -1,6 +1,7 @@
-using GptSharp.Checkpoints;
 using GptSharp.Model;
 using static GptSharp.Tests.Checkpoints.CheckpointTestHelpers;
+using GptSharp.Checkpoints;
+using GptSharp.Formats;
 
 namespace GptSharp.Tests.Checkpoints;
 

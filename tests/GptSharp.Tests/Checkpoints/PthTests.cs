@@ -1,9 +1,11 @@
 using System.Buffers.Binary;
 using System.Text;
 using System.Text.Json;
-using GptSharp.Checkpoints;
 using GptSharp.Model;
 using static GptSharp.Tests.Checkpoints.CheckpointTestHelpers;
+using GptSharp.Checkpoints;
+using GptSharp.Formats;
+using GptSharp.Pretrained;
 
 namespace GptSharp.Tests.Checkpoints;
 

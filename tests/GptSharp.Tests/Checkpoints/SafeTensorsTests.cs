@@ -1,9 +1,9 @@
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
-using GptSharp.Checkpoints;
 using GptSharp.Tensors;
 using GptSharp.Tensors.IO;
 using static GptSharp.Tests.Checkpoints.CheckpointTestHelpers;
+using GptSharp.Formats;
 
 namespace GptSharp.Tests.Checkpoints;
 

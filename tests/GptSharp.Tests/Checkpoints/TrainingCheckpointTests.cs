@@ -1,8 +1,9 @@
-using GptSharp.Checkpoints;
 using GptSharp.Model;
 using GptSharp.Tensors;
 using GptSharp.Tensors.IO;
 using static GptSharp.Tests.Checkpoints.CheckpointTestHelpers;
+using GptSharp.Checkpoints;
+using GptSharp.Formats;
 
 namespace GptSharp.Tests.Checkpoints;
 

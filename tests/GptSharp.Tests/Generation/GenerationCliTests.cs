@@ -1,11 +1,11 @@
 using System.CommandLine;
-using GptSharp.Checkpoints;
 using GptSharp.Cli;
 using GptSharp.Cli.Commands;
 using GptSharp.Generation;
 using GptSharp.Model;
 using GptSharp.Tensors;
 using GptSharp.Tokenization;
+using GptSharp.Checkpoints;
 
 namespace GptSharp.Tests.Generation;
 

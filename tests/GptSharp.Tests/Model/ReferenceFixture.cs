@@ -1,7 +1,7 @@
 using System.Text.Json;
-using GptSharp.Checkpoints;
 using GptSharp.Model;
 using GptSharp.Tensors;
+using GptSharp.Formats;
 
 namespace GptSharp.Tests.Model;
 

@@ -1,5 +1,5 @@
-using GptSharp.Checkpoints.Gpt2Download;
 
+using GptSharp.Pretrained;
 namespace GptSharp.Tests.Checkpoints.TensorFlow;
 
 /// <summary>Sets GPTSHARP_HOME (process-wide), so these tests do not run in parallel with others that read it.</summary>
@@ -69,7 +69,7 @@ public class Gpt2CacheTests
             foreach (string f in Directory.GetFiles(written)) File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
             Directory.Delete(written, true);
             Assert.Equal(dir, Gpt2Models.TryResolveCached("gpt2-small", home));
-            using var model = GptSharp.Checkpoints.TensorFlow.Gpt2Checkpoint.Load(dir);
+            using var model = GptSharp.Pretrained.Gpt2Checkpoint.Load(dir);
             Assert.Equal(source.TokenEmbedding.Value.ToArray(), model.OutHead.Value.ToArray());
         }
         finally

@@ -1,6 +1,8 @@
-using GptSharp.Checkpoints.TensorFlow;
 using GptSharp.Model;
 using GptSharp.Tensors;
+using GptSharp.Checkpoints;
+using GptSharp.Formats;
+using GptSharp.Pretrained;
 
 namespace GptSharp.Tests.Checkpoints.TensorFlow;
 

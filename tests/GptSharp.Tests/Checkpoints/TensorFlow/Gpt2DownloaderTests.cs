@@ -1,5 +1,5 @@
 using System.Net;
-using GptSharp.Checkpoints.Gpt2Download;
+using GptSharp.Pretrained;
 
 namespace GptSharp.Tests.Checkpoints.TensorFlow;
 

@@ -1,7 +1,7 @@
-using GptSharp.Checkpoints;
-using GptSharp.Checkpoints.Gpt2Download;
 using GptSharp.Model;
 using GptSharp.Tensors;
+using GptSharp.Checkpoints;
+using GptSharp.Pretrained;
 
 namespace GptSharp.Tests.Checkpoints.TensorFlow;
 

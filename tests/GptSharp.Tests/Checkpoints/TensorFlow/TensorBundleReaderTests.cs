@@ -1,6 +1,6 @@
 using System.Buffers.Binary;
 using System.Text.Json;
-using GptSharp.Checkpoints.TensorFlow;
+using GptSharp.Formats;
 
 namespace GptSharp.Tests.Checkpoints.TensorFlow;
 

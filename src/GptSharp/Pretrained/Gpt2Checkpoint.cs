@@ -1,8 +1,10 @@
 using System.Text.Json;
 using GptSharp.Model;
 using GptSharp.Tensors;
+using GptSharp.Checkpoints;
+using GptSharp.Formats;
 
-namespace GptSharp.Checkpoints.TensorFlow;
+namespace GptSharp.Pretrained;
 
 /// <summary>
 /// Loads OpenAI's GPT-2 TensorFlow checkpoints (<c>hparams.json</c> + <c>model.ckpt.*</c>) into a

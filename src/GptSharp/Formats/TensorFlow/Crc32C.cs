@@ -1,7 +1,7 @@
 using System.Buffers.Binary;
 using System.Numerics;
 
-namespace GptSharp.Checkpoints.TensorFlow;
+namespace GptSharp.Formats;
 
 /// <summary>
 /// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), the checksum LevelDB tables and TensorFlow

@@ -1,7 +1,7 @@
 using System.Buffers;
 using System.Runtime.InteropServices;
 
-namespace GptSharp.Checkpoints;
+namespace GptSharp.Formats;
 
 /// <summary>
 /// A PyTorch <c>torch.save</c> archive (zip with <c>&lt;prefix&gt;/data.pkl</c> and one <c>&lt;prefix&gt;/data/&lt;key&gt;</c>

@@ -1,4 +1,4 @@
-namespace GptSharp.Checkpoints.TensorFlow;
+namespace GptSharp.Formats;
 
 /// <summary>
 /// Decompressor for raw Snappy blocks (google/snappy format_description.txt, no framing), the

@@ -2,7 +2,7 @@ using System.Buffers.Binary;
 using System.Numerics;
 using System.Text;
 
-namespace GptSharp.Checkpoints;
+namespace GptSharp.Formats;
 
 // The small object model a PyTorch state dict unpickles into. Nothing here is ever "executed":
 // a GLOBAL only names one of a few allowed callables, and REDUCE builds the matching object below.

@@ -1,4 +1,4 @@
-namespace GptSharp.Checkpoints.TensorFlow;
+namespace GptSharp.Formats;
 
 /// <summary>
 /// The few protobuf wire-format rules needed to decode TensorFlow's bundle messages: varint tags,

@@ -1,6 +1,6 @@
 using Microsoft.Win32.SafeHandles;
 
-namespace GptSharp.Checkpoints;
+namespace GptSharp.Formats;
 
 /// <summary>Positional reads shared by the checkpoint readers that keep one open handle per file.</summary>
 internal static class FileReads

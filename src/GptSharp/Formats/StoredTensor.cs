@@ -1,7 +1,7 @@
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 
-namespace GptSharp.Checkpoints;
+namespace GptSharp.Formats;
 
 /// <summary>Element types found in checkpoint files (safetensors dtype strings, PyTorch storage types).</summary>
 public enum TensorDType

@@ -2,7 +2,7 @@ using System.Buffers;
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 
-namespace GptSharp.Checkpoints.TensorFlow;
+namespace GptSharp.Formats;
 
 /// <summary>TensorFlow's <c>DataType</c> enum values that can appear in a bundle (types.proto).</summary>
 public enum TfDataType
@@ -24,7 +24,7 @@ public sealed record BundleEntry(string Name, TfDataType DType, long[] Shape, in
     public long ElementCount => Shape.Aggregate(1L, (a, d) => a * d);
 
     /// <summary>The unmasked crc32c of the tensor's bytes.</summary>
-    public uint Crc32C => TensorFlow.Crc32C.Unmask(MaskedCrc32C);
+    public uint Crc32C => Formats.Crc32C.Unmask(MaskedCrc32C);
 
     public string ShapeString => "[" + string.Join(", ", Shape) + "]";
 

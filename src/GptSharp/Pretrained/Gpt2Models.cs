@@ -1,6 +1,5 @@
-using GptSharp.Checkpoints.TensorFlow;
 
-namespace GptSharp.Checkpoints.Gpt2Download;
+namespace GptSharp.Pretrained;
 
 /// <summary>
 /// One of OpenAI's four GPT-2 releases: its folder name on OpenAI's server (<c>124M</c>), the

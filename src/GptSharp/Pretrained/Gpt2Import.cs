@@ -1,8 +1,10 @@
 using System.Buffers;
 using System.Text.RegularExpressions;
 using GptSharp.Model;
+using GptSharp.Checkpoints;
+using GptSharp.Formats;
 
-namespace GptSharp.Checkpoints;
+namespace GptSharp.Pretrained;
 
 /// <summary>
 /// The book's <c>load_weights_into_gpt</c>: OpenAI GPT-2 weights (Hugging Face names without the

@@ -6,7 +6,7 @@ using System.Text.Json;
 using Microsoft.Win32.SafeHandles;
 using GptSharp.Tensors.IO;
 
-namespace GptSharp.Checkpoints;
+namespace GptSharp.Formats;
 
 /// <summary>
 /// Reader of a safetensors file (huggingface/safetensors): u64 LE header length N, N bytes of JSON

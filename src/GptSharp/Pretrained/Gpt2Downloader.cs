@@ -2,7 +2,7 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Sockets;
 
-namespace GptSharp.Checkpoints.Gpt2Download;
+namespace GptSharp.Pretrained;
 
 /// <summary>Progress callbacks of <see cref="Gpt2Downloader"/> (the CLI draws bars or prints lines from them).</summary>
 public interface IDownloadProgress

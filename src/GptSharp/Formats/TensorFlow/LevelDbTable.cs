@@ -1,6 +1,6 @@
 using System.Buffers.Binary;
 
-namespace GptSharp.Checkpoints.TensorFlow;
+namespace GptSharp.Formats;
 
 /// <summary>
 /// Reader for the LevelDB table ("SSTable") format that TensorFlow uses for a bundle's <c>.index</c>
