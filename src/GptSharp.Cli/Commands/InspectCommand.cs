@@ -51,7 +51,7 @@ internal static class InspectCommand
         if (info.Config is not null) write($"config: {ConfigJson.ToBookJson(info.Config)}");
         if (info.ConfigNote is not null) write($"config: unknown ({info.ConfigNote})");
         foreach (var (key, value) in info.Metadata)
-            if (key != ModelCheckpoint.ConfigKey && key != TrainingCheckpoint.OptimizerKey)
+            if (key != ModelCheckpoint.ConfigKey && !ReferenceEquals(value, info.OptimizerSummary)) // the optimizer is shown below
                 write($"metadata {key}: {Shorten(value)}");
         if (info.OptimizerSummary is not null) write($"optimizer: {info.OptimizerSummary}");
     }

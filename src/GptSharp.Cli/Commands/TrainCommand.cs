@@ -47,7 +47,10 @@ internal static class TrainCommand
         public readonly Option<int?> Threads = new("--threads") { Description = "Worker threads (default: all cores)." };
         public readonly Option<string?> Out = new("--out") { Description = "Run directory (default runs/<timestamp>)." };
         public readonly Option<string> Rng = new("--rng") { Description = "Random generator: torch (PyTorch's, prints the book's numbers) or fast.", DefaultValueFactory = _ => "torch" };
-        public readonly Option<string?> Resume = new("--resume") { Description = "Continue a stopped run from its directory or checkpoint file (--epochs and --max-steps may be raised)." };
+        public readonly Option<string?> Resume = new("--resume") { Description = "Continue a stopped run from its directory (its newest complete checkpoint) or a checkpoint file (--epochs and --max-steps may be raised)." };
+        public readonly Option<long?> SaveEvery = new("--save-every") { Description = "Write a checkpoint every N optimizer steps (default: by time only)." };
+        public readonly Option<double> SaveEveryMinutes = new("--save-every-minutes") { Description = "Write a checkpoint when this many minutes have passed since the last one; 0 = off.", DefaultValueFactory = _ => 10.0 };
+        public readonly Option<int> KeepLast = new("--keep-last") { Description = "Checkpoints kept in the run directory (plus best.safetensors, the model of the lowest validation loss).", DefaultValueFactory = _ => 2 };
 
         public Options() => Rng.AcceptOnlyFromAmong("torch", "fast");
 
@@ -55,11 +58,13 @@ internal static class TrainCommand
         [
             Data, Config, ContextLength, EmbDim, Layers, Heads, DropRate, QkvBias, BatchSize, Stride, Epochs, MaxSteps, Lr,
             WeightDecay, EvalFreq, EvalIter, Seed, StartContext, WarmupSteps, MinLr, GradClip, GradAccum, Threads, Out, Rng, Resume,
+            SaveEvery, SaveEveryMinutes, KeepLast,
         ];
     }
 
     /// <summary>What the command line asks for, before anything is loaded.</summary>
-    internal sealed record Settings(RunConfig Config, int? Threads, string? Out, string? Resume, int? EpochsOverride, long? MaxStepsOverride);
+    internal sealed record Settings(RunConfig Config, int? Threads, string? Out, string? Resume, int? EpochsOverride, long? MaxStepsOverride,
+        TrainingRunOptions Run);
 
     public static Command Create()
     {
@@ -130,145 +135,48 @@ internal static class TrainCommand
         };
         int? epochsOverride = parse.GetResult(o.Epochs) is { Implicit: false } ? training.Epochs : null;
         long? maxStepsOverride = parse.GetValue(o.MaxSteps);
-        return new Settings(config, threads, parse.GetValue(o.Out), parse.GetValue(o.Resume), epochsOverride, maxStepsOverride);
+        var run = new TrainingRunOptions
+        {
+            SaveEverySteps = parse.GetValue(o.SaveEvery),
+            SaveEveryMinutes = parse.GetValue(o.SaveEveryMinutes),
+            KeepLast = parse.GetValue(o.KeepLast),
+        }.Validate();
+        return new Settings(config, threads, parse.GetValue(o.Out), parse.GetValue(o.Resume), epochsOverride, maxStepsOverride, run);
     }
 
     private static int Execute(Settings settings)
     {
         if (settings.Threads is int threads) Workers.Count = threads;
-        var tokenizer = Gpt2Tokenizer.Instance;
         bool live = !Console.IsOutputRedirected && AnsiConsole.Profile.Capabilities.Interactive;
+        var options = settings.Run with { Directory = settings.Out };
+        using var run = settings.Resume is string resume
+            ? TrainingRun.Resume(resume, options with { Epochs = settings.EpochsOverride, MaxSteps = settings.MaxStepsOverride })
+            : TrainingRun.Start(settings.Config, options);
 
-        GptModel model;
-        AdamW optimizer;
-        IRandomGenerator generator;
-        TrainerState? state = null;
-        RunConfig config;
-        string runPath;
-        if (settings.Resume is string resume)
-        {
-            string checkpointPath = TrainingRunCheckpoint.Resolve(resume);
-            (model, optimizer, generator, var contents) = TrainingRunCheckpoint.Load(checkpointPath);
-            state = contents.State;
-            config = contents.Config;
-            // A resumed run may be extended; everything else must stay as it was for an exact continuation.
-            var training = config.Training;
-            if (settings.EpochsOverride is int epochs) training = training with { Epochs = epochs };
-            if (settings.MaxStepsOverride is long maxSteps) training = training with { MaxSteps = maxSteps };
-            else if (training.MaxSteps is long reached && state.GlobalStep + 1 >= reached)
-            {
-                // The run stopped at its --max-steps: resuming without a new limit means "go on to the last epoch".
-                Console.WriteLine($"The run stopped at --max-steps {reached}; continuing to the end of epoch {training.Epochs}.");
-                training = training with { MaxSteps = null };
-            }
-            config = config with { Training = training.Validate() };
-            runPath = settings.Out ?? Path.GetDirectoryName(Path.GetFullPath(checkpointPath))!;
-            Console.WriteLine($"Resuming {checkpointPath} at epoch {state.Epoch + 1}, step {state.GlobalStep + 1} ({state.TokensSeen:N0} tokens seen).");
-        }
-        else
-        {
-            config = settings.Config;
-            generator = RandomGenerators.Create(config.Rng, config.Seed);
-            model = new GptModel(config.Model, generator);
-            optimizer = new AdamW(model.Parameters(), (float)config.LearningRate, (float)config.WeightDecay);
-            runPath = settings.Out ?? RunDirectory.DefaultPath(DateTime.UtcNow);
-        }
-
-        using var modelOwner = model;
-        using var optimizerOwner = optimizer;
-        using var data = TrainingData.Load(config.Data, config.TrainRatio, tokenizer);
-        var loaders = DataLoaders.CreateTrainValidation(data.Train, data.Validation, config.BatchSize, config.Model.ContextLength, config.Stride, generator);
-        var run = new RunDirectory(runPath);
-        run.WriteConfig(config);
-
-        Console.WriteLine($"Data: {data.Description}");
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"Model: {config.Model.Layers} layers, {config.Model.Heads} heads, emb {config.Model.EmbeddingDim}, context {config.Model.ContextLength}, {model.ParameterCount:N0} parameters; {Workers.Count} threads, rng {generator.Kind}"));
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"Training: {loaders.Train.Count} batches of {config.BatchSize} x {config.Model.ContextLength} per epoch, {config.Training.Epochs} epochs; validation {loaders.Validation.Count} batches; run directory {run.Path}"));
-
-        if (state is null) PrintInitialLosses(model, loaders, generator, config);
-
-        var trainer = new Trainer(model, optimizer, loaders, config.Training, tokenizer, state);
-        long tokensPerEpoch = (long)loaders.Train.Count * config.BatchSize * config.Model.ContextLength;
         // Ctrl+C (SIGINT) or SIGTERM: stop cleanly after the current step; a second signal ends the process at once.
-        int stopRequests = 0;
+        using var stop = new CancellationTokenSource();
         void OnSignal(PosixSignalContext context)
         {
-            if (Interlocked.Increment(ref stopRequests) == 1)
-            {
-                context.Cancel = true;
-                Console.Error.WriteLine("Stopping after the current step (press Ctrl+C again to quit at once)...");
-            }
+            if (stop.IsCancellationRequested) return;
+            context.Cancel = true;
+            Console.Error.WriteLine("Stopping after the current step (press Ctrl+C again to quit at once)...");
+            stop.Cancel();
         }
         using var onInterrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
         using var onTerminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
-        trainer.ShouldStop = () => Volatile.Read(ref stopRequests) > 0;
 
-        var clock = Stopwatch.StartNew();
-        long tokensAtStart = trainer.State.TokensSeen;
-        TrainingOutcome outcome;
-        try
+        if (live) RunWithProgressBar(run, stop.Token);
+        else
         {
-            trainer.Evaluated += _ => run.WriteProgress(config, trainer.State, tokensPerEpoch);
-            outcome = live ? RunWithProgressBar(trainer) : RunPlain(trainer);
+            run.Output += Console.WriteLine;
+            run.Train(stop.Token);
         }
-        catch (TrainingDivergedException)
-        {
-            run.WriteProgress(config, trainer.State, tokensPerEpoch, "stopped: the loss diverged");
-            throw;
-        }
-        double seconds = clock.Elapsed.TotalSeconds;
-        long tokens = trainer.State.TokensSeen - tokensAtStart;
-
-        string status = outcome switch
-        {
-            TrainingOutcome.Completed => "completed",
-            TrainingOutcome.MaxStepsReached => $"stopped at --max-steps {config.Training.MaxSteps}",
-            _ => "stopped by Ctrl+C (or SIGTERM)",
-        };
-        model.Save(run.File(RunDirectory.ModelFile));
-        TrainingRunCheckpoint.Save(run.File(TrainingRunCheckpoint.FileName), config, model, optimizer, generator, trainer.State);
-        run.WriteProgress(config, trainer.State, tokensPerEpoch, status);
-
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"Training {status} in {seconds / 60:F2} minutes ({seconds:F1} s, {tokens / Math.Max(seconds, 1e-9):F0} tokens/s)."));
-        if (outcome == TrainingOutcome.Stopped || outcome == TrainingOutcome.MaxStepsReached && trainer.State.Epoch < config.Training.Epochs)
-            Console.WriteLine($"Checkpoint written; continue with: gptsharp train --resume {run.Path}");
-        Console.WriteLine($"Run directory: {run.Path} (model.safetensors, {TrainingRunCheckpoint.FileName}, metrics.csv, loss.svg, report.html)");
         return 0;
     }
 
-    /// <summary>
-    /// The book's losses before training (section 5.1.3): <c>torch.manual_seed(123)</c>, then <c>calc_loss_loader</c> on both
-    /// loaders. The book does this with a separately built model and re-seeds before training; building the same model
-    /// again is what restoring the generator state after initialization amounts to.
-    /// </summary>
-    private static void PrintInitialLosses(GptModel model, TrainValidationLoaders loaders, IRandomGenerator generator, RunConfig config)
+    private static void RunWithProgressBar(TrainingRun run, CancellationToken cancellationToken)
     {
-        byte[] afterInit = generator.GetState();
-        generator.ManualSeed(config.Seed);
-        // The book evaluates every batch; a large corpus gets the eval_iter batches of an evaluation instead.
-        int? batches = loaders.Train.Count <= 100 ? null : config.Training.EvalIter;
-        model.Eval();
-        double trainLoss = Pretraining.CalcLossLoader(loaders.Train, model, batches);
-        double valLoss = Pretraining.CalcLossLoader(loaders.Validation, model, batches);
-        model.Train();
-        generator.SetState(afterInit);
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Training loss: {trainLoss}"));
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Validation loss: {valLoss}"));
-    }
-
-    private static TrainingOutcome RunPlain(Trainer trainer)
-    {
-        trainer.Evaluated += e => Console.WriteLine(e.BookLine);
-        trainer.Sampled += s => Console.WriteLine(s.Text);
-        return trainer.Run();
-    }
-
-    private static TrainingOutcome RunWithProgressBar(Trainer trainer)
-    {
-        TrainingOutcome outcome = TrainingOutcome.Completed;
+        var trainer = run.Trainer;
         AnsiConsole.Progress()
             .AutoClear(true)
             .HideCompleted(true)
@@ -278,8 +186,7 @@ internal static class TrainCommand
             {
                 var task = context.AddTask("starting", maxValue: trainer.TotalSteps);
                 task.Value = trainer.State.GlobalStep + 1;
-                trainer.Evaluated += e => AnsiConsole.WriteLine(e.BookLine);
-                trainer.Sampled += s => AnsiConsole.WriteLine(s.Text);
+                run.Output += line => AnsiConsole.WriteLine(line);
                 trainer.StepCompleted += p =>
                 {
                     task.Value = p.Step + 1;
@@ -287,8 +194,7 @@ internal static class TrainCommand
                         $"Ep {p.Epoch} step {p.Step + 1}/{p.TotalSteps} loss {p.Loss:F3} {p.TokensPerSecond:F0} tok/s"));
                     context.Refresh();
                 };
-                outcome = trainer.Run();
+                run.Train(cancellationToken);
             });
-        return outcome;
     }
 }

@@ -21,7 +21,7 @@ public static class CheckpointConverter
     /// <summary>
     /// The output format: <paramref name="to"/> (safetensors, pth, checkpoint) when given, else from the extension of
     /// <paramref name="outputPath"/> (<c>.pth</c>/<c>.pt</c> → pth; <c>checkpoint.safetensors</c> → checkpoint;
-    /// <c>.safetensors</c> → model file).
+    /// <c>checkpoint-&lt;steps&gt;.safetensors</c> → model file).
     /// </summary>
     public static ModelFileFormat ResolveFormat(string outputPath, string? to)
     {
@@ -36,7 +36,8 @@ public static class CheckpointConverter
         string name = Path.GetFileName(outputPath);
         string ext = Path.GetExtension(outputPath).ToLowerInvariant();
         if (ext is ".pth" or ".pt") return ModelFileFormat.Pth;
-        if (name.Equals(TrainingCheckpoint.FileName, StringComparison.OrdinalIgnoreCase)) return ModelFileFormat.Checkpoint;
+        if (name.Equals("checkpoint.safetensors", StringComparison.OrdinalIgnoreCase) || TrainingCheckpointFile.IsCheckpointFileName(name))
+            return ModelFileFormat.Checkpoint;
         if (ext == ".safetensors") return ModelFileFormat.SafeTensors;
         throw new ArgumentException($"{outputPath}: cannot tell the output format from the extension; use --to safetensors|pth|checkpoint.");
     }
@@ -62,12 +63,13 @@ public static class CheckpointConverter
             case ModelFileFormat.Checkpoint:
                 if (loaded.Optimizer is not null)
                 {
-                    TrainingCheckpoint.Save(outputPath, loaded.Model, loaded.Optimizer, loaded.TrainerStateJson ?? "{}");
+                    // A run's checkpoint keeps its run configuration and generator state: the copy still resumes.
+                    TrainingCheckpointFile.Save(outputPath, loaded.Model, loaded.Optimizer, loaded.TrainerStateJson ?? "{}", TrainingCheckpointFile.CallerMetadata(loaded.CheckpointMetadata));
                 }
                 else
                 {
                     using var fresh = new AdamW(loaded.Model.Parameters(), lr: 4e-4f, weightDecay: 0.1f);
-                    TrainingCheckpoint.Save(outputPath, loaded.Model, fresh, loaded.TrainerStateJson ?? "{}");
+                    TrainingCheckpointFile.Save(outputPath, loaded.Model, fresh, "{}");
                     notes.Add("the input has no optimizer state: the checkpoint holds a fresh AdamW (lr 0.0004, weight_decay 0.1)");
                 }
                 break;

@@ -23,8 +23,7 @@ public sealed record CheckpointInfo(
         string path = spec;
         if (Directory.Exists(spec))
         {
-            path = System.IO.Path.Combine(spec, ModelStore.ModelFileName);
-            if (!File.Exists(path)) path = System.IO.Path.Combine(spec, TrainingCheckpoint.FileName);
+            path = ModelStore.RunDirectoryWeights(spec) ?? System.IO.Path.Combine(spec, ModelStore.ModelFileName);
         }
         if (!File.Exists(path)) throw new FileNotFoundException($"{spec}: no such file (expected a .safetensors or .pth file or a run directory).", spec);
         using (var probe = File.OpenRead(path))
@@ -40,11 +39,11 @@ public sealed record CheckpointInfo(
         string? note = null;
         string? optimizer = null;
         ITensorSource weights = file;
-        if (TrainingCheckpoint.IsTrainingCheckpoint(file))
+        if (TrainingCheckpointFile.IsTrainingCheckpoint(file))
         {
             format = "GptSharp training checkpoint (safetensors)";
-            weights = TrainingCheckpoint.ModelTensors(file);
-            optimizer = file.Metadata.TryGetValue(TrainingCheckpoint.OptimizerKey, out var o) ? o : null;
+            weights = TrainingCheckpointFile.ModelTensors(file);
+            optimizer = file.Metadata.TryGetValue(TrainingCheckpointFile.OptimizerKey, out var o) ? o : null;
         }
         else if (Gpt2Import.IsGpt2Names(file)) format = "Hugging Face GPT-2 (safetensors)";
         else if (file.Metadata.ContainsKey(ModelCheckpoint.ConfigKey)) format = "GptSharp model (safetensors)";

@@ -13,7 +13,7 @@ public static class ModelCheckpoint
     /// <summary>Metadata key holding the book-style config JSON.</summary>
     public const string ConfigKey = "config";
 
-    /// <summary>Metadata key saying what the file is: <see cref="ModelKind"/> or <see cref="TrainingCheckpoint.Kind"/>.</summary>
+    /// <summary>Metadata key saying what the file is: <see cref="ModelKind"/> or <see cref="TrainingCheckpointFile.Kind"/>.</summary>
     public const string KindKey = "gptsharp";
 
     public const string ModelKind = "model";

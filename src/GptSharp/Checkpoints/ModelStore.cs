@@ -4,9 +4,16 @@ using GptSharp.Pretrained;
 
 namespace GptSharp.Checkpoints;
 
-/// <summary>A model read from any supported file, with the optimizer and trainer state when the file has them.</summary>
-public sealed record LoadedCheckpoint(GptModel Model, AdamW? Optimizer, string? TrainerStateJson, string Format) : IDisposable
+/// <summary>
+/// A model read from any supported file, with the optimizer when the file has one; from a training checkpoint also its
+/// whole <c>__metadata__</c> (<see cref="CheckpointMetadata"/>: trainer state, run configuration, generator state), so that
+/// <c>convert</c> can write a checkpoint that still resumes.
+/// </summary>
+public sealed record LoadedCheckpoint(GptModel Model, AdamW? Optimizer, IReadOnlyDictionary<string, string>? CheckpointMetadata, string Format) : IDisposable
 {
+    /// <summary>The training loop's state (JSON) when the file is a training checkpoint.</summary>
+    public string? TrainerStateJson => CheckpointMetadata?.GetValueOrDefault(TrainingCheckpointFile.TrainerStateKey);
+
     /// <summary>Disposes the optimizer; the model is disposed too unless <paramref name="keepModel"/>.</summary>
     public void Dispose(bool keepModel)
     {
@@ -20,12 +27,12 @@ public sealed record LoadedCheckpoint(GptModel Model, AdamW? Optimizer, string? 
 /// <summary>
 /// One place that turns a model "spec" into a <see cref="GptModel"/>: a GptSharp model file, a Hugging Face GPT-2
 /// <c>model.safetensors</c>, a PyTorch <c>.pth</c> (book or Hugging Face names), a training checkpoint, or a run
-/// directory (its <see cref="ModelFileName"/>, else its <see cref="TrainingCheckpoint.FileName"/>).
+/// directory (the newer of its <see cref="ModelFileName"/> and its latest complete training checkpoint).
 /// Formats are tried in the order of <see cref="Sources"/>; add a line there for a new one.
 /// </summary>
 public static class ModelStore
 {
-    /// <summary>The final model's file name in a run directory (the training checkpoint is <see cref="TrainingCheckpoint.FileName"/>).</summary>
+    /// <summary>The final model's file name in a run directory (the training checkpoints are <c>checkpoint-&lt;steps&gt;.safetensors</c>).</summary>
     public const string ModelFileName = "model.safetensors";
 
     /// <summary>A format: what it is called, whether a spec is one, and how to load it (config = optional override).</summary>
@@ -35,7 +42,7 @@ public static class ModelStore
     public static IReadOnlyList<Source> Sources { get; } =
     [
         new("OpenAI GPT-2 folder (hparams.json + model.ckpt.index/.data)", Gpt2Checkpoint.IsCheckpointDirectory, LoadTensorFlow),
-        new("run directory (model.safetensors or checkpoint.safetensors)", IsRunDirectory, LoadRunDirectory),
+        new("run directory (model.safetensors or checkpoint-<steps>.safetensors)", IsRunDirectory, LoadRunDirectory),
         new("PyTorch .pth (zip)", IsZipFile, LoadPth),
         new("safetensors (GptSharp model, training checkpoint or Hugging Face GPT-2)", IsSafeTensorsFile, LoadSafeTensors),
     ];
@@ -69,11 +76,22 @@ public static class ModelStore
 
     private static LoadedCheckpoint LoadRunDirectory(string dir, GptConfig? config)
     {
+        string? path = RunDirectoryWeights(dir);
+        return path is not null ? LoadSafeTensors(path, config)
+            : throw new FileNotFoundException($"{dir}: run directory has neither {ModelFileName} nor a complete checkpoint-<steps>.safetensors.");
+    }
+
+    /// <summary>
+    /// The newest weights of a run directory: its latest complete checkpoint when that is newer than <see cref="ModelFileName"/>
+    /// (a resumed run that has not finished again), else the model file; null when it has neither.
+    /// </summary>
+    internal static string? RunDirectoryWeights(string dir)
+    {
         string model = Path.Combine(dir, ModelFileName);
-        if (File.Exists(model)) return LoadSafeTensors(model, config);
-        string checkpoint = Path.Combine(dir, TrainingCheckpoint.FileName);
-        if (File.Exists(checkpoint)) return LoadSafeTensors(checkpoint, config);
-        throw new FileNotFoundException($"{dir}: run directory has neither {ModelFileName} nor {TrainingCheckpoint.FileName}.");
+        string? checkpoint = TrainingCheckpointFile.Latest(dir);
+        if (!File.Exists(model)) return checkpoint;
+        if (checkpoint is null) return model;
+        return File.GetLastWriteTimeUtc(checkpoint) > File.GetLastWriteTimeUtc(model) ? checkpoint : model;
     }
 
     private static bool IsZipFile(string path)
@@ -106,7 +124,7 @@ public static class ModelStore
     {
         using (var file = SafeTensorsFile.Open(path))
         {
-            if (TrainingCheckpoint.IsTrainingCheckpoint(file))
+            if (TrainingCheckpointFile.IsTrainingCheckpoint(file))
             {
                 if (config is not null && config != ModelCheckpoint.ConfigFor(file))
                     throw new ArgumentException($"{path}: a training checkpoint carries its own config; don't pass another.");
@@ -123,7 +141,7 @@ public static class ModelStore
                 return new LoadedCheckpoint(model, null, null, "safetensors (model)");
             }
         }
-        var (m, optimizer, state) = TrainingCheckpoint.Load(path);
-        return new LoadedCheckpoint(m, optimizer, state, "training checkpoint");
+        var (m, optimizer, metadata) = TrainingCheckpointFile.Load(path);
+        return new LoadedCheckpoint(m, optimizer, metadata, "training checkpoint");
     }
 }

@@ -151,6 +151,9 @@ public sealed class Trainer
     public TrainerState State { get; }
     public LearningRateSchedule Schedule { get; }
 
+    /// <summary>Time spent in steps, evaluations, samples and batch fetches (<see cref="RunTimings"/>; the run adds the rest).</summary>
+    public RunTimings Timings { get; } = new();
+
     /// <summary>Optimizer steps the whole run takes.</summary>
     public long TotalSteps { get; }
 
@@ -194,10 +197,12 @@ public sealed class Trainer
                 {
                     if (Options.MaxSteps is long max && State.GlobalStep + 1 >= max) return TrainingOutcome.MaxStepsReached;
                     long step = State.GlobalStep + 1;
+                    long stepStart = Stopwatch.GetTimestamp();
+                    TimeSpan fetchesBefore = Timings.DataLoading;
                     _optimizer.ZeroGrad();
                     int microBatches = 0;
                     float lastLoss = 0;
-                    while (microBatches < Options.GradAccum && pass.MoveNext())
+                    while (microBatches < Options.GradAccum && FetchBatch(pass))
                     {
                         var (input, target) = pass.Current;
                         Loss loss = Pretraining.CalcLossBatch(input, target, _model);
@@ -218,10 +223,13 @@ public sealed class Trainer
                     if (Options.GradClip > 0 && step >= Options.WarmupSteps) Gradients.ClipGradNorm(parameters, Options.GradClip);
                     _optimizer.Step();
                     State.NextBatch = pass.NextBatch;
+                    Timings.Steps += Stopwatch.GetElapsedTime(stepStart) - (Timings.DataLoading - fetchesBefore);
 
                     if (step % Options.EvalFreq == 0)
                     {
+                        long evalStart = Stopwatch.GetTimestamp();
                         var (trainLoss, valLoss) = Pretraining.EvaluateModel(_model, _loaders.Train, _loaders.Validation, Options.EvalIter);
+                        Timings.Evaluations += Stopwatch.GetElapsedTime(evalStart);
                         var record = new EvaluationRecord(step, State.Epoch + 1, State.TokensSeen, trainLoss, valLoss, lr, TokensPerSecond());
                         State.Evaluations.Add(record);
                         Evaluated?.Invoke(record);
@@ -247,9 +255,19 @@ public sealed class Trainer
         }
     }
 
+    private bool FetchBatch(DataLoaderIterator pass)
+    {
+        long start = Stopwatch.GetTimestamp();
+        bool fetched = pass.MoveNext();
+        Timings.DataLoading += Stopwatch.GetElapsedTime(start);
+        return fetched;
+    }
+
     private void EndEpoch()
     {
+        long sampleStart = Stopwatch.GetTimestamp();
         string text = Pretraining.GenerateSample(_model, _tokenizer, Options.StartContext, Options.SampleTokens);
+        Timings.Samples += Stopwatch.GetElapsedTime(sampleStart);
         var sample = new SampleRecord(State.Epoch + 1, State.GlobalStep, text);
         State.Samples.Add(sample);
         Sampled?.Invoke(sample);

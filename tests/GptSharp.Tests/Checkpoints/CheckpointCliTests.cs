@@ -63,12 +63,12 @@ public class CheckpointCliTests
         var (code, stdout) = Convert(FixturePaths.Get("pth", "model_and_optimizer.pth"), output, "--to", "checkpoint", "--config", config);
         Assert.Equal(0, code);
         Assert.Contains("29,888 parameters", stdout);
-        var (model, optimizer, state) = TrainingCheckpoint.Load(output);
+        var (model, optimizer, state) = TrainingCheckpointFile.Load(output);
         using (model)
         using (optimizer)
         {
             Assert.Equal(2, optimizer.StepCount);
-            Assert.Equal("{}", state);
+            Assert.Equal("{}", state[TrainingCheckpointFile.TrainerStateKey]);
         }
         (code, stdout) = Inspect(true, output);
         Assert.Contains("training checkpoint", stdout);

@@ -118,13 +118,13 @@ public class CheckpointTrainingTests
         {
             m2.Train();
             losses.Add(TrainStep(m2, o2!, inputs, targets));
-            TrainingCheckpoint.Save(dir.File(TrainingCheckpoint.FileName), m2, o2!, """{"step":2}""");
+            TrainingCheckpointFile.Save(dir.File(TrainingCheckpointFile.FileNameFor(1)), m2, o2!, """{"step":2}""");
         }
-        var (m3, o3, state) = TrainingCheckpoint.Load(dir.Path);
+        var (m3, o3, state) = TrainingCheckpointFile.Load(dir.Path);
         using (m3)
         using (o3)
         {
-            Assert.Equal("""{"step":2}""", state);
+            Assert.Equal("""{"step":2}""", state[TrainingCheckpointFile.TrainerStateKey]);
             m3.Train();
             losses.Add(TrainStep(m3, o3, inputs, targets));
             for (int s = 0; s < 3; s++) Assert.True(Math.Abs(losses[s] - expectedLosses[s]) <= 1e-5f, $"loss {s}: {losses[s]} vs {expectedLosses[s]}");
@@ -171,11 +171,11 @@ public class CheckpointTrainingTests
         {
             for (int s = 0; s < 2; s++) losses.Add(TrainStep(first, firstOptimizer, inputs, targets));
             string state = JsonSerializer.Serialize(new { step = 2, dropout_rng = Convert.ToBase64String(first.DropoutGenerator.GetState()) });
-            TrainingCheckpoint.Save(dir.File(TrainingCheckpoint.FileName), first, firstOptimizer, state);
+            TrainingCheckpointFile.Save(dir.File(TrainingCheckpointFile.FileNameFor(1)), first, firstOptimizer, state);
         }
         using var resumed = new GptModel(config) { DropoutGenerator = new FastRandom(0) };
         using var resumedOptimizer = new AdamW(resumed.Parameters());
-        string json = TrainingCheckpoint.LoadInto(dir.Path, resumed, resumedOptimizer);
+        string json = TrainingCheckpointFile.LoadInto(dir.Path, resumed, resumedOptimizer);
         resumed.DropoutGenerator.SetState(Convert.FromBase64String(JsonDocument.Parse(json).RootElement.GetProperty("dropout_rng").GetString()!));
         resumed.Train();
         for (int s = 0; s < 2; s++) losses.Add(TrainStep(resumed, resumedOptimizer, inputs, targets));

@@ -27,7 +27,7 @@ public class ModelStoreTests
         using var final = RandomModel(Tiny, 1);
         using var midway = RandomModel(Tiny, 2);
         using var optimizer = new AdamW(midway.Parameters());
-        TrainingCheckpoint.Save(dir.File(TrainingCheckpoint.FileName), midway, optimizer, """{"epoch":0}""");
+        TrainingCheckpointFile.Save(dir.File(TrainingCheckpointFile.FileNameFor(1)), midway, optimizer, """{"epoch":0}""");
         using (var fromCheckpoint = ModelStore.Open(dir.Path))
         {
             AssertSameParameters(midway, fromCheckpoint.Model);

@@ -29,14 +29,14 @@ public class TrainingCheckpointTests
         using var model = RandomModel(Tiny with { QkvBias = true });
         using var optimizer = SteppedOptimizer(model, 3);
         string state = """{"epoch":1,"global_step":3,"rng":"AAEC","losses":[1.5,2.25]}""";
-        TrainingCheckpoint.Save(dir.File(TrainingCheckpoint.FileName), model, optimizer, state);
+        TrainingCheckpointFile.Save(dir.File(TrainingCheckpointFile.FileNameFor(1)), model, optimizer, state);
 
         // A run directory resolves to its checkpoint file.
-        var (m2, o2, s2) = TrainingCheckpoint.Load(dir.Path);
+        var (m2, o2, s2) = TrainingCheckpointFile.Load(dir.Path);
         using (m2)
         using (o2)
         {
-            Assert.Equal(state, s2);
+            Assert.Equal(state, s2[TrainingCheckpointFile.TrainerStateKey]);
             Assert.Equal(model.Config, m2.Config);
             AssertSameParameters(model, m2);
             Assert.Equal(3, o2.StepCount);
@@ -52,7 +52,7 @@ public class TrainingCheckpointTests
         // Load into an existing model/optimizer (what a resumed run does).
         using var target = new GptModel(model.Config);
         using var targetOptimizer = new AdamW(target.Parameters(), 1f, 0.05f, 0.8f, 0.99f, 1e-7f);
-        Assert.Equal(state, TrainingCheckpoint.LoadInto(dir.Path, target, targetOptimizer));
+        Assert.Equal(state, TrainingCheckpointFile.LoadInto(dir.Path, target, targetOptimizer));
         AssertSameParameters(model, target);
         Assert.Equal(3, targetOptimizer.StepCount);
         Assert.Equal(1.2345e-4f, targetOptimizer.LearningRate);
@@ -65,8 +65,8 @@ public class TrainingCheckpointTests
         using var dir = new TempDir();
         using var model = RandomModel(Tiny);
         using var optimizer = SteppedOptimizer(model, 2);
-        TrainingCheckpoint.Save(dir.File("c.safetensors"), model, optimizer, "{}");
-        var (resumed, resumedOptimizer, _) = TrainingCheckpoint.Load(dir.File("c.safetensors"));
+        TrainingCheckpointFile.Save(dir.File("c.safetensors"), model, optimizer, "{}");
+        var (resumed, resumedOptimizer, _) = TrainingCheckpointFile.Load(dir.File("c.safetensors"));
         using (resumed)
         using (resumedOptimizer)
         {
@@ -88,17 +88,17 @@ public class TrainingCheckpointTests
         using var model = RandomModel(Tiny);
         using var optimizer = SteppedOptimizer(model, 1);
         string path = dir.File("c.safetensors");
-        TrainingCheckpoint.Save(path, model, optimizer, "{}");
+        TrainingCheckpointFile.Save(path, model, optimizer, "{}");
         using var other = new GptModel(Tiny);
         using var wrongBetas = new AdamW(other.Parameters(), 3e-4f, 0.05f);
-        Assert.Contains("differs from this optimizer's", Assert.Throws<InvalidDataException>(() => TrainingCheckpoint.LoadInto(path, other, wrongBetas)).Message);
+        Assert.Contains("differs from this optimizer's", Assert.Throws<InvalidDataException>(() => TrainingCheckpointFile.LoadInto(path, other, wrongBetas)).Message);
         using var bigger = new GptModel(Tiny with { Layers = 3 });
         using var biggerOptimizer = new AdamW(bigger.Parameters(), 3e-4f, 0.05f, 0.8f, 0.99f, 1e-7f);
-        Assert.Contains("config", Assert.Throws<InvalidDataException>(() => TrainingCheckpoint.LoadInto(path, bigger, biggerOptimizer)).Message);
-        Assert.Throws<ArgumentException>(() => TrainingCheckpoint.Save(path, model, optimizer, "{not json"));
+        Assert.Contains("config", Assert.Throws<InvalidDataException>(() => TrainingCheckpointFile.LoadInto(path, bigger, biggerOptimizer)).Message);
+        Assert.Throws<ArgumentException>(() => TrainingCheckpointFile.Save(path, model, optimizer, "{not json"));
         // A model file is not a training checkpoint.
         model.Save(dir.File("model.safetensors"));
-        Assert.Contains("not a GptSharp training checkpoint", Assert.Throws<InvalidDataException>(() => TrainingCheckpoint.Load(dir.File("model.safetensors"))).Message);
+        Assert.Contains("not a GptSharp training checkpoint", Assert.Throws<InvalidDataException>(() => TrainingCheckpointFile.Load(dir.File("model.safetensors"))).Message);
     }
 
     [Fact]
@@ -107,23 +107,23 @@ public class TrainingCheckpointTests
         using var dir = new TempDir();
         using var model = RandomModel(Tiny);
         using var optimizer = SteppedOptimizer(model, 1);
-        string path = dir.File(TrainingCheckpoint.FileName);
-        TrainingCheckpoint.Save(path, model, optimizer, """{"step":1}""");
+        string path = dir.File(TrainingCheckpointFile.FileNameFor(1));
+        TrainingCheckpointFile.Save(path, model, optimizer, """{"step":1}""");
         optimizer.Step();
         AtomicFile.WrapStreamForTests.Value = s => new FailingStream(s, 20_000);
         try
         {
-            Assert.Throws<IOException>(() => TrainingCheckpoint.Save(path, model, optimizer, """{"step":2}"""));
+            Assert.Throws<IOException>(() => TrainingCheckpointFile.Save(path, model, optimizer, """{"step":2}"""));
         }
         finally
         {
             AtomicFile.WrapStreamForTests.Value = null;
         }
-        var (m, o, state) = TrainingCheckpoint.Load(path);
+        var (m, o, state) = TrainingCheckpointFile.Load(path);
         using (m)
         using (o)
         {
-            Assert.Equal("""{"step":1}""", state);
+            Assert.Equal("""{"step":1}""", state[TrainingCheckpointFile.TrainerStateKey]);
             Assert.Equal(1, o.StepCount);
         }
         Assert.Single(Directory.GetFiles(dir.Path));
@@ -132,7 +132,7 @@ public class TrainingCheckpointTests
     [Fact]
     public void ReadsTheTrainingLoopsCheckpointLayout()
     {
-        // The metadata the trainer's TrainingRunCheckpoint writes: its run config, trainer state and RNG beside ours.
+        // The metadata GptSharp.Training.TrainingCheckpoint adds: its run config, trainer state and RNG beside the format's own.
         using var dir = new TempDir();
         using var model = RandomModel(Tiny);
         using var optimizer = SteppedOptimizer(model, 2);
@@ -140,11 +140,11 @@ public class TrainingCheckpointTests
         var entries = parameters.Select(p => SafeTensorsEntry.Float32(p.Name, p.Value)).ToList();
         for (int i = 0; i < parameters.Count; i++)
         {
-            entries.Add(SafeTensorsEntry.Float32(TrainingCheckpoint.ExpAvgPrefix + parameters[i].Name, optimizer.ExpAvg[i]));
-            entries.Add(SafeTensorsEntry.Float32(TrainingCheckpoint.ExpAvgSqPrefix + parameters[i].Name, optimizer.ExpAvgSq[i]));
+            entries.Add(SafeTensorsEntry.Float32(TrainingCheckpointFile.ExpAvgPrefix + parameters[i].Name, optimizer.ExpAvg[i]));
+            entries.Add(SafeTensorsEntry.Float32(TrainingCheckpointFile.ExpAvgSqPrefix + parameters[i].Name, optimizer.ExpAvgSq[i]));
         }
         string trainerState = """{"epoch":0,"global_step":1,"tokens_seen":512}""";
-        SafeTensorsWriter.Write(dir.File(TrainingCheckpoint.FileName), entries, new Dictionary<string, string>
+        SafeTensorsWriter.Write(dir.File(TrainingCheckpointFile.FileNameFor(1)), entries, new Dictionary<string, string>
         {
             ["format"] = "pt",
             ["gptsharp"] = "training",

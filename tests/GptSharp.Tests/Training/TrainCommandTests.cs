@@ -101,7 +101,7 @@ public sealed class TrainCommandTests : IDisposable
         string run = Path.Combine(_dir, "run");
         string[] tiny = ["--context-length", "12", "--emb-dim", "32", "--layers", "2", "--heads", "4", "--eval-freq", "2", "--eval-iter", "1", "--out", run];
         Assert.Equal(0, Cli(["train", .. tiny, "--max-steps", "4"]));
-        foreach (var file in new[] { "config.json", "metrics.csv", "samples.txt", "loss.svg", "perplexity.svg", "report.html", "model.safetensors", TrainingRunCheckpoint.FileName })
+        foreach (var file in new[] { "config.json", "metrics.csv", "samples.txt", "loss.svg", "perplexity.svg", "report.html", "model.safetensors", TrainingCheckpoint.FileNameFor(4) })
             Assert.True(File.Exists(Path.Combine(run, file)), file);
         Assert.Equal(3, File.ReadAllLines(Path.Combine(run, "metrics.csv")).Length); // header + steps 0 and 2
         XDocument.Parse(File.ReadAllText(Path.Combine(run, "loss.svg")));
@@ -110,9 +110,10 @@ public sealed class TrainCommandTests : IDisposable
         Assert.Equal(0, Cli("train", "--resume", run, "--max-steps", "7"));
         var metrics = File.ReadAllLines(Path.Combine(run, "metrics.csv"));
         Assert.Equal(["step", "0", "2", "4", "6"], metrics.Select(l => l.Split(',')[0]));
-        var contents = TrainingRunCheckpoint.ReadContents(Path.Combine(run, TrainingRunCheckpoint.FileName));
+        var contents = TrainingCheckpoint.ReadContents(Path.Combine(run, TrainingCheckpoint.FileNameFor(7)));
         Assert.Equal(6, contents.State.GlobalStep);
         Assert.Equal(7 * 2 * 12, contents.State.TokensSeen);
+        Assert.Equal(TrainingCheckpoint.Latest(run), Path.Combine(run, TrainingCheckpoint.FileNameFor(7)));
 
         Assert.Equal(0, Cli("eval", "--model", Path.Combine(run, "model.safetensors"), "--batches", "2"));
     }

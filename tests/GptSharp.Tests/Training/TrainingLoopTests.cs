@@ -192,16 +192,18 @@ public sealed class TrainingLoopTests : IDisposable
         var straightTrainer = new Trainer(straight.Model, straight.Optimizer, straight.Loaders, options, Gpt2Tokenizer.Instance);
         Assert.Equal(TrainingOutcome.Completed, straightTrainer.Run());
 
-        string checkpoint = Path.Combine(_dir, TrainingRunCheckpoint.FileName);
+        string checkpoint = Path.Combine(_dir, TrainingCheckpoint.FileNameFor(stopAfterSteps));
         using (var first = NewRun(config, trainTokens: trainTokens))
         {
             var trainer = new Trainer(first.Model, first.Optimizer, first.Loaders, options, Gpt2Tokenizer.Instance);
             trainer.ShouldStop = () => trainer.State.GlobalStep + 1 >= stopAfterSteps;
             Assert.Equal(TrainingOutcome.Stopped, trainer.Run());
-            TrainingRunCheckpoint.Save(checkpoint, runConfig, first.Model, first.Optimizer, first.Generator, trainer.State);
+            TrainingCheckpoint.Save(checkpoint, runConfig, first.Model, first.Optimizer, first.Generator, trainer.State);
         }
 
-        var (model, optimizer, generator, contents) = TrainingRunCheckpoint.Load(checkpoint);
+        var loaded = TrainingCheckpoint.Load(_dir);
+        Assert.Equal(checkpoint, loaded.Path);
+        var (model, optimizer, generator, contents) = (loaded.Model, loaded.Optimizer, loaded.Generator, loaded);
         using var resumed = new Run(model, optimizer, generator, DataLoaders.CreateTrainValidation(
             trainTokens, VerdictTokens.Value.Validation, contents.Config.BatchSize, config.ContextLength, contents.Config.Stride, generator));
         Assert.Equal(runConfig, contents.Config);

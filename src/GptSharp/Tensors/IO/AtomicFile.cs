@@ -1,11 +1,17 @@
+using System.Runtime.InteropServices;
+using System.Text.RegularExpressions;
+
 namespace GptSharp.Tensors.IO;
 
 /// <summary>
 /// Writes a file so that readers see either the previous version or the complete new one, never a
-/// half-written file: the bytes go to a temporary file in the same directory (same file system, so the
-/// rename is atomic), are flushed to disk, and only then replace the destination.
+/// half-written file, and so that the new version survives a power cut once <see cref="Write"/> returns:
+/// the bytes go to a temporary file in the same directory (same file system, so the rename is atomic),
+/// are flushed to disk (fsync), the file is renamed over the destination, and the directory is fsynced
+/// so the rename itself is on disk. A process killed mid-write leaves only a temporary file, which
+/// <see cref="RemoveLeftovers"/> deletes at the next start.
 /// </summary>
-public static class AtomicFile
+public static partial class AtomicFile
 {
     /// <summary>
     /// Test hook: wraps the temporary file's stream (e.g. in one that fails after N bytes) to check that a
@@ -39,5 +45,77 @@ public static class AtomicFile
             try { File.Delete(tempPath); } catch (IOException) { } catch (UnauthorizedAccessException) { }
             throw;
         }
+        SyncDirectory(directory);
     }
+
+    /// <summary>
+    /// Deletes the temporary files an interrupted <see cref="Write"/> left in <paramref name="directory"/>
+    /// (names <c>.NAME.&lt;32 hex&gt;.tmp</c>). Call it when a program that owns the directory starts, not while
+    /// another process may be writing there. Returns the names removed.
+    /// </summary>
+    public static IReadOnlyList<string> RemoveLeftovers(string directory)
+    {
+        var removed = new List<string>();
+        if (!Directory.Exists(directory)) return removed;
+        foreach (var path in Directory.EnumerateFiles(directory, ".*.tmp"))
+        {
+            string name = Path.GetFileName(path);
+            if (!TempName().IsMatch(name)) continue;
+            try
+            {
+                File.Delete(path);
+                removed.Add(name);
+            }
+            catch (IOException) { }
+            catch (UnauthorizedAccessException) { }
+        }
+        return removed;
+    }
+
+    /// <summary>Deletes <paramref name="path"/> and makes the deletion durable (the directory is fsynced).</summary>
+    public static void Delete(string path)
+    {
+        string fullPath = Path.GetFullPath(path);
+        File.Delete(fullPath);
+        SyncDirectory(Path.GetDirectoryName(fullPath)!);
+    }
+
+    [GeneratedRegex(@"^\..+\.[0-9a-f]{32}\.tmp$")]
+    private static partial Regex TempName();
+
+    /// <summary>
+    /// fsync of a directory: makes the renames and deletions in it durable (POSIX needs this for a rename to survive a
+    /// power cut). Done on Linux; elsewhere a no-op (Windows has no equivalent: NTFS journals the rename).
+    /// </summary>
+    private static void SyncDirectory(string directory)
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        int fd;
+        try
+        {
+            fd = Open(directory, 0 /* O_RDONLY */);
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+            return;
+        }
+        if (fd < 0) return; // a directory that cannot be opened for reading still got the rename; durability is best effort
+        try
+        {
+            FSync(fd);
+        }
+        finally
+        {
+            Close(fd);
+        }
+    }
+
+    [LibraryImport("libc", EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int Open(string path, int flags);
+
+    [LibraryImport("libc", EntryPoint = "fsync")]
+    private static partial int FSync(int fd);
+
+    [LibraryImport("libc", EntryPoint = "close")]
+    private static partial int Close(int fd);
 }

@@ -1,43 +1,78 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
 using GptSharp.Model;
 using GptSharp.Formats;
 
 namespace GptSharp.Checkpoints;
 
 /// <summary>
-/// Everything needed to continue a training run bit for bit, in one safetensors file (atomic writes):
-/// the model's parameters under the book's names, AdamW's moments as <c>optimizer.exp_avg.&lt;name&gt;</c> and
-/// <c>optimizer.exp_avg_sq.&lt;name&gt;</c>, and in <c>__metadata__</c> the config, the optimizer's step and
-/// hyper-parameters (<c>optimizer</c>, JSON) and the training loop's own state (<c>trainer_state</c>: an opaque
-/// JSON string the trainer defines: epoch, step, tokens seen, schedule position, RNG states, data order, metrics).
-/// In a run directory it is <see cref="FileName"/>, next to the final model file <see cref="ModelStore.ModelFileName"/>.
+/// The file format of a training checkpoint (the public API is <c>GptSharp.Training.TrainingCheckpoint</c>): one
+/// safetensors file (atomic, durable writes) with the model's parameters under the book's names, AdamW's moments as
+/// <c>optimizer.exp_avg.&lt;name&gt;</c> and <c>optimizer.exp_avg_sq.&lt;name&gt;</c>, and in <c>__metadata__</c> the
+/// config, the optimizer's step and hyper-parameters (<c>optimizer</c>, JSON), the training loop's state
+/// (<c>trainer_state</c>, JSON) and the caller's own entries (run configuration, random-generator state).
+/// In a run directory the checkpoints are <c>checkpoint-&lt;steps done, 8 digits&gt;.safetensors</c>; the newest one that
+/// opens as a complete checkpoint is the one to resume (<see cref="Latest"/>).
 /// </summary>
-public static class TrainingCheckpoint
+internal static partial class TrainingCheckpointFile
 {
-    /// <summary>The value of <c>__metadata__["gptsharp"]</c> marking a training checkpoint (the same as the trainer's own files).</summary>
+    /// <summary>The value of <c>__metadata__["gptsharp"]</c> marking a training checkpoint.</summary>
     public const string Kind = "training";
 
-    /// <summary>The marker this class wrote before it matched the trainer's; still read.</summary>
-    private const string EarlierKind = "training-checkpoint";
+    /// <summary>A checkpoint's name in a run directory: <c>checkpoint-00000042.safetensors</c> after 42 optimizer steps.</summary>
+    public static string FileNameFor(long stepsDone) => string.Create(CultureInfo.InvariantCulture, $"checkpoint-{stepsDone:D8}.safetensors");
 
-    /// <summary>The checkpoint's name inside a run directory.</summary>
-    public const string FileName = "checkpoint.safetensors";
+    [GeneratedRegex(@"^checkpoint-([0-9]{8,19})\.safetensors$")]
+    private static partial Regex CheckpointName();
+
+    /// <summary>True for a name <see cref="FileNameFor"/> gives.</summary>
+    public static bool IsCheckpointFileName(string fileName) => CheckpointName().IsMatch(fileName);
+
+    /// <summary>The checkpoints of a run directory, newest (most steps) first, complete or not.</summary>
+    public static IReadOnlyList<string> List(string runDirectory) =>
+        Directory.Exists(runDirectory)
+            ? Directory.EnumerateFiles(runDirectory, "checkpoint-*.safetensors")
+                .Select(p => (Path: p, Match: CheckpointName().Match(Path.GetFileName(p))))
+                .Where(x => x.Match.Success)
+                .OrderByDescending(x => long.Parse(x.Match.Groups[1].Value, CultureInfo.InvariantCulture))
+                .Select(x => x.Path).ToList()
+            : [];
+
+    /// <summary>
+    /// The newest checkpoint of a run directory that opens as a complete training checkpoint (its header parses and the
+    /// file holds exactly the bytes the header describes), or null when there is none. Newer files that fail are skipped.
+    /// </summary>
+    public static string? Latest(string runDirectory)
+    {
+        foreach (var path in List(runDirectory))
+        {
+            try
+            {
+                using var file = SafeTensorsFile.Open(path);
+                if (IsTrainingCheckpoint(file)) return path;
+            }
+            catch (Exception e) when (e is InvalidDataException or IOException) { }
+        }
+        return null;
+    }
+
+    /// <summary>A run directory gives its <see cref="Latest"/> checkpoint; a file is itself.</summary>
+    public static string Resolve(string runDirectoryOrFile) =>
+        Directory.Exists(runDirectoryOrFile)
+            ? Latest(runDirectoryOrFile) ?? throw new FileNotFoundException($"{runDirectoryOrFile}: the run directory has no complete training checkpoint (checkpoint-<steps>.safetensors).")
+            : runDirectoryOrFile;
 
     public const string OptimizerKey = "optimizer";
     public const string TrainerStateKey = "trainer_state";
     public const string ExpAvgPrefix = "optimizer.exp_avg.";
     public const string ExpAvgSqPrefix = "optimizer.exp_avg_sq.";
 
-    /// <summary>A run directory gives its <see cref="FileName"/>; a file is itself.</summary>
-    public static string Resolve(string runDirectoryOrFile) =>
-        Directory.Exists(runDirectoryOrFile) ? Path.Combine(runDirectoryOrFile, FileName) : runDirectoryOrFile;
-
     /// <summary>
-    /// Saves model, optimizer and trainer state to <paramref name="path"/> atomically (the previous checkpoint survives a
+    /// Saves model, optimizer and trainer state to <paramref name="path"/> atomically and durably (the previous file survives a
     /// failed write). <paramref name="extraMetadata"/> adds the caller's own string entries to <c>__metadata__</c>
-    /// (the trainer's run configuration and random-generator state); they cannot replace this class's keys.
+    /// (the run configuration and random-generator state); they cannot replace this class's keys.
     /// </summary>
     public static void Save(string path, GptModel model, AdamW optimizer, string trainerStateJson, IReadOnlyDictionary<string, string>? extraMetadata = null)
     {
@@ -63,8 +98,8 @@ public static class TrainingCheckpoint
         SafeTensorsWriter.Write(path, entries, metadata);
     }
 
-    /// <summary>Loads a checkpoint (or a run directory's) into a new model and optimizer, and returns the trainer state.</summary>
-    public static (GptModel Model, AdamW Optimizer, string TrainerStateJson) Load(string runDirectoryOrFile)
+    /// <summary>Loads a checkpoint (or a run directory's latest) into a new model and optimizer, and returns its whole <c>__metadata__</c>.</summary>
+    public static (GptModel Model, AdamW Optimizer, IReadOnlyDictionary<string, string> Metadata) Load(string runDirectoryOrFile)
     {
         string path = Resolve(runDirectoryOrFile);
         using var file = OpenCheckpoint(path);
@@ -74,8 +109,8 @@ public static class TrainingCheckpoint
         {
             StateDictLoader.LoadInto(model, new ModelPart(file));
             optimizer = CreateOptimizer(file, model);
-            string state = ReadInto(file, model, optimizer, loadModel: false);
-            return (model, optimizer, state);
+            ReadInto(file, model, optimizer, loadModel: false);
+            return (model, optimizer, new Dictionary<string, string>(file.Metadata));
         }
         catch
         {
@@ -102,6 +137,16 @@ public static class TrainingCheckpoint
         return ReadInto(file, model, optimizer, loadModel: true);
     }
 
+    /// <summary>
+    /// The entries of <paramref name="metadata"/> that a caller added (<c>extraMetadata</c> of <see cref="Save"/>), without
+    /// this format's own keys; empty for null.
+    /// </summary>
+    public static Dictionary<string, string> CallerMetadata(IReadOnlyDictionary<string, string>? metadata)
+    {
+        var own = ModelCheckpoint.Metadata(new GptConfig(), Kind).Keys.Append(OptimizerKey).Append(TrainerStateKey).ToHashSet(StringComparer.Ordinal);
+        return (metadata ?? new Dictionary<string, string>()).Where(kv => !own.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal);
+    }
+
     /// <summary>The <c>__metadata__</c> of a training checkpoint (header only, no tensor is read).</summary>
     public static IReadOnlyDictionary<string, string> ReadMetadata(string runDirectoryOrFile)
     {
@@ -111,7 +156,7 @@ public static class TrainingCheckpoint
 
     /// <summary>True when <paramref name="file"/> is a training checkpoint (by its metadata).</summary>
     public static bool IsTrainingCheckpoint(SafeTensorsFile file) =>
-        file.Metadata.TryGetValue(ModelCheckpoint.KindKey, out var kind) && kind is Kind or EarlierKind;
+        file.Metadata.TryGetValue(ModelCheckpoint.KindKey, out var kind) && kind == Kind;
 
     /// <summary>The model tensors of a checkpoint (optimizer tensors hidden), for loaders that only want the model.</summary>
     public static ITensorSource ModelTensors(SafeTensorsFile file) => new ModelPart(file);
@@ -161,10 +206,7 @@ public static class TrainingCheckpoint
 
     private sealed record OptimizerState(float LearningRate, float WeightDecay, float Beta1, float Beta2, float Eps, long Step);
 
-    /// <summary>
-    /// The optimizer's scalars, keyed as the training loop's <c>TrainingRunCheckpoint</c> writes them
-    /// (<c>step, learning_rate, weight_decay, beta1, beta2, eps</c>), so either writer's files read with either reader.
-    /// </summary>
+    /// <summary>The optimizer's scalars: <c>step, learning_rate, weight_decay, beta1, beta2, eps</c>.</summary>
     private static string OptimizerJson(AdamW optimizer) => new JsonObject
     {
         ["step"] = optimizer.StepCount,
@@ -186,11 +228,7 @@ public static class TrainingCheckpoint
         {
             var o = JsonNode.Parse(json)!.AsObject();
             float F(string key) => (float)(o[key] ?? throw new InvalidDataException($"{file.FilePath}: '{OptimizerKey}' metadata has no '{key}'.")).GetValue<double>();
-            // Also the earlier spelling of this class: {"lr", "betas": [b1, b2], ...}.
-            var betas = o["betas"]?.AsArray();
-            return new OptimizerState(o.ContainsKey("learning_rate") ? F("learning_rate") : F("lr"), F("weight_decay"),
-                betas is null ? F("beta1") : (float)betas[0]!.GetValue<double>(), betas is null ? F("beta2") : (float)betas[1]!.GetValue<double>(),
-                F("eps"), o["step"]!.GetValue<long>());
+            return new OptimizerState(F("learning_rate"), F("weight_decay"), F("beta1"), F("beta2"), F("eps"), o["step"]!.GetValue<long>());
         }
         catch (Exception e) when (e is JsonException or InvalidOperationException or NullReferenceException or FormatException)
         {

@@ -1,0 +1,425 @@
+using System.Diagnostics;
+using System.Globalization;
+using GptSharp.Checkpoints;
+using GptSharp.Data;
+using GptSharp.Formats;
+using GptSharp.Model;
+using GptSharp.Tensors;
+using GptSharp.Tensors.IO;
+using GptSharp.Tokenization;
+
+namespace GptSharp.Training;
+
+/// <summary>How a <see cref="TrainingRun"/> keeps itself on disk (and, on a resume, how far it may be extended).</summary>
+public sealed record TrainingRunOptions
+{
+    /// <summary>The run directory; null: <c>runs/&lt;UTC timestamp&gt;</c> for a new run, the checkpoint's directory on a resume.</summary>
+    public string? Directory { get; init; }
+
+    /// <summary>Write a checkpoint every this many optimizer steps (null: by time only).</summary>
+    public long? SaveEverySteps { get; init; }
+
+    /// <summary>Write a checkpoint when this many minutes have passed since the last one; 0 = off.</summary>
+    public double SaveEveryMinutes { get; init; } = 10;
+
+    /// <summary>Checkpoints kept in the run directory (older ones are deleted once a newer one is on disk).</summary>
+    public int KeepLast { get; init; } = 2;
+
+    /// <summary>On a resume: a new number of epochs (the run may be extended).</summary>
+    public int? Epochs { get; init; }
+
+    /// <summary>On a resume: a new <c>--max-steps</c>.</summary>
+    public long? MaxSteps { get; init; }
+
+    public TrainingRunOptions Validate()
+    {
+        if (SaveEverySteps is <= 0) throw new ArgumentException($"--save-every must be positive, got {SaveEverySteps}.");
+        if (!(SaveEveryMinutes >= 0)) throw new ArgumentException($"--save-every-minutes must be non-negative (0 = off), got {SaveEveryMinutes}.");
+        if (KeepLast < 1) throw new ArgumentException($"--keep-last must be at least 1, got {KeepLast}.");
+        if (Epochs is <= 0) throw new ArgumentException($"--epochs must be positive, got {Epochs}.");
+        if (MaxSteps is <= 0) throw new ArgumentException($"--max-steps must be positive, got {MaxSteps}.");
+        return this;
+    }
+}
+
+/// <summary>
+/// One training run as an object: the book's chapter 5 (<c>train_model_simple</c> with its initial losses, evaluations,
+/// samples and plots) plus what a long run needs: a run directory, periodic crash-safe checkpoints (every
+/// <see cref="TrainingRunOptions.SaveEverySteps"/> steps and/or <see cref="TrainingRunOptions.SaveEveryMinutes"/>, at the
+/// end, on cancellation and before a diverged-loss stop), the last <see cref="TrainingRunOptions.KeepLast"/> of them kept,
+/// <c>best.safetensors</c> (the weights of the lowest validation loss), a bit-identical <see cref="Resume"/>, and a
+/// breakdown of where the time went (<see cref="Timings"/>, <c>timings.json</c>).
+/// <code>
+/// using var run = TrainingRun.Start(new RunConfig { Model = GptConfig.Book124M, Training = new TrainingOptions() });
+/// run.Output += Console.WriteLine;
+/// run.Train();
+/// </code>
+/// </summary>
+public sealed class TrainingRun : IDisposable
+{
+    /// <summary>The model with the lowest validation loss so far (model only).</summary>
+    public const string BestModelFile = "best.safetensors";
+
+    /// <summary>Where the time of the last session went.</summary>
+    public const string TimingsFile = "timings.json";
+
+    private readonly TrainingRunOptions _options;
+    private readonly TrainingData _data;
+    private readonly List<string> _pendingLines = [];
+    private readonly long _tokensPerEpoch;
+    private readonly TimeSpan _setupDataTime;
+    private Tensor[]? _best;
+    private bool _bestPending;
+    private double _bestValLoss;
+    private long _lastCheckpointTimestamp;
+    private LastGoodStep _lastGood;
+
+    private TrainingRun(RunConfig config, TrainingRunOptions options, RunDirectory directory, GptModel model, AdamW optimizer,
+        IRandomGenerator generator, TrainerState? state)
+    {
+        _options = options;
+        Config = config;
+        RunDirectory = directory;
+        Model = model;
+        Optimizer = optimizer;
+        Generator = generator;
+        IsResumed = state is not null;
+        try
+        {
+            long dataStart = Stopwatch.GetTimestamp();
+            _data = TrainingData.Load(config.Data, config.TrainRatio, Gpt2Tokenizer.Instance);
+            Loaders = DataLoaders.CreateTrainValidation(_data.Train, _data.Validation, config.BatchSize, config.Model.ContextLength, config.Stride, generator);
+            _setupDataTime = Stopwatch.GetElapsedTime(dataStart);
+        }
+        catch
+        {
+            optimizer.Dispose();
+            model.Dispose();
+            throw;
+        }
+        Trainer = new Trainer(model, optimizer, Loaders, config.Training, Gpt2Tokenizer.Instance, state);
+        _tokensPerEpoch = (long)Loaders.Train.Count * config.BatchSize * config.Model.ContextLength;
+        _bestValLoss = Trainer.State.Evaluations.Select(e => e.ValLoss).Where(double.IsFinite).DefaultIfEmpty(double.PositiveInfinity).Min();
+        Trainer.Evaluated += OnEvaluated;
+        Trainer.Sampled += s => Print(s.Text);
+        Trainer.StepCompleted += OnStepCompleted;
+    }
+
+    public RunConfig Config { get; }
+    public RunDirectory RunDirectory { get; }
+    public GptModel Model { get; }
+    public AdamW Optimizer { get; }
+
+    /// <summary>The run's one random generator: model initialization, data order and dropout, as <c>torch.manual_seed</c> in the book.</summary>
+    public IRandomGenerator Generator { get; }
+
+    public TrainValidationLoaders Loaders { get; }
+
+    /// <summary>The training loop (its events report steps, evaluations and samples).</summary>
+    public Trainer Trainer { get; }
+
+    public TrainerState State => Trainer.State;
+
+    /// <summary>True when the run continues from a checkpoint.</summary>
+    public bool IsResumed { get; }
+
+    /// <summary>Where the time of this session went.</summary>
+    public RunTimings Timings => Trainer.Timings;
+
+    /// <summary>The newest checkpoint this session wrote (null before the first).</summary>
+    public string? LastCheckpoint { get; private set; }
+
+    /// <summary>Every line the run prints: the set-up, the book's losses and samples, checkpoint notes and the summary.</summary>
+    public event Action<string>? Output;
+
+    /// <summary>
+    /// A new run: the generator seeded with <see cref="RunConfig.Seed"/>, a freshly initialized model, AdamW with the run's
+    /// learning rate and weight decay, the data loaded and split. Nothing is trained until <see cref="Train"/>.
+    /// </summary>
+    public static TrainingRun Start(RunConfig config, TrainingRunOptions? options = null)
+    {
+        options = (options ?? new TrainingRunOptions()).Validate();
+        config = config with { Training = config.Training.Validate() };
+        config.Model.Validate();
+        var directory = OpenDirectory(options.Directory ?? RunDirectory.DefaultPath(DateTime.UtcNow));
+        var generator = RandomGenerators.Create(config.Rng, config.Seed);
+        var model = new GptModel(config.Model, generator);
+        var optimizer = new AdamW(model.Parameters(), (float)config.LearningRate, (float)config.WeightDecay);
+        return new TrainingRun(config, options, directory, model, optimizer, generator, null);
+    }
+
+    /// <summary>
+    /// Continues a run from a run directory (its newest complete checkpoint) or a checkpoint file, bit for bit as if it had
+    /// never stopped. Only <see cref="TrainingRunOptions.Epochs"/> and <see cref="TrainingRunOptions.MaxSteps"/> may change.
+    /// </summary>
+    public static TrainingRun Resume(string runDirectoryOrCheckpoint, TrainingRunOptions? options = null)
+    {
+        options = (options ?? new TrainingRunOptions()).Validate();
+        // Temporary files of a write the previous process did not finish are removed before looking for the latest checkpoint.
+        if (System.IO.Directory.Exists(runDirectoryOrCheckpoint)) AtomicFile.RemoveLeftovers(runDirectoryOrCheckpoint);
+        var checkpoint = TrainingCheckpoint.Load(runDirectoryOrCheckpoint);
+        var lines = new List<string>();
+        var state = checkpoint.State;
+        var training = checkpoint.Config.Training;
+        if (options.Epochs is int epochs) training = training with { Epochs = epochs };
+        if (options.MaxSteps is long maxSteps) training = training with { MaxSteps = maxSteps };
+        else if (training.MaxSteps is long reached && state.GlobalStep + 1 >= reached)
+        {
+            // The run stopped at its --max-steps: resuming without a new limit means "go on to the last epoch".
+            lines.Add($"The run stopped at --max-steps {reached}; continuing to the end of epoch {training.Epochs}.");
+            training = training with { MaxSteps = null };
+        }
+        var config = checkpoint.Config with { Training = training.Validate() };
+        TrainingRun run;
+        try
+        {
+            var directory = OpenDirectory(options.Directory ?? Path.GetDirectoryName(Path.GetFullPath(checkpoint.Path))!);
+            run = new TrainingRun(config, options, directory, checkpoint.Model, checkpoint.Optimizer, checkpoint.Generator, state);
+        }
+        catch
+        {
+            checkpoint.Dispose();
+            throw;
+        }
+        lines.Add($"Resuming {checkpoint.Path} at epoch {state.Epoch + 1}, step {state.GlobalStep + 1} ({state.TokensSeen:N0} tokens seen).");
+        run._pendingLines.InsertRange(0, lines);
+        return run;
+    }
+
+    private static RunDirectory OpenDirectory(string path)
+    {
+        var directory = new RunDirectory(path);
+        AtomicFile.RemoveLeftovers(directory.Path);
+        return directory;
+    }
+
+    /// <summary>
+    /// Trains until every epoch is done, <see cref="TrainingOptions.MaxSteps"/> is reached or <paramref name="cancellationToken"/>
+    /// is cancelled (at the next step boundary), then writes the model, a last checkpoint, the reports and the timings.
+    /// A diverged loss writes a checkpoint of the last good step before the <see cref="TrainingDivergedException"/> goes up.
+    /// </summary>
+    public TrainingOutcome Train(CancellationToken cancellationToken = default)
+    {
+        var clock = Stopwatch.StartNew();
+        long tokensAtStart = State.TokensSeen;
+        Timings.DataLoading += _setupDataTime;
+        _lastCheckpointTimestamp = Stopwatch.GetTimestamp();
+        _lastGood = LastGoodStep.Of(State, Generator);
+        Timed(t => Timings.Reports += t, () => RunDirectory.WriteConfig(Config));
+
+        foreach (var line in _pendingLines) Print(line);
+        _pendingLines.Clear();
+        Print($"Data: {_data.Description}");
+        Print(string.Create(CultureInfo.InvariantCulture,
+            $"Model: {Config.Model.Layers} layers, {Config.Model.Heads} heads, emb {Config.Model.EmbeddingDim}, context {Config.Model.ContextLength}, {Model.ParameterCount:N0} parameters; {Workers.Count} threads, rng {Generator.Kind}"));
+        Print(string.Create(CultureInfo.InvariantCulture,
+            $"Training: {Loaders.Train.Count} batches of {Config.BatchSize} x {Config.Model.ContextLength} per epoch, {Config.Training.Epochs} epochs; validation {Loaders.Validation.Count} batches; run directory {RunDirectory.Path}"));
+        if (!IsResumed && State.GlobalStep < 0) Timed(t => Timings.InitialLosses += t, PrintInitialLosses);
+
+        Trainer.ShouldStop = () => cancellationToken.IsCancellationRequested;
+        TrainingOutcome outcome;
+        try
+        {
+            outcome = Trainer.Run();
+        }
+        catch (TrainingDivergedException)
+        {
+            // The diverged step changed neither weights nor moments; put the state and generator back to the last good step.
+            _lastGood.Restore(State, Generator);
+            string note = TryCheckpoint();
+            TryWriteProgress("stopped: the loss diverged");
+            Print($"The loss diverged; {note}.");
+            throw;
+        }
+        catch (ReportWriteException e)
+        {
+            string note = TryCheckpoint();
+            throw new IOException($"{e.Message}; {note}. Free the disk or fix the permissions, then continue with: gptsharp train --resume {RunDirectory.Path}", e.InnerException);
+        }
+
+        string status = outcome switch
+        {
+            TrainingOutcome.Completed => "completed",
+            TrainingOutcome.MaxStepsReached => $"stopped at --max-steps {Config.Training.MaxSteps}",
+            _ => "stopped by Ctrl+C (or SIGTERM)",
+        };
+        Timed(t => Timings.Checkpoints += t, () => Model.Save(RunDirectory.File(RunDirectory.ModelFile)));
+        SaveCheckpoint();
+        WriteProgress(status);
+
+        double seconds = clock.Elapsed.TotalSeconds;
+        long tokens = State.TokensSeen - tokensAtStart;
+        Timings.Tokens = tokens;
+        Timings.Total = clock.Elapsed;
+        Timed(t => Timings.Reports += t, () => WriteText(RunDirectory.File(TimingsFile), Timings.ToJson()));
+        Timings.Total = clock.Elapsed;
+
+        Print(string.Create(CultureInfo.InvariantCulture,
+            $"Training {status} in {seconds / 60:F2} minutes ({seconds:F1} s, {tokens / Math.Max(seconds, 1e-9):F0} tokens/s)."));
+        if (outcome == TrainingOutcome.Stopped || outcome == TrainingOutcome.MaxStepsReached && State.Epoch < Config.Training.Epochs)
+            Print($"Checkpoint written; continue with: gptsharp train --resume {RunDirectory.Path}");
+        Print(Timings.Describe());
+        Print($"Run directory: {RunDirectory.Path} (model.safetensors, {BestModelFile}, checkpoint-<steps>.safetensors, metrics.csv, loss.svg, report.html, {TimingsFile})");
+        return outcome;
+    }
+
+    /// <summary>
+    /// Writes a checkpoint of the run as it is now (and <c>best.safetensors</c> when a better model is waiting), then deletes
+    /// the checkpoints beyond <see cref="TrainingRunOptions.KeepLast"/>. Call it between steps.
+    /// </summary>
+    public void SaveCheckpoint()
+    {
+        long start = Stopwatch.GetTimestamp();
+        if (_bestPending && _best is not null)
+        {
+            var parameters = Model.Parameters();
+            SafeTensorsWriter.Write(RunDirectory.File(BestModelFile),
+                parameters.Select((p, i) => SafeTensorsEntry.Float32(p.Name, _best[i])), ModelCheckpoint.Metadata(Config.Model, ModelCheckpoint.ModelKind));
+            _bestPending = false;
+        }
+        string path = RunDirectory.File(TrainingCheckpoint.FileNameFor(State.GlobalStep + 1));
+        TrainingCheckpoint.Save(path, Config, Model, Optimizer, Generator, State);
+        LastCheckpoint = path;
+        // Older checkpoints go only once the new one is durable, so a crash at any moment leaves a complete one.
+        foreach (var old in TrainingCheckpointFile.List(RunDirectory.Path).Skip(_options.KeepLast))
+            if (!string.Equals(Path.GetFullPath(old), Path.GetFullPath(path), StringComparison.Ordinal))
+                AtomicFile.Delete(old);
+        _lastCheckpointTimestamp = Stopwatch.GetTimestamp();
+        Timings.Checkpoints += Stopwatch.GetElapsedTime(start);
+    }
+
+    private void OnStepCompleted(StepProgress progress)
+    {
+        _lastGood = LastGoodStep.Of(State, Generator);
+        long done = progress.Step + 1;
+        bool byStep = _options.SaveEverySteps is long every && done % every == 0;
+        bool byTime = _options.SaveEveryMinutes > 0 && Stopwatch.GetElapsedTime(_lastCheckpointTimestamp).TotalMinutes >= _options.SaveEveryMinutes;
+        if (byStep || byTime) SaveCheckpoint();
+    }
+
+    private void OnEvaluated(EvaluationRecord record)
+    {
+        Print(record.BookLine);
+        if (double.IsFinite(record.ValLoss) && record.ValLoss < _bestValLoss)
+        {
+            // A copy in memory (fast); the file is written with the next checkpoint, off the evaluation's path.
+            long start = Stopwatch.GetTimestamp();
+            var parameters = Model.Parameters();
+            _best ??= parameters.Select(p => new Tensor(p.Value.ShapeArray)).ToArray();
+            for (int i = 0; i < parameters.Count; i++) _best[i].CopyFrom(parameters[i].Value);
+            _bestValLoss = record.ValLoss;
+            _bestPending = true;
+            Timings.Checkpoints += Stopwatch.GetElapsedTime(start);
+        }
+        WriteProgress(null);
+    }
+
+    private void WriteProgress(string? status)
+    {
+        long start = Stopwatch.GetTimestamp();
+        try
+        {
+            RunDirectory.WriteProgress(Config, State, _tokensPerEpoch, status);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new ReportWriteException($"writing the metrics and plots in {RunDirectory.Path} failed ({e.Message})", e);
+        }
+        finally
+        {
+            Timings.Reports += Stopwatch.GetElapsedTime(start);
+        }
+    }
+
+    private void TryWriteProgress(string status)
+    {
+        try
+        {
+            WriteProgress(status);
+        }
+        catch (ReportWriteException) { }
+    }
+
+    /// <summary>A last checkpoint before the run stops on an error; says what happened in words.</summary>
+    private string TryCheckpoint()
+    {
+        try
+        {
+            SaveCheckpoint();
+            return $"a checkpoint of step {State.GlobalStep + 1} was written to {LastCheckpoint}";
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return $"the last checkpoint could not be written either ({e.Message}); the newest one on disk is {TrainingCheckpoint.Latest(RunDirectory.Path) ?? "none"}";
+        }
+    }
+
+    /// <summary>
+    /// The book's losses before training (section 5.1.3): <c>torch.manual_seed(123)</c>, then <c>calc_loss_loader</c> on both
+    /// loaders. The book does this with a separately built model and re-seeds before training; building the same model
+    /// again is what restoring the generator state after initialization amounts to.
+    /// </summary>
+    private void PrintInitialLosses()
+    {
+        byte[] afterInit = Generator.GetState();
+        Generator.ManualSeed(Config.Seed);
+        // The book evaluates every batch; a large corpus gets the eval_iter batches of an evaluation instead.
+        int? batches = Loaders.Train.Count <= 100 ? null : Config.Training.EvalIter;
+        Model.Eval();
+        double trainLoss = Pretraining.CalcLossLoader(Loaders.Train, Model, batches);
+        double valLoss = Pretraining.CalcLossLoader(Loaders.Validation, Model, batches);
+        Model.Train();
+        Generator.SetState(afterInit);
+        Print(string.Create(CultureInfo.InvariantCulture, $"Training loss: {trainLoss}"));
+        Print(string.Create(CultureInfo.InvariantCulture, $"Validation loss: {valLoss}"));
+    }
+
+    private void Print(string line) => Output?.Invoke(line);
+
+    private static void Timed(Action<TimeSpan> add, Action action)
+    {
+        long start = Stopwatch.GetTimestamp();
+        try
+        {
+            action();
+        }
+        finally
+        {
+            add(Stopwatch.GetElapsedTime(start));
+        }
+    }
+
+    private static void WriteText(string path, string text) =>
+        AtomicFile.Write(path, stream => stream.Write(new System.Text.UTF8Encoding(false).GetBytes(text)));
+
+    public void Dispose()
+    {
+        if (_best is not null) foreach (var t in _best) t.Dispose();
+        _data.Dispose();
+        Optimizer.Dispose();
+        Model.Dispose();
+    }
+
+    /// <summary>A metrics or plot write failed (disk full, permissions): the run stops after a last checkpoint attempt.</summary>
+    private sealed class ReportWriteException(string message, Exception inner) : IOException(message, inner);
+
+    /// <summary>
+    /// The trainer state's position and the generator's state after the last completed step: a diverged step has already
+    /// drawn dropout masks and counted tokens (and, at an epoch's start, started a pass) before its loss turned out non-finite.
+    /// </summary>
+    private readonly record struct LastGoodStep(int Epoch, bool EpochStarted, long? SamplerSeed, int NextBatch, long GlobalStep,
+        long TokensSeen, double ElapsedSeconds, int Evaluations, int Samples, byte[] Generator)
+    {
+        public static LastGoodStep Of(TrainerState s, IRandomGenerator generator) =>
+            new(s.Epoch, s.EpochStarted, s.SamplerSeed, s.NextBatch, s.GlobalStep, s.TokensSeen, s.ElapsedSeconds, s.Evaluations.Count, s.Samples.Count, generator.GetState());
+
+        public void Restore(TrainerState s, IRandomGenerator generator)
+        {
+            (s.Epoch, s.EpochStarted, s.SamplerSeed, s.NextBatch, s.GlobalStep, s.TokensSeen, s.ElapsedSeconds) =
+                (Epoch, EpochStarted, SamplerSeed, NextBatch, GlobalStep, TokensSeen, ElapsedSeconds);
+            s.Evaluations.RemoveRange(Evaluations, s.Evaluations.Count - Evaluations);
+            s.Samples.RemoveRange(Samples, s.Samples.Count - Samples);
+            generator.SetState(Generator);
+        }
+    }
+}

@@ -1,0 +1,154 @@
+using System.Text.Json;
+using GptSharp.Checkpoints;
+using GptSharp.Data;
+using GptSharp.Model;
+using GptSharp.Training;
+
+namespace GptSharp.Tests.Training;
+
+public sealed class TrainingRunTests : IDisposable
+{
+    private readonly string _dir = Path.Combine(Path.GetTempPath(), "gptsharp-run-" + Guid.NewGuid().ToString("N"));
+
+    public TrainingRunTests() => Directory.CreateDirectory(_dir);
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private static readonly GptConfig Tiny = GptConfig.Book124M with { ContextLength = 12, EmbeddingDim = 16, Heads = 2, Layers = 1 };
+
+    /// <summary>A short text (about 30 training batches of 2 x 12) so a run takes well under a second.</summary>
+    private string SmallCorpus()
+    {
+        string path = Path.Combine(_dir, "small.txt");
+        if (!File.Exists(path)) File.WriteAllText(path, TextCorpus.TheVerdict()[..4000]);
+        return path;
+    }
+
+    private RunConfig Config(TrainingOptions? training = null, double lr = 5e-4) => new()
+    {
+        Model = Tiny,
+        Training = training ?? new TrainingOptions { Epochs = 1, EvalFreq = 2, EvalIter = 1, SampleTokens = 3 },
+        Data = SmallCorpus(),
+        BatchSize = 2,
+        Stride = 12,
+        LearningRate = lr,
+    };
+
+    private string RunDir(string name) => Path.Combine(_dir, name);
+
+    [Fact]
+    public void PeriodicCheckpointsKeepTheLastKAndTheBestModel()
+    {
+        var lines = new List<string>();
+        using (var run = TrainingRun.Start(Config(new TrainingOptions { Epochs = 1, MaxSteps = 7, EvalFreq = 2, EvalIter = 1 }),
+                   new TrainingRunOptions { Directory = RunDir("a"), SaveEverySteps = 2, KeepLast = 2 }))
+        {
+            run.Output += lines.Add;
+            Assert.Equal(TrainingOutcome.MaxStepsReached, run.Train());
+            Assert.Equal(Path.Combine(run.RunDirectory.Path, TrainingCheckpoint.FileNameFor(7)), run.LastCheckpoint);
+            var t = run.Timings;
+            Assert.True(t.Steps > TimeSpan.Zero && t.Evaluations > TimeSpan.Zero && t.Checkpoints > TimeSpan.Zero && t.InitialLosses > TimeSpan.Zero);
+            Assert.True(t.Other >= TimeSpan.Zero, t.Describe());
+            Assert.Equal(7 * 2 * 12, t.Tokens);
+        }
+        string dir = RunDir("a");
+        // Written after 2, 4, 6 and 7 steps; the last two are kept.
+        Assert.Equal([TrainingCheckpoint.FileNameFor(7), TrainingCheckpoint.FileNameFor(6)], TrainingCheckpointFile.List(dir).Select(Path.GetFileName));
+        Assert.Contains(lines, l => l.StartsWith("Training loss: ", StringComparison.Ordinal));
+        Assert.Contains(lines, l => l.StartsWith("Ep 1 (Step 000006): Train loss", StringComparison.Ordinal));
+        Assert.Contains(lines, l => l.Contains("Where the time went", StringComparison.Ordinal));
+
+        // best.safetensors: a model file with the weights of the lowest validation loss.
+        using (var best = ModelStore.Load(Path.Combine(dir, TrainingRun.BestModelFile)))
+            Assert.Equal(Tiny, best.Config);
+        using var timings = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, TrainingRun.TimingsFile)));
+        Assert.True(timings.RootElement.GetProperty("steps_s").GetDouble() > 0);
+        Assert.True(timings.RootElement.GetProperty("step_tokens_per_s").GetDouble() > 0);
+    }
+
+    [Fact]
+    public void CancellationStopsAtAStepBoundaryAndResumeMatchesAnUninterruptedRun()
+    {
+        var options = new TrainingOptions { Epochs = 2, EvalFreq = 3, EvalIter = 1, SampleTokens = 3 };
+        float[] straight;
+        using (var run = TrainingRun.Start(Config(options), new TrainingRunOptions { Directory = RunDir("straight") }))
+        {
+            Assert.Equal(TrainingOutcome.Completed, run.Train());
+            straight = run.Model.Parameters().SelectMany(p => p.Value.ToArray()).ToArray();
+        }
+
+        using (var cancel = new CancellationTokenSource())
+        using (var run = TrainingRun.Start(Config(options), new TrainingRunOptions { Directory = RunDir("stopped") }))
+        {
+            run.Trainer.StepCompleted += p => { if (p.Step == 4) cancel.Cancel(); };
+            Assert.Equal(TrainingOutcome.Stopped, run.Train(cancel.Token));
+            Assert.Equal(4, run.State.GlobalStep);
+        }
+        using (var resumed = TrainingRun.Resume(RunDir("stopped")))
+        {
+            Assert.True(resumed.IsResumed);
+            Assert.Equal(TrainingOutcome.Completed, resumed.Train());
+            Assert.Equal(straight, resumed.Model.Parameters().SelectMany(p => p.Value.ToArray()).ToArray());
+        }
+    }
+
+    [Fact]
+    public void ResumeSkipsIncompleteCheckpointsAndRemovesLeftoverTemporaryFiles()
+    {
+        string dir = RunDir("r");
+        using (var run = TrainingRun.Start(Config(new TrainingOptions { Epochs = 1, MaxSteps = 4, EvalFreq = 2, EvalIter = 1 }),
+                   new TrainingRunOptions { Directory = dir, SaveEverySteps = 2, KeepLast = 3 }))
+            run.Train();
+        // A newer checkpoint cut short (as a copy interrupted by a crash would be) and a temporary file of a killed write.
+        string complete = Path.Combine(dir, TrainingCheckpoint.FileNameFor(4));
+        string truncated = Path.Combine(dir, TrainingCheckpoint.FileNameFor(9));
+        byte[] bytes = File.ReadAllBytes(complete);
+        File.WriteAllBytes(truncated, bytes[..(bytes.Length / 2)]);
+        string leftover = Path.Combine(dir, $".{TrainingCheckpoint.FileNameFor(5)}.{Guid.NewGuid():N}.tmp");
+        File.WriteAllBytes(leftover, bytes[..100]);
+
+        Assert.Equal(complete, TrainingCheckpoint.Latest(dir));
+        using var resumed = TrainingRun.Resume(dir, new TrainingRunOptions { MaxSteps = 5 });
+        Assert.False(File.Exists(leftover));
+        Assert.Equal(3, resumed.State.GlobalStep);
+    }
+
+    [Fact]
+    public void AModelFileGivenToResumePointsToInitFrom()
+    {
+        string dir = RunDir("m");
+        using (var run = TrainingRun.Start(Config(new TrainingOptions { Epochs = 1, MaxSteps = 1, EvalFreq = 5, EvalIter = 1 }), new TrainingRunOptions { Directory = dir }))
+            run.Train();
+        string model = Path.Combine(dir, RunDirectory.ModelFile);
+        var e = Assert.Throws<InvalidDataException>(() => TrainingRun.Resume(model));
+        Assert.Contains("--init-from", e.Message);
+        Assert.Contains("--init-from", Assert.Throws<FileNotFoundException>(() => TrainingRun.Resume(_dir)).Message);
+    }
+
+    [Fact]
+    public void AFailedMetricsWriteStopsWithOneLineAfterALastCheckpoint()
+    {
+        string dir = RunDir("full");
+        Directory.CreateDirectory(Path.Combine(dir, RunDirectory.MetricsFile)); // metrics.csv cannot be replaced: a directory is in the way
+        using var run = TrainingRun.Start(Config(), new TrainingRunOptions { Directory = dir });
+        var e = Assert.Throws<IOException>(() => run.Train());
+        Assert.Contains("metrics", e.Message);
+        Assert.Contains("--resume", e.Message);
+        Assert.DoesNotContain('\n', e.Message);
+        // The first evaluation comes after step 0: the checkpoint holds that one step.
+        Assert.Equal(Path.Combine(run.RunDirectory.Path, TrainingCheckpoint.FileNameFor(1)), TrainingCheckpoint.Latest(dir));
+    }
+
+    [Fact]
+    public void ADivergedLossWritesACheckpointOfTheLastGoodStep()
+    {
+        string dir = RunDir("nan");
+        using var run = TrainingRun.Start(Config(lr: 1e30), new TrainingRunOptions { Directory = dir });
+        Assert.Throws<TrainingDivergedException>(() => run.Train());
+        string? latest = TrainingCheckpoint.Latest(dir);
+        Assert.NotNull(latest);
+        using var checkpoint = TrainingCheckpoint.Load(latest);
+        Assert.Equal(checkpoint.State.GlobalStep + 1, checkpoint.Optimizer.StepCount);
+        Assert.Equal(checkpoint.State.TokensSeen, (checkpoint.State.GlobalStep + 1) * 2 * 12);
+    }
+}
