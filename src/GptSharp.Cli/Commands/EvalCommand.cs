@@ -9,15 +9,19 @@ namespace GptSharp.Cli.Commands;
 /// <summary>
 /// <c>gptsharp eval --model M --data F</c>: the book's <c>calc_loss_loader</c> on the training and validation
 /// split of the data (90/10, as in chapter 5), printed as loss and perplexity. M is anything <c>generate</c> takes,
-/// so <c>gptsharp eval --model gpt2-small</c> is exercise 5.5 (the book reports ≈ 3.75 / 3.56 on The Verdict).
+/// so <c>gptsharp eval --model gpt2-small</c> is exercise 5.5 (the book reports ≈ 3.75 / 3.56 on The Verdict). The loaders
+/// are the chapter's: windows of 256 tokens with stride 256, batches of 2 (a model with a shorter context uses its own).
 /// </summary>
 internal static class EvalCommand
 {
+    /// <summary>The context length of chapter 5's loaders (GPT_CONFIG_124M shortened to 256).</summary>
+    private const int BookContextLength = 256;
+
     public static Command Create()
     {
         var modelOptions = new ModelOptions();
         var dataOption = new Option<string?>("--data") { Description = "Text file, directory or glob of .txt files, or a token file (default: the bundled The Verdict)." };
-        var contextOption = new Option<int?>("--context-length") { Description = "Window length (default: the model's context length)." };
+        var contextOption = new Option<int?>("--context-length") { Description = "Window length and stride (default: 256 as the book's loaders, or the model's context length when shorter)." };
         var batchOption = new Option<int>("--batch-size") { Description = "Sequences per batch.", DefaultValueFactory = _ => 2 };
         var batchesOption = new Option<int?>("--batches") { Description = "Evaluate only the first N batches of each split (default: all, as the book)." };
         var threadsOption = new Option<int?>("--threads") { Description = "Worker threads (default: all cores)." };
@@ -28,7 +32,8 @@ internal static class EvalCommand
         {
             if (parse.GetValue(threadsOption) is int threads) Tensors.Workers.Count = threads;
             using var model = modelOptions.Load(parse);
-            int contextLength = parse.GetValue(contextOption) ?? model.Config.ContextLength;
+            // The book's loaders use GPT_CONFIG_124M's 256 even for GPT-2 (1024): The Verdict's validation split has only 534 tokens.
+            int contextLength = parse.GetValue(contextOption) ?? Math.Min(BookContextLength, model.Config.ContextLength);
             if (contextLength < 1 || contextLength > model.Config.ContextLength)
                 throw new ArgumentException($"--context-length must be between 1 and the model's {model.Config.ContextLength}, got {contextLength}.");
             int batchSize = parse.GetValue(batchOption);

@@ -48,6 +48,7 @@ internal static class TrainCommand
         public readonly Option<string?> Out = new("--out") { Description = "Run directory (default runs/<timestamp>)." };
         public readonly Option<string> Rng = new("--rng") { Description = "Random generator: torch (PyTorch's, prints the book's numbers) or fast.", DefaultValueFactory = _ => "torch" };
         public readonly Option<string?> Resume = new("--resume") { Description = "Continue a stopped run from its directory (its newest complete checkpoint) or a checkpoint file (--epochs and --max-steps may be raised)." };
+        public readonly Option<string?> InitFrom = new("--init-from") { Description = "Start from existing weights: gpt2-small|gpt2-medium|gpt2-large|gpt2-xl (as `download` caches them), an OpenAI GPT-2 folder, the book's model.pth or model_and_optimizer.pth (AdamW state too), a .safetensors file or a run directory. The model's shape comes from the weights; --context-length may shorten it." };
         public readonly Option<long?> SaveEvery = new("--save-every") { Description = "Write a checkpoint every N optimizer steps (default: by time only)." };
         public readonly Option<double> SaveEveryMinutes = new("--save-every-minutes") { Description = "Write a checkpoint when this many minutes have passed since the last one; 0 = off.", DefaultValueFactory = _ => 10.0 };
         public readonly Option<int> KeepLast = new("--keep-last") { Description = "Checkpoints kept in the run directory (plus best.safetensors, the model of the lowest validation loss).", DefaultValueFactory = _ => 2 };
@@ -58,7 +59,7 @@ internal static class TrainCommand
         [
             Data, Config, ContextLength, EmbDim, Layers, Heads, DropRate, QkvBias, BatchSize, Stride, Epochs, MaxSteps, Lr,
             WeightDecay, EvalFreq, EvalIter, Seed, StartContext, WarmupSteps, MinLr, GradClip, GradAccum, Threads, Out, Rng, Resume,
-            SaveEvery, SaveEveryMinutes, KeepLast,
+            SaveEvery, SaveEveryMinutes, KeepLast, InitFrom,
         ];
     }
 
@@ -88,7 +89,8 @@ internal static class TrainCommand
 
     internal static Settings ReadSettings(ParseResult parse, Options o)
     {
-        var model = ModelConfigs.FromPresetOrFile(parse.GetValue(o.Config)!);
+        string? initFrom = parse.GetValue(o.InitFrom);
+        var model = initFrom is null ? ModelConfigs.FromPresetOrFile(parse.GetValue(o.Config)!) : InitialModelConfig(parse, o, initFrom);
         model = model with
         {
             ContextLength = parse.GetValue(o.ContextLength) ?? model.ContextLength,
@@ -132,6 +134,7 @@ internal static class TrainCommand
             WeightDecay = weightDecay,
             Seed = parse.GetValue(o.Seed),
             Rng = parse.GetValue(o.Rng)!,
+            InitFrom = initFrom,
         };
         int? epochsOverride = parse.GetResult(o.Epochs) is { Implicit: false } ? training.Epochs : null;
         long? maxStepsOverride = parse.GetValue(o.MaxSteps);
@@ -142,6 +145,19 @@ internal static class TrainCommand
             KeepLast = parse.GetValue(o.KeepLast),
         }.Validate();
         return new Settings(config, threads, parse.GetValue(o.Out), parse.GetValue(o.Resume), epochsOverride, maxStepsOverride, run);
+    }
+
+    /// <summary>
+    /// With --init-from the model's shape is the weights': the options that would change it are refused; the dropout rate
+    /// stays the book's 0.1 unless --drop-rate says otherwise (the context length is shortened later by --context-length).
+    /// </summary>
+    private static GptConfig InitialModelConfig(ParseResult parse, Options o, string initFrom)
+    {
+        foreach (var option in new Option[] { o.Config, o.EmbDim, o.Layers, o.Heads, o.QkvBias })
+            if (parse.GetResult(option) is { Implicit: false })
+                throw new ArgumentException($"{option.Name} cannot be combined with --init-from: the model's shape comes from the weights.");
+        if (parse.GetValue(o.Resume) is not null) throw new ArgumentException("--init-from starts a new run; --resume continues one: give one of them.");
+        return TrainingRun.ModelConfigOf(initFrom) with { DropRate = GptConfig.Book124M.DropRate };
     }
 
     private static int Execute(Settings settings)

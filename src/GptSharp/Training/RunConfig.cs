@@ -27,6 +27,13 @@ public sealed record RunConfig
     /// <summary>"torch" (PyTorch's generator, the book's numbers) or "fast".</summary>
     public string Rng { get; init; } = "torch";
 
+    /// <summary>
+    /// Weights the run starts from instead of a random initialization (<c>--init-from</c>: a GPT-2 size name, an OpenAI
+    /// folder, a .pth or .safetensors file, a run directory); null for a new model. <see cref="Model"/> must describe them,
+    /// except that its context length may be shorter (the positional table is cut to it).
+    /// </summary>
+    public string? InitFrom { get; init; }
+
     private static readonly JsonSerializerOptions Json = new()
     {
         WriteIndented = true,
@@ -49,6 +56,7 @@ public sealed record RunConfig
             ["seed"] = Seed,
             ["rng"] = Rng,
         };
+        if (InitFrom is not null) node["init_from"] = InitFrom;
         return node.ToJsonString(Json);
     }
 
@@ -69,6 +77,7 @@ public sealed record RunConfig
                 WeightDecay = (double?)node["weight_decay"] ?? 0.1,
                 Seed = (ulong?)node["seed"] ?? 123,
                 Rng = (string?)node["rng"] ?? "torch",
+                InitFrom = (string?)node["init_from"],
             };
         }
         catch (Exception e) when (e is JsonException or FormatException or InvalidOperationException)

@@ -86,6 +86,8 @@ public sealed class TrainingRun : IDisposable
         IsResumed = state is not null;
         try
         {
+            if (config.Model.VocabSize < Gpt2Tokenizer.VocabSize)
+                throw new ArgumentException($"The model's vocabulary ({config.Model.VocabSize} ids) is smaller than the GPT-2 tokenizer's ({Gpt2Tokenizer.VocabSize}): it cannot train on its tokens.");
             long dataStart = Stopwatch.GetTimestamp();
             _data = TrainingData.Load(config.Data, config.TrainRatio, Gpt2Tokenizer.Instance);
             Loaders = DataLoaders.CreateTrainValidation(_data.Train, _data.Validation, config.BatchSize, config.Model.ContextLength, config.Stride, generator);
@@ -133,19 +135,94 @@ public sealed class TrainingRun : IDisposable
     public event Action<string>? Output;
 
     /// <summary>
-    /// A new run: the generator seeded with <see cref="RunConfig.Seed"/>, a freshly initialized model, AdamW with the run's
-    /// learning rate and weight decay, the data loaded and split. Nothing is trained until <see cref="Train"/>.
+    /// A new run: the generator seeded with <see cref="RunConfig.Seed"/>, a freshly initialized model (or the weights of
+    /// <see cref="RunConfig.InitFrom"/>), AdamW with the run's learning rate and weight decay (or the optimizer state the
+    /// weights' file holds: the book's <c>model_and_optimizer.pth</c>, a training checkpoint), the data loaded and split.
+    /// Nothing is trained until <see cref="Train"/>.
     /// </summary>
     public static TrainingRun Start(RunConfig config, TrainingRunOptions? options = null)
     {
         options = (options ?? new TrainingRunOptions()).Validate();
         config = config with { Training = config.Training.Validate() };
         config.Model.Validate();
-        var directory = OpenDirectory(options.Directory ?? RunDirectory.DefaultPath(DateTime.UtcNow));
         var generator = RandomGenerators.Create(config.Rng, config.Seed);
-        var model = new GptModel(config.Model, generator);
-        var optimizer = new AdamW(model.Parameters(), (float)config.LearningRate, (float)config.WeightDecay);
-        return new TrainingRun(config, options, directory, model, optimizer, generator, null);
+        GptModel model;
+        AdamW optimizer;
+        var lines = new List<string>();
+        if (config.InitFrom is string spec)
+        {
+            (model, optimizer) = LoadInitialWeights(spec, config, lines);
+            model.DropoutGenerator = generator;
+            // A restored optimizer keeps its own hyper-parameters: the configuration says what the run really uses.
+            config = config with { LearningRate = optimizer.LearningRate, WeightDecay = optimizer.WeightDecay };
+        }
+        else
+        {
+            model = new GptModel(config.Model, generator);
+            optimizer = new AdamW(model.Parameters(), (float)config.LearningRate, (float)config.WeightDecay);
+        }
+        TrainingRun run;
+        try
+        {
+            var directory = OpenDirectory(options.Directory ?? RunDirectory.DefaultPath(DateTime.UtcNow));
+            run = new TrainingRun(config, options, directory, model, optimizer, generator, null);
+        }
+        catch
+        {
+            optimizer.Dispose();
+            model.Dispose();
+            throw;
+        }
+        run._pendingLines.AddRange(lines);
+        return run;
+    }
+
+    /// <summary>
+    /// The model config of the weights <paramref name="spec"/> names, read from the file's header or config (no tensor is read):
+    /// what <see cref="RunConfig.Model"/> must be for <see cref="RunConfig.InitFrom"/>, up to a shorter context and the dropout rate.
+    /// </summary>
+    public static GptConfig ModelConfigOf(string spec) =>
+        CheckpointInfo.Read(spec) is { Config: GptConfig config } ? config
+            : throw new InvalidDataException($"--init-from {spec}: cannot tell the model's configuration from the file (put a config.json with the book's keys next to it).");
+
+    /// <summary>
+    /// The weights (and optimizer state, when the file has one) of <paramref name="spec"/> as a model of <paramref name="wanted"/>:
+    /// the same shape, a context no longer than the weights' (the positional table and its AdamW moments keep their first rows).
+    /// </summary>
+    private static (GptModel Model, AdamW Optimizer) LoadInitialWeights(string spec, RunConfig config, List<string> lines)
+    {
+        var wanted = config.Model;
+        using var loaded = ModelStore.Open(spec);
+        var stored = loaded.Model.Config;
+        if (wanted with { ContextLength = stored.ContextLength, DropRate = stored.DropRate } != stored || wanted.ContextLength > stored.ContextLength)
+            throw new ArgumentException($"--init-from {spec}: the weights are {ConfigJson.ToBookJson(stored)}; the run's model must match them, with a context length of at most {stored.ContextLength}.");
+        lines.Add(string.Create(CultureInfo.InvariantCulture,
+            $"Initialized from {spec} ({loaded.Format}{(loaded.Optimizer is null ? "" : ", with its AdamW state")}){(wanted.ContextLength < stored.ContextLength ? $"; positional table cut from {stored.ContextLength} to {wanted.ContextLength}" : "")}."));
+        var model = StateDictLoader.NewModel(wanted, m => CopyRows(loaded.Model.Parameters().Select(p => p.Value).ToList(), m.Parameters().Select(p => p.Value).ToList()));
+        AdamW? optimizer = null;
+        try
+        {
+            if (loaded.Optimizer is AdamW source)
+            {
+                optimizer = new AdamW(model.Parameters(), source.LearningRate, source.WeightDecay, source.Beta1, source.Beta2, source.Eps) { StepCount = source.StepCount };
+                CopyRows(source.ExpAvg, optimizer.ExpAvg);
+                CopyRows(source.ExpAvgSq, optimizer.ExpAvgSq);
+            }
+            else optimizer = new AdamW(model.Parameters(), (float)config.LearningRate, (float)config.WeightDecay);
+            return (model, optimizer);
+        }
+        catch
+        {
+            optimizer?.Dispose();
+            model.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Copies each tensor into its counterpart, keeping the leading rows when the destination is shorter (the positional table).</summary>
+    private static void CopyRows(IReadOnlyList<Tensor> from, IReadOnlyList<Tensor> to)
+    {
+        for (int i = 0; i < to.Count; i++) from[i].Span[..to[i].Span.Length].CopyTo(to[i].Span);
     }
 
     /// <summary>
@@ -250,9 +327,10 @@ public sealed class TrainingRun : IDisposable
         double seconds = clock.Elapsed.TotalSeconds;
         long tokens = State.TokensSeen - tokensAtStart;
         Timings.Tokens = tokens;
-        Timings.Total = clock.Elapsed;
+        // The session began with Start/Resume loading the data (counted in DataLoading).
+        Timings.Total = clock.Elapsed + _setupDataTime;
         Timed(t => Timings.Reports += t, () => WriteText(RunDirectory.File(TimingsFile), Timings.ToJson()));
-        Timings.Total = clock.Elapsed;
+        Timings.Total = clock.Elapsed + _setupDataTime;
 
         Print(string.Create(CultureInfo.InvariantCulture,
             $"Training {status} in {seconds / 60:F2} minutes ({seconds:F1} s, {tokens / Math.Max(seconds, 1e-9):F0} tokens/s)."));

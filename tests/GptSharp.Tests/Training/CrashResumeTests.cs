@@ -25,11 +25,11 @@ public sealed class CrashResumeTests(ITestOutputHelper output) : IDisposable
     {
         Directory.CreateDirectory(_dir);
         string corpus = Path.Combine(_dir, "corpus.txt");
-        File.WriteAllText(corpus, TextCorpus.TheVerdict()[..6000]);
+        File.WriteAllText(corpus, TextCorpus.TheVerdict()[..2500]);
         string[] settings =
         [
-            "--data", corpus, "--context-length", "12", "--emb-dim", "16", "--layers", "1", "--heads", "2", "--epochs", "3",
-            "--eval-freq", "4", "--eval-iter", "1", "--save-every", "1", "--keep-last", "2", "--threads", "1",
+            "--data", corpus, "--context-length", "12", "--emb-dim", "8", "--layers", "1", "--heads", "2", "--epochs", "2",
+            "--eval-freq", "4", "--eval-iter", "1", "--save-every", "2", "--keep-last", "2", "--threads", "1",
         ];
 
         string reference = Path.Combine(_dir, "reference");
@@ -47,7 +47,7 @@ public sealed class CrashResumeTests(ITestOutputHelper output) : IDisposable
             using var process = Start(args);
             bool aimAtWrite = killed % 2 == 0;
             var clock = Stopwatch.StartNew();
-            double delay = 0.3 + random.NextDouble() * 1.5;
+            double delay = 0.2 + random.NextDouble() * 1.2;
             bool inWrite = false;
             while (!process.HasExited)
             {

@@ -1,4 +1,5 @@
 using System.Xml.Linq;
+using GptSharp.Checkpoints;
 using GptSharp.Cli;
 using GptSharp.Cli.Commands;
 using GptSharp.Data;
@@ -9,6 +10,7 @@ using GptSharp.Training;
 
 namespace GptSharp.Tests.Training;
 
+[Collection(nameof(GptSharp.Tests.Checkpoints.ConsoleErrorCollection))] // EvalUsesTheBooksLoaders... captures Console.Out
 public sealed class TrainCommandTests : IDisposable
 {
     private readonly string _dir = Path.Combine(Path.GetTempPath(), "gptsharp-cli-" + Guid.NewGuid().ToString("N"));
@@ -116,6 +118,52 @@ public sealed class TrainCommandTests : IDisposable
         Assert.Equal(TrainingCheckpoint.Latest(run), Path.Combine(run, TrainingCheckpoint.FileNameFor(7)));
 
         Assert.Equal(0, Cli("eval", "--model", Path.Combine(run, "model.safetensors"), "--batches", "2"));
+    }
+
+    [Fact]
+    public void InitFromTakesTheModelShapeFromTheWeights()
+    {
+        string weights = Path.Combine(_dir, "w.safetensors");
+        var config = GptConfig.Book124M with { ContextLength = 40, EmbeddingDim = 8, Heads = 2, Layers = 1, QkvBias = true };
+        using (var source = new GptModel(config, new FastRandom(1)))
+            source.Save(weights);
+        var s = TrainCommand.Parse("--init-from", weights, "--context-length", "12");
+        Assert.Equal(config with { ContextLength = 12 }, s.Config.Model);
+        Assert.Equal((weights, 12), (s.Config.InitFrom, s.Config.Stride));
+        Assert.Equal(config with { DropRate = 0.1f }, TrainCommand.Parse("--init-from", weights).Config.Model);
+        Assert.Contains("--emb-dim", Assert.Throws<ArgumentException>(() => TrainCommand.Parse("--init-from", weights, "--emb-dim", "16")).Message);
+        Assert.Contains("--resume", Assert.Throws<ArgumentException>(() => TrainCommand.Parse("--init-from", weights, "--resume", _dir)).Message);
+
+        string run = Path.Combine(_dir, "init");
+        Assert.Equal(0, Cli("train", "--init-from", weights, "--context-length", "12", "--max-steps", "2", "--eval-freq", "1", "--eval-iter", "1", "--out", run));
+        Assert.Equal(1, Cli("train", "--resume", Path.Combine(run, RunDirectory.ModelFile))); // a model file: --init-from, not --resume
+        Assert.Equal(0, Cli("train", "--init-from", run, "--max-steps", "1", "--out", Path.Combine(_dir, "again")));
+    }
+
+    [Fact]
+    public void EvalUsesTheBooksLoadersForAContext1024Model()
+    {
+        // Exercise 5.5: GPT-2's 1024-token window, evaluated with chapter 5's loaders (256/256, batch 2) on The Verdict,
+        // whose 534 validation tokens would not fill one 1024-token window.
+        string weights = Path.Combine(_dir, "ctx1024.safetensors");
+        using (var source = new GptModel(GptConfig.Book124M with { ContextLength = 1024, EmbeddingDim = 4, Heads = 1, Layers = 1 }, new FastRandom(2)))
+            source.Save(weights);
+        var output = new StringWriter();
+        var previous = Console.Out;
+        Console.SetOut(output);
+        try
+        {
+            Assert.Equal(0, Cli("eval", "--model", weights));
+        }
+        finally
+        {
+            Console.SetOut(previous);
+        }
+        string text = output.ToString();
+        Assert.Contains("Training loss: ", text);
+        Assert.Contains("(9 batches)", text);   // 4,608 training tokens: 18 windows of 256
+        Assert.Contains("(1 batches)", text);   // 534 validation tokens: 2 windows of 256
+        Assert.DoesNotContain("NaN", text);
     }
 
     [Fact]

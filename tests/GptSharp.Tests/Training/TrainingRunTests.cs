@@ -2,6 +2,7 @@ using System.Text.Json;
 using GptSharp.Checkpoints;
 using GptSharp.Data;
 using GptSharp.Model;
+using GptSharp.Tensors;
 using GptSharp.Training;
 
 namespace GptSharp.Tests.Training;
@@ -150,5 +151,81 @@ public sealed class TrainingRunTests : IDisposable
         using var checkpoint = TrainingCheckpoint.Load(latest);
         Assert.Equal(checkpoint.State.GlobalStep + 1, checkpoint.Optimizer.StepCount);
         Assert.Equal(checkpoint.State.TokensSeen, (checkpoint.State.GlobalStep + 1) * 2 * 12);
+    }
+}
+
+public sealed class TrainingRunInitFromTests : IDisposable
+{
+    private readonly string _dir = Path.Combine(Path.GetTempPath(), "gptsharp-init-" + Guid.NewGuid().ToString("N"));
+
+    public TrainingRunInitFromTests() => Directory.CreateDirectory(_dir);
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private static readonly GptConfig Wide = GptConfig.Book124M with { ContextLength = 64, EmbeddingDim = 8, Heads = 2, Layers = 1 };
+
+    private RunConfig Config(GptConfig model, string initFrom) => new()
+    {
+        Model = model,
+        Training = new TrainingOptions { Epochs = 1, MaxSteps = 2, EvalFreq = 5, EvalIter = 1 },
+        Data = WriteCorpus(),
+        BatchSize = 2,
+        Stride = model.ContextLength,
+        InitFrom = initFrom,
+    };
+
+    private string WriteCorpus()
+    {
+        string path = Path.Combine(_dir, "small.txt");
+        if (!File.Exists(path)) File.WriteAllText(path, TextCorpus.TheVerdict()[..4000]);
+        return path;
+    }
+
+    [Fact]
+    public void StartsFromAModelFileWithAShorterPositionalTable()
+    {
+        string weights = Path.Combine(_dir, "wide.safetensors");
+        using (var source = new GptModel(Wide, new FastRandom(3)))
+            source.Save(weights);
+        Assert.Equal(Wide, TrainingRun.ModelConfigOf(weights));
+        var shorter = Wide with { ContextLength = 16 };
+        using var run = TrainingRun.Start(Config(shorter, weights), new TrainingRunOptions { Directory = Path.Combine(_dir, "run") });
+        using var source2 = ModelStore.Load(weights);
+        Assert.Equal(shorter, run.Model.Config);
+        Assert.Equal(source2.PositionEmbedding.Value.Span[..(16 * 8)].ToArray(), run.Model.PositionEmbedding.Value.ToArray());
+        Assert.Equal(source2.Parameters()[^1].Value.ToArray(), run.Model.Parameters()[^1].Value.ToArray());
+        Assert.Equal(0, run.Optimizer.StepCount);
+        var lines = new List<string>();
+        run.Output += lines.Add;
+        run.Train();
+        Assert.Contains(lines, l => l.Contains("positional table cut from 64 to 16", StringComparison.Ordinal));
+        Assert.Contains("\"init_from\"", File.ReadAllText(Path.Combine(_dir, "run", RunDirectory.ConfigFile)));
+
+        // Another shape, or a longer context than the weights have, is refused in one line.
+        Assert.Contains("must match", Assert.Throws<ArgumentException>(() => TrainingRun.Start(Config(Wide with { Layers = 2 }, weights))).Message);
+        Assert.Contains("at most 64", Assert.Throws<ArgumentException>(() => TrainingRun.Start(Config(Wide with { ContextLength = 128 }, weights))).Message);
+    }
+
+    [Fact]
+    public void ModelAndOptimizerPthRestoresAdamW()
+    {
+        // The book's exercise 5.4 file: torch.save({"model_state_dict": ..., "optimizer_state_dict": ...}).
+        string pth = Path.Combine(_dir, "model_and_optimizer.pth");
+        File.WriteAllText(Path.Combine(_dir, "config.json"), GptSharp.Checkpoints.ConfigJson.ToBookJson(Wide));
+        using (var model = new GptModel(Wide, new FastRandom(4)))
+        using (var optimizer = new AdamW(model.Parameters(), 5e-4f, 0.1f))
+        {
+            foreach (var p in model.Parameters()) p.Grad.Span.Fill(0.01f);
+            optimizer.Step();
+            optimizer.Step();
+            PthCheckpoint.Save(model, optimizer, pth);
+        }
+        using var run = TrainingRun.Start(Config(Wide, pth), new TrainingRunOptions { Directory = Path.Combine(_dir, "run") });
+        Assert.Equal(2, run.Optimizer.StepCount);
+        Assert.Equal(5e-4f, run.Optimizer.LearningRate);
+        Assert.Equal((double)5e-4f, run.Config.LearningRate);
+        Assert.Contains(run.Optimizer.ExpAvg[0].Span.ToArray(), v => v != 0);
+        run.Train();
+        Assert.Equal(4, run.Optimizer.StepCount);
     }
 }
