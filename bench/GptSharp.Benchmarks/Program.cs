@@ -9,7 +9,8 @@ namespace GptSharp.Benchmarks;
 /// and of the FMA peak and the read bandwidth: ... -- peak-quick, ... -- bandwidth-quick; a training step phase by phase:
 /// ... -- train-step-quick [threads] [steps]; generation tokens/s against the bandwidth bound: ... -- generate-quick [tokens] [threads] [uncachedTokens]; interleaved A/B of the skinny GEMM's choices on cached steps: ... -- skinny-ab [rounds] [threads];
 /// the tokenizer on one thread and on all cores, interleaved: ... -- tokenizer-quick [rounds]; a full-size synthetic
-/// OpenAI GPT-2 checkpoint for load time and peak memory: ... -- gpt2-synthetic DIR gpt2-small|...|gpt2-xl
+/// OpenAI GPT-2 checkpoint for load time and peak memory: ... -- gpt2-synthetic DIR gpt2-small|...|gpt2-xl; a 124M training
+/// checkpoint's write/read and a 1 GB token file's id check: ... -- run-io-quick [DIR]
 /// </summary>
 public static class Program
 {
@@ -59,6 +60,11 @@ public static class Program
         if (args.Length > 0 && args[0] == "tokenizer-quick")
         {
             TokenizerBenchmarks.Quick(args.Length > 1 ? int.Parse(args[1]) : 7);
+            return;
+        }
+        if (args.Length > 0 && args[0] == "run-io-quick")
+        {
+            RunIoBenchmark.Quick(args.Length > 1 ? args[1] : null);
             return;
         }
         if (args.Length > 0 && args[0] == "bandwidth-quick")

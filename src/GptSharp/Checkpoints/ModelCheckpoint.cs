@@ -66,12 +66,16 @@ public static class ModelCheckpoint
     }
 }
 
-/// <summary>The spelling, <c>GptModel.Load(path)</c>, as a static extension (C# 14) over <see cref="ModelCheckpoint.Load(string)"/>.</summary>
+/// <summary>
+/// The one public way to load a model: <c>GptModel.Load(spec)</c>, a static extension (C# 14) over <see cref="ModelStore.Load"/>:
+/// a run directory, a GptSharp or Hugging Face <c>.safetensors</c>, a <c>.pth</c> (the book's or Hugging Face's), a
+/// training checkpoint, an OpenAI GPT-2 folder, or <c>gpt2-small</c> … <c>gpt2-xl</c>. <c>model.Save(path)</c> is the one way to save.
+/// </summary>
 public static class GptModelLoadExtension
 {
     extension(GptModel)
     {
-        /// <summary>Builds a model from a model file (see <see cref="ModelCheckpoint.Load(string)"/>).</summary>
-        public static GptModel Load(string path) => ModelCheckpoint.Load(path);
+        /// <summary>Builds the model <paramref name="spec"/> names (see <see cref="ModelStore.Load"/>); <paramref name="config"/> when the file cannot tell.</summary>
+        public static GptModel Load(string spec, GptConfig? config = null) => ModelStore.Load(spec, config);
     }
 }

@@ -42,6 +42,7 @@ public sealed class TrainingData : IDisposable
             {
                 if (file.Header.VocabSize > Gpt2Tokenizer.VocabSize)
                     throw new InvalidDataException($"{data}: made for a vocabulary of {file.Header.VocabSize} ids, the GPT-2 tokenizer has {Gpt2Tokenizer.VocabSize}.");
+                file.CheckIds(Gpt2Tokenizer.VocabSize);
                 var (train, validation) = DataLoaders.SplitTokens(file, trainRatio);
                 return new TrainingData(train, validation, Describe($"{data} (token file, split by tokens)", train, validation), file);
             }

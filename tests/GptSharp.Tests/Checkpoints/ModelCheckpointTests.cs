@@ -17,7 +17,7 @@ public class ModelCheckpointTests
         using var model = RandomModel(config);
         string path = dir.File("model.safetensors");
         model.Save(path);
-        using var loaded = GptModel.Load(path); // = ModelCheckpoint.Load(path)
+        using var loaded = GptModel.Load(path); // = ModelStore.Load(path)
         Assert.Equal(config, loaded.Config);
         AssertSameParameters(model, loaded);
 

@@ -97,6 +97,41 @@ public sealed class CorpusTests : IDisposable
         Assert.Throws<InvalidDataException>(() => TokenFile.Open(path));
     }
 
+    [Theory]
+    [InlineData(512)]
+    [InlineData(256)]
+    [InlineData(0)]
+    public void TheIdScanFindsTheFirstIdOutsideTheVocabularyAtEveryPosition(int maxVectorBits)
+    {
+        var ids = new ushort[1000];
+        for (int i = 0; i < ids.Length; i++) ids[i] = (ushort)(i * 37 % 50257);
+        Assert.Equal(-1, TokenFile.FirstAtLeast(ids, 50257, maxVectorBits));
+        // Each position of a 4-vector block, the scalar tail, and a second bad id after the first.
+        foreach (int at in new[] { 0, 1, 31, 32, 127, 128, 255, 256, 500, 997, 999 })
+        {
+            var copy = (ushort[])ids.Clone();
+            copy[at] = 50257;
+            if (at + 3 < copy.Length) copy[at + 3] = ushort.MaxValue;
+            Assert.Equal(at, TokenFile.FirstAtLeast(copy, 50257, maxVectorBits));
+        }
+        Assert.Equal(-1, TokenFile.FirstAtLeast([], 50257, maxVectorBits));
+    }
+
+    [Fact]
+    public void ATokenFileWithAnIdOutsideTheVocabularyStopsBeforeTraining()
+    {
+        string path = Path.Combine(_dir, "tokens.bin");
+        TokenFile.Write(path, ["a.txt"], _ => new string('a', 300), CharIds, 50257, 50256);
+        byte[] bytes = File.ReadAllBytes(path);
+        bytes[TokenFile.DataOffset + 2 * 123] = 0xFF; // id 97 becomes 0xFFFF = 65535
+        bytes[TokenFile.DataOffset + 2 * 123 + 1] = 0xFF;
+        File.WriteAllBytes(path, bytes);
+        var e = Assert.Throws<InvalidDataException>(() => GptSharp.Training.TrainingData.Load(path, 0.9, GptSharp.Tokenization.Gpt2Tokenizer.Instance));
+        Assert.Contains("tokens.bin", e.Message);
+        Assert.Contains("token id 65535", e.Message);
+        Assert.Contains($"byte offset {TokenFile.DataOffset + 2 * 123}", e.Message);
+    }
+
     [Fact]
     public void FailedWriteLeavesThePreviousFile()
     {
