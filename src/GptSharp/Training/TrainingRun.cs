@@ -320,8 +320,9 @@ public sealed class TrainingRun : IDisposable
             TrainingOutcome.MaxStepsReached => $"stopped at --max-steps {Config.Training.MaxSteps}",
             _ => "stopped by Ctrl+C (or SIGTERM)",
         };
-        Timed(t => Timings.Checkpoints += t, () => Model.Save(RunDirectory.File(RunDirectory.ModelFile)));
         SaveCheckpoint();
+        // After the checkpoint: a run directory's newer file is what ModelStore loads, and this one is a third of its size.
+        Timed(t => Timings.Checkpoints += t, () => Model.Save(RunDirectory.File(RunDirectory.ModelFile)));
         WriteProgress(status);
 
         double seconds = clock.Elapsed.TotalSeconds;

@@ -115,6 +115,35 @@ public sealed class TrainingRunTests : IDisposable
     }
 
     [Fact]
+    public void OnlyTheTemporaryFilesOfAtomicWritesAreRemoved()
+    {
+        string dir = RunDir("tmp");
+        Directory.CreateDirectory(dir);
+        string leftover = Path.Combine(dir, $".metrics.csv.{Guid.NewGuid():N}.tmp");
+        string[] kept = [Path.Combine(dir, ".notes.tmp"), Path.Combine(dir, "a.tmp"), Path.Combine(dir, $".x.{Guid.NewGuid():N}.tmp.bak")];
+        foreach (var f in kept.Append(leftover)) File.WriteAllText(f, "x");
+        Assert.Equal([Path.GetFileName(leftover)], GptSharp.Tensors.IO.AtomicFile.RemoveLeftovers(dir));
+        Assert.All(kept, f => Assert.True(File.Exists(f)));
+    }
+
+    [Fact]
+    public void ACheckpointConvertedToACheckpointStillResumes()
+    {
+        string dir = RunDir("c");
+        using (var run = TrainingRun.Start(Config(new TrainingOptions { Epochs = 1, MaxSteps = 3, EvalFreq = 2, EvalIter = 1 }), new TrainingRunOptions { Directory = dir }))
+            run.Train();
+        string copyDir = RunDir("copy");
+        Directory.CreateDirectory(copyDir);
+        string copy = Path.Combine(copyDir, TrainingCheckpoint.FileNameFor(3));
+        using (var loaded = ModelStore.Open(TrainingCheckpoint.Latest(dir)!))
+            CheckpointConverter.Write(loaded, copy, CheckpointConverter.ResolveFormat(copy, null));
+        using var resumed = TrainingRun.Resume(copyDir, new TrainingRunOptions { MaxSteps = 4 });
+        Assert.Equal(2, resumed.State.GlobalStep);
+        Assert.Equal(TrainingOutcome.MaxStepsReached, resumed.Train());
+        Assert.Equal(3, resumed.State.GlobalStep);
+    }
+
+    [Fact]
     public void AModelFileGivenToResumePointsToInitFrom()
     {
         string dir = RunDir("m");
