@@ -1,12 +1,8 @@
 using System.CommandLine;
-using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.InteropServices;
-using GptSharp.Checkpoints;
-using GptSharp.Data;
 using GptSharp.Model;
 using GptSharp.Tensors;
-using GptSharp.Tokenization;
 using GptSharp.Training;
 using Spectre.Console;
 
