@@ -18,7 +18,7 @@ public sealed class CrashResumeTests(ITestOutputHelper output) : IDisposable
         if (Directory.Exists(_dir)) Directory.Delete(_dir, recursive: true);
     }
 
-    private const int Kills = 12;
+    private const int Kills = 10;
 
     [Fact]
     public void KilledRunsResumeToTheUninterruptedRunsWeights()
