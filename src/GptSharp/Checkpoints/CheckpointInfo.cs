@@ -77,8 +77,8 @@ public sealed record CheckpointInfo(
                 TfDataType.Int16 => TensorDType.I16, TfDataType.Int8 => TensorDType.I8, TfDataType.UInt8 => TensorDType.U8,
                 TfDataType.Bool => TensorDType.Bool, TfDataType.UInt16 => TensorDType.U16, _ => null,
             };
-            if (dtype is { } d) tensors.Add(new StoredTensor(e.Name, d, e.Shape.Select(x => checked((int)x)).ToArray()));
-            else other.Add($"{e.Name} ({e.DType})");
+            if (dtype is { } d && e.Shape.All(x => x <= int.MaxValue)) tensors.Add(new StoredTensor(e.Name, d, e.Shape.Select(x => checked((int)x)).ToArray()));
+            else other.Add($"{e.Name} ({e.DType} {e.ShapeString})");
         }
         GptConfig? config = null;
         string? note = null;

@@ -136,6 +136,7 @@ public static class Gpt2Checkpoint
     {
         config ??= ReadConfig(modelDir);
         using var bundle = TensorBundleReader.Open(FindPrefix(modelDir));
+        StateDictLoader.CheckConfigFitsFile(config, bundle.IndexPath, bundle.Entries.Sum(e => e.ElementCount));
         CheckTensors(bundle, config);
         bundle.CheckDataFiles();
         return StateDictLoader.NewModel(config, model => LoadWeightsIntoGpt(model, bundle));
@@ -165,4 +166,5 @@ public static class Gpt2Checkpoint
         public void ReadRows(string name, int rowLength, Gpt2RowsConsumer consume) =>
             bundle.ReadFloat32Rows(bundle.GetEntry(name), rowLength, scratchBytes, (firstRow, rows) => consume(firstRow, rows));
     }
+
 }

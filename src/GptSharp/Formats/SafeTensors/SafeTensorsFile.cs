@@ -215,13 +215,16 @@ public sealed class SafeTensorsFile : ITensorSource
             if (d.ValueKind != JsonValueKind.Number || !d.TryGetInt32(out int size) || size < 0)
                 throw Corrupt($"tensor '{name}' has an invalid shape {shapeElement.GetRawText()}");
             shape[i++] = size;
-            count = checked(count * size);
+            // The product is compared with the bytes present below; it must not wrap around on the way.
+            if (size != 0 && count > long.MaxValue / 8 / size)
+                throw Corrupt($"tensor '{name}' has shape {shapeElement.GetRawText()}, whose element count overflows");
+            count *= size;
         }
         if (!entry.TryGetProperty("data_offsets", out var offsets) || offsets.ValueKind != JsonValueKind.Array
             || offsets.GetArrayLength() != 2 || !offsets[0].TryGetInt64(out long begin) || !offsets[1].TryGetInt64(out long end)
             || begin < 0 || end < begin)
             throw Corrupt($"tensor '{name}' has invalid data_offsets (expected [begin, end] with 0 <= begin <= end)");
-        long bytes = checked(count * dtype.ElementSize());
+        long bytes = count * dtype.ElementSize();
         if (end - begin != bytes)
             throw Corrupt($"tensor '{name}' {dtype.SafeTensorsName()} [{string.Join(", ", shape)}] needs {bytes} bytes but data_offsets [{begin}, {end}] span {end - begin}");
         return (new StoredTensor(name, dtype, shape), begin, end);
