@@ -169,6 +169,8 @@ internal static class TrainCommand
         {
             config = settings.Config;
             generator = RandomGenerators.Create(config.Rng, config.Seed);
+            MemoryBudget.Require(MemoryBudget.TrainingBytes(config.Model, config.BatchSize),
+                $"training with --batch-size {config.BatchSize}, --context-length {config.Model.ContextLength}, --emb-dim {config.Model.EmbeddingDim} and --layers {config.Model.Layers}");
             model = new GptModel(config.Model, generator);
             optimizer = new AdamW(model.Parameters(), (float)config.LearningRate, (float)config.WeightDecay);
             runPath = settings.Out ?? RunDirectory.DefaultPath(DateTime.UtcNow);

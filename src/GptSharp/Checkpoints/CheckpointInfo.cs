@@ -130,13 +130,19 @@ public sealed record CheckpointInfo(
             metadata, config, note, CountParameters(stateDict), optimizer);
     }
 
-    private static string Show(object? v) => v switch
+    // Values come from the file: nesting and length are cut short (a DAG of shared tuples would otherwise print exponentially).
+    private static string Show(object? v) => Show(v, 0);
+
+    private static string Show(object? v, int depth) => v switch
     {
         null => "None",
         bool b => b ? "True" : "False",
         double d => d.ToString("R", System.Globalization.CultureInfo.InvariantCulture),
-        PyTuple t => "(" + string.Join(", ", t.Items.Select(Show)) + ")",
-        _ => v.ToString() ?? "",
+        PyTuple when depth >= 3 => "(...)",
+        PyTuple t => "(" + string.Join(", ", t.Items.Take(8).Select(x => Show(x, depth + 1))) + (t.Count > 8 ? ", ..." : "") + ")",
+        string s => s.Length <= 200 ? s : s[..200] + "...",
+        long or System.Numerics.BigInteger => v.ToString()!,
+        _ => PyDict.PyTypeName(v),
     };
 
     /// <summary>Elements of the weight tensors (the mask buffers of the book and of Hugging Face files are not parameters).</summary>

@@ -20,7 +20,8 @@ public static class AtomicFile
         string directory = Path.GetDirectoryName(fullPath)!;
         if (!Directory.Exists(directory))
             throw new DirectoryNotFoundException($"{path}: directory '{directory}' does not exist.");
-        string tempPath = Path.Combine(directory, $".{Path.GetFileName(fullPath)}.{Guid.NewGuid():N}.tmp");
+        RemoveStaleTemporaries(directory, Path.GetFileName(fullPath));
+        string tempPath = Path.Combine(directory, $".{Path.GetFileName(fullPath)}.{Environment.ProcessId}-{Guid.NewGuid():N}.tmp");
         try
         {
             using (var file = new FileStream(tempPath, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
@@ -38,6 +39,45 @@ public static class AtomicFile
         {
             try { File.Delete(tempPath); } catch (IOException) { } catch (UnauthorizedAccessException) { }
             throw;
+        }
+    }
+
+    /// <summary>
+    /// Deletes the temporary files of earlier writes to the same file whose process is gone (killed by a signal, which
+    /// runs no cleanup): their names are <c>.&lt;name&gt;.&lt;pid&gt;-&lt;guid&gt;.tmp</c>. A live process's temporary file is
+    /// left alone, since it may be writing right now.
+    /// </summary>
+    private static void RemoveStaleTemporaries(string directory, string fileName)
+    {
+        string[] candidates;
+        try
+        {
+            candidates = Directory.GetFiles(directory, $".{fileName}.*.tmp");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return;
+        }
+        foreach (string candidate in candidates)
+        {
+            string middle = Path.GetFileName(candidate)[(fileName.Length + 2)..^4];
+            int dash = middle.IndexOf('-');
+            if (dash <= 0 || !int.TryParse(middle[..dash], out int pid) || middle.Length - dash - 1 != 32 || IsAlive(pid)) continue;
+            try { File.Delete(candidate); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        }
+    }
+
+    private static bool IsAlive(int pid)
+    {
+        if (pid == Environment.ProcessId) return true;
+        try
+        {
+            using var process = System.Diagnostics.Process.GetProcessById(pid);
+            return !process.HasExited;
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or System.ComponentModel.Win32Exception)
+        {
+            return false;
         }
     }
 }
