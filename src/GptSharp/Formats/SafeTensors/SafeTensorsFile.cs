@@ -155,6 +155,15 @@ public sealed class SafeTensorsFile : ITensorSource
         JsonDocument doc;
         try
         {
+            // Names and strings are read with GetString, which throws InvalidOperationException on bad UTF-8: check it once here.
+            StrictUtf8.GetCharCount(header);
+        }
+        catch (DecoderFallbackException)
+        {
+            throw Corrupt("header is not valid UTF-8");
+        }
+        try
+        {
             doc = JsonDocument.Parse(header);
         }
         catch (JsonException e)
@@ -242,6 +251,8 @@ public sealed class SafeTensorsFile : ITensorSource
         }
         return result;
     }
+
+    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
     private InvalidDataException Corrupt(string what) => new($"{FilePath}: not a valid safetensors file: {what}.");
 
