@@ -66,6 +66,7 @@ public sealed record CheckpointInfo(
     private static CheckpointInfo ReadTensorFlow(string dir)
     {
         using var bundle = TensorBundleReader.Open(Gpt2Checkpoint.FindPrefix(dir));
+        bundle.CheckDataFiles(); // file lengths only: bounds every entry's size (and their sum) by the bytes present
         var tensors = new List<StoredTensor>();
         var other = new List<string>();
         foreach (var e in bundle.Entries)

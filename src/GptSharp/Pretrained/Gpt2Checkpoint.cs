@@ -140,7 +140,8 @@ public static class Gpt2Checkpoint
     {
         config ??= ReadConfig(modelDir);
         using var bundle = TensorBundleReader.Open(FindPrefix(modelDir));
-        StateDictLoader.CheckConfigFitsFile(config, bundle.IndexPath, bundle.Entries.Sum(e => e.ElementCount));
+        // In double: the index alone bounds no entry's size (the data files do, checked later), so the sum could overflow a long.
+        StateDictLoader.CheckConfigFitsFile(config, bundle.IndexPath, (long)Math.Min(bundle.Entries.Sum(e => (double)e.ElementCount), long.MaxValue / 2));
         CheckTensors(bundle, config);
         bundle.CheckDataFiles();
         return StateDictLoader.NewModel(config, model => LoadWeightsIntoGpt(model, bundle));
