@@ -1,11 +1,16 @@
 namespace GptSharp.Cli;
 
 /// <summary>
-/// Runs a command body and turns the errors a user can cause (bad options, missing or malformed
-/// files) into one line on stderr and exit code 1, instead of a stack trace.
+/// Runs a command body and turns every error into one line on stderr and exit code 1, instead of a stack trace:
+/// errors a user can cause (bad options, missing or malformed files) as their message, anything else as an internal
+/// error. <c>--verbose</c> adds the stack trace. Messages are printed with control characters escaped, since they
+/// quote names and strings from files.
 /// </summary>
 internal static class CliErrors
 {
+    /// <summary>Set by <c>--verbose</c> (any command): print the exception with its stack trace after the error line.</summary>
+    public static bool Verbose { get; set; }
+
     public static int Run(Func<int> body) => Run(body, null);
 
     /// <summary><see cref="Run(Func{int})"/> with the error line written to <paramref name="error"/> (stderr when null; tests pass a writer).</summary>
@@ -15,9 +20,9 @@ internal static class CliErrors
         {
             return body();
         }
-        catch (Exception e) when (IsUserError(e))
+        catch (Exception e)
         {
-            (error ?? Console.Error).WriteLine($"error: {e.Message}");
+            Report(e, error ?? Console.Error);
             return 1;
         }
     }
@@ -28,11 +33,26 @@ internal static class CliErrors
         {
             return await body();
         }
-        catch (Exception e) when (IsUserError(e))
+        catch (Exception e)
         {
-            Console.Error.WriteLine($"error: {e.Message}");
+            Report(e, Console.Error);
             return 1;
         }
+    }
+
+    /// <summary>The one line for <paramref name="e"/> (without "error: ").</summary>
+    internal static string Describe(Exception e) => e switch
+    {
+        _ when IsUserError(e) => Printable.Escape(e.Message),
+        OutOfMemoryException or InsufficientExecutionStackException =>
+            $"out of memory ({Printable.Escape(e.Message)}); the settings or the input need more memory than this machine has.",
+        _ => $"internal error ({e.GetType().Name}): {Printable.Escape(e.Message)}" + (Verbose ? "" : " (run with --verbose for the stack trace)"),
+    };
+
+    private static void Report(Exception e, TextWriter error)
+    {
+        error.WriteLine($"error: {Describe(e)}");
+        if (Verbose) error.WriteLine(Printable.Escape(e.ToString()).Replace("\\n", Environment.NewLine));
     }
 
     private static bool IsUserError(Exception e) =>

@@ -9,6 +9,7 @@ public static class Program
     public static int Main(string[] args)
     {
         var root = BuildRootCommand();
+        CliErrors.Verbose = args.Contains("--verbose");
         return root.Parse(args).Invoke();
     }
 
@@ -18,6 +19,7 @@ public static class Program
         var root = new RootCommand("GptSharp: pretrain, evaluate, save, load and run GPT-2-style models in .NET.");
         foreach (var command in CommandCatalog.All())
             root.Subcommands.Add(command);
+        root.Options.Add(new Option<bool>("--verbose") { Description = "On an error, print the stack trace after the error line.", Recursive = true });
         return root;
     }
 }

@@ -27,17 +27,17 @@ internal static class InspectCommand
 
     private static void WritePlain(CheckpointInfo info, TextWriter writer)
     {
-        writer.WriteLine($"file: {info.Path}");
+        writer.WriteLine($"file: {Printable.Escape(info.Path)}");
         writer.WriteLine($"format: {info.Format}");
-        foreach (var t in info.Tensors) writer.WriteLine($"{t.Name}\t{t.DType.SafeTensorsName()}\t{t.ShapeString}\t{t.ElementCount}");
+        foreach (var t in info.Tensors) writer.WriteLine($"{Printable.Escape(t.Name)}\t{t.DType.SafeTensorsName()}\t{t.ShapeString}\t{t.ElementCount}");
         WriteSummary(info, writer.WriteLine);
     }
 
     private static void WriteTable(CheckpointInfo info, TextWriter writer)
     {
-        var table = new Table().Title(Markup.Escape(info.Path)).AddColumn("tensor").AddColumn("dtype").AddColumn("shape").AddColumn(new TableColumn("elements").RightAligned());
+        var table = new Table().Title(Markup.Escape(Printable.Escape(info.Path))).AddColumn("tensor").AddColumn("dtype").AddColumn("shape").AddColumn(new TableColumn("elements").RightAligned());
         foreach (var t in info.Tensors)
-            table.AddRow(Markup.Escape(t.Name), t.DType.SafeTensorsName(), Markup.Escape(t.ShapeString), t.ElementCount.ToString("N0"));
+            table.AddRow(Markup.Escape(Printable.Escape(t.Name)), t.DType.SafeTensorsName(), Markup.Escape(t.ShapeString), t.ElementCount.ToString("N0"));
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(writer) });
         console.Write(table);
         console.MarkupLine($"[bold]format:[/] {Markup.Escape(info.Format)}");
@@ -49,11 +49,11 @@ internal static class InspectCommand
         write($"tensors: {info.Tensors.Count}");
         write($"parameters: {info.ParameterCount:N0}");
         if (info.Config is not null) write($"config: {ConfigJson.ToBookJson(info.Config)}");
-        if (info.ConfigNote is not null) write($"config: unknown ({info.ConfigNote})");
+        if (info.ConfigNote is not null) write($"config: unknown ({Printable.Escape(info.ConfigNote)})");
         foreach (var (key, value) in info.Metadata)
             if (key != ModelCheckpoint.ConfigKey && !ReferenceEquals(value, info.OptimizerSummary)) // the optimizer is shown below
-                write($"metadata {key}: {Shorten(value)}");
-        if (info.OptimizerSummary is not null) write($"optimizer: {info.OptimizerSummary}");
+                write($"metadata {Printable.Escape(key)}: {Printable.Escape(Shorten(value))}");
+        if (info.OptimizerSummary is not null) write($"optimizer: {Printable.Escape(info.OptimizerSummary)}");
     }
 
     /// <summary>Long metadata (a trainer state with its metrics history) is cut to one readable line.</summary>

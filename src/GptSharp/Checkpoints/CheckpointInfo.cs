@@ -76,8 +76,8 @@ public sealed record CheckpointInfo(
                 TfDataType.Int16 => TensorDType.I16, TfDataType.Int8 => TensorDType.I8, TfDataType.UInt8 => TensorDType.U8,
                 TfDataType.Bool => TensorDType.Bool, TfDataType.UInt16 => TensorDType.U16, _ => null,
             };
-            if (dtype is { } d) tensors.Add(new StoredTensor(e.Name, d, e.Shape.Select(x => checked((int)x)).ToArray()));
-            else other.Add($"{e.Name} ({e.DType})");
+            if (dtype is { } d && e.Shape.All(x => x <= int.MaxValue)) tensors.Add(new StoredTensor(e.Name, d, e.Shape.Select(x => checked((int)x)).ToArray()));
+            else other.Add($"{e.Name} ({e.DType} {e.ShapeString})");
         }
         GptConfig? config = null;
         string? note = null;
@@ -93,10 +93,11 @@ public sealed record CheckpointInfo(
         {
             ["index"] = bundle.IndexPath,
             ["shards"] = bundle.Header.NumShards.ToString(),
-            ["data bytes"] = bundle.Entries.Sum(e => e.Size).ToString("N0"),
+            // Sums in double: inspect reads the index alone (the data shard may be absent), which bounds no entry's size.
+            ["data bytes"] = bundle.Entries.Sum(e => (double)e.Size).ToString("N0"),
         };
         if (other.Count > 0) metadata["other tensors"] = string.Join(", ", other);
-        return new CheckpointInfo(dir, "OpenAI GPT-2 TensorFlow checkpoint", tensors, metadata, config, note, tensors.Sum(t => t.ElementCount), null);
+        return new CheckpointInfo(dir, "OpenAI GPT-2 TensorFlow checkpoint", tensors, metadata, config, note, (long)Math.Min(tensors.Sum(t => (double)t.ElementCount), long.MaxValue), null);
     }
 
     private static CheckpointInfo ReadPth(string path)
@@ -129,13 +130,19 @@ public sealed record CheckpointInfo(
             metadata, config, note, CountParameters(stateDict), optimizer);
     }
 
-    private static string Show(object? v) => v switch
+    // Values come from the file: nesting and length are cut short (a DAG of shared tuples would otherwise print exponentially).
+    private static string Show(object? v) => Show(v, 0);
+
+    private static string Show(object? v, int depth) => v switch
     {
         null => "None",
         bool b => b ? "True" : "False",
         double d => d.ToString("R", System.Globalization.CultureInfo.InvariantCulture),
-        PyTuple t => "(" + string.Join(", ", t.Items.Select(Show)) + ")",
-        _ => v.ToString() ?? "",
+        PyTuple when depth >= 3 => "(...)",
+        PyTuple t => "(" + string.Join(", ", t.Items.Take(8).Select(x => Show(x, depth + 1))) + (t.Count > 8 ? ", ..." : "") + ")",
+        string s => s.Length <= 200 ? s : s[..200] + "...",
+        long or System.Numerics.BigInteger => v.ToString()!,
+        _ => PyDict.PyTypeName(v),
     };
 
     /// <summary>Elements of the weight tensors (the mask buffers of the book and of Hugging Face files are not parameters).</summary>

@@ -35,18 +35,19 @@ public static class ConfigJson
     /// </summary>
     public static GptConfig Parse(string json, string source)
     {
-        JsonNode? root;
+        JsonObject o;
         try
         {
-            root = JsonNode.Parse(json);
+            if (JsonNode.Parse(json) is not JsonObject root) throw new InvalidDataException($"{source}: config is not a JSON object.");
+            o = root;
+            // A run directory's config.json holds the model's config in its "model" section.
+            if (!o.ContainsKey("emb_dim") && !o.ContainsKey("n_embd") && o["model"] is JsonObject model) o = model;
+            _ = o.Count; // JsonObject reads its properties lazily: a duplicate key throws ArgumentException here, not later
         }
-        catch (JsonException e)
+        catch (Exception e) when (e is JsonException or ArgumentException or InvalidOperationException)
         {
             throw new InvalidDataException($"{source}: config is not valid JSON ({e.Message}).");
         }
-        if (root is not JsonObject o) throw new InvalidDataException($"{source}: config is not a JSON object.");
-        // A run directory's config.json holds the model's config in its "model" section.
-        if (!o.ContainsKey("emb_dim") && !o.ContainsKey("n_embd") && o["model"] is JsonObject model) o = model;
         try
         {
             GptConfig config;

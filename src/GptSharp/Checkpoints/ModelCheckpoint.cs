@@ -54,8 +54,11 @@ public static class ModelCheckpoint
     /// <summary>The config from the file's metadata, else a config.json next to it, else inferred from the shapes.</summary>
     internal static GptConfig ConfigFor(SafeTensorsFile file)
     {
-        if (file.Metadata.TryGetValue(ConfigKey, out var json)) return ConfigJson.Parse(json, file.FilePath);
-        return ConfigBeside(file.FilePath) ?? StateDictLoader.InferConfig(file);
+        var config = file.Metadata.TryGetValue(ConfigKey, out var json) ? ConfigJson.Parse(json, file.FilePath)
+            : ConfigBeside(file.FilePath) ?? StateDictLoader.InferConfig(file);
+        // Metadata is only text: checked against the tensors before anyone builds a model from it.
+        StateDictLoader.CheckConfigFitsFile(config, file);
+        return config;
     }
 
     /// <summary>A <c>config.json</c> in the same directory as <paramref name="path"/>, if there is one.</summary>

@@ -112,7 +112,7 @@ public static class ModelStore
             {
                 // A Hugging Face pytorch_model.bin: the same names as its safetensors twin.
                 config ??= ModelCheckpoint.ConfigBeside(path) ?? Gpt2Import.InferConfig(stateDict);
-                var hf = StateDictLoader.NewModel(config, m => Gpt2Import.LoadInto(m, stateDict));
+                var hf = Gpt2Import.NewModel(config, stateDict);
                 return new LoadedCheckpoint(hf, null, null, "pth (Hugging Face GPT-2)");
             }
         }

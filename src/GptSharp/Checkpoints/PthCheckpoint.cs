@@ -22,6 +22,7 @@ public static class PthCheckpoint
         using var file = PthFile.Open(path);
         var stateDict = file.StateDict();
         config ??= ModelCheckpoint.ConfigBeside(path) ?? StateDictLoader.InferConfig(stateDict);
+        StateDictLoader.CheckConfigFitsFile(config, stateDict);
         var model = new GptModel(config);
         AdamW? optimizer = null;
         try

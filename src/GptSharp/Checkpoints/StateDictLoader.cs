@@ -31,7 +31,52 @@ public static partial class StateDictLoader
     }
 
     /// <summary>A new model of <paramref name="config"/> holding the book-named tensors of <paramref name="source"/>.</summary>
-    public static GptModel Load(GptConfig config, ITensorSource source) => NewModel(config, model => LoadInto(model, source));
+    public static GptModel Load(GptConfig config, ITensorSource source)
+    {
+        CheckConfigFitsFile(config, source);
+        return NewModel(config, model => LoadInto(model, source));
+    }
+
+    /// <summary>
+    /// Guards building a model for a file. The config comes from metadata, a config.json or the names in the file, and
+    /// the model is allocated before its tensors are read (and their names and shapes checked): a config that needs far
+    /// more parameters than the file's tensors hold is refused first, so memory stays bounded by the file's real size.
+    /// The slack (twice the stored values plus 1M) leaves small mismatches to the precise name and shape checks.
+    /// </summary>
+    public static void CheckConfigFitsFile(GptConfig config, ITensorSource source) =>
+        CheckConfigFitsFile(config, source.FilePath, source.Tensors.Sum(t => t.ElementCount));
+
+    /// <inheritdoc cref="CheckConfigFitsFile(GptConfig, ITensorSource)"/>
+    public static void CheckConfigFitsFile(GptConfig config, string file, long storedValues)
+    {
+        long needed = config.ParameterCount;
+        if (needed > 2 * storedValues + (1 << 20))
+            throw new InvalidDataException($"{file}: the config ({config.Layers} layers, emb_dim {config.EmbeddingDim}, vocab_size {config.VocabSize}, "
+                + $"context_length {config.ContextLength}) needs {needed:N0} parameters but the file's tensors hold only {storedValues:N0} values.");
+    }
+
+    /// <summary>
+    /// The number of blocks named by <paramref name="blockIndex"/> matches (the highest index + 1), refusing an index that
+    /// does not fit an int or is larger than the number of tensors could justify (a name like <c>trf_blocks.99999999.x</c>).
+    /// </summary>
+    public static int CountBlocks(IEnumerable<string> names, Regex blockIndex, string file)
+    {
+        int highest = -1, matching = 0;
+        foreach (string name in names)
+        {
+            var m = blockIndex.Match(name);
+            if (!m.Success) continue;
+            matching++;
+            string digits = m.Groups[1].Value;
+            if (!int.TryParse(digits, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int index))
+                throw new InvalidDataException($"{file}: tensor '{name}' has block index {(digits.Length > 20 ? digits[..20] + "..." : digits)}, out of range.");
+            highest = Math.Max(highest, index);
+        }
+        // Every block has at least one tensor, so the blocks cannot outnumber the block tensors.
+        if (highest + 1 > matching)
+            throw new InvalidDataException($"{file}: a tensor names block {highest} but the file has only {matching} block tensors.");
+        return highest + 1;
+    }
 
     /// <summary>Copies every parameter of <paramref name="model"/> from <paramref name="source"/> (straight into the parameter's buffer).</summary>
     public static void LoadInto(GptModel model, ITensorSource source)
@@ -70,8 +115,7 @@ public static partial class StateDictLoader
         var pos = source.Find("pos_emb.weight") ?? throw new InvalidDataException($"{source.FilePath}: no 'pos_emb.weight': not a GptSharp/book model.");
         if (tok.Shape.Length != 2 || pos.Shape.Length != 2)
             throw new InvalidDataException($"{source.FilePath}: embeddings must be 2-D, got tok_emb {tok.ShapeString} and pos_emb {pos.ShapeString}.");
-        int layers = source.Tensors.Select(t => BlockIndex().Match(t.Name)).Where(m => m.Success)
-            .Select(m => int.Parse(m.Groups[1].Value) + 1).DefaultIfEmpty(0).Max();
+        int layers = CountBlocks(source.Tensors.Select(t => t.Name), BlockIndex(), source.FilePath);
         int emb = tok.Shape[1];
         return ValidateInferred(new GptConfig
         {
@@ -102,6 +146,7 @@ public static partial class StateDictLoader
         ? embeddingDim / 64
         : throw new InvalidDataException($"{file}: cannot infer the number of attention heads from emb_dim {embeddingDim}; put a config.json (n_heads) next to the file.");
 
+    /// <summary>The block number of a book-named tensor (<c>trf_blocks.N.</c>).</summary>
     [GeneratedRegex(@"^trf_blocks\.(\d+)\.")]
-    private static partial Regex BlockIndex();
+    public static partial Regex BlockIndex();
 }

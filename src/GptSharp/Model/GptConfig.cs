@@ -78,7 +78,20 @@ public sealed record GptConfig
             throw new ArgumentException($"emb_dim ({EmbeddingDim}) must be divisible by n_heads ({Heads}).");
         if (!(DropRate >= 0f && DropRate < 1f))
             throw new ArgumentException($"drop_rate must be in [0, 1), got {DropRate}.");
+        // Each parameter lives in one buffer addressed through a span: no matrix may pass int.MaxValue elements.
+        CheckMatrix("tok_emb/out_head (vocab_size x emb_dim)", VocabSize, EmbeddingDim);
+        CheckMatrix("pos_emb (context_length x emb_dim)", ContextLength, EmbeddingDim);
+        CheckMatrix("the feed-forward weights (emb_dim x 4 emb_dim)", EmbeddingDim, 4L * EmbeddingDim);
+        // Keeps ParameterCount (a long) and every byte count derived from it far from overflowing.
+        if (MemoryBudget.ParameterCountEstimate(this) > 1e15)
+            throw new ArgumentException($"n_layers {Layers} with emb_dim {EmbeddingDim} would make {MemoryBudget.ParameterCountEstimate(this):0.#e0} parameters; that is not a model any machine can hold.");
         return this;
+    }
+
+    private static void CheckMatrix(string what, long rows, long columns)
+    {
+        if ((double)rows * columns > int.MaxValue)
+            throw new ArgumentException($"{what} would hold {(double)rows * columns:N0} elements, more than the {int.MaxValue:N0} one tensor can address.");
     }
 
     /// <summary>Number of trainable parameters of a model with this configuration (untied output head).</summary>

@@ -20,6 +20,7 @@ public sealed partial class GptModel : IDisposable
     public GptModel(GptConfig config, IRandomGenerator? generator = null)
     {
         Config = config.Validate();
+        MemoryBudget.Require(MemoryBudget.ModelBytes(config), $"a model with {config.Layers} layers of width {config.EmbeddingDim}, vocabulary {config.VocabSize} and context {config.ContextLength}");
         int v = config.VocabSize, c = config.ContextLength, e = config.EmbeddingDim, h = config.HiddenDim;
 
         TokenEmbedding = Embedding("tok_emb.weight", v, e, generator);

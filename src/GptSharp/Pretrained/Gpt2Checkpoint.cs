@@ -83,7 +83,11 @@ public static class Gpt2Checkpoint
                 if (!t.StartsWith(key, StringComparison.Ordinal)) continue;
                 string value = t[key.Length..].Trim().Trim('"');
                 if (value.Length == 0) break;
-                string prefix = Path.IsPathRooted(value) ? value : Path.Combine(modelDir, value);
+                // The file may come from anywhere: it may only name a checkpoint inside this folder (TensorFlow writes a
+                // relative name, or an absolute one on the machine that saved it). Anything else falls back to the default name.
+                string folder = Path.GetFullPath(modelDir);
+                string prefix = Path.GetFullPath(Path.IsPathRooted(value) ? value : Path.Combine(folder, value));
+                if (Path.GetDirectoryName(prefix) != Path.TrimEndingDirectorySeparator(folder)) break;
                 if (File.Exists(prefix + ".index")) return prefix;
                 break; // a stale absolute path from another machine: fall back to the default name
             }
@@ -136,6 +140,8 @@ public static class Gpt2Checkpoint
     {
         config ??= ReadConfig(modelDir);
         using var bundle = TensorBundleReader.Open(FindPrefix(modelDir));
+        // In double: the index alone bounds no entry's size (the data files do, checked later), so the sum could overflow a long.
+        StateDictLoader.CheckConfigFitsFile(config, bundle.IndexPath, (long)Math.Min(bundle.Entries.Sum(e => (double)e.ElementCount), long.MaxValue / 2));
         CheckTensors(bundle, config);
         bundle.CheckDataFiles();
         return StateDictLoader.NewModel(config, model => LoadWeightsIntoGpt(model, bundle));
@@ -165,4 +171,5 @@ public static class Gpt2Checkpoint
         public void ReadRows(string name, int rowLength, Gpt2RowsConsumer consume) =>
             bundle.ReadFloat32Rows(bundle.GetEntry(name), rowLength, scratchBytes, (firstRow, rows) => consume(firstRow, rows));
     }
+
 }

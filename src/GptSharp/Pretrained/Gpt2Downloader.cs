@@ -47,6 +47,12 @@ public sealed class Gpt2Downloader(HttpClient http)
 
     public IDownloadProgress? Progress { get; init; }
 
+    /// <summary>
+    /// The most bytes accepted for a file whose size is not known in advance (nor stated by the server within
+    /// this limit): a server that streams without end fails here instead of filling the disk.
+    /// </summary>
+    public long MaxUnknownSizeBytes { get; init; } = 256L << 20;
+
     /// <summary>The URL of one file of one size.</summary>
     public Uri FileUrl(Gpt2ModelSize size, string fileName)
     {
@@ -94,6 +100,7 @@ public sealed class Gpt2Downloader(HttpClient http)
             {
                 if (await TryDownloadOnceAsync(url, part, name, expectedSize, cancellationToken))
                 {
+                    File.Delete(ValidatorPath(part));
                     File.Move(part, path, overwrite: true);
                     Progress?.Completed(name, new FileInfo(path).Length);
                     return;
@@ -127,16 +134,28 @@ public sealed class Gpt2Downloader(HttpClient http)
             if (have == expected) return true;
             if (have > expected) { File.Delete(part); have = 0; }
         }
+        // Resume only a file of known size whose validator (ETag or Last-Modified) was recorded when it started, and
+        // only if the server still has that version (If-Range: otherwise it sends the whole new file with 200).
+        string validatorPath = ValidatorPath(part);
+        string? validator = have > 0 && expectedSize is not null && File.Exists(validatorPath) ? File.ReadAllText(validatorPath).Trim() : null;
+        if (have > 0 && string.IsNullOrEmpty(validator)) { File.Delete(part); have = 0; }
 
         using var request = new HttpRequestMessage(HttpMethod.Get, url);
-        if (have > 0) request.Headers.Range = new RangeHeaderValue(have, null);
+        if (have > 0)
+        {
+            request.Headers.Range = new RangeHeaderValue(have, null);
+            request.Headers.IfRange = validator!.StartsWith('"') || validator.StartsWith("W/", StringComparison.Ordinal)
+                ? new RangeConditionHeaderValue(EntityTagHeaderValue.Parse(validator))
+                : new RangeConditionHeaderValue(DateTimeOffset.Parse(validator, System.Globalization.CultureInfo.InvariantCulture));
+        }
         using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken);
 
         if (response.StatusCode == HttpStatusCode.RequestedRangeNotSatisfiable && have > 0)
         {
-            // The .part is at least as long as the file: complete if the lengths agree, else start over.
-            if (response.Content.Headers.ContentRange?.Length == have) return true;
+            // We ask for a range only below the known size, so the server's file differs from ours: start over.
+            // (Trusting a Content-Range that matches the partial length would accept a short file.)
             File.Delete(part);
+            File.Delete(validatorPath);
             return false;
         }
         if (!response.IsSuccessStatusCode)
@@ -154,6 +173,17 @@ public sealed class Gpt2Downloader(HttpClient http)
         }
         if (expectedSize is { } size && total is { } serverSize && serverSize != size)
             throw new InvalidDataException($"{url}: size mismatch: the server has {serverSize:N0} bytes, expected {size:N0} for {name} (wrong --base-url or a changed file?).");
+        // Never more than this reaches the disk: the known size, else the server's stated one within the cap, else the cap.
+        long limit = expectedSize ?? Math.Min(total ?? MaxUnknownSizeBytes, MaxUnknownSizeBytes);
+        if (expectedSize is null && total > MaxUnknownSizeBytes)
+            throw new InvalidDataException($"{url}: the server offers {total:N0} bytes for {name}, more than the {MaxUnknownSizeBytes:N0}-byte limit for a file of unknown size.");
+        if (start == 0)
+        {
+            string? newValidator = response.Headers.ETag?.ToString()
+                ?? response.Content.Headers.LastModified?.ToString("R", System.Globalization.CultureInfo.InvariantCulture);
+            if (newValidator is null) File.Delete(validatorPath);
+            else File.WriteAllText(validatorPath, newValidator);
+        }
 
         Progress?.Started(name, total ?? expectedSize, start);
         await using (var output = new FileStream(part, start > 0 ? FileMode.Append : FileMode.Create, FileAccess.Write, FileShare.None, 0, useAsync: true))
@@ -175,11 +205,19 @@ public sealed class Gpt2Downloader(HttpClient http)
                     throw new IOException($"no data received for {StallTimeout.TotalSeconds:0} s");
                 }
                 if (n == 0) break;
+                if (n > limit - done)
+                {
+                    await output.DisposeAsync();
+                    File.Delete(part);
+                    File.Delete(validatorPath);
+                    throw new InvalidDataException($"{url}: the server sent more than the {limit:N0} bytes expected for {name}; the partial file was deleted.");
+                }
                 await output.WriteAsync(buffer.AsMemory(0, n), cancellationToken);
                 done += n;
                 Progress?.Advanced(name, done);
             }
             await output.FlushAsync(cancellationToken);
+            output.Flush(flushToDisk: true); // on disk before the rename makes it the real file
         }
 
         long got = new FileInfo(part).Length;
@@ -193,6 +231,9 @@ public sealed class Gpt2Downloader(HttpClient http)
     }
 
     /// <summary>Network errors, server errors (5xx, 408, 429) and dropped connections are worth retrying; 4xx and size mismatches are not.</summary>
+    /// <summary>Beside the .part: the ETag or Last-Modified of the version being downloaded, for If-Range on resume.</summary>
+    private static string ValidatorPath(string part) => part + ".validator";
+
     private static bool IsTransient(Exception e, CancellationToken cancellationToken) => e switch
     {
         OperationCanceledException => !cancellationToken.IsCancellationRequested, // HttpClient.Timeout

@@ -28,7 +28,14 @@ public static partial class Gpt2Import
     {
         using var file = SafeTensorsFile.Open(path);
         config ??= ModelCheckpoint.ConfigBeside(path) ?? InferConfig(file);
-        return StateDictLoader.NewModel(config, model => LoadInto(model, file));
+        return NewModel(config, file);
+    }
+
+    /// <summary>A new model of <paramref name="config"/> holding the GPT-2 weights of <paramref name="source"/>, once the config is checked against its tensors.</summary>
+    public static GptModel NewModel(GptConfig config, ITensorSource source)
+    {
+        StateDictLoader.CheckConfigFitsFile(config, source);
+        return StateDictLoader.NewModel(config, model => LoadInto(model, source));
     }
 
     /// <summary>The config implied by GPT-2 tensor shapes (qkv_bias true; heads from the width, 64 per head).</summary>
@@ -37,8 +44,7 @@ public static partial class Gpt2Import
         string prefix = Prefix(source);
         var wte = source.Find(prefix + "wte.weight") ?? throw new InvalidDataException($"{source.FilePath}: no 'wte.weight': not a GPT-2 file.");
         var wpe = source.Find(prefix + "wpe.weight") ?? throw new InvalidDataException($"{source.FilePath}: no 'wpe.weight': not a GPT-2 file.");
-        int layers = source.Tensors.Select(t => Layer().Match(t.Name[prefix.Length..])).Where(m => m.Success)
-            .Select(m => int.Parse(m.Groups[1].Value) + 1).DefaultIfEmpty(0).Max();
+        int layers = StateDictLoader.CountBlocks(source.Tensors.Select(t => t.Name), Layer(), source.FilePath);
         if (wte.Shape.Length != 2 || wpe.Shape.Length != 2)
             throw new InvalidDataException($"{source.FilePath}: embeddings must be 2-D, got wte {wte.ShapeString} and wpe {wpe.ShapeString}.");
         return StateDictLoader.ValidateInferred(new GptConfig
@@ -114,6 +120,6 @@ public static partial class Gpt2Import
     [GeneratedRegex(@"^h\.\d+\.attn\.(bias|masked_bias)$")]
     private static partial Regex MaskBuffer();
 
-    [GeneratedRegex(@"^h\.(\d+)\.")]
+    [GeneratedRegex(@"^(?:transformer\.)?h\.(\d+)\.")]
     private static partial Regex Layer();
 }

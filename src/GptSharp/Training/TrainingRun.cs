@@ -158,6 +158,8 @@ public sealed class TrainingRun : IDisposable
         }
         else
         {
+            MemoryBudget.Require(MemoryBudget.TrainingBytes(config.Model, config.BatchSize),
+                $"training with --batch-size {config.BatchSize}, --context-length {config.Model.ContextLength}, --emb-dim {config.Model.EmbeddingDim} and --layers {config.Model.Layers}");
             model = new GptModel(config.Model, generator);
             optimizer = new AdamW(model.Parameters(), (float)config.LearningRate, (float)config.WeightDecay);
         }

@@ -46,13 +46,35 @@ public sealed record TorchStorage(string Key, TensorDType DType, long ElementCou
 /// <summary>A tensor as <c>torch._utils._rebuild_tensor_v2</c> describes it: a strided view of a storage.</summary>
 public sealed record TorchTensor(TorchStorage Storage, long StorageOffset, int[] Shape, long[] Stride)
 {
+    /// <summary>The number of elements of the view (its shape's product; the unpickler has checked that it fits a long).</summary>
     public long ElementCount
     {
         get
         {
             long n = 1;
-            foreach (int d in Shape) n *= d;
+            foreach (int d in Shape) n = checked(n * d);
             return n;
+        }
+    }
+
+    /// <summary>
+    /// True when two indices of the view reach the same stored element (a stride of 0 from <c>expand</c>, or strides
+    /// that interleave): the view then holds more elements than the storage it reads, so loading it would expand memory.
+    /// </summary>
+    public bool IsSelfOverlapping
+    {
+        get
+        {
+            if (ElementCount <= 1) return false;
+            // Non-overlapping iff, with dimensions of size > 1 sorted by stride, each stride reaches past the span of the smaller ones.
+            var dims = Enumerable.Range(0, Shape.Length).Where(i => Shape[i] > 1).OrderBy(i => Stride[i]).ToArray();
+            long span = 1;
+            foreach (int i in dims)
+            {
+                if (Stride[i] < span) return true;
+                span = Stride[i] * (Shape[i] - 1) + span;
+            }
+            return false;
         }
     }
 
@@ -265,19 +287,28 @@ public sealed class RestrictedUnpickler
         if (t[2] is not string key || key.Length == 0 || key.Contains('/') || key.Contains(".."))
             throw Corrupt("storage key is not a plain name");
         long count = t[4] as long? ?? throw Corrupt("storage size is not an int");
-        if (count < 0) throw Corrupt("negative storage size");
+        // A storage of 2^60 elements would overflow its byte count; none can exist in a file anyway.
+        if (count < 0 || count > long.MaxValue / 8) throw Corrupt($"storage size {count} is out of range");
         return new TorchStorage(key, dtype, count);
     }
 
     private void CheckExtent(TorchTensor t)
     {
         if (t.StorageOffset < 0) throw Corrupt("negative storage offset");
-        if (t.ElementCount == 0) return;
-        long last = t.StorageOffset;
-        for (int i = 0; i < t.Shape.Length; i++)
+        long count = 1, last = t.StorageOffset;
+        try
         {
-            if (t.Stride[i] < 0) throw Corrupt("negative strides are not supported");
-            last += (t.Shape[i] - 1) * t.Stride[i];
+            foreach (int d in t.Shape) count = checked(count * d);
+            if (count == 0) return;
+            for (int i = 0; i < t.Shape.Length; i++)
+            {
+                if (t.Stride[i] < 0) throw Corrupt("negative strides are not supported");
+                last = checked(last + (t.Shape[i] - 1) * t.Stride[i]);
+            }
+        }
+        catch (OverflowException)
+        {
+            throw Corrupt($"tensor [{string.Join(", ", t.Shape)}] with strides [{string.Join(", ", t.Stride)}] overflows a 64-bit element index");
         }
         if (last >= t.Storage.ElementCount)
             throw Corrupt($"tensor [{string.Join(", ", t.Shape)}] at offset {t.StorageOffset} reaches element {last} of a {t.Storage.ElementCount}-element storage '{t.Storage.Key}'");

@@ -83,6 +83,8 @@ public sealed class PthFile : IDisposable
         var dtype = tensor.Storage.DType;
         if (!dtype.IsConvertibleToFloat())
             throw new InvalidDataException($"{FilePath}: tensor '{name}' has dtype {dtype.SafeTensorsName()}, which cannot be read as float32.");
+        if (tensor.IsSelfOverlapping)
+            throw new InvalidDataException($"{FilePath}: tensor '{name}' [{string.Join(", ", tensor.Shape)}] repeats stored elements (an expanded or aliasing view); refusing to expand it.");
         string record = _prefix + "data/" + tensor.Storage.Key;
         int size = dtype.ElementSize();
         if (destination.Length == 0) return;
@@ -134,27 +136,42 @@ public sealed class PthFile : IDisposable
         }
     }
 
-    /// <summary>Every storage a tensor refers to exists and is as long as its persistent id says.</summary>
-    private void CheckStorages(object? o)
+    /// <summary>
+    /// Every storage a tensor refers to exists and is as long as its persistent id says. The object graph comes
+    /// from the file: it may be deep, cyclic (a list that holds itself) or a DAG of shared tuples whose paths
+    /// are exponentially many, so it is walked with an explicit stack and each object is visited once.
+    /// </summary>
+    private void CheckStorages(object? root)
     {
-        switch (o)
+        var visited = new HashSet<object>(ReferenceEqualityComparer.Instance);
+        var checkedStorages = new HashSet<TorchStorage>(ReferenceEqualityComparer.Instance);
+        var pending = new Stack<object?>();
+        pending.Push(root);
+        while (pending.Count > 0)
         {
-            case TorchTensor t:
-                string record = _prefix + "data/" + t.Storage.Key;
-                if (!_zip.Contains(record)) throw new InvalidDataException($"{FilePath}: storage record '{record}' is missing.");
-                long needed = t.Storage.ElementCount * t.Storage.DType.ElementSize();
-                if (_zip.SizeOf(record) < needed)
-                    throw new InvalidDataException($"{FilePath}: storage record '{record}' has {_zip.SizeOf(record)} bytes, its tensor needs {needed}.");
-                break;
-            case PyDict d:
-                foreach (var v in d.Items.Values) CheckStorages(v);
-                break;
-            case List<object?> l:
-                foreach (var v in l) CheckStorages(v);
-                break;
-            case PyTuple tuple:
-                foreach (var v in tuple.Items) CheckStorages(v);
-                break;
+            var o = pending.Pop();
+            if (o is null || o is string || o is long || o is double || o is bool || !visited.Add(o)) continue;
+            switch (o)
+            {
+                case TorchTensor t:
+                    if (!checkedStorages.Add(t.Storage)) break;
+                    string record = _prefix + "data/" + t.Storage.Key;
+                    if (!_zip.Contains(record)) throw new InvalidDataException($"{FilePath}: storage record '{record}' is missing.");
+                    // The unpickler bounds the element count so that this product fits a long.
+                    long needed = t.Storage.ElementCount * t.Storage.DType.ElementSize();
+                    if (_zip.SizeOf(record) < needed)
+                        throw new InvalidDataException($"{FilePath}: storage record '{record}' has {_zip.SizeOf(record)} bytes, its tensor needs {needed}.");
+                    break;
+                case PyDict d:
+                    foreach (var v in d.Items.Values) pending.Push(v);
+                    break;
+                case List<object?> l:
+                    foreach (var v in l) pending.Push(v);
+                    break;
+                case PyTuple tuple:
+                    foreach (var v in tuple.Items) pending.Push(v);
+                    break;
+            }
         }
     }
 
@@ -174,6 +191,11 @@ public sealed class PthStateDict : ITensorSource
         foreach (var (key, value) in dict.Items)
         {
             var t = (TorchTensor)value!;
+            // An expanded or aliasing view (stride 0, overlapping strides) would be materialized as a full tensor: a few
+            // stored floats could claim gigabytes, and a weight built from one repeated value is never a real checkpoint.
+            if (t.IsSelfOverlapping)
+                throw new InvalidDataException($"{file.FilePath}: tensor '{key}' [{string.Join(", ", t.Shape)}] with strides [{string.Join(", ", t.Stride)}] "
+                    + $"repeats stored elements (an expanded or aliasing view); re-save it with .contiguous() / .clone().");
             var info = new StoredTensor((string)key, t.Storage.DType, t.Shape);
             _tensors.Add(info);
             _byName[info.Name] = (info, t);

@@ -44,14 +44,16 @@ internal sealed class TorchZipReader : IDisposable
     public void Read(string name, long offset, Span<byte> destination)
     {
         var (start, size) = Entry(name);
-        if (offset < 0 || offset + destination.Length > size)
+        if (offset < 0 || offset > size - destination.Length)
             throw Corrupt($"read of {destination.Length} bytes at {offset} runs past the end of record '{name}' ({size} bytes)");
         ReadAt(start + offset, destination);
     }
 
     public byte[] ReadAll(string name)
     {
-        var bytes = new byte[checked((int)SizeOf(name))];
+        long size = SizeOf(name);
+        if (size > Array.MaxLength) throw Corrupt($"record '{name}' ({size} bytes) is too large to read whole");
+        var bytes = new byte[size];
         Read(name, 0, bytes);
         return bytes;
     }
@@ -86,7 +88,7 @@ internal sealed class TorchZipReader : IDisposable
         {
             // zip64: the locator points at the zip64 end record, which holds the 64-bit values.
             long zip64Offset = (long)BinaryPrimitives.ReadUInt64LittleEndian(tail.AsSpan(eocd - 20 + 8));
-            if (zip64Offset < 0 || zip64Offset + 56 > Length) throw Corrupt("zip64 end record out of range");
+            if (zip64Offset < 0 || zip64Offset > Length - 56) throw Corrupt("zip64 end record out of range");
             var z = new byte[56];
             ReadAt(zip64Offset, z);
             if (BinaryPrimitives.ReadUInt32LittleEndian(z) != 0x06064b50) throw Corrupt("bad zip64 end record");
@@ -94,7 +96,7 @@ internal sealed class TorchZipReader : IDisposable
             cdSize = (long)BinaryPrimitives.ReadUInt64LittleEndian(z.AsSpan(40));
             cdOffset = (long)BinaryPrimitives.ReadUInt64LittleEndian(z.AsSpan(48));
         }
-        if (cdOffset < 0 || cdSize < 0 || cdOffset + cdSize > Length || cdSize > int.MaxValue) throw Corrupt("central directory out of range (truncated?)");
+        if (count < 0 || cdOffset < 0 || cdSize < 0 || cdOffset > Length - cdSize || cdSize > int.MaxValue) throw Corrupt("central directory out of range (truncated?)");
         var cd = new byte[cdSize];
         ReadAt(cdOffset, cd);
         int p = 0;
@@ -129,11 +131,11 @@ internal sealed class TorchZipReader : IDisposable
                 extra = extra[(4 + len)..];
             }
             p += 46 + nameLength + extraLength + commentLength;
-            if (localOffset < 0 || localOffset + 30 > Length) throw Corrupt($"record '{name}' starts past the end of the file (truncated?)");
+            if (localOffset < 0 || localOffset > Length - 30) throw Corrupt($"record '{name}' starts past the end of the file (truncated?)");
             ReadAt(localOffset, local);
             if (BinaryPrimitives.ReadUInt32LittleEndian(local) != 0x04034b50) throw Corrupt($"bad local header for record '{name}'");
             long dataOffset = localOffset + 30 + BinaryPrimitives.ReadUInt16LittleEndian(local[26..]) + BinaryPrimitives.ReadUInt16LittleEndian(local[28..]);
-            if (size < 0 || dataOffset + size > Length) throw Corrupt($"record '{name}' ({size} bytes) runs past the end of the file (truncated?)");
+            if (size < 0 || dataOffset > Length - size) throw Corrupt($"record '{name}' ({size} bytes) runs past the end of the file (truncated?)");
             _entries[name] = (dataOffset, size, method);
             Names.Add(name);
         }

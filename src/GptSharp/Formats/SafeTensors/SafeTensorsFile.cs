@@ -155,6 +155,15 @@ public sealed class SafeTensorsFile : ITensorSource
         JsonDocument doc;
         try
         {
+            // Names and strings are read with GetString, which throws InvalidOperationException on bad UTF-8: check it once here.
+            StrictUtf8.GetCharCount(header);
+        }
+        catch (DecoderFallbackException)
+        {
+            throw Corrupt("header is not valid UTF-8");
+        }
+        try
+        {
             doc = JsonDocument.Parse(header);
         }
         catch (JsonException e)
@@ -215,13 +224,16 @@ public sealed class SafeTensorsFile : ITensorSource
             if (d.ValueKind != JsonValueKind.Number || !d.TryGetInt32(out int size) || size < 0)
                 throw Corrupt($"tensor '{name}' has an invalid shape {shapeElement.GetRawText()}");
             shape[i++] = size;
-            count = checked(count * size);
+            // The product is compared with the bytes present below; it must not wrap around on the way.
+            if (size != 0 && count > long.MaxValue / 8 / size)
+                throw Corrupt($"tensor '{name}' has shape {shapeElement.GetRawText()}, whose element count overflows");
+            count *= size;
         }
         if (!entry.TryGetProperty("data_offsets", out var offsets) || offsets.ValueKind != JsonValueKind.Array
             || offsets.GetArrayLength() != 2 || !offsets[0].TryGetInt64(out long begin) || !offsets[1].TryGetInt64(out long end)
             || begin < 0 || end < begin)
             throw Corrupt($"tensor '{name}' has invalid data_offsets (expected [begin, end] with 0 <= begin <= end)");
-        long bytes = checked(count * dtype.ElementSize());
+        long bytes = count * dtype.ElementSize();
         if (end - begin != bytes)
             throw Corrupt($"tensor '{name}' {dtype.SafeTensorsName()} [{string.Join(", ", shape)}] needs {bytes} bytes but data_offsets [{begin}, {end}] span {end - begin}");
         return (new StoredTensor(name, dtype, shape), begin, end);
@@ -239,6 +251,8 @@ public sealed class SafeTensorsFile : ITensorSource
         }
         return result;
     }
+
+    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
     private InvalidDataException Corrupt(string what) => new($"{FilePath}: not a valid safetensors file: {what}.");
 

@@ -41,10 +41,15 @@ public static class LevelDbTable
         _ = metaindex; // TensorFlow writes no filter or meta blocks; nothing in it is needed.
 
         var result = new List<KeyValuePair<string, byte[]>>();
+        long decoded = 0, decodedBudget = 2L * file.Length;
         foreach (var (_, handleBytes) in ReadBlockEntries(ReadBlock(file, index, source, "index block"), source, "index block"))
         {
             int hp = 0;
             var dataHandle = BlockHandle.Read(handleBytes, ref hp, source);
+            // Index entries could all point at the same big data block: bound the total work by the file's size.
+            decoded += dataHandle.Size;
+            if (decoded > decodedBudget)
+                throw new InvalidDataException($"{source}: the index block points at more data-block bytes than a {file.Length}-byte table can hold (repeated block handles?).");
             foreach (var entry in ReadBlockEntries(ReadBlock(file, dataHandle, source, "data block"), source, "data block"))
                 result.Add(new KeyValuePair<string, byte[]>(System.Text.Encoding.UTF8.GetString(entry.Key), entry.Value));
         }
@@ -54,8 +59,7 @@ public static class LevelDbTable
     /// <summary>Verifies the trailer of the block at <paramref name="handle"/> and returns its (decompressed) contents.</summary>
     public static byte[] ReadBlock(ReadOnlySpan<byte> file, BlockHandle handle, string source, string what)
     {
-        long end = handle.Offset + handle.Size + BlockTrailerLength;
-        if (handle.Offset < 0 || handle.Size < 0 || end > file.Length - FooterLength)
+        if (handle.Offset < 0 || handle.Size < 0 || handle.Offset > file.Length - FooterLength - BlockTrailerLength - handle.Size)
             throw new InvalidDataException($"{source}: truncated table: the {what} at offset {handle.Offset} ({handle.Size} bytes) runs past the end of the {file.Length}-byte file.");
         var contents = file.Slice((int)handle.Offset, (int)handle.Size);
         byte type = file[(int)(handle.Offset + handle.Size)];
@@ -84,6 +88,9 @@ public static class LevelDbTable
         var entries = new List<KeyValuePair<byte[], byte[]>>();
         byte[] previous = [];
         int pos = 0;
+        // Prefix sharing lets each entry repeat the previous key for free: n entries of a few bytes could rebuild
+        // keys of total length ~n²/2. Real keys (tensor names) decode to a few times the block's size at most.
+        long keyBytes = 0, keyBudget = 64L * block.Length + (1 << 20);
         while (pos < entriesEnd)
         {
             uint shared = ReadVarint32(block, ref pos, source, what);
@@ -91,6 +98,9 @@ public static class LevelDbTable
             uint valueLength = ReadVarint32(block, ref pos, source, what);
             if (shared > previous.Length || (long)nonShared + valueLength > entriesEnd - pos)
                 throw new InvalidDataException($"{source}: {what} has a malformed entry at byte {pos}.");
+            keyBytes += shared + nonShared;
+            if (keyBytes > keyBudget)
+                throw new InvalidDataException($"{source}: {what} of {block.Length} bytes decodes to more than {keyBudget} bytes of keys (prefix-sharing bomb?).");
             var key = new byte[shared + nonShared];
             previous.AsSpan(0, (int)shared).CopyTo(key);
             block.AsSpan(pos, (int)nonShared).CopyTo(key.AsSpan((int)shared));

@@ -11,7 +11,10 @@ public static class Snappy
     {
         int pos = 0;
         ulong declared = ReadVarint(input, ref pos, source);
-        if (declared > int.MaxValue) throw Corrupt(source, $"declared length {declared} is too large");
+        // Each element of the stream expands to at most 64 bytes for 2 bytes read (a copy), so a larger declared
+        // length cannot be honest; checking it first keeps a few bytes from allocating gigabytes.
+        if (declared > int.MaxValue || declared > 32UL * (ulong)input.Length)
+            throw Corrupt(source, $"declared length {declared} is too large for {input.Length} compressed bytes");
         var output = new byte[(int)declared];
         int written = 0;
         while (pos < input.Length)

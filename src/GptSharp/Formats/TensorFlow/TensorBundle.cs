@@ -21,7 +21,7 @@ public sealed record BundleHeader(int NumShards, bool BigEndian, int Producer, i
 public sealed record BundleEntry(string Name, TfDataType DType, long[] Shape, int ShardId, long Offset, long Size, uint MaskedCrc32C, bool IsSliced)
 {
     /// <summary>Number of elements (1 for a scalar).</summary>
-    public long ElementCount => Shape.Aggregate(1L, (a, d) => a * d);
+    public long ElementCount => Shape.Aggregate(1L, (a, d) => checked(a * d));
 
     /// <summary>The unmasked crc32c of the tensor's bytes.</summary>
     public uint Crc32C => Formats.Crc32C.Unmask(MaskedCrc32C);
@@ -51,7 +51,8 @@ public sealed class TensorBundleReader : IDisposable
     private const int ChunkBytes = 1 << 20;
 
     private readonly Dictionary<string, BundleEntry> _byName;
-    private readonly FileStream?[] _shards;
+    // Opened on first use, by shard id: the header's num_shards comes from the file and may be absurd.
+    private readonly Dictionary<int, FileStream> _shards = new();
 
     private TensorBundleReader(string prefix, BundleHeader header, List<BundleEntry> entries)
     {
@@ -59,7 +60,6 @@ public sealed class TensorBundleReader : IDisposable
         Header = header;
         Entries = entries;
         _byName = entries.ToDictionary(e => e.Name, StringComparer.Ordinal);
-        _shards = new FileStream?[header.NumShards];
     }
 
     /// <summary>The checkpoint prefix, e.g. <c>models/124M/model.ckpt</c>.</summary>
@@ -104,6 +104,16 @@ public sealed class TensorBundleReader : IDisposable
             if (e.ShardId < 0 || e.ShardId >= header.NumShards)
                 throw new InvalidDataException($"{source}: tensor '{e.Name}' is in shard {e.ShardId} but the bundle has {header.NumShards} shard(s).");
             int elementSize = BundleEntry.ElementSize(e.DType);
+            // Checked here, once, so that ElementCount is safe everywhere after: the byte count must fit a long.
+            long count = 1;
+            foreach (long d in e.Shape)
+            {
+                if (d != 0 && count > long.MaxValue / 8 / d)
+                    throw new InvalidDataException($"{source}: tensor '{e.Name}' has shape {e.ShapeString}, whose element count overflows.");
+                count *= d;
+            }
+            if (e.DType == TfDataType.String && count > e.Size)
+                throw new InvalidDataException($"{source}: string tensor '{e.Name}' {e.ShapeString} claims more strings than its {e.Size} bytes can hold.");
             if (elementSize > 0 && e.Size != e.ElementCount * elementSize)
                 throw new InvalidDataException($"{source}: tensor '{e.Name}' {e.ShapeString} of {e.DType} should take {e.ElementCount * elementSize} bytes, the index says {e.Size}.");
         }
@@ -116,17 +126,23 @@ public sealed class TensorBundleReader : IDisposable
     /// </summary>
     public void CheckDataFiles()
     {
-        for (int shard = 0; shard < Header.NumShards; shard++)
+        // Grouped by shard (not a loop over num_shards, which the file states); within a shard, tensors may not overlap,
+        // so the bytes a model can read are bounded by the data files' real sizes.
+        foreach (var group in Entries.GroupBy(e => e.ShardId).OrderBy(g => g.Key))
         {
-            string path = DataPath(shard);
-            var inShard = Entries.Where(e => e.ShardId == shard).ToList();
-            if (inShard.Count == 0) continue;
+            string path = DataPath(group.Key);
             var info = new FileInfo(path);
             if (!info.Exists)
-                throw new FileNotFoundException($"{path}: data shard {shard} of checkpoint '{Path.GetFileName(Prefix)}' is missing.", path);
-            long needed = inShard.Max(e => e.Offset + e.Size);
-            if (info.Length < needed)
-                throw new InvalidDataException($"{path}: truncated data shard: {info.Length} bytes, the index needs {needed} (an incomplete download?).");
+                throw new FileNotFoundException($"{path}: data shard {group.Key} of checkpoint '{Path.GetFileName(Prefix)}' is missing.", path);
+            BundleEntry? previous = null;
+            foreach (var e in group.Where(e => e.Size > 0).OrderBy(e => e.Offset))
+            {
+                if (e.Offset > info.Length - e.Size)
+                    throw new InvalidDataException($"{path}: truncated data shard: {info.Length} bytes, tensor '{e.Name}' needs bytes {e.Offset}..{e.Offset + e.Size} (an incomplete download?).");
+                if (previous is not null && e.Offset < previous.Offset + previous.Size)
+                    throw new InvalidDataException($"{path}: tensors '{previous.Name}' and '{e.Name}' overlap in the data shard; the index is corrupt.");
+                previous = e;
+            }
         }
     }
 
@@ -194,8 +210,9 @@ public sealed class TensorBundleReader : IDisposable
     public byte[] ReadRawBytes(BundleEntry entry)
     {
         if (entry.Size > Array.MaxLength) throw new NotSupportedException($"{IndexPath}: tensor '{entry.Name}' is too large to read into one array.");
+        var stream = OpenShard(entry); // checks the bytes exist before they are allocated
         var bytes = new byte[entry.Size];
-        ReadExactly(OpenShard(entry), bytes, entry);
+        ReadExactly(stream, bytes, entry);
         VerifyCrc(entry, Crc32C.Update(Crc32C.Initial, bytes));
         return bytes;
     }
@@ -209,8 +226,10 @@ public sealed class TensorBundleReader : IDisposable
     {
         if (entry.DType != TfDataType.String)
             throw new InvalidDataException($"{IndexPath}: tensor '{entry.Name}' is {entry.DType}, not a string tensor.");
+        if (entry.Size > Array.MaxLength) throw new NotSupportedException($"{IndexPath}: tensor '{entry.Name}' is too large to read into one array.");
+        var stream = OpenShard(entry); // checks the bytes exist before they are allocated
         var raw = new byte[entry.Size];
-        ReadExactly(OpenShard(entry), raw, entry);
+        ReadExactly(stream, raw, entry);
         long count = entry.ElementCount;
         var lengths = new ulong[count];
         int pos = 0;
@@ -247,11 +266,8 @@ public sealed class TensorBundleReader : IDisposable
 
     public void Dispose()
     {
-        for (int i = 0; i < _shards.Length; i++)
-        {
-            _shards[i]?.Dispose();
-            _shards[i] = null;
-        }
+        foreach (var stream in _shards.Values) stream.Dispose();
+        _shards.Clear();
     }
 
     private static int VarintLength(ulong v)
@@ -271,8 +287,7 @@ public sealed class TensorBundleReader : IDisposable
 
     private FileStream OpenShard(BundleEntry entry)
     {
-        var stream = _shards[entry.ShardId];
-        if (stream is null)
+        if (!_shards.TryGetValue(entry.ShardId, out var stream))
         {
             string path = DataPath(entry.ShardId);
             if (!File.Exists(path))
@@ -280,7 +295,7 @@ public sealed class TensorBundleReader : IDisposable
             stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 0, FileOptions.SequentialScan);
             _shards[entry.ShardId] = stream;
         }
-        if (entry.Offset < 0 || entry.Offset + entry.Size > stream.Length) throw Truncated(entry);
+        if (entry.Offset < 0 || entry.Offset > stream.Length - entry.Size) throw Truncated(entry);
         stream.Position = entry.Offset;
         return stream;
     }

@@ -26,7 +26,10 @@ public static partial class AtomicFile
         string directory = Path.GetDirectoryName(fullPath)!;
         if (!Directory.Exists(directory))
             throw new DirectoryNotFoundException($"{path}: directory '{directory}' does not exist.");
-        string tempPath = Path.Combine(directory, $".{Path.GetFileName(fullPath)}.{Guid.NewGuid():N}.tmp");
+        string fileName = Path.GetFileName(fullPath);
+        RemoveStaleTemporaries(directory, fileName);
+        // The writer's pid is in the name so that a later write can tell a dead writer's leftover from a live one's.
+        string tempPath = Path.Combine(directory, $".{fileName}.{Environment.ProcessId}-{Guid.NewGuid():N}.tmp");
         try
         {
             using (var file = new FileStream(tempPath, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
@@ -49,9 +52,9 @@ public static partial class AtomicFile
     }
 
     /// <summary>
-    /// Deletes the temporary files an interrupted <see cref="Write"/> left in <paramref name="directory"/>
-    /// (names <c>.NAME.&lt;32 hex&gt;.tmp</c>). Call it when a program that owns the directory starts, not while
-    /// another process may be writing there. Returns the names removed.
+    /// Deletes the temporary files interrupted <see cref="Write"/>s left in <paramref name="directory"/>
+    /// (names <c>.NAME.&lt;pid&gt;-&lt;32 hex&gt;.tmp</c>) whose writing process is gone. Call it when a program that
+    /// owns the directory starts. Returns the names removed.
     /// </summary>
     public static IReadOnlyList<string> RemoveLeftovers(string directory)
     {
@@ -60,7 +63,9 @@ public static partial class AtomicFile
         foreach (var path in Directory.EnumerateFiles(directory, ".*.tmp"))
         {
             string name = Path.GetFileName(path);
-            if (!TempName().IsMatch(name)) continue;
+            var match = TempName().Match(name);
+            if (!match.Success) continue;
+            if (match.Groups["pid"].Success && IsAlive(int.Parse(match.Groups["pid"].Value))) continue;
             try
             {
                 File.Delete(path);
@@ -80,8 +85,48 @@ public static partial class AtomicFile
         SyncDirectory(Path.GetDirectoryName(fullPath)!);
     }
 
-    [GeneratedRegex(@"^\..+\.[0-9a-f]{32}\.tmp$")]
+    // The pid is optional: files from before it was part of the name are leftovers too.
+    [GeneratedRegex(@"^\..+\.(?:(?<pid>[0-9]{1,9})-)?[0-9a-f]{32}\.tmp$")]
     private static partial Regex TempName();
+
+    /// <summary>
+    /// Deletes the temporary files of earlier writes to the same file whose process is gone (killed by a signal, which
+    /// runs no cleanup): their names are <c>.&lt;name&gt;.&lt;pid&gt;-&lt;guid&gt;.tmp</c>. A live process's temporary file is
+    /// left alone, since it may be writing right now.
+    /// </summary>
+    private static void RemoveStaleTemporaries(string directory, string fileName)
+    {
+        string[] candidates;
+        try
+        {
+            candidates = Directory.GetFiles(directory, $".{fileName}.*.tmp");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return;
+        }
+        foreach (string candidate in candidates)
+        {
+            string middle = Path.GetFileName(candidate)[(fileName.Length + 2)..^4];
+            int dash = middle.IndexOf('-');
+            if (dash <= 0 || !int.TryParse(middle[..dash], out int pid) || middle.Length - dash - 1 != 32 || IsAlive(pid)) continue;
+            try { File.Delete(candidate); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        }
+    }
+
+    private static bool IsAlive(int pid)
+    {
+        if (pid == Environment.ProcessId) return true;
+        try
+        {
+            using var process = System.Diagnostics.Process.GetProcessById(pid);
+            return !process.HasExited;
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or System.ComponentModel.Win32Exception)
+        {
+            return false;
+        }
+    }
 
     /// <summary>
     /// fsync of a directory: makes the renames and deletions in it durable (POSIX needs this for a rename to survive a

@@ -39,6 +39,15 @@ internal sealed class LocalHttpServer : IDisposable
     /// <summary>Answer 200 with the whole file even to Range requests (servers may).</summary>
     public bool IgnoreRange { get; set; }
 
+    /// <summary>The ETag sent with every file (null: none); a request whose If-Range differs gets the whole file.</summary>
+    public string? ETag { get; set; } = "\"v1\"";
+
+    /// <summary>Paths answered without Content-Length with this many bytes repeating the file (a server that never stops).</summary>
+    public ConcurrentDictionary<string, long> Endless { get; } = new();
+
+    /// <summary>Paths whose range requests are all answered 416 with the requested start as the length (a lying server).</summary>
+    public ConcurrentDictionary<string, bool> Lying416 { get; } = new();
+
     /// <summary>Every request: path and its Range header (null when none).</summary>
     public ConcurrentQueue<(string Path, string? Range)> Requests { get; } = new();
 
@@ -67,6 +76,23 @@ internal sealed class LocalHttpServer : IDisposable
                 response.Close();
                 return;
             }
+            if (ETag is not null) response.Headers["ETag"] = ETag;
+            if (Endless.TryGetValue(path, out long endless))
+            {
+                response.SendChunked = true;
+                for (long sent = 0; sent < endless; sent += content.Length) response.OutputStream.Write(content);
+                response.Close();
+                return;
+            }
+            if (range is not null && Lying416.ContainsKey(path))
+            {
+                response.StatusCode = 416;
+                response.Headers["Content-Range"] = $"bytes */{range[6..^1]}";
+                response.Close();
+                return;
+            }
+            string? ifRange = context.Request.Headers["If-Range"];
+            if (ifRange is not null && ifRange != ETag) range = null; // changed file: the whole of it
             long start = 0;
             if (range is not null && !IgnoreRange && range.StartsWith("bytes=") && range.EndsWith('-'))
             {

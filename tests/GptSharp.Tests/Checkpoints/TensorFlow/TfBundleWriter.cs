@@ -59,15 +59,34 @@ internal static class TfBundleWriter
         File.WriteAllBytes(prefix + ".index", index.ToArray());
     }
 
-    private static byte[] Header()
+    /// <summary>An index table (LevelDB) of raw key/value entries, keys sorted by the caller (for hostile-file tests).</summary>
+    internal static byte[] IndexTable(List<(byte[] Key, byte[] Value)> entries, int restartInterval = 16) =>
+        IndexTable(BuildBlock(entries, restartInterval), entries.Count > 0 ? entries[^1].Key : []);
+
+    /// <summary>An index table whose one data block is <paramref name="dataBlock"/> (already encoded), last key <paramref name="lastKey"/>.</summary>
+    internal static byte[] IndexTable(byte[] dataBlock, byte[] lastKey)
+    {
+        using var index = new MemoryStream();
+        var handle = WriteBlock(index, dataBlock, false);
+        var metaHandle = WriteBlock(index, BuildBlock([], 1), false);
+        var indexHandle = WriteBlock(index, BuildBlock([(lastKey, handle)], 1), false);
+        var footer = new byte[LevelDbTable.FooterLength];
+        metaHandle.CopyTo(footer, 0);
+        indexHandle.CopyTo(footer, metaHandle.Length);
+        BinaryPrimitives.WriteUInt64LittleEndian(footer.AsSpan(40), LevelDbTable.Magic);
+        index.Write(footer);
+        return index.ToArray();
+    }
+
+    internal static byte[] Header(ulong numShards = 1)
     {
         var m = new MemoryStream();
-        Tag(m, 1, 0); Varint(m, 1);                // num_shards = 1
+        Tag(m, 1, 0); Varint(m, numShards);        // num_shards
         Tag(m, 3, 2); Varint(m, 2); Tag(m, 1, 0); Varint(m, 1); // version { producer: 1 }
         return m.ToArray();
     }
 
-    private static byte[] Entry(long[] shape, long offset, long size, uint maskedCrc)
+    internal static byte[] Entry(long[] shape, long offset, long size, uint maskedCrc)
     {
         var m = new MemoryStream();
         Tag(m, 1, 0); Varint(m, 1); // DT_FLOAT

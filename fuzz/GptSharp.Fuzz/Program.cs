@@ -1,0 +1,109 @@
+using GptSharp.Checkpoints;
+using GptSharp.Data;
+using GptSharp.Formats;
+using GptSharp.Model;
+using GptSharp.Tensors;
+using GptSharp.Tests.Checkpoints.TensorFlow;
+using SharpFuzz;
+
+namespace GptSharp.Fuzz;
+
+/// <summary>
+/// AFL++ targets over the file parsers (one per format), run with SharpFuzz's out-of-process loop. A target may
+/// succeed or throw one of our format exceptions; anything else (another exception, a stack overflow, a hang
+/// caught by afl-fuzz -t) is a crash AFL++ keeps. `seeds DIR` writes a valid file per format with the project's writers.
+/// </summary>
+public static class Program
+{
+    // A property, not a field: instrumented code may only run inside the fuzzer loop, not in a static constructor.
+    private static GptConfig Tiny => new() { VocabSize = 8, ContextLength = 4, EmbeddingDim = 4, Heads = 1, Layers = 1, DropRate = 0f, QkvBias = true };
+
+    private static readonly Dictionary<string, Action<byte[], string>> Targets = new()
+    {
+        ["pth"] = (bytes, scratch) =>
+        {
+            string path = WriteScratch(bytes, scratch, ".pth");
+            using var file = PthFile.Open(path);
+            var sd = file.StateDict();
+            foreach (var t in sd.Tensors)
+                if (t.DType.IsConvertibleToFloat() && t.ElementCount < 1 << 20) sd.ReadInto(t.Name, new float[t.ElementCount]);
+            ModelStore.Load(path, Tiny).Dispose();
+        },
+        ["safetensors"] = (bytes, scratch) =>
+        {
+            string path = WriteScratch(bytes, scratch, ".safetensors");
+            CheckpointInfo.Read(path);
+            ModelStore.Load(path).Dispose();
+        },
+        ["tf-index"] = (bytes, _) =>
+        {
+            using var bundle = TensorBundleReader.Parse("/nonexistent/model.ckpt", bytes);
+            long total = 0;
+            foreach (var e in bundle.Entries) total += e.ElementCount;
+        },
+        ["snappy"] = (bytes, _) => { Snappy.Decompress(bytes, "fuzz"); },
+        ["config"] = (bytes, _) => { ConfigJson.Parse(System.Text.Encoding.UTF8.GetString(bytes), "config.json"); },
+        ["tokens"] = (bytes, scratch) =>
+        {
+            using var file = TokenFile.Open(WriteScratch(bytes, scratch, ".tokens"));
+            file.CopyTo(0, new int[Math.Min(file.Count, 1 << 16)]);
+        },
+    };
+
+    public static int Main(string[] args)
+    {
+        if (args.Length == 2 && args[0] == "seeds") return WriteSeeds(args[1]);
+        if (args.Length < 1 || !Targets.TryGetValue(args[0], out var target))
+        {
+            Console.Error.WriteLine($"usage: GptSharp.Fuzz <{string.Join("|", Targets.Keys)}> | seeds DIR");
+            return 2;
+        }
+        // One scratch file per fuzzer process (AFL++ may run several in parallel), in memory where possible.
+        string scratch = Path.Combine(Directory.Exists("/dev/shm") ? "/dev/shm" : Path.GetTempPath(), $"gptsharp-fuzz-{Environment.ProcessId}");
+        Fuzzer.OutOfProcess.Run(stream =>
+        {
+            using var memory = new MemoryStream();
+            stream.CopyTo(memory);
+            try
+            {
+                target(memory.ToArray(), scratch);
+            }
+            catch (Exception e) when (e is InvalidDataException or NotSupportedException or FileNotFoundException)
+            {
+                // a clean format error: the expected outcome for a bad file
+            }
+        });
+        return 0;
+    }
+
+    private static string WriteScratch(byte[] bytes, string scratch, string extension)
+    {
+        string path = scratch + extension;
+        File.WriteAllBytes(path, bytes);
+        return path;
+    }
+
+    private static int WriteSeeds(string dir)
+    {
+        foreach (string name in Targets.Keys) Directory.CreateDirectory(Path.Combine(dir, name));
+        using (var model = new GptModel(Tiny, new FastRandom(1)))
+        {
+            PthCheckpoint.SaveModel(model, Path.Combine(dir, "pth", "model.pth"));
+            model.Save(Path.Combine(dir, "safetensors", "model.safetensors"));
+        }
+        string prefix = Path.Combine(Path.GetTempPath(), $"gptsharp-fuzz-seed-{Environment.ProcessId}");
+        TfBundleWriter.Write(prefix, new Dictionary<string, (long[], float[])>
+        {
+            ["model/wte"] = ([8, 4], new float[32]),
+            ["model/wpe"] = ([4, 4], new float[16]),
+            ["model/h0/attn/c_attn/w"] = ([1, 4, 12], new float[48]),
+        }, blockSize: 64, restartInterval: 2);
+        File.Move(prefix + ".index", Path.Combine(dir, "tf-index", "model.ckpt.index"), overwrite: true);
+        File.Delete(prefix + ".data-00000-of-00001");
+        File.WriteAllBytes(Path.Combine(dir, "snappy", "block.snappy"), [79, 0x0c, 97, 98, 99, 100, 0x0d, 4, 0x3e, 8, 0, 0x5f, 16, 0, 0, 0, 0x15, 1, 0x48, .. "hello, snappy world"u8]);
+        File.WriteAllText(Path.Combine(dir, "config", "config.json"), ConfigJson.ToBookJson(Tiny));
+        TokenFile.Write(Path.Combine(dir, "tokens", "data.tokens"), ["a", "b"], d => d == 0 ? "first" : "second", s => s.Select(c => c % 50).ToArray(), 50, 49);
+        Console.WriteLine($"seeds written under {dir}");
+        return 0;
+    }
+}

@@ -1,0 +1,53 @@
+namespace GptSharp.Model;
+
+/// <summary>
+/// Plausibility checks of model and run settings against the memory this process may use, made before anything
+/// is allocated, so that a huge setting (or a size claimed by a file) fails with one line saying how much memory
+/// it needs and how much the machine has, instead of an <see cref="OutOfMemoryException"/> or a swapping machine.
+/// </summary>
+public static class MemoryBudget
+{
+    /// <summary>What the GC reports as usable: physical memory, or the container's limit.</summary>
+    public static long AvailableBytes => GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
+
+    /// <summary>Bytes of a model's weights (float32).</summary>
+    public static double ModelBytes(GptConfig config) => 4.0 * ParameterCountEstimate(config);
+
+    /// <summary>
+    /// Bytes of a training step, roughly: weights, gradients and AdamW's two moments (4 copies of the parameters),
+    /// plus per block the activations kept for the backward pass (about 16 values per token and width, and the
+    /// attention weights, heads x context² per sequence), plus the logits and their gradient.
+    /// </summary>
+    public static double TrainingBytes(GptConfig config, int batchSize)
+    {
+        double tokens = (double)batchSize * config.ContextLength;
+        double perBlock = tokens * 16.0 * config.EmbeddingDim + (double)batchSize * config.Heads * config.ContextLength * config.ContextLength;
+        return 4.0 * (4.0 * ParameterCountEstimate(config) + config.Layers * perBlock + 2.0 * tokens * config.VocabSize);
+    }
+
+    /// <summary>Throws <see cref="ArgumentException"/> when <paramref name="bytes"/> exceed the available memory.</summary>
+    /// <param name="what">What needs the memory, e.g. "a model with emb_dim 100000": the message starts with it.</param>
+    public static void Require(double bytes, string what)
+    {
+        long available = AvailableBytes;
+        if (bytes > available)
+            throw new ArgumentException($"{what} needs about {Format(bytes)} of memory; this machine has {Format(available)} available.");
+    }
+
+    /// <summary>Bytes as "1.5 GB" (decimal units, as memory is usually quoted).</summary>
+    public static string Format(double bytes) => bytes switch
+    {
+        >= 1e12 => $"{bytes / 1e12:0.#} TB",
+        >= 1e9 => $"{bytes / 1e9:0.#} GB",
+        >= 1e6 => $"{bytes / 1e6:0.#} MB",
+        _ => $"{bytes / 1e3:0.#} kB",
+    };
+
+    // In double: the settings may be absurd, and the estimate must not overflow on the way to saying so.
+    internal static double ParameterCountEstimate(GptConfig c)
+    {
+        double e = c.EmbeddingDim, h = 4.0 * c.EmbeddingDim;
+        double perBlock = 3 * (e * e + (c.QkvBias ? e : 0)) + (e * e + e) + (e * h + h) + (h * e + e) + 4 * e;
+        return 2.0 * c.VocabSize * e + (double)c.ContextLength * e + c.Layers * perBlock + 2 * e;
+    }
+}
