@@ -107,7 +107,7 @@ public class OpenAiSdkTests(ServingFixture server)
             Assert.Equal(token.TopLogProbabilities[0].LogProbability, token.LogProbability, 5);
             for (int i = 1; i < 5; i++) Assert.True(token.TopLogProbabilities[i].LogProbability <= token.TopLogProbabilities[i - 1].LogProbability);
             if (!token.Token.StartsWith("bytes:", StringComparison.Ordinal))
-                Assert.Equal(token.Token, System.Text.Encoding.UTF8.GetString(token.Utf8Bytes.Span));
+                Assert.Equal(token.Token, System.Text.Encoding.UTF8.GetString(token.Utf8Bytes!.Value.Span));
         }
         Assert.Equal(Gpt2Tokenizer.Instance.Decode(tokens.Select(t => Gpt2Tokenizer.Instance.Encode(t.Token).Single()).ToArray()).TrimStart(), reply.Content[0].Text);
     }
