@@ -124,7 +124,7 @@ public static class TextCompletion
     }
 
     /// <summary>The text of one choice as its tokens arrive: decoding, stop texts and hold-back.</summary>
-    private sealed class ChoiceText(int index, IReadOnlyList<string> stops)
+    internal sealed class ChoiceText(int index, IReadOnlyList<string> stops)
     {
         private readonly StreamingDecoder _decoder = new(Gpt2Tokenizer.Instance);
         private readonly StringBuilder _text = new();
