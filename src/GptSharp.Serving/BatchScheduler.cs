@@ -278,8 +278,8 @@ public sealed class BatchScheduler : IDisposable
             Events = events;
             int context = owner.Config.ContextLength, prompt = request.PromptIds.Length;
             // The last token never enters the cache; a sequence never grows past the context (the caller clamps max_tokens).
-            CacheCapacity = Math.Min(context, prompt + request.MaxNewTokens - 1);
-            History = new int[Math.Min(context, prompt + request.MaxNewTokens - 1) + 1];
+            CacheCapacity = (int)Math.Min(context, (long)prompt + request.MaxNewTokens - 1);
+            History = new int[CacheCapacity + 1];
             request.PromptIds.CopyTo(History, 0);
             Length = prompt;
             Pipeline = request.Options.CreatePipeline();

@@ -7,7 +7,7 @@ namespace GptSharp.Serving;
 /// pick them (the same <see cref="GenerationOptions"/> as <see cref="TextGenerator"/>: penalties, top-k,
 /// temperature, top-p, min-p, the end-of-sequence id) and the seed of its own sampling generator.
 /// </summary>
-/// <param name="TopLogprobs">Report each picked token's log-probability and the this many most likely alternatives (−1 = no log-probabilities).</param>
+/// <param name="TopLogprobs">Report each picked token's log-probability and this many most likely alternatives (−1 = no log-probabilities).</param>
 public sealed record SequenceRequest(int[] PromptIds, int MaxNewTokens, GenerationOptions Options, ulong Seed, int TopLogprobs = -1);
 
 /// <summary>Why a sequence ended.</summary>

@@ -84,12 +84,13 @@ public class BatchSchedulerTests(ServingFixture server)
     [Fact]
     public async Task ACancelledSequenceLeavesWithinAStep()
     {
-        using var model = new GptModel(ServingFixture.Config, new FastRandom(11));
+        // A long context and no token limit: the sequence cannot end on its own before the cancellation.
+        using var model = new GptModel(ServingFixture.Config with { ContextLength = 1024 }, new FastRandom(11));
         using var scheduler = new BatchScheduler(model, maxBatchSize: 2, maxQueueLength: 0);
         var options = new GenerationOptions { Temperature = 1f };
         using var cancel = new CancellationTokenSource();
         var events = Channel.CreateUnbounded<SequenceEvent>();
-        scheduler.Submit([new SequenceRequest([1, 2, 3], 60, options, 1)], events.Writer, cancel.Token);
+        scheduler.Submit([new SequenceRequest([1, 2, 3], int.MaxValue, options, 1)], events.Writer, cancel.Token);
         await events.Reader.ReadAsync(); // the first token: it is decoding
         cancel.Cancel();
         long stepAtCancel = scheduler.Steps;
