@@ -146,6 +146,34 @@ public class HttpApiTests(ServingFixture server)
     }
 
     [Fact]
+    public async Task AClientThatDisconnectsFreesItsSlot()
+    {
+        // A long context: the stream cannot end on its own before the client goes away.
+        using var model = new GptSharp.Model.GptModel(ServingFixture.Config with { ContextLength = 1024 }, new GptSharp.Tensors.FastRandom(11));
+        using var scheduler = new BatchScheduler(model, maxBatchSize: 1, maxQueueLength: 0);
+        await using var served = GptServer.Create(scheduler, new ServerOptions { Port = 0 });
+        await served.StartAsync();
+        using var client = new HttpClient { BaseAddress = served.Address };
+        using (var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
+        {
+            Content = new StringContent("{\"prompt\": \"Hi\", \"max_tokens\": 1000, \"stream\": true}", Encoding.UTF8, "application/json"),
+        })
+        using (var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead))
+        {
+            using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
+            Assert.StartsWith("data: ", await reader.ReadLineAsync());
+            Assert.Equal(1, scheduler.ActiveCount);
+        } // the connection is dropped here
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (scheduler.ActiveCount > 0 && clock.Elapsed < TimeSpan.FromSeconds(20)) await Task.Delay(10);
+        Assert.Equal(0, scheduler.ActiveCount);
+        Assert.True(scheduler.Steps < 999, "the sequence ran to its end instead of leaving when the client went away");
+        // The only slot is free again.
+        var (status, body) = await SendAsync(HttpMethod.Post, "/v1/completions", "{\"prompt\": \"Hi\", \"max_tokens\": 2}", client: client);
+        Assert.True(status == 200, body);
+    }
+
+    [Fact]
     public async Task ApiKeyAndFullQueueAreRefused()
     {
         using var model = new GptSharp.Model.GptModel(ServingFixture.Config, new GptSharp.Tensors.FastRandom(11));
