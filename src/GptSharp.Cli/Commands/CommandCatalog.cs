@@ -18,5 +18,6 @@ internal static class CommandCatalog
         yield return InspectCommand.Create();
         yield return PrepareCommand.Create();
         yield return EvalCommand.Create();
+        yield return ServeCommand.Create();
     }
 }

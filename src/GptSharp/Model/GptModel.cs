@@ -127,6 +127,7 @@ public sealed partial class GptModel : IDisposable
     public void Dispose()
     {
         DisposeActivations();
+        _sequenceStepActivations?.Dispose();
         foreach (var p in _parameters) p.Dispose();
     }
 }

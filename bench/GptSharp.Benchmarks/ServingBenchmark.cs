@@ -1,0 +1,94 @@
+using System.Diagnostics;
+using System.Net.Http.Json;
+using System.Text.Json;
+using GptSharp.Model;
+using GptSharp.Serving;
+using GptSharp.Tensors;
+
+namespace GptSharp.Benchmarks;
+
+/// <summary>
+/// <c>serve-quick [requests per client] [max tokens] [threads]</c>: the HTTP server in process on the book's 124M
+/// configuration (context 1024, random weights), with 1, 4 and 8 concurrent streaming clients. Reports aggregate
+/// tokens/s, time to first token and the gap between tokens (p50/p95) per client count: continuous batching should
+/// make 8 clients ≥ 3× one client's aggregate throughput.
+/// </summary>
+public static class ServingBenchmark
+{
+    public static async Task RunAsync(int requestsPerClient, int maxTokens, int threads)
+    {
+        Workers.Count = threads;
+        var config = GptConfig.Gpt2Small with { DropRate = 0f };
+        using var model = new GptModel(config, new FastRandom(1));
+        using var scheduler = new BatchScheduler(model, maxBatchSize: 8, maxQueueLength: 64);
+        await using var server = GptServer.Create(scheduler, new ServerOptions { Port = 0 });
+        await server.StartAsync();
+        using var http = new HttpClient { BaseAddress = server.Address, Timeout = TimeSpan.FromMinutes(30) };
+        const string prompt = "Every effort moves you, and the book explains how a large language model is built from scratch";
+        Console.WriteLine($"124M model (context {config.ContextLength}), {threads} threads, prompt {TextCompletion.Encode(prompt).Length} tokens, {maxTokens} new tokens per request, {requestsPerClient} requests per client");
+        await OneRequestAsync(http, prompt, 4, 0); // JIT and buffers
+        double? single = null;
+        foreach (int clients in new[] { 1, 4, 8 })
+        {
+            var firstTokens = new List<double>();
+            var gaps = new List<double>();
+            long tokens = 0;
+            var clock = Stopwatch.StartNew();
+            var results = await Task.WhenAll(Enumerable.Range(0, clients).Select(async client =>
+            {
+                var mine = new List<Sample>();
+                for (int r = 0; r < requestsPerClient; r++) mine.Add(await OneRequestAsync(http, prompt, maxTokens, client * 1000 + r));
+                return mine;
+            }));
+            double seconds = clock.Elapsed.TotalSeconds;
+            foreach (var sample in results.SelectMany(s => s))
+            {
+                firstTokens.Add(sample.FirstToken);
+                gaps.AddRange(sample.Gaps);
+                tokens += sample.Tokens;
+            }
+            double rate = tokens / seconds;
+            single ??= rate;
+            Console.WriteLine($"{clients} client(s): {rate,7:F1} tokens/s aggregate ({rate / single.Value:F2}x one client), " +
+                $"first token p50 {Percentile(firstTokens, 50),6:F0} ms p95 {Percentile(firstTokens, 95),6:F0} ms, " +
+                $"per token p50 {Percentile(gaps, 50),5:F1} ms p95 {Percentile(gaps, 95),5:F1} ms; largest step {scheduler.LargestStep}");
+        }
+    }
+
+    private sealed record Sample(double FirstToken, List<double> Gaps, int Tokens);
+
+    /// <summary>One streaming request: when each chunk arrived, and the exact token count from the usage chunk.</summary>
+    private static async Task<Sample> OneRequestAsync(HttpClient http, string prompt, int maxTokens, int seed)
+    {
+        var clock = Stopwatch.StartNew();
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
+        {
+            Content = JsonContent.Create(new { prompt, max_tokens = maxTokens, seed, temperature = 1.0, stream = true, stream_options = new { include_usage = true } }),
+        };
+        using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        response.EnsureSuccessStatusCode();
+        using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
+        double first = -1, last = 0;
+        var gaps = new List<double>();
+        int tokens = 0;
+        while (await reader.ReadLineAsync() is { } line)
+        {
+            if (!line.StartsWith("data: ", StringComparison.Ordinal) || line == "data: [DONE]") continue;
+            using var chunk = JsonDocument.Parse(line[6..]);
+            if (chunk.RootElement.TryGetProperty("usage", out var usage) && usage.ValueKind == JsonValueKind.Object)
+                tokens = usage.GetProperty("completion_tokens").GetInt32();
+            if (chunk.RootElement.GetProperty("choices").GetArrayLength() == 0) continue;
+            double now = clock.Elapsed.TotalMilliseconds;
+            if (first < 0) first = now; else gaps.Add(now - last);
+            last = now;
+        }
+        return new Sample(first, gaps, tokens);
+    }
+
+    private static double Percentile(List<double> values, double p)
+    {
+        if (values.Count == 0) return double.NaN;
+        var sorted = values.Order().ToArray();
+        return sorted[Math.Clamp((int)Math.Ceiling(p / 100 * sorted.Length) - 1, 0, sorted.Length - 1)];
+    }
+}

@@ -1,0 +1,324 @@
+using System.Threading.Channels;
+using GptSharp.Generation;
+using GptSharp.Model;
+using GptSharp.Tensors;
+
+namespace GptSharp.Serving;
+
+/// <summary>
+/// Continuous batching over one <see cref="GptModel"/>: a single decoding thread owns the model and, at every
+/// step, runs one batched forward (<see cref="GptModel.StepSequences"/>) over every active sequence's own KV
+/// cache. Waiting sequences join at step boundaries (their prompt is prefilled first), finished or cancelled
+/// ones leave, and a full waiting queue refuses new work with <see cref="QueueFullException"/>.
+/// </summary>
+/// <remarks>
+/// Each sequence picks its tokens exactly as <see cref="TextGenerator"/> does (its own logits pipeline and its own
+/// seeded generator over the same logits), so a sequence decoded beside others gives the tokens it gives alone.
+/// </remarks>
+public sealed class BatchScheduler : IDisposable
+{
+    private readonly GptModel _model;
+    private readonly object _gate = new();
+    private readonly Queue<Sequence> _waiting = new();
+    private readonly List<Sequence> _active = new();
+    private readonly List<KvCache> _stepCaches = new();
+    private readonly Thread _thread;
+    private readonly float[] _work, _probabilities, _logprobs;
+    private readonly Tensor _stepLogits;
+    private int[] _stepIds;
+    private bool _stopping;
+
+    public BatchScheduler(GptModel model, int maxBatchSize = 8, int maxQueueLength = 64)
+    {
+        if (maxBatchSize < 1) throw new ArgumentException($"--max-batch must be at least 1, got {maxBatchSize}.");
+        if (maxQueueLength < 0) throw new ArgumentException($"--max-queue must be ≥ 0, got {maxQueueLength}.");
+        _model = model;
+        MaxBatchSize = maxBatchSize;
+        MaxQueueLength = maxQueueLength;
+        int vocab = model.Config.VocabSize;
+        _work = new float[vocab];
+        _probabilities = new float[vocab];
+        _logprobs = new float[vocab];
+        _stepLogits = new Tensor(maxBatchSize, vocab);
+        _stepIds = new int[maxBatchSize];
+        model.Eval();
+        _thread = new Thread(Loop) { IsBackground = true, Name = "GptSharp batch scheduler" };
+        _thread.Start();
+    }
+
+    public GptConfig Config => _model.Config;
+
+    /// <summary>Most sequences decoded together in one step.</summary>
+    public int MaxBatchSize { get; }
+
+    /// <summary>Most sequences waiting for a slot; beyond it <see cref="Submit"/> refuses.</summary>
+    public int MaxQueueLength { get; }
+
+    /// <summary>Sequences being decoded now.</summary>
+    public int ActiveCount { get { lock (_gate) return _active.Count; } }
+
+    /// <summary>Sequences waiting for a slot.</summary>
+    public int WaitingCount { get { lock (_gate) return _waiting.Count; } }
+
+    /// <summary>Batched decoding steps run so far.</summary>
+    public long Steps { get; private set; }
+
+    /// <summary>The most sequences one step has decoded together.</summary>
+    public int LargestStep { get; private set; }
+
+    /// <summary>
+    /// Queues <paramref name="requests"/> (all or none) and returns one handle per sequence; their tokens arrive on
+    /// <paramref name="events"/>, tagged with the request's index, each sequence ending with a final event.
+    /// Cancelling <paramref name="cancellation"/> (the client went away) ends them within one step.
+    /// </summary>
+    public IReadOnlyList<SequenceHandle> Submit(IReadOnlyList<SequenceRequest> requests, ChannelWriter<SequenceEvent> events,
+        CancellationToken cancellation = default)
+    {
+        var sequences = new Sequence[requests.Count];
+        for (int i = 0; i < sequences.Length; i++)
+        {
+            var request = requests[i];
+            if (request.PromptIds.Length == 0) throw new ArgumentException("the prompt has no tokens.");
+            if (request.PromptIds.Length > Config.ContextLength)
+                throw new ArgumentException($"the prompt has {request.PromptIds.Length} tokens, more than the model's context length ({Config.ContextLength}).");
+            if (request.MaxNewTokens < 1) throw new ArgumentException($"max_tokens must be at least 1, got {request.MaxNewTokens}.");
+            foreach (int id in request.PromptIds)
+                if ((uint)id >= (uint)Config.VocabSize) throw new ArgumentException($"token id {id} is outside the vocabulary (0..{Config.VocabSize - 1}).");
+            sequences[i] = new Sequence(this, i, request, events, cancellation);
+        }
+        foreach (var s in sequences)
+            s.CancellationRegistration = cancellation.Register(static state => ((Sequence)state!).Cancel(), s);
+        string? refusal;
+        lock (_gate)
+        {
+            refusal = _stopping ? "the server is shutting down."
+                : _waiting.Count + sequences.Length > MaxQueueLength + Math.Max(0, MaxBatchSize - _active.Count)
+                    ? $"the server is busy: {_active.Count} sequences decoding and {_waiting.Count} waiting (at most {MaxQueueLength}); retry later."
+                    : null;
+            if (refusal is null)
+            {
+                foreach (var s in sequences) _waiting.Enqueue(s);
+                Monitor.PulseAll(_gate);
+                return sequences;
+            }
+        }
+        foreach (var s in sequences) s.Release();
+        throw new QueueFullException(refusal);
+    }
+
+    /// <summary>Wakes the decoding thread (a sequence was cancelled while it slept).</summary>
+    private void Wake()
+    {
+        lock (_gate) Monitor.PulseAll(_gate);
+    }
+
+    private void Loop()
+    {
+        var joining = new List<Sequence>();
+        while (true)
+        {
+            lock (_gate)
+            {
+                while (!_stopping && _waiting.Count == 0 && _active.Count == 0) Monitor.Wait(_gate);
+                if (_stopping) break;
+                while (_waiting.Count > 0 && _active.Count + joining.Count < MaxBatchSize)
+                {
+                    var next = _waiting.Dequeue();
+                    if (next.IsCancelled) Finish(next, FinishReason.Cancelled);
+                    else joining.Add(next);
+                }
+            }
+            try
+            {
+                // Joiners are prefilled at the step boundary; their first token comes from the prompt's logits.
+                foreach (var s in joining)
+                {
+                    if (s.IsCancelled) { Finish(s, FinishReason.Cancelled); continue; }
+                    s.Cache = new KvCache(_model, 1, s.CacheCapacity);
+                    var logits = _model.Prefill(s.Cache, s.Request.PromptIds);
+                    lock (_gate) _active.Add(s);
+                    Pick(s, logits.Span);
+                }
+                joining.Clear();
+                RemoveFinished();
+                if (_active.Count == 0) continue;
+
+                int rows = _active.Count;
+                _stepCaches.Clear();
+                for (int i = 0; i < rows; i++)
+                {
+                    _stepCaches.Add(_active[i].Cache!);
+                    _stepIds[i] = _active[i].LastToken;
+                }
+                _model.StepSequences(_stepCaches, _stepIds.AsSpan(0, rows), _stepLogits);
+                Steps++;
+                LargestStep = Math.Max(LargestStep, rows);
+                int vocab = Config.VocabSize;
+                for (int i = 0; i < rows; i++)
+                    Pick(_active[i], _stepLogits.Span.Slice(i * vocab, vocab));
+                RemoveFinished();
+            }
+            catch (Exception e)
+            {
+                // A model failure ends the sequences in flight with an error; the thread keeps serving.
+                foreach (var s in joining) Finish(s, FinishReason.Failed, e.Message);
+                joining.Clear();
+                lock (_gate)
+                    foreach (var s in _active) Finish(s, FinishReason.Failed, e.Message);
+                RemoveFinished();
+            }
+        }
+        lock (_gate)
+        {
+            foreach (var s in _active.Concat(_waiting).Concat(joining)) Finish(s, FinishReason.Cancelled);
+            _waiting.Clear();
+        }
+        RemoveFinished();
+    }
+
+    /// <summary>Picks the next token from one row of logits as <see cref="TextGenerator"/> would, then reports it.</summary>
+    private void Pick(Sequence s, ReadOnlySpan<float> rowLogits)
+    {
+        if (s.Finished) return;
+        if (s.IsCancelled) { Finish(s, FinishReason.Cancelled); return; }
+        var request = s.Request;
+        var work = _work.AsSpan();
+        rowLogits.CopyTo(work);
+        s.Pipeline.Process(s.History.AsSpan(0, s.Length), request.PromptIds.Length, work);
+        int token;
+        if (request.Options.Temperature > 0)
+        {
+            Sampling.Softmax(work, _probabilities);
+            token = s.Random.Multinomial(_probabilities);
+        }
+        else token = Sampling.Argmax(work);
+
+        s.Generated++;
+        if (token == request.Options.EosId) { Finish(s, FinishReason.EndOfSequence); return; }
+        float logprob = 0;
+        TokenLogprob[]? top = null;
+        if (request.TopLogprobs >= 0)
+        {
+            // The model's own distribution (raw logits), as OpenAI reports it: what the teaching page shows.
+            Sampling.LogSoftmax(rowLogits, _logprobs);
+            logprob = _logprobs[token];
+            top = TopEntries(_logprobs, request.TopLogprobs);
+        }
+        s.History[s.Length++] = token;
+        s.LastToken = token;
+        s.Events.TryWrite(new SequenceEvent(s.Choice, token, logprob, top));
+        if (s.Generated >= request.MaxNewTokens || s.Length >= s.History.Length) Finish(s, FinishReason.Length);
+    }
+
+    /// <summary>The <paramref name="count"/> largest entries, largest first (a small insertion sort: count ≤ 20).</summary>
+    internal static TokenLogprob[] TopEntries(ReadOnlySpan<float> values, int count)
+    {
+        count = Math.Min(count, values.Length);
+        var top = new TokenLogprob[count];
+        int filled = 0;
+        for (int i = 0; i < values.Length && count > 0; i++)
+        {
+            float v = values[i];
+            if (filled == count && !(v > top[count - 1].Logprob)) continue;
+            int at = Math.Min(filled, count - 1);
+            while (at > 0 && v > top[at - 1].Logprob) { top[at] = top[at - 1]; at--; }
+            top[at] = new TokenLogprob(i, v);
+            if (filled < count) filled++;
+        }
+        return top;
+    }
+
+    private static void Finish(Sequence s, FinishReason reason, string? error = null)
+    {
+        if (s.Finished) return;
+        s.Finished = true;
+        s.Release();
+        s.Events.TryWrite(new SequenceEvent(s.Choice, -1, 0, null, reason, s.Generated, error));
+    }
+
+    /// <summary>Frees the slots (and KV caches) of the sequences that ended.</summary>
+    private void RemoveFinished()
+    {
+        lock (_gate)
+        {
+            for (int i = _active.Count - 1; i >= 0; i--)
+            {
+                var s = _active[i];
+                if (s.IsCancelled && !s.Finished) Finish(s, FinishReason.Cancelled);
+                if (!s.Finished) continue;
+                s.Release();
+                _active.RemoveAt(i);
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            if (_stopping) return;
+            _stopping = true;
+            Monitor.PulseAll(_gate);
+        }
+        _thread.Join();
+        _stepLogits.Dispose();
+    }
+
+    /// <summary>A sequence in the scheduler: its request, its KV cache, its tokens so far and its sampler.</summary>
+    private sealed class Sequence : SequenceHandle
+    {
+        private readonly BatchScheduler _owner;
+        private volatile bool _cancelled;
+
+        public Sequence(BatchScheduler owner, int choice, SequenceRequest request, ChannelWriter<SequenceEvent> events, CancellationToken cancellation)
+        {
+            _owner = owner;
+            Choice = choice;
+            Request = request;
+            Events = events;
+            int context = owner.Config.ContextLength, prompt = request.PromptIds.Length;
+            // The last token never enters the cache; a sequence never grows past the context (the caller clamps max_tokens).
+            CacheCapacity = (int)Math.Min(context, (long)prompt + request.MaxNewTokens - 1);
+            History = new int[CacheCapacity + 1];
+            request.PromptIds.CopyTo(History, 0);
+            Length = prompt;
+            Pipeline = request.Options.CreatePipeline();
+            Random = new TorchGenerator(request.Seed);
+            _cancelled = cancellation.IsCancellationRequested;
+        }
+
+        public readonly int Choice;
+        public readonly SequenceRequest Request;
+        public readonly ChannelWriter<SequenceEvent> Events;
+        public readonly int CacheCapacity;
+        public readonly int[] History;
+        public readonly LogitsPipeline Pipeline;
+        public readonly IRandomGenerator Random;
+        public KvCache? Cache;
+        public int Length, Generated, LastToken;
+        public bool Finished;
+        public CancellationTokenRegistration CancellationRegistration;
+
+        public bool IsCancelled => _cancelled;
+
+        public override void Cancel()
+        {
+            if (_cancelled) return;
+            _cancelled = true;
+            _owner.Wake();
+        }
+
+        public void Release()
+        {
+            Cache?.Dispose();
+            Cache = null;
+            CancellationRegistration.Dispose();
+        }
+    }
+}
+
+/// <summary>A queued or running sequence: <see cref="Cancel"/> ends it at the next step boundary, freeing its slot.</summary>
+public abstract class SequenceHandle
+{
+    public abstract void Cancel();
+}

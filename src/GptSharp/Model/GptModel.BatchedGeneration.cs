@@ -1,0 +1,92 @@
+using GptSharp.Tensors;
+
+namespace GptSharp.Model;
+
+/// <summary>
+/// One decoding step for several independent sequences at once (continuous batching): each sequence keeps its
+/// own one-row <see cref="KvCache"/>, possibly of a different length, and the step runs every linear layer once
+/// over all of them, so the weights are read once per step instead of once per sequence.
+/// </summary>
+public sealed unsafe partial class GptModel
+{
+    // Separate from the prefill buffers: sized for (sequences, 1), so a long prompt's prefill never makes
+    // every batched step carry a (sequences × context)-row set of activations and logits.
+    private GptActivations? _sequenceStepActivations;
+
+    /// <summary>
+    /// Appends <paramref name="nextIds"/>[i] to <paramref name="caches"/>[i] (each a batch-1 cache, at its own
+    /// <see cref="KvCache.Length"/>) and writes the logits that predict each sequence's next token to row i of
+    /// <paramref name="logits"/> [≥ caches.Count, vocab]. Row i equals what <see cref="Step(KvCache, int)"/> on
+    /// cache i alone would give, up to the summation order of the batched matrix products.
+    /// </summary>
+    public void StepSequences(IReadOnlyList<KvCache> caches, ReadOnlySpan<int> nextIds, Tensor logits)
+    {
+        int rows = caches.Count, c = Config.EmbeddingDim, vocab = Config.VocabSize;
+        if (rows == 0) return;
+        if (nextIds.Length != rows) throw new ArgumentException($"StepSequences needs one id per sequence ({rows}), got {nextIds.Length}.");
+        if (logits.Length < (long)rows * vocab) throw new ArgumentException($"The logits buffer holds {logits.Length} floats, fewer than {rows} × {vocab}.");
+        for (int i = 0; i < rows; i++)
+        {
+            var cache = caches[i];
+            CheckCache(cache);
+            if (cache.BatchSize != 1) throw new ArgumentException("StepSequences takes one-row KV caches (one per sequence).");
+            if (cache.Length == 0) throw new ArgumentException("StepSequences continues prefilled sequences; this KV cache is empty.");
+            if (cache.Length >= cache.Capacity)
+                throw new ArgumentException($"A KV cache is full ({cache.Capacity} positions) and cannot take another token.");
+            if ((uint)nextIds[i] >= (uint)vocab) throw new ArgumentException($"Token id {nextIds[i]} is outside the model's vocabulary (0..{vocab - 1}).");
+            // Room for single-token steps up to the capacity (Prefill sizes it; a reused cache may predate that).
+            long scoreCount = (long)Config.Heads * cache.Capacity;
+            if (cache.Scores == null || cache.Scores.Length < scoreCount)
+            {
+                cache.Scores?.Dispose();
+                cache.Scores = new Tensor(checked((int)scoreCount));
+            }
+        }
+        var acts = _sequenceStepActivations = Ensure(_sequenceStepActivations, rows, 1, false);
+        float* x = acts.Residual[0].Data;
+        for (int i = 0; i < rows; i++)
+        {
+            int id = nextIds[i];
+            Kernels.EmbeddingForward(x + (long)i * c, &id, TokenEmbedding.Value.Data, PositionEmbedding.Value.Data + (long)caches[i].Length * c, 1, 1, c);
+        }
+        RunSequenceLayers(acts, caches, rows);
+        // Each row is its sequence's last (only) position: normalise in place and project onto the vocabulary.
+        Kernels.LayerNormForward(x, null, null, x, FinalNorm.Scale.Value.Data, FinalNorm.Shift.Value.Data, rows, c);
+        Kernels.LinearForward(logits.Data, x, OutHead.Value.Data, null, rows, c, vocab);
+        for (int i = 0; i < rows; i++) caches[i].Length++;
+    }
+
+    private void RunSequenceLayers(GptActivations a, IReadOnlyList<KvCache> caches, int rows)
+    {
+        int c = Config.EmbeddingDim, hidden = Config.HiddenDim, heads = Config.Heads;
+        long count = (long)rows * c, rowBytes = (long)c * sizeof(float);
+        float* x = a.Residual[0].Data;
+        for (int l = 0; l < Blocks.Length; l++)
+        {
+            var block = Blocks[l];
+            float* ln = a.Ln1[l].Data, q = a.Query[l].Data, k = a.Key[l].Data, v = a.Value[l].Data, ctx = a.Context[l].Data, proj = a.Projection.Data;
+            Kernels.LayerNormForward(ln, null, null, x, block.Norm1.Scale.Value.Data, block.Norm1.Shift.Value.Data, rows, c);
+            Kernels.LinearForward(q, ln, block.Query.Weight.Value.Data, BiasData(block.Query), rows, c, c);
+            Kernels.LinearForward(k, ln, block.Key.Weight.Value.Data, BiasData(block.Key), rows, c, c);
+            Kernels.LinearForward(v, ln, block.Value.Weight.Value.Data, BiasData(block.Value), rows, c, c);
+            // Attention is per sequence: each query sees only its own cache, at its own length.
+            for (int i = 0; i < rows; i++)
+            {
+                var cache = caches[i];
+                int past = cache.Length;
+                float* keyCache = cache.Keys[l].Data, valueCache = cache.Values[l].Data;
+                Buffer.MemoryCopy(k + (long)i * c, keyCache + (long)past * c, rowBytes, rowBytes);
+                Buffer.MemoryCopy(v + (long)i * c, valueCache + (long)past * c, rowBytes, rowBytes);
+                Kernels.AttentionForwardCached(ctx + (long)i * c, cache.Scores!.Data, q + (long)i * c, keyCache, valueCache, 1, 1, past, cache.Capacity, c, heads);
+            }
+            Kernels.LinearForward(proj, ctx, block.OutProj.Weight.Value.Data, BiasData(block.OutProj), rows, c, c);
+            Kernels.ResidualForward(x, x, proj, count);
+            float* ln2 = a.Ln2[l].Data, fc = a.FeedForwardHidden[l].Data, gelu = a.FeedForwardGelu.Data;
+            Kernels.LayerNormForward(ln2, null, null, x, block.Norm2.Scale.Value.Data, block.Norm2.Shift.Value.Data, rows, c);
+            Kernels.LinearForward(fc, ln2, block.FeedForwardIn.Weight.Value.Data, BiasData(block.FeedForwardIn), rows, c, hidden);
+            Kernels.GeluForward(gelu, fc, (long)rows * hidden);
+            Kernels.LinearForward(proj, gelu, block.FeedForwardOut.Weight.Value.Data, BiasData(block.FeedForwardOut), rows, hidden, c);
+            Kernels.ResidualForward(x, x, proj, count);
+        }
+    }
+}

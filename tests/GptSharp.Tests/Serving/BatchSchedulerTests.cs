@@ -1,0 +1,170 @@
+using System.Diagnostics;
+using System.Net.Http.Json;
+using System.Text.Json;
+using System.Threading.Channels;
+using GptSharp.Generation;
+using GptSharp.Model;
+using GptSharp.Serving;
+using GptSharp.Tensors;
+using GptSharp.Tokenization;
+
+namespace GptSharp.Tests.Serving;
+
+/// <summary>Continuous batching: batched decoding equals one-at-a-time decoding, slots are freed, load is served.</summary>
+[Collection(ServingCollection.Name)]
+public class BatchSchedulerTests(ServingFixture server)
+{
+    private static async Task<(List<int> Tokens, SequenceEvent Final)> CollectAsync(ChannelReader<SequenceEvent> events)
+    {
+        var tokens = new List<int>();
+        await foreach (var e in events.ReadAllAsync())
+        {
+            if (e.Finish is not null) return (tokens, e);
+            tokens.Add(e.Token);
+        }
+        throw new InvalidOperationException("the sequence never ended");
+    }
+
+    [Fact]
+    public void StepSequencesMatchesOneStepPerCache()
+    {
+        using var model = new GptModel(ServingFixture.Config, new FastRandom(5));
+        int vocab = model.Config.VocabSize;
+        int[][] prompts = [[1, 2, 3], [400, 500], [7, 8, 9, 10, 11, 12], [50256]];
+        var batched = prompts.Select(p => new KvCache(model, 1, 20)).ToArray();
+        var alone = prompts.Select(p => new KvCache(model, 1, 20)).ToArray();
+        for (int i = 0; i < prompts.Length; i++)
+        {
+            model.Prefill(batched[i], prompts[i]);
+            model.Prefill(alone[i], prompts[i]);
+        }
+        using var logits = new Tensor(prompts.Length, vocab);
+        int[] next = [11, 22, 33, 44];
+        for (int step = 0; step < 3; step++)
+        {
+            model.StepSequences(batched, next, logits);
+            for (int i = 0; i < prompts.Length; i++)
+            {
+                var expected = model.Step(alone[i], next[i]).Span.ToArray();
+                var actual = logits.Span.Slice(i * vocab, vocab).ToArray();
+                for (int j = 0; j < vocab; j++) Assert.Equal(expected[j], actual[j], 4);
+                Assert.Equal(alone[i].Length, batched[i].Length);
+            }
+            next = next.Select(n => n + 1).ToArray();
+        }
+        foreach (var c in batched.Concat(alone)) c.Dispose();
+    }
+
+    [Fact]
+    public async Task BatchedSequencesGiveTheTokensTheyGiveAlone()
+    {
+        using var model = new GptModel(ServingFixture.Config, new FastRandom(11));
+        using var scheduler = new BatchScheduler(model, maxBatchSize: 8);
+        var tokenizer = Gpt2Tokenizer.Instance;
+        string[] prompts = ["Every effort moves you", "Hello", "The quick brown fox jumps", "A", "Once upon a time there was", "GPT", "1 2 3 4", "Why?"];
+        var settings = prompts.Select((p, i) => new CompletionSettings
+        {
+            MaxTokens = 10 + 3 * i, Temperature = i % 3 == 0 ? 0f : 0.8f + 0.1f * i, TopK = i % 2 == 0 ? 40 : null, TopP = i == 5 ? 0.9f : null,
+            FrequencyPenalty = i == 1 ? 0.5f : 0f,
+        }).ToArray();
+        var channels = prompts.Select(_ => Channel.CreateUnbounded<SequenceEvent>()).ToArray();
+        for (int i = 0; i < prompts.Length; i++)
+            scheduler.Submit([new SequenceRequest(tokenizer.Encode(prompts[i]), settings[i].MaxTokens, settings[i].ToGenerationOptions(), (ulong)(100 + i))], channels[i].Writer);
+        var results = await Task.WhenAll(channels.Select(c => CollectAsync(c.Reader)));
+        for (int i = 0; i < prompts.Length; i++)
+        {
+            var expected = server.Reference(tokenizer.Encode(prompts[i]), settings[i], (ulong)(100 + i));
+            Assert.Equal(expected, results[i].Tokens);
+            Assert.Equal(expected.Length == settings[i].MaxTokens ? FinishReason.Length : FinishReason.EndOfSequence, results[i].Final.Finish);
+        }
+        Assert.True(scheduler.LargestStep > 1, "the sequences were never decoded together");
+        Assert.Equal(0, scheduler.ActiveCount);
+    }
+
+    [Fact]
+    public async Task ACancelledSequenceLeavesWithinAStep()
+    {
+        // A long context and no token limit: the sequence cannot end on its own before the cancellation.
+        using var model = new GptModel(ServingFixture.Config with { ContextLength = 1024 }, new FastRandom(11));
+        using var scheduler = new BatchScheduler(model, maxBatchSize: 2, maxQueueLength: 0);
+        var options = new GenerationOptions { Temperature = 1f };
+        using var cancel = new CancellationTokenSource();
+        var events = Channel.CreateUnbounded<SequenceEvent>();
+        scheduler.Submit([new SequenceRequest([1, 2, 3], int.MaxValue, options, 1)], events.Writer, cancel.Token);
+        await events.Reader.ReadAsync(); // the first token: it is decoding
+        cancel.Cancel();
+        long stepAtCancel = scheduler.Steps;
+        var (_, final) = await CollectAsync(events.Reader);
+        Assert.Equal(FinishReason.Cancelled, final.Finish);
+        Assert.True(scheduler.Steps - stepAtCancel <= 1, $"it took {scheduler.Steps - stepAtCancel} steps to leave");
+        // Its slot is free again: two more sequences fit (no queue).
+        var more = Channel.CreateUnbounded<SequenceEvent>();
+        scheduler.Submit([new SequenceRequest([5], 3, options, 2), new SequenceRequest([6], 3, options, 3)], more.Writer);
+    }
+
+    [Fact]
+    public async Task EightClientsTimesTwentyFiveRequestsAreAllAnsweredCorrectly()
+    {
+        const int clients = 8, requestsEach = 25;
+        // The answers are checked against the one-at-a-time reference; a few distinct requests keep that cheap.
+        string[] prompts = ["Every effort moves you", "Hello there", "In the beginning", "The verdict"];
+        var expected = new Dictionary<(int, int), string>();
+        for (int p = 0; p < prompts.Length; p++)
+            for (int seed = 0; seed < 3; seed++)
+                expected[(p, seed)] = server.ReferenceText(prompts[p], new CompletionSettings { MaxTokens = 8, Temperature = 1f }, (ulong)seed);
+
+        await RunLoadAsync(requestsEach: 1); // warm-up: every buffer reaches its size
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        long before = GC.GetTotalMemory(forceFullCollection: true);
+        var clock = Stopwatch.StartNew();
+        int answered = await RunLoadAsync(requestsEach);
+        Assert.Equal(clients * requestsEach, answered);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(60), $"the load took {clock.Elapsed}");
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        long after = GC.GetTotalMemory(forceFullCollection: true);
+        Assert.True(after - before < 16 << 20, $"managed memory grew by {(after - before) >> 20} MiB");
+        Assert.Equal(0, server.Scheduler.ActiveCount);
+        Assert.Equal(0, server.Scheduler.WaitingCount);
+
+        async Task<int> RunLoadAsync(int requestsEach)
+        {
+            var counts = await Task.WhenAll(Enumerable.Range(0, clients).Select(async client =>
+            {
+                int ok = 0;
+                for (int r = 0; r < requestsEach; r++)
+                {
+                    int p = (client + r) % prompts.Length, seed = r % 3;
+                    bool stream = r % 2 == 1;
+                    string text = stream ? await StreamTextAsync(prompts[p], seed) : await CompleteTextAsync(prompts[p], seed);
+                    Assert.Equal(expected[(p, seed)], text);
+                    ok++;
+                }
+                return ok;
+            }));
+            return counts.Sum();
+        }
+    }
+
+    private async Task<string> CompleteTextAsync(string prompt, int seed)
+    {
+        var (status, body) = await server.PostAsync("/v1/completions", new { prompt, max_tokens = 8, seed });
+        Assert.Equal(200, status);
+        return body.GetProperty("choices")[0].GetProperty("text").GetString()!;
+    }
+
+    private async Task<string> StreamTextAsync(string prompt, int seed)
+    {
+        using var response = await server.Http.PostAsJsonAsync("/v1/completions", new { prompt, max_tokens = 8, seed, stream = true });
+        Assert.True(response.IsSuccessStatusCode);
+        var text = new System.Text.StringBuilder();
+        foreach (string e in (await response.Content.ReadAsStringAsync()).Split("\n\n", StringSplitOptions.RemoveEmptyEntries))
+        {
+            if (e == "data: [DONE]") break;
+            foreach (var choice in JsonDocument.Parse(e["data: ".Length..]).RootElement.GetProperty("choices").EnumerateArray())
+                text.Append(choice.GetProperty("text").GetString());
+        }
+        return text.ToString();
+    }
+}

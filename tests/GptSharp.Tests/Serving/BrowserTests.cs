@@ -1,0 +1,102 @@
+using GptSharp.Serving;
+using PuppeteerSharp;
+
+namespace GptSharp.Tests.Serving;
+
+/// <summary>
+/// The pages in real headless Chromium (the system's <c>chromium</c>; nothing is downloaded). Set
+/// GPTSHARP_SCREENSHOTS=DIR to keep screenshots of the pages.
+/// </summary>
+[Collection(ServingCollection.Name)]
+public class BrowserTests(ServingFixture server)
+{
+    private static async Task<IBrowser> LaunchAsync()
+    {
+        string chromium = SystemTools.SkipUnlessInstalled("chromium", SystemTools.ChromiumInstall);
+        return await Puppeteer.LaunchAsync(new LaunchOptions
+        {
+            Headless = true,
+            ExecutablePath = chromium,
+            Args = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+            Timeout = 60_000,
+        });
+    }
+
+    private static async Task ScreenshotAsync(IPage page, string name)
+    {
+        if (Environment.GetEnvironmentVariable("GPTSHARP_SCREENSHOTS") is { Length: > 0 } folder)
+        {
+            Directory.CreateDirectory(folder);
+            await page.ScreenshotAsync(Path.Combine(folder, name), new ScreenshotOptions { FullPage = true });
+        }
+    }
+
+    [SkippableFact]
+    public async Task PlaygroundStreamsTheCompletionOfATypedPrompt()
+    {
+        await using var browser = await LaunchAsync();
+        await using var page = await browser.NewPageAsync();
+        await page.SetViewportAsync(new ViewPortOptions { Width = 1280, Height = 800 });
+        await page.GoToAsync(server.Server.Address.ToString(), WaitUntilNavigation.Networkidle0);
+        await page.WaitForFunctionAsync("() => document.getElementById('model').textContent.includes('context 64')");
+        await page.EvaluateExpressionAsync("document.getElementById('prompt').value = ''");
+        await page.TypeAsync("#prompt", "Every effort moves you");
+        // A slider moved the way a user drags it: value set, input event fired.
+        await page.EvaluateExpressionAsync("(() => { const s = document.getElementById('max-tokens'); s.value = 30; s.dispatchEvent(new Event('input')); })()");
+        // Count the DOM updates of the output, to see the text arrive in pieces rather than at once.
+        await page.EvaluateExpressionAsync("window.updates = 0; new MutationObserver(() => window.updates++).observe(document.getElementById('completion'), { childList: true, characterData: true, subtree: true })");
+        await page.ClickAsync("#generate");
+        await page.WaitForFunctionAsync("() => !document.getElementById('generate').disabled && document.getElementById('stats').textContent.includes('tokens/s') && !document.getElementById('stats').textContent.includes('…')",
+            new WaitForFunctionOptions { Timeout = 30_000 });
+        string completion = await page.EvaluateExpressionAsync<string>("document.getElementById('completion').textContent");
+        int updates = await page.EvaluateExpressionAsync<int>("window.updates");
+        string expected = server.ReferenceText("Every effort moves you", new CompletionSettings { MaxTokens = 30, Temperature = 1f, TopK = 40, TopP = 1f }, 123);
+        Assert.Equal(expected, completion);
+        Assert.True(updates > 3, $"the output changed only {updates} times: it was not streamed");
+        Assert.Equal("", await page.EvaluateExpressionAsync<string>("document.getElementById('error').textContent"));
+        Assert.True(await page.EvaluateExpressionAsync<int>("document.querySelectorAll('#top5 .bar').length") > 0, "no next-token probabilities shown");
+        await ScreenshotAsync(page, "playground.png");
+    }
+
+    [SkippableFact]
+    public async Task RunsDashboardChartsGrowAsMetricsAreWritten()
+    {
+        string runs = Path.Combine(Path.GetTempPath(), $"gptsharp-runs-{Guid.NewGuid():N}");
+        string run = Path.Combine(runs, "run-a");
+        Directory.CreateDirectory(run);
+        try
+        {
+            File.WriteAllText(Path.Combine(run, "config.json"), "{\"model\": {\"layers\": 2}, \"training\": {\"epochs\": 10}}");
+            File.WriteAllText(Path.Combine(run, "report.html"), "<p>in progress — epoch 1 of 10</p>");
+            File.WriteAllText(Path.Combine(run, "samples.txt"), "Ep 1 (Step 000005): Every effort moves you the the the\n");
+            string csv = Path.Combine(run, "metrics.csv");
+            File.WriteAllText(csv, "step,epoch,tokens_seen,train_loss,val_loss,lr,tokens_per_s\n0,1,512,10.9,10.95,0.0004,1000.0\n5,1,3072,9.7,9.9,0.0004,1200.0\n");
+            await using var dashboard = GptServer.Create(server.Scheduler, new ServerOptions { Port = 0, RunsDirectory = runs, RunsPollInterval = TimeSpan.FromMilliseconds(150) });
+            await dashboard.StartAsync();
+
+            await using var browser = await LaunchAsync();
+            await using var page = await browser.NewPageAsync();
+            await page.SetViewportAsync(new ViewPortOptions { Width = 1280, Height = 900 });
+            await page.GoToAsync(new Uri(dashboard.Address, "runs").ToString());
+            const string points = "document.querySelector('[data-run=\"run-a\"] canvas.loss').dataset.points";
+            await page.WaitForFunctionAsync($"() => document.querySelector('[data-run=\"run-a\"]') && {points} === '2'");
+            string pageUrl = page.Url;
+
+            // The trainer evaluates again: rows are appended (the last one arrives in two writes).
+            File.AppendAllText(csv, "10,2,5632,8.1,8.6,0.0004,1250.0\n15,2,8192,7.2,8.0,0.0004,1300.0\n20,3,107");
+            await page.WaitForFunctionAsync($"() => {points} === '4'");
+            File.AppendAllText(csv, "52,6.6,7.7,0.0004,1310.0\n");
+            File.WriteAllText(Path.Combine(run, "report.html"), "<p>completed — epoch 3 of 3</p>");
+            await page.WaitForFunctionAsync($"() => {points} === '5' && document.querySelector('[data-run=\"run-a\"]').dataset.state === 'finished'");
+            Assert.Equal(pageUrl, page.Url); // no reload: pushed over SSE
+            Assert.Equal("5", await page.EvaluateExpressionAsync<string>("document.querySelector('[data-run=\"run-a\"] canvas.perplexity').dataset.points"));
+            Assert.Contains("Every effort moves you", await page.EvaluateExpressionAsync<string>("document.querySelector('[data-run=\"run-a\"] .samples').textContent"));
+            Assert.Contains("\"layers\": 2", await page.EvaluateExpressionAsync<string>("document.querySelector('[data-run=\"run-a\"] .config').textContent"));
+            await ScreenshotAsync(page, "runs.png");
+        }
+        finally
+        {
+            Directory.Delete(runs, recursive: true);
+        }
+    }
+}
