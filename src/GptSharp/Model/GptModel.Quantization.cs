@@ -2,6 +2,16 @@ using GptSharp.Tensors;
 
 namespace GptSharp.Model;
 
+/// <summary>How a model's linear weights are held in memory.</summary>
+public enum WeightQuantization
+{
+    /// <summary>float32, as trained (the default).</summary>
+    None,
+
+    /// <summary>int8 with one float32 scale per 32 inputs (<see cref="GptModel.QuantizeInt8"/>): inference only.</summary>
+    Int8,
+}
+
 /// <summary>
 /// Weight-only int8 quantization for inference: every linear weight (the blocks' six and the output head) becomes an
 /// <see cref="Int8Matrix"/> (int8 + one float32 scale per 32 inputs); embeddings, LayerNorms and biases stay float32

@@ -57,6 +57,9 @@ public sealed unsafe class Int8Matrix : IDisposable
     /// <summary>The scales as a span.</summary>
     public Span<float> ScaleSpan => new(Scales, checked(Rows * BlocksPerRow));
 
+    /// <summary>The scales as a float32 tensor view [rows, blocks per row] (valid while this matrix lives; for writing files).</summary>
+    public Tensor ScalesView() => Tensor.View(Scales, Rows, BlocksPerRow);
+
     /// <summary>Quantizes the float32 matrix <paramref name="source"/> [rows, columns], rows in parallel.</summary>
     /// <exception cref="ArgumentException">A weight is NaN or infinite (no scale can represent it).</exception>
     public static Int8Matrix Quantize(float* source, int rows, int columns)
