@@ -93,6 +93,7 @@ def main():
             start = time.perf_counter()
             cached_forward(m, torch.tensor([long_prompt]), new_cache(m, cfg), 0)
             prefill[name].append(len(long_prompt) / (time.perf_counter() - start))
+            print(f"round: {name} decoding {rates[name][-1]:.2f} tokens/s, prefill {prefill[name][-1]:.0f} tokens/s", flush=True)
     for name in rates:
         print(f"PyTorch {torch.__version__} {name}: cached decoding {statistics.median(rates[name]):.1f} tokens/s "
               f"(runs {', '.join(f'{r:.1f}' for r in rates[name])}); prefill 512 tokens {statistics.median(prefill[name]):.0f} tokens/s "

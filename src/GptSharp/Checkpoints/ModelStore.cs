@@ -44,7 +44,7 @@ public static class ModelStore
     /// <param name="quantization">
     /// <see cref="WeightQuantization.Int8"/>: the linear weights become int8 (<see cref="GptModel.QuantizeInt8"/>) as they are
     /// read, each tensor quantized and its float32 copy freed before the next is read, so peak memory stays near the int8
-    /// model's size (training checkpoints are quantized once loaded). A file saved from a quantized model loads as int8 either way.
+    /// model's size (training checkpoints and book-named .pth files are quantized once loaded whole). A file saved from a quantized model loads as int8 either way.
     /// </param>
     public static GptModel Load(string spec, GptConfig? config = null, WeightQuantization quantization = WeightQuantization.None)
     {

@@ -69,6 +69,21 @@ public sealed unsafe partial class GptModel
         parameter.QuantizeInt8();
     }
 
+    /// <summary>
+    /// The output head becomes a copy of the token embedding (GPT-2 ties them). While quantizing at load, it is
+    /// quantized straight from the embedding, so no float32 copy of the head (257 MB for GPT-2 large) is ever made.
+    /// </summary>
+    internal void TieOutHeadToTokenEmbedding()
+    {
+        if (!QuantizeWhileLoading)
+        {
+            OutHead.Value.CopyFrom(TokenEmbedding.Value);
+            return;
+        }
+        IsQuantized = true;
+        OutHead.UseInt8(Int8Matrix.Quantize(TokenEmbedding.Value.Data, TokenEmbedding.Value.Size(0), TokenEmbedding.Value.Size(1)));
+    }
+
     /// <summary>Gives linear weight <paramref name="parameter"/> int8 values read from a file (its float32 copy is freed).</summary>
     internal void UseInt8(Parameter parameter, Int8Matrix quantized)
     {

@@ -140,11 +140,7 @@ internal static class Gpt2WeightMap
             }
             foreach (var target in targets) gpt.WeightLoaded(target);
         }
-        if (tieHead)
-        {
-            gpt.OutHead.Value.CopyFrom(gpt.TokenEmbedding.Value); // gpt.out_head.weight = assign(..., params["wte"])
-            gpt.WeightLoaded(gpt.OutHead);
-        }
+        if (tieHead) gpt.TieOutHeadToTokenEmbedding(); // gpt.out_head.weight = assign(..., params["wte"])
     }
 
     /// <summary>

@@ -118,6 +118,21 @@ public sealed class Int8ModelTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public void Int8StepsAllocateNothingAfterWarmUp()
+    {
+        var fixture = new ReferenceFixture("tiny-qkvbias");
+        using var model = fixture.CreateModel();
+        model.QuantizeInt8();
+        using var generator = new TextGenerator(model);
+        generator.Generate(TokenBatch.FromSequence([1, 2, 3]), 4);
+        using var tokens = generator.Stream([1, 2, 3], 18).GetEnumerator();
+        for (int i = 0; i < 3; i++) Assert.True(tokens.MoveNext());
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 15; i++) Assert.True(tokens.MoveNext());
+        Assert.Equal(before, GC.GetAllocatedBytesForCurrentThread());
+    }
+
+    [Fact]
     public void AQuantizedModelRefusesToTrain()
     {
         var fixture = new ReferenceFixture("tiny-noqkvbias");
