@@ -163,7 +163,7 @@ public static class GenerationQuick
     }
 
     /// <summary>The engine's read-bandwidth kernel (<see cref="MemoryBandwidthBenchmark"/>, 1 GiB), best of 5, in bytes/s.</summary>
-    private static double ReadBandwidth()
+    internal static double ReadBandwidth()
     {
         var bench = new MemoryBandwidthBenchmark { Threads = Workers.Count };
         bench.Setup();

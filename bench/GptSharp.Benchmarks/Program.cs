@@ -11,7 +11,9 @@ namespace GptSharp.Benchmarks;
 /// the HTTP server with 1, 4 and 8 concurrent streaming clients on the 124M model: ... -- serve-quick [requests per client] [max tokens] [threads];
 /// the tokenizer on one thread and on all cores, interleaved: ... -- tokenizer-quick [rounds]; a full-size synthetic
 /// OpenAI GPT-2 checkpoint for load time and peak memory: ... -- gpt2-synthetic DIR gpt2-small|...|gpt2-xl; a 124M training
-/// checkpoint's write/read and a 1 GB token file's id check: ... -- run-io-quick [DIR]
+/// checkpoint's write/read and a 1 GB token file's id check: ... -- run-io-quick [DIR];
+/// int8 against float32 weights (decoding, prefill, bandwidth bound): ... -- int8-quick [rounds] [threads] [newTokens], and one
+/// precision of a model from disk with its peak RSS: ... -- int8-model DIR float32|int8 [newTokens] [threads]
 /// </summary>
 public static class Program
 {
@@ -57,6 +59,16 @@ public static class Program
             int threads = args.Length > 1 ? int.Parse(args[1]) : 2;
             int steps = args.Length > 2 ? int.Parse(args[2]) : 3;
             TrainingStepBenchmark.Quick(threads, steps);
+            return;
+        }
+        if (args.Length > 0 && args[0] == "int8-quick")
+        {
+            Int8Quick.Run(args.Length > 1 ? int.Parse(args[1]) : 3, args.Length > 2 ? int.Parse(args[2]) : 2, args.Length > 3 ? int.Parse(args[3]) : GenerationBenchmarks.NewTokens);
+            return;
+        }
+        if (args.Length > 2 && args[0] == "int8-model")
+        {
+            Int8Quick.Model(args[1], args[2], args.Length > 3 ? int.Parse(args[3]) : 20, args.Length > 4 ? int.Parse(args[4]) : 2);
             return;
         }
         if (args.Length > 2 && args[0] == "gpt2-synthetic")

@@ -1,9 +1,10 @@
 using System.CommandLine;
 using GptSharp.Checkpoints;
+using GptSharp.Model;
 
 namespace GptSharp.Cli.Commands;
 
-/// <summary><c>gptsharp convert IN OUT [--to safetensors|pth|checkpoint] [--config FILE]</c>: between model formats.</summary>
+/// <summary><c>gptsharp convert IN OUT [--to safetensors|pth|checkpoint] [--config FILE] [--quantize int8]</c>: between model formats.</summary>
 internal static class ConvertCommand
 {
     /// <param name="output">Where the summary goes (Console.Out by default; tests pass a writer).</param>
@@ -13,11 +14,13 @@ internal static class ConvertCommand
         var outputArgument = new Argument<string>("out") { Description = "File to write (format from the extension unless --to is given)." };
         var to = new Option<string?>("--to") { Description = "Output format: safetensors (model file), pth (PyTorch) or checkpoint (training checkpoint)." };
         var config = new Option<string?>("--config") { Description = "A config.json (the book's or Hugging Face keys) when the input's config cannot be inferred." };
+        var quantize = ModelOptions.QuantizeOption("Store the linear weights quantized (a .safetensors model file that loads as int8)");
         var command = new Command("convert", "Convert a model between safetensors, PyTorch .pth and GptSharp training checkpoints.");
         command.Arguments.Add(input);
         command.Arguments.Add(outputArgument);
         command.Options.Add(to);
         command.Options.Add(config);
+        command.Options.Add(quantize);
         command.SetAction(parse => CliErrors.Run(() =>
         {
             string inPath = parse.GetValue(input)!, outPath = parse.GetValue(outputArgument)!;
@@ -25,7 +28,11 @@ internal static class ConvertCommand
             var format = CheckpointConverter.ResolveFormat(outPath, parse.GetValue(to));
             string? configPath = parse.GetValue(config);
             var gptConfig = configPath is null ? null : ConfigJson.Parse(File.ReadAllText(configPath), configPath);
+            bool int8 = ModelOptions.QuantizationOf(parse, quantize) == WeightQuantization.Int8;
+            if (int8 && format != ModelFileFormat.SafeTensors)
+                throw new ArgumentException("--quantize int8 writes a GptSharp model file (.safetensors); .pth files and training checkpoints hold float32 weights.");
             using var loaded = ModelStore.Open(inPath, gptConfig);
+            if (int8) loaded.Model.QuantizeInt8();
             var notes = CheckpointConverter.Write(loaded, outPath, format);
             writer.WriteLine($"{inPath} ({loaded.Format}) -> {outPath} ({format.ToString().ToLowerInvariant()}): {loaded.Model.Parameters().Count} tensors, {loaded.Model.ParameterCount:N0} parameters");
             foreach (var note in notes) writer.WriteLine($"note: {note}");

@@ -49,6 +49,8 @@ public static class CheckpointConverter
     public static IReadOnlyList<string> Write(LoadedCheckpoint loaded, string outputPath, ModelFileFormat format)
     {
         var notes = new List<string>();
+        if (loaded.Model.IsQuantized && format != ModelFileFormat.SafeTensors)
+            throw new ArgumentException($"{outputPath}: the model has int8 weights, which only a GptSharp model file (.safetensors) holds; .pth files and training checkpoints are float32.");
         switch (format)
         {
             case ModelFileFormat.SafeTensors:

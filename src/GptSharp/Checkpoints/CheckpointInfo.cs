@@ -46,6 +46,8 @@ public sealed record CheckpointInfo(
             optimizer = file.Metadata.TryGetValue(TrainingCheckpointFile.OptimizerKey, out var o) ? o : null;
         }
         else if (Gpt2Import.IsGpt2Names(file)) format = "Hugging Face GPT-2 (safetensors)";
+        else if (file.Metadata.TryGetValue(ModelCheckpoint.QuantizationKey, out var quantization) && quantization == ModelCheckpoint.Int8Quantization)
+            format = "GptSharp model, int8 linear weights + float32 scale per 32 inputs (safetensors)";
         else if (file.Metadata.ContainsKey(ModelCheckpoint.ConfigKey)) format = "GptSharp model (safetensors)";
         else format = "safetensors";
         try
@@ -146,7 +148,9 @@ public sealed record CheckpointInfo(
     };
 
     /// <summary>Elements of the weight tensors (the mask buffers of the book and of Hugging Face files are not parameters).</summary>
+    // The scales of int8 weights are not parameters: an int8 file counts what its float32 original does.
     private static long CountParameters(ITensorSource source) => source.Tensors
         .Where(t => !StateDictLoader.IsMaskBuffer(t.Name) && !Gpt2Import.IsMaskBuffer(t.Name.StartsWith("transformer.", StringComparison.Ordinal) ? t.Name[12..] : t.Name))
+        .Where(t => !(t.Name.EndsWith(".weight" + ModelCheckpoint.Int8ScaleSuffix, StringComparison.Ordinal) && source.Find(t.Name[..^ModelCheckpoint.Int8ScaleSuffix.Length])?.DType == TensorDType.I8))
         .Sum(t => t.ElementCount);
 }

@@ -18,9 +18,23 @@ public static class ModelCheckpoint
 
     public const string ModelKind = "model";
 
+    /// <summary>Metadata key of a quantized model file: <see cref="Int8Quantization"/> (see docs/int8.md).</summary>
+    public const string QuantizationKey = "quantization";
+
+    /// <summary>Linear weights stored as I8 [out, in] with F32 scales [out, ⌈in / 32⌉] in <c>&lt;name&gt;</c><see cref="Int8ScaleSuffix"/>.</summary>
+    public const string Int8Quantization = "int8-block32";
+
+    /// <summary>Suffix of the scales tensor of an int8 weight: <c>trf_blocks.0.att.W_query.weight_scale</c>.</summary>
+    public const string Int8ScaleSuffix = "_scale";
+
     /// <summary>Writes the model's parameters and config to <paramref name="path"/> (atomically).</summary>
-    public static void Save(this GptModel model, string path) =>
-        SafeTensorsWriter.Write(path, Entries(model), Metadata(model.Config, ModelKind));
+    /// <remarks>A quantized model is written as int8 (see <see cref="Int8Quantization"/>) and loads back quantized.</remarks>
+    public static void Save(this GptModel model, string path)
+    {
+        var metadata = Metadata(model.Config, ModelKind);
+        if (model.IsQuantized) metadata[QuantizationKey] = Int8Quantization;
+        SafeTensorsWriter.Write(path, Entries(model), metadata);
+    }
 
     /// <summary>Builds a model from a model file: config from its metadata (or a config.json beside it, or the shapes).</summary>
     public static GptModel Load(string path)
@@ -40,8 +54,21 @@ public static class ModelCheckpoint
     }
 
     /// <summary>The parameters as safetensors entries, in the book's order (written from their buffers).</summary>
-    internal static IEnumerable<SafeTensorsEntry> Entries(GptModel model) =>
-        model.Parameters().Select(p => SafeTensorsEntry.Float32(p.Name, p.Value));
+    internal static IEnumerable<SafeTensorsEntry> Entries(GptModel model)
+    {
+        foreach (var p in model.Parameters())
+        {
+            if (p.Int8 is { } q)
+            {
+                yield return SafeTensorsEntry.Int8(p.Name, q);
+                yield return SafeTensorsEntry.Float32(p.Name + Int8ScaleSuffix, q.ScalesView());
+            }
+            else
+            {
+                yield return SafeTensorsEntry.Float32(p.Name, p.Value);
+            }
+        }
+    }
 
     internal static Dictionary<string, string> Metadata(GptConfig config, string kind) => new()
     {

@@ -48,10 +48,26 @@ public static class ModelStore
     ];
 
     /// <summary>Loads just the model named by <paramref name="spec"/>.</summary>
-    public static GptModel Load(string spec, GptConfig? config = null)
+    /// <param name="quantization">
+    /// <see cref="WeightQuantization.Int8"/>: the linear weights become int8 (<see cref="GptModel.QuantizeInt8"/>) as they are
+    /// read, each tensor quantized and its float32 copy freed before the next is read, so peak memory stays near the int8
+    /// model's size (training checkpoints and book-named .pth files are quantized once loaded whole). A file saved from a quantized model loads as int8 either way.
+    /// </param>
+    public static GptModel Load(string spec, GptConfig? config = null, WeightQuantization quantization = WeightQuantization.None)
     {
-        var loaded = Open(spec, config);
+        bool int8 = quantization == WeightQuantization.Int8, previous = StateDictLoader.t_quantizeWhileLoading;
+        LoadedCheckpoint loaded;
+        StateDictLoader.t_quantizeWhileLoading = int8;
+        try
+        {
+            loaded = Open(spec, config);
+        }
+        finally
+        {
+            StateDictLoader.t_quantizeWhileLoading = previous;
+        }
         loaded.Dispose(keepModel: true);
+        if (int8) loaded.Model.QuantizeInt8();
         return loaded.Model;
     }
 

@@ -1,5 +1,7 @@
+using System.Runtime.InteropServices;
 using System.Text.RegularExpressions;
 using GptSharp.Model;
+using GptSharp.Tensors;
 using GptSharp.Formats;
 
 namespace GptSharp.Checkpoints;
@@ -14,10 +16,15 @@ public static partial class StateDictLoader
     /// <summary>True for the book's causal-mask buffers (<c>trf_blocks.N.att.mask</c>): stored by PyTorch, not parameters.</summary>
     public static bool IsMaskBuffer(string name) => name.StartsWith("trf_blocks.", StringComparison.Ordinal) && name.EndsWith(".att.mask", StringComparison.Ordinal);
 
+    // Set by ModelStore.Load(..., quantization: Int8) around a load: the model quantizes each linear weight as soon as
+    // it is read (GptModel.WeightLoaded), in whichever format's loader, so the float32 model never exists whole.
+    // Thread-static rather than a parameter of every loader: the formats' load paths stay as they are.
+    [ThreadStatic] internal static bool t_quantizeWhileLoading;
+
     /// <summary>A new model of <paramref name="config"/> filled by <paramref name="load"/>; disposed again if loading fails.</summary>
     public static GptModel NewModel(GptConfig config, Action<GptModel> load)
     {
-        var model = new GptModel(config);
+        var model = new GptModel(config) { QuantizeWhileLoading = t_quantizeWhileLoading };
         try
         {
             load(model);
@@ -78,11 +85,16 @@ public static partial class StateDictLoader
         return highest + 1;
     }
 
-    /// <summary>Copies every parameter of <paramref name="model"/> from <paramref name="source"/> (straight into the parameter's buffer).</summary>
+    /// <summary>
+    /// Copies every parameter of <paramref name="model"/> from <paramref name="source"/> (straight into the parameter's buffer).
+    /// A linear weight stored as int8 (an I8 tensor and its F32 <c>_scale</c> tensor, see docs/int8.md) is loaded as int8.
+    /// </summary>
     public static void LoadInto(GptModel model, ITensorSource source)
     {
         var parameters = model.Parameters();
+        var int8 = IsInt8File(source) ? new HashSet<Parameter>(model.LinearWeights()) : [];
         var known = new HashSet<string>(parameters.Select(p => p.Name), StringComparer.Ordinal);
+        foreach (var p in int8) known.Add(p.Name + ModelCheckpoint.Int8ScaleSuffix);
         foreach (var t in source.Tensors)
             if (!known.Contains(t.Name) && !IsMaskBuffer(t.Name))
                 throw new InvalidDataException($"{source.FilePath}: unexpected tensor '{t.Name}' {t.ShapeString}: the model has no such parameter.");
@@ -91,10 +103,51 @@ public static partial class StateDictLoader
             var stored = source.Find(p.Name)
                 ?? throw new InvalidDataException($"{source.FilePath}: missing tensor '{p.Name}' (the model expects shape {p.Value.ShapeString}).");
             CheckShape(source.FilePath, p.Name, stored.Shape, p.Value.ShapeArray);
-            if (!stored.DType.IsConvertibleToFloat())
+            if (int8.Contains(p) && stored.DType == TensorDType.I8)
+            {
+                string scaleName = p.Name + ModelCheckpoint.Int8ScaleSuffix;
+                var scales = source.Find(scaleName)
+                    ?? throw new InvalidDataException($"{source.FilePath}: int8 tensor '{p.Name}' has no scales '{scaleName}'.");
+                int rows = p.Value.Size(0), blocks = (p.Value.Size(1) + Int8Matrix.BlockSize - 1) / Int8Matrix.BlockSize;
+                CheckShape(source.FilePath, scaleName, scales.Shape, [rows, blocks]);
+                if (scales.DType != TensorDType.F32)
+                    throw new InvalidDataException($"{source.FilePath}: tensor '{scaleName}' has dtype {scales.DType.SafeTensorsName()}, expected F32.");
+            }
+            else if (!stored.DType.IsConvertibleToFloat() || stored.DType == TensorDType.I8)
                 throw new InvalidDataException($"{source.FilePath}: tensor '{p.Name}' has dtype {stored.DType.SafeTensorsName()}, expected a float type.");
         }
-        foreach (var p in parameters) source.ReadInto(p.Name, p.Value.Span);
+        foreach (var p in parameters)
+        {
+            if (int8.Contains(p) && source.Find(p.Name)!.DType == TensorDType.I8) model.UseInt8(p, ReadInt8((SafeTensorsFile)source, p));
+            else
+            {
+                source.ReadInto(p.Name, p.Value.Span);
+                model.WeightLoaded(p);
+            }
+        }
+    }
+
+    /// <summary>True for a model file written by a quantized model (<see cref="ModelCheckpoint.QuantizationKey"/>).</summary>
+    private static bool IsInt8File(ITensorSource source) => source is SafeTensorsFile file
+        && file.Metadata.TryGetValue(ModelCheckpoint.QuantizationKey, out var q) && q == ModelCheckpoint.Int8Quantization;
+
+    private static Int8Matrix ReadInt8(SafeTensorsFile file, Parameter p)
+    {
+        var matrix = new Int8Matrix(p.Value.Size(0), p.Value.Size(1));
+        try
+        {
+            file.ReadInt8(p.Name, MemoryMarshal.Cast<byte, sbyte>(matrix.ValueSpan));
+            file.ReadInto(p.Name + ModelCheckpoint.Int8ScaleSuffix, matrix.ScaleSpan);
+            foreach (float scale in matrix.ScaleSpan)
+                if (!(scale >= 0 && float.IsFinite(scale)))
+                    throw new InvalidDataException($"{file.FilePath}: tensor '{p.Name}{ModelCheckpoint.Int8ScaleSuffix}' has a negative or non-finite scale ({scale}).");
+            return matrix;
+        }
+        catch
+        {
+            matrix.Dispose();
+            throw;
+        }
     }
 
     /// <summary>The book's shape check: one message naming the tensor and both shapes.</summary>

@@ -18,6 +18,7 @@ public sealed unsafe class AdamW : IDisposable
         float beta1 = 0.9f, float beta2 = 0.999f, float eps = 1e-8f)
     {
         _parameters = parameters.ToArray();
+        if (_parameters.Any(p => p.Int8 != null)) throw new InvalidOperationException(GptModel.QuantizedTrainingMessage);
         if (!(lr >= 0)) throw new ArgumentException($"learning rate must be non-negative, got {lr}.");
         if (!(weightDecay >= 0)) throw new ArgumentException($"weight decay must be non-negative, got {weightDecay}.");
         if (!(beta1 >= 0 && beta1 < 1)) throw new ArgumentException($"beta1 must be in [0, 1), got {beta1}.");

@@ -52,7 +52,7 @@ public sealed unsafe partial class GptModel
         RunSequenceLayers(acts, caches, rows);
         // Each row is its sequence's last (only) position: normalise in place and project onto the vocabulary.
         Kernels.LayerNormForward(x, null, null, x, FinalNorm.Scale.Value.Data, FinalNorm.Shift.Value.Data, rows, c);
-        Kernels.LinearForward(logits.Data, x, OutHead.Value.Data, null, rows, c, vocab);
+        Linear(logits.Data, x, OutHead, null, rows, c, vocab);
         for (int i = 0; i < rows; i++) caches[i].Length++;
     }
 
@@ -66,9 +66,9 @@ public sealed unsafe partial class GptModel
             var block = Blocks[l];
             float* ln = a.Ln1[l].Data, q = a.Query[l].Data, k = a.Key[l].Data, v = a.Value[l].Data, ctx = a.Context[l].Data, proj = a.Projection.Data;
             Kernels.LayerNormForward(ln, null, null, x, block.Norm1.Scale.Value.Data, block.Norm1.Shift.Value.Data, rows, c);
-            Kernels.LinearForward(q, ln, block.Query.Weight.Value.Data, BiasData(block.Query), rows, c, c);
-            Kernels.LinearForward(k, ln, block.Key.Weight.Value.Data, BiasData(block.Key), rows, c, c);
-            Kernels.LinearForward(v, ln, block.Value.Weight.Value.Data, BiasData(block.Value), rows, c, c);
+            Linear(q, ln, block.Query, rows, c, c);
+            Linear(k, ln, block.Key, rows, c, c);
+            Linear(v, ln, block.Value, rows, c, c);
             // Attention is per sequence: each query sees only its own cache, at its own length.
             for (int i = 0; i < rows; i++)
             {
@@ -79,13 +79,13 @@ public sealed unsafe partial class GptModel
                 Buffer.MemoryCopy(v + (long)i * c, valueCache + (long)past * c, rowBytes, rowBytes);
                 Kernels.AttentionForwardCached(ctx + (long)i * c, cache.Scores!.Data, q + (long)i * c, keyCache, valueCache, 1, 1, past, cache.Capacity, c, heads);
             }
-            Kernels.LinearForward(proj, ctx, block.OutProj.Weight.Value.Data, BiasData(block.OutProj), rows, c, c);
+            Linear(proj, ctx, block.OutProj, rows, c, c);
             Kernels.ResidualForward(x, x, proj, count);
             float* ln2 = a.Ln2[l].Data, fc = a.FeedForwardHidden[l].Data, gelu = a.FeedForwardGelu.Data;
             Kernels.LayerNormForward(ln2, null, null, x, block.Norm2.Scale.Value.Data, block.Norm2.Shift.Value.Data, rows, c);
-            Kernels.LinearForward(fc, ln2, block.FeedForwardIn.Weight.Value.Data, BiasData(block.FeedForwardIn), rows, c, hidden);
+            Linear(fc, ln2, block.FeedForwardIn, rows, c, hidden);
             Kernels.GeluForward(gelu, fc, (long)rows * hidden);
-            Kernels.LinearForward(proj, gelu, block.FeedForwardOut.Weight.Value.Data, BiasData(block.FeedForwardOut), rows, hidden, c);
+            Linear(proj, gelu, block.FeedForwardOut, rows, hidden, c);
             Kernels.ResidualForward(x, x, proj, count);
         }
     }

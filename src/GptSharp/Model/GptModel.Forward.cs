@@ -60,6 +60,8 @@ public sealed unsafe partial class GptModel
                 throw new ArgumentException($"Token id {id} is outside the model's vocabulary (0..{vocab - 1}).");
 
         bool keep = !_noGrad;
+        // Keeping activations is for a backward pass, which needs float32 weights and gradients.
+        if (keep && IsQuantized) throw new InvalidOperationException(QuantizedTrainingMessage + " (Use NoGrad() for inference.)");
         var acts = keep
             ? _trainingActivations = Ensure(_trainingActivations, batch, seq, true)
             : _inferenceActivations = Ensure(_inferenceActivations, batch, seq, false);
@@ -150,9 +152,9 @@ public sealed unsafe partial class GptModel
             // shortcut = x; x = norm1(x); x = att(x); x = drop_shortcut(x); x = x + shortcut
             Kernels.LayerNormForward(ln1, a.Ln1Mean[l].Data, a.Ln1Rstd[l].Data, input,
                 block.Norm1.Scale.Value.Data, block.Norm1.Shift.Value.Data, rows, c);
-            Kernels.LinearForward(q, ln1, block.Query.Weight.Value.Data, BiasData(block.Query), rows, c, c);
-            Kernels.LinearForward(k, ln1, block.Key.Weight.Value.Data, BiasData(block.Key), rows, c, c);
-            Kernels.LinearForward(v, ln1, block.Value.Weight.Value.Data, BiasData(block.Value), rows, c, c);
+            Linear(q, ln1, block.Query, rows, c, c);
+            Linear(k, ln1, block.Key, rows, c, c);
+            Linear(v, ln1, block.Value, rows, c, c);
             float* attMask = null, dropped = null;
             if (dropout)
             {
@@ -162,7 +164,7 @@ public sealed unsafe partial class GptModel
                 Kernels.DropoutMask(attMask, weightCount, p, rng);
             }
             Kernels.AttentionForward(ctx, a.AttentionWeights[l].Data, dropped, attMask, q, k, v, batch, seq, c, heads);
-            Kernels.LinearForward(proj, ctx, block.OutProj.Weight.Value.Data, BiasData(block.OutProj), rows, c, c);
+            Linear(proj, ctx, block.OutProj, rows, c, c);
             if (dropout)
             {
                 float* mask = a.AttentionShortcutMask![l].Data;
@@ -175,9 +177,9 @@ public sealed unsafe partial class GptModel
             float* ln2 = a.Ln2[l].Data, fcHidden = a.FeedForwardHidden[l].Data, fcGelu = a.FeedForwardGelu.Data;
             Kernels.LayerNormForward(ln2, a.Ln2Mean[l].Data, a.Ln2Rstd[l].Data, residual2,
                 block.Norm2.Scale.Value.Data, block.Norm2.Shift.Value.Data, rows, c);
-            Kernels.LinearForward(fcHidden, ln2, block.FeedForwardIn.Weight.Value.Data, BiasData(block.FeedForwardIn), rows, c, hidden);
+            Linear(fcHidden, ln2, block.FeedForwardIn, rows, c, hidden);
             Kernels.GeluForward(fcGelu, fcHidden, (long)rows * hidden);
-            Kernels.LinearForward(proj, fcGelu, block.FeedForwardOut.Weight.Value.Data, BiasData(block.FeedForwardOut), rows, hidden, c);
+            Linear(proj, fcGelu, block.FeedForwardOut, rows, hidden, c);
             if (dropout)
             {
                 float* mask = a.FeedForwardShortcutMask![l].Data;
@@ -190,10 +192,8 @@ public sealed unsafe partial class GptModel
         // x = final_norm(x); logits = out_head(x)
         Kernels.LayerNormForward(a.FinalNorm.Data, a.FinalNormMean.Data, a.FinalNormRstd.Data, a.Residual[Blocks.Length].Data,
             FinalNorm.Scale.Value.Data, FinalNorm.Shift.Value.Data, rows, c);
-        Kernels.LinearForward(a.LogitsStorage.Data, a.FinalNorm.Data, OutHead.Value.Data, null, rows, c, vocab);
+        Linear(a.LogitsStorage.Data, a.FinalNorm.Data, OutHead, null, rows, c, vocab);
     }
-
-    private static float* BiasData(LinearParameters linear) => linear.Bias != null ? linear.Bias.Value.Data : null;
 
     /// <summary>
     /// The hidden state [batch, seq, emb] after the embeddings (<paramref name="index"/> 0), after block

@@ -81,9 +81,9 @@ public sealed unsafe partial class GptModel
             var block = Blocks[l];
             float* ln = a.Ln1[l].Data, q = a.Query[l].Data, k = a.Key[l].Data, v = a.Value[l].Data, ctx = a.Context[l].Data, proj = a.Projection.Data;
             Kernels.LayerNormForward(ln, null, null, x, block.Norm1.Scale.Value.Data, block.Norm1.Shift.Value.Data, rows, c);
-            Kernels.LinearForward(q, ln, block.Query.Weight.Value.Data, BiasData(block.Query), rows, c, c);
-            Kernels.LinearForward(k, ln, block.Key.Weight.Value.Data, BiasData(block.Key), rows, c, c);
-            Kernels.LinearForward(v, ln, block.Value.Weight.Value.Data, BiasData(block.Value), rows, c, c);
+            Linear(q, ln, block.Query, rows, c, c);
+            Linear(k, ln, block.Key, rows, c, c);
+            Linear(v, ln, block.Value, rows, c, c);
             float* keyCache = cache.Keys[l].Data, valueCache = cache.Values[l].Data;
             for (int b = 0; b < batch; b++)
             {
@@ -92,13 +92,13 @@ public sealed unsafe partial class GptModel
                 Buffer.MemoryCopy(v + (long)b * n * c, valueCache + ((long)b * cap + past) * c, bytes, bytes);
             }
             Kernels.AttentionForwardCached(ctx, cache.Scores!.Data, q, keyCache, valueCache, batch, n, past, cap, c, heads);
-            Kernels.LinearForward(proj, ctx, block.OutProj.Weight.Value.Data, BiasData(block.OutProj), rows, c, c);
+            Linear(proj, ctx, block.OutProj, rows, c, c);
             Kernels.ResidualForward(x, x, proj, count);
             float* ln2 = a.Ln2[l].Data, fc = a.FeedForwardHidden[l].Data, gelu = a.FeedForwardGelu.Data;
             Kernels.LayerNormForward(ln2, null, null, x, block.Norm2.Scale.Value.Data, block.Norm2.Shift.Value.Data, rows, c);
-            Kernels.LinearForward(fc, ln2, block.FeedForwardIn.Weight.Value.Data, BiasData(block.FeedForwardIn), rows, c, hidden);
+            Linear(fc, ln2, block.FeedForwardIn, rows, c, hidden);
             Kernels.GeluForward(gelu, fc, (long)rows * hidden);
-            Kernels.LinearForward(proj, gelu, block.FeedForwardOut.Weight.Value.Data, BiasData(block.FeedForwardOut), rows, hidden, c);
+            Linear(proj, gelu, block.FeedForwardOut, rows, hidden, c);
             Kernels.ResidualForward(x, x, proj, count);
         }
         // Only the last position of each row is needed to pick the next token.
@@ -109,6 +109,6 @@ public sealed unsafe partial class GptModel
             Buffer.MemoryCopy(x + ((long)b * n + n - 1) * c, last + (long)b * c, bytes, bytes);
         }
         Kernels.LayerNormForward(last, null, null, last, FinalNorm.Scale.Value.Data, FinalNorm.Shift.Value.Data, batch, c);
-        Kernels.LinearForward(cache.Logits.Data, last, OutHead.Value.Data, null, batch, c, vocab);
+        Linear(cache.Logits.Data, last, OutHead, null, batch, c, vocab);
     }
 }

@@ -87,7 +87,11 @@ public static partial class Gpt2Import
         }
 
         Gpt2WeightMap.LoadWeightsIntoGpt(model, new WholeTensorReader(source, prefix), Gpt2NameScheme.HuggingFace, tieHead: !hasLmHead);
-        if (hasLmHead) source.ReadInto("lm_head.weight", model.OutHead.Value.Span);
+        if (hasLmHead)
+        {
+            source.ReadInto("lm_head.weight", model.OutHead.Value.Span);
+            model.WeightLoaded(model.OutHead);
+        }
     }
 
     /// <summary>Reads a Conv1D weight whole (the sources here read tensors whole) and hands it over as one chunk of rows.</summary>

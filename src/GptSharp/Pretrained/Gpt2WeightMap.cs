@@ -138,8 +138,9 @@ internal static class Gpt2WeightMap
                 for (int part = 0; part < targets.Length; part++)
                     joined.AsSpan(part * partLength, partLength).CopyTo(targets[part].Value.Span);
             }
+            foreach (var target in targets) gpt.WeightLoaded(target);
         }
-        if (tieHead) gpt.OutHead.Value.CopyFrom(gpt.TokenEmbedding.Value); // gpt.out_head.weight = assign(..., params["wte"])
+        if (tieHead) gpt.TieOutHeadToTokenEmbedding(); // gpt.out_head.weight = assign(..., params["wte"])
     }
 
     /// <summary>

@@ -86,6 +86,16 @@ public sealed class SafeTensorsFile : ITensorSource
         ReadConverted(tensor, begin, destination);
     }
 
+    /// <summary>Reads an int8 tensor's values as they are stored (int8 weights, no conversion) into <paramref name="destination"/>.</summary>
+    public void ReadInt8(string name, Span<sbyte> destination)
+    {
+        var (tensor, begin) = Get(name);
+        if (tensor.DType != TensorDType.I8)
+            throw new InvalidDataException($"{FilePath}: tensor '{name}' has dtype {tensor.DType.SafeTensorsName()}, expected I8.");
+        CheckDestination(tensor, destination.Length);
+        ReadExactly(_dataStart + begin, MemoryMarshal.AsBytes(destination));
+    }
+
     /// <summary>Reads an integer tensor (I64, I32, I16, I8, U8) as int64 values.</summary>
     public long[] ReadInt64(string name)
     {
@@ -259,16 +269,17 @@ public sealed class SafeTensorsFile : ITensorSource
     public void Dispose() => _handle.Dispose();
 }
 
-/// <summary>One tensor to write: float32 from a <see cref="Tensors.Tensor"/> (written from its buffer) or int64 values.</summary>
+/// <summary>One tensor to write: float32 from a <see cref="Tensors.Tensor"/> (written from its buffer), int64 values, or int8 weights.</summary>
 public sealed class SafeTensorsEntry
 {
-    private SafeTensorsEntry(string name, TensorDType dtype, int[] shape, Tensors.Tensor? floats, long[]? longs)
+    private SafeTensorsEntry(string name, TensorDType dtype, int[] shape, Tensors.Tensor? floats, long[]? longs, Tensors.Int8Matrix? int8 = null)
     {
         Name = name;
         DType = dtype;
         Shape = shape;
         Floats = floats;
         Longs = longs;
+        Int8Values = int8;
     }
 
     public string Name { get; }
@@ -276,8 +287,17 @@ public sealed class SafeTensorsEntry
     public int[] Shape { get; }
     internal Tensors.Tensor? Floats { get; }
     internal long[]? Longs { get; }
+    internal Tensors.Int8Matrix? Int8Values { get; }
 
-    public long ByteLength => DType == TensorDType.F32 ? Floats!.Length * 4L : Longs!.Length * 8L;
+    public long ByteLength => DType switch
+    {
+        TensorDType.F32 => Floats!.Length * 4L,
+        TensorDType.I8 => Int8Values!.ValueBytes,
+        _ => Longs!.Length * 8L,
+    };
+
+    /// <summary>The int8 values [rows, columns] of <paramref name="matrix"/> (its scales are a separate float32 entry), written from its buffer.</summary>
+    public static SafeTensorsEntry Int8(string name, Tensors.Int8Matrix matrix) => new(name, TensorDType.I8, [matrix.Rows, matrix.Columns], null, null, matrix);
 
     public static SafeTensorsEntry Float32(string name, Tensors.Tensor tensor) => new(name, TensorDType.F32, tensor.ShapeArray, tensor, null);
 
@@ -311,6 +331,7 @@ public static class SafeTensorsWriter
             foreach (var t in ordered)
             {
                 if (t.Floats is not null) WriteFloats(stream, t.Floats);
+                else if (t.Int8Values is not null) WriteInt8(stream, t.Int8Values);
                 else WriteLongs(stream, t.Longs!);
             }
         });
@@ -320,8 +341,13 @@ public static class SafeTensorsWriter
     internal static unsafe void WriteFloats(Stream stream, Tensors.Tensor tensor)
     {
         if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("Checkpoint files are little-endian; big-endian hosts are not supported.");
-        byte* p = (byte*)tensor.Data;
-        long total = tensor.Length * sizeof(float);
+        WriteBytes(stream, (byte*)tensor.Data, tensor.Length * sizeof(float));
+    }
+
+    private static unsafe void WriteInt8(Stream stream, Tensors.Int8Matrix matrix) => WriteBytes(stream, (byte*)matrix.Values, matrix.ValueBytes);
+
+    private static unsafe void WriteBytes(Stream stream, byte* p, long total)
+    {
         const int chunk = 1 << 24;
         for (long done = 0; done < total; done += chunk)
             stream.Write(new ReadOnlySpan<byte>(p + done, (int)Math.Min(chunk, total - done)));

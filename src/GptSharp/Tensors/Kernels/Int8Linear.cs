@@ -1,0 +1,249 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using KernelPath = GptSharp.Tensors.Gemm.KernelPath;
+
+namespace GptSharp.Tensors;
+
+public static unsafe partial class Kernels
+{
+    /// <summary>Up to this many rows, <see cref="LinearForwardInt8"/> streams the int8 weights (decoding); above, it dequantizes panels into the GEMM.</summary>
+    internal const int Int8DecodeRows = 8;
+
+    // Prefill: weight rows are dequantized this many floats at a time (4 MiB: an L2/L3-sized panel of B for the GEMM).
+    private const int Int8PanelFloats = 1 << 20;
+
+    /// <summary>
+    /// <c>nn.Linear</c> with int8 weights: output[rows, outFeatures] = input[rows, inFeatures] · dequantize(weight)ᵀ + bias.
+    /// Decoding (rows ≤ <see cref="Int8DecodeRows"/>) is bound by reading the weights, so the kernel streams the int8
+    /// values (a quarter of the float32 bytes) and dequantizes them in registers, columns spread over <see cref="Workers"/>.
+    /// Prefill (more rows) is bound by arithmetic: panels of weight rows are dequantized into float32 scratch and
+    /// multiplied by the regular GEMM, so it runs at float32 speed.
+    /// </summary>
+    public static void LinearForwardInt8(float* output, float* input, Int8Matrix weight, float* bias, int rows)
+        => LinearForwardInt8(Gemm.BestPath, output, input, weight, bias, rows);
+
+    /// <summary><see cref="LinearForwardInt8(float*,float*,Int8Matrix,float*,int)"/> on a chosen kernel path (tests).</summary>
+    /// <param name="panelFloats">Prefill panel size (tests make it small to cross panels).</param>
+    internal static void LinearForwardInt8(KernelPath path, float* output, float* input, Int8Matrix weight, float* bias, int rows, int panelFloats = Int8PanelFloats)
+    {
+        if (path == KernelPath.Vector512 && !Avx512F.IsSupported) throw new PlatformNotSupportedException("This CPU has no AVX-512.");
+        if (path == KernelPath.Vector256 && !(Fma.IsSupported && Avx2.IsSupported)) throw new PlatformNotSupportedException("This CPU has no AVX2/FMA.");
+        if (rows <= 0) return;
+        int k = weight.Columns, n = weight.Rows;
+        if (rows <= Int8DecodeRows)
+        {
+            RowParallel.For(n, (long)k * rows, new Int8DecodeKernel
+            {
+                Path = path, Output = output, Input = input, Values = weight.Values, Scales = weight.Scales, Bias = bias,
+                Rows = rows, InFeatures = k, OutFeatures = n, BlocksPerRow = weight.BlocksPerRow,
+            });
+            return;
+        }
+        int panelRows = Math.Clamp(panelFloats / k, 1, n);
+        float* panel = Int8Scratch.Get((long)panelRows * k);
+        for (int j0 = 0; j0 < n; j0 += panelRows)
+        {
+            int width = Math.Min(panelRows, n - j0);
+            RowParallel.For(width, k, new Int8DequantizeKernel
+            {
+                Path = path, Values = weight.Values + (long)j0 * k, Scales = weight.Scales + (long)j0 * weight.BlocksPerRow,
+                Columns = k, BlocksPerRow = weight.BlocksPerRow, Destination = panel,
+            });
+            Gemm.MatMul(path, false, true, rows, width, k, input, k, panel, k, output + j0, n,
+                accumulate: false, bias: bias != null ? bias + j0 : null, parallel: true);
+        }
+    }
+
+    /// <summary>Writes one int8 row (value · its block's scale) as float32.</summary>
+    internal static void DequantizeInt8Row(KernelPath path, sbyte* values, float* scales, int columns, float* destination)
+    {
+        int full = columns / Int8Matrix.BlockSize;
+        int b = 0;
+        if (path == KernelPath.Vector512)
+        {
+            for (; b < full; b++)
+            {
+                sbyte* q = values + b * Int8Matrix.BlockSize;
+                float* d = destination + b * Int8Matrix.BlockSize;
+                var scale = Vector512.Create(scales[b]);
+                Vector512.Store(Widen512(q) * scale, d);
+                Vector512.Store(Widen512(q + 16) * scale, d + 16);
+            }
+        }
+        else if (path == KernelPath.Vector256)
+        {
+            for (; b < full; b++)
+            {
+                sbyte* q = values + b * Int8Matrix.BlockSize;
+                float* d = destination + b * Int8Matrix.BlockSize;
+                var scale = Vector256.Create(scales[b]);
+                Vector256.Store(Widen256(q) * scale, d);
+                Vector256.Store(Widen256(q + 8) * scale, d + 8);
+                Vector256.Store(Widen256(q + 16) * scale, d + 16);
+                Vector256.Store(Widen256(q + 24) * scale, d + 24);
+            }
+        }
+        for (int p = b * Int8Matrix.BlockSize; p < columns; p++) destination[p] = values[p] * scales[p / Int8Matrix.BlockSize];
+    }
+
+    /// <summary>16 int8 values as float32 (sign-extend, convert).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Widen512(sbyte* q) => Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load(q)));
+
+    /// <summary>8 int8 values as float32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Widen256(sbyte* q) => Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(q));
+
+    /// <summary>
+    /// dot(x, dequantize(weight row)) for one row of x: per block, the 32 products are summed in a vector and then
+    /// scaled once (scale · Σ x·q), so the scale costs one FMA per block, not one multiply per weight.
+    /// </summary>
+    private static float DotInt8(KernelPath path, float* x, sbyte* q, float* scales, int k)
+    {
+        int full = k / Int8Matrix.BlockSize, b = 0;
+        float sum = 0f;
+        if (path == KernelPath.Vector512)
+        {
+            Vector512<float> acc0 = default, acc1 = default;
+            for (; b + 2 <= full; b += 2)
+            {
+                int p = b * Int8Matrix.BlockSize;
+                var block0 = Avx512F.FusedMultiplyAdd(Vector512.Load(x + p + 16), Widen512(q + p + 16), Vector512.Load(x + p) * Widen512(q + p));
+                var block1 = Avx512F.FusedMultiplyAdd(Vector512.Load(x + p + 48), Widen512(q + p + 48), Vector512.Load(x + p + 32) * Widen512(q + p + 32));
+                acc0 = Avx512F.FusedMultiplyAdd(block0, Vector512.Create(scales[b]), acc0);
+                acc1 = Avx512F.FusedMultiplyAdd(block1, Vector512.Create(scales[b + 1]), acc1);
+            }
+            for (; b < full; b++)
+            {
+                int p = b * Int8Matrix.BlockSize;
+                var block = Avx512F.FusedMultiplyAdd(Vector512.Load(x + p + 16), Widen512(q + p + 16), Vector512.Load(x + p) * Widen512(q + p));
+                acc0 = Avx512F.FusedMultiplyAdd(block, Vector512.Create(scales[b]), acc0);
+            }
+            sum = Vector512.Sum(acc0 + acc1);
+        }
+        else if (path == KernelPath.Vector256)
+        {
+            Vector256<float> acc0 = default, acc1 = default;
+            for (; b < full; b++)
+            {
+                int p = b * Int8Matrix.BlockSize;
+                var scale = Vector256.Create(scales[b]);
+                var block0 = Fma.MultiplyAdd(Vector256.Load(x + p + 8), Widen256(q + p + 8), Vector256.Load(x + p) * Widen256(q + p));
+                var block1 = Fma.MultiplyAdd(Vector256.Load(x + p + 24), Widen256(q + p + 24), Vector256.Load(x + p + 16) * Widen256(q + p + 16));
+                acc0 = Fma.MultiplyAdd(block0, scale, acc0);
+                acc1 = Fma.MultiplyAdd(block1, scale, acc1);
+            }
+            sum = Vector256.Sum(acc0 + acc1);
+        }
+        // Scalar path and the last, shorter block: one scale per block as well.
+        for (; b * Int8Matrix.BlockSize < k; b++)
+        {
+            int first = b * Int8Matrix.BlockSize, end = Math.Min(k, first + Int8Matrix.BlockSize);
+            float block = 0f;
+            for (int p = first; p < end; p++) block += x[p] * q[p];
+            sum += block * scales[b];
+        }
+        return sum;
+    }
+
+    /// <summary>dot(x, y) over float32 (rows ≥ 2 of the decode kernel, against a row dequantized once into L1).</summary>
+    private static float DotFloat(KernelPath path, float* x, float* y, int k)
+    {
+        int p = 0;
+        float sum = 0f;
+        if (path == KernelPath.Vector512)
+        {
+            Vector512<float> s0 = default, s1 = default;
+            for (; p + 32 <= k; p += 32)
+            {
+                s0 = Avx512F.FusedMultiplyAdd(Vector512.Load(x + p), Vector512.Load(y + p), s0);
+                s1 = Avx512F.FusedMultiplyAdd(Vector512.Load(x + p + 16), Vector512.Load(y + p + 16), s1);
+            }
+            sum = Vector512.Sum(s0 + s1);
+        }
+        else if (path == KernelPath.Vector256)
+        {
+            Vector256<float> s0 = default, s1 = default;
+            for (; p + 16 <= k; p += 16)
+            {
+                s0 = Fma.MultiplyAdd(Vector256.Load(x + p), Vector256.Load(y + p), s0);
+                s1 = Fma.MultiplyAdd(Vector256.Load(x + p + 8), Vector256.Load(y + p + 8), s1);
+            }
+            sum = Vector256.Sum(s0 + s1);
+        }
+        for (; p < k; p++) sum += x[p] * y[p];
+        return sum;
+    }
+
+    /// <summary>Output columns [start, end) for every row: each int8 weight row is read from memory once.</summary>
+    private struct Int8DecodeKernel : IRangeKernel
+    {
+        public KernelPath Path;
+        public float* Output, Input, Scales, Bias;
+        public sbyte* Values;
+        public int Rows, InFeatures, OutFeatures, BlocksPerRow;
+
+        public readonly void Execute(int start, int end)
+        {
+            int k = InFeatures;
+            // One row: dequantize in registers. More rows: dequantize the weight row once into L1 scratch and
+            // take the float dot product per row, rather than converting the same bytes once per row.
+            float* row = Rows > 1 ? Int8Scratch.GetRow(k) : null;
+            for (int j = start; j < end; j++)
+            {
+                sbyte* q = Values + (long)j * k;
+                float* scales = Scales + (long)j * BlocksPerRow;
+                float bias = Bias != null ? Bias[j] : 0f;
+                if (Rows == 1)
+                {
+                    Output[j] = DotInt8(Path, Input, q, scales, k) + bias;
+                    continue;
+                }
+                DequantizeInt8Row(Path, q, scales, k, row);
+                for (int i = 0; i < Rows; i++)
+                    Output[(long)i * OutFeatures + j] = DotFloat(Path, Input + (long)i * k, row, k) + bias;
+            }
+        }
+    }
+
+    /// <summary>Dequantizes weight rows [start, end) of a prefill panel.</summary>
+    private struct Int8DequantizeKernel : IRangeKernel
+    {
+        public KernelPath Path;
+        public sbyte* Values;
+        public float* Scales, Destination;
+        public int Columns, BlocksPerRow;
+
+        public readonly void Execute(int start, int end)
+        {
+            for (int r = start; r < end; r++)
+                DequantizeInt8Row(Path, Values + (long)r * Columns, Scales + (long)r * BlocksPerRow, Columns, Destination + (long)r * Columns);
+        }
+    }
+
+    /// <summary>Per-thread float32 scratch of the int8 kernels, grown on demand and reused (no allocation per call).</summary>
+    private static class Int8Scratch
+    {
+        [ThreadStatic] private static nint t_panel;
+        [ThreadStatic] private static long t_panelCapacity;
+        [ThreadStatic] private static nint t_row;
+        [ThreadStatic] private static long t_rowCapacity;
+
+        public static float* Get(long floats) => Grow(ref t_panel, ref t_panelCapacity, floats);
+
+        public static float* GetRow(long floats) => Grow(ref t_row, ref t_rowCapacity, floats);
+
+        private static float* Grow(ref nint buffer, ref long capacity, long floats)
+        {
+            if (floats > capacity)
+            {
+                if (buffer != 0) NativeMemory.AlignedFree((void*)buffer);
+                buffer = (nint)NativeMemory.AlignedAlloc((nuint)(floats * sizeof(float)), Tensor.Alignment);
+                capacity = floats;
+            }
+            return (float*)buffer;
+        }
+    }
+}

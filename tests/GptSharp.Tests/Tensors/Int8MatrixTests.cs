@@ -1,0 +1,182 @@
+using System.Runtime.Intrinsics.X86;
+using GptSharp.Tensors;
+using Path = GptSharp.Tensors.Gemm.KernelPath;
+
+namespace GptSharp.Tests.Tensors;
+
+/// <summary>
+/// Int8 quantization: the per-block error bound (|w − q·s| ≤ s/2, s = max|w|/127) on random and adversarial blocks,
+/// and the int8 linear kernels (decode and prefill, every path) against the float32 GEMM on the dequantized weights.
+/// </summary>
+public unsafe class Int8MatrixTests
+{
+    public static IEnumerable<object[]> Paths()
+    {
+        yield return new object[] { nameof(Path.Scalar) };
+        if (Fma.IsSupported && Avx2.IsSupported) yield return new object[] { nameof(Path.Vector256) };
+        if (Avx512F.IsSupported) yield return new object[] { nameof(Path.Vector512) };
+    }
+
+    private static void CheckBlock(float[] block)
+    {
+        var values = new sbyte[block.Length];
+        float scale = Int8Matrix.QuantizeBlock(block, values);
+        float maxAbs = block.Length == 0 ? 0 : block.Max(MathF.Abs);
+        Assert.True(scale >= 0 && (double)scale * 127 <= maxAbs, $"scale {scale} for max |w| {maxAbs}");
+        // A zero scale only for blocks so tiny (below 127 × the smallest subnormal) that no positive float scale exists.
+        Assert.True(maxAbs == 0 || scale > 0 || maxAbs < 128 * float.Epsilon);
+        for (int i = 0; i < block.Length; i++)
+        {
+            Assert.InRange(values[i], (sbyte)-127, (sbyte)127);
+            double error = Math.Abs(block[i] - (double)(values[i] * scale));
+            // Half a step, plus the rounding of the float scale (relative 2^-24 over 127 steps).
+            double bound = scale > 0 ? scale * 0.5 * (1 + 1e-5) : maxAbs;
+            Assert.True(error <= bound, $"w={block[i]} q={values[i]} s={scale}: error {error}");
+            Assert.True(float.IsFinite(values[i] * scale));
+        }
+    }
+
+    [Fact]
+    public void RandomBlocksStayWithinHalfAStep()
+    {
+        var random = new Random(7);
+        for (int trial = 0; trial < 2000; trial++)
+        {
+            int length = trial % 40 == 0 ? 1 + random.Next(31) : 32;
+            double magnitude = Math.Pow(10, random.Next(-30, 30));
+            var block = new float[length];
+            for (int i = 0; i < length; i++) block[i] = (float)((random.NextDouble() * 2 - 1) * magnitude);
+            CheckBlock(block);
+        }
+    }
+
+    [Fact]
+    public void AllZerosGiveZeroScaleAndExactZeros()
+    {
+        var values = new sbyte[32];
+        values.AsSpan().Fill(5);
+        Assert.Equal(0f, Int8Matrix.QuantizeBlock(new float[32], values));
+        Assert.All(values, v => Assert.Equal(0, v));
+    }
+
+    [Fact]
+    public void OneOutlierSetsTheScaleAndTheRestRoundToIt()
+    {
+        var block = new float[32];
+        for (int i = 0; i < 32; i++) block[i] = 0.001f * (i - 16);
+        block[13] = 1000f;
+        CheckBlock(block);
+        var values = new sbyte[32];
+        float scale = Int8Matrix.QuantizeBlock(block, values);
+        Assert.Equal(127, values[13]);
+        Assert.Equal(1000f / 127, scale, 1e-3f);
+        // The small weights are below half a step: they round to zero, an error the bound allows.
+        Assert.Equal(0, values[0]);
+    }
+
+    [Fact]
+    public void PlusMinusMaxAreExactAndNeverOverflow()
+    {
+        foreach (float max in new[] { 1f, 127f, 3.3e-3f, 1e38f, float.MaxValue, 1e-40f, float.Epsilon })
+        {
+            var block = new float[32];
+            block[0] = max;
+            block[31] = -max;
+            block[5] = max / 2;
+            CheckBlock(block);
+            var values = new sbyte[32];
+            float scale = Int8Matrix.QuantizeBlock(block, values);
+            if (scale > 0)
+            {
+                Assert.Equal(127, values[0]);
+                Assert.Equal(-127, values[31]);
+            }
+        }
+    }
+
+    [Fact]
+    public void NonFiniteWeightsAreRefused()
+    {
+        var block = new float[32];
+        block[3] = float.NaN;
+        Assert.Throws<ArgumentException>(() => Int8Matrix.QuantizeBlock(block, new sbyte[32]));
+        block[3] = float.PositiveInfinity;
+        Assert.Throws<ArgumentException>(() => Int8Matrix.QuantizeBlock(block, new sbyte[32]));
+    }
+
+    [Fact]
+    public void MatrixQuantizeMatchesBlockQuantizeAndDequantizes()
+    {
+        var random = new Random(3);
+        const int rows = 5, columns = 70; // a last block of 6 columns
+        var weights = RandomArray(random, rows * columns);
+        fixed (float* w = weights)
+        {
+            using var matrix = Int8Matrix.Quantize(w, rows, columns);
+            Assert.Equal(3, matrix.BlocksPerRow);
+            using var restored = matrix.Dequantize();
+            for (int r = 0; r < rows; r++)
+                for (int b = 0; b < 3; b++)
+                {
+                    int first = b * 32, width = Math.Min(32, columns - first);
+                    var values = new sbyte[width];
+                    float scale = Int8Matrix.QuantizeBlock(weights.AsSpan(r * columns + first, width), values);
+                    Assert.Equal(scale, matrix.Scales[r * 3 + b]);
+                    for (int i = 0; i < width; i++)
+                    {
+                        Assert.Equal(values[i], matrix.Values[r * columns + first + i]);
+                        Assert.Equal(values[i] * scale, restored[r, first + i]);
+                    }
+                }
+        }
+    }
+
+    // (rows, in, out): decode (1..8 rows) and prefill (9+ rows, several panels), in-features with and without a short last block.
+    private static readonly (int Rows, int In, int Out)[] Shapes =
+    {
+        (1, 32, 1), (1, 768, 300), (2, 96, 65), (3, 70, 33), (5, 33, 17), (7, 64, 130), (8, 256, 129), (1, 5, 3),
+        (9, 64, 40), (20, 70, 33), (40, 96, 200),
+    };
+
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void LinearMatchesFloatGemmOnDequantizedWeights(string pathName)
+    {
+        var path = Enum.Parse<Path>(pathName);
+        var random = new Random(11);
+        foreach (var (rows, k, n) in Shapes)
+            foreach (bool withBias in new[] { false, true })
+            {
+                var input = RandomArray(random, rows * k);
+                var weights = RandomArray(random, n * k);
+                var bias = RandomArray(random, n);
+                var expected = new float[rows * n];
+                var actual = new float[rows * n];
+                fixed (float* x = input, w = weights, b = bias, e = expected, a = actual)
+                {
+                    using var matrix = Int8Matrix.Quantize(w, n, k);
+                    using var dequantized = matrix.Dequantize();
+                    // Reference: the double-precision product on the dequantized weights.
+                    for (int i = 0; i < rows; i++)
+                        for (int j = 0; j < n; j++)
+                        {
+                            double sum = withBias ? b[j] : 0;
+                            for (int p = 0; p < k; p++) sum += (double)x[i * k + p] * dequantized[j, p];
+                            e[i * n + j] = (float)sum;
+                        }
+                    // Prefill in panels of 16 weight rows when there are many (crossing panel edges), whole otherwise.
+                    Kernels.LinearForwardInt8(path, a, x, matrix, withBias ? b : null, rows, panelFloats: n > 100 ? 16 * k : 1 << 20);
+                }
+                for (int i = 0; i < expected.Length; i++)
+                    Assert.True(Math.Abs(expected[i] - actual[i]) <= 1e-5f * (1 + k / 32f) * (1 + Math.Abs(expected[i])),
+                        $"{pathName} rows={rows} in={k} out={n} bias={withBias} [{i}]: {actual[i]} vs {expected[i]}");
+            }
+    }
+
+    private static float[] RandomArray(Random random, int length)
+    {
+        var values = new float[length];
+        for (int i = 0; i < length; i++) values[i] = (float)(random.NextDouble() * 2 - 1);
+        return values;
+    }
+}
