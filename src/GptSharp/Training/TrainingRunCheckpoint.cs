@@ -24,6 +24,7 @@ public static class TrainingRunCheckpoint
     {
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
         NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+        TypeInfoResolver = TrainingJsonContext.Default,
     };
 
     /// <summary>What a checkpoint holds besides the tensors.</summary>
@@ -32,7 +33,7 @@ public static class TrainingRunCheckpoint
     public static void Save(string path, RunConfig config, GptModel model, AdamW optimizer, IRandomGenerator generator, TrainerState state)
     {
         if (config.Model != model.Config) throw new ArgumentException("The run configuration does not describe this model.");
-        TrainingCheckpoint.Save(path, model, optimizer, JsonSerializer.Serialize(state, Json), new Dictionary<string, string>
+        TrainingCheckpoint.Save(path, model, optimizer, JsonSerializer.Serialize(state, TrainingJsonContext.TypeInfo<TrainerState>(Json)), new Dictionary<string, string>
         {
             [RunConfigKey] = config.ToJson(),
             [RngKindKey] = generator.Kind,
@@ -70,7 +71,7 @@ public static class TrainingRunCheckpoint
         try
         {
             var config = RunConfig.FromJson(Get(RunConfigKey), path);
-            var state = JsonSerializer.Deserialize<TrainerState>(Get(TrainingCheckpoint.TrainerStateKey), Json)
+            var state = JsonSerializer.Deserialize(Get(TrainingCheckpoint.TrainerStateKey), TrainingJsonContext.TypeInfo<TrainerState>(Json))
                 ?? throw new InvalidDataException($"{path}: empty trainer state.");
             return new Contents(path, config, state, Get(RngKindKey), Convert.FromBase64String(Get(RngStateKey)));
         }
