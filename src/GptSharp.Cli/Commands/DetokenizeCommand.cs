@@ -59,7 +59,7 @@ internal static class DetokenizeCommand
         {
             try
             {
-                return JsonSerializer.Deserialize<int[]>(trimmed) ?? [];
+                return JsonSerializer.Deserialize(trimmed, CliJsonContext.Default.Int32Array) ?? [];
             }
             catch (JsonException)
             {

@@ -31,6 +31,7 @@ public sealed unsafe class TokenFile : ITokenSequence, IDisposable
     public const string FormatName = "gptsharp-tokens";
     public const int DataOffset = 64;
     private static ReadOnlySpan<byte> Magic => "GPTSTOK1"u8;
+    private static readonly DataJsonContext IndentedJson = new(new JsonSerializerOptions { WriteIndented = true });
 
     private readonly MemoryMappedFile _map;
     private readonly MemoryMappedViewAccessor _view;
@@ -82,7 +83,7 @@ public sealed unsafe class TokenFile : ITokenSequence, IDisposable
             stream.ReadExactly(json);
             try
             {
-                header = JsonSerializer.Deserialize<TokenFileHeader>(json)
+                header = JsonSerializer.Deserialize(json, DataJsonContext.Default.TokenFileHeader)
                     ?? throw new InvalidDataException($"{path}: empty token file header.");
             }
             catch (JsonException e)
@@ -204,7 +205,7 @@ public sealed unsafe class TokenFile : ITokenSequence, IDisposable
                 progress?.Invoke(d, count);
             }
             header = new TokenFileHeader { VocabSize = vocabSize, Count = count, SeparatorId = separatorId, Sources = sources };
-            byte[] json = JsonSerializer.SerializeToUtf8Bytes(header, new JsonSerializerOptions { WriteIndented = true });
+            byte[] json = JsonSerializer.SerializeToUtf8Bytes(header, IndentedJson.TokenFileHeader);
             long jsonOffset = stream.Position;
             stream.Write(json);
             // The fixed part goes first in the file but is known last: seek back (the atomic stream is a file).

@@ -85,7 +85,7 @@ public sealed unsafe class AdamW : IDisposable
 
     // The update is memory-bound (7 float streams per element), so every parameter is cut into
     // fixed-size chunks that all threads share: one big embedding does not leave a core idle.
-    private const int ChunkSize = 1 << 14;
+    internal const int ChunkSize = 1 << 14;
     private unsafe AdamWChunk* _chunks;
     private int _chunkCount;
 

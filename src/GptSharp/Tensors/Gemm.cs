@@ -139,10 +139,10 @@ public static unsafe class Gemm
         public float* A, B, C, Bias;
         // Current block of the packed algorithm.
         public int Jc, Nc, Pc, Kc, Mc;
+        // Columns each compute task covers (packed: of the NC panel; skinny: of C), and row blocks per column chunk.
+        public int ChunkColumns, RowBlocks;
         public float* PackedB;
         public int PackTasks;
-        // Column chunk of the skinny algorithm.
-        public int ChunkColumns;
     }
 
     private static readonly object SharedJobLock = new();
@@ -164,20 +164,59 @@ public static unsafe class Gemm
 
     // ---------------------------------------------------------------- packed algorithm
 
+    /// <summary>
+    /// How one NC panel of C is cut into compute tasks: row blocks of <see cref="RowBlock"/> rows (a multiple of MR)
+    /// times column chunks of <see cref="ChunkColumns"/> columns (a multiple of NR). Tiles never straddle a
+    /// micro-tile boundary, so every element of C is computed by the same micro-kernel calls in the same order
+    /// whatever the thread count: results do not depend on it.
+    /// </summary>
+    internal readonly record struct Partition(int RowBlock, int RowBlocks, int ChunkColumns, int ColumnChunks)
+    {
+        public int Tasks => RowBlocks * ColumnChunks;
+    }
+
+    /// <summary>Rows a block keeps before the columns are split too: each packed B sliver is then reused by at least
+    /// 8 micro-tiles of A (a block of 16 rows, as 16 threads would get on 512 rows, reuses it twice and runs from L3).</summary>
+    internal const int MinBlockRows = 64;
+
+    /// <summary>Narrowest column chunk, in NR-wide slivers.</summary>
+    internal const int MinChunkSlivers = 4;
+
+    /// <summary>
+    /// The partition of an m × <paramref name="panelColumns"/> panel for <paramref name="threads"/> threads: one
+    /// task per thread and MC block on one thread; otherwise at least two tasks per thread (a core slowed by
+    /// another process then takes fewer), row blocks first — as tall as possible, down to
+    /// <see cref="MinBlockRows"/> — and column chunks when the rows run out (512 rows on 16 or 32 threads).
+    /// </summary>
+    internal static Partition PlanPanel(int m, int panelColumns, int threads, int mr, int nr)
+    {
+        int mcMax = MC / mr * mr;
+        int slivers = CeilDiv(panelColumns, nr);
+        int allRows = RoundUp(m, mr);
+        if (threads <= 1) return Make(Math.Min(mcMax, allRows), slivers);
+        int target = 2 * threads;
+        int mc = Math.Clamp(RoundUp(CeilDiv(m, target), mr), Math.Min(RoundUp(MinBlockRows, mr), allRows), Math.Min(mcMax, allRows));
+        int rowBlocks = CeilDiv(m, mc);
+        int chunks = Math.Min(Math.Max(1, slivers / MinChunkSlivers), CeilDiv(target, rowBlocks));
+        if (rowBlocks * chunks < target)
+        {
+            // Every column chunk is as narrow as allowed: cut the rows finer (down to one micro-tile).
+            rowBlocks = Math.Min(CeilDiv(m, mr), CeilDiv(target, chunks));
+            mc = RoundUp(CeilDiv(m, rowBlocks), mr);
+        }
+        return Make(mc, CeilDiv(slivers, chunks));
+
+        Partition Make(int rowBlock, int chunkSlivers) =>
+            new(rowBlock, CeilDiv(m, rowBlock), chunkSlivers * nr, CeilDiv(slivers, chunkSlivers));
+    }
+
+    private static int CeilDiv(int a, int b) => (a + b - 1) / b;
+    private static int RoundUp(int a, int multiple) => CeilDiv(a, multiple) * multiple;
+
     private static void RunPacked(ref Job job, bool parallel)
     {
         Tile(job.Path, out int mr, out int nr);
         int threads = parallel ? Workers.Count : 1;
-        // Enough MC blocks that every thread gets at least two (load balance on a shared machine),
-        // but no smaller than one sliver.
-        int mc = MC;
-        if (threads > 1)
-        {
-            int perTask = (job.M + 2 * threads - 1) / (2 * threads);
-            mc = Math.Clamp((perTask + mr - 1) / mr * mr, mr, MC / mr * mr);
-        }
-        else mc = MC / mr * mr;
-        job.Mc = mc;
         int ncMax = Math.Min(NC, (job.N + nr - 1) / nr * nr);
         int kcMax = Math.Min(SliceDepth(job.K), job.K);
         job.PackedB = Scratch.PackB(ncMax * kcMax);
@@ -186,23 +225,25 @@ public static unsafe class Gemm
         for (int jc = 0; jc < job.N; jc += NC)
         {
             int nc = Math.Min(NC, job.N - jc);
+            var plan = PlanPanel(job.M, nc, threads, mr, nr);
+            job.Mc = plan.RowBlock; job.RowBlocks = plan.RowBlocks; job.ChunkColumns = plan.ChunkColumns;
             for (int pc = 0; pc < job.K; pc += kcMax)
             {
                 int kc = Math.Min(kcMax, job.K - pc);
                 job.Jc = jc; job.Nc = nc; job.Pc = pc; job.Kc = kc;
                 int slivers = (nc + nr - 1) / nr;
-                int mBlocks = (job.M + mc - 1) / mc;
                 if (parallel)
                 {
                     s_shared.Jc = jc; s_shared.Nc = nc; s_shared.Pc = pc; s_shared.Kc = kc;
+                    s_shared.Mc = job.Mc; s_shared.RowBlocks = job.RowBlocks; s_shared.ChunkColumns = job.ChunkColumns;
                     s_shared.PackTasks = Math.Min(slivers, 2 * threads);
                     Workers.Run(s_shared.PackTasks, PackBTask);
-                    Workers.Run(mBlocks, ComputeTask);
+                    Workers.Run(plan.Tasks, ComputeTask);
                 }
                 else
                 {
                     PackB(ref job, 0, slivers);
-                    for (int ib = 0; ib < mBlocks; ib++) Compute(ref job, ib);
+                    for (int task = 0; task < plan.Tasks; task++) Compute(ref job, task);
                 }
             }
         }
@@ -219,7 +260,7 @@ public static unsafe class Gemm
         PackB(ref job, from, to);
     }
 
-    private static void ComputeBlock(int mBlock) => Compute(ref s_shared, mBlock);
+    private static void ComputeBlock(int task) => Compute(ref s_shared, task);
 
     /// <summary>Packs slivers [from, to) of the current KC×NC slice of op(B): sliver s holds columns
     /// jc + s·NR .. +NR as KC rows of NR floats (zero-padded past n).</summary>
@@ -356,14 +397,18 @@ public static unsafe class Gemm
         }
     }
 
-    /// <summary>C block rows [mBlock·MC, +MC) × current NC panel, for the current KC slice.</summary>
-    private static void Compute(ref Job job, int mBlock)
+    /// <summary>One tile of the current NC panel's partition, for the current KC slice: C rows [rb·Mc, +Mc) ×
+    /// panel columns [cb·ChunkColumns, +ChunkColumns), task = cb·RowBlocks + rb (consecutive tasks share a B chunk).</summary>
+    private static void Compute(ref Job job, int task)
     {
         Tile(job.Path, out int mr, out int nr);
-        int i0 = mBlock * job.Mc;
+        int rowBlock = task % job.RowBlocks, chunk = task / job.RowBlocks;
+        int i0 = rowBlock * job.Mc;
         int mc = Math.Min(job.Mc, job.M - i0);
         int kc = job.Kc;
-        float* packedA = Scratch.PackA((long)((job.Mc + mr - 1) / mr * mr) * job.Kc);
+        int jrFrom = chunk * job.ChunkColumns, jrTo = Math.Min(job.Nc, jrFrom + job.ChunkColumns);
+        // Sized for the tallest block any partition makes, so the scratch is allocated once per thread.
+        float* packedA = Scratch.PackA((long)RoundUp(MC, mr) * KC);
         PackA(ref job, i0, mc, packedA);
 
         // The first KC slice writes C (or adds to it when the caller accumulates) and adds the bias;
@@ -373,7 +418,7 @@ public static unsafe class Gemm
         float* edge = stackalloc float[32 * 8 + 16];
         float* tile = (float*)(((nint)edge + 63) & ~(nint)63);
 
-        for (int jr = 0; jr < job.Nc; jr += nr)
+        for (int jr = jrFrom; jr < jrTo; jr += nr)
         {
             int cols = Math.Min(nr, job.Nc - jr);
             int j = job.Jc + jr;

@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using System.Runtime.ExceptionServices;
 
 namespace GptSharp.Tensors;
@@ -31,7 +32,6 @@ public static class Workers
     // The job being run: published before it is opened, read by workers after they join it.
     private static Action<int>? _task;
     private static int _taskCount;
-    private static int _nextTask;                 // next task index to hand out
     private static int _allowedWorkers;           // background threads allowed to join (Count − 1)
     private static volatile int _generation;      // bumped once per job, wakes the waiting threads
     private static int _sleepers;                 // threads blocked in Monitor.Wait on Gate
@@ -43,7 +43,19 @@ public static class Workers
     // So the caller never waits for a thread that did not start (descheduled by a busy machine): it does the
     // work itself and only waits for threads caught in the middle of a task.
     private const int Closed = 1 << 30;
-    private static int _joinState = Closed;
+
+    // The two fields every thread writes during a job (the task counter once per task, the join state once per
+    // thread), each on a cache line of its own: no false sharing with each other or with the job fields that
+    // the threads only read, which matters with 16+ threads taking tasks at once.
+    [StructLayout(LayoutKind.Explicit, Size = 4 * CacheLine)]
+    private struct Counters
+    {
+        [FieldOffset(CacheLine)] public int NextTask;         // next task index to hand out
+        [FieldOffset(2 * CacheLine)] public int JoinState;
+    }
+
+    private const int CacheLine = 64;
+    private static Counters s_counters = new() { JoinState = Closed };
 
     [ThreadStatic] private static bool t_insideRun;
 
@@ -80,10 +92,10 @@ public static class Workers
             EnsureThreads(helpers);
             _task = task;
             _taskCount = taskCount;
-            _nextTask = 0;
+            s_counters.NextTask = 0;
             _failure = null;
             _allowedWorkers = helpers;
-            Interlocked.Exchange(ref _joinState, 0);  // open (full fence: the job fields above are visible first)
+            Interlocked.Exchange(ref s_counters.JoinState, 0);  // open (full fence: the job fields above are visible first)
             Interlocked.Increment(ref _generation);
             if (Volatile.Read(ref _sleepers) > 0)
             {
@@ -91,7 +103,7 @@ public static class Workers
             }
 
             TakeTasks();
-            Interlocked.Or(ref _joinState, Closed);
+            Interlocked.Or(ref s_counters.JoinState, Closed);
             WaitForJoinedWorkers();
 
             _task = null;
@@ -127,7 +139,7 @@ public static class Workers
         int count = _taskCount;
         while (true)
         {
-            int i = Interlocked.Increment(ref _nextTask) - 1;
+            int i = Interlocked.Increment(ref s_counters.NextTask) - 1;
             if (i >= count) return;
             try
             {
@@ -136,7 +148,7 @@ public static class Workers
             catch (Exception e)
             {
                 Interlocked.CompareExchange(ref _failure, e, null);
-                Volatile.Write(ref _nextTask, count); // stop handing out the rest
+                Volatile.Write(ref s_counters.NextTask, count); // stop handing out the rest
                 return;
             }
         }
@@ -147,7 +159,7 @@ public static class Workers
         long deadline = System.Diagnostics.Stopwatch.GetTimestamp() + SpinTicks;
         do
         {
-            if (Volatile.Read(ref _joinState) == Closed) return;
+            if (Volatile.Read(ref s_counters.JoinState) == Closed) return;
             Thread.SpinWait(4);
         } while (System.Diagnostics.Stopwatch.GetTimestamp() < deadline);
         lock (Gate)
@@ -155,7 +167,7 @@ public static class Workers
             // Interlocked (a full fence): the flag must be visible before the state is re-read, or the last
             // worker could miss it and the caller would sleep forever.
             Interlocked.Exchange(ref _callerSleeping, 1);
-            while (Volatile.Read(ref _joinState) != Closed) Monitor.Wait(Gate);
+            while (Volatile.Read(ref s_counters.JoinState) != Closed) Monitor.Wait(Gate);
             Volatile.Write(ref _callerSleeping, 0);
         }
     }
@@ -184,7 +196,7 @@ public static class Workers
             seen = WaitForJob(seen);
             if (index >= Volatile.Read(ref _allowedWorkers) || !TryJoin()) continue;
             TakeTasks();
-            if (Interlocked.Decrement(ref _joinState) == Closed && Volatile.Read(ref _callerSleeping) != 0)
+            if (Interlocked.Decrement(ref s_counters.JoinState) == Closed && Volatile.Read(ref _callerSleeping) != 0)
             {
                 lock (Gate) Monitor.PulseAll(Gate);
             }
@@ -195,9 +207,9 @@ public static class Workers
     {
         while (true)
         {
-            int state = Volatile.Read(ref _joinState);
+            int state = Volatile.Read(ref s_counters.JoinState);
             if ((state & Closed) != 0) return false;
-            if (Interlocked.CompareExchange(ref _joinState, state + 1, state) == state) return true;
+            if (Interlocked.CompareExchange(ref s_counters.JoinState, state + 1, state) == state) return true;
         }
     }
 

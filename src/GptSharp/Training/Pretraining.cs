@@ -69,6 +69,11 @@ public static class Pretraining
     /// The book's <c>generate_and_print_sample</c> without the print: 50 greedy tokens after
     /// <paramref name="startContext"/> in eval mode, decoded with newlines replaced by spaces so it fits on one line.
     /// </summary>
+    /// <remarks>
+    /// The book runs <c>generate_text_simple</c>, which passes the whole window through the model for every new
+    /// token. The same greedy ids come out of the KV cache (prefill the prompt, then one position per token,
+    /// re-prefilling when the window slides), which does a fraction of the work: a run samples after every epoch.
+    /// </remarks>
     public static string GenerateSample(GptModel model, Gpt2Tokenizer tokenizer, string startContext, int maxNewTokens = 50)
     {
         bool wasTraining = model.IsTraining;
@@ -77,7 +82,8 @@ public static class Pretraining
         {
             int contextSize = model.PositionEmbedding.Value.Size(0);
             TokenBatch encoded = TokenConversions.TextToTokenIds(startContext, tokenizer);
-            TokenBatch tokenIds = TextGeneration.GenerateTextSimple(model, encoded, maxNewTokens, contextSize);
+            using var generator = new TextGenerator(model, new GenerationOptions { ContextSize = contextSize });
+            TokenBatch tokenIds = generator.Generate(encoded, maxNewTokens);
             return TokenConversions.TokenIdsToText(tokenIds, tokenizer).Replace("\n", " ");
         }
         finally

@@ -39,6 +39,7 @@ public sealed record RunConfig
         WriteIndented = true,
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
         NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+        TypeInfoResolver = TrainingJsonContext.Default,
     };
 
     public string ToJson()
@@ -46,7 +47,7 @@ public sealed record RunConfig
         var node = new JsonObject
         {
             ["model"] = JsonNode.Parse(ConfigJson.ToBookJson(Model)),
-            ["training"] = JsonSerializer.SerializeToNode(Training, Json),
+            ["training"] = JsonSerializer.SerializeToNode(Training, TrainingJsonContext.TypeInfo<TrainingOptions>(Json)),
             ["data"] = Data,
             ["batch_size"] = BatchSize,
             ["stride"] = Stride,
@@ -68,7 +69,7 @@ public sealed record RunConfig
             return new RunConfig
             {
                 Model = ConfigJson.Parse((node["model"] ?? throw new InvalidDataException($"{source}: no \"model\" section.")).ToJsonString(), source),
-                Training = node["training"].Deserialize<TrainingOptions>(Json) ?? throw new InvalidDataException($"{source}: no \"training\" section."),
+                Training = node["training"].Deserialize(TrainingJsonContext.TypeInfo<TrainingOptions>(Json)) ?? throw new InvalidDataException($"{source}: no \"training\" section."),
                 Data = (string?)node["data"] ?? "",
                 BatchSize = (int?)node["batch_size"] ?? 2,
                 Stride = (int?)node["stride"] ?? 256,

@@ -84,5 +84,12 @@ public sealed class RunTimings
         ["tokens"] = Tokens,
         ["step_tokens_per_s"] = StepTokensPerSecond,
         ["run_tokens_per_s"] = RunTokensPerSecond,
-    }, new JsonSerializerOptions { WriteIndented = true, NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals });
+    }, TrainingJsonContext.TypeInfo<Dictionary<string, double>>(TimingsJson));
+
+    private static readonly JsonSerializerOptions TimingsJson = new()
+    {
+        WriteIndented = true,
+        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+        TypeInfoResolver = TrainingJsonContext.Default,
+    };
 }

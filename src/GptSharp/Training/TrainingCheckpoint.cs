@@ -24,6 +24,7 @@ public sealed class TrainingCheckpoint : IDisposable
     {
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
         NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+        TypeInfoResolver = TrainingJsonContext.Default,
     };
 
     private TrainingCheckpoint(string path, RunConfig config, TrainerState state, GptModel model, AdamW optimizer, IRandomGenerator generator)
@@ -56,7 +57,7 @@ public sealed class TrainingCheckpoint : IDisposable
     public static void Save(string path, RunConfig config, GptModel model, AdamW optimizer, IRandomGenerator generator, TrainerState state)
     {
         if (config.Model != model.Config) throw new ArgumentException("The run configuration does not describe this model.");
-        TrainingCheckpointFile.Save(path, model, optimizer, JsonSerializer.Serialize(state, Json), new Dictionary<string, string>
+        TrainingCheckpointFile.Save(path, model, optimizer, JsonSerializer.Serialize(state, TrainingJsonContext.TypeInfo<TrainerState>(Json)), new Dictionary<string, string>
         {
             [RunConfigKey] = config.ToJson(),
             [RngKindKey] = generator.Kind,
@@ -114,7 +115,7 @@ public sealed class TrainingCheckpoint : IDisposable
         try
         {
             var config = RunConfig.FromJson(Get(RunConfigKey), path);
-            var state = JsonSerializer.Deserialize<TrainerState>(Get(TrainingCheckpointFile.TrainerStateKey), Json)
+            var state = JsonSerializer.Deserialize(Get(TrainingCheckpointFile.TrainerStateKey), TrainingJsonContext.TypeInfo<TrainerState>(Json))
                 ?? throw new InvalidDataException($"{path}: empty trainer state.");
             return (config, state, Get(RngKindKey), Convert.FromBase64String(Get(RngStateKey)));
         }

@@ -1,4 +1,5 @@
 using GptSharp.Data;
+using GptSharp.Generation;
 using GptSharp.Model;
 using GptSharp.Tensors;
 using GptSharp.Tokenization;
@@ -88,6 +89,30 @@ public sealed class TrainingLoopTests : IDisposable
         Assert.Equal(sum / 3, mean, 12);
         Assert.Equal(Math.Exp(mean), Pretraining.Perplexity(mean));
         Assert.True(mean > 10.0 && mean < 11.5, $"untrained loss {mean}"); // ≈ ln(50257) = 10.8
+    }
+
+    [Theory]
+    [InlineData(0)]   // untrained: near-uniform logits, the hardest case for identical argmaxes
+    [InlineData(40)]  // after 40 steps: the model repeats the text it learned
+    public void TheEpochSampleThroughTheKvCacheIsTheBooksUncachedLoop(int steps)
+    {
+        // generate_and_print_sample runs generate_text_simple (the whole window per token); GenerateSample uses the
+        // KV cache. The ids must be the same, past the context too (4 prompt tokens + 30 new > context 12: the window slides).
+        using var run = NewRun(TinyConfig);
+        if (steps > 0)
+            new Trainer(run.Model, run.Optimizer, run.Loaders, new TrainingOptions { Epochs = 1, EvalFreq = 1000, MaxSteps = steps, SampleTokens = 0 },
+                Gpt2Tokenizer.Instance).Run();
+        var tokenizer = Gpt2Tokenizer.Instance;
+        const string prompt = "Every effort moves you";
+        run.Model.Train();
+        byte[] generatorBefore = run.Generator.GetState();
+
+        string sample = Pretraining.GenerateSample(run.Model, tokenizer, prompt, maxNewTokens: 30);
+
+        var book = TextGeneration.GenerateTextSimple(run.Model, TokenConversions.TextToTokenIds(prompt, tokenizer), 30, TinyConfig.ContextLength);
+        Assert.Equal(TokenConversions.TokenIdsToText(book, tokenizer).Replace("\n", " "), sample);
+        Assert.True(run.Model.IsTraining);                       // the caller's mode comes back
+        Assert.Equal(generatorBefore, run.Generator.GetState()); // greedy: no random draws (the run's stream stays aligned)
     }
 
     [Fact]

@@ -42,8 +42,10 @@ public static unsafe partial class Kernels
         });
     }
 
-    /// <summary>Column-parallel reductions (bias and LayerNorm parameter gradients) work on blocks this wide.</summary>
-    internal const int ColumnBlock = 64;
+    /// <summary>Column-parallel reductions (bias and LayerNorm parameter gradients) work on blocks this wide: one
+    /// Vector512 (two Vector256), so 768 channels make 48 items and 16 or 32 threads all get some. Each column's
+    /// sum runs over the rows in order, whatever the block width, so the result does not depend on it.</summary>
+    internal const int ColumnBlock = 16;
 
     private struct LayerNormForwardKernel : IRangeKernel
     {

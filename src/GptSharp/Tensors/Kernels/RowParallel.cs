@@ -25,18 +25,31 @@ public static class RowParallel
     public static void For<TKernel>(int count, long workPerItem, TKernel kernel) where TKernel : struct, IRangeKernel
     {
         if (count <= 0) return;
-        // A few chunks per thread: the pool hands tasks out one at a time, so a core slowed by another
-        // process takes fewer of them.
-        int tasks = Math.Min(Workers.Count * 4, count);
+        int tasks = TaskCount(count, workPerItem, Workers.Count);
         // Decided by size only (with one worker the pool runs the tasks inline), so the per-thread job
         // objects are created during warm-up whatever the thread count is later.
-        if (tasks <= 1 || (long)count * workPerItem < MinParallelWork)
+        if (tasks <= 1)
         {
             kernel.Execute(0, count);
             return;
         }
         Job<TKernel>.Run(kernel, count, tasks);
     }
+
+    /// <summary>
+    /// Tasks a call of <see cref="For{TKernel}"/> over <paramref name="count"/> items is cut into on
+    /// <paramref name="threads"/> threads (1: the caller does it all). Task t covers items
+    /// [count·t/tasks, count·(t+1)/tasks): contiguous, disjoint, none empty.
+    /// </summary>
+    internal static int TaskCount(int count, long workPerItem, int threads)
+    {
+        if (count <= 0 || (long)count * workPerItem < MinParallelWork) return 1;
+        // A few chunks per thread: the pool hands tasks out one at a time, so a core slowed by another
+        // process takes fewer of them.
+        return Math.Min(threads * TasksPerThread, count);
+    }
+
+    internal const int TasksPerThread = 4;
 
     /// <summary>One reusable job per calling thread and kernel type, so a call allocates nothing after the first.</summary>
     private sealed class Job<TKernel> where TKernel : struct, IRangeKernel

@@ -1,0 +1,253 @@
+using GptSharp.Model;
+using GptSharp.Tensors;
+
+namespace GptSharp.Tests.Tensors;
+
+/// <summary>
+/// How the training step is cut up for many cores, at the book's shapes (124M, context 256, batch 2: 512 rows):
+/// with 16 and 32 threads every kernel has at least one task per thread, and every output element belongs to
+/// exactly one task. The planners are pure functions, so this runs on any machine; the GEMM, attention and the
+/// pool itself also run with <see cref="Workers.Count"/> = 16 or 32 on however many cores there are, and must
+/// give the same bits as one thread.
+/// </summary>
+[Collection(nameof(WorkersTests))]
+public unsafe class DecompositionTests
+{
+    private const int Rows = 2 * 256, Channels = 768, Hidden = 3072, Vocab = 50257, Heads = 12, Seq = 256, Batch = 2;
+
+    /// <summary>(m, n) of every GEMM of a step: forward x·Wᵀ, dx = dy·W, dW = dyᵀ·x, for qkv/out_proj, fc1, fc2 and the output head.</summary>
+    private static readonly (string Name, int M, int N)[] StepGemms =
+    [
+        ("qkv/out_proj forward", Rows, Channels), ("fc1 forward", Rows, Hidden), ("fc2 forward", Rows, Channels), ("out_head forward", Rows, Vocab),
+        ("qkv/out_proj dx", Rows, Channels), ("fc1 dx", Rows, Channels), ("fc2 dx", Rows, Hidden), ("out_head dx", Rows, Channels),
+        ("qkv/out_proj dW", Channels, Channels), ("fc1 dW", Hidden, Channels), ("fc2 dW", Channels, Hidden), ("out_head dW", Vocab, Channels),
+    ];
+
+    [Theory]
+    [InlineData(16, 8, 32)] // Vector512 micro-tile
+    [InlineData(32, 8, 32)]
+    [InlineData(16, 6, 16)] // Vector256 micro-tile (AVX2-only CPUs)
+    [InlineData(32, 6, 16)]
+    public void EveryGemmPanelGivesEveryThreadWorkAndEachElementToOneTask(int threads, int mr, int nr)
+    {
+        foreach (var (name, m, n) in StepGemms)
+            for (int jc = 0; jc < n; jc += Gemm.NC)
+            {
+                int panel = Math.Min(Gemm.NC, n - jc);
+                var plan = Gemm.PlanPanel(m, panel, threads, mr, nr);
+                string where = $"{name} ({m}x{n}, panel at {jc}) on {threads} threads: {plan}";
+                Assert.True(plan.Tasks >= threads, where);
+                // Tiles are whole micro-tiles, so the per-element arithmetic does not depend on the partition.
+                Assert.True(plan.RowBlock % mr == 0 && plan.ChunkColumns % nr == 0, where);
+                Assert.True(plan.RowBlock <= Gemm.MC, where);
+                // The tiles are the row blocks × the column chunks: each axis must be partitioned exactly once.
+                AssertPartition(m, plan.RowBlock, plan.RowBlocks, where);
+                AssertPartition(panel, plan.ChunkColumns, plan.ColumnChunks, where);
+                // Tall tiles (each packed B sliver reused by 8 micro-tiles) unless the columns are already cut as finely as allowed.
+                if (plan.RowBlock < Math.Min(m, Gemm.MinBlockRows))
+                    Assert.True(plan.ChunkColumns <= Gemm.MinChunkSlivers * nr || plan.ColumnChunks * Gemm.MinChunkSlivers * nr > panel - nr, where);
+                // Balance: no tile more than twice the average (the pool evens out the rest).
+                double average = (double)m * panel / plan.Tasks;
+                Assert.True((double)plan.RowBlock * plan.ChunkColumns <= 2 * average, where);
+            }
+    }
+
+    [Fact]
+    public void OnTwoThreadsTheGemmKeepsItsRowSplit()
+    {
+        // What 2 cores ran before column chunks existed: 4 row blocks of 128 rows over whole panels.
+        var plan = Gemm.PlanPanel(Rows, Gemm.NC, 2, 8, 32);
+        Assert.Equal(new Gemm.Partition(128, 4, Gemm.NC, 1), plan);
+        Assert.Equal(1, Gemm.PlanPanel(Rows, Channels, 1, 8, 32).ColumnChunks);
+    }
+
+    private static void AssertPartition(int length, int block, int blocks, string where)
+    {
+        var hits = new int[length];
+        for (int i = 0; i < blocks; i++)
+        {
+            int from = i * block, to = Math.Min(length, from + block);
+            Assert.True(to > from, $"empty block {i}: {where}");
+            for (int x = from; x < to; x++) hits[x]++;
+        }
+        Assert.All(hits, h => Assert.Equal(1, h));
+    }
+
+    [Theory]
+    [InlineData(16)]
+    [InlineData(32)]
+    public void RowKernelsLossAndAdamWGiveEveryThreadWork(int threads)
+    {
+        long parameters = 0;
+        foreach (var shape in GptModelParameterShapes()) parameters += shape;
+        int adamChunks = checked((int)((parameters + AdamW.ChunkSize - 1) / AdamW.ChunkSize)); // a lower bound: chunks never straddle tensors
+        var kernels = new (string Name, int Count, long WorkPerItem)[]
+        {
+            ("embedding forward", Rows, Channels),
+            ("embedding backward (column blocks)", Channels / Kernels.ColumnBlock, 2L * Rows * Kernels.ColumnBlock),
+            ("layernorm forward", Rows, Channels * 4L),
+            ("layernorm dx", Rows, Channels * 6L),
+            ("layernorm dscale/dshift (column blocks)", Channels / Kernels.ColumnBlock, (long)Rows * Kernels.ColumnBlock * 3),
+            ("bias gradient of 768 (column blocks)", Channels / Kernels.ColumnBlock, (long)Rows * Kernels.ColumnBlock),
+            ("gelu", Kernels.Chunks((long)Rows * Hidden), Kernels.ElementChunk * 4),
+            ("residual / dropout multiply", Kernels.Chunks((long)Rows * Channels), Kernels.ElementChunk),
+            ("cross-entropy", Rows, Vocab * 4L),
+            ("attention items", new Kernels.AttentionItems(Batch * Heads, Seq).Count, new Kernels.AttentionItems(Batch * Heads, Seq).WorkPerItem(Channels / Heads)),
+            ("adamw / zero_grad", adamChunks, AdamW.ChunkSize),
+        };
+        foreach (var (name, count, work) in kernels)
+        {
+            int tasks = RowParallel.TaskCount(count, work, threads);
+            Assert.True(tasks >= threads, $"{name}: {count} items make {tasks} tasks for {threads} threads");
+            // Task t covers [count·t/tasks, count·(t+1)/tasks): with tasks ≤ count none is empty, and together they cover each item once.
+            Assert.True(tasks <= count, name);
+            var hits = new int[count];
+            for (int t = 0; t < tasks; t++)
+            {
+                int from = (int)((long)count * t / tasks), to = (int)((long)count * (t + 1) / tasks);
+                Assert.True(to > from, name);
+                for (int i = from; i < to; i++) hits[i]++;
+            }
+            Assert.All(hits, h => Assert.Equal(1, h));
+        }
+    }
+
+    private static IEnumerable<long> GptModelParameterShapes()
+    {
+        // GPT_CONFIG_124M: embeddings, 12 blocks, final norm, output head (163,009,536 parameters).
+        yield return (long)Vocab * Channels;
+        yield return (long)Seq * Channels;
+        for (int l = 0; l < 12; l++)
+        {
+            yield return 4L * Channels * Channels + Channels;      // W_query, W_key, W_value (no bias), out_proj + bias
+            yield return 2L * Channels * Hidden + Hidden + Channels; // ff.layers.0 and .2 with biases
+            yield return 4L * Channels;                              // norm1, norm2
+        }
+        yield return 2L * Channels;
+        yield return (long)Vocab * Channels;
+    }
+
+    [Fact]
+    public void AttentionItemsCoverEveryHeadAndBlockOnceHeaviestFirst()
+    {
+        var items = new Kernels.AttentionItems(Batch * Heads, Seq);
+        Assert.Equal(Batch * Heads * 8, items.Count);
+        var hits = new int[Batch * Heads, items.Blocks];
+        for (int i = 0; i < items.Count; i++)
+        {
+            var (bh, rank) = items[i];
+            hits[bh, rank]++;
+            // Items come in rank order: the last query block (the most keys to see) of every head first.
+            Assert.Equal(i / (Batch * Heads), rank);
+        }
+        Assert.All(hits.Cast<int>(), h => Assert.Equal(1, h));
+        Assert.Equal(items.Blocks - 1, items.LastFirst(0));
+    }
+
+    [Theory]
+    [InlineData(16)]
+    [InlineData(32)]
+    public void ThePoolRunsThatManyThreadsAtOnce(int threads)
+    {
+        // Every task waits until all have started: it passes only if `threads` distinct threads run tasks together.
+        int saved = Workers.Count;
+        try
+        {
+            Workers.Count = threads;
+            using var allStarted = new CountdownEvent(threads);
+            var threadIds = new int[threads];
+            bool[] timedOut = new bool[1];
+            Workers.Run(threads, i =>
+            {
+                threadIds[i] = Environment.CurrentManagedThreadId;
+                allStarted.Signal();
+                if (!allStarted.Wait(TimeSpan.FromSeconds(30))) timedOut[0] = true;
+            });
+            Assert.False(timedOut[0]);
+            Assert.Equal(threads, threadIds.Distinct().Count());
+        }
+        finally
+        {
+            Workers.Count = saved;
+        }
+    }
+
+    [Theory]
+    [InlineData(false, true)]  // forward: x·Wᵀ
+    [InlineData(false, false)] // dx = dy·W
+    [InlineData(true, false)]  // dW += dyᵀ·x
+    public void GemmOnSixteenThreadsWritesEachElementOnceAndMatchesOneThreadBitForBit(bool transA, bool transB)
+    {
+        // 512 rows, n across an NC panel edge; k small to keep the Debug build quick.
+        const int m = Rows, n = Gemm.NC + 1105, k = 64;
+        var random = new Random(5);
+        float[] a = [.. Enumerable.Range(0, m * k).Select(_ => (float)(random.NextDouble() - 0.5))];
+        float[] b = [.. Enumerable.Range(0, n * k).Select(_ => (float)(random.NextDouble() - 0.5))];
+        int saved = Workers.Count;
+        try
+        {
+            var results = new List<float[]>();
+            foreach (int threads in new[] { 1, 16 })
+            {
+                Workers.Count = threads;
+                var c = new float[m * n];
+                fixed (float* pa = a, pb = b, pc = c)
+                    Gemm.MatMul(transA, transB, m, n, k, pa, transA ? m : k, pb, transB ? k : n, pc, n);
+                results.Add(c);
+            }
+            Assert.True(results[0].AsSpan().SequenceEqual(results[1]), "16 threads changed the bits");
+
+            // Ones times ones, accumulated into zeros: an element written twice would hold 2k, one never written 0.
+            Workers.Count = 16;
+            Array.Fill(a, 1f);
+            Array.Fill(b, 1f);
+            var ones = new float[m * n];
+            fixed (float* pa = a, pb = b, pc = ones)
+                Gemm.MatMul(transA, transB, m, n, k, pa, transA ? m : k, pb, transB ? k : n, pc, n, accumulate: true);
+            Assert.All(ones, x => Assert.Equal(k, x));
+        }
+        finally
+        {
+            Workers.Count = saved;
+        }
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void AttentionOnThirtyTwoThreadsMatchesOneThreadBitForBit(bool dropout)
+    {
+        const int batch = 2, seq = 100, c = 32, heads = 4; // 4 query blocks of 32, the last one short
+        int n = batch * seq * c, w = batch * heads * seq * seq;
+        var random = new Random(11);
+        Tensor Fill(int length, float scale = 1f)
+        {
+            var t = new Tensor(length);
+            for (int i = 0; i < length; i++) t[i] = (float)(random.NextDouble() * 2 - 1) * scale;
+            return t;
+        }
+        using Tensor q = Fill(n), k = Fill(n), v = Fill(n), dContext = Fill(n);
+        using var mask = new Tensor(w);
+        for (int i = 0; i < w; i++) mask[i] = random.NextDouble() < 0.1 ? 0f : 1f / 0.9f;
+        float* maskData = dropout ? mask.Data : null;
+        int saved = Workers.Count;
+        try
+        {
+            var outputs = new List<float[]>();
+            foreach (int threads in new[] { 1, 32 })
+            {
+                Workers.Count = threads;
+                using Tensor context = new(n), weights = new(w), dropped = new(w), dWeights = new(w), dq = new(n), dk = new(n), dv = new(n);
+                Kernels.AttentionForward(context.Data, weights.Data, dropped.Data, maskData, q.Data, k.Data, v.Data, batch, seq, c, heads);
+                Kernels.AttentionBackward(dq.Data, dk.Data, dv.Data, dWeights.Data, dContext.Data, weights.Data, maskData,
+                    q.Data, k.Data, v.Data, batch, seq, c, heads);
+                outputs.Add([.. context.Span, .. weights.Span, .. dq.Span, .. dk.Span, .. dv.Span]);
+            }
+            Assert.True(outputs[0].AsSpan().SequenceEqual(outputs[1]), "32 threads changed the bits");
+        }
+        finally
+        {
+            Workers.Count = saved;
+        }
+    }
+}
