@@ -909,18 +909,7 @@ public static unsafe class Gemm
         [ThreadStatic] private static nint t_packB;
         [ThreadStatic] private static long t_packBCapacity;
 
-        public static float* PackA(long floats) => Get(ref t_packA, ref t_packACapacity, floats);
-        public static float* PackB(long floats) => Get(ref t_packB, ref t_packBCapacity, floats);
-
-        private static float* Get(ref nint buffer, ref long capacity, long floats)
-        {
-            if (floats > capacity)
-            {
-                if (buffer != 0) NativeMemory.AlignedFree((void*)buffer);
-                buffer = (nint)NativeMemory.AlignedAlloc((nuint)(floats * sizeof(float)), 64);
-                capacity = floats;
-            }
-            return (float*)buffer;
-        }
+        public static float* PackA(long floats) => ThreadScratch.Grow(ref t_packA, ref t_packACapacity, floats);
+        public static float* PackB(long floats) => ThreadScratch.Grow(ref t_packB, ref t_packBCapacity, floats);
     }
 }

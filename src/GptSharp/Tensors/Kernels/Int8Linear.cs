@@ -231,19 +231,8 @@ public static unsafe partial class Kernels
         [ThreadStatic] private static nint t_row;
         [ThreadStatic] private static long t_rowCapacity;
 
-        public static float* Get(long floats) => Grow(ref t_panel, ref t_panelCapacity, floats);
+        public static float* Get(long floats) => ThreadScratch.Grow(ref t_panel, ref t_panelCapacity, floats);
 
-        public static float* GetRow(long floats) => Grow(ref t_row, ref t_rowCapacity, floats);
-
-        private static float* Grow(ref nint buffer, ref long capacity, long floats)
-        {
-            if (floats > capacity)
-            {
-                if (buffer != 0) NativeMemory.AlignedFree((void*)buffer);
-                buffer = (nint)NativeMemory.AlignedAlloc((nuint)(floats * sizeof(float)), Tensor.Alignment);
-                capacity = floats;
-            }
-            return (float*)buffer;
-        }
+        public static float* GetRow(long floats) => ThreadScratch.Grow(ref t_row, ref t_rowCapacity, floats);
     }
 }
