@@ -49,44 +49,31 @@ public sealed unsafe partial class GptModel
             int id = nextIds[i];
             Kernels.EmbeddingForward(x + (long)i * c, &id, TokenEmbedding.Value.Data, PositionEmbedding.Value.Data + (long)caches[i].Length * c, 1, 1, c);
         }
-        RunSequenceLayers(acts, caches, rows);
+        var attention = new PerSequenceAttention { Caches = caches };
+        RunCachedLayers(acts, rows, ref attention);
         // Each row is its sequence's last (only) position: normalise in place and project onto the vocabulary.
         Kernels.LayerNormForward(x, null, null, x, FinalNorm.Scale.Value.Data, FinalNorm.Shift.Value.Data, rows, c);
         Linear(logits.Data, x, OutHead, null, rows, c, vocab);
         for (int i = 0; i < rows; i++) caches[i].Length++;
     }
 
-    private void RunSequenceLayers(GptActivations a, IReadOnlyList<KvCache> caches, int rows)
+    /// <summary>One single-row cache per sequence, each at its own length: each query sees only its own cache.</summary>
+    private struct PerSequenceAttention : ICachedAttention
     {
-        int c = Config.EmbeddingDim, hidden = Config.HiddenDim, heads = Config.Heads;
-        long count = (long)rows * c, rowBytes = (long)c * sizeof(float);
-        float* x = a.Residual[0].Data;
-        for (int l = 0; l < Blocks.Length; l++)
+        public IReadOnlyList<KvCache> Caches;
+
+        public readonly void Run(int layer, float* q, float* k, float* v, float* ctx, int c, int heads)
         {
-            var block = Blocks[l];
-            float* ln = a.Ln1[l].Data, q = a.Query[l].Data, k = a.Key[l].Data, v = a.Value[l].Data, ctx = a.Context[l].Data, proj = a.Projection.Data;
-            Kernels.LayerNormForward(ln, null, null, x, block.Norm1.Scale.Value.Data, block.Norm1.Shift.Value.Data, rows, c);
-            Linear(q, ln, block.Query, rows, c, c);
-            Linear(k, ln, block.Key, rows, c, c);
-            Linear(v, ln, block.Value, rows, c, c);
-            // Attention is per sequence: each query sees only its own cache, at its own length.
-            for (int i = 0; i < rows; i++)
+            long rowBytes = (long)c * sizeof(float);
+            for (int i = 0; i < Caches.Count; i++)
             {
-                var cache = caches[i];
+                var cache = Caches[i];
                 int past = cache.Length;
-                float* keyCache = cache.Keys[l].Data, valueCache = cache.Values[l].Data;
+                float* keyCache = cache.Keys[layer].Data, valueCache = cache.Values[layer].Data;
                 Buffer.MemoryCopy(k + (long)i * c, keyCache + (long)past * c, rowBytes, rowBytes);
                 Buffer.MemoryCopy(v + (long)i * c, valueCache + (long)past * c, rowBytes, rowBytes);
                 Kernels.AttentionForwardCached(ctx + (long)i * c, cache.Scores!.Data, q + (long)i * c, keyCache, valueCache, 1, 1, past, cache.Capacity, c, heads);
             }
-            Linear(proj, ctx, block.OutProj, rows, c, c);
-            Kernels.ResidualForward(x, x, proj, count);
-            float* ln2 = a.Ln2[l].Data, fc = a.FeedForwardHidden[l].Data, gelu = a.FeedForwardGelu.Data;
-            Kernels.LayerNormForward(ln2, null, null, x, block.Norm2.Scale.Value.Data, block.Norm2.Shift.Value.Data, rows, c);
-            Linear(fc, ln2, block.FeedForwardIn, rows, c, hidden);
-            Kernels.GeluForward(gelu, fc, (long)rows * hidden);
-            Linear(proj, gelu, block.FeedForwardOut, rows, hidden, c);
-            Kernels.ResidualForward(x, x, proj, count);
         }
     }
 }
