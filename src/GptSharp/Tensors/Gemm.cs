@@ -792,7 +792,8 @@ public static unsafe class Gemm
         *dst = accumulate ? *dst + sum : sum;
     }
 
-    private static float Dot(KernelPath path, float* x, float* y, int k)
+    /// <summary>dot(x, y) over float32 on the given vector width (also the int8 decode kernel's, on a dequantized row).</summary>
+    internal static float Dot(KernelPath path, float* x, float* y, int k)
     {
         int p = 0;
         float sum = 0f;

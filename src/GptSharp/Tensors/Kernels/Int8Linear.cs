@@ -148,35 +148,6 @@ public static unsafe partial class Kernels
         return sum;
     }
 
-    /// <summary>dot(x, y) over float32 (rows ≥ 2 of the decode kernel, against a row dequantized once into L1).</summary>
-    private static float DotFloat(KernelPath path, float* x, float* y, int k)
-    {
-        int p = 0;
-        float sum = 0f;
-        if (path == KernelPath.Vector512)
-        {
-            Vector512<float> s0 = default, s1 = default;
-            for (; p + 32 <= k; p += 32)
-            {
-                s0 = Avx512F.FusedMultiplyAdd(Vector512.Load(x + p), Vector512.Load(y + p), s0);
-                s1 = Avx512F.FusedMultiplyAdd(Vector512.Load(x + p + 16), Vector512.Load(y + p + 16), s1);
-            }
-            sum = Vector512.Sum(s0 + s1);
-        }
-        else if (path == KernelPath.Vector256)
-        {
-            Vector256<float> s0 = default, s1 = default;
-            for (; p + 16 <= k; p += 16)
-            {
-                s0 = Fma.MultiplyAdd(Vector256.Load(x + p), Vector256.Load(y + p), s0);
-                s1 = Fma.MultiplyAdd(Vector256.Load(x + p + 8), Vector256.Load(y + p + 8), s1);
-            }
-            sum = Vector256.Sum(s0 + s1);
-        }
-        for (; p < k; p++) sum += x[p] * y[p];
-        return sum;
-    }
-
     /// <summary>Output columns [start, end) for every row: each int8 weight row is read from memory once.</summary>
     private struct Int8DecodeKernel : IRangeKernel
     {
@@ -203,7 +174,7 @@ public static unsafe partial class Kernels
                 }
                 DequantizeInt8Row(Path, q, scales, k, row);
                 for (int i = 0; i < Rows; i++)
-                    Output[(long)i * OutFeatures + j] = DotFloat(Path, Input + (long)i * k, row, k) + bias;
+                    Output[(long)i * OutFeatures + j] = Gemm.Dot(Path, Input + (long)i * k, row, k) /* rows ≥ 2: against the row dequantized once into L1 */ + bias;
             }
         }
     }
