@@ -27,24 +27,35 @@ public static class ModelCheckpoint
     /// <summary>Suffix of the scales tensor of an int8 weight: <c>trf_blocks.0.att.W_query.weight_scale</c>.</summary>
     public const string Int8ScaleSuffix = "_scale";
 
-    /// <summary>Writes the model's parameters and config to <paramref name="path"/> (atomically).</summary>
-    /// <remarks>A quantized model is written as int8 (see <see cref="Int8Quantization"/>) and loads back quantized.</remarks>
+    /// <summary>
+    /// Writes the model's parameters and config to <paramref name="path"/> (atomically): a GptSharp safetensors model
+    /// file, or, for a <c>.pth</c>/<c>.pt</c> path, the book's <c>torch.save(model.state_dict(), path)</c> that
+    /// <c>torch.load</c> and the book's <c>load_state_dict</c> read.
+    /// </summary>
+    /// <remarks>A quantized model is written as int8 (see <see cref="Int8Quantization"/>) and loads back quantized; .pth is float32 only.</remarks>
     public static void Save(this GptModel model, string path)
     {
+        if (Path.GetExtension(path).ToLowerInvariant() is ".pth" or ".pt")
+        {
+            if (model.IsQuantized)
+                throw new ArgumentException($"{path}: the model has int8 weights, which only a GptSharp model file (.safetensors) holds; .pth files are float32.");
+            PthCheckpoint.SaveModel(model, path);
+            return;
+        }
         var metadata = Metadata(model.Config, ModelKind);
         if (model.IsQuantized) metadata[QuantizationKey] = Int8Quantization;
         SafeTensorsWriter.Write(path, Entries(model), metadata);
     }
 
     /// <summary>Builds a model from a model file: config from its metadata (or a config.json beside it, or the shapes).</summary>
-    public static GptModel Load(string path)
+    internal static GptModel Load(string path)
     {
         using var file = SafeTensorsFile.Open(path);
         return Load(file);
     }
 
     /// <summary>Builds a model from an open safetensors file with book names.</summary>
-    public static GptModel Load(SafeTensorsFile file) => StateDictLoader.Load(ConfigFor(file), file);
+    internal static GptModel Load(SafeTensorsFile file) => StateDictLoader.Load(ConfigFor(file), file);
 
     /// <summary>Loads a model file's weights into an existing model (shapes must match).</summary>
     public static void LoadInto(this GptModel model, string path)
@@ -105,7 +116,12 @@ public static class GptModelLoadExtension
 {
     extension(GptModel)
     {
-        /// <summary>Builds the model <paramref name="spec"/> names (see <see cref="ModelStore.Load"/>); <paramref name="config"/> when the file cannot tell.</summary>
-        public static GptModel Load(string spec, GptConfig? config = null) => ModelStore.Load(spec, config);
+        /// <summary>
+        /// Builds the model <paramref name="spec"/> names (see <see cref="ModelStore.Load"/>); <paramref name="config"/> when the
+        /// file cannot tell; <paramref name="quantization"/> <see cref="WeightQuantization.Int8"/> quantizes the linear weights
+        /// tensor by tensor while loading (inference only).
+        /// </summary>
+        public static GptModel Load(string spec, GptConfig? config = null, WeightQuantization quantization = WeightQuantization.None)
+            => ModelStore.Load(spec, config, quantization);
     }
 }

@@ -53,7 +53,7 @@ public static class ModelStore
     /// read, each tensor quantized and its float32 copy freed before the next is read, so peak memory stays near the int8
     /// model's size (training checkpoints and book-named .pth files are quantized once loaded whole). A file saved from a quantized model loads as int8 either way.
     /// </param>
-    public static GptModel Load(string spec, GptConfig? config = null, WeightQuantization quantization = WeightQuantization.None)
+    internal static GptModel Load(string spec, GptConfig? config = null, WeightQuantization quantization = WeightQuantization.None)
     {
         bool int8 = quantization == WeightQuantization.Int8, previous = StateDictLoader.t_quantizeWhileLoading;
         LoadedCheckpoint loaded;

@@ -11,7 +11,7 @@ namespace GptSharp.Checkpoints;
 /// read into a <see cref="GptModel"/> and an <see cref="AdamW"/>, and written so that
 /// <c>torch.load(path, weights_only=True)</c> and the book's <c>model.load_state_dict</c> accept them.
 /// </summary>
-public static class PthCheckpoint
+internal static class PthCheckpoint
 {
     /// <summary>
     /// Reads the model (and the optimizer, when the file has an <c>optimizer_state_dict</c>). The config is

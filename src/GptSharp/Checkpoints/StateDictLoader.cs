@@ -11,7 +11,7 @@ namespace GptSharp.Checkpoints;
 /// PyTorch's <c>load_state_dict</c> and the book's <c>assign</c>: every name present, no unexpected name,
 /// every shape equal. All checks run before the first byte is read, so a mismatch never leaves a half-loaded model.
 /// </summary>
-public static partial class StateDictLoader
+internal static partial class StateDictLoader
 {
     /// <summary>True for the book's causal-mask buffers (<c>trf_blocks.N.att.mask</c>): stored by PyTorch, not parameters.</summary>
     public static bool IsMaskBuffer(string name) => name.StartsWith("trf_blocks.", StringComparison.Ordinal) && name.EndsWith(".att.mask", StringComparison.Ordinal);

@@ -14,7 +14,7 @@ namespace GptSharp.Pretrained;
 /// Tensors are streamed from the data shard straight into the model's parameter buffers; the
 /// transposed ones pass through one bounded scratch buffer, so no second copy of the weights exists.
 /// </summary>
-public static class Gpt2Checkpoint
+internal static class Gpt2Checkpoint
 {
     /// <summary>Scratch size for transposing Conv1D weights chunk by chunk.</summary>
     private const int ScratchBytes = 4 << 20;

@@ -14,7 +14,7 @@ namespace GptSharp.Pretrained;
 /// A Conv1D weight may carry TensorFlow's leading 1 ([1, in, out]), so a TF-checkpoint source can reuse this
 /// by presenting its tensors under these names.
 /// </summary>
-public static partial class Gpt2Import
+internal static partial class Gpt2Import
 {
     /// <summary>True when the file looks like a Hugging Face GPT-2 state dict (with or without <c>transformer.</c>).</summary>
     public static bool IsGpt2Names(ITensorSource source) =>

@@ -27,6 +27,25 @@ public class ModelCheckpointTests
     }
 
     [Fact]
+    public void SaveToAPthPathWritesTheBooksStateDictAndLoadsBack()
+    {
+        using var dir = new TempDir();
+        var config = Tiny with { QkvBias = true };
+        using var model = RandomModel(config);
+        string path = dir.File("model.pth");
+        model.Save(path);
+        using (var pth = PthFile.Open(path)) Assert.NotNull(pth.StateDict().Find("trf_blocks.0.att.mask")); // the book's strict load_state_dict needs the buffers
+        using var loaded = GptModel.Load(path, config);
+        Assert.Equal(config, loaded.Config);
+        AssertSameParameters(model, loaded);
+
+        model.QuantizeInt8();
+        var e = Assert.Throws<ArgumentException>(() => model.Save(dir.File("int8.pth")));
+        Assert.Contains("int8", e.Message);
+        Assert.False(File.Exists(dir.File("int8.pth")));
+    }
+
+    [Fact]
     public void LoadsTheBookNamedReferenceFixtureWithConfigBesideIt()
     {
         using var model = ModelCheckpoint.Load(FixturePaths.Get("reference", "tiny-qkvbias", "weights.safetensors"));
