@@ -35,39 +35,9 @@ internal static class Gpt2Checkpoint
     {
         string path = Path.Combine(modelDir, "hparams.json");
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: hparams.json not found; is '{modelDir}' a GPT-2 model folder?", path);
-        JsonElement root;
-        try
-        {
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(path));
-            root = doc.RootElement.Clone();
-        }
-        catch (JsonException e)
-        {
-            throw new InvalidDataException($"{path}: not valid JSON ({e.Message}).");
-        }
-        int Get(string key)
-        {
-            if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty(key, out var v) || v.ValueKind != JsonValueKind.Number || !v.TryGetInt32(out int n))
-                throw new InvalidDataException($"{path}: expected an integer \"{key}\" (hparams.json holds n_vocab, n_ctx, n_embd, n_head, n_layer).");
-            return n;
-        }
-        var config = GptConfig.Gpt2Small with
-        {
-            VocabSize = Get("n_vocab"),
-            ContextLength = Get("n_ctx"),
-            EmbeddingDim = Get("n_embd"),
-            Heads = Get("n_head"),
-            Layers = Get("n_layer"),
-            QkvBias = true,
-        };
-        try
-        {
-            return config.Validate();
-        }
-        catch (ArgumentException e)
-        {
-            throw new InvalidDataException($"{path}: {e.Message}");
-        }
+        // The one config parser: it knows hparams.json's keys (n_vocab, n_ctx, n_embd, n_head, n_layer) beside Hugging
+        // Face's and the book's, and validates the result.
+        return ConfigJson.Parse(File.ReadAllText(path), path);
     }
 
     /// <summary>The checkpoint prefix: <c>model_checkpoint_path</c> from the <c>checkpoint</c> file, else <c>model.ckpt</c>.</summary>
