@@ -4,6 +4,7 @@ using System.Globalization;
 using System.Runtime.InteropServices;
 using GptSharp.Checkpoints;
 using GptSharp.Data;
+using GptSharp.Distributed;
 using GptSharp.Model;
 using GptSharp.Tensors;
 using GptSharp.Tokenization;
@@ -49,17 +50,26 @@ internal static class TrainCommand
         public readonly Option<string> Rng = new("--rng") { Description = "Random generator: torch (PyTorch's, prints the book's numbers) or fast.", DefaultValueFactory = _ => "torch" };
         public readonly Option<string?> Resume = new("--resume") { Description = "Continue a stopped run from its directory or checkpoint file (--epochs and --max-steps may be raised)." };
 
-        public Options() => Rng.AcceptOnlyFromAmong("torch", "fast");
+        // [distributed]
+        public readonly Option<string> Distributed = new("--distributed") { Description = "auto: split the run over the processes when started by Open MPI's mpirun (global batch = --batch-size x ranks x --grad-accum), else one process; mpi: require mpirun; off: one process.", DefaultValueFactory = _ => DistributedTraining.Auto };
+
+        public Options()
+        {
+            Rng.AcceptOnlyFromAmong("torch", "fast");
+            Distributed.AcceptOnlyFromAmong([.. DistributedTraining.Modes]);
+        }
 
         public IEnumerable<Option> All() =>
         [
             Data, Config, ContextLength, EmbDim, Layers, Heads, DropRate, QkvBias, BatchSize, Stride, Epochs, MaxSteps, Lr,
             WeightDecay, EvalFreq, EvalIter, Seed, StartContext, WarmupSteps, MinLr, GradClip, GradAccum, Threads, Out, Rng, Resume,
+            Distributed,
         ];
     }
 
     /// <summary>What the command line asks for, before anything is loaded.</summary>
-    internal sealed record Settings(RunConfig Config, int? Threads, string? Out, string? Resume, int? EpochsOverride, long? MaxStepsOverride);
+    internal sealed record Settings(RunConfig Config, int? Threads, string? Out, string? Resume, int? EpochsOverride, long? MaxStepsOverride,
+        string Distributed = DistributedTraining.Auto);
 
     public static Command Create()
     {
@@ -130,11 +140,30 @@ internal static class TrainCommand
         };
         int? epochsOverride = parse.GetResult(o.Epochs) is { Implicit: false } ? training.Epochs : null;
         long? maxStepsOverride = parse.GetValue(o.MaxSteps);
-        return new Settings(config, threads, parse.GetValue(o.Out), parse.GetValue(o.Resume), epochsOverride, maxStepsOverride);
+        return new Settings(config, threads, parse.GetValue(o.Out), parse.GetValue(o.Resume), epochsOverride, maxStepsOverride, parse.GetValue(o.Distributed)!);
     }
 
+    // [distributed] One process, or one rank of an mpirun job: a fatal error on a rank ends every rank (MPI_Abort)
+    // with one line naming it, instead of leaving the others waiting in their next collective.
     private static int Execute(Settings settings)
     {
+        using var parallel = DistributedTraining.Start(settings.Distributed);
+        if (!parallel.IsDistributed) return Execute(settings, parallel);
+        try
+        {
+            return Execute(settings, parallel);
+        }
+        catch (Exception e)
+        {
+            Console.Error.WriteLine($"error: rank {parallel.Rank} of {parallel.WorldSize}: {e.Message}");
+            parallel.Abort(1);
+            return 1;
+        }
+    }
+
+    private static int Execute(Settings settings, DataParallel parallel)
+    {
+        if (!parallel.IsRoot) Console.SetOut(TextWriter.Null); // [distributed] rank 0 alone prints
         if (settings.Threads is int threads) Workers.Count = threads;
         var tokenizer = Gpt2Tokenizer.Instance;
         bool live = !Console.IsOutputRedirected && AnsiConsole.Profile.Capabilities.Interactive;
@@ -161,7 +190,11 @@ internal static class TrainCommand
                 Console.WriteLine($"The run stopped at --max-steps {reached}; continuing to the end of epoch {training.Epochs}.");
                 training = training with { MaxSteps = null };
             }
-            config = config with { Training = training.Validate() };
+            // [distributed] Keep the checkpoint's global batch on this world size (N ranks <-> --grad-accum N).
+            var kept = parallel.KeepGlobalBatch(training, state.WorldSize);
+            if (kept.GradAccum != training.GradAccum)
+                Console.WriteLine($"The run was saved by {state.WorldSize} process(es) with --grad-accum {training.GradAccum}; continuing on {parallel.WorldSize} with --grad-accum {kept.GradAccum} (same global batch).");
+            config = config with { Training = kept.Validate() };
             runPath = settings.Out ?? Path.GetDirectoryName(Path.GetFullPath(checkpointPath))!;
             Console.WriteLine($"Resuming {checkpointPath} at epoch {state.Epoch + 1}, step {state.GlobalStep + 1} ({state.TokensSeen:N0} tokens seen).");
         }
@@ -174,22 +207,32 @@ internal static class TrainCommand
             runPath = settings.Out ?? RunDirectory.DefaultPath(DateTime.UtcNow);
         }
 
+        // [distributed] Identical starting weights everywhere; each rank's own dropout stream.
+        if (state is null) parallel.BroadcastParameters(model);
+        else parallel.VerifyIdentical(model, "after loading the checkpoint");
+        parallel.UseRankDropoutStream(model, config.Seed);
+
         using var modelOwner = model;
         using var optimizerOwner = optimizer;
         using var data = TrainingData.Load(config.Data, config.TrainRatio, tokenizer);
         var loaders = DataLoaders.CreateTrainValidation(data.Train, data.Validation, config.BatchSize, config.Model.ContextLength, config.Stride, generator);
-        var run = new RunDirectory(runPath);
-        run.WriteConfig(config);
+        // [distributed] Every rank must run the same settings on the same data; rank 0 alone writes the run directory.
+        parallel.VerifySameSettings($"{config.ToJson()}\n{data.Description}\n{state?.GlobalStep} {state?.NextBatch} {state?.TokensSeen} {state?.SamplerSeed}");
+        var run = parallel.IsRoot ? new RunDirectory(runPath) : null;
+        run?.WriteConfig(config);
 
         Console.WriteLine($"Data: {data.Description}");
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"Model: {config.Model.Layers} layers, {config.Model.Heads} heads, emb {config.Model.EmbeddingDim}, context {config.Model.ContextLength}, {model.ParameterCount:N0} parameters; {Workers.Count} threads, rng {generator.Kind}"));
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"Training: {loaders.Train.Count} batches of {config.BatchSize} x {config.Model.ContextLength} per epoch, {config.Training.Epochs} epochs; validation {loaders.Validation.Count} batches; run directory {run.Path}"));
+            $"Training: {loaders.Train.Count} batches of {config.BatchSize} x {config.Model.ContextLength} per epoch, {config.Training.Epochs} epochs; validation {loaders.Validation.Count} batches; run directory {run?.Path}"));
+        if (parallel.IsDistributed) // [distributed]
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"Distributed: {parallel.WorldSize} ranks x --batch-size {config.BatchSize} x --grad-accum {config.Training.GradAccum} = {parallel.WorldSize * config.BatchSize * config.Training.GradAccum} sequences per step (Open MPI)"));
 
-        if (state is null) PrintInitialLosses(model, loaders, generator, config);
+        if (state is null && parallel.IsRoot) PrintInitialLosses(model, loaders, generator, config);
 
-        var trainer = new Trainer(model, optimizer, loaders, config.Training, tokenizer, state);
+        var trainer = new Trainer(model, optimizer, loaders, config.Training, tokenizer, state, parallel);
         long tokensPerEpoch = (long)loaders.Train.Count * config.BatchSize * config.Model.ContextLength;
         // Ctrl+C (SIGINT) or SIGTERM: stop cleanly after the current step; a second signal ends the process at once.
         int stopRequests = 0;
@@ -203,6 +246,8 @@ internal static class TrainCommand
         }
         using var onInterrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
         using var onTerminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
+        // [distributed] mpirun ends the job on Ctrl+C; `kill -USR1 <mpirun pid>` (forwarded to every rank) stops it cleanly.
+        using var onUser1 = parallel.IsDistributed ? PosixSignalRegistration.Create((PosixSignal)10, OnSignal) : null;
         trainer.ShouldStop = () => Volatile.Read(ref stopRequests) > 0;
 
         var clock = Stopwatch.StartNew();
@@ -210,12 +255,12 @@ internal static class TrainCommand
         TrainingOutcome outcome;
         try
         {
-            trainer.Evaluated += _ => run.WriteProgress(config, trainer.State, tokensPerEpoch);
+            trainer.Evaluated += _ => run?.WriteProgress(config, trainer.State, tokensPerEpoch);
             outcome = live ? RunWithProgressBar(trainer) : RunPlain(trainer);
         }
         catch (TrainingDivergedException)
         {
-            run.WriteProgress(config, trainer.State, tokensPerEpoch, "stopped: the loss diverged");
+            run?.WriteProgress(config, trainer.State, tokensPerEpoch, "stopped: the loss diverged");
             throw;
         }
         double seconds = clock.Elapsed.TotalSeconds;
@@ -227,15 +272,21 @@ internal static class TrainCommand
             TrainingOutcome.MaxStepsReached => $"stopped at --max-steps {config.Training.MaxSteps}",
             _ => "stopped by Ctrl+C (or SIGTERM)",
         };
-        model.Save(run.File(RunDirectory.ModelFile));
-        TrainingRunCheckpoint.Save(run.File(TrainingRunCheckpoint.FileName), config, model, optimizer, generator, trainer.State);
-        run.WriteProgress(config, trainer.State, tokensPerEpoch, status);
+        // [distributed] Check the ranks still agree bit for bit; rank 0 alone writes.
+        parallel.VerifyIdentical(model, "at the end of training");
+        trainer.State.WorldSize = parallel.WorldSize;
+        if (run is not null)
+        {
+            model.Save(run.File(RunDirectory.ModelFile));
+            TrainingRunCheckpoint.Save(run.File(TrainingRunCheckpoint.FileName), config, model, optimizer, generator, trainer.State);
+            run.WriteProgress(config, trainer.State, tokensPerEpoch, status);
+        }
 
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"Training {status} in {seconds / 60:F2} minutes ({seconds:F1} s, {tokens / Math.Max(seconds, 1e-9):F0} tokens/s)."));
         if (outcome == TrainingOutcome.Stopped || outcome == TrainingOutcome.MaxStepsReached && trainer.State.Epoch < config.Training.Epochs)
-            Console.WriteLine($"Checkpoint written; continue with: gptsharp train --resume {run.Path}");
-        Console.WriteLine($"Run directory: {run.Path} (model.safetensors, {TrainingRunCheckpoint.FileName}, metrics.csv, loss.svg, report.html)");
+            Console.WriteLine($"Checkpoint written; continue with: gptsharp train --resume {run?.Path}");
+        Console.WriteLine($"Run directory: {run?.Path} (model.safetensors, {TrainingRunCheckpoint.FileName}, metrics.csv, loss.svg, report.html)");
         return 0;
     }
 
