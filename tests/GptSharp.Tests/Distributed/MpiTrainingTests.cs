@@ -111,6 +111,53 @@ public sealed class MpiTrainingTests : IDisposable
         Assert.Equal(1, TrainingRunCheckpoint.ReadContents(checkpoint).State.GlobalStep);
     }
 
+    /// <summary>
+    /// Two "machines": two network namespaces joined by a veth pair, one rank in each, launched by mpirun's ssh
+    /// launcher through an agent that enters the other namespace (<c>ip netns exec</c>) and talking over TCP only.
+    /// </summary>
+    [SkippableFact]
+    public void TwoMachinesOverTcpEqualGradAccumTwo()
+    {
+        SystemTools.SkipUnlessInstalled("mpirun", SystemTools.MpiInstall);
+        string ip = SystemTools.SkipUnlessInstalled("ip", "apt-get install iproute2");
+        string id = (Environment.ProcessId % 100000).ToString(), nsA = $"gsmpi{id}a", nsB = $"gsmpi{id}b";
+        int subnet = 100 + Environment.ProcessId % 150;
+        string hostA = $"10.231.{subnet}.1", hostB = $"10.231.{subnet}.2";
+        Skip.If(Run(ip, ["netns", "add", nsA], TimeSpan.FromSeconds(10)).ExitCode != 0, "skipped: creating a network namespace needs root (CAP_SYS_ADMIN)");
+        try
+        {
+            foreach (string[] command in (string[][])[
+                ["netns", "add", nsB],
+                ["link", "add", nsA, "type", "veth", "peer", "name", nsB],
+                ["link", "set", nsA, "netns", nsA], ["link", "set", nsB, "netns", nsB],
+                ["-n", nsA, "addr", "add", hostA + "/24", "dev", nsA], ["-n", nsB, "addr", "add", hostB + "/24", "dev", nsB],
+                ["-n", nsA, "link", "set", nsA, "up"], ["-n", nsB, "link", "set", nsB, "up"],
+                ["-n", nsA, "link", "set", "lo", "up"], ["-n", nsB, "link", "set", "lo", "up"]])
+            {
+                var step = Run(ip, command, TimeSpan.FromSeconds(10));
+                Skip.If(step.ExitCode != 0, $"skipped: `ip {string.Join(' ', command)}` failed ({step.Output.Trim()})");
+            }
+            string agent = Path.Combine(_dir, "netns-agent.sh"), hosts = Path.Combine(_dir, "hosts");
+            File.WriteAllText(agent, $"#!/bin/sh\nhost=$1; shift\ncase \"$host\" in {hostA}) ns={nsA};; {hostB}) ns={nsB};; *) exit 1;; esac\nexec {ip} netns exec \"$ns\" /bin/sh -c \"$*\"\n");
+            File.SetUnixFileMode(agent, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            File.WriteAllText(hosts, $"{hostA} slots=1\n{hostB} slots=1\n");
+            string single = Path.Combine(_dir, "single"), machines = Path.Combine(_dir, "machines");
+            var one = Cli(processes: 1, [.. Tiny, "--grad-accum", "2", "--max-steps", "4", "--out", single]);
+            string subnetMask = $"10.231.{subnet}.0/24";
+            var two = Run(ip, ["netns", "exec", nsA, "mpirun", "--allow-run-as-root", "--hostfile", hosts, "-np", "2", "--mca", "plm_rsh_agent", agent,
+                "--mca", "btl", "self,tcp", "--mca", "oob_tcp_if_include", subnetMask, "--mca", "btl_tcp_if_include", subnetMask,
+                "dotnet", CliPath(), .. Tiny, "--max-steps", "4", "--out", machines], TimeSpan.FromSeconds(180));
+            Assert.True(two.ExitCode == 0, two.Output);
+            Assert.Equal(BookLines(one.Output), BookLines(two.Output));
+            AssertSameWeights(single, machines);
+        }
+        finally
+        {
+            Run(ip, ["netns", "del", nsA], TimeSpan.FromSeconds(10)); // deleting a namespace deletes its end of the veth pair, and so the pair
+            Run(ip, ["netns", "del", nsB], TimeSpan.FromSeconds(10));
+        }
+    }
+
     private static readonly string[] MpirunOptions = ["--allow-run-as-root", "--oversubscribe", "--mca", "btl", "self,vader,tcp"];
 
     private static string Captured(System.Text.StringBuilder output)
