@@ -52,6 +52,16 @@ public static class DataParallelBenchmark
         var total = Stopwatch.StartNew();
         for (int s = 0; s < steps; s++) Step(ref c, ref w, ref r, ref a);
         double seconds = total.Elapsed.TotalSeconds / steps;
+        // The all-reduce alone, ranks in step (no compute to wait for): what the transport costs.
+        double alone = 0;
+        for (int s = 0; s < steps; s++)
+        {
+            parallel.Any(false);
+            var sw = Stopwatch.StartNew();
+            parallel.SumGradients(parameters);
+            alone += sw.Elapsed.TotalSeconds;
+        }
+        alone /= steps;
         if (parallel.IsDistributed) parallel.VerifyIdentical(model, "after the benchmark");
         if (parallel.IsRoot)
         {
@@ -60,6 +70,8 @@ public static class DataParallelBenchmark
             Console.WriteLine($"{parallel.WorldSize} process(es) x {threads} thread(s){transport}: {seconds:F3} s/step, {tokens / seconds:F0} tokens/s");
             Console.WriteLine($"  forward+backward {c / steps:F3}  waiting for the slowest rank {w / steps:F3}  all-reduce {r / steps:F3} ({r / steps / seconds:P1} of the step, {gradientBytes / 1e6:F0} MB, " +
                 $"{(parallel.IsDistributed ? 2.0 * (parallel.WorldSize - 1) / parallel.WorldSize * gradientBytes / (r / steps) / 1e9 : 0):F2} GB/s bus)  adamw {a / steps:F3}");
+            if (parallel.IsDistributed)
+                Console.WriteLine($"  all-reduce alone, ranks in step: {alone:F3} s ({2.0 * (parallel.WorldSize - 1) / parallel.WorldSize * gradientBytes / alone / 1e9:F2} GB/s bus)");
         }
         optimizer.Dispose();
         model.Dispose();

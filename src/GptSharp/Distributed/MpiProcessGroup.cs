@@ -8,8 +8,12 @@ namespace GptSharp.Distributed;
 /// </summary>
 public sealed unsafe class MpiProcessGroup : IProcessGroup
 {
-    // MPI counts are ints: larger buffers go in slices (a gpt2-xl token embedding is 80M floats, still one slice).
-    private const int MaxCount = 1 << 30;
+    // Collectives go in slices of 16 MB. Open MPI's reduction allocates a temporary buffer the size of the message;
+    // glibc keeps freed blocks up to 32 MB in its heap but maps and unmaps larger ones, so a 154 MB token-embedding
+    // gradient in one call page-faults its whole temporary buffer every step. Measured on 2 ranks over shared
+    // memory: 160 MB all-reduced in one call 3.7-6 s, in 32 MB slices 3.7 s, in 16 MB slices 0.57 s, in 4 MB 1.4 s.
+    // (Slices also keep counts far below MPI's int limit.)
+    private const int SliceBytes = 16 << 20;
     private readonly OpenMpiLibrary _mpi;
     private bool _disposed;
 
@@ -36,23 +40,26 @@ public sealed unsafe class MpiProcessGroup : IProcessGroup
 
     public void AllReduceSum(Span<float> values)
     {
+        const int slice = SliceBytes / sizeof(float);
         fixed (float* p = values)
-            for (int start = 0; start < values.Length; start += MaxCount)
-                _mpi.AllReduceInPlace(p + start, Math.Min(MaxCount, values.Length - start), _mpi.Float, _mpi.OpSum);
+            for (int start = 0; start < values.Length; start += slice)
+                _mpi.AllReduceInPlace(p + start, Math.Min(slice, values.Length - start), _mpi.Float, _mpi.OpSum);
     }
 
     public void AllReduceSum(Span<double> values)
     {
+        const int slice = SliceBytes / sizeof(double);
         fixed (double* p = values)
-            for (int start = 0; start < values.Length; start += MaxCount)
-                _mpi.AllReduceInPlace(p + start, Math.Min(MaxCount, values.Length - start), _mpi.Double, _mpi.OpSum);
+            for (int start = 0; start < values.Length; start += slice)
+                _mpi.AllReduceInPlace(p + start, Math.Min(slice, values.Length - start), _mpi.Double, _mpi.OpSum);
     }
 
     public void Broadcast(Span<byte> values, int root)
     {
+        const int slice = SliceBytes;
         fixed (byte* p = values)
-            for (int start = 0; start < values.Length; start += MaxCount)
-                _mpi.Broadcast(p + start, Math.Min(MaxCount, values.Length - start), _mpi.Byte, root);
+            for (int start = 0; start < values.Length; start += slice)
+                _mpi.Broadcast(p + start, Math.Min(slice, values.Length - start), _mpi.Byte, root);
     }
 
     public void Abort(int exitCode)
