@@ -33,7 +33,12 @@ public sealed class MpiTrainingTests : IDisposable
 
         // The equivalence rule: 2 ranks x --batch-size 1 == one process x --batch-size 1 x --grad-accum 2.
         var one = Cli(processes: 1, [.. Tiny, "--grad-accum", "2", "--max-steps", "4", "--out", single]);
-        var two = Cli(processes: 2, [.. Tiny, "--max-steps", "4", "--out", ranks]);
+        // Rank 1 is given another --out (MPMD launch): rank 0 alone writes, so that directory must never appear.
+        string cli = CliPath(), rank1Out = ranks + "-rank1";
+        var two = Run("mpirun", [.. MpirunOptions, "-np", "1", "dotnet", cli, .. Tiny, "--max-steps", "4", "--out", ranks,
+            ":", "-np", "1", "dotnet", cli, .. Tiny, "--max-steps", "4", "--out", rank1Out], TimeSpan.FromSeconds(180));
+        Assert.True(two.ExitCode == 0, $"exit {two.ExitCode}: {two.Output}");
+        Assert.False(Directory.Exists(rank1Out));
         Assert.Contains("Distributed: 2 ranks x --batch-size 1 x --grad-accum 1 = 2 sequences per step", two.Output);
         Assert.Equal(BookLines(one.Output), BookLines(two.Output));
         Assert.Equal(2, BookLines(one.Output).Count(l => l.StartsWith("Ep 1", StringComparison.Ordinal)));
