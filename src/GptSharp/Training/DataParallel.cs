@@ -188,17 +188,7 @@ public sealed class DataParallel : IDisposable
     public (double TrainLoss, double ValLoss) EvaluateModel(GptModel model, DataLoader trainLoader, DataLoader valLoader, int evalIter)
     {
         if (!IsDistributed) return Pretraining.EvaluateModel(model, trainLoader, valLoader, evalIter);
-        model.Eval();
-        try
-        {
-            double trainLoss = CalcLossLoader(trainLoader, model, evalIter);
-            double valLoss = CalcLossLoader(valLoader, model, evalIter);
-            return (trainLoss, valLoss);
-        }
-        finally
-        {
-            model.Train();
-        }
+        return Pretraining.EvaluateModel(model, trainLoader, valLoader, loader => CalcLossLoader(loader, model, evalIter));
     }
 
     private double CalcLossLoader(DataLoader dataLoader, GptModel model, int numBatches)

@@ -45,6 +45,37 @@ public sealed class DataParallelTests
     }
 
     [Fact]
+    public void EachRankDrawsItsOwnReproducibleDropoutStream()
+    {
+        float[] Masks(int rank, long step)
+        {
+            using var model = new GptSharp.Model.GptModel(GptSharp.Model.GptConfig.Book124M with { EmbeddingDim = 8, Layers = 1, Heads = 2, ContextLength = 4 },
+                GptSharp.Tensors.RandomGenerators.Create("torch", 123));
+            var parallel = new DataParallel(new RankOfTwo(rank));
+            parallel.UseRankDropoutStream(model, seed: 123);
+            parallel.SeedDropout(model, step);
+            var masks = new float[64];
+            model.DropoutGenerator.Bernoulli(masks, 0.5);
+            return masks;
+        }
+        Assert.Equal(Masks(1, 7), Masks(1, 7));       // same seed, rank and step: the same masks (a resumed run too)
+        Assert.NotEqual(Masks(0, 7), Masks(1, 7));    // ranks differ
+        Assert.NotEqual(Masks(1, 7), Masks(1, 8));    // steps differ
+    }
+
+    /// <summary>Rank <paramref name="rank"/> of a two-process group whose collectives keep this rank's values.</summary>
+    private sealed class RankOfTwo(int rank) : IProcessGroup
+    {
+        public int Rank => rank;
+        public int Size => 2;
+        public void AllReduceSum(Span<float> values) { }
+        public void AllReduceSum(Span<double> values) { }
+        public void Broadcast(Span<byte> values, int root) { }
+        public void Abort(int exitCode) => throw new InvalidOperationException("abort");
+        public void Dispose() { }
+    }
+
+    [Fact]
     public void UnknownModeIsAOneLineError() =>
         Assert.Contains("--distributed", Assert.Throws<ArgumentException>(() => DistributedTraining.Start("slurm")).Message);
 }

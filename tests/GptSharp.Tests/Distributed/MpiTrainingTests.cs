@@ -10,82 +10,73 @@ namespace GptSharp.Tests.Distributed;
 /// <c>--grad-accum</c> equal to the ranks. The CLI runs as a child process (<c>dotnet GptSharp.Cli.dll</c>) on a tiny
 /// model; tests skip visibly where Open MPI is not installed.
 /// </summary>
-public sealed class MpiTrainingTests : IDisposable
+public sealed class MpiTrainingTests : MpiRunDirectory
 {
-    // A tiny model on the bundled The Verdict: 144 batches of 1 x 32, an evaluation every 2 steps.
-    private static readonly string[] Tiny =
-    [
-        "train", "--emb-dim", "32", "--layers", "2", "--heads", "2", "--context-length", "32", "--drop-rate", "0",
-        "--batch-size", "1", "--epochs", "1", "--eval-freq", "2", "--eval-iter", "3", "--threads", "1",
-    ];
-
-    private readonly string _dir = Path.Combine(Path.GetTempPath(), "gptsharp-mpi-" + Guid.NewGuid().ToString("N"));
-
-    public MpiTrainingTests() => Directory.CreateDirectory(_dir);
-
-    public void Dispose() => Directory.Delete(_dir, recursive: true);
-
     [SkippableFact]
     public void TwoRanksEqualGradAccumTwoAndResumeAcrossWorldSizes()
     {
         SystemTools.SkipUnlessInstalled("mpirun", SystemTools.MpiInstall);
-        string single = Path.Combine(_dir, "single"), ranks = Path.Combine(_dir, "ranks");
+        string single = Path.Combine(Dir, "single"), ranks = Path.Combine(Dir, "ranks");
 
         // The equivalence rule: 2 ranks x --batch-size 1 == one process x --batch-size 1 x --grad-accum 2.
-        var one = Cli(processes: 1, [.. Tiny, "--grad-accum", "2", "--max-steps", "4", "--out", single]);
+        var one = MpiRuns.Cli(processes: 1, [.. MpiRuns.Tiny, "--grad-accum", "2", "--max-steps", "4", "--out", single]);
         // Rank 1 is given another --out (MPMD launch): rank 0 alone writes, so that directory must never appear.
-        string cli = CliPath(), rank1Out = ranks + "-rank1";
-        var two = Run("mpirun", [.. MpirunOptions, "-np", "1", "dotnet", cli, .. Tiny, "--max-steps", "4", "--out", ranks,
-            ":", "-np", "1", "dotnet", cli, .. Tiny, "--max-steps", "4", "--out", rank1Out], TimeSpan.FromSeconds(180));
+        string cli = MpiRuns.CliPath(), rank1Out = ranks + "-rank1";
+        var two = MpiRuns.Run("mpirun", [.. MpiRuns.MpirunOptions, "-np", "1", "dotnet", cli, .. MpiRuns.Tiny, "--max-steps", "4", "--out", ranks,
+            ":", "-np", "1", "dotnet", cli, .. MpiRuns.Tiny, "--max-steps", "4", "--out", rank1Out], TimeSpan.FromSeconds(180));
         Assert.True(two.ExitCode == 0, $"exit {two.ExitCode}: {two.Output}");
         Assert.False(Directory.Exists(rank1Out));
         Assert.Contains("Distributed: 2 ranks x --batch-size 1 x --grad-accum 1 = 2 sequences per step", two.Output);
-        Assert.Equal(BookLines(one.Output), BookLines(two.Output));
-        Assert.Equal(2, BookLines(one.Output).Count(l => l.StartsWith("Ep 1", StringComparison.Ordinal)));
-        AssertSameWeights(single, ranks);
+        Assert.Equal(MpiRuns.BookLines(one.Output), MpiRuns.BookLines(two.Output));
+        Assert.Equal(2, MpiRuns.BookLines(one.Output).Count(l => l.StartsWith("Ep 1", StringComparison.Ordinal)));
+        MpiRuns.AssertSameWeights(single, ranks);
         Assert.Equal(TrainingCheckpoint.FileNameFor(4), Path.GetFileName(TrainingCheckpoint.Latest(ranks)));
         Assert.Equal(2, TrainingCheckpoint.ReadContents(TrainingCheckpoint.Latest(ranks)!).State.WorldSize);
 
         // Resume each on the other world size: both go on with the same numbers.
-        var twoFromOne = Cli(processes: 2, ["train", "--resume", single, "--max-steps", "8"]);
-        var oneFromTwo = Cli(processes: 1, ["train", "--resume", ranks, "--max-steps", "8"]);
+        var twoFromOne = MpiRuns.Cli(processes: 2, ["train", "--resume", single, "--max-steps", "8"]);
+        var oneFromTwo = MpiRuns.Cli(processes: 1, ["train", "--resume", ranks, "--max-steps", "8"]);
         Assert.Contains("continuing on 2 with --grad-accum 1 (same global batch)", twoFromOne.Output);
         Assert.Contains("continuing on 1 with --grad-accum 2 (same global batch)", oneFromTwo.Output);
-        Assert.Equal(BookLines(oneFromTwo.Output), BookLines(twoFromOne.Output));
-        Assert.Equal(2, BookLines(oneFromTwo.Output).Count(l => l.StartsWith("Ep 1", StringComparison.Ordinal)));
-        AssertSameWeights(single, ranks);
-        Assert.Equal(File.ReadAllText(Path.Combine(single, RunDirectory.MetricsFile)).Split('\n').Select(LossColumns),
-            File.ReadAllText(Path.Combine(ranks, RunDirectory.MetricsFile)).Split('\n').Select(LossColumns));
+        Assert.Equal(MpiRuns.BookLines(oneFromTwo.Output), MpiRuns.BookLines(twoFromOne.Output));
+        Assert.Equal(2, MpiRuns.BookLines(oneFromTwo.Output).Count(l => l.StartsWith("Ep 1", StringComparison.Ordinal)));
+        MpiRuns.AssertSameWeights(single, ranks);
+        Assert.Equal(File.ReadAllText(Path.Combine(single, RunDirectory.MetricsFile)).Split('\n').Select(MpiRuns.LossColumns),
+            File.ReadAllText(Path.Combine(ranks, RunDirectory.MetricsFile)).Split('\n').Select(MpiRuns.LossColumns));
     }
+}
 
+/// <summary>Faults under mpirun: settings that differ between ranks, a killed rank.</summary>
+public sealed class MpiFaultTests : MpiRunDirectory
+{
     [SkippableFact]
     public void MismatchedSettingsStopEveryRankAtStart()
     {
         SystemTools.SkipUnlessInstalled("mpirun", SystemTools.MpiInstall);
         // MPMD launch: rank 1 gets another seed.
-        string cli = CliPath();
-        var run = Run("mpirun", [.. MpirunOptions, "-np", "1", "dotnet", cli, .. Tiny, "--seed", "1", "--out", Path.Combine(_dir, "a"),
-            ":", "-np", "1", "dotnet", cli, .. Tiny, "--seed", "2", "--out", Path.Combine(_dir, "a")], TimeSpan.FromSeconds(120));
+        string cli = MpiRuns.CliPath();
+        var run = MpiRuns.Run("mpirun", [.. MpiRuns.MpirunOptions, "-np", "1", "dotnet", cli, .. MpiRuns.Tiny, "--seed", "1", "--out", Path.Combine(Dir, "a"),
+            ":", "-np", "1", "dotnet", cli, .. MpiRuns.Tiny, "--seed", "2", "--out", Path.Combine(Dir, "a")], TimeSpan.FromSeconds(120));
         Assert.NotEqual(0, run.ExitCode);
         Assert.Contains("rank(s) 1 of 2 were started with settings", run.Output);
         Assert.DoesNotContain("Ep 1", run.Output);
-        Assert.Null(TrainingCheckpoint.Latest(Path.Combine(_dir, "a")));
-        Assert.False(File.Exists(Path.Combine(_dir, "a", RunDirectory.ConfigFile))); // stopped before rank 0 wrote anything
+        Assert.Null(TrainingCheckpoint.Latest(Path.Combine(Dir, "a")));
+        Assert.False(File.Exists(Path.Combine(Dir, "a", RunDirectory.ConfigFile))); // stopped before rank 0 wrote anything
     }
 
     [SkippableFact]
     public void AKilledRankStopsTheOthersWithinBoundedTimeAndTheCheckpointSurvives()
     {
         SystemTools.SkipUnlessInstalled("mpirun", SystemTools.MpiInstall);
-        string dir = Path.Combine(_dir, "run");
-        Cli(processes: 1, [.. Tiny, "--grad-accum", "2", "--max-steps", "2", "--out", dir]);
+        string dir = Path.Combine(Dir, "run");
+        MpiRuns.Cli(processes: 1, [.. MpiRuns.Tiny, "--grad-accum", "2", "--max-steps", "2", "--out", dir]);
         string checkpoint = TrainingCheckpoint.Latest(dir)!;
         Assert.Equal(TrainingCheckpoint.FileNameFor(2), Path.GetFileName(checkpoint));
         byte[] before = SHA256.HashData(File.ReadAllBytes(checkpoint));
 
         // Resume it on two ranks to the end of the epoch (far longer than the test), then kill rank 1 once it trains.
         var start = new ProcessStartInfo("mpirun") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (string a in (string[])[.. MpirunOptions, "-np", "2", "dotnet", CliPath(), "train", "--resume", dir, "--max-steps", "100000"])
+        foreach (string a in (string[])[.. MpiRuns.MpirunOptions, "-np", "2", "dotnet", MpiRuns.CliPath(), "train", "--resume", dir, "--max-steps", "100000"])
             start.ArgumentList.Add(a);
         using var mpirun = Process.Start(start)!;
         var output = new System.Text.StringBuilder();
@@ -96,19 +87,19 @@ public sealed class MpiTrainingTests : IDisposable
         try
         {
             var deadline = Stopwatch.StartNew();
-            while (!Captured(output).Contains("Ep 1 (Step 000004)"))
+            while (!MpiRuns.Captured(output).Contains("Ep 1 (Step 000004)"))
             {
-                Assert.False(mpirun.HasExited, "mpirun ended before training: " + Captured(output));
-                Assert.True(deadline.Elapsed < TimeSpan.FromSeconds(120), "no evaluation within 120 s: " + Captured(output));
+                Assert.False(mpirun.HasExited, "mpirun ended before training: " + MpiRuns.Captured(output));
+                Assert.True(deadline.Elapsed < TimeSpan.FromSeconds(120), "no evaluation within 120 s: " + MpiRuns.Captured(output));
                 Thread.Sleep(100);
             }
-            int rank1 = RankProcess(mpirun.Id, rank: 1);
+            int rank1 = MpiRuns.RankProcess(mpirun.Id, rank: 1);
             var killed = Stopwatch.StartNew();
             Process.GetProcessById(rank1).Kill();
             Assert.True(mpirun.WaitForExit(TimeSpan.FromSeconds(60)), "the other rank did not stop within 60 s of the kill");
             mpirun.WaitForExit();
             Assert.NotEqual(0, mpirun.ExitCode);
-            Assert.Contains("rank 1", Captured(output));
+            Assert.Contains("rank 1", MpiRuns.Captured(output));
             Assert.True(killed.Elapsed < TimeSpan.FromSeconds(60));
         }
         finally
@@ -119,7 +110,10 @@ public sealed class MpiTrainingTests : IDisposable
         Assert.Equal(checkpoint, TrainingCheckpoint.Latest(dir));
         Assert.Equal(1, TrainingCheckpoint.ReadContents(checkpoint).State.GlobalStep);
     }
+}
 
+public sealed class MpiTwoMachineTests : MpiRunDirectory
+{
     /// <summary>
     /// Two "machines": two network namespaces joined by a veth pair, one rank in each, launched by mpirun's ssh
     /// launcher through an agent that enters the other namespace (<c>ip netns exec</c>) and talking over TCP only.
@@ -132,7 +126,7 @@ public sealed class MpiTrainingTests : IDisposable
         string id = (Environment.ProcessId % 100000).ToString(), nsA = $"gsmpi{id}a", nsB = $"gsmpi{id}b";
         int subnet = 100 + Environment.ProcessId % 150;
         string hostA = $"10.231.{subnet}.1", hostB = $"10.231.{subnet}.2";
-        Skip.If(Run(ip, ["netns", "add", nsA], TimeSpan.FromSeconds(10)).ExitCode != 0, "skipped: creating a network namespace needs root (CAP_SYS_ADMIN)");
+        Skip.If(MpiRuns.Run(ip, ["netns", "add", nsA], TimeSpan.FromSeconds(10)).ExitCode != 0, "skipped: creating a network namespace needs root (CAP_SYS_ADMIN)");
         try
         {
             foreach (string[] command in (string[][])[
@@ -143,39 +137,60 @@ public sealed class MpiTrainingTests : IDisposable
                 ["-n", nsA, "link", "set", nsA, "up"], ["-n", nsB, "link", "set", nsB, "up"],
                 ["-n", nsA, "link", "set", "lo", "up"], ["-n", nsB, "link", "set", "lo", "up"]])
             {
-                var step = Run(ip, command, TimeSpan.FromSeconds(10));
+                var step = MpiRuns.Run(ip, command, TimeSpan.FromSeconds(10));
                 Skip.If(step.ExitCode != 0, $"skipped: `ip {string.Join(' ', command)}` failed ({step.Output.Trim()})");
             }
-            string agent = Path.Combine(_dir, "netns-agent.sh"), hosts = Path.Combine(_dir, "hosts");
+            string agent = Path.Combine(Dir, "netns-agent.sh"), hosts = Path.Combine(Dir, "hosts");
             File.WriteAllText(agent, $"#!/bin/sh\nhost=$1; shift\ncase \"$host\" in {hostA}) ns={nsA};; {hostB}) ns={nsB};; *) exit 1;; esac\nexec {ip} netns exec \"$ns\" /bin/sh -c \"$*\"\n");
             File.SetUnixFileMode(agent, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
             File.WriteAllText(hosts, $"{hostA} slots=1\n{hostB} slots=1\n");
-            string single = Path.Combine(_dir, "single"), machines = Path.Combine(_dir, "machines");
-            var one = Cli(processes: 1, [.. Tiny, "--grad-accum", "2", "--max-steps", "4", "--out", single]);
+            string single = Path.Combine(Dir, "single"), machines = Path.Combine(Dir, "machines");
+            var one = MpiRuns.Cli(processes: 1, [.. MpiRuns.Tiny, "--grad-accum", "2", "--max-steps", "4", "--out", single]);
             string subnetMask = $"10.231.{subnet}.0/24";
-            var two = Run(ip, ["netns", "exec", nsA, "mpirun", "--allow-run-as-root", "--hostfile", hosts, "-np", "2", "--mca", "plm_rsh_agent", agent,
+            var two = MpiRuns.Run(ip, ["netns", "exec", nsA, "mpirun", "--allow-run-as-root", "--hostfile", hosts, "-np", "2", "--mca", "plm_rsh_agent", agent,
                 "--mca", "btl", "self,tcp", "--mca", "oob_tcp_if_include", subnetMask, "--mca", "btl_tcp_if_include", subnetMask,
-                "dotnet", CliPath(), .. Tiny, "--max-steps", "4", "--out", machines], TimeSpan.FromSeconds(180));
+                "dotnet", MpiRuns.CliPath(), .. MpiRuns.Tiny, "--max-steps", "4", "--out", machines], TimeSpan.FromSeconds(180));
             Assert.True(two.ExitCode == 0, two.Output);
-            Assert.Equal(BookLines(one.Output), BookLines(two.Output));
-            AssertSameWeights(single, machines);
+            Assert.Equal(MpiRuns.BookLines(one.Output), MpiRuns.BookLines(two.Output));
+            MpiRuns.AssertSameWeights(single, machines);
         }
         finally
         {
-            Run(ip, ["netns", "del", nsA], TimeSpan.FromSeconds(10)); // deleting a namespace deletes its end of the veth pair, and so the pair
-            Run(ip, ["netns", "del", nsB], TimeSpan.FromSeconds(10));
+            MpiRuns.Run(ip, ["netns", "del", nsA], TimeSpan.FromSeconds(10)); // deleting a namespace deletes its end of the veth pair, and so the pair
+            MpiRuns.Run(ip, ["netns", "del", nsB], TimeSpan.FromSeconds(10));
         }
     }
+}
 
-    private static readonly string[] MpirunOptions = ["--allow-run-as-root", "--oversubscribe", "--mca", "btl", "self,vader,tcp"];
+/// <summary>A temporary folder for a test's runs, deleted after it.</summary>
+public abstract class MpiRunDirectory : IDisposable
+{
+    protected string Dir { get; } = Path.Combine(Path.GetTempPath(), "gptsharp-mpi-" + Guid.NewGuid().ToString("N"));
 
-    private static string Captured(System.Text.StringBuilder output)
+    protected MpiRunDirectory() => Directory.CreateDirectory(Dir);
+
+    public void Dispose() => Directory.Delete(Dir, recursive: true);
+}
+
+/// <summary>Running the CLI as one process or under mpirun, and comparing runs.</summary>
+internal static class MpiRuns
+{
+    // A tiny model on the bundled The Verdict: 144 batches of 1 x 32, an evaluation every 2 steps.
+    public static readonly string[] Tiny =
+    [
+        "train", "--emb-dim", "32", "--layers", "2", "--heads", "2", "--context-length", "32", "--drop-rate", "0",
+        "--batch-size", "1", "--epochs", "1", "--eval-freq", "2", "--eval-iter", "3", "--threads", "1",
+    ];
+
+    public static readonly string[] MpirunOptions = ["--allow-run-as-root", "--oversubscribe", "--mca", "btl", "self,vader,tcp"];
+
+    public static string Captured(System.Text.StringBuilder output)
     {
         lock (output) return output.ToString();
     }
 
     /// <summary>The child of <paramref name="mpirun"/> that Open MPI made rank <paramref name="rank"/> (from its environment).</summary>
-    private static int RankProcess(int mpirun, int rank)
+    public static int RankProcess(int mpirun, int rank)
     {
         foreach (string dir in Directory.GetDirectories("/proc"))
         {
@@ -192,15 +207,15 @@ public sealed class MpiTrainingTests : IDisposable
         throw new InvalidOperationException($"No rank {rank} under mpirun {mpirun}.");
     }
 
-    private static string LossColumns(string csvLine) => string.Join(',', csvLine.Split(',').Take(5));
+    public static string LossColumns(string csvLine) => string.Join(',', csvLine.Split(',').Take(5));
 
     /// <summary>What the run prints that must agree: the initial losses and the book's evaluation lines.</summary>
-    private static List<string> BookLines(string output) => output.Split('\n').Select(l => l.TrimEnd('\r'))
+    public static List<string> BookLines(string output) => output.Split('\n').Select(l => l.TrimEnd('\r'))
         .Where(l => l.StartsWith("Ep ", StringComparison.Ordinal) || l.StartsWith("Training loss", StringComparison.Ordinal) || l.StartsWith("Validation loss", StringComparison.Ordinal))
         .ToList();
 
     /// <summary>The two runs' final weights agree to 1e-6 relative (in L2 norm over each tensor).</summary>
-    private static void AssertSameWeights(string runA, string runB)
+    public static void AssertSameWeights(string runA, string runB)
     {
         using var a = ModelCheckpoint.Load(Path.Combine(runA, RunDirectory.ModelFile));
         using var b = ModelCheckpoint.Load(Path.Combine(runB, RunDirectory.ModelFile));
@@ -221,10 +236,10 @@ public sealed class MpiTrainingTests : IDisposable
         }
     }
 
-    private static string CliPath() => Path.Combine(AppContext.BaseDirectory, "GptSharp.Cli.dll");
+    public static string CliPath() => Path.Combine(AppContext.BaseDirectory, "GptSharp.Cli.dll");
 
     /// <summary>Runs the CLI as one process or under <c>mpirun -np N</c>; fails the test on a non-zero exit.</summary>
-    private (int ExitCode, string Output) Cli(int processes, string[] args)
+    public static (int ExitCode, string Output) Cli(int processes, string[] args)
     {
         var run = processes == 1
             ? Run("dotnet", [CliPath(), .. args], TimeSpan.FromSeconds(180))
@@ -233,7 +248,7 @@ public sealed class MpiTrainingTests : IDisposable
         return run;
     }
 
-    private static (int ExitCode, string Output) Run(string program, string[] args, TimeSpan timeout)
+    public static (int ExitCode, string Output) Run(string program, string[] args, TimeSpan timeout)
     {
         var start = new ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true };
         foreach (string a in args) start.ArgumentList.Add(a);
