@@ -49,17 +49,17 @@ public class TrainingStepBenchmark
         _model.Dispose();
     }
 
-    internal static (GptModel, AdamW, TokenBatch, TokenBatch) Create(ulong seed)
+    internal static (GptModel, AdamW, TokenBatch, TokenBatch) Create(ulong seed, int batchSize = BatchSize)
     {
         var config = GptConfig.Book124M with { DropRate = 0.1f };
         var model = new GptModel(config, new FastRandom(seed));
         model.Train();
         var optimizer = new AdamW(model.Parameters(), lr: 0.0004f, weightDecay: 0.1f);
         var rng = new Random((int)seed);
-        int[] ids = Enumerable.Range(0, BatchSize * (ContextLength + 1)).Select(_ => rng.Next(config.VocabSize)).ToArray();
-        var inputs = new TokenBatch(new int[BatchSize * ContextLength], BatchSize, ContextLength);
-        var targets = new TokenBatch(new int[BatchSize * ContextLength], BatchSize, ContextLength);
-        for (int b = 0; b < BatchSize; b++)
+        int[] ids = Enumerable.Range(0, batchSize * (ContextLength + 1)).Select(_ => rng.Next(config.VocabSize)).ToArray();
+        var inputs = new TokenBatch(new int[batchSize * ContextLength], batchSize, ContextLength);
+        var targets = new TokenBatch(new int[batchSize * ContextLength], batchSize, ContextLength);
+        for (int b = 0; b < batchSize; b++)
         {
             ids.AsSpan(b * (ContextLength + 1), ContextLength).CopyTo(inputs.Ids.AsSpan(b * ContextLength));
             ids.AsSpan(b * (ContextLength + 1) + 1, ContextLength).CopyTo(targets.Ids.AsSpan(b * ContextLength));

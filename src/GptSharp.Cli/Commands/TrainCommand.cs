@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Runtime.InteropServices;
+using GptSharp.Distributed;
 using GptSharp.Model;
 using GptSharp.Tensors;
 using GptSharp.Training;
@@ -49,19 +50,26 @@ internal static class TrainCommand
         public readonly Option<double> SaveEveryMinutes = new("--save-every-minutes") { Description = "Write a checkpoint when this many minutes have passed since the last one; 0 = off.", DefaultValueFactory = _ => 10.0 };
         public readonly Option<int> KeepLast = new("--keep-last") { Description = "Checkpoints kept in the run directory (plus best.safetensors, the model of the lowest validation loss).", DefaultValueFactory = _ => 2 };
 
-        public Options() => Rng.AcceptOnlyFromAmong("torch", "fast");
+        // [distributed]
+        public readonly Option<string> Distributed = new("--distributed") { Description = "auto: split the run over the processes when started by Open MPI's mpirun (global batch = --batch-size x ranks x --grad-accum), else one process; mpi: require mpirun; off: one process.", DefaultValueFactory = _ => DistributedTraining.Auto };
+
+        public Options()
+        {
+            Rng.AcceptOnlyFromAmong("torch", "fast");
+            Distributed.AcceptOnlyFromAmong([.. DistributedTraining.Modes]);
+        }
 
         public IEnumerable<Option> All() =>
         [
             Data, Config, ContextLength, EmbDim, Layers, Heads, DropRate, QkvBias, BatchSize, Stride, Epochs, MaxSteps, Lr,
             WeightDecay, EvalFreq, EvalIter, Seed, StartContext, WarmupSteps, MinLr, GradClip, GradAccum, Threads, Out, Rng, Resume,
-            SaveEvery, SaveEveryMinutes, KeepLast, InitFrom,
+            SaveEvery, SaveEveryMinutes, KeepLast, InitFrom, Distributed,
         ];
     }
 
     /// <summary>What the command line asks for, before anything is loaded.</summary>
     internal sealed record Settings(RunConfig Config, int? Threads, string? Out, string? Resume, int? EpochsOverride, long? MaxStepsOverride,
-        TrainingRunOptions Run);
+        TrainingRunOptions Run, string Distributed = DistributedTraining.Auto);
 
     public static Command Create()
     {
@@ -140,7 +148,7 @@ internal static class TrainCommand
             SaveEveryMinutes = parse.GetValue(o.SaveEveryMinutes),
             KeepLast = parse.GetValue(o.KeepLast),
         }.Validate();
-        return new Settings(config, threads, parse.GetValue(o.Out), parse.GetValue(o.Resume), epochsOverride, maxStepsOverride, run);
+        return new Settings(config, threads, parse.GetValue(o.Out), parse.GetValue(o.Resume), epochsOverride, maxStepsOverride, run, parse.GetValue(o.Distributed)!);
     }
 
     /// <summary>
@@ -156,14 +164,32 @@ internal static class TrainCommand
         return TrainingRun.ModelConfigOf(initFrom) with { DropRate = GptConfig.Book124M.DropRate };
     }
 
+    // [distributed] One process, or one rank of an mpirun job: a fatal error on a rank ends every rank (MPI_Abort)
+    // with one line naming it, instead of leaving the others waiting in their next collective.
     private static int Execute(Settings settings)
     {
+        using var parallel = DistributedTraining.Start(settings.Distributed);
+        if (!parallel.IsDistributed) return Execute(settings, parallel);
+        try
+        {
+            return Execute(settings, parallel);
+        }
+        catch (Exception e)
+        {
+            Console.Error.WriteLine($"error: rank {parallel.Rank} of {parallel.WorldSize}: {e.Message}");
+            parallel.Abort(1);
+            return 1;
+        }
+    }
+
+    private static int Execute(Settings settings, DataParallel parallel)
+    {
         if (settings.Threads is int threads) Workers.Count = threads;
-        bool live = !Console.IsOutputRedirected && AnsiConsole.Profile.Capabilities.Interactive;
+        bool live = parallel.IsRoot && !Console.IsOutputRedirected && AnsiConsole.Profile.Capabilities.Interactive;
         var options = settings.Run with { Directory = settings.Out };
         using var run = settings.Resume is string resume
-            ? TrainingRun.Resume(resume, options with { Epochs = settings.EpochsOverride, MaxSteps = settings.MaxStepsOverride })
-            : TrainingRun.Start(settings.Config, options);
+            ? TrainingRun.Resume(resume, options with { Epochs = settings.EpochsOverride, MaxSteps = settings.MaxStepsOverride }, parallel)
+            : TrainingRun.Start(settings.Config, options, parallel);
 
         // Ctrl+C (SIGINT) or SIGTERM: stop cleanly after the current step; a second signal ends the process at once.
         using var stop = new CancellationTokenSource();
@@ -171,11 +197,13 @@ internal static class TrainCommand
         {
             if (stop.IsCancellationRequested) return;
             context.Cancel = true;
-            Console.Error.WriteLine("Stopping after the current step (press Ctrl+C again to quit at once)...");
+            if (run.IsRoot) Console.Error.WriteLine("Stopping after the current step (press Ctrl+C again to quit at once)...");
             stop.Cancel();
         }
         using var onInterrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
         using var onTerminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
+        // [distributed] mpirun ends the job on Ctrl+C; `kill -USR1 <mpirun pid>` (forwarded to every rank) stops it cleanly.
+        using var onUser1 = parallel.IsDistributed ? PosixSignalRegistration.Create((PosixSignal)10, OnSignal) : null;
 
         if (live) RunWithProgressBar(run, stop.Token);
         else

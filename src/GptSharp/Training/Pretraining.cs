@@ -47,13 +47,17 @@ public static class Pretraining
     /// The book's <c>evaluate_model</c>: training and validation loss over <paramref name="evalIter"/> batches
     /// each, in eval mode (no dropout) and without gradients, then back to training mode.
     /// </summary>
-    public static (double TrainLoss, double ValLoss) EvaluateModel(GptModel model, DataLoader trainLoader, DataLoader valLoader, int evalIter)
+    public static (double TrainLoss, double ValLoss) EvaluateModel(GptModel model, DataLoader trainLoader, DataLoader valLoader, int evalIter) =>
+        EvaluateModel(model, trainLoader, valLoader, loader => CalcLossLoader(loader, model, evalIter));
+
+    /// <summary><see cref="EvaluateModel(GptModel, DataLoader, DataLoader, int)"/> with another loader loss (split over ranks).</summary>
+    internal static (double TrainLoss, double ValLoss) EvaluateModel(GptModel model, DataLoader trainLoader, DataLoader valLoader, Func<DataLoader, double> calcLossLoader)
     {
         model.Eval();
         try
         {
-            double trainLoss = CalcLossLoader(trainLoader, model, evalIter);
-            double valLoss = CalcLossLoader(valLoader, model, evalIter);
+            double trainLoss = calcLossLoader(trainLoader);
+            double valLoss = calcLossLoader(valLoader);
             return (trainLoss, valLoss);
         }
         finally

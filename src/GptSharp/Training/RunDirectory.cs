@@ -21,10 +21,13 @@ public sealed class RunDirectory
     public const string ReportFile = "report.html";
     public const string ModelFile = "model.safetensors";
 
-    public RunDirectory(string path)
+    public RunDirectory(string path) : this(path, create: true) { }
+
+    /// <param name="create">False for a rank of a data-parallel run other than 0, which writes nothing there.</param>
+    internal RunDirectory(string path, bool create)
     {
         Path = System.IO.Path.GetFullPath(path);
-        Directory.CreateDirectory(Path);
+        if (create) Directory.CreateDirectory(Path);
     }
 
     public string Path { get; }

@@ -101,6 +101,10 @@ public sealed class TrainerState
     /// <summary>The optimizer's learning rate when the run started: the peak of the schedule (the optimizer's own rate moves with it).</summary>
     public double PeakLearningRate { get; set; }
 
+    /// <summary>[distributed] Processes the run was split over when saved (MPI's world size; 1 for one process). Resuming
+    /// on another world size keeps the global batch: <c>--grad-accum</c> × this / the new world size.</summary>
+    public int WorldSize { get; set; } = 1;
+
     /// <summary>Training time so far over all sessions of the run.</summary>
     public double ElapsedSeconds { get; set; }
 
@@ -123,7 +127,9 @@ public sealed class TrainingDivergedException(string message) : InvalidOperation
 /// The book's <c>train_model_simple</c> loop as a resumable object, with Appendix D's options (warmup, cosine
 /// decay, gradient clipping) and gradient accumulation. Random draws happen in the book's order: each pass of the
 /// training loader, each evaluation's passes, and dropout in every training forward, all from the model's
-/// <see cref="GptModel.DropoutGenerator"/>, which must be the generator the loaders were given.
+/// <see cref="GptModel.DropoutGenerator"/>, which must be the generator the loaders were given (a data-parallel run gives
+/// each rank its own dropout stream instead, <see cref="DataParallel.UseRankDropoutStream"/>, so that the loaders' shared
+/// generator stays identical on every rank).
 /// </summary>
 public sealed class Trainer
 {
@@ -131,17 +137,21 @@ public sealed class Trainer
     private readonly AdamW _optimizer;
     private readonly TrainValidationLoaders _loaders;
     private readonly Gpt2Tokenizer _tokenizer;
+    private readonly DataParallel _parallel; // [distributed] the identity for one process
 
+    /// <param name="parallel">[distributed] The ranks this run is split over (default: one process). Each step then
+    /// trains on <c>GradAccum × WorldSize</c> batches, this rank's block of <c>GradAccum</c> of them.</param>
     public Trainer(GptModel model, AdamW optimizer, TrainValidationLoaders loaders, TrainingOptions options,
-        Gpt2Tokenizer tokenizer, TrainerState? state = null)
+        Gpt2Tokenizer tokenizer, TrainerState? state = null, DataParallel? parallel = null)
     {
+        _parallel = parallel ?? DataParallel.SingleProcess;
         _model = model;
         _optimizer = optimizer;
         _loaders = loaders;
         Options = options.Validate();
         _tokenizer = tokenizer;
         State = state ?? new TrainerState { PeakLearningRate = optimizer.LearningRate };
-        long stepsPerEpoch = StepsPerEpoch(loaders.Train.Count, options.GradAccum);
+        long stepsPerEpoch = StepsPerEpoch(loaders.Train.Count, options.GradAccum * _parallel.WorldSize);
         long totalSteps = stepsPerEpoch * options.Epochs;
         TotalSteps = options.MaxSteps is long max ? Math.Min(max, totalSteps) : totalSteps;
         Schedule = new LearningRateSchedule(State.PeakLearningRate, options.WarmupSteps, options.WarmupInitialLr, options.MinLr, TotalSteps);
@@ -200,11 +210,19 @@ public sealed class Trainer
                     long stepStart = Stopwatch.GetTimestamp();
                     TimeSpan fetchesBefore = Timings.DataLoading;
                     _optimizer.ZeroGrad();
+                    _parallel.SeedDropout(_model, step); // [distributed]
                     int microBatches = 0;
                     float lastLoss = 0;
-                    while (microBatches < Options.GradAccum && FetchBatch(pass))
+                    while (microBatches < Options.GradAccum * _parallel.WorldSize && FetchBatch(pass))
                     {
                         var (input, target) = pass.Current;
+                        // [distributed] Every rank walks the whole step's batches (counting all tokens), training on its own block.
+                        if (!_parallel.OwnsMicroBatch(microBatches, Options.GradAccum))
+                        {
+                            State.TokensSeen += input.Count;
+                            microBatches++;
+                            continue;
+                        }
                         Loss loss = Pretraining.CalcLossBatch(input, target, _model);
                         if (!float.IsFinite(loss.Value))
                             throw new TrainingDivergedException(string.Create(CultureInfo.InvariantCulture,
@@ -219,6 +237,7 @@ public sealed class Trainer
                     State.GlobalStep = step;
                     double lr = Schedule.At(step);
                     _optimizer.LearningRate = (float)lr;
+                    _parallel.SumGradients(parameters); // [distributed] before the average, clipping and AdamW, as one process has them
                     if (microBatches > 1) Gradients.Scale(parameters, 1f / microBatches);
                     if (Options.GradClip > 0 && step >= Options.WarmupSteps) Gradients.ClipGradNorm(parameters, Options.GradClip);
                     _optimizer.Step();
@@ -228,7 +247,7 @@ public sealed class Trainer
                     if (step % Options.EvalFreq == 0)
                     {
                         long evalStart = Stopwatch.GetTimestamp();
-                        var (trainLoss, valLoss) = Pretraining.EvaluateModel(_model, _loaders.Train, _loaders.Validation, Options.EvalIter);
+                        var (trainLoss, valLoss) = _parallel.EvaluateModel(_model, _loaders.Train, _loaders.Validation, Options.EvalIter);
                         Timings.Evaluations += Stopwatch.GetElapsedTime(evalStart);
                         var record = new EvaluationRecord(step, State.Epoch + 1, State.TokensSeen, trainLoss, valLoss, lr, TokensPerSecond());
                         State.Evaluations.Add(record);
@@ -238,7 +257,7 @@ public sealed class Trainer
                     StepCompleted?.Invoke(new StepProgress(State.Epoch + 1, step, TotalSteps, lastLoss, lr, State.TokensSeen, TokensPerSecond(), TimeSpan.FromSeconds(State.ElapsedSeconds)));
 
                     bool maxReached = Options.MaxSteps is long m && State.GlobalStep + 1 >= m;
-                    if (maxReached || ShouldStop?.Invoke() == true)
+                    if (maxReached || _parallel.Any(ShouldStop?.Invoke() == true)) // [distributed] all ranks stop at the same step
                     {
                         // Finish the epoch's bookkeeping when this was its last step, so the state is at a clean boundary.
                         if (pass.NextBatch >= pass.Count) EndEpoch();
@@ -266,7 +285,8 @@ public sealed class Trainer
     private void EndEpoch()
     {
         long sampleStart = Stopwatch.GetTimestamp();
-        string text = Pretraining.GenerateSample(_model, _tokenizer, Options.StartContext, Options.SampleTokens);
+        // [distributed] Only rank 0 prints the sample; greedy decoding draws nothing, so the others may skip it.
+        string text = _parallel.IsRoot ? Pretraining.GenerateSample(_model, _tokenizer, Options.StartContext, Options.SampleTokens) : "";
         Timings.Samples += Stopwatch.GetElapsedTime(sampleStart);
         var sample = new SampleRecord(State.Epoch + 1, State.GlobalStep, text);
         State.Samples.Add(sample);

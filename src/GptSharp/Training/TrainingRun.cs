@@ -48,7 +48,8 @@ public sealed record TrainingRunOptions
 /// <see cref="TrainingRunOptions.SaveEverySteps"/> steps and/or <see cref="TrainingRunOptions.SaveEveryMinutes"/>, at the
 /// end, on cancellation and before a diverged-loss stop), the last <see cref="TrainingRunOptions.KeepLast"/> of them kept,
 /// <c>best.safetensors</c> (the weights of the lowest validation loss), a bit-identical <see cref="Resume"/>, and a
-/// breakdown of where the time went (<see cref="Timings"/>, <c>timings.json</c>).
+/// breakdown of where the time went (<see cref="Timings"/>, <c>timings.json</c>). Split over the ranks of an Open MPI job
+/// (<see cref="DataParallel"/>), every rank trains its share of each step and rank 0 alone prints and writes (<see cref="IsRoot"/>).
 /// <code>
 /// using var run = TrainingRun.Start(new RunConfig { Model = GptConfig.Book124M, Training = new TrainingOptions() });
 /// run.Output += Console.WriteLine;
@@ -64,6 +65,7 @@ public sealed class TrainingRun : IDisposable
     public const string TimingsFile = "timings.json";
 
     private readonly TrainingRunOptions _options;
+    private readonly DataParallel _parallel;
     private readonly TrainingData _data;
     private readonly List<string> _pendingLines = [];
     private readonly long _tokensPerEpoch;
@@ -74,10 +76,11 @@ public sealed class TrainingRun : IDisposable
     private long _lastCheckpointTimestamp;
     private LastGoodStep _lastGood;
 
-    private TrainingRun(RunConfig config, TrainingRunOptions options, RunDirectory directory, GptModel model, AdamW optimizer,
+    private TrainingRun(RunConfig config, TrainingRunOptions options, DataParallel parallel, RunDirectory directory, GptModel model, AdamW optimizer,
         IRandomGenerator generator, TrainerState? state)
     {
         _options = options;
+        _parallel = parallel;
         Config = config;
         RunDirectory = directory;
         Model = model;
@@ -92,14 +95,17 @@ public sealed class TrainingRun : IDisposable
             _data = TrainingData.Load(config.Data, config.TrainRatio, Gpt2Tokenizer.Instance);
             Loaders = DataLoaders.CreateTrainValidation(_data.Train, _data.Validation, config.BatchSize, config.Model.ContextLength, config.Stride, generator);
             _setupDataTime = Stopwatch.GetElapsedTime(dataStart);
+            StartRanks(parallel, config, _data, model, state);
         }
         catch
         {
+            _data?.Dispose();
             optimizer.Dispose();
             model.Dispose();
             throw;
         }
-        Trainer = new Trainer(model, optimizer, Loaders, config.Training, Gpt2Tokenizer.Instance, state);
+        Trainer = new Trainer(model, optimizer, Loaders, config.Training, Gpt2Tokenizer.Instance, state, parallel);
+        State.WorldSize = parallel.WorldSize; // what this run's checkpoints record
         _tokensPerEpoch = (long)Loaders.Train.Count * config.BatchSize * config.Model.ContextLength;
         _bestValLoss = Trainer.State.Evaluations.Select(e => e.ValLoss).Where(double.IsFinite).DefaultIfEmpty(double.PositiveInfinity).Min();
         Trainer.Evaluated += OnEvaluated;
@@ -107,7 +113,22 @@ public sealed class TrainingRun : IDisposable
         Trainer.StepCompleted += OnStepCompleted;
     }
 
+    /// <summary>
+    /// [distributed] Every rank on the same settings and data (checked), the same starting weights (rank 0's, broadcast,
+    /// then a checksum compared), and its own dropout stream. Nothing happens in one process.
+    /// </summary>
+    private static void StartRanks(DataParallel parallel, RunConfig config, TrainingData data, GptModel model, TrainerState? state)
+    {
+        // Settings first: ranks that disagree on the model's shape must not meet in a broadcast of different lengths.
+        parallel.VerifySameSettings($"{config.ToJson()}\n{data.Description}\n{state?.GlobalStep} {state?.NextBatch} {state?.TokensSeen} {state?.SamplerSeed}");
+        if (state is null) parallel.BroadcastParameters(model);
+        else parallel.VerifyIdentical(model, "after loading the checkpoint");
+        parallel.UseRankDropoutStream(model, config.Seed);
+    }
+
     public RunConfig Config { get; }
+
+    /// <summary>The run directory (on a rank other than 0 its path only: that rank writes nothing there).</summary>
     public RunDirectory RunDirectory { get; }
     public GptModel Model { get; }
     public AdamW Optimizer { get; }
@@ -125,6 +146,15 @@ public sealed class TrainingRun : IDisposable
     /// <summary>True when the run continues from a checkpoint.</summary>
     public bool IsResumed { get; }
 
+    /// <summary>The processes the run is split over: <see cref="DataParallel.SingleProcess"/>, or the ranks of an Open MPI job.</summary>
+    public DataParallel Parallel => _parallel;
+
+    /// <summary>
+    /// True in the process that prints (<see cref="Output"/>) and writes the run directory, the checkpoints, the model and
+    /// the reports: the only one, or rank 0 of a data-parallel run. The other ranks train, evaluate their share and write nothing.
+    /// </summary>
+    public bool IsRoot => _parallel.IsRoot;
+
     /// <summary>Where the time of this session went.</summary>
     public RunTimings Timings => Trainer.Timings;
 
@@ -140,8 +170,11 @@ public sealed class TrainingRun : IDisposable
     /// weights' file holds: the book's <c>model_and_optimizer.pth</c>, a training checkpoint), the data loaded and split.
     /// Nothing is trained until <see cref="Train"/>.
     /// </summary>
-    public static TrainingRun Start(RunConfig config, TrainingRunOptions? options = null)
+    /// <param name="parallel">The ranks of an Open MPI job to split the run over (<c>DistributedTraining.Start</c>); default one process.
+    /// The caller keeps it and disposes it after the run.</param>
+    public static TrainingRun Start(RunConfig config, TrainingRunOptions? options = null, DataParallel? parallel = null)
     {
+        parallel ??= DataParallel.SingleProcess;
         options = (options ?? new TrainingRunOptions()).Validate();
         config = config with { Training = config.Training.Validate() };
         config.Model.Validate();
@@ -166,8 +199,8 @@ public sealed class TrainingRun : IDisposable
         TrainingRun run;
         try
         {
-            var directory = OpenDirectory(options.Directory ?? RunDirectory.DefaultPath(DateTime.UtcNow));
-            run = new TrainingRun(config, options, directory, model, optimizer, generator, null);
+            var directory = OpenDirectory(options.Directory ?? RunDirectory.DefaultPath(DateTime.UtcNow), parallel);
+            run = new TrainingRun(config, options, parallel, directory, model, optimizer, generator, null);
         }
         catch
         {
@@ -230,12 +263,14 @@ public sealed class TrainingRun : IDisposable
     /// <summary>
     /// Continues a run from a run directory (its newest complete checkpoint) or a checkpoint file, bit for bit as if it had
     /// never stopped. Only <see cref="TrainingRunOptions.Epochs"/> and <see cref="TrainingRunOptions.MaxSteps"/> may change.
+    /// A checkpoint of N ranks continues on <paramref name="parallel"/>'s M with the same global batch (<c>--grad-accum</c> × N / M).
     /// </summary>
-    public static TrainingRun Resume(string runDirectoryOrCheckpoint, TrainingRunOptions? options = null)
+    public static TrainingRun Resume(string runDirectoryOrCheckpoint, TrainingRunOptions? options = null, DataParallel? parallel = null)
     {
         options = (options ?? new TrainingRunOptions()).Validate();
+        parallel ??= DataParallel.SingleProcess;
         // Temporary files of a write the previous process did not finish are removed before looking for the latest checkpoint.
-        if (System.IO.Directory.Exists(runDirectoryOrCheckpoint)) AtomicFile.RemoveLeftovers(runDirectoryOrCheckpoint);
+        if (parallel.IsRoot && System.IO.Directory.Exists(runDirectoryOrCheckpoint)) AtomicFile.RemoveLeftovers(runDirectoryOrCheckpoint);
         var checkpoint = TrainingCheckpoint.Load(runDirectoryOrCheckpoint);
         var lines = new List<string>();
         var state = checkpoint.State;
@@ -248,12 +283,16 @@ public sealed class TrainingRun : IDisposable
             lines.Add($"The run stopped at --max-steps {reached}; continuing to the end of epoch {training.Epochs}.");
             training = training with { MaxSteps = null };
         }
-        var config = checkpoint.Config with { Training = training.Validate() };
         TrainingRun run;
         try
         {
-            var directory = OpenDirectory(options.Directory ?? Path.GetDirectoryName(Path.GetFullPath(checkpoint.Path))!);
-            run = new TrainingRun(config, options, directory, checkpoint.Model, checkpoint.Optimizer, checkpoint.Generator, state);
+            // [distributed] Keep the checkpoint's global batch on this world size (N ranks <-> --grad-accum N).
+            var kept = parallel.KeepGlobalBatch(training, state.WorldSize);
+            if (kept.GradAccum != training.GradAccum)
+                lines.Add($"The run was saved by {state.WorldSize} process(es) with --grad-accum {training.GradAccum}; continuing on {parallel.WorldSize} with --grad-accum {kept.GradAccum} (same global batch).");
+            var config = checkpoint.Config with { Training = kept.Validate() };
+            var directory = OpenDirectory(options.Directory ?? Path.GetDirectoryName(Path.GetFullPath(checkpoint.Path))!, parallel);
+            run = new TrainingRun(config, options, parallel, directory, checkpoint.Model, checkpoint.Optimizer, checkpoint.Generator, state);
         }
         catch
         {
@@ -265,8 +304,10 @@ public sealed class TrainingRun : IDisposable
         return run;
     }
 
-    private static RunDirectory OpenDirectory(string path)
+    private static RunDirectory OpenDirectory(string path, DataParallel parallel)
     {
+        // Rank 0 alone writes there: the other ranks (perhaps on other machines) keep the path and create nothing.
+        if (!parallel.IsRoot) return new RunDirectory(path, create: false);
         var directory = new RunDirectory(path);
         AtomicFile.RemoveLeftovers(directory.Path);
         return directory;
@@ -284,7 +325,7 @@ public sealed class TrainingRun : IDisposable
         Timings.DataLoading += _setupDataTime;
         _lastCheckpointTimestamp = Stopwatch.GetTimestamp();
         _lastGood = LastGoodStep.Of(State, Generator);
-        Timed(t => Timings.Reports += t, () => RunDirectory.WriteConfig(Config));
+        if (IsRoot) Timed(t => Timings.Reports += t, () => RunDirectory.WriteConfig(Config));
 
         foreach (var line in _pendingLines) Print(line);
         _pendingLines.Clear();
@@ -293,7 +334,11 @@ public sealed class TrainingRun : IDisposable
             $"Model: {Config.Model.Layers} layers, {Config.Model.Heads} heads, emb {Config.Model.EmbeddingDim}, context {Config.Model.ContextLength}, {Model.ParameterCount:N0} parameters; {Workers.Count} threads, rng {Generator.Kind}"));
         Print(string.Create(CultureInfo.InvariantCulture,
             $"Training: {Loaders.Train.Count} batches of {Config.BatchSize} x {Config.Model.ContextLength} per epoch, {Config.Training.Epochs} epochs; validation {Loaders.Validation.Count} batches; run directory {RunDirectory.Path}"));
-        if (!IsResumed && State.GlobalStep < 0) Timed(t => Timings.InitialLosses += t, PrintInitialLosses);
+        if (_parallel.IsDistributed)
+            Print(string.Create(CultureInfo.InvariantCulture,
+                $"Distributed: {_parallel.WorldSize} ranks x --batch-size {Config.BatchSize} x --grad-accum {Config.Training.GradAccum} = {_parallel.WorldSize * Config.BatchSize * Config.Training.GradAccum} sequences per step (Open MPI)"));
+        // The initial losses are printed only; they leave the generator as it was, so rank 0 alone computes them.
+        if (!IsResumed && State.GlobalStep < 0 && IsRoot) Timed(t => Timings.InitialLosses += t, PrintInitialLosses);
 
         Trainer.ShouldStop = () => cancellationToken.IsCancellationRequested;
         TrainingOutcome outcome;
@@ -322,9 +367,10 @@ public sealed class TrainingRun : IDisposable
             TrainingOutcome.MaxStepsReached => $"stopped at --max-steps {Config.Training.MaxSteps}",
             _ => "stopped by Ctrl+C (or SIGTERM)",
         };
+        _parallel.VerifyIdentical(Model, "at the end of training"); // [distributed] the ranks still agree bit for bit
         SaveCheckpoint();
         // After the checkpoint: a run directory's newer file is what ModelStore loads, and this one is a third of its size.
-        Timed(t => Timings.Checkpoints += t, () => Model.Save(RunDirectory.File(RunDirectory.ModelFile)));
+        if (IsRoot) Timed(t => Timings.Checkpoints += t, () => Model.Save(RunDirectory.File(RunDirectory.ModelFile)));
         WriteProgress(status);
 
         double seconds = clock.Elapsed.TotalSeconds;
@@ -332,7 +378,7 @@ public sealed class TrainingRun : IDisposable
         Timings.Tokens = tokens;
         // The session began with Start/Resume loading the data (counted in DataLoading).
         Timings.Total = clock.Elapsed + _setupDataTime;
-        Timed(t => Timings.Reports += t, () => WriteText(RunDirectory.File(TimingsFile), Timings.ToJson()));
+        if (IsRoot) Timed(t => Timings.Reports += t, () => WriteText(RunDirectory.File(TimingsFile), Timings.ToJson()));
         Timings.Total = clock.Elapsed + _setupDataTime;
 
         Print(string.Create(CultureInfo.InvariantCulture,
@@ -346,10 +392,12 @@ public sealed class TrainingRun : IDisposable
 
     /// <summary>
     /// Writes a checkpoint of the run as it is now (and <c>best.safetensors</c> when a better model is waiting), then deletes
-    /// the checkpoints beyond <see cref="TrainingRunOptions.KeepLast"/>. Call it between steps.
+    /// the checkpoints beyond <see cref="TrainingRunOptions.KeepLast"/>. Call it between steps. Only rank 0 of a
+    /// data-parallel run writes (the weights and moments are the same on every rank); the others do nothing.
     /// </summary>
     public void SaveCheckpoint()
     {
+        if (!IsRoot) return;
         long start = Stopwatch.GetTimestamp();
         if (_bestPending && _best is not null)
         {
@@ -381,7 +429,7 @@ public sealed class TrainingRun : IDisposable
     private void OnEvaluated(EvaluationRecord record)
     {
         Print(record.BookLine);
-        if (double.IsFinite(record.ValLoss) && record.ValLoss < _bestValLoss)
+        if (IsRoot && double.IsFinite(record.ValLoss) && record.ValLoss < _bestValLoss)
         {
             // A copy in memory (fast); the file is written with the next checkpoint, off the evaluation's path.
             long start = Stopwatch.GetTimestamp();
@@ -397,6 +445,7 @@ public sealed class TrainingRun : IDisposable
 
     private void WriteProgress(string? status)
     {
+        if (!IsRoot) return;
         long start = Stopwatch.GetTimestamp();
         try
         {
@@ -455,7 +504,10 @@ public sealed class TrainingRun : IDisposable
         Print(string.Create(CultureInfo.InvariantCulture, $"Validation loss: {valLoss}"));
     }
 
-    private void Print(string line) => Output?.Invoke(line);
+    private void Print(string line)
+    {
+        if (IsRoot) Output?.Invoke(line);
+    }
 
     private static void Timed(Action<TimeSpan> add, Action action)
     {

@@ -1,0 +1,233 @@
+using System.Runtime.InteropServices;
+using System.Text;
+using GptSharp.Data;
+using GptSharp.Model;
+using GptSharp.Tensors;
+
+namespace GptSharp.Training;
+
+/// <summary>
+/// The collective operations data-parallel training needs from the processes of one run (MPI's communicator).
+/// Every rank must call the same operations in the same order with the same lengths; a call returns once all
+/// ranks made it. The single-process group does nothing; <c>GptSharp.Distributed</c> implements it on Open MPI.
+/// </summary>
+public interface IProcessGroup : IDisposable
+{
+    /// <summary>This process's index, 0..<see cref="Size"/>-1 (MPI's rank).</summary>
+    int Rank { get; }
+
+    /// <summary>Number of processes (MPI's world size).</summary>
+    int Size { get; }
+
+    /// <summary>Replaces <paramref name="values"/> on every rank by their sum over all ranks (MPI_Allreduce, in place).
+    /// Every rank receives the same bits.</summary>
+    void AllReduceSum(Span<float> values);
+
+    /// <inheritdoc cref="AllReduceSum(Span{float})"/>
+    void AllReduceSum(Span<double> values);
+
+    /// <summary>Copies <paramref name="values"/> of rank <paramref name="root"/> to every rank (MPI_Bcast).</summary>
+    void Broadcast(Span<byte> values, int root);
+
+    /// <summary>Ends every process of the run at once with <paramref name="exitCode"/> (MPI_Abort): for a fatal error on one
+    /// rank, which would otherwise leave the others waiting in their next collective.</summary>
+    void Abort(int exitCode);
+}
+
+/// <summary>
+/// Data-parallel training over an <see cref="IProcessGroup"/>: which micro-batches of a step this rank trains on,
+/// the gradient sum, identical starting weights, agreement on the settings and on stopping, split evaluation and
+/// per-rank dropout streams. <see cref="SingleProcess"/> is the ordinary one-process run, where all of these are
+/// the identity, so the <see cref="Trainer"/> has one code path.
+/// </summary>
+/// <remarks>
+/// The equivalence rule: a step trains on <c>GradAccum × WorldSize</c> consecutive batches of the pass, the ones a
+/// single process with <c>--grad-accum GradAccum × WorldSize</c> would accumulate; rank r takes the r-th block of
+/// <c>GradAccum</c> of them. Summing the ranks' gradients then scaling by 1/micro-batches is what the single process
+/// does, so two ranks are equivalent to <c>--grad-accum 2</c> up to the rounding of where each sum starts.
+/// </remarks>
+public sealed class DataParallel : IDisposable
+{
+    private readonly IProcessGroup _group;
+    private readonly double[] _flag = new double[1];
+    private ulong _dropoutSeed;
+
+    public DataParallel(IProcessGroup group)
+    {
+        _group = group;
+    }
+
+    /// <summary>One process: every operation is the identity and nothing native is loaded.</summary>
+    public static DataParallel SingleProcess { get; } = new(new SingleProcessGroup());
+
+    public int Rank => _group.Rank;
+    public int WorldSize => _group.Size;
+
+    /// <summary>Rank 0: the only one that prints, samples and writes the run directory and checkpoints.</summary>
+    public bool IsRoot => _group.Rank == 0;
+
+    public bool IsDistributed => _group.Size > 1;
+
+    /// <summary>Whether micro-batch <paramref name="indexInStep"/> (0-based, over all ranks) of a step is this rank's.</summary>
+    public bool OwnsMicroBatch(int indexInStep, int gradAccum) => indexInStep / gradAccum == _group.Rank;
+
+    /// <summary>
+    /// Sums every gradient over the ranks, in place, one collective per parameter tensor (the largest, the token
+    /// embedding's, is far below MPI's int count limit). The caller then scales by 1/micro-batches as one process does.
+    /// </summary>
+    public void SumGradients(IReadOnlyList<Parameter> parameters)
+    {
+        if (!IsDistributed) return;
+        foreach (var p in parameters) _group.AllReduceSum(p.Grad.Span);
+    }
+
+    /// <summary>
+    /// The options that keep a saved run's global batch (<c>--grad-accum</c> × <paramref name="savedWorldSize"/>
+    /// micro-batches per step) on this world size: N ranks resume on one process with <c>--grad-accum N</c>, and back.
+    /// </summary>
+    public TrainingOptions KeepGlobalBatch(TrainingOptions training, int savedWorldSize)
+    {
+        if (savedWorldSize < 1) throw new InvalidDataException($"--resume: the checkpoint's world size is {savedWorldSize}; expected at least 1.");
+        int microBatches = training.GradAccum * savedWorldSize;
+        if (microBatches % WorldSize != 0)
+            throw new ArgumentException($"--resume: the run took {microBatches} micro-batches per step ({savedWorldSize} process(es) x --grad-accum {training.GradAccum}), which {WorldSize} processes cannot split evenly; resume on a number of processes that divides {microBatches}.");
+        return training with { GradAccum = microBatches / WorldSize };
+    }
+
+    /// <summary>True on every rank when <paramref name="local"/> is true on any rank (a stop request seen by one rank).</summary>
+    public bool Any(bool local)
+    {
+        if (!IsDistributed) return local;
+        _flag[0] = local ? 1 : 0;
+        _group.AllReduceSum(_flag);
+        return _flag[0] > 0;
+    }
+
+    /// <summary>Gives every rank rank 0's weights, then checks that they arrived identical everywhere.</summary>
+    public void BroadcastParameters(GptModel model)
+    {
+        if (!IsDistributed) return;
+        foreach (var p in model.Parameters()) _group.Broadcast(MemoryMarshal.AsBytes(p.Value.Span), 0);
+        VerifyIdentical(model, "after the broadcast of the initial weights");
+    }
+
+    /// <summary>Throws on every rank when some rank's weights differ from rank 0's (a 64-bit checksum of the bits).</summary>
+    public void VerifyIdentical(GptModel model, string when)
+    {
+        if (!IsDistributed) return;
+        ulong checksum = Checksum(model.Parameters());
+        int[] differing = RanksDifferingFromRoot(BitConverter.GetBytes(checksum));
+        if (differing.Length > 0)
+            throw new InvalidOperationException($"The weights of rank(s) {string.Join(", ", differing)} differ from rank 0's {when} (checksum {checksum:x16} on rank {Rank}).");
+    }
+
+    /// <summary>
+    /// Throws on every rank when the ranks were started with different settings: <paramref name="settings"/> is
+    /// everything that must agree (run configuration, data description, resumed state), as text.
+    /// </summary>
+    public void VerifySameSettings(string settings)
+    {
+        if (!IsDistributed) return;
+        int[] differing = RanksDifferingFromRoot(Encoding.UTF8.GetBytes(settings));
+        if (differing.Length > 0)
+            throw new ArgumentException($"rank(s) {string.Join(", ", differing)} of {WorldSize} were started with settings (options, --data, --resume) that differ from rank 0's; every rank must run the same command on the same data.");
+    }
+
+    /// <summary>The ranks whose <paramref name="value"/> differs from rank 0's (the same list on every rank).</summary>
+    private int[] RanksDifferingFromRoot(byte[] value)
+    {
+        var length = new byte[sizeof(int)];
+        BitConverter.TryWriteBytes(length, value.Length);
+        _group.Broadcast(length, 0);
+        byte[] rootValue = new byte[BitConverter.ToInt32(length)];
+        if (IsRoot) value.CopyTo(rootValue, 0);
+        _group.Broadcast(rootValue, 0);
+        var differs = new double[WorldSize];
+        differs[Rank] = rootValue.AsSpan().SequenceEqual(value) ? 0 : 1;
+        _group.AllReduceSum(differs);
+        return Enumerable.Range(0, WorldSize).Where(r => differs[r] > 0).ToArray();
+    }
+
+    /// <summary>A 64-bit FNV-style hash of the bits of every tensor, in order (deterministic across processes, unlike HashCode).</summary>
+    public static ulong Checksum(IReadOnlyList<Parameter> parameters)
+    {
+        ulong hash = 14695981039346656037UL;
+        foreach (var p in parameters)
+            foreach (ulong word in MemoryMarshal.Cast<float, ulong>(p.Value.Span))
+                hash = (hash ^ word) * 1099511628211UL;
+        return hash;
+    }
+
+    /// <summary>
+    /// Gives the model this rank's own dropout stream, of the run's generator kind, so that the shared global
+    /// generator only orders the data and stays identical on every rank. One process keeps the book's stream.
+    /// </summary>
+    public void UseRankDropoutStream(GptModel model, ulong seed)
+    {
+        if (!IsDistributed) return;
+        model.DropoutGenerator = model.DropoutGenerator.NewGenerator(0);
+        _dropoutSeed = seed;
+    }
+
+    /// <summary>
+    /// Reseeds this rank's dropout stream (<see cref="UseRankDropoutStream"/>) for <paramref name="step"/> from
+    /// (seed, rank, step): reproducible for a given seed and world size, and a resumed run continues it with nothing saved.
+    /// </summary>
+    public void SeedDropout(GptModel model, long step)
+    {
+        if (!IsDistributed) return;
+        ulong mixed = _dropoutSeed ^ ((ulong)Rank + 1) * 0x9E3779B97F4A7C15UL ^ ((ulong)step + 1) * 0xC2B2AE3D27D4EB4FUL;
+        model.DropoutGenerator.ManualSeed(mixed & long.MaxValue);
+    }
+
+    /// <summary>
+    /// The book's <c>evaluate_model</c> split over the ranks: rank r computes batches r, r+N, …; the per-batch
+    /// losses are summed into place (x + 0 is exact) and added up in batch order, so every rank gets the numbers
+    /// one process prints. Every rank starts both passes, keeping the global generator identical.
+    /// </summary>
+    public (double TrainLoss, double ValLoss) EvaluateModel(GptModel model, DataLoader trainLoader, DataLoader valLoader, int evalIter)
+    {
+        if (!IsDistributed) return Pretraining.EvaluateModel(model, trainLoader, valLoader, evalIter);
+        return Pretraining.EvaluateModel(model, trainLoader, valLoader, loader => CalcLossLoader(loader, model, evalIter));
+    }
+
+    private double CalcLossLoader(DataLoader dataLoader, GptModel model, int numBatches)
+    {
+        if (dataLoader.Count == 0) return double.NaN;
+        int batches = Math.Min(numBatches, dataLoader.Count);
+        var losses = new double[batches];
+        using (model.NoGrad())
+        using (var pass = dataLoader.StartEpoch())
+        {
+            for (int i = 0; i < batches && pass.MoveNext(); i++)
+                if (i % WorldSize == Rank)
+                {
+                    var (input, target) = pass.Current;
+                    losses[i] = Pretraining.CalcLossBatch(input, target, model).Value;
+                }
+        }
+        _group.AllReduceSum(losses);
+        double totalLoss = 0;
+        foreach (double loss in losses) totalLoss += loss;
+        return totalLoss / batches;
+    }
+
+    /// <summary>Ends every rank at once after a fatal error on this one (see <see cref="IProcessGroup.Abort"/>).</summary>
+    public void Abort(int exitCode) => _group.Abort(exitCode);
+
+    public void Dispose()
+    {
+        if (!ReferenceEquals(this, SingleProcess)) _group.Dispose();
+    }
+
+    private sealed class SingleProcessGroup : IProcessGroup
+    {
+        public int Rank => 0;
+        public int Size => 1;
+        public void AllReduceSum(Span<float> values) { }
+        public void AllReduceSum(Span<double> values) { }
+        public void Broadcast(Span<byte> values, int root) { }
+        public void Abort(int exitCode) => Environment.Exit(exitCode);
+        public void Dispose() { }
+    }
+}
