@@ -70,8 +70,7 @@ public sealed class TrainingRun : IDisposable
     private readonly List<string> _pendingLines = [];
     private readonly long _tokensPerEpoch;
     private readonly TimeSpan _setupDataTime;
-    private Tensor[]? _best;
-    private bool _bestPending;
+    private readonly BestModelWriter? _bestWriter;
     private double _bestValLoss;
     private long _lastCheckpointTimestamp;
     private LastGoodStep _lastGood;
@@ -108,6 +107,7 @@ public sealed class TrainingRun : IDisposable
         State.WorldSize = parallel.WorldSize; // what this run's checkpoints record
         _tokensPerEpoch = (long)Loaders.Train.Count * config.BatchSize * config.Model.ContextLength;
         _bestValLoss = Trainer.State.Evaluations.Select(e => e.ValLoss).Where(double.IsFinite).DefaultIfEmpty(double.PositiveInfinity).Min();
+        if (IsRoot) _bestWriter = new BestModelWriter(RunDirectory.File(BestModelFile), model);
         Trainer.Evaluated += OnEvaluated;
         Trainer.Sampled += s => Print(s.Text);
         Trainer.StepCompleted += OnStepCompleted;
@@ -368,9 +368,22 @@ public sealed class TrainingRun : IDisposable
             _ => "stopped by Ctrl+C (or SIGTERM)",
         };
         _parallel.VerifyIdentical(Model, "at the end of training"); // [distributed] the ranks still agree bit for bit
-        SaveCheckpoint();
-        // After the checkpoint: a run directory's newer file is what ModelStore loads, and this one is a third of its size.
-        if (IsRoot) Timed(t => Timings.Checkpoints += t, () => Model.Save(RunDirectory.File(RunDirectory.ModelFile)));
+        // model.safetensors (the weights alone, a third of the checkpoint) is written beside the checkpoint, not after it:
+        // the disk takes two files at once faster than one after the other (measured on this project's VMs: 2.5 GB in
+        // 3.5-3.9 s side by side, 4.2-12.8 s in turn), and nothing else is left to do on the run's path at this point.
+        var modelWrite = IsRoot
+            ? Task.Factory.StartNew(() => Model.Save(RunDirectory.File(RunDirectory.ModelFile)), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default)
+            : Task.CompletedTask;
+        try
+        {
+            SaveCheckpoint();
+        }
+        catch
+        {
+            try { modelWrite.Wait(); } catch (AggregateException) { } // the checkpoint's error is the one to report
+            throw;
+        }
+        Timed(t => Timings.Checkpoints += t, () => modelWrite.GetAwaiter().GetResult());
         WriteProgress(status);
 
         double seconds = clock.Elapsed.TotalSeconds;
@@ -399,12 +412,15 @@ public sealed class TrainingRun : IDisposable
     {
         if (!IsRoot) return;
         long start = Stopwatch.GetTimestamp();
-        if (_bestPending && _best is not null)
+        // best.safetensors first: a checkpoint's evaluations name the best loss, and a resumed run trusts the file to hold it.
+        IOException? bestFailure = null;
+        try
         {
-            var parameters = Model.Parameters();
-            SafeTensorsWriter.Write(RunDirectory.File(BestModelFile),
-                parameters.Select((p, i) => SafeTensorsEntry.Float32(p.Name, _best[i])), ModelCheckpoint.Metadata(Config.Model, ModelCheckpoint.ModelKind));
-            _bestPending = false;
+            _bestWriter!.Flush();
+        }
+        catch (IOException e)
+        {
+            bestFailure = e;
         }
         string path = RunDirectory.File(TrainingCheckpoint.FileNameFor(State.GlobalStep + 1));
         TrainingCheckpoint.Save(path, Config, Model, Optimizer, Generator, State);
@@ -415,6 +431,7 @@ public sealed class TrainingRun : IDisposable
                 AtomicFile.Delete(old);
         _lastCheckpointTimestamp = Stopwatch.GetTimestamp();
         Timings.Checkpoints += Stopwatch.GetElapsedTime(start);
+        if (bestFailure is not null) throw bestFailure;
     }
 
     private void OnStepCompleted(StepProgress progress)
@@ -431,14 +448,9 @@ public sealed class TrainingRun : IDisposable
         Print(record.BookLine);
         if (IsRoot && double.IsFinite(record.ValLoss) && record.ValLoss < _bestValLoss)
         {
-            // A copy in memory (fast); the file is written with the next checkpoint, off the evaluation's path.
-            long start = Stopwatch.GetTimestamp();
-            var parameters = Model.Parameters();
-            _best ??= parameters.Select(p => new Tensor(p.Value.ShapeArray)).ToArray();
-            for (int i = 0; i < parameters.Count; i++) _best[i].CopyFrom(parameters[i].Value);
+            // A copy in memory; the file is written in the background while training goes on (BestModelWriter).
             _bestValLoss = record.ValLoss;
-            _bestPending = true;
-            Timings.Checkpoints += Stopwatch.GetElapsedTime(start);
+            Timed(t => Timings.Checkpoints += t, _bestWriter!.Offer);
         }
         WriteProgress(null);
     }
@@ -527,7 +539,7 @@ public sealed class TrainingRun : IDisposable
 
     public void Dispose()
     {
-        if (_best is not null) foreach (var t in _best) t.Dispose();
+        _bestWriter?.Dispose();
         _data.Dispose();
         Optimizer.Dispose();
         Model.Dispose();

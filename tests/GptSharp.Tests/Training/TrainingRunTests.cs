@@ -68,6 +68,27 @@ public sealed class TrainingRunTests : IDisposable
     }
 
     [Fact]
+    public void BestModelHoldsTheWeightsOfTheLowestValidationLoss()
+    {
+        // A high learning rate so the validation loss goes down and then up: the best is not the last model.
+        var evaluations = new List<(double ValLoss, float[] Weights)>();
+        float[] final;
+        using (var run = TrainingRun.Start(Config(new TrainingOptions { Epochs = 3, EvalFreq = 2, EvalIter = 1, SampleTokens = 3 }, lr: 2e-2),
+                   new TrainingRunOptions { Directory = RunDir("best") }))
+        {
+            run.Trainer.Evaluated += e => evaluations.Add((e.ValLoss, run.Model.Parameters().SelectMany(p => p.Value.ToArray()).ToArray()));
+            run.Train();
+            final = run.Model.Parameters().SelectMany(p => p.Value.ToArray()).ToArray();
+        }
+        var lowest = evaluations.MinBy(e => e.ValLoss);
+        Assert.NotEqual(final, lowest.Weights);
+        using var best = ModelStore.Load(Path.Combine(RunDir("best"), TrainingRun.BestModelFile));
+        Assert.Equal(lowest.Weights, best.Parameters().SelectMany(p => p.Value.ToArray()).ToArray());
+        using var model = ModelStore.Load(Path.Combine(RunDir("best"), RunDirectory.ModelFile));
+        Assert.Equal(final, model.Parameters().SelectMany(p => p.Value.ToArray()).ToArray());
+    }
+
+    [Fact]
     public void CancellationStopsAtAStepBoundaryAndResumeMatchesAnUninterruptedRun()
     {
         var options = new TrainingOptions { Epochs = 2, EvalFreq = 3, EvalIter = 1, SampleTokens = 3 };
