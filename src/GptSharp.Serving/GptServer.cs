@@ -126,7 +126,8 @@ public sealed class GptServer : IAsyncDisposable
         }
         try
         {
-            string json = System.Text.Json.JsonSerializer.Serialize(message);
+            // JsonEncodedText, not JsonSerializer: a trimmed build has no reflection-based serializer, even for a string.
+            string json = "\"" + System.Text.Json.JsonEncodedText.Encode(message).ToString() + "\"";
             await context.Response.WriteAsync($"data: {{\"error\": {{\"message\": {json}, \"type\": \"{ApiException.TypeOf(status)}\"}}}}\n\n");
         }
         catch (Exception) when (context.RequestAborted.IsCancellationRequested) { }
