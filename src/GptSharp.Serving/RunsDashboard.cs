@@ -97,7 +97,7 @@ internal sealed partial class RunsDashboard(string? runsDirectory, TimeSpan poll
     private static bool IsRun(string folder) =>
         File.Exists(Path.Combine(folder, RunDirectory.MetricsFile)) || File.Exists(Path.Combine(folder, RunDirectory.ConfigFile));
 
-    private static RunSnapshot ReadRun(string folder)
+    internal static RunSnapshot ReadRun(string folder)
     {
         var run = new RunDirectory(folder);
         string? config = ReadText(run.File(RunDirectory.ConfigFile));
@@ -131,7 +131,8 @@ internal sealed partial class RunsDashboard(string? runsDirectory, TimeSpan poll
 
     /// <summary>
     /// running / stopped / finished, from the status line the trainer writes into <c>report.html</c> at each
-    /// evaluation ("in progress") and at the end ("completed", "stopped ...").
+    /// evaluation ("in progress") and at the end ("completed", "stopped ..."), and from whether a live process still
+    /// holds the run's lock (<see cref="RunDirectory.IsTrainingNow"/>): a killed run never writes its last status.
     /// </summary>
     private static string State(RunDirectory run)
     {
@@ -140,7 +141,9 @@ internal sealed partial class RunsDashboard(string? runsDirectory, TimeSpan poll
         string text = status is { Success: true } ? WebUtility.HtmlDecode(status.Groups[1].Value) : "in progress";
         return text.StartsWith("completed", StringComparison.Ordinal) ? "finished"
             : text.StartsWith("stopped", StringComparison.Ordinal) ? "stopped"
-            : "running";
+            // "in progress" in the report, but no process holds the run: it was killed (SIGKILL, OOM, power cut).
+            : run.IsTrainingNow ? "running"
+            : "stopped";
     }
 
     [GeneratedRegex("<p>([^<]*?) — epoch")]

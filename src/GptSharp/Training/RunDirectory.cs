@@ -43,6 +43,57 @@ public sealed class RunDirectory
 
     public string File(string name) => System.IO.Path.Combine(Path, name);
 
+    /// <summary>Held open with an exclusive lock by the process training in the directory; the OS drops it when that process ends, even by SIGKILL.</summary>
+    public const string LockFile = ".train.lock";
+
+    /// <summary>
+    /// Takes the directory for one training process: a second <c>gptsharp train</c> (or <c>--resume</c>) on the same
+    /// directory would interleave its checkpoints with this one's, so it stops with one line instead. The lock is
+    /// .NET's advisory file lock (flock on Unix), which a killed process cannot leave behind.
+    /// </summary>
+    internal IDisposable TakeForTraining()
+    {
+        // A reader checking IsTrainingNow holds a shared lock for an instant: try a few times before giving up.
+        for (int attempt = 0; ; attempt++)
+        {
+            try
+            {
+                return new FileStream(File(LockFile), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+            }
+            catch (IOException) when (attempt < 20 && System.IO.File.Exists(File(LockFile)))
+            {
+                Thread.Sleep(50);
+            }
+            catch (IOException e) when (System.IO.File.Exists(File(LockFile)))
+            {
+                throw new IOException($"{Path}: another process is training in this run directory (it holds {LockFile}); wait for it to finish or stop it, then resume.", e);
+            }
+        }
+    }
+
+    /// <summary>True while a live process trains in the directory (holds <see cref="LockFile"/>).</summary>
+    public bool IsTrainingNow
+    {
+        get
+        {
+            string path = File(LockFile);
+            if (!System.IO.File.Exists(path)) return false;
+            try
+            {
+                using var probe = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+                return false;
+            }
+            catch (IOException) when (System.IO.File.Exists(path))
+            {
+                return true;
+            }
+            catch (UnauthorizedAccessException)
+            {
+                return false;
+            }
+        }
+    }
+
     private static void WriteText(string path, string contents) =>
         AtomicFile.Write(path, stream => stream.Write(new UTF8Encoding(false).GetBytes(contents)));
 

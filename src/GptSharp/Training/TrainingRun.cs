@@ -71,6 +71,7 @@ public sealed class TrainingRun : IDisposable
     private readonly long _tokensPerEpoch;
     private readonly TimeSpan _setupDataTime;
     private readonly BestModelWriter? _bestWriter;
+    private readonly IDisposable? _directoryLock;
     private double _bestValLoss;
     private long _lastCheckpointTimestamp;
     private LastGoodStep _lastGood;
@@ -88,6 +89,7 @@ public sealed class TrainingRun : IDisposable
         IsResumed = state is not null;
         try
         {
+            _directoryLock = parallel.IsRoot ? directory.TakeForTraining() : null;
             if (config.Model.VocabSize < Gpt2Tokenizer.VocabSize)
                 throw new ArgumentException($"The model's vocabulary ({config.Model.VocabSize} ids) is smaller than the GPT-2 tokenizer's ({Gpt2Tokenizer.VocabSize}): it cannot train on its tokens.");
             long dataStart = Stopwatch.GetTimestamp();
@@ -99,6 +101,7 @@ public sealed class TrainingRun : IDisposable
         catch
         {
             _data?.Dispose();
+            _directoryLock?.Dispose();
             optimizer.Dispose();
             model.Dispose();
             throw;
@@ -543,6 +546,7 @@ public sealed class TrainingRun : IDisposable
         _data.Dispose();
         Optimizer.Dispose();
         Model.Dispose();
+        _directoryLock?.Dispose(); // last: the directory is this run's until every write above is done
     }
 
     /// <summary>A metrics or plot write failed (disk full, permissions): the run stops after a last checkpoint attempt.</summary>

@@ -64,6 +64,8 @@ public sealed class CrashResumeTests(ITestOutputHelper output) : IDisposable
             }
             process.Kill(); // SIGKILL
             process.WaitForExit();
+            // The killed process's directory lock went with it: the dashboard sees the run stopped, and it resumes.
+            if (Directory.Exists(crashed)) Assert.False(new RunDirectory(crashed).IsTrainingNow);
             killed++;
             if (inWrite) midWrite++;
         }

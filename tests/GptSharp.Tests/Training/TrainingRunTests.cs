@@ -68,6 +68,22 @@ public sealed class TrainingRunTests : IDisposable
     }
 
     [Fact]
+    public void OneProcessAtATimeTrainsInARunDirectory()
+    {
+        var options = new TrainingRunOptions { Directory = RunDir("locked") };
+        using (var first = TrainingRun.Start(Config(), options))
+        {
+            Assert.True(first.RunDirectory.IsTrainingNow);
+            var e = Assert.Throws<IOException>(() => TrainingRun.Start(Config(), options).Dispose());
+            Assert.Contains("another process is training in this run directory", e.Message, StringComparison.Ordinal);
+            first.Train();
+        }
+        Assert.False(new RunDirectory(RunDir("locked")).IsTrainingNow);
+        using var resumed = TrainingRun.Resume(RunDir("locked"), new TrainingRunOptions { Epochs = 2 });
+        Assert.True(resumed.RunDirectory.IsTrainingNow);
+    }
+
+    [Fact]
     public void BestModelHoldsTheWeightsOfTheLowestValidationLoss()
     {
         // A high learning rate so the validation loss goes down and then up: the best is not the last model.
