@@ -8,9 +8,10 @@ namespace GptSharp.Benchmarks;
 
 /// <summary>
 /// Data-parallel training steps of the book's GPT_CONFIG_124M (context 256, drop 0.1) at a global batch of 2:
-/// one process with 2 rows, or <c>mpirun -np 2</c> ranks with 1 row each and their gradients summed by
-/// MPI_Allreduce. Rank 0 prints the global tokens/s and the time of each phase, the all-reduce included, so the
-/// same command compares one process with N ranks, and shared memory (vader) with TCP. Run with
+/// one process with 2 rows, or <c>mpirun -np 2</c> ranks with 1 row each taking the trainer's sharded optimizer step
+/// (<see cref="DataParallel.OptimizerStep"/>: gradients reduce-scattered, AdamW on each rank's blocks, weights
+/// all-gathered). Rank 0 prints the global tokens/s and every rank's time in each phase, so the same command
+/// compares one process with N ranks, and shared memory (vader) with TCP. Run with
 /// <c>bench/distributed.sh</c>, or <c>[mpirun -np 2] dotnet GptSharp.Benchmarks.dll data-parallel-quick [threads] [steps]</c>.
 /// </summary>
 public static class DataParallelBenchmark
