@@ -52,7 +52,10 @@ public static class DataParallelBenchmark
             sums[5] += Stopwatch.GetElapsedTime(start, stepped).TotalSeconds;
         }
 
-        Step(new double[6]); // warm-up: activation buffers, first touch of the gradients, MPI connections
+        // Warm-up: activation buffers, first touch of the gradients, MPI connections, and the tier-1 JIT of the hot
+        // kernels, which finishes in the background during the first steps (on a rank bound to one core the background
+        // compiler shares that core: after one warm-up step it still took 0.35 s of 8 s, and one rank ran 25 % slower).
+        for (int w = 0; w < 2; w++) Step(new double[6]);
         parallel.Any(false); // start the clock together
         var total = Stopwatch.StartNew();
         for (int s = 0; s < steps; s++) Step(phases);

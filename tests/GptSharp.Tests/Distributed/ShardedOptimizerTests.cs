@@ -103,27 +103,18 @@ public sealed class ShardedOptimizerTests
             public int Rank => rank;
             public int Size => world._floats.Length;
 
-            public void AllReduceSum(Span<float> values)
-            {
-                world._floats[rank] = values.ToArray();
-                world._barrier.SignalAndWait();
-                for (int j = 0; j < values.Length; j++)
-                {
-                    float sum = 0;
-                    for (int r = 0; r < Size; r++) sum += world._floats[r][j];
-                    values[j] = sum;
-                }
-                world._barrier.SignalAndWait();
-            }
+            public void AllReduceSum(Span<float> values) => Sum(values, world._floats);
 
-            public void AllReduceSum(Span<double> values)
+            public void AllReduceSum(Span<double> values) => Sum(values, world._doubles);
+
+            private void Sum<T>(Span<T> values, T[][] buffers) where T : System.Numerics.INumber<T>
             {
-                world._doubles[rank] = values.ToArray();
+                buffers[rank] = values.ToArray();
                 world._barrier.SignalAndWait();
                 for (int j = 0; j < values.Length; j++)
                 {
-                    double sum = 0;
-                    for (int r = 0; r < Size; r++) sum += world._doubles[r][j];
+                    T sum = T.Zero;
+                    for (int r = 0; r < Size; r++) sum += buffers[r][j];
                     values[j] = sum;
                 }
                 world._barrier.SignalAndWait();
