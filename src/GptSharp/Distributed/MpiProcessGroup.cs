@@ -16,6 +16,7 @@ public sealed unsafe class MpiProcessGroup : IProcessGroup
     private const int SliceBytes = 16 << 20;
     private readonly OpenMpiLibrary _mpi;
     private bool _disposed;
+    private float[] _ring = [];
 
     private MpiProcessGroup(OpenMpiLibrary mpi)
     {
@@ -52,6 +53,44 @@ public sealed unsafe class MpiProcessGroup : IProcessGroup
         fixed (double* p = values)
             for (int start = 0; start < values.Length; start += slice)
                 _mpi.AllReduceInPlace(p + start, Math.Min(slice, values.Length - start), _mpi.Double, _mpi.OpSum);
+    }
+
+    // A ring of MPI_Sendrecv calls, not MPI_Reduce_scatter_block: Open MPI 4.1's reduce-scatter (every tuned algorithm)
+    // took 2.1-2.9 s per 650 MB on 2 ranks over shared memory here, its all-gather 0.11 s and all-reduce 0.25 s; the ring
+    // receives straight into our buffers (vader's single-copy CMA) and allocates nothing. Step k (0..N-2): send the
+    // partial sum of block (rank-1-k) mod N to the next rank, receive block (rank-2-k) mod N from the previous one and
+    // add this rank's gradient to it; the last block received is this rank's. Each block is summed on one rank only.
+    public void ReduceScatterSum(ReadOnlySpan<float> values, Span<float> block)
+    {
+        int n = block.Length;
+        if (values.Length != (long)n * Size)
+            throw new ArgumentException($"ReduceScatterSum: {values.Length} values do not make {Size} blocks of {n}.");
+        if (Size == 1) { values.CopyTo(block); return; }
+        if (_ring.Length < 2 * n) _ring = new float[2 * n]; // partial sums in flight (once, at the largest block)
+        int next = (Rank + 1) % Size, previous = (Rank + Size - 1) % Size;
+        fixed (float* v = values)
+        fixed (float* b = block)
+        fixed (float* ring = _ring)
+        {
+            float* send = v + (long)((Rank + Size - 1) % Size) * n; // step 0 sends this rank's own gradient of the block
+            for (int step = 0; step < Size - 1; step++)
+            {
+                float* receive = step == Size - 2 ? b : ring + (step % 2) * n;
+                _mpi.SendReceive(send, next, receive, previous, n, _mpi.Float);
+                int received = ((Rank - 2 - step) % Size + Size) % Size;
+                var sum = new Span<float>(receive, n);
+                System.Numerics.Tensors.TensorPrimitives.Add(sum, new ReadOnlySpan<float>(v + (long)received * n, n), sum);
+                send = receive;
+            }
+        }
+    }
+
+    public void AllGather(Span<float> values)
+    {
+        if (values.Length % Size != 0)
+            throw new ArgumentException($"AllGather: {values.Length} values do not make {Size} equal blocks.");
+        fixed (float* v = values)
+            _mpi.AllGatherInPlace(v, values.Length / Size, _mpi.Float);
     }
 
     public void Broadcast(Span<byte> values, int root)

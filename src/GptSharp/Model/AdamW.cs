@@ -63,13 +63,41 @@ public sealed unsafe class AdamW : IDisposable
     public unsafe void Step()
     {
         StepCount++;
+        var chunks = FillChunks();
+        RowParallel.For(_chunkCount, ChunkSize * 4L, new AdamWKernel { Chunks = chunks, Update = CurrentUpdate(1f) });
+    }
+
+    /// <summary>
+    /// [distributed] Counts a step whose updates come as <see cref="StepRange"/> calls, one per part of the
+    /// parameters this rank owns (data-parallel sharding of the optimizer: each rank updates its share of every tensor).
+    /// </summary>
+    internal void BeginShardedStep() => StepCount++;
+
+    /// <summary>
+    /// [distributed] The step of <see cref="BeginShardedStep"/> on elements [<paramref name="offset"/>, +<paramref name="length"/>)
+    /// of parameter <paramref name="parameter"/>, from the gradient at <paramref name="grad"/> times <paramref name="gradScale"/>
+    /// (the average over micro-batches: one float multiply, the very rounding of scaling the gradient first). Elementwise,
+    /// so the updated elements get the bits <see cref="Step"/> gives them.
+    /// </summary>
+    internal unsafe void StepRange(int parameter, long offset, int length, float* grad, float gradScale)
+    {
+        var kernel = new AdamWRangeKernel
+        {
+            Param = _parameters[parameter].Value.Data + offset, Grad = grad,
+            ExpAvg = ExpAvg[parameter].Data + offset, ExpAvgSq = ExpAvgSq[parameter].Data + offset,
+            Length = length, Update = CurrentUpdate(gradScale),
+        };
+        RowParallel.For((length + ChunkSize - 1) / ChunkSize, ChunkSize * 4L, kernel);
+    }
+
+    /// <summary>The scalars of the step <see cref="StepCount"/> at the current learning rate.</summary>
+    private AdamWUpdate CurrentUpdate(float gradScale)
+    {
         // PyTorch computes the bias corrections in double from the step count, then mixes float32 tensors.
         double biasCorrection1 = 1 - Math.Pow(Beta1, StepCount);
         double biasCorrection2 = 1 - Math.Pow(Beta2, StepCount);
-        var chunks = FillChunks();
-        var kernel = new AdamWKernel
+        return new AdamWUpdate
         {
-            Chunks = chunks,
             StepSize = (float)(LearningRate / biasCorrection1),
             BiasCorrection2Sqrt = (float)Math.Sqrt(biasCorrection2),
             // Scalars are formed in double and rounded once, as PyTorch's Python-side arithmetic does.
@@ -79,8 +107,8 @@ public sealed unsafe class AdamW : IDisposable
             OneMinusBeta1 = (float)(1.0 - (double)Beta1),
             OneMinusBeta2 = (float)(1.0 - (double)Beta2),
             Eps = Eps,
+            GradScale = gradScale,
         };
-        RowParallel.For(_chunkCount, ChunkSize * 4L, kernel);
     }
 
     // The update is memory-bound (7 float streams per element), so every parameter is cut into
@@ -132,67 +160,92 @@ public sealed unsafe class AdamW : IDisposable
     private unsafe struct AdamWKernel : IRangeKernel
     {
         public AdamWChunk* Chunks;
-        public float StepSize, BiasCorrection2Sqrt, Decay, Beta1, Beta2, OneMinusBeta1, OneMinusBeta2, Eps;
+        public AdamWUpdate Update;
+
+        public readonly void Execute(int start, int end)
+        {
+            for (int c = start; c < end; c++)
+                Update.Apply(Chunks[c].Param, Chunks[c].Grad, Chunks[c].ExpAvg, Chunks[c].ExpAvgSq, Chunks[c].Length);
+        }
+    }
+
+    /// <summary>One contiguous range cut into <see cref="ChunkSize"/> chunks.</summary>
+    private unsafe struct AdamWRangeKernel : IRangeKernel
+    {
+        public float* Param, Grad, ExpAvg, ExpAvgSq;
+        public int Length;
+        public AdamWUpdate Update;
 
         public readonly void Execute(int start, int end)
         {
             for (int c = start; c < end; c++)
             {
-                AdamWChunk chunk = Chunks[c];
-                float* p = chunk.Param, g = chunk.Grad, m = chunk.ExpAvg, v = chunk.ExpAvgSq;
-                int n = chunk.Length, j = 0;
-                if (Vector512.IsHardwareAccelerated)
+                int offset = c * ChunkSize;
+                Update.Apply(Param + offset, Grad + offset, ExpAvg + offset, ExpAvgSq + offset, Math.Min(ChunkSize, Length - offset));
+            }
+        }
+    }
+
+    private struct AdamWUpdate
+    {
+        public float StepSize, BiasCorrection2Sqrt, Decay, Beta1, Beta2, OneMinusBeta1, OneMinusBeta2, Eps, GradScale;
+
+        public readonly unsafe void Apply(float* p, float* g, float* m, float* v, int n)
+        {
+            int j = 0;
+            if (Vector512.IsHardwareAccelerated)
+            {
+                var decay = Vector512.Create(Decay);
+                var b1 = Vector512.Create(Beta1);
+                var b2 = Vector512.Create(Beta2);
+                var c1 = Vector512.Create(OneMinusBeta1);
+                var c2 = Vector512.Create(OneMinusBeta2);
+                var bc2 = Vector512.Create(BiasCorrection2Sqrt);
+                var eps = Vector512.Create(Eps);
+                var stepSize = Vector512.Create(StepSize);
+                var gradScale = Vector512.Create(GradScale);
+                for (; j <= n - Vector512<float>.Count; j += Vector512<float>.Count)
                 {
-                    var decay = Vector512.Create(Decay);
-                    var b1 = Vector512.Create(Beta1);
-                    var b2 = Vector512.Create(Beta2);
-                    var c1 = Vector512.Create(OneMinusBeta1);
-                    var c2 = Vector512.Create(OneMinusBeta2);
-                    var bc2 = Vector512.Create(BiasCorrection2Sqrt);
-                    var eps = Vector512.Create(Eps);
-                    var stepSize = Vector512.Create(StepSize);
-                    for (; j <= n - Vector512<float>.Count; j += Vector512<float>.Count)
-                    {
-                        var gj = Vector512.Load(g + j);
-                        var mj = Vector512.Load(m + j) * b1 + c1 * gj;
-                        var vj = Vector512.Load(v + j) * b2 + c2 * gj * gj;
-                        mj.Store(m + j);
-                        vj.Store(v + j);
-                        var denom = Vector512.Sqrt(vj) / bc2 + eps;
-                        (Vector512.Load(p + j) * decay - stepSize * (mj / denom)).Store(p + j);
-                    }
+                    var gj = Vector512.Load(g + j) * gradScale;
+                    var mj = Vector512.Load(m + j) * b1 + c1 * gj;
+                    var vj = Vector512.Load(v + j) * b2 + c2 * gj * gj;
+                    mj.Store(m + j);
+                    vj.Store(v + j);
+                    var denom = Vector512.Sqrt(vj) / bc2 + eps;
+                    (Vector512.Load(p + j) * decay - stepSize * (mj / denom)).Store(p + j);
                 }
-                else if (Vector256.IsHardwareAccelerated)
+            }
+            else if (Vector256.IsHardwareAccelerated)
+            {
+                var decay = Vector256.Create(Decay);
+                var b1 = Vector256.Create(Beta1);
+                var b2 = Vector256.Create(Beta2);
+                var c1 = Vector256.Create(OneMinusBeta1);
+                var c2 = Vector256.Create(OneMinusBeta2);
+                var bc2 = Vector256.Create(BiasCorrection2Sqrt);
+                var eps = Vector256.Create(Eps);
+                var stepSize = Vector256.Create(StepSize);
+                var gradScale = Vector256.Create(GradScale);
+                for (; j <= n - Vector256<float>.Count; j += Vector256<float>.Count)
                 {
-                    var decay = Vector256.Create(Decay);
-                    var b1 = Vector256.Create(Beta1);
-                    var b2 = Vector256.Create(Beta2);
-                    var c1 = Vector256.Create(OneMinusBeta1);
-                    var c2 = Vector256.Create(OneMinusBeta2);
-                    var bc2 = Vector256.Create(BiasCorrection2Sqrt);
-                    var eps = Vector256.Create(Eps);
-                    var stepSize = Vector256.Create(StepSize);
-                    for (; j <= n - Vector256<float>.Count; j += Vector256<float>.Count)
-                    {
-                        var gj = Vector256.Load(g + j);
-                        var mj = Vector256.Load(m + j) * b1 + c1 * gj;
-                        var vj = Vector256.Load(v + j) * b2 + c2 * gj * gj;
-                        mj.Store(m + j);
-                        vj.Store(v + j);
-                        var denom = Vector256.Sqrt(vj) / bc2 + eps;
-                        (Vector256.Load(p + j) * decay - stepSize * (mj / denom)).Store(p + j);
-                    }
+                    var gj = Vector256.Load(g + j) * gradScale;
+                    var mj = Vector256.Load(m + j) * b1 + c1 * gj;
+                    var vj = Vector256.Load(v + j) * b2 + c2 * gj * gj;
+                    mj.Store(m + j);
+                    vj.Store(v + j);
+                    var denom = Vector256.Sqrt(vj) / bc2 + eps;
+                    (Vector256.Load(p + j) * decay - stepSize * (mj / denom)).Store(p + j);
                 }
-                for (; j < n; j++)
-                {
-                    // torch 1.13 _single_tensor_adamw: param.mul_(1 − lr·wd); exp_avg.mul_(β1).add_(g, alpha=1−β1);
-                    // exp_avg_sq.mul_(β2).addcmul_(g, g, value=1−β2); param.addcdiv_(exp_avg, denom, value=−step_size)
-                    float gj = g[j];
-                    float mj = m[j] = m[j] * Beta1 + OneMinusBeta1 * gj;
-                    float vj = v[j] = v[j] * Beta2 + OneMinusBeta2 * gj * gj;
-                    float denom = MathF.Sqrt(vj) / BiasCorrection2Sqrt + Eps;
-                    p[j] = p[j] * Decay - StepSize * (mj / denom);
-                }
+            }
+            for (; j < n; j++)
+            {
+                // torch 1.13 _single_tensor_adamw: param.mul_(1 − lr·wd); exp_avg.mul_(β1).add_(g, alpha=1−β1);
+                // exp_avg_sq.mul_(β2).addcmul_(g, g, value=1−β2); param.addcdiv_(exp_avg, denom, value=−step_size)
+                float gj = g[j] * GradScale;
+                float mj = m[j] = m[j] * Beta1 + OneMinusBeta1 * gj;
+                float vj = v[j] = v[j] * Beta2 + OneMinusBeta2 * gj * gj;
+                float denom = MathF.Sqrt(vj) / BiasCorrection2Sqrt + Eps;
+                p[j] = p[j] * Decay - StepSize * (mj / denom);
             }
         }
     }

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Text;
 using GptSharp.Data;
@@ -25,6 +26,15 @@ public interface IProcessGroup : IDisposable
 
     /// <inheritdoc cref="AllReduceSum(Span{float})"/>
     void AllReduceSum(Span<double> values);
+
+    /// <summary>Sums <paramref name="values"/> (<see cref="Size"/> blocks of <paramref name="block"/>'s length) over all ranks and
+    /// gives this rank block <see cref="Rank"/> of the sum (MPI_Reduce_scatter_block). Every rank's block gets the bits
+    /// <see cref="AllReduceSum(Span{float})"/> would give it.</summary>
+    void ReduceScatterSum(ReadOnlySpan<float> values, Span<float> block);
+
+    /// <summary>Gives every rank every rank's block of <paramref name="values"/> (<see cref="Size"/> equal blocks, rank r's at
+    /// block r), in place (MPI_Allgather).</summary>
+    void AllGather(Span<float> values);
 
     /// <summary>Copies <paramref name="values"/> of rank <paramref name="root"/> to every rank (MPI_Bcast).</summary>
     void Broadcast(Span<byte> values, int root);
@@ -72,6 +82,113 @@ public sealed class DataParallel : IDisposable
     public bool OwnsMicroBatch(int indexInStep, int gradAccum) => indexInStep / gradAccum == _group.Rank;
 
     /// <summary>
+    /// The optimizer step of a training step: the gradients summed over the ranks, averaged over the step's
+    /// <paramref name="microBatches"/>, clipped to <paramref name="gradClip"/> (0 = off), then AdamW. One process does
+    /// exactly that, in that order. N ranks shard the optimizer (ZeRO stage 1): each slice of every gradient is
+    /// reduce-scattered, each rank updates its block of the weights (and of the moments, which only it keeps current),
+    /// and the updated weights are all-gathered: the bytes of one all-reduce, and 1/N of the AdamW work on each rank.
+    /// AdamW is elementwise, so every weight gets the bits one process would give it from the same gradient sum.
+    /// </summary>
+    public void OptimizerStep(AdamW optimizer, int microBatches, double gradClip)
+    {
+        var parameters = optimizer.Parameters;
+        float averaging = microBatches > 1 ? 1f / microBatches : 1f;
+        if (!IsDistributed)
+        {
+            if (microBatches > 1) Gradients.Scale(parameters, averaging);
+            if (gradClip > 0) Gradients.ClipGradNorm(parameters, gradClip);
+            optimizer.Step();
+            return;
+        }
+        long start = Stopwatch.GetTimestamp();
+        LastStep = default;
+        if (gradClip > 0)
+        {
+            // The clip needs the norm of each whole summed gradient (one float norm per tensor, as one process takes it),
+            // so the gradients are all-reduced; each rank still updates only its blocks, and the weights are all-gathered.
+            SumGradients(parameters);
+            if (microBatches > 1) Gradients.Scale(parameters, averaging);
+            Gradients.ClipGradNorm(parameters, gradClip);
+            averaging = 1f;
+            LastStep = LastStep with { ReduceSeconds = Stopwatch.GetElapsedTime(start).TotalSeconds };
+        }
+        optimizer.BeginShardedStep();
+        for (int i = 0; i < parameters.Count; i++)
+            ShardedUpdate(optimizer, i, reduce: gradClip <= 0, averaging);
+    }
+
+    /// <summary>Seconds of the last <see cref="OptimizerStep"/> on N ranks spent summing gradients (reduce-scatter, or the
+    /// all-reduce of a clipped step), in AdamW on this rank's blocks, and all-gathering the weights.</summary>
+    public ShardedStepTimes LastStep { get; private set; }
+
+    // Collectives go in slices of at most this many elements (see MpiProcessGroup.SliceBytes for why 16 MB), each a
+    // whole number of equal blocks, one per rank.
+    private const int SliceElements = (16 << 20) / sizeof(float);
+    private float[]? _reducedBlock;
+
+    /// <summary>
+    /// The block length of the slice of a tensor of <paramref name="length"/> elements that starts at <paramref name="offset"/>:
+    /// slices are N blocks of at most <see cref="SliceElements"/> / N, then a tail of fewer than N elements (block length 0)
+    /// that every rank reduces and updates whole. The next slice starts at <see cref="NextSlice"/>.
+    /// </summary>
+    private int BlockAt(long length, long offset) => (int)(Math.Min(SliceElements / WorldSize * WorldSize, length - offset) / WorldSize);
+
+    private long NextSlice(long length, long offset, int block) => block > 0 ? offset + (long)block * WorldSize : length;
+
+    private unsafe void ShardedUpdate(AdamW optimizer, int index, bool reduce, float averaging)
+    {
+        var parameter = optimizer.Parameters[index];
+        Span<float> grad = parameter.Grad.Span, value = parameter.Value.Span;
+        for (long offset = 0, length = parameter.Length; offset < length; offset = NextSlice(length, offset, BlockAt(length, offset)))
+        {
+            int block = BlockAt(length, offset);
+            long t0 = Stopwatch.GetTimestamp();
+            if (block == 0)
+            {
+                // The tail (fewer elements than ranks): summed whole, updated by every rank alike.
+                var tail = grad[(int)offset..];
+                if (reduce) _group.AllReduceSum(tail);
+                long t1 = Stopwatch.GetTimestamp();
+                fixed (float* g = tail) optimizer.StepRange(index, offset, tail.Length, g, averaging);
+                LastStep = LastStep.Add(Stopwatch.GetElapsedTime(t0, t1), Stopwatch.GetElapsedTime(t1), TimeSpan.Zero);
+                continue;
+            }
+            long mine = offset + (long)Rank * block;
+            Span<float> sum;
+            if (reduce)
+            {
+                _reducedBlock ??= new float[SliceElements / WorldSize];
+                sum = _reducedBlock.AsSpan(0, block);
+                _group.ReduceScatterSum(grad.Slice((int)offset, block * WorldSize), sum);
+            }
+            else sum = grad.Slice((int)mine, block);
+            long reduced = Stopwatch.GetTimestamp();
+            fixed (float* g = sum) optimizer.StepRange(index, mine, block, g, averaging);
+            long updated = Stopwatch.GetTimestamp();
+            _group.AllGather(value.Slice((int)offset, block * WorldSize));
+            LastStep = LastStep.Add(Stopwatch.GetElapsedTime(t0, reduced), Stopwatch.GetElapsedTime(reduced, updated), Stopwatch.GetElapsedTime(updated));
+        }
+    }
+
+    /// <summary>
+    /// Brings every rank's blocks of the AdamW moments to every rank (after <see cref="OptimizerStep"/> each rank keeps
+    /// only its own current), so that rank 0 can write them whole: a checkpoint holds the full moments whatever the world
+    /// size. Every rank must call it at the same point; one process does nothing.
+    /// </summary>
+    public void GatherOptimizerState(AdamW optimizer)
+    {
+        if (!IsDistributed) return;
+        for (int i = 0; i < optimizer.Parameters.Count; i++)
+            for (long offset = 0, length = optimizer.Parameters[i].Length; offset < length; offset = NextSlice(length, offset, BlockAt(length, offset)))
+            {
+                int block = BlockAt(length, offset);
+                if (block == 0) continue; // the tail is current on every rank
+                _group.AllGather(optimizer.ExpAvg[i].Span.Slice((int)offset, block * WorldSize));
+                _group.AllGather(optimizer.ExpAvgSq[i].Span.Slice((int)offset, block * WorldSize));
+            }
+    }
+
+    /// <summary>
     /// Sums every gradient over the ranks, in place, one collective per parameter tensor (the largest, the token
     /// embedding's, is far below MPI's int count limit). The caller then scales by 1/micro-batches as one process does.
     /// </summary>
@@ -92,6 +209,12 @@ public sealed class DataParallel : IDisposable
         if (microBatches % WorldSize != 0)
             throw new ArgumentException($"--resume: the run took {microBatches} micro-batches per step ({savedWorldSize} process(es) x --grad-accum {training.GradAccum}), which {WorldSize} processes cannot split evenly; resume on a number of processes that divides {microBatches}.");
         return training with { GradAccum = microBatches / WorldSize };
+    }
+
+    /// <summary>Replaces <paramref name="values"/> by their sum over the ranks (in place; the identity for one process).</summary>
+    public void SumOverRanks(Span<double> values)
+    {
+        if (IsDistributed) _group.AllReduceSum(values);
     }
 
     /// <summary>True on every rank when <paramref name="local"/> is true on any rank (a stop request seen by one rank).</summary>
@@ -226,8 +349,17 @@ public sealed class DataParallel : IDisposable
         public int Size => 1;
         public void AllReduceSum(Span<float> values) { }
         public void AllReduceSum(Span<double> values) { }
+        public void ReduceScatterSum(ReadOnlySpan<float> values, Span<float> block) => values.CopyTo(block);
+        public void AllGather(Span<float> values) { }
         public void Broadcast(Span<byte> values, int root) { }
         public void Abort(int exitCode) => Environment.Exit(exitCode);
         public void Dispose() { }
     }
+}
+
+/// <summary>Where a data-parallel optimizer step's time went (<see cref="DataParallel.LastStep"/>), in seconds.</summary>
+public readonly record struct ShardedStepTimes(double ReduceSeconds, double OptimizerSeconds, double GatherSeconds)
+{
+    internal ShardedStepTimes Add(TimeSpan reduce, TimeSpan optimizer, TimeSpan gather) =>
+        new(ReduceSeconds + reduce.TotalSeconds, OptimizerSeconds + optimizer.TotalSeconds, GatherSeconds + gather.TotalSeconds);
 }

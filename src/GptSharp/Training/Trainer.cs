@@ -188,7 +188,6 @@ public sealed class Trainer
         var clock = Stopwatch.StartNew();
         double elapsedBefore = State.ElapsedSeconds;
         long tokensBefore = State.TokensSeen;
-        var parameters = _model.Parameters();
         double TokensPerSecond() => clock.Elapsed.TotalSeconds > 0 ? (State.TokensSeen - tokensBefore) / clock.Elapsed.TotalSeconds : 0;
 
         try
@@ -237,10 +236,8 @@ public sealed class Trainer
                     State.GlobalStep = step;
                     double lr = Schedule.At(step);
                     _optimizer.LearningRate = (float)lr;
-                    _parallel.SumGradients(parameters); // [distributed] before the average, clipping and AdamW, as one process has them
-                    if (microBatches > 1) Gradients.Scale(parameters, 1f / microBatches);
-                    if (Options.GradClip > 0 && step >= Options.WarmupSteps) Gradients.ClipGradNorm(parameters, Options.GradClip);
-                    _optimizer.Step();
+                    // Average over the micro-batches, clip, AdamW; [distributed] the ranks' gradients summed first, the update sharded.
+                    _parallel.OptimizerStep(_optimizer, microBatches, step >= Options.WarmupSteps ? Options.GradClip : 0);
                     State.NextBatch = pass.NextBatch;
                     Timings.Steps += Stopwatch.GetElapsedTime(stepStart) - (Timings.DataLoading - fetchesBefore);
 

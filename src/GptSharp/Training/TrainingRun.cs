@@ -409,10 +409,12 @@ public sealed class TrainingRun : IDisposable
     /// <summary>
     /// Writes a checkpoint of the run as it is now (and <c>best.safetensors</c> when a better model is waiting), then deletes
     /// the checkpoints beyond <see cref="TrainingRunOptions.KeepLast"/>. Call it between steps. Only rank 0 of a
-    /// data-parallel run writes (the weights and moments are the same on every rank); the others do nothing.
+    /// data-parallel run writes, but every rank must call it at the same point: each rank keeps its own share of the AdamW
+    /// moments current (<see cref="DataParallel.OptimizerStep"/>), and they are gathered first for the whole state.
     /// </summary>
     public void SaveCheckpoint()
     {
+        _parallel.GatherOptimizerState(Optimizer); // [distributed]
         if (!IsRoot) return;
         long start = Stopwatch.GetTimestamp();
         // best.safetensors first: a checkpoint's evaluations name the best loss, and a resumed run trusts the file to hold it.
@@ -443,6 +445,8 @@ public sealed class TrainingRun : IDisposable
         long done = progress.Step + 1;
         bool byStep = _options.SaveEverySteps is long every && done % every == 0;
         bool byTime = _options.SaveEveryMinutes > 0 && Stopwatch.GetElapsedTime(_lastCheckpointTimestamp).TotalMinutes >= _options.SaveEveryMinutes;
+        // [distributed] Every rank gathers the moments for a checkpoint, so rank 0's clock decides for all.
+        if (_options.SaveEveryMinutes > 0 && _parallel.IsDistributed) byTime = _parallel.Any(IsRoot && byTime);
         if (byStep || byTime) SaveCheckpoint();
     }
 
@@ -488,6 +492,9 @@ public sealed class TrainingRun : IDisposable
     /// <summary>A last checkpoint before the run stops on an error; says what happened in words.</summary>
     private string TryCheckpoint()
     {
+        // [distributed] The error may be this rank's alone, so the others cannot be asked for their share of the moments.
+        if (_parallel.IsDistributed)
+            return $"the optimizer state is spread over the ranks, so no checkpoint is written after an error on one of them; the newest one on disk is {(IsRoot ? TrainingCheckpoint.Latest(RunDirectory.Path) : null) ?? "none"}";
         try
         {
             SaveCheckpoint();

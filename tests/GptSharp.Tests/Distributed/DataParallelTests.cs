@@ -70,6 +70,8 @@ public sealed class DataParallelTests
         public int Size => 2;
         public void AllReduceSum(Span<float> values) { }
         public void AllReduceSum(Span<double> values) { }
+        public void ReduceScatterSum(ReadOnlySpan<float> values, Span<float> block) => values.Slice(rank * block.Length, block.Length).CopyTo(block);
+        public void AllGather(Span<float> values) { }
         public void Broadcast(Span<byte> values, int root) { }
         public void Abort(int exitCode) => throw new InvalidOperationException("abort");
         public void Dispose() { }

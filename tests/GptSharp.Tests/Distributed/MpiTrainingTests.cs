@@ -30,6 +30,8 @@ public sealed class MpiTrainingTests : MpiRunDirectory
         Assert.Equal(MpiRuns.BookLines(one.Output), MpiRuns.BookLines(two.Output));
         Assert.Equal(2, MpiRuns.BookLines(one.Output).Count(l => l.StartsWith("Ep 1", StringComparison.Ordinal)));
         MpiRuns.AssertSameWeights(single, ranks);
+        // The ranks' optimizer is sharded: rank 0 gathers every rank's share of the moments into the one checkpoint format.
+        MpiRuns.AssertSameMoments(single, ranks);
         Assert.Equal(TrainingCheckpoint.FileNameFor(4), Path.GetFileName(TrainingCheckpoint.Latest(ranks)));
         Assert.Equal(2, TrainingCheckpoint.ReadContents(TrainingCheckpoint.Latest(ranks)!).State.WorldSize);
 
@@ -41,6 +43,7 @@ public sealed class MpiTrainingTests : MpiRunDirectory
         Assert.Equal(MpiRuns.BookLines(oneFromTwo.Output), MpiRuns.BookLines(twoFromOne.Output));
         Assert.Equal(2, MpiRuns.BookLines(oneFromTwo.Output).Count(l => l.StartsWith("Ep 1", StringComparison.Ordinal)));
         MpiRuns.AssertSameWeights(single, ranks);
+        MpiRuns.AssertSameMoments(single, ranks);
         Assert.Equal(File.ReadAllText(Path.Combine(single, RunDirectory.MetricsFile)).Split('\n').Select(MpiRuns.LossColumns),
             File.ReadAllText(Path.Combine(ranks, RunDirectory.MetricsFile)).Split('\n').Select(MpiRuns.LossColumns));
     }
@@ -222,18 +225,33 @@ internal static class MpiRuns
         var pa = a.Parameters();
         var pb = b.Parameters();
         Assert.Equal(pa.Count, pb.Count);
-        for (int i = 0; i < pa.Count; i++)
+        for (int i = 0; i < pa.Count; i++) AssertClose(pa[i].Value.Span, pb[i].Value.Span, pa[i].Name);
+    }
+
+    /// <summary>The two runs' latest checkpoints hold the same AdamW moments, to 1e-6 relative per tensor.</summary>
+    public static void AssertSameMoments(string runA, string runB)
+    {
+        using var a = TrainingCheckpoint.Load(runA);
+        using var b = TrainingCheckpoint.Load(runB);
+        Assert.Equal(a.Optimizer.StepCount, b.Optimizer.StepCount);
+        for (int i = 0; i < a.Optimizer.ExpAvg.Length; i++)
         {
-            ReadOnlySpan<float> x = pa[i].Value.Span, y = pb[i].Value.Span;
-            double difference = 0, norm = 0;
-            for (int j = 0; j < x.Length; j++)
-            {
-                difference += (double)(x[j] - y[j]) * (x[j] - y[j]);
-                norm += (double)y[j] * y[j];
-            }
-            double relative = Math.Sqrt(difference / Math.Max(norm, 1e-30));
-            Assert.True(relative <= 1e-6, $"{pa[i].Name}: relative difference {relative:G3}");
+            AssertClose(a.Optimizer.ExpAvg[i].Span, b.Optimizer.ExpAvg[i].Span, $"exp_avg of {a.Optimizer.Parameters[i].Name}");
+            AssertClose(a.Optimizer.ExpAvgSq[i].Span, b.Optimizer.ExpAvgSq[i].Span, $"exp_avg_sq of {a.Optimizer.Parameters[i].Name}");
         }
+    }
+
+    private static void AssertClose(ReadOnlySpan<float> x, ReadOnlySpan<float> y, string name)
+    {
+        Assert.Equal(x.Length, y.Length);
+        double difference = 0, norm = 0;
+        for (int j = 0; j < x.Length; j++)
+        {
+            difference += (double)(x[j] - y[j]) * (x[j] - y[j]);
+            norm += (double)y[j] * y[j];
+        }
+        double relative = Math.Sqrt(difference / Math.Max(norm, 1e-30));
+        Assert.True(relative <= 1e-6, $"{name}: relative difference {relative:G3}");
     }
 
     public static string CliPath() => Path.Combine(AppContext.BaseDirectory, "GptSharp.Cli.dll");
