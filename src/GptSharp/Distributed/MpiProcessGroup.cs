@@ -113,7 +113,7 @@ public sealed unsafe class MpiProcessGroup : IProcessGroup
     {
         if (_disposed) return;
         _disposed = true;
-        _mpi.Finalize();
+        _mpi.FinalizeMpi();
     }
 }
 

@@ -117,7 +117,7 @@ internal sealed unsafe class OpenMpiLibrary
 
     public void Abort(int exitCode) => _abort(CommWorld, exitCode);
 
-    public void Finalize()
+    public void FinalizeMpi()
     {
         int finalized;
         if (_finalized(&finalized) == 0 && finalized == 0) _finalize();

@@ -414,9 +414,9 @@ public sealed class TrainingRun : IDisposable
     /// </summary>
     public void SaveCheckpoint()
     {
+        long start = Stopwatch.GetTimestamp();
         _parallel.GatherOptimizerState(Optimizer); // [distributed]
         if (!IsRoot) return;
-        long start = Stopwatch.GetTimestamp();
         // best.safetensors first: a checkpoint's evaluations name the best loss, and a resumed run trusts the file to hold it.
         IOException? bestFailure = null;
         try

@@ -145,7 +145,7 @@ public sealed class MpiTwoMachineTests : MpiRunDirectory
             }
             string agent = Path.Combine(Dir, "netns-agent.sh"), hosts = Path.Combine(Dir, "hosts");
             File.WriteAllText(agent, $"#!/bin/sh\nhost=$1; shift\ncase \"$host\" in {hostA}) ns={nsA};; {hostB}) ns={nsB};; *) exit 1;; esac\nexec {ip} netns exec \"$ns\" /bin/sh -c \"$*\"\n");
-            File.SetUnixFileMode(agent, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(agent, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
             File.WriteAllText(hosts, $"{hostA} slots=1\n{hostB} slots=1\n");
             string single = Path.Combine(Dir, "single"), machines = Path.Combine(Dir, "machines");
             var one = MpiRuns.Cli(processes: 1, [.. MpiRuns.Tiny, "--grad-accum", "2", "--max-steps", "4", "--out", single]);
