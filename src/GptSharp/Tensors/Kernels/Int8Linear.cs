@@ -26,12 +26,25 @@ public static unsafe partial class Kernels
 
     /// <summary><see cref="LinearForwardInt8(float*,float*,Int8Matrix,float*,int)"/> on a chosen kernel path (tests).</summary>
     /// <param name="panelFloats">Prefill panel size (tests make it small to cross panels).</param>
-    internal static void LinearForwardInt8(KernelPath path, float* output, float* input, Int8Matrix weight, float* bias, int rows, int panelFloats = Int8PanelFloats)
+    /// <param name="integerDot">Decoding: quantize the input rows to int8 and take int8×int8 dot products (VNNI), rather than dequantizing the weights to float32 (tests force each).</param>
+    internal static void LinearForwardInt8(KernelPath path, float* output, float* input, Int8Matrix weight, float* bias, int rows, int panelFloats = Int8PanelFloats, bool? integerDot = null)
     {
         if (path == KernelPath.Vector512 && !Avx512F.IsSupported) throw new PlatformNotSupportedException("This CPU has no AVX-512.");
         if (path == KernelPath.Vector256 && !(Fma.IsSupported && Avx2.IsSupported)) throw new PlatformNotSupportedException("This CPU has no AVX2/FMA.");
+        bool integer = integerDot ?? ((Int8IntegerDecodeOnThisThread ?? Int8IntegerDotSupported) && path != KernelPath.Scalar);
+        if (integer && (!Int8IntegerDotSupported || path == KernelPath.Scalar)) throw new PlatformNotSupportedException("The int8×int8 decode path needs AVX-VNNI.");
         if (rows <= 0) return;
         int k = weight.Columns, n = weight.Rows;
+        if (rows <= Int8DecodeRows && integer)
+        {
+            var activations = QuantizedActivations.Quantize(input, rows, k);
+            RowParallel.For(n, (long)k * rows, new Int8IntegerDecodeKernel
+            {
+                Output = output, Activations = activations, Values = weight.Values, Scales = weight.Scales, Bias = bias,
+                Rows = rows, InFeatures = k, OutFeatures = n, BlocksPerRow = weight.BlocksPerRow,
+            });
+            return;
+        }
         if (rows <= Int8DecodeRows)
         {
             RowParallel.For(n, (long)k * rows, new Int8DecodeKernel
@@ -201,9 +214,13 @@ public static unsafe partial class Kernels
         [ThreadStatic] private static long t_panelCapacity;
         [ThreadStatic] private static nint t_row;
         [ThreadStatic] private static long t_rowCapacity;
+        [ThreadStatic] private static nint t_activations;
+        [ThreadStatic] private static long t_activationsCapacity;
 
         public static float* Get(long floats) => ThreadScratch.Grow(ref t_panel, ref t_panelCapacity, floats);
 
         public static float* GetRow(long floats) => ThreadScratch.Grow(ref t_row, ref t_rowCapacity, floats);
+
+        public static float* GetActivations(long floats) => ThreadScratch.Grow(ref t_activations, ref t_activationsCapacity, floats);
     }
 }
