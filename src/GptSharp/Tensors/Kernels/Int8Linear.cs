@@ -26,13 +26,13 @@ public static unsafe partial class Kernels
 
     /// <summary><see cref="LinearForwardInt8(float*,float*,Int8Matrix,float*,int)"/> on a chosen kernel path (tests).</summary>
     /// <param name="panelFloats">Prefill panel size (tests make it small to cross panels).</param>
-    /// <param name="integerDot">Decoding: quantize the input rows to int8 and take int8×int8 dot products (VNNI), rather than dequantizing the weights to float32 (tests force each).</param>
+    /// <param name="integerDot">Decoding: quantize the input rows to int16 and take integer dot products (AVX-VNNI), rather than dequantizing the weights to float32 (tests force each).</param>
     internal static void LinearForwardInt8(KernelPath path, float* output, float* input, Int8Matrix weight, float* bias, int rows, int panelFloats = Int8PanelFloats, bool? integerDot = null)
     {
         if (path == KernelPath.Vector512 && !Avx512F.IsSupported) throw new PlatformNotSupportedException("This CPU has no AVX-512.");
         if (path == KernelPath.Vector256 && !(Fma.IsSupported && Avx2.IsSupported)) throw new PlatformNotSupportedException("This CPU has no AVX2/FMA.");
         bool integer = integerDot ?? ((Int8IntegerDecodeOnThisThread ?? Int8IntegerDotSupported) && path != KernelPath.Scalar);
-        if (integer && (!Int8IntegerDotSupported || path == KernelPath.Scalar)) throw new PlatformNotSupportedException("The int8×int8 decode path needs AVX-VNNI.");
+        if (integer && (!Int8IntegerDotSupported || path == KernelPath.Scalar)) throw new PlatformNotSupportedException("The integer decode path needs AVX-VNNI.");
         if (rows <= 0) return;
         int k = weight.Columns, n = weight.Rows;
         if (rows <= Int8DecodeRows && integer)
