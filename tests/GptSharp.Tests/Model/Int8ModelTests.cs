@@ -231,17 +231,19 @@ public sealed class Int8ModelTests(ITestOutputHelper output) : IDisposable
         {
             var logits = model.Forward(TokenBatch.FromSequence(tokens.AsSpan(w * ctx, ctx))).Span;
             for (int t = 0; t < ctx; t++)
-            {
-                var row = logits.Slice(t * vocab, vocab);
-                int best = 0;
-                double max = double.NegativeInfinity, sum = 0;
-                for (int v = 0; v < vocab; v++) if (row[v] > max) { max = row[v]; best = v; }
-                for (int v = 0; v < vocab; v++) sum += Math.Exp(row[v] - max);
-                loss += max + Math.Log(sum) - row[tokens[w * ctx + t + 1]];
-                greedy[w * ctx + t] = best;
-            }
+                loss += Score(logits.Slice(t * vocab, vocab), tokens[w * ctx + t + 1], out greedy[w * ctx + t]);
         }
         return (loss / (windows * ctx), greedy);
+    }
+
+    /// <summary>The cross-entropy of <paramref name="target"/> under one position's logits, and their argmax.</summary>
+    private static double Score(ReadOnlySpan<float> row, int target, out int best)
+    {
+        best = 0;
+        double max = double.NegativeInfinity, sum = 0;
+        for (int v = 0; v < row.Length; v++) if (row[v] > max) { max = row[v]; best = v; }
+        for (int v = 0; v < row.Length; v++) sum += Math.Exp(row[v] - max);
+        return max + Math.Log(sum) - row[target];
     }
 
     /// <summary>
@@ -267,13 +269,7 @@ public sealed class Int8ModelTests(ITestOutputHelper output) : IDisposable
                 for (int b = 0; b < batch; b++)
                 {
                     int position = (first + b) * ctx + t;
-                    var row = logits.Slice(b * vocab, vocab);
-                    int best = 0;
-                    double max = double.NegativeInfinity, sum = 0;
-                    for (int v = 0; v < vocab; v++) if (row[v] > max) { max = row[v]; best = v; }
-                    for (int v = 0; v < vocab; v++) sum += Math.Exp(row[v] - max);
-                    loss += max + Math.Log(sum) - row[tokens[position + 1]];
-                    greedy[position] = best;
+                    loss += Score(logits.Slice(b * vocab, vocab), tokens[position + 1], out greedy[position]);
                 }
             }
         }

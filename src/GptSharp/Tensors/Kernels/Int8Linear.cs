@@ -17,7 +17,9 @@ public static unsafe partial class Kernels
     /// <summary>
     /// <c>nn.Linear</c> with int8 weights: output[rows, outFeatures] = input[rows, inFeatures] · dequantize(weight)ᵀ + bias.
     /// Decoding (rows ≤ <see cref="Int8DecodeRows"/>) is bound by reading the weights, so the kernel streams the int8
-    /// values (a quarter of the float32 bytes) and dequantizes them in registers, columns spread over <see cref="Workers"/>.
+    /// values (a quarter of the float32 bytes), columns spread over <see cref="Workers"/>: with AVX-VNNI the input rows
+    /// are rounded to int16 per block and multiplied in integers (Int8IntegerDot.cs), otherwise the weights are
+    /// dequantized in registers.
     /// Prefill (more rows) is bound by arithmetic: panels of weight rows are dequantized into float32 scratch and
     /// multiplied by the regular GEMM, so it runs at float32 speed.
     /// </summary>
