@@ -34,28 +34,37 @@ public static class Int8Quick
     {
         Workers.Count = threads;
         double bandwidth = GenerationQuick.ReadBandwidth();
-        Console.WriteLine($"CPU: {Environment.ProcessorCount} logical cores, {threads} threads; read bandwidth {bandwidth / 1e9:F1} GB/s (1 GiB vector sum, best of 5)");
+        Console.WriteLine($"CPU: {Environment.ProcessorCount} logical cores, {threads} threads; read bandwidth {bandwidth / 1e9:F1} GB/s (1 GiB vector sum, best of 5); " +
+            $"AVX-VNNI {(Kernels.Int8IntegerDotSupported ? "yes" : "no")}");
         var config = GptConfig.Gpt2Small with { QkvBias = true };
         using var float32 = new GptModel(config, new FastRandom(123));
         float32.Eval();
         using var int8 = new GptModel(config, new FastRandom(123));
         int8.QuantizeInt8();
-        var models = new (string Name, GptModel Model)[] { ("float32", float32), ("int8", int8) };
+        // The int8 model runs twice per round: weights dequantized to float32 in registers, and int16 activations with integer dot products (AVX-VNNI) where the CPU has it.
+        var variants = new List<(string Name, GptModel Model, bool IntegerDot)> { ("float32", float32, false), ("int8 dequantize", int8, false) };
+        if (Kernels.Int8IntegerDotSupported) variants.Add(("int8 integer dot", int8, true));
         var longPrompt = Enumerable.Range(0, 512).Select(i => (i * 7919) % config.VocabSize).ToArray();
-        var rates = models.Select(_ => new List<double>()).ToArray();
-        var stepMedians = models.Select(_ => new List<double>()).ToArray();
-        var prefill = models.Select(_ => new List<double>()).ToArray();
-        var generators = models.Select(m => new TextGenerator(m.Model)).ToArray();
-        var caches = models.Select(m => new KvCache(m.Model)).ToArray();
-        foreach (var g in generators) g.Generate(TokenBatch.FromSequence(Prompt), 4); // warm-up
+        var rates = variants.Select(_ => new List<double>()).ToArray();
+        var stepMedians = variants.Select(_ => new List<double>()).ToArray();
+        var matvecMedians = variants.Select(_ => new List<double>()).ToArray();
+        var prefill = variants.Select(_ => new List<double>()).ToArray();
+        var generators = variants.Select(m => new TextGenerator(m.Model)).ToArray();
+        var caches = variants.Select(m => new KvCache(m.Model)).ToArray();
+        for (int v = 0; v < variants.Count; v++)
+        {
+            Kernels.Int8IntegerDecodeOnThisThread = variants[v].IntegerDot;
+            generators[v].Generate(TokenBatch.FromSequence(Prompt), 4); // warm-up
+        }
         for (int r = 0; r < rounds; r++)
-            for (int v = 0; v < models.Length; v++)
+            for (int v = 0; v < variants.Count; v++)
             {
+                Kernels.Int8IntegerDecodeOnThisThread = variants[v].IntegerDot;
                 var clock = Stopwatch.StartNew();
                 generators[v].Generate(TokenBatch.FromSequence(Prompt), newTokens);
                 rates[v].Add(newTokens / clock.Elapsed.TotalSeconds);
                 // Single steps timed alone (the median says more than a total that includes a neighbour's bursts).
-                var model = models[v].Model;
+                var model = variants[v].Model;
                 model.Prefill(caches[v], Prompt);
                 var steps = new double[50];
                 for (int i = 0; i < steps.Length; i++)
@@ -66,21 +75,88 @@ public static class Int8Quick
                 }
                 Array.Sort(steps);
                 stepMedians[v].Add(steps[steps.Length / 2]);
+                matvecMedians[v].Add(MatvecSeconds(model));
                 clock.Restart();
                 model.Prefill(caches[v], longPrompt);
                 prefill[v].Add(longPrompt.Length / clock.Elapsed.TotalSeconds);
             }
+        Kernels.Int8IntegerDecodeOnThisThread = null;
         double Median(List<double> values) => values.Order().ElementAt(values.Count / 2);
-        for (int v = 0; v < models.Length; v++)
+        for (int v = 0; v < variants.Count; v++)
         {
-            double bytes = BytesPerToken(models[v].Model), bound = bandwidth / bytes, rate = Median(rates[v]), step = 1 / Median(stepMedians[v]);
-            Console.WriteLine($"{models[v].Name}: {bytes / 1e6:F0} MB read per token (bound {bound:F1} tokens/s); cached greedy {newTokens} tokens: " +
+            double bytes = BytesPerToken(variants[v].Model), bound = bandwidth / bytes, rate = Median(rates[v]), step = 1 / Median(stepMedians[v]);
+            double matvec = Median(matvecMedians[v]);
+            Console.WriteLine($"{variants[v].Name}: {bytes / 1e6:F0} MB read per token (bound {bound:F1} tokens/s); cached greedy {newTokens} tokens: " +
                 $"median {rate:F1} tokens/s (runs {string.Join(", ", rates[v].Select(x => x.ToString("F1")))}) = {100 * rate / bound:F0}% of the bound; " +
-                $"median single step {1e3 / step:F1} ms = {step:F1} tokens/s ({100 * step / bound:F0}%); prefill 512 tokens: median {Median(prefill[v]):F0} tokens/s");
+                $"median single step {1e3 / step:F2} ms = {step:F1} tokens/s ({100 * step / bound:F0}%), of which the linear layers alone {1e3 * matvec:F2} ms " +
+                $"({bytes / matvec / 1e9:F1} GB/s); prefill 512 tokens: median {Median(prefill[v]):F0} tokens/s");
         }
-        Console.WriteLine($"int8 / float32: cached decoding {Median(rates[1]) / Median(rates[0]):F2}x, single steps {Median(stepMedians[0]) / Median(stepMedians[1]):F2}x, prefill {Median(prefill[1]) / Median(prefill[0]):F2}x");
+        for (int v = 1; v < variants.Count; v++)
+            Console.WriteLine($"{variants[v].Name} / float32: cached decoding {Median(rates[v]) / Median(rates[0]):F2}x, single steps {Median(stepMedians[0]) / Median(stepMedians[v]):F2}x, " +
+                $"linear layers {Median(matvecMedians[0]) / Median(matvecMedians[v]):F2}x, prefill {Median(prefill[v]) / Median(prefill[0]):F2}x");
         foreach (var g in generators) g.Dispose();
         foreach (var c in caches) c.Dispose();
+    }
+
+    /// <summary>
+    /// One input row through int8 weights, both decode paths, on 1 and 2 threads: GB/s of int8 bytes for a matrix that
+    /// fits in L2 (the kernel's own speed) and for GPT-2's head (from memory), so one sees which bound a path hits.
+    /// </summary>
+    public static unsafe void KernelSpeeds()
+    {
+        var shapes = new (string Name, int Out, int In)[] { ("768x768 (L2)", 768, 768), ("3072x768 (L3)", 3072, 768), ("50257x768 (memory)", 50257, 768) };
+        foreach (var (name, n, k) in shapes)
+        {
+            using var weight = new Tensor(n, k);
+            for (long i = 0; i < weight.Length; i++) weight.Data[i] = MathF.Sin(i * 0.37f) * 0.02f;
+            using var matrix = Int8Matrix.Quantize(weight.Data, n, k);
+            using var input = new Tensor(k);
+            using var output = new Tensor(n);
+            for (int i = 0; i < k; i++) input.Data[i] = MathF.Cos(i);
+            foreach (int threads in new[] { 1, 2 })
+                foreach (bool integer in GptSharp.Tensors.Kernels.Int8IntegerDotSupported ? new[] { false, true } : new[] { false })
+                {
+                    Workers.Count = threads;
+                    int repeats = (int)Math.Max(3, 2e9 / matrix.ValueBytes);
+                    var times = new double[7];
+                    for (int t = 0; t < times.Length; t++)
+                    {
+                        long start = Stopwatch.GetTimestamp();
+                        for (int r = 0; r < repeats; r++) GptSharp.Tensors.Kernels.LinearForwardInt8(Gemm.BestPath, output.Data, input.Data, matrix, null, 1, integerDot: integer);
+                        times[t] = Stopwatch.GetElapsedTime(start).TotalSeconds / repeats;
+                    }
+                    Array.Sort(times);
+                    Console.WriteLine($"{name}, {threads} thread(s), {(integer ? "integer (int16 activations)" : "dequantize")}: {(matrix.ValueBytes + matrix.ScaleBytes) / times[3] / 1e9:F1} GB/s ({times[3] * 1e6:F1} us)");
+                }
+        }
+    }
+
+    /// <summary>Median time of one token's linear layers alone (every block's six and the head, one input row): a step minus this is the rest (attention, LayerNorm, GELU, overheads).</summary>
+    private static double MatvecSeconds(GptModel model)
+    {
+        var weights = model.LinearWeights().ToArray();
+        int widest = weights.Max(w => Math.Max(w.Int8?.Columns ?? w.Value.Size(1), w.Int8?.Rows ?? w.Value.Size(0)));
+        using var input = new Tensor(widest);
+        unsafe
+        {
+            // Not zeros: the int8×int8 path skips all-zero blocks.
+            for (int i = 0; i < widest; i++) input.Data[i] = MathF.Sin(i);
+        }
+        using var output = new Tensor(widest);
+        var times = new double[21];
+        for (int t = 0; t < times.Length; t++)
+        {
+            long start = Stopwatch.GetTimestamp();
+            foreach (var w in weights)
+                unsafe
+                {
+                    if (w.Int8 is { } q) Kernels.LinearForwardInt8(output.Data, input.Data, q, null, 1);
+                    else Kernels.LinearForward(output.Data, input.Data, w.Value.Data, null, 1, w.Value.Size(1), w.Value.Size(0));
+                }
+            times[t] = Stopwatch.GetElapsedTime(start).TotalSeconds;
+        }
+        Array.Sort(times);
+        return times[times.Length / 2];
     }
 
     /// <summary>One precision of a model from disk (a <c>gpt2-synthetic</c> checkpoint): load time, cached greedy tokens/s, peak RSS.</summary>

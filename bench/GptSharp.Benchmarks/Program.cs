@@ -13,7 +13,8 @@ namespace GptSharp.Benchmarks;
 /// OpenAI GPT-2 checkpoint for load time and peak memory: ... -- gpt2-synthetic DIR gpt2-small|...|gpt2-xl; a 124M training
 /// checkpoint's write/read and a 1 GB token file's id check: ... -- run-io-quick [DIR];
 /// int8 against float32 weights (decoding, prefill, bandwidth bound): ... -- int8-quick [rounds] [threads] [newTokens], and one
-/// precision of a model from disk with its peak RSS: ... -- int8-model DIR float32|int8 [newTokens] [threads]
+/// precision of a model from disk with its peak RSS: ... -- int8-model DIR float32|int8 [newTokens] [threads]; the one-row
+/// int8 kernels alone, in cache and from memory: ... -- int8-kernels
 /// </summary>
 public static class Program
 {
@@ -64,6 +65,11 @@ public static class Program
         if (args.Length > 0 && args[0] == "int8-quick")
         {
             Int8Quick.Run(args.Length > 1 ? int.Parse(args[1]) : 3, args.Length > 2 ? int.Parse(args[2]) : 2, args.Length > 3 ? int.Parse(args[3]) : GenerationBenchmarks.NewTokens);
+            return;
+        }
+        if (args.Length > 0 && args[0] == "int8-kernels")
+        {
+            Int8Quick.KernelSpeeds();
             return;
         }
         if (args.Length > 2 && args[0] == "int8-model")

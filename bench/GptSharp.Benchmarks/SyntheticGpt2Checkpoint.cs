@@ -19,41 +19,46 @@ public static class SyntheticGpt2Checkpoint
         var c = GptConfig.FromPresetName(Gpt2Models.Find(size).Alias)!;
         int e = c.EmbeddingDim, h = c.HiddenDim;
         var random = new Random(123);
-        float[] Weights(long count)
+        // Shapes and how to make each tensor; the data is made as the writer reaches it, one tensor in memory at a time.
+        var shapes = new Dictionary<string, long[]>();
+        var makers = new Dictionary<string, Func<float[]>>();
+        void Weights(string name, long[] shape) => Add(name, shape, () =>
         {
-            var values = new float[count];
-            for (long i = 0; i < count; i++) values[i] = (float)(random.NextDouble() - 0.5) * 0.04f;
+            var values = new float[shape.Aggregate(1L, (a, b) => a * b)];
+            for (long i = 0; i < values.Length; i++) values[i] = (float)(random.NextDouble() - 0.5) * 0.04f;
             return values;
-        }
-        float[] Fill(int count, float value) => Enumerable.Repeat(value, count).ToArray();
-        var tensors = new Dictionary<string, (long[], float[])>
+        });
+        void Fill(string name, int count, float value) => Add(name, [count], () => Enumerable.Repeat(value, count).ToArray());
+        void Add(string name, long[] shape, Func<float[]> make)
         {
-            ["model/wte"] = ([c.VocabSize, e], Weights((long)c.VocabSize * e)),
-            ["model/wpe"] = ([c.ContextLength, e], Weights((long)c.ContextLength * e)),
-            ["model/ln_f/g"] = ([e], Fill(e, 1f)),
-            ["model/ln_f/b"] = ([e], Fill(e, 0f)),
-        };
+            shapes[name] = shape;
+            makers[name] = make;
+        }
+        Weights("model/wte", [c.VocabSize, e]);
+        Weights("model/wpe", [c.ContextLength, e]);
+        Fill("model/ln_f/g", e, 1f);
+        Fill("model/ln_f/b", e, 0f);
         for (int i = 0; i < c.Layers; i++)
         {
             string p = $"model/h{i}/";
-            tensors[p + "attn/c_attn/w"] = ([1, e, 3 * e], Weights(3L * e * e));
-            tensors[p + "attn/c_attn/b"] = ([3 * e], Fill(3 * e, 0f));
-            tensors[p + "attn/c_proj/w"] = ([1, e, e], Weights((long)e * e));
-            tensors[p + "attn/c_proj/b"] = ([e], Fill(e, 0f));
-            tensors[p + "mlp/c_fc/w"] = ([1, e, h], Weights((long)e * h));
-            tensors[p + "mlp/c_fc/b"] = ([h], Fill(h, 0f));
-            tensors[p + "mlp/c_proj/w"] = ([1, h, e], Weights((long)h * e));
-            tensors[p + "mlp/c_proj/b"] = ([e], Fill(e, 0f));
-            tensors[p + "ln_1/g"] = ([e], Fill(e, 1f));
-            tensors[p + "ln_1/b"] = ([e], Fill(e, 0f));
-            tensors[p + "ln_2/g"] = ([e], Fill(e, 1f));
-            tensors[p + "ln_2/b"] = ([e], Fill(e, 0f));
+            Weights(p + "attn/c_attn/w", [1, e, 3 * e]);
+            Fill(p + "attn/c_attn/b", 3 * e, 0f);
+            Weights(p + "attn/c_proj/w", [1, e, e]);
+            Fill(p + "attn/c_proj/b", e, 0f);
+            Weights(p + "mlp/c_fc/w", [1, e, h]);
+            Fill(p + "mlp/c_fc/b", h, 0f);
+            Weights(p + "mlp/c_proj/w", [1, h, e]);
+            Fill(p + "mlp/c_proj/b", e, 0f);
+            Fill(p + "ln_1/g", e, 1f);
+            Fill(p + "ln_1/b", e, 0f);
+            Fill(p + "ln_2/g", e, 1f);
+            Fill(p + "ln_2/b", e, 0f);
         }
         Directory.CreateDirectory(directory);
-        TfBundleWriter.Write(Path.Combine(directory, "model.ckpt"), tensors);
+        TfBundleWriter.Write(Path.Combine(directory, "model.ckpt"), shapes, name => makers[name]());
         File.WriteAllText(Path.Combine(directory, "hparams.json"),
             $"{{\"n_vocab\": {c.VocabSize}, \"n_ctx\": {c.ContextLength}, \"n_embd\": {e}, \"n_head\": {c.Heads}, \"n_layer\": {c.Layers}}}\n");
-        long parameters = tensors.Values.Sum(t => (long)t.Item2.Length);
+        long parameters = shapes.Values.Sum(shape => shape.Aggregate(1L, (a, b) => a * b));
         Console.WriteLine($"{directory}: {size}, {parameters:N0} parameters, {parameters * 4 / 1e9:F2} GB of float32");
     }
 }

@@ -10,6 +10,12 @@ namespace GptSharp.Tests.Tensors;
 /// </summary>
 public unsafe class Int8MatrixTests
 {
+    public static IEnumerable<object[]> VectorPaths()
+    {
+        if (Fma.IsSupported && Avx2.IsSupported) yield return new object[] { nameof(Path.Vector256) };
+        if (Avx512F.IsSupported) yield return new object[] { nameof(Path.Vector512) };
+    }
+
     public static IEnumerable<object[]> Paths()
     {
         yield return new object[] { nameof(Path.Scalar) };
@@ -131,6 +137,129 @@ public unsafe class Int8MatrixTests
         }
     }
 
+    /// <summary>Quantizes one input row as the integer decode path does; checks q in ±32767 and |x − q·s| ≤ s/2 per element.</summary>
+    private static (short[] Values, float[] Scales) QuantizeActivations(float[] row)
+    {
+        int blocks = (row.Length + 31) / 32;
+        var values = new short[blocks * 32];
+        var scales = new float[blocks];
+        fixed (float* x = row, s = scales)
+        fixed (short* v = values)
+            Kernels.QuantizeActivationRow(x, row.Length, v, s);
+        for (int p = 0; p < values.Length; p++)
+        {
+            float scale = scales[p / 32];
+            Assert.InRange(values[p], (short)-32767, (short)32767);
+            if (p >= row.Length) { Assert.Equal(0, values[p]); continue; } // padding of a short last block
+            if (float.IsNaN(scale)) continue;
+            double error = Math.Abs(row[p] - (double)values[p] * scale);
+            // Half a step, plus the float rounding of x · (32767 / max) (≤ 32767 · 2^-23 of a step: 0.004).
+            Assert.True(error <= Math.Max(scale * 0.505, 1e-30), $"x={row[p]} q={values[p]} s={scale}: error {error}");
+        }
+        return (values, scales);
+    }
+
+    [SkippableFact]
+    public void ActivationsQuantizePerBlockWithinHalfAStep()
+    {
+        Skip.IfNot(Kernels.Int8IntegerDotSupported, "skipped: this CPU has no AVX-VNNI (the integer decode path is not used here)");
+        var random = new Random(5);
+        foreach (int length in new[] { 32, 768, 70, 5 })
+        {
+            var row = RandomArray(random, length);
+            row[length / 2] = 40f; // an outlier only widens its own block
+            var (values, scales) = QuantizeActivations(row);
+            Assert.Equal(32767, values[length / 2]);
+            if (length > 64) Assert.True(scales[^1] < 1f / 30000, $"a block without the outlier keeps a fine step: {scales[^1]}");
+        }
+        var zeros = QuantizeActivations(new float[64]);
+        Assert.All(zeros.Values, v => Assert.Equal(0, v));
+        Assert.All(zeros.Scales, s => Assert.Equal(0f, s));
+        var tiny = Enumerable.Repeat(1e-38f, 32).ToArray();
+        Assert.All(QuantizeActivations(tiny).Values, v => Assert.Equal(0, v));
+        var withNaN = RandomArray(random, 64);
+        withNaN[40] = float.NaN;
+        var nan = QuantizeActivations(withNaN);
+        Assert.True(float.IsNaN(nan.Scales[1]), "a NaN input makes its block's scale NaN, so the output is NaN as in float32");
+        Assert.False(float.IsNaN(nan.Scales[0]));
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(VectorPaths))]
+    public void IntegerDecodeIsTheExactIntegerProductScaled(string pathName)
+    {
+        Skip.IfNot(Kernels.Int8IntegerDotSupported, "skipped: this CPU has no AVX-VNNI (the integer decode path is not used here)");
+        var path = Enum.Parse<Path>(pathName);
+        var random = new Random(13);
+        // Out-features not a multiple of 4 (the last rows one by one), in-features with a short last block, up to 8 rows.
+        foreach (var (rows, k, n) in new[] { (1, 32, 1), (1, 768, 301), (2, 96, 65), (3, 70, 33), (5, 33, 17), (8, 256, 130), (1, 5, 7), (4, 3072, 12) })
+            foreach (bool withBias in new[] { false, true })
+            {
+                var input = RandomArray(random, rows * k);
+                var weights = RandomArray(random, n * k);
+                var bias = RandomArray(random, n);
+                var actual = new float[rows * n];
+                fixed (float* x = input, w = weights, b = bias, a = actual)
+                {
+                    using var matrix = Int8Matrix.Quantize(w, n, k);
+                    using var dequantized = matrix.Dequantize();
+                    Kernels.LinearForwardInt8(path, a, x, matrix, withBias ? b : null, rows, integerDot: true);
+                    for (int i = 0; i < rows; i++)
+                    {
+                        var (values, scales) = QuantizeActivations(input[(i * k)..((i + 1) * k)]);
+                        for (int j = 0; j < n; j++)
+                        {
+                            // Reference: the integer block dots, scaled in double; and the bound against the float input.
+                            double exact = withBias ? b[j] : 0, reference = exact, bound = 0;
+                            for (int block = 0; block * 32 < k; block++)
+                            {
+                                long dot = 0;
+                                double weightAbs = 0;
+                                for (int p = block * 32; p < Math.Min(k, block * 32 + 32); p++)
+                                {
+                                    dot += values[p] * matrix.Values[(long)j * k + p];
+                                    reference += (double)x[i * k + p] * dequantized[j, p];
+                                    weightAbs += Math.Abs(dequantized[j, p]);
+                                }
+                                exact += (double)dot * matrix.Scales[(long)j * matrix.BlocksPerRow + block] * scales[block];
+                                bound += scales[block] * 0.5 * weightAbs;
+                            }
+                            float got = a[i * n + j];
+                            Assert.True(Math.Abs(got - exact) <= 1e-5 * (1 + k / 32.0) * (1 + Math.Abs(exact)), $"{pathName} rows={rows} in={k} out={n} [{i},{j}]: {got} vs exact {exact}");
+                            Assert.True(Math.Abs(got - reference) <= bound * 1.01 + 1e-5 * (1 + Math.Abs(reference)), $"[{i},{j}]: {got} vs float input {reference}, bound {bound}");
+                        }
+                    }
+                }
+            }
+    }
+
+    [SkippableFact]
+    public void DecodeDefaultsToTheIntegerPathWhereVnniIsAndCanBeSwitchedPerThread()
+    {
+        Skip.IfNot(Kernels.Int8IntegerDotSupported, "skipped: this CPU has no AVX-VNNI");
+        var random = new Random(17);
+        const int k = 96, n = 40;
+        var input = RandomArray(random, k);
+        var weights = RandomArray(random, n * k);
+        var byDefault = new float[n];
+        var integer = new float[n];
+        var dequantize = new float[n];
+        var switched = new float[n];
+        fixed (float* x = input, w = weights, d = byDefault, i = integer, q = dequantize, s = switched)
+        {
+            using var matrix = Int8Matrix.Quantize(w, n, k);
+            Kernels.LinearForwardInt8(d, x, matrix, null, 1);
+            Kernels.LinearForwardInt8(Gemm.BestPath, i, x, matrix, null, 1, integerDot: true);
+            Kernels.LinearForwardInt8(Gemm.BestPath, q, x, matrix, null, 1, integerDot: false);
+            Kernels.Int8IntegerDecodeOnThisThread = false;
+            try { Kernels.LinearForwardInt8(s, x, matrix, null, 1); }
+            finally { Kernels.Int8IntegerDecodeOnThisThread = null; }
+        }
+        Assert.Equal(integer, byDefault);
+        Assert.Equal(dequantize, switched);
+        Assert.NotEqual(integer, dequantize); // the two paths differ by the inputs' rounding (and the order of the sums)
+    }
+
     // (rows, in, out): decode (1..8 rows) and prefill (9+ rows, several panels), in-features with and without a short last block.
     private static readonly (int Rows, int In, int Out)[] Shapes =
     {
@@ -165,7 +294,7 @@ public unsafe class Int8MatrixTests
                             e[i * n + j] = (float)sum;
                         }
                     // Prefill in panels of 16 weight rows when there are many (crossing panel edges), whole otherwise.
-                    Kernels.LinearForwardInt8(path, a, x, matrix, withBias ? b : null, rows, panelFloats: n > 100 ? 16 * k : 1 << 20);
+                    Kernels.LinearForwardInt8(path, a, x, matrix, withBias ? b : null, rows, panelFloats: n > 100 ? 16 * k : 1 << 20, integerDot: false);
                 }
                 for (int i = 0; i < expected.Length; i++)
                     Assert.True(Math.Abs(expected[i] - actual[i]) <= 1e-5f * (1 + k / 32f) * (1 + Math.Abs(expected[i])),

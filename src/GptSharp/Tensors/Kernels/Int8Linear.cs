@@ -17,7 +17,9 @@ public static unsafe partial class Kernels
     /// <summary>
     /// <c>nn.Linear</c> with int8 weights: output[rows, outFeatures] = input[rows, inFeatures] · dequantize(weight)ᵀ + bias.
     /// Decoding (rows ≤ <see cref="Int8DecodeRows"/>) is bound by reading the weights, so the kernel streams the int8
-    /// values (a quarter of the float32 bytes) and dequantizes them in registers, columns spread over <see cref="Workers"/>.
+    /// values (a quarter of the float32 bytes), columns spread over <see cref="Workers"/>: with AVX-VNNI the input rows
+    /// are rounded to int16 per block and multiplied in integers (Int8IntegerDot.cs), otherwise the weights are
+    /// dequantized in registers.
     /// Prefill (more rows) is bound by arithmetic: panels of weight rows are dequantized into float32 scratch and
     /// multiplied by the regular GEMM, so it runs at float32 speed.
     /// </summary>
@@ -26,12 +28,25 @@ public static unsafe partial class Kernels
 
     /// <summary><see cref="LinearForwardInt8(float*,float*,Int8Matrix,float*,int)"/> on a chosen kernel path (tests).</summary>
     /// <param name="panelFloats">Prefill panel size (tests make it small to cross panels).</param>
-    internal static void LinearForwardInt8(KernelPath path, float* output, float* input, Int8Matrix weight, float* bias, int rows, int panelFloats = Int8PanelFloats)
+    /// <param name="integerDot">Decoding: quantize the input rows to int16 and take integer dot products (AVX-VNNI), rather than dequantizing the weights to float32 (tests force each).</param>
+    internal static void LinearForwardInt8(KernelPath path, float* output, float* input, Int8Matrix weight, float* bias, int rows, int panelFloats = Int8PanelFloats, bool? integerDot = null)
     {
         if (path == KernelPath.Vector512 && !Avx512F.IsSupported) throw new PlatformNotSupportedException("This CPU has no AVX-512.");
         if (path == KernelPath.Vector256 && !(Fma.IsSupported && Avx2.IsSupported)) throw new PlatformNotSupportedException("This CPU has no AVX2/FMA.");
+        bool integer = integerDot ?? ((Int8IntegerDecodeOnThisThread ?? Int8IntegerDotSupported) && path != KernelPath.Scalar);
+        if (integer && (!Int8IntegerDotSupported || path == KernelPath.Scalar)) throw new PlatformNotSupportedException("The integer decode path needs AVX-VNNI.");
         if (rows <= 0) return;
         int k = weight.Columns, n = weight.Rows;
+        if (rows <= Int8DecodeRows && integer)
+        {
+            var activations = QuantizedActivations.Quantize(input, rows, k);
+            RowParallel.For(n, (long)k * rows, new Int8IntegerDecodeKernel
+            {
+                Output = output, Activations = activations, Values = weight.Values, Scales = weight.Scales, Bias = bias,
+                Rows = rows, InFeatures = k, OutFeatures = n, BlocksPerRow = weight.BlocksPerRow,
+            });
+            return;
+        }
         if (rows <= Int8DecodeRows)
         {
             RowParallel.For(n, (long)k * rows, new Int8DecodeKernel
@@ -201,9 +216,13 @@ public static unsafe partial class Kernels
         [ThreadStatic] private static long t_panelCapacity;
         [ThreadStatic] private static nint t_row;
         [ThreadStatic] private static long t_rowCapacity;
+        [ThreadStatic] private static nint t_activations;
+        [ThreadStatic] private static long t_activationsCapacity;
 
         public static float* Get(long floats) => ThreadScratch.Grow(ref t_panel, ref t_panelCapacity, floats);
 
         public static float* GetRow(long floats) => ThreadScratch.Grow(ref t_row, ref t_rowCapacity, floats);
+
+        public static float* GetActivations(long floats) => ThreadScratch.Grow(ref t_activations, ref t_activationsCapacity, floats);
     }
 }

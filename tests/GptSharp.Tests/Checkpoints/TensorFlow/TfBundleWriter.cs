@@ -15,17 +15,24 @@ internal static class TfBundleWriter
 {
     public static void Write(string prefix, IReadOnlyDictionary<string, (long[] Shape, float[] Values)> tensors,
         int blockSize = 262144, bool snappy = false, int restartInterval = 16)
+        => Write(prefix, tensors.ToDictionary(t => t.Key, t => t.Value.Shape), name => tensors[name].Values, blockSize, snappy, restartInterval);
+
+    /// <summary>
+    /// Streaming form: <paramref name="values"/> makes each tensor's data when it is written, so only one tensor is in
+    /// memory at a time (a synthetic GPT-2 XL is 6.2 GB).
+    /// </summary>
+    public static void Write(string prefix, IReadOnlyDictionary<string, long[]> shapes, Func<string, float[]> values,
+        int blockSize = 262144, bool snappy = false, int restartInterval = 16)
     {
-        var names = tensors.Keys.OrderBy(n => n, StringComparer.Ordinal).ToList();
+        var names = shapes.Keys.OrderBy(n => n, StringComparer.Ordinal).ToList();
         var entries = new List<(byte[] Key, byte[] Value)> { ([], Header()) };
         using (var data = File.Create(prefix + ".data-00000-of-00001"))
         {
             foreach (string name in names)
             {
-                var (shape, values) = tensors[name];
-                var bytes = MemoryMarshal.AsBytes(values.AsSpan()).ToArray();
+                var bytes = MemoryMarshal.AsBytes(values(name).AsSpan());
                 uint crc = Crc32C.Mask(Crc32C.Compute(bytes));
-                entries.Add((System.Text.Encoding.UTF8.GetBytes(name), Entry(shape, data.Position, bytes.Length, crc)));
+                entries.Add((System.Text.Encoding.UTF8.GetBytes(name), Entry(shapes[name], data.Position, bytes.Length, crc)));
                 data.Write(bytes);
             }
         }
