@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using GptSharp.Checkpoints;
 using GptSharp.Data;
 using GptSharp.Model;
 using GptSharp.Tensors;
@@ -48,6 +49,24 @@ public static class RunIoBenchmark
             using (TrainingCheckpoint.Load(path)) { }
             double read = clock.Elapsed.TotalSeconds;
             Console.WriteLine($"124M checkpoint ({bytes / 1e9:F2} GB): write {write:F2} s ({bytes / 1e6 / write:F0} MB/s, fsync included), load {read:F2} s");
+        }
+        // The end of a run: the last checkpoint and model.safetensors, one after the other and side by side (as TrainingRun does).
+        string modelPath = Path.Combine(dir, RunDirectory.ModelFile);
+        for (int round = 0; round < 2; round++)
+        {
+            var clock = Stopwatch.StartNew();
+            TrainingCheckpoint.Save(path, config, model, optimizer, generator, state);
+            model.Save(modelPath);
+            double inTurn = clock.Elapsed.TotalSeconds;
+            Thread.Sleep(5000);
+            clock.Restart();
+            var modelWrite = Task.Run(() => model.Save(modelPath));
+            TrainingCheckpoint.Save(path, config, model, optimizer, generator, state);
+            modelWrite.Wait();
+            double sideBySide = clock.Elapsed.TotalSeconds;
+            long bytes = new FileInfo(path).Length + new FileInfo(modelPath).Length;
+            Console.WriteLine($"end of a run, checkpoint + model.safetensors ({bytes / 1e9:F2} GB): one after the other {inTurn:F2} s, side by side {sideBySide:F2} s");
+            Thread.Sleep(5000);
         }
     }
 
