@@ -50,6 +50,21 @@ public static class RunIoBenchmark
             double read = clock.Elapsed.TotalSeconds;
             Console.WriteLine($"124M checkpoint ({bytes / 1e9:F2} GB): write {write:F2} s ({bytes / 1e6 / write:F0} MB/s, fsync included), load {read:F2} s");
         }
+        // best.safetensors during a run: each new lowest validation loss costs the run an in-memory copy (BestModelWriter).
+        var offers = new List<double>();
+        using (var best = new BestModelWriter(Path.Combine(dir, "best.safetensors"), model))
+        {
+            for (int i = 0; i < 6; i++)
+            {
+                var clock = Stopwatch.StartNew();
+                best.Offer();
+                offers.Add(clock.Elapsed.TotalMilliseconds);
+                Thread.Sleep(1000);
+            }
+            var flush = Stopwatch.StartNew();
+            best.Flush();
+            Console.WriteLine($"best.safetensors: offers {string.Join(" / ", offers.Select(ms => ms.ToString("F0")))} ms (the first allocates the copy), then {flush.Elapsed.TotalSeconds:F2} s until the last write was on disk");
+        }
         // The end of a run: the last checkpoint and model.safetensors, one after the other and side by side (as TrainingRun does).
         string modelPath = Path.Combine(dir, RunDirectory.ModelFile);
         for (int round = 0; round < 2; round++)
