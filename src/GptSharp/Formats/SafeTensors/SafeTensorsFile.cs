@@ -322,6 +322,7 @@ public static class SafeTensorsWriter
             if (t.Name == "__metadata__" || !names.Add(t.Name))
                 throw new ArgumentException($"{path}: tensor name '{t.Name}' is reserved or used twice.");
         byte[] header = BuildHeader(ordered, metadata);
+        // Unbuffered: a checkpoint is written once, front to back, and read again only to resume (see DirectFileStream).
         AtomicFile.Write(path, stream =>
         {
             Span<byte> length = stackalloc byte[8];
@@ -334,7 +335,7 @@ public static class SafeTensorsWriter
                 else if (t.Int8Values is not null) WriteInt8(stream, t.Int8Values);
                 else WriteLongs(stream, t.Longs!);
             }
-        });
+        }, unbuffered: true);
     }
 
     /// <summary>Writes the tensor's bytes from its native buffer in chunks (a span is limited to 2 GiB).</summary>

@@ -20,7 +20,9 @@ public static partial class AtomicFile
     internal static readonly AsyncLocal<Func<Stream, Stream>?> WrapStreamForTests = new();
 
     /// <summary>Runs <paramref name="write"/> on a fresh stream and atomically moves the result to <paramref name="path"/>.</summary>
-    public static void Write(string path, Action<Stream> write)
+    /// <param name="unbuffered">For big files written front to back (checkpoints): bypass the page cache where the OS allows
+    /// it (<see cref="DirectFileStream"/>); the stream then cannot seek.</param>
+    public static void Write(string path, Action<Stream> write, bool unbuffered = false)
     {
         string fullPath = Path.GetFullPath(path);
         string directory = Path.GetDirectoryName(fullPath)!;
@@ -32,14 +34,16 @@ public static partial class AtomicFile
         string tempPath = Path.Combine(directory, $".{fileName}.{Environment.ProcessId}-{Guid.NewGuid():N}.tmp");
         try
         {
-            using (var file = new FileStream(tempPath, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
+            using (Stream file = (Stream?)(unbuffered ? DirectFileStream.TryCreate(tempPath) : null)
+                ?? new FileStream(tempPath, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
             {
                 var wrap = WrapStreamForTests.Value;
                 Stream stream = wrap is null ? file : wrap(file);
                 write(stream);
                 stream.Flush();
-                // Flush(true) forces the bytes to the disk before the rename makes them visible.
-                file.Flush(flushToDisk: true);
+                // The bytes reach the disk (fsync) before the rename makes them visible.
+                if (file is DirectFileStream direct) direct.FlushToDisk();
+                else ((FileStream)file).Flush(flushToDisk: true);
             }
             File.Move(tempPath, fullPath, overwrite: true);
         }
