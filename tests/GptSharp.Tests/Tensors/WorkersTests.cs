@@ -172,19 +172,9 @@ public class WorkersTests
                 Gemm.MatMul(false, true, 3, wide, k, a, k, b, k, c, wide);            // skinny, parallel
             }
             for (int i = 0; i < 5; i++) Step(); // warm-up: scratch buffers, JIT, pool threads
-            // The calling thread is where a job, closure or scratch buffer would be allocated. (The whole process
-            // also measures 0 bytes in a console program; under xunit the runner's own threads allocate meanwhile.)
-            // A one-time lazy (seen once in CI: 4 KB in the first window, e.g. a tier-1 recompile's or a pool resize's
-            // bookkeeping) may land in the first window; per-step allocation shows in every window, so the last must be 0.
-            long allocated = 0;
-            for (int window = 0; window < 3; window++)
-            {
-                long threadBefore = GC.GetAllocatedBytesForCurrentThread();
-                for (int i = 0; i < 100; i++) Step();
-                allocated = GC.GetAllocatedBytesForCurrentThread() - threadBefore;
-                if (allocated == 0) break;
-            }
-            Assert.Equal(0, allocated);
+            // On the calling thread. (The whole process also measures 0 bytes in a console program; under xunit the
+            // runner's own threads allocate meanwhile.)
+            Allocations.AssertStepsAllocateNothing(Step, stepsPerWindow: 100);
         }
         finally
         {
