@@ -51,8 +51,11 @@ internal sealed unsafe partial class DirectFileStream : Stream
         }
         if (fd < 0)
         {
-            // A file system without O_DIRECT (EINVAL) may still have made the file; the buffered path creates it anew.
-            try { File.Delete(path); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            // A file system without O_DIRECT (EINVAL) has made the file before refusing; the buffered path creates it
+            // anew. Any other error (the file exists, no permission) is the buffered path's to report.
+            const int InvalidArgument = 22;
+            if (Marshal.GetLastPInvokeError() == InvalidArgument)
+                try { File.Delete(path); } catch (IOException) { } catch (UnauthorizedAccessException) { }
             return null;
         }
         return new DirectFileStream(new SafeFileHandle(fd, ownsHandle: true));
