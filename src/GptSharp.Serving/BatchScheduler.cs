@@ -84,6 +84,8 @@ public sealed class BatchScheduler : IDisposable
             if (request.MaxNewTokens < 1) throw new ArgumentException($"max_tokens must be at least 1, got {request.MaxNewTokens}.");
             foreach (int id in request.PromptIds)
                 if ((uint)id >= (uint)Config.VocabSize) throw new ArgumentException($"token id {id} is outside the vocabulary (0..{Config.VocabSize - 1}).");
+            foreach (int id in request.Options.LogitBias?.Keys ?? [])
+                if ((uint)id >= (uint)Config.VocabSize) throw new ArgumentException($"logit_bias token id {id} is outside the vocabulary (0..{Config.VocabSize - 1}).");
             sequences[i] = new Sequence(this, i, request, events, cancellation);
         }
         foreach (var s in sequences)
@@ -134,10 +136,14 @@ public sealed class BatchScheduler : IDisposable
                 foreach (var s in joining)
                 {
                     if (s.IsCancelled) { Finish(s, FinishReason.Cancelled); continue; }
-                    s.Cache = new KvCache(_model, 1, s.CacheCapacity);
-                    var logits = _model.Prefill(s.Cache, s.Request.PromptIds);
-                    lock (_gate) _active.Add(s);
-                    Pick(s, logits.Span);
+                    try
+                    {
+                        s.Cache = new KvCache(_model, 1, s.CacheCapacity);
+                        var logits = _model.Prefill(s.Cache, s.Request.PromptIds);
+                        lock (_gate) _active.Add(s);
+                        Pick(s, logits.Span);
+                    }
+                    catch (Exception e) { Finish(s, FinishReason.Failed, e.Message); }
                 }
                 joining.Clear();
                 RemoveFinished();
@@ -155,12 +161,16 @@ public sealed class BatchScheduler : IDisposable
                 LargestStep = Math.Max(LargestStep, rows);
                 int vocab = Config.VocabSize;
                 for (int i = 0; i < rows; i++)
-                    Pick(_active[i], _stepLogits.Span.Slice(i * vocab, vocab));
+                {
+                    // A sequence whose sampling fails (its own settings, its own row) ends alone; the batch goes on.
+                    try { Pick(_active[i], _stepLogits.Span.Slice(i * vocab, vocab)); }
+                    catch (Exception e) { Finish(_active[i], FinishReason.Failed, e.Message); }
+                }
                 RemoveFinished();
             }
             catch (Exception e)
             {
-                // A model failure ends the sequences in flight with an error; the thread keeps serving.
+                // A failure of the shared forward step ends the sequences in flight with an error; the thread keeps serving.
                 foreach (var s in joining) Finish(s, FinishReason.Failed, e.Message);
                 joining.Clear();
                 lock (_gate)

@@ -13,8 +13,11 @@ namespace GptSharp.Serving;
 /// Assistant:
 /// </code>
 /// The reply's leading spaces are dropped. <see cref="Text"/> is this template, shown by <c>GET /v1/models</c>.
+/// Content is ordinary text: <c>&lt;|endoftext|&gt;</c> in a message is its characters, never the special token
+/// (<see cref="Encode"/>), and a content line that starts like a turn (<c>User:</c>, <c>Assistant:</c>, <c>System:</c>,
+/// after any backslashes) gets one more backslash in front, so a message cannot forge another turn.
 /// </summary>
-public static class ChatTemplate
+public static partial class ChatTemplate
 {
     public const string Text = "{system}\\n\\nUser: {user}\\nAssistant: {assistant}\\nUser: {user}\\nAssistant:";
 
@@ -30,13 +33,13 @@ public static class ChatTemplate
             switch (role)
             {
                 case "system" or "developer":
-                    text.Append(content.Trim()).Append("\n\n");
+                    text.Append(Escape(content.Trim())).Append("\n\n");
                     break;
                 case "user":
-                    text.Append("User: ").Append(content.Trim()).Append('\n');
+                    text.Append("User: ").Append(Escape(content.Trim())).Append('\n');
                     break;
                 case "assistant":
-                    text.Append("Assistant: ").Append(content.Trim()).Append('\n');
+                    text.Append("Assistant: ").Append(Escape(content.Trim())).Append('\n');
                     break;
                 default:
                     throw new ArgumentException($"messages: role \"{role}\" is not supported (use system, user or assistant).");
@@ -44,6 +47,16 @@ public static class ChatTemplate
         }
         return text.Append("Assistant:").ToString();
     }
+
+    /// <summary>The token ids of the transcript: every message's content as ordinary text (no special tokens).</summary>
+    public static int[] Encode(IEnumerable<(string Role, string Content)> messages) =>
+        GptSharp.Tokenization.Gpt2Tokenizer.Instance.EncodeOrdinary(Format(messages));
+
+    /// <summary>A backslash before every content line that starts like a turn marker (after its own backslashes).</summary>
+    internal static string Escape(string content) => TurnMarker().Replace(content, "\\$0");
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"(?m)^\\*(User|Assistant|System):")]
+    private static partial System.Text.RegularExpressions.Regex TurnMarker();
 
     /// <summary>The stop texts of a chat: the caller's plus <see cref="StopTexts"/>.</summary>
     public static IReadOnlyList<string> WithChatStops(IReadOnlyList<string> stops) => [.. stops, .. StopTexts.Except(stops)];

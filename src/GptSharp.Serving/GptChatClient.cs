@@ -76,8 +76,7 @@ public sealed class GptChatClient(BatchScheduler scheduler, string modelId = Gpt
     /// <summary>The prompt's ids and the completion settings for a chat (one choice, the chat's stop texts added).</summary>
     private (int[] Prompt, CompletionSettings Settings) Prepare(IEnumerable<ChatMessage> messages, ChatOptions? options)
     {
-        string transcript = ChatTemplate.Format(messages.Select(m => (m.Role.Value, m.Text)));
-        int[] prompt = TextCompletion.Encode(transcript);
+        int[] prompt = ChatTemplate.Encode(messages.Select(m => (m.Role.Value, m.Text)));
         float? minP = options?.AdditionalProperties?.TryGetValue("min_p", out object? value) == true ? Convert.ToSingle(value, System.Globalization.CultureInfo.InvariantCulture) : null;
         var settings = new CompletionSettings
         {

@@ -59,8 +59,8 @@ internal sealed class OpenAiApi(BatchScheduler scheduler, string modelId)
         {
             throw new ApiException(400, $"The request body is not valid JSON: {e.Message}", null, "invalid_json");
         }
-        int contextLength = scheduler.Config.ContextLength;
-        var request = chat ? OpenAiRequests.Chat(body, modelId, contextLength) : OpenAiRequests.Completion(body, modelId, contextLength);
+        int contextLength = scheduler.Config.ContextLength, vocabSize = scheduler.Config.VocabSize;
+        var request = chat ? OpenAiRequests.Chat(body, modelId, contextLength, vocabSize) : OpenAiRequests.Completion(body, modelId, contextLength, vocabSize);
         string id = (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("N");
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         if (!request.Stream)

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Net;
 using System.Text.Json;
 using System.Text.RegularExpressions;
+using System.Threading.Channels;
 using GptSharp.Training;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
@@ -14,9 +15,27 @@ namespace GptSharp.Serving;
 /// events: every poll sends, per run, only what changed since the last one (new metrics rows, new samples, the
 /// state), so the page's loss and perplexity charts grow while <c>gptsharp train</c> writes.
 /// </summary>
+/// <remarks>
+/// One watcher reads the files for every listener (not one per listener: eight open pages on a 100k-row
+/// <c>metrics.csv</c> cost half a core that way), runs only while someone listens, and skips a metrics file whose
+/// length and time are unchanged. A new listener gets the whole state first, then the same deltas as the others;
+/// one that falls too far behind is disconnected (its <c>EventSource</c> reconnects and starts from the whole state).
+/// </remarks>
 internal sealed partial class RunsDashboard(string? runsDirectory, TimeSpan pollInterval)
 {
-    public void Map(IEndpointRouteBuilder app) => app.MapGet("/runs/events", StreamAsync);
+    /// <summary>Polls a listener may fall behind by before it is dropped.</summary>
+    private const int ListenerBacklog = 64;
+
+    private readonly object _gate = new();
+    private readonly List<Channel<byte[]>> _listeners = new();
+    private readonly Dictionary<string, (long Length, DateTime Written, IReadOnlyList<double[]> Rows)> _metricsCache = new();
+    private Dictionary<string, RunSnapshot> _latest = new();
+    private bool _watching;
+
+    /// <summary>Polls of the runs folder so far, all listeners together (the test of the shared watcher counts them).</summary>
+    internal long Polls;
+
+    public void Map(IEndpointRouteBuilder app) => app.MapMethods("/runs/events", [HttpMethods.Get], StreamAsync);
 
     private async Task StreamAsync(HttpContext context)
     {
@@ -24,26 +43,69 @@ internal sealed partial class RunsDashboard(string? runsDirectory, TimeSpan poll
             throw new ApiException(404, "no runs directory: start the server with --runs DIR to watch training runs.", null, "no_runs_directory");
         context.Response.ContentType = "text/event-stream";
         context.Response.Headers.CacheControl = "no-cache";
-        var sent = new Dictionary<string, RunSnapshot>();
         var token = context.RequestAborted;
-        while (!token.IsCancellationRequested)
+        var channel = Channel.CreateBounded<byte[]>(new BoundedChannelOptions(ListenerBacklog) { SingleReader = true, SingleWriter = true });
+        byte[] initial;
+        lock (_gate)
         {
-            foreach (var run in ReadRuns(runsDirectory))
+            initial = Message(_latest.Values.Select(run => Update(null, run)));
+            _listeners.Add(channel);
+            if (!_watching)
             {
-                sent.TryGetValue(run.Name, out var previous);
-                byte[]? update = Update(previous, run);
-                sent[run.Name] = run;
-                if (update is null) continue;
-                await context.Response.Body.WriteAsync("event: run\ndata: "u8.ToArray(), token);
-                await context.Response.Body.WriteAsync(update, token);
-                await context.Response.Body.WriteAsync("\n\n"u8.ToArray(), token);
+                _watching = true;
+                _ = Task.Run(WatchAsync);
             }
-            // A comment line keeps proxies from closing an idle stream and tells the page the poll ran.
-            await context.Response.Body.WriteAsync(": poll\n\n"u8.ToArray(), token);
-            await context.Response.Body.FlushAsync(token);
-            try { await Task.Delay(pollInterval, token); }
-            catch (OperationCanceledException) { break; }
         }
+        try
+        {
+            await context.Response.Body.WriteAsync(initial, token);
+            await context.Response.Body.FlushAsync(token);
+            await foreach (byte[] message in channel.Reader.ReadAllAsync(token))
+            {
+                await context.Response.Body.WriteAsync(message, token);
+                await context.Response.Body.FlushAsync(token);
+            }
+        }
+        catch (OperationCanceledException) when (token.IsCancellationRequested) { }
+        finally
+        {
+            lock (_gate) _listeners.Remove(channel);
+        }
+    }
+
+    /// <summary>The one poll loop: reads the runs, sends what changed to every listener, stops when nobody listens.</summary>
+    private async Task WatchAsync()
+    {
+        while (true)
+        {
+            var runs = ReadRuns(runsDirectory!, _metricsCache).ToArray();
+            Interlocked.Increment(ref Polls);
+            lock (_gate)
+            {
+                var updates = runs.Select(run => Update(_latest.GetValueOrDefault(run.Name), run)).ToList();
+                _latest = runs.ToDictionary(run => run.Name);
+                byte[] message = Message(updates);
+                foreach (var listener in _listeners)
+                    if (!listener.Writer.TryWrite(message)) listener.Writer.TryComplete();
+                if (_listeners.Count == 0) { _watching = false; return; }
+            }
+            await Task.Delay(pollInterval).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>One poll's events: each run that changed, then a comment line that keeps proxies from closing an idle stream.</summary>
+    private static byte[] Message(IEnumerable<byte[]?> updates)
+    {
+        var buffer = new MemoryStream();
+        foreach (byte[]? update in updates)
+        {
+            if (update is null) continue;
+            buffer.Write("event: run\ndata: "u8);
+            buffer.Write(update);
+            buffer.Write("\n\n"u8);
+        }
+        buffer.Write(": poll\n\n"u8);
+        return buffer.ToArray();
     }
 
     /// <summary>What one run's files say now.</summary>
@@ -80,14 +142,15 @@ internal sealed partial class RunsDashboard(string? runsDirectory, TimeSpan poll
     }
 
     /// <summary>The runs in <paramref name="directory"/>: the folder itself if it is a run, else its sub-folders that are.</summary>
-    internal static IEnumerable<RunSnapshot> ReadRuns(string directory)
+    internal static IEnumerable<RunSnapshot> ReadRuns(string directory,
+        Dictionary<string, (long Length, DateTime Written, IReadOnlyList<double[]> Rows)>? metricsCache = null)
     {
         if (!Directory.Exists(directory)) yield break;
         var folders = IsRun(directory) ? [directory] : Directory.GetDirectories(directory).Where(IsRun).Order(StringComparer.Ordinal).ToArray();
         foreach (string folder in folders)
         {
             RunSnapshot? snapshot = null;
-            try { snapshot = ReadRun(folder); }
+            try { snapshot = ReadRun(folder, metricsCache); }
             catch (IOException) { } // Caught mid-rename: the next poll reads it.
             catch (UnauthorizedAccessException) { }
             if (snapshot is not null) yield return snapshot;
@@ -97,13 +160,27 @@ internal sealed partial class RunsDashboard(string? runsDirectory, TimeSpan poll
     private static bool IsRun(string folder) =>
         File.Exists(Path.Combine(folder, RunDirectory.MetricsFile)) || File.Exists(Path.Combine(folder, RunDirectory.ConfigFile));
 
-    internal static RunSnapshot ReadRun(string folder)
+    internal static RunSnapshot ReadRun(string folder,
+        Dictionary<string, (long Length, DateTime Written, IReadOnlyList<double[]> Rows)>? metricsCache = null)
     {
         var run = new RunDirectory(folder);
         string? config = ReadText(run.File(RunDirectory.ConfigFile));
         string samples = ReadText(run.File(RunDirectory.SamplesFile)) ?? "";
         return new RunSnapshot(Path.GetFileName(Path.TrimEndingDirectorySeparator(folder)), State(run), config, samples,
-            ParseMetrics(ReadText(run.File(RunDirectory.MetricsFile)) ?? ""));
+            Metrics(run.File(RunDirectory.MetricsFile), metricsCache));
+    }
+
+    /// <summary>The rows of a metrics file, parsed again only when its length or time changed.</summary>
+    private static IReadOnlyList<double[]> Metrics(string path,
+        Dictionary<string, (long Length, DateTime Written, IReadOnlyList<double[]> Rows)>? cache)
+    {
+        var file = new FileInfo(path);
+        if (!file.Exists) return [];
+        if (cache is not null && cache.TryGetValue(path, out var cached) && cached.Length == file.Length && cached.Written == file.LastWriteTimeUtc)
+            return cached.Rows;
+        var rows = ParseMetrics(File.ReadAllText(path));
+        if (cache is not null) cache[path] = (file.Length, file.LastWriteTimeUtc, rows);
+        return rows;
     }
 
     private static string? ReadText(string path) => File.Exists(path) ? File.ReadAllText(path) : null;

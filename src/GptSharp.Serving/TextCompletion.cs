@@ -16,6 +16,8 @@ public sealed record CompletionSettings
     public float? MinP { get; init; }
     public float PresencePenalty { get; init; }
     public float FrequencyPenalty { get; init; }
+    /// <summary>OpenAI's <c>logit_bias</c>: token id → value added to its logit; null = none.</summary>
+    public IReadOnlyDictionary<int, float>? LogitBias { get; init; }
     /// <summary>Seed of the sampler (choice i uses Seed + i); null = a fresh random seed.</summary>
     public ulong? Seed { get; init; }
     /// <summary>Texts that end a choice; the text is cut exactly before the first one that appears.</summary>
@@ -34,6 +36,7 @@ public sealed record CompletionSettings
         MinP = MinP,
         PresencePenalty = PresencePenalty,
         FrequencyPenalty = FrequencyPenalty,
+        LogitBias = LogitBias,
         EosId = Gpt2Tokenizer.EndOfTextId,
     }.Validate();
 }

@@ -15,13 +15,16 @@ internal static class ServeCommand
         var port = new Option<int>("--port") { Description = "The port to listen on.", DefaultValueFactory = _ => 8000 };
         var host = new Option<string>("--host") { Description = "The address to bind (127.0.0.1: this machine only; 0.0.0.0: every interface).", DefaultValueFactory = _ => "127.0.0.1" };
         var runs = new Option<string?>("--runs") { Description = "A folder of training runs to show live at /runs." };
-        var apiKey = new Option<string?>("--api-key") { Description = "Require `Authorization: Bearer KEY` on /v1 requests." };
+        var apiKey = new Option<string?>("--api-key") { Description = "Require the key on every request but /health (`Authorization: Bearer KEY`; pages and /runs/events: ?api_key=KEY once)." };
+        var allowedHost = new Option<string[]>("--allowed-host") { Description = "Also answer to this Host name (besides localhost and the bind address; * = any). Repeatable." };
+        var corsOrigin = new Option<string[]>("--cors-origin") { Description = "Let pages of this origin (https://app.example, or *) call the server. Repeatable." };
+        var maxConnections = new Option<int>("--max-connections") { Description = "Most open connections.", DefaultValueFactory = _ => 1000 };
         var maxBatch = new Option<int>("--max-batch") { Description = "Most sequences decoded together per step.", DefaultValueFactory = _ => 8 };
         var maxQueue = new Option<int>("--max-queue") { Description = "Most sequences waiting for a slot; more are answered 429.", DefaultValueFactory = _ => 64 };
         var threads = new Option<int?>("--threads") { Description = "Worker threads (default: all cores)." };
         var command = new Command("serve", "Serve a model over an OpenAI-compatible HTTP API, with a playground (/) and a live training dashboard (/runs).");
         model.AddTo(command);
-        foreach (var option in new Option[] { port, host, runs, apiKey, maxBatch, maxQueue, threads }) command.Options.Add(option);
+        foreach (var option in new Option[] { port, host, runs, apiKey, allowedHost, corsOrigin, maxConnections, maxBatch, maxQueue, threads }) command.Options.Add(option);
         command.SetAction((parse, cancellation) => CliErrors.RunAsync(async () =>
         {
             GenerationSettings.SetThreads(parse.GetValue(threads));
@@ -31,6 +34,9 @@ internal static class ServeCommand
                 Port = parse.GetValue(port),
                 RunsDirectory = parse.GetValue(runs),
                 ApiKey = parse.GetValue(apiKey),
+                AllowedHosts = parse.GetValue(allowedHost) ?? [],
+                CorsOrigins = parse.GetValue(corsOrigin) ?? [],
+                MaxConnections = parse.GetValue(maxConnections),
                 LogRequests = true,
             };
             using var loaded = model.Load(parse);

@@ -27,6 +27,9 @@ public sealed record GenerationOptions
     /// <summary>OpenAI presence penalty: subtracted once from every token already generated (0 = off).</summary>
     public float PresencePenalty { get; init; }
 
+    /// <summary>OpenAI's logit bias: token id → value added to its logit before every other processor; null = none.</summary>
+    public IReadOnlyDictionary<int, float>? LogitBias { get; init; }
+
     /// <summary>Stop a row when it produces this id (the book's <c>eos_id</c>); null = never.</summary>
     public int? EosId { get; init; }
 
@@ -63,6 +66,9 @@ public sealed record GenerationOptions
             throw new ArgumentException($"--repetition-penalty must be a finite number > 0, got {RepetitionPenalty}.");
         if (!float.IsFinite(FrequencyPenalty)) throw new ArgumentException($"--frequency-penalty must be finite, got {FrequencyPenalty}.");
         if (!float.IsFinite(PresencePenalty)) throw new ArgumentException($"--presence-penalty must be finite, got {PresencePenalty}.");
+        if (LogitBias is { } bias)
+            foreach (var (token, value) in bias)
+                if (token < 0 || !float.IsFinite(value)) throw new ArgumentException($"logit bias {token}: {value} must be a token id ≥ 0 with a finite value.");
         if (EosId is < 0) throw new ArgumentException($"--eos must be a token id ≥ 0, got {EosId}.");
         if (NumBeams < 1) throw new ArgumentException($"--num-beams must be at least 1, got {NumBeams}.");
         if (NumBeams > 1 && Temperature > 0)
@@ -73,13 +79,14 @@ public sealed record GenerationOptions
     }
 
     /// <summary>
-    /// The logits processors these options ask for, in the order they apply: penalties on the raw logits
+    /// The logits processors these options ask for, in the order they apply: the logit bias, penalties on the raw logits
     /// (as Hugging Face and OpenAI do), then the book's top-k and temperature, then top-p and min-p on the
     /// tempered distribution.
     /// </summary>
     public LogitsPipeline CreatePipeline()
     {
         var processors = new List<ILogitsProcessor>();
+        if (LogitBias is { Count: > 0 } bias) processors.Add(new LogitBiasProcessor(bias));
         if (RepetitionPenalty != 1f) processors.Add(new RepetitionPenaltyProcessor(RepetitionPenalty));
         if (FrequencyPenalty != 0f || PresencePenalty != 0f) processors.Add(new FrequencyPresencePenaltyProcessor(FrequencyPenalty, PresencePenalty));
         if (TopK is { } k) processors.Add(new TopKProcessor(k));

@@ -16,18 +16,53 @@ public interface ILogitsProcessor
 /// <summary>The book's top-k: logits below the k-th largest become −∞ (ties with it are kept).</summary>
 public sealed class TopKProcessor : ILogitsProcessor
 {
-    private readonly float[] _heap;
+    private float[] _heap = [];
 
     public TopKProcessor(int k)
     {
         if (k < 1) throw new ArgumentException($"top-k must be at least 1, got {k}.");
         K = k;
-        _heap = new float[k];
     }
 
     public int K { get; }
 
-    public void Process(ReadOnlySpan<int> tokens, int promptLength, Span<float> logits) => Sampling.TopK(logits, K, _heap);
+    public void Process(ReadOnlySpan<int> tokens, int promptLength, Span<float> logits)
+    {
+        if (K >= logits.Length) return; // keeps everything
+        // Sized on first use, never larger than the vocabulary: k comes from requests and must not size memory.
+        if (_heap.Length < K) _heap = new float[K];
+        Sampling.TopK(logits, K, _heap);
+    }
+}
+
+/// <summary>
+/// OpenAI's <c>logit_bias</c>: a fixed value added to the logits of chosen tokens before anything else, so −100
+/// all but bans a token and +100 all but forces it (the values are added, not special-cased, as OpenAI does).
+/// </summary>
+public sealed class LogitBiasProcessor : ILogitsProcessor
+{
+    private readonly int[] _tokens;
+    private readonly float[] _biases;
+
+    public LogitBiasProcessor(IReadOnlyDictionary<int, float> bias)
+    {
+        foreach (var (token, value) in bias)
+        {
+            if (token < 0) throw new ArgumentException($"logit bias: token id {token} is negative.");
+            if (!float.IsFinite(value)) throw new ArgumentException($"logit bias of token {token} must be finite, got {value}.");
+        }
+        _tokens = bias.Keys.Order().ToArray();
+        _biases = _tokens.Select(t => bias[t]).ToArray();
+    }
+
+    public void Process(ReadOnlySpan<int> tokens, int promptLength, Span<float> logits)
+    {
+        for (int i = 0; i < _tokens.Length; i++)
+        {
+            if (_tokens[i] >= logits.Length) throw new ArgumentException($"logit bias: token id {_tokens[i]} is outside the vocabulary (0..{logits.Length - 1}).");
+            logits[_tokens[i]] += _biases[i];
+        }
+    }
 }
 
 /// <summary>The book's temperature scaling: logits / T (T &gt; 0; greedy decoding uses no temperature processor).</summary>

@@ -82,10 +82,23 @@ public static class Sampling
     /// <summary>Allocating convenience for <see cref="TopK(Span{float}, int, Span{float})"/>.</summary>
     public static void TopK(Span<float> logits, int k) => TopK(logits, k, new float[Math.Min(k, logits.Length)]);
 
-    /// <summary>The book's temperature scaling: <c>logits / temperature</c> (float32 division, as PyTorch does it).</summary>
+    /// <summary>
+    /// The book's temperature scaling: <c>logits / temperature</c> (float32 division, as PyTorch does it).
+    /// A temperature so small that the largest logit / T overflows float32 (about 1e-38 and below) would turn the
+    /// softmax into ∞ − ∞ = NaN; there the logits are scaled as (logit − max) / T instead, which is the same
+    /// distribution in exact arithmetic and in float32 is its T → 0 limit: all the mass on the largest logit (shared
+    /// equally by exact ties), every other token 0. Sampling at such a temperature is greedy decoding.
+    /// </summary>
     public static void ApplyTemperature(Span<float> logits, float temperature)
     {
         if (!(temperature > 0)) throw new ArgumentException($"temperature must be positive to scale logits, got {temperature}.");
+        if (logits.IsEmpty) return;
+        float max = TensorPrimitives.Max(logits);
+        if (float.IsFinite(max) && !float.IsFinite(max / temperature))
+        {
+            for (int i = 0; i < logits.Length; i++) logits[i] = (logits[i] - max) / temperature;
+            return;
+        }
         for (int i = 0; i < logits.Length; i++) logits[i] /= temperature;
     }
 

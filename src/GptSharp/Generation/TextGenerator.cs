@@ -52,6 +52,8 @@ public sealed partial class TextGenerator : IDisposable
             throw new ArgumentException("sampling with a temperature > 0 needs a random generator (a seed).");
         if (Options.EosId is { } eos && eos >= model.Config.VocabSize)
             throw new ArgumentException($"--eos {eos} is outside the vocabulary (0..{model.Config.VocabSize - 1}).");
+        foreach (int id in Options.LogitBias?.Keys ?? [])
+            if (id >= model.Config.VocabSize) throw new ArgumentException($"logit bias: token id {id} is outside the vocabulary (0..{model.Config.VocabSize - 1}).");
         _random = generator;
         _pipeline = Options.CreatePipeline();
         _vocabSize = model.Config.VocabSize;

@@ -67,6 +67,29 @@ public class SamplingTests
         Assert.Equal(1f, p.Sum(), 5);
     }
 
+    [Theory]
+    [InlineData(1e-45f)]
+    [InlineData(1e-40f)]
+    [InlineData(3e-39f)]
+    [InlineData(1e-38f)]
+    public void ATemperatureTooSmallForFloat32IsItsGreedyLimit(float temperature)
+    {
+        // Plain logits / T overflows to ±∞ here and the softmax becomes NaN; the limit puts all mass on the argmax.
+        foreach (float[] logits in (float[][])[BookLogits.ToArray(), [-1f, -2f, -3f, -0.5f], [0f, -7f, float.NegativeInfinity, -1e-3f], [3f, 5f, 5f, 1f]])
+        {
+            var p = logits.ToArray();
+            Sampling.ApplyTemperature(p, temperature);
+            Sampling.Softmax(p, p);
+            float max = logits.Max();
+            int ties = logits.Count(l => l == max);
+            for (int i = 0; i < p.Length; i++) Assert.Equal(logits[i] == max ? 1f / ties : 0f, p[i]);
+        }
+        // Where the division does not overflow, it is PyTorch's logits / T exactly.
+        var exact = BookLogits.ToArray();
+        Sampling.ApplyTemperature(exact, 0.3f);
+        Assert.Equal(BookLogits.ToArray().Select(l => l / 0.3f), exact);
+    }
+
     [Fact]
     public void LowTemperatureSharpensAndHighTemperatureFlattens()
     {

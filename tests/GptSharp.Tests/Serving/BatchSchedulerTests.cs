@@ -26,6 +26,30 @@ public class BatchSchedulerTests(ServingFixture server)
     }
 
     [Fact]
+    public async Task ASequenceWhoseSamplingFailsEndsAloneAndTheBatchGoesOn()
+    {
+        // A library caller's penalty of −float.MaxValue drives a repeated token's logit to +∞, so that sequence's
+        // softmax is NaN and its sampler throws on its third token, in the middle of a batch.
+        var poison = new GenerationOptions { Temperature = 1f, FrequencyPenalty = -float.MaxValue, EosId = Gpt2Tokenizer.EndOfTextId };
+        var settings = new CompletionSettings { MaxTokens = 20, Temperature = 0.8f };
+        int[] prompt = Gpt2Tokenizer.Instance.Encode("The victims of a poisoned batch");
+        var victims = Enumerable.Range(0, 3).Select(_ => Channel.CreateUnbounded<SequenceEvent>()).ToArray();
+        var poisoned = Channel.CreateUnbounded<SequenceEvent>();
+        for (int i = 0; i < victims.Length; i++)
+            server.Scheduler.Submit([new SequenceRequest(prompt, 20, settings.ToGenerationOptions(), (ulong)(40 + i))], victims[i].Writer);
+        server.Scheduler.Submit([new SequenceRequest(prompt, 20, poison, 1)], poisoned.Writer);
+        var (_, failed) = await CollectAsync(poisoned.Reader);
+        Assert.Equal(FinishReason.Failed, failed.Finish);
+        Assert.Contains("Multinomial", failed.Error);
+        for (int i = 0; i < victims.Length; i++)
+        {
+            var (tokens, final) = await CollectAsync(victims[i].Reader);
+            Assert.NotEqual(FinishReason.Failed, final.Finish);
+            Assert.Equal(server.Reference(prompt, settings, (ulong)(40 + i)), tokens);
+        }
+    }
+
+    [Fact]
     public void StepSequencesMatchesOneStepPerCache()
     {
         using var model = new GptModel(ServingFixture.Config, new FastRandom(5));

@@ -135,7 +135,7 @@ public class HttpApiTests(ServingFixture server)
         await AssertErrorAsync(await SendAsync(HttpMethod.Post, "/v1/completions", "{\"prompt\": \"Hi\", \"n\": 1000}"), 400, "n");
         await AssertErrorAsync(await SendAsync(HttpMethod.Post, "/v1/completions", "{\"prompt\": \"Hi\", \"stop\": [\"\"]}"), 400, "stop");
         await AssertErrorAsync(await SendAsync(HttpMethod.Post, "/v1/completions", "{\"max_tokens\": 3}"), 400, "prompt");
-        await AssertErrorAsync(await SendAsync(HttpMethod.Post, "/v1/chat/completions", "{\"messages\": [{\"role\": \"robot\", \"content\": \"Hi\"}]}"), 400, "messages");
+        await AssertErrorAsync(await SendAsync(HttpMethod.Post, "/v1/chat/completions", "{\"messages\": [{\"role\": \"robot\", \"content\": \"Hi\"}]}"), 400, "messages[0].role");
         await AssertErrorAsync(await SendAsync(HttpMethod.Post, "/v1/completions", JsonSerializer.Serialize(new { prompt = string.Join(' ', Enumerable.Repeat("word", 65)) })), 400, "prompt");
         await AssertErrorAsync(await SendAsync(HttpMethod.Post, "/v1/completions", "{\"prompt\": [99999]}"), 400, "prompt");
         await AssertErrorAsync(await SendAsync(HttpMethod.Get, "/v1/nothing-here"), 404);
