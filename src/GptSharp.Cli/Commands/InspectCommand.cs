@@ -5,9 +5,15 @@ using GptSharp.Formats;
 
 namespace GptSharp.Cli.Commands;
 
-/// <summary><c>gptsharp inspect FILE</c>: tensor names, shapes and dtypes, parameter count and config of a model file.</summary>
+/// <summary>
+/// <c>gptsharp inspect FILE</c>: tensor names, shapes and dtypes, parameter count and config of a model file.
+/// Exit code 0 when the config is known, <see cref="ConfigUnknownExitCode"/> when everything was listed but the config
+/// could not be determined (a script can tell a loadable model from a bag of tensors), 1 when the file cannot be read.
+/// </summary>
 internal static class InspectCommand
 {
+    public const int ConfigUnknownExitCode = 2;
+
     /// <param name="output">Where the listing goes (Console.Out by default); <paramref name="plain"/> forces tab-separated lines.</param>
     public static Command Create(TextWriter? output = null, bool? plain = null)
     {
@@ -20,7 +26,7 @@ internal static class InspectCommand
             var writer = output ?? Console.Out;
             if (plain ?? Console.IsOutputRedirected) WritePlain(info, writer);
             else WriteTable(info, writer);
-            return 0;
+            return info.ConfigNote is not null ? ConfigUnknownExitCode : 0;
         }));
         return command;
     }

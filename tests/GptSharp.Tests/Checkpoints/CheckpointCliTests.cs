@@ -46,7 +46,9 @@ public class CheckpointCliTests
         foreach (bool plain in new[] { true, false })
         {
             (code, stdout) = Inspect(plain, output);
-            Assert.Equal(0, code);
+            // A .pth state dict carries no config: listed in full, with the exit code that says so.
+            Assert.Contains("config: unknown", stdout);
+            Assert.Equal(InspectCommand.ConfigUnknownExitCode, code);
             Assert.Contains("trf_blocks.2.att.W_value.bias", stdout);
             Assert.Contains("[1000, 48]", stdout);
             Assert.Contains("parameters: 182,064", stdout); // 134,064 + the untied out_head copy (48,000); masks not counted
