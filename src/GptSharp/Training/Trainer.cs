@@ -133,6 +133,13 @@ public sealed class TrainingDivergedException(string message) : InvalidOperation
 /// </summary>
 public sealed class Trainer
 {
+    /// <summary>
+    /// Fault injection for the multi-process tests: <c>GPTSHARP_FAULT_NAN_LOSS_AT_STEP=N</c> in one process's environment
+    /// makes its loss NaN at step N, so a divergence can be placed on one chosen rank under <c>mpirun</c>.
+    /// </summary>
+    private static readonly long? FaultNanLossAtStep =
+        long.TryParse(Environment.GetEnvironmentVariable("GPTSHARP_FAULT_NAN_LOSS_AT_STEP"), CultureInfo.InvariantCulture, out long faultStep) ? faultStep : null;
+
     private readonly GptModel _model;
     private readonly AdamW _optimizer;
     private readonly TrainValidationLoaders _loaders;
@@ -223,9 +230,10 @@ public sealed class Trainer
                             continue;
                         }
                         Loss loss = Pretraining.CalcLossBatch(input, target, _model);
-                        if (!float.IsFinite(loss.Value))
+                        float lossValue = step == FaultNanLossAtStep ? float.NaN : loss.Value;
+                        if (!float.IsFinite(lossValue))
                             throw new TrainingDivergedException(string.Create(CultureInfo.InvariantCulture,
-                                $"The training loss became {loss.Value} at epoch {State.Epoch + 1}, step {step}; stopping (try a lower --lr or --grad-clip 1)."));
+                                $"The training loss became {lossValue} at epoch {State.Epoch + 1}, step {step}; stopping (try a lower --lr or --grad-clip 1)."));
                         loss.Backward();
                         State.TokensSeen += input.Count;
                         lastLoss = loss.Value;

@@ -115,6 +115,39 @@ public sealed class MpiFaultTests : MpiRunDirectory
     }
 }
 
+/// <summary>A diverged loss on one rank, root or not, under mpirun.</summary>
+public sealed class MpiDivergenceTests : MpiRunDirectory
+{
+    [SkippableTheory]
+    [InlineData(1)]
+    [InlineData(0)]
+    public void ANonFiniteLossOnAnyRankStopsTheJobAndTheCheckpointSurvives(int faultyRank)
+    {
+        SystemTools.SkipUnlessInstalled("mpirun", SystemTools.MpiInstall);
+        string dir = Path.Combine(Dir, "run");
+        MpiRuns.Cli(processes: 1, [.. MpiRuns.Tiny, "--grad-accum", "2", "--max-steps", "2", "--out", dir]);
+        string checkpoint = TrainingCheckpoint.Latest(dir)!;
+        byte[] before = SHA256.HashData(File.ReadAllBytes(checkpoint));
+
+        // Resumed on two ranks (MPMD launch): only the faulty rank's loss turns NaN, at the first step after the checkpoint.
+        string cli = MpiRuns.CliPath();
+        string[] train = ["dotnet", cli, "train", "--resume", dir, "--max-steps", "100000"];
+        string[] faulty = ["env", "GPTSHARP_FAULT_NAN_LOSS_AT_STEP=3", .. train];
+        var clock = Stopwatch.StartNew();
+        var run = MpiRuns.Run("mpirun", [.. MpiRuns.MpirunOptions, "-np", "1", .. faultyRank == 0 ? faulty : train, ":", "-np", "1", .. faultyRank == 1 ? faulty : train],
+            TimeSpan.FromSeconds(180));
+        Assert.NotEqual(0, run.ExitCode);
+        Assert.Contains($"rank {faultyRank} of 2", run.Output);
+        Assert.Contains("The training loss became NaN", run.Output);
+        Assert.Contains("step 3", run.Output);
+        Assert.DoesNotContain("Step 000004", run.Output); // nobody trained past the diverged step
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(170), $"the job took {clock.Elapsed.TotalSeconds:F0} s to stop");
+        // The last good checkpoint is untouched and still the newest.
+        Assert.Equal(before, SHA256.HashData(File.ReadAllBytes(checkpoint)));
+        Assert.Equal(checkpoint, TrainingCheckpoint.Latest(dir));
+    }
+}
+
 public sealed class MpiTwoMachineTests : MpiRunDirectory
 {
     /// <summary>
