@@ -83,6 +83,10 @@ public sealed class GptServer : IAsyncDisposable
             kestrel.Limits.MaxConcurrentConnections = options.MaxConnections;
             kestrel.Limits.RequestHeadersTimeout = options.HeadersTimeout;
             kestrel.Limits.KeepAliveTimeout = options.IdleTimeout;
+            // Kestrel answers an over-long request line or header block itself, with an empty body. Its ceilings are set
+            // above the server's own limits, which the first middleware checks and answers with OpenAI's error JSON.
+            kestrel.Limits.MaxRequestLineSize = 8 * MaxRequestTargetBytes;
+            kestrel.Limits.MaxRequestHeadersTotalSize = 2 * MaxRequestHeadersBytes;
             kestrel.AddServerHeader = false;
             if (options.Host == "localhost") kestrel.ListenLocalhost(options.Port);
             else if (IPAddress.TryParse(options.Host, out var address)) kestrel.Listen(address, options.Port);
@@ -133,6 +137,13 @@ public sealed class GptServer : IAsyncDisposable
     private static async Task<bool> AdmitAsync(HttpContext context, AccessPolicy policy)
     {
         var request = context.Request;
+        int target = context.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpRequestFeature>()?.RawTarget.Length ?? 0;
+        if (target > MaxRequestTargetBytes)
+            throw new ApiException(414, $"The request target is {target} bytes long, more than the {MaxRequestTargetBytes} this server accepts.", null, "uri_too_long");
+        long headerBytes = 0;
+        foreach (var (name, values) in request.Headers) headerBytes += name.Length + 4 + values.Sum(v => (long)(v?.Length ?? 0));
+        if (headerBytes > MaxRequestHeadersBytes)
+            throw new ApiException(431, $"The request headers are {headerBytes} bytes long, more than the {MaxRequestHeadersBytes} this server accepts.", null, "headers_too_large");
         if (!policy.HostAllowed(request))
             throw new ApiException(403, $"Host \"{request.Host}\" is not a name of this server (localhost, its bind address, --allowed-host names): start it with --allowed-host {request.Host.Host} to answer to it.", null, "host_not_allowed");
         string? origin = request.Headers.Origin;
@@ -188,6 +199,12 @@ public sealed class GptServer : IAsyncDisposable
         }
         return true;
     }
+
+    /// <summary>Longest request target (path and query) answered; longer ones get 414 (Kestrel's own default limit).</summary>
+    private const int MaxRequestTargetBytes = 8 * 1024;
+
+    /// <summary>Largest header block answered; larger ones get 431 (Kestrel's own default limit).</summary>
+    private const int MaxRequestHeadersBytes = 32 * 1024;
 
     private const string LoginPage = """
         <!doctype html><html><head><meta charset="utf-8"><title>GptSharp: API key</title></head>

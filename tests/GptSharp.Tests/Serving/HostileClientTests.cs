@@ -215,6 +215,25 @@ public class HostileClientTests(ServingFixture server)
     }
 
     [Fact]
+    public async Task OverLongTargetsAndHeadersGetOpenAiErrorBodies()
+    {
+        async Task Check(HttpRequestMessage request, int status, string code)
+        {
+            using var response = await server.Http.SendAsync(request);
+            string body = await response.Content.ReadAsStringAsync();
+            Assert.True((int)response.StatusCode == status, $"{(int)response.StatusCode}: {body}");
+            Assert.Equal(code, JsonDocument.Parse(body).RootElement.GetProperty("error").GetProperty("code").GetString());
+        }
+        await Check(new HttpRequestMessage(HttpMethod.Get, "/v1/models?q=" + new string('a', 9000)), 414, "uri_too_long");
+        var big = new HttpRequestMessage(HttpMethod.Get, "/v1/models");
+        big.Headers.Add("X-Filler", new string('b', 20_000));
+        big.Headers.Add("X-Filler-2", new string('c', 20_000));
+        await Check(big, 431, "headers_too_large");
+        using var models = await server.Http.GetAsync("/v1/models");
+        Assert.Equal(200, (int)models.StatusCode);
+    }
+
+    [Fact]
     public async Task HealthAndHeadAnswer()
     {
         using var health = await server.Http.GetAsync("/health");
