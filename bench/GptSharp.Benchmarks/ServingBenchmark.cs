@@ -92,3 +92,66 @@ public static class ServingBenchmark
         return sorted[Math.Clamp((int)Math.Ceiling(p / 100 * sorted.Length) - 1, 0, sorted.Length - 1)];
     }
 }
+
+/// <summary>
+/// <c>serve-one-ab [rounds] [max tokens] [threads]</c>: where one client's per-token time goes. Interleaved rounds of the
+/// same greedy-free decode (temperature 1, one seed) three ways on the 124M model: <c>TextGenerator.Stream</c> alone,
+/// the <see cref="BatchScheduler"/> without HTTP (<see cref="TextCompletion.RunAsync"/>), and one streaming HTTP client.
+/// Interleaving keeps a loaded machine's drift out of the comparison; the medians are printed per path.
+/// </summary>
+public static class ServingOneClientBenchmark
+{
+    public static async Task RunAsync(int rounds, int maxTokens, int threads)
+    {
+        Workers.Count = threads;
+        var config = GptConfig.Gpt2Small with { DropRate = 0f };
+        using var model = new GptModel(config, new FastRandom(1));
+        using var reference = new GptModel(config, new FastRandom(1));
+        using var scheduler = new BatchScheduler(model, maxBatchSize: 8, maxQueueLength: 64);
+        await using var server = GptServer.Create(scheduler, new ServerOptions { Port = 0 });
+        await server.StartAsync();
+        using var http = new HttpClient { BaseAddress = server.Address, Timeout = TimeSpan.FromMinutes(30) };
+        const string prompt = "Every effort moves you, and the book explains how a large language model is built from scratch";
+        int[] ids = TextCompletion.Encode(prompt);
+        var settings = new CompletionSettings { MaxTokens = maxTokens, Temperature = 1f, Seed = 7 };
+        Console.WriteLine($"{KernelInfo()}; 124M (context {config.ContextLength}), {threads} threads, prompt {ids.Length} tokens, {maxTokens} new tokens, {rounds} interleaved rounds");
+        var paths = new (string Name, Func<Task<int>> Run)[]
+        {
+            ("generate (TextGenerator.Stream)", () =>
+            {
+                using var generator = new GptSharp.Generation.TextGenerator(reference, settings.ToGenerationOptions() with { Slide = false }, new TorchGenerator(7));
+                return Task.FromResult(generator.Stream(ids, maxTokens).Count());
+            }),
+            ("scheduler, no HTTP", async () => (await TextCompletion.RunAsync(scheduler, ids, settings)).CompletionTokens),
+            ("HTTP stream, one client", async () =>
+            {
+                using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
+                {
+                    Content = JsonContent.Create(new { prompt, max_tokens = maxTokens, seed = 7, temperature = 1.0, stream = true, stream_options = new { include_usage = true } }),
+                };
+                using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+                string body = await response.Content.ReadAsStringAsync();
+                int at = body.IndexOf("\"completion_tokens\":", StringComparison.Ordinal);
+                return int.Parse(body[(at + 20)..].Split(',', '}')[0].Trim());
+            }),
+        };
+        foreach (var path in paths) await path.Run(); // JIT, buffers
+        var rates = paths.Select(_ => new List<double>()).ToArray();
+        for (int round = 0; round < rounds; round++)
+            for (int p = 0; p < paths.Length; p++)
+            {
+                var clock = Stopwatch.StartNew();
+                int tokens = await paths[p].Run();
+                rates[p].Add(tokens / clock.Elapsed.TotalSeconds);
+            }
+        for (int p = 0; p < paths.Length; p++)
+        {
+            var sorted = rates[p].Order().ToArray();
+            Console.WriteLine($"{paths[p].Name,-34} median {sorted[sorted.Length / 2],6:F1} tokens/s (min {sorted[0]:F1}, max {sorted[^1]:F1})");
+        }
+    }
+
+    private static string KernelInfo() =>
+        $"{(File.Exists("/proc/cpuinfo") ? File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name"))?.Split(':')[1].Trim() : null) ?? "CPU"}, " +
+        $"AVX-512F {System.Runtime.Intrinsics.X86.Avx512F.IsSupported}, AVX2 {System.Runtime.Intrinsics.X86.Avx2.IsSupported}, {Environment.ProcessorCount} cores";
+}
