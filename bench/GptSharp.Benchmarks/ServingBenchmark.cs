@@ -17,14 +17,9 @@ public static class ServingBenchmark
 {
     public static async Task RunAsync(int requestsPerClient, int maxTokens, int threads)
     {
-        Workers.Count = threads;
-        var config = GptConfig.Gpt2Small with { DropRate = 0f };
-        using var model = new GptModel(config, new FastRandom(1));
-        using var scheduler = new BatchScheduler(model, maxBatchSize: 8, maxQueueLength: 64);
-        await using var server = GptServer.Create(scheduler, new ServerOptions { Port = 0 });
-        await server.StartAsync();
-        using var http = new HttpClient { BaseAddress = server.Address, Timeout = TimeSpan.FromMinutes(30) };
-        const string prompt = "Every effort moves you, and the book explains how a large language model is built from scratch";
+        await using var served = await Served.StartAsync(threads);
+        var (config, scheduler, http) = (served.Config, served.Scheduler, served.Http);
+        const string prompt = Served.Prompt;
         Console.WriteLine($"124M model (context {config.ContextLength}), {threads} threads, prompt {TextCompletion.Encode(prompt).Length} tokens, {maxTokens} new tokens per request, {requestsPerClient} requests per client");
         await OneRequestAsync(http, prompt, 4, 0); // JIT and buffers
         double? single = null;
@@ -103,15 +98,10 @@ public static class ServingOneClientBenchmark
 {
     public static async Task RunAsync(int rounds, int maxTokens, int threads)
     {
-        Workers.Count = threads;
-        var config = GptConfig.Gpt2Small with { DropRate = 0f };
-        using var model = new GptModel(config, new FastRandom(1));
+        await using var served = await Served.StartAsync(threads);
+        var (config, scheduler, http) = (served.Config, served.Scheduler, served.Http);
         using var reference = new GptModel(config, new FastRandom(1));
-        using var scheduler = new BatchScheduler(model, maxBatchSize: 8, maxQueueLength: 64);
-        await using var server = GptServer.Create(scheduler, new ServerOptions { Port = 0 });
-        await server.StartAsync();
-        using var http = new HttpClient { BaseAddress = server.Address, Timeout = TimeSpan.FromMinutes(30) };
-        const string prompt = "Every effort moves you, and the book explains how a large language model is built from scratch";
+        const string prompt = Served.Prompt;
         int[] ids = TextCompletion.Encode(prompt);
         var settings = new CompletionSettings { MaxTokens = maxTokens, Temperature = 1f, Seed = 7 };
         Console.WriteLine($"{KernelInfo()}; 124M (context {config.ContextLength}), {threads} threads, prompt {ids.Length} tokens, {maxTokens} new tokens, {rounds} interleaved rounds");
@@ -154,4 +144,41 @@ public static class ServingOneClientBenchmark
     private static string KernelInfo() =>
         $"{(File.Exists("/proc/cpuinfo") ? File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name"))?.Split(':')[1].Trim() : null) ?? "CPU"}, " +
         $"AVX-512F {System.Runtime.Intrinsics.X86.Avx512F.IsSupported}, AVX2 {System.Runtime.Intrinsics.X86.Avx2.IsSupported}, {Environment.ProcessorCount} cores";
+}
+
+/// <summary>The served 124M model (random weights, context 1024) the serving benchmarks share, with a client for it.</summary>
+internal sealed class Served : IAsyncDisposable
+{
+    public const string Prompt = "Every effort moves you, and the book explains how a large language model is built from scratch";
+
+    private readonly GptModel _model;
+    private readonly GptServer _server;
+
+    private Served(GptModel model, BatchScheduler scheduler, GptServer server)
+    {
+        (_model, Scheduler, _server) = (model, scheduler, server);
+        Http = new HttpClient { BaseAddress = server.Address, Timeout = TimeSpan.FromMinutes(30) };
+    }
+
+    public GptConfig Config => _model.Config;
+    public BatchScheduler Scheduler { get; }
+    public HttpClient Http { get; }
+
+    public static async Task<Served> StartAsync(int threads)
+    {
+        Workers.Count = threads;
+        var model = new GptModel(GptConfig.Gpt2Small with { DropRate = 0f }, new FastRandom(1));
+        var scheduler = new BatchScheduler(model, maxBatchSize: 8, maxQueueLength: 64);
+        var server = GptServer.Create(scheduler, new ServerOptions { Port = 0 });
+        await server.StartAsync();
+        return new Served(model, scheduler, server);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Http.Dispose();
+        await _server.DisposeAsync();
+        Scheduler.Dispose();
+        _model.Dispose();
+    }
 }
