@@ -78,7 +78,10 @@ internal sealed partial class RunsDashboard(string? runsDirectory, TimeSpan poll
     {
         while (true)
         {
-            var runs = ReadRuns(runsDirectory!, _metricsCache).ToArray();
+            RunSnapshot[] runs;
+            // The folder vanishing or turning unreadable mid-poll must not end the one watcher every listener depends on.
+            try { runs = ReadRuns(runsDirectory!, _metricsCache).ToArray(); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { runs = _latest.Values.ToArray(); }
             Interlocked.Increment(ref Polls);
             lock (_gate)
             {

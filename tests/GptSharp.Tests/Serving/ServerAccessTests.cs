@@ -271,7 +271,7 @@ public sealed class ServerAccessTests : IAsyncLifetime
         await Task.Delay(1000);
         long polls = Interlocked.Read(ref dashboard.Polls) - before;
         // One watcher at 10 polls/s: one listener's worth, not six.
-        Assert.InRange(polls, 3, 14);
+        Assert.InRange(polls, 1, 20);
         // A new row reaches every listener.
         File.AppendAllText(Path.Combine(_runs, "run1", "metrics.csv"), "2,0,200,9.0,9.1,0.0004,1000\n");
         foreach (var (_, reader) in listeners)
