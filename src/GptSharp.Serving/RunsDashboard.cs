@@ -46,14 +46,14 @@ internal sealed partial class RunsDashboard(string? runsDirectory, TimeSpan poll
         }
     }
 
-    /// <summary>What one run's files say now.</summary>
-    internal sealed record RunSnapshot(string Name, string State, string? Config, string Samples, IReadOnlyList<double[]> Rows);
+    /// <summary>What one run's files say now: metrics.csv's column names and its rows (NaN for an empty cell).</summary>
+    internal sealed record RunSnapshot(string Name, string State, string? Config, string Samples, IReadOnlyList<string> Columns, IReadOnlyList<double[]> Rows);
 
     /// <summary>The JSON of what changed between two snapshots of a run, or null when nothing did.</summary>
     private static byte[]? Update(RunSnapshot? previous, RunSnapshot run)
     {
-        // A rewritten metrics file with fewer rows (a restart) resends everything.
-        bool reset = previous is null || run.Rows.Count < previous.Rows.Count;
+        // A rewritten metrics file with fewer rows (a restart) or other columns (a benchmark's first scores) resends everything.
+        bool reset = previous is null || run.Rows.Count < previous.Rows.Count || !previous.Columns.SequenceEqual(run.Columns);
         int from = reset ? 0 : previous!.Rows.Count;
         bool changed = reset || from < run.Rows.Count || previous!.State != run.State || previous.Samples != run.Samples || previous.Config != run.Config;
         if (!changed) return null;
@@ -66,11 +66,20 @@ internal sealed partial class RunsDashboard(string? runsDirectory, TimeSpan poll
             json.WriteBoolean("reset", reset);
             if (reset || previous!.Config != run.Config) json.WriteString("config", run.Config);
             if (reset || previous!.Samples != run.Samples) json.WriteString("samples", run.Samples);
+            if (reset)
+            {
+                json.WriteStartArray("columns");
+                foreach (string column in run.Columns) json.WriteStringValue(column);
+                json.WriteEndArray();
+            }
             json.WriteStartArray("rows");
             for (int i = from; i < run.Rows.Count; i++)
             {
                 json.WriteStartArray();
-                foreach (double v in run.Rows[i]) json.WriteNumberValue(v);
+                // An empty cell (a benchmark not scored at that evaluation) or a diverged loss: JSON has no NaN.
+                foreach (double v in run.Rows[i])
+                    if (double.IsFinite(v)) json.WriteNumberValue(v);
+                    else json.WriteNullValue();
                 json.WriteEndArray();
             }
             json.WriteEndArray();
@@ -102,15 +111,24 @@ internal sealed partial class RunsDashboard(string? runsDirectory, TimeSpan poll
         var run = new RunDirectory(folder);
         string? config = ReadText(run.File(RunDirectory.ConfigFile));
         string samples = ReadText(run.File(RunDirectory.SamplesFile)) ?? "";
+        string metrics = ReadText(run.File(RunDirectory.MetricsFile)) ?? "";
         return new RunSnapshot(Path.GetFileName(Path.TrimEndingDirectorySeparator(folder)), State(run), config, samples,
-            ParseMetrics(ReadText(run.File(RunDirectory.MetricsFile)) ?? ""));
+            MetricsColumns(metrics), ParseMetrics(metrics));
     }
 
     private static string? ReadText(string path) => File.Exists(path) ? File.ReadAllText(path) : null;
 
+    /// <summary>The header of <c>metrics.csv</c> (step, epoch, tokens_seen, train_loss, val_loss, lr, tokens_per_s, then a benchmark's
+    /// TASK_METRIC columns), once its line is complete.</summary>
+    internal static IReadOnlyList<string> MetricsColumns(string csv)
+    {
+        int end = csv.IndexOf('\n');
+        return end < 0 ? [] : csv[..end].TrimEnd('\r').Split(',');
+    }
+
     /// <summary>
-    /// Rows of <c>metrics.csv</c> (step, epoch, tokens_seen, train_loss, val_loss, lr, tokens_per_s); a last line
-    /// without its newline is still being written and waits for the next poll.
+    /// Rows of <c>metrics.csv</c> (<see cref="MetricsColumns"/>); an empty cell (a benchmark not scored at that evaluation) is
+    /// NaN; a last line without its newline is still being written and waits for the next poll.
     /// </summary>
     internal static IReadOnlyList<double[]> ParseMetrics(string csv)
     {
@@ -123,7 +141,10 @@ internal sealed partial class RunsDashboard(string? runsDirectory, TimeSpan poll
             var values = new double[cells.Length];
             bool ok = cells.Length >= 5;
             for (int i = 0; i < cells.Length && ok; i++)
-                ok = double.TryParse(cells[i], NumberStyles.Float, CultureInfo.InvariantCulture, out values[i]);
+            {
+                if (i >= 5 && cells[i].Length == 0) values[i] = double.NaN;
+                else ok = double.TryParse(cells[i], NumberStyles.Float, CultureInfo.InvariantCulture, out values[i]);
+            }
             if (ok) rows.Add(values);
         }
         return rows;
