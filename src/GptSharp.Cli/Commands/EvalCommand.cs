@@ -96,12 +96,7 @@ internal static class EvalCommand
     private static BenchmarkResult RunWithProgressBar(BenchmarkTask benchmark, GptModel model, BenchmarkOptions options)
     {
         BenchmarkResult? result = null;
-        AnsiConsole.Progress()
-            .AutoClear(true)
-            .HideCompleted(true)
-            .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(),
-                new ElapsedTimeColumn(), new RemainingTimeColumn())
-            .Start(context =>
+        LiveProgress.Run(context =>
             {
                 var bar = context.AddTask(benchmark.Name, maxValue: benchmark.Count);
                 result = benchmark.Evaluate(model, options, p =>

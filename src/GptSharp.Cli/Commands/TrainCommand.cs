@@ -232,12 +232,7 @@ internal static class TrainCommand
     private static void RunWithProgressBar(TrainingRun run, CancellationToken cancellationToken)
     {
         var trainer = run.Trainer;
-        AnsiConsole.Progress()
-            .AutoClear(true)
-            .HideCompleted(true)
-            .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(),
-                new ElapsedTimeColumn(), new RemainingTimeColumn())
-            .Start(context =>
+        LiveProgress.Run(context =>
             {
                 var task = context.AddTask("starting", maxValue: trainer.TotalSteps);
                 task.Value = trainer.State.GlobalStep + 1;
