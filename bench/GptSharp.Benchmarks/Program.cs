@@ -7,7 +7,7 @@ namespace GptSharp.Benchmarks;
 /// (e.g. --filter '*PeakFlops*' --job short). A quick Stopwatch pass over the GEMM shapes, without
 /// BenchmarkDotNet: dotnet run -c Release --project bench/GptSharp.Benchmarks -- gemm-quick [threads] [case filter]
 /// and of the FMA peak and the read bandwidth: ... -- peak-quick, ... -- bandwidth-quick; a training step phase by phase:
-/// ... -- train-step-quick [threads] [steps]; the evaluation and the epoch sample beside the training forward, per token: ... -- outside-step-quick [rounds] [threads]; data-parallel steps under mpirun (bench/distributed.sh): ... -- data-parallel-quick [threads] [steps]; generation tokens/s against the bandwidth bound: ... -- generate-quick [tokens] [threads] [uncachedTokens]; interleaved A/B of the skinny GEMM's choices on cached steps: ... -- skinny-ab [rounds] [threads];
+/// ... -- train-step-quick [threads] [steps]; HellaSwag/LAMBADA scoring on the 124M shape: ... -- eval-quick [examples] [threads] [batch]; the evaluation and the epoch sample beside the training forward, per token: ... -- outside-step-quick [rounds] [threads]; data-parallel steps under mpirun (bench/distributed.sh): ... -- data-parallel-quick [threads] [steps]; generation tokens/s against the bandwidth bound: ... -- generate-quick [tokens] [threads] [uncachedTokens]; interleaved A/B of the skinny GEMM's choices on cached steps: ... -- skinny-ab [rounds] [threads];
 /// the HTTP server with 1, 4 and 8 concurrent streaming clients on the 124M model: ... -- serve-quick [requests per client] [max tokens] [threads];
 /// one client's decode through generate, the scheduler alone and HTTP, interleaved: ... -- serve-one-ab [rounds] [max tokens] [threads];
 /// the tokenizer on one thread and on all cores, interleaved: ... -- tokenizer-quick [rounds]; a full-size synthetic
@@ -49,6 +49,12 @@ public static class Program
         {
             ServingOneClientBenchmark.RunAsync(args.Length > 1 ? int.Parse(args[1]) : 5, args.Length > 2 ? int.Parse(args[2]) : 32,
                 args.Length > 3 ? int.Parse(args[3]) : Environment.ProcessorCount).GetAwaiter().GetResult();
+            return;
+        }
+        if (args.Length > 0 && args[0] == "eval-quick")
+        {
+            EvaluationBenchmark.Quick(args.Length > 1 ? int.Parse(args[1]) : 200, args.Length > 2 ? int.Parse(args[2]) : Environment.ProcessorCount,
+                args.Length > 3 ? int.Parse(args[3]) : new GptSharp.Evaluation.BenchmarkOptions().BatchSize);
             return;
         }
         if (args.Length > 0 && args[0] == "peak-quick")

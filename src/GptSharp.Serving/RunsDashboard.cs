@@ -28,7 +28,7 @@ internal sealed partial class RunsDashboard(string? runsDirectory, TimeSpan poll
 
     private readonly object _gate = new();
     private readonly List<Channel<byte[]>> _listeners = new();
-    private readonly Dictionary<string, (long Length, DateTime Written, IReadOnlyList<double[]> Rows)> _metricsCache = new();
+    private readonly Dictionary<string, (long Length, DateTime Written, IReadOnlyList<string> Columns, IReadOnlyList<double[]> Rows)> _metricsCache = new();
     private Dictionary<string, RunSnapshot> _latest = new();
     private bool _watching;
 
@@ -111,14 +111,14 @@ internal sealed partial class RunsDashboard(string? runsDirectory, TimeSpan poll
         return buffer.ToArray();
     }
 
-    /// <summary>What one run's files say now.</summary>
-    internal sealed record RunSnapshot(string Name, string State, string? Config, string Samples, IReadOnlyList<double[]> Rows);
+    /// <summary>What one run's files say now: metrics.csv's column names and its rows (NaN for an empty cell).</summary>
+    internal sealed record RunSnapshot(string Name, string State, string? Config, string Samples, IReadOnlyList<string> Columns, IReadOnlyList<double[]> Rows);
 
     /// <summary>The JSON of what changed between two snapshots of a run, or null when nothing did.</summary>
     private static byte[]? Update(RunSnapshot? previous, RunSnapshot run)
     {
-        // A rewritten metrics file with fewer rows (a restart) resends everything.
-        bool reset = previous is null || run.Rows.Count < previous.Rows.Count;
+        // A rewritten metrics file with fewer rows (a restart) or other columns (a benchmark's first scores) resends everything.
+        bool reset = previous is null || run.Rows.Count < previous.Rows.Count || !previous.Columns.SequenceEqual(run.Columns);
         int from = reset ? 0 : previous!.Rows.Count;
         bool changed = reset || from < run.Rows.Count || previous!.State != run.State || previous.Samples != run.Samples || previous.Config != run.Config;
         if (!changed) return null;
@@ -131,11 +131,20 @@ internal sealed partial class RunsDashboard(string? runsDirectory, TimeSpan poll
             json.WriteBoolean("reset", reset);
             if (reset || previous!.Config != run.Config) json.WriteString("config", run.Config);
             if (reset || previous!.Samples != run.Samples) json.WriteString("samples", run.Samples);
+            if (reset)
+            {
+                json.WriteStartArray("columns");
+                foreach (string column in run.Columns) json.WriteStringValue(column);
+                json.WriteEndArray();
+            }
             json.WriteStartArray("rows");
             for (int i = from; i < run.Rows.Count; i++)
             {
                 json.WriteStartArray();
-                foreach (double v in run.Rows[i]) json.WriteNumberValue(v);
+                // An empty cell (a benchmark not scored at that evaluation) or a diverged loss: JSON has no NaN.
+                foreach (double v in run.Rows[i])
+                    if (double.IsFinite(v)) json.WriteNumberValue(v);
+                    else json.WriteNullValue();
                 json.WriteEndArray();
             }
             json.WriteEndArray();
@@ -146,7 +155,7 @@ internal sealed partial class RunsDashboard(string? runsDirectory, TimeSpan poll
 
     /// <summary>The runs in <paramref name="directory"/>: the folder itself if it is a run, else its sub-folders that are.</summary>
     internal static IEnumerable<RunSnapshot> ReadRuns(string directory,
-        Dictionary<string, (long Length, DateTime Written, IReadOnlyList<double[]> Rows)>? metricsCache = null)
+        Dictionary<string, (long Length, DateTime Written, IReadOnlyList<string> Columns, IReadOnlyList<double[]> Rows)>? metricsCache = null)
     {
         if (!Directory.Exists(directory)) yield break;
         var folders = IsRun(directory) ? [directory] : Directory.GetDirectories(directory).Where(IsRun).Order(StringComparer.Ordinal).ToArray();
@@ -164,33 +173,42 @@ internal sealed partial class RunsDashboard(string? runsDirectory, TimeSpan poll
         File.Exists(Path.Combine(folder, RunDirectory.MetricsFile)) || File.Exists(Path.Combine(folder, RunDirectory.ConfigFile));
 
     internal static RunSnapshot ReadRun(string folder,
-        Dictionary<string, (long Length, DateTime Written, IReadOnlyList<double[]> Rows)>? metricsCache = null)
+        Dictionary<string, (long Length, DateTime Written, IReadOnlyList<string> Columns, IReadOnlyList<double[]> Rows)>? metricsCache = null)
     {
         var run = new RunDirectory(folder);
         string? config = ReadText(run.File(RunDirectory.ConfigFile));
         string samples = ReadText(run.File(RunDirectory.SamplesFile)) ?? "";
-        return new RunSnapshot(Path.GetFileName(Path.TrimEndingDirectorySeparator(folder)), State(run), config, samples,
-            Metrics(run.File(RunDirectory.MetricsFile), metricsCache));
+        var (columns, rows) = Metrics(run.File(RunDirectory.MetricsFile), metricsCache);
+        return new RunSnapshot(Path.GetFileName(Path.TrimEndingDirectorySeparator(folder)), State(run), config, samples, columns, rows);
     }
 
-    /// <summary>The rows of a metrics file, parsed again only when its length or time changed.</summary>
-    private static IReadOnlyList<double[]> Metrics(string path,
-        Dictionary<string, (long Length, DateTime Written, IReadOnlyList<double[]> Rows)>? cache)
+    /// <summary>The columns and rows of a metrics file, parsed again only when its length or time changed.</summary>
+    private static (IReadOnlyList<string> Columns, IReadOnlyList<double[]> Rows) Metrics(string path,
+        Dictionary<string, (long Length, DateTime Written, IReadOnlyList<string> Columns, IReadOnlyList<double[]> Rows)>? cache)
     {
         var file = new FileInfo(path);
-        if (!file.Exists) return [];
+        if (!file.Exists) return ([], []);
         if (cache is not null && cache.TryGetValue(path, out var cached) && cached.Length == file.Length && cached.Written == file.LastWriteTimeUtc)
-            return cached.Rows;
-        var rows = ParseMetrics(File.ReadAllText(path));
-        if (cache is not null) cache[path] = (file.Length, file.LastWriteTimeUtc, rows);
-        return rows;
+            return (cached.Columns, cached.Rows);
+        string csv = File.ReadAllText(path);
+        var (columns, rows) = (MetricsColumns(csv), ParseMetrics(csv));
+        if (cache is not null) cache[path] = (file.Length, file.LastWriteTimeUtc, columns, rows);
+        return (columns, rows);
     }
 
     private static string? ReadText(string path) => File.Exists(path) ? File.ReadAllText(path) : null;
 
+    /// <summary>The header of <c>metrics.csv</c> (step, epoch, tokens_seen, train_loss, val_loss, lr, tokens_per_s, then a benchmark's
+    /// TASK_METRIC columns), once its line is complete.</summary>
+    internal static IReadOnlyList<string> MetricsColumns(string csv)
+    {
+        int end = csv.IndexOf('\n');
+        return end < 0 ? [] : csv[..end].TrimEnd('\r').Split(',');
+    }
+
     /// <summary>
-    /// Rows of <c>metrics.csv</c> (step, epoch, tokens_seen, train_loss, val_loss, lr, tokens_per_s); a last line
-    /// without its newline is still being written and waits for the next poll.
+    /// Rows of <c>metrics.csv</c> (<see cref="MetricsColumns"/>); an empty cell (a benchmark not scored at that evaluation) is
+    /// NaN; a last line without its newline is still being written and waits for the next poll.
     /// </summary>
     internal static IReadOnlyList<double[]> ParseMetrics(string csv)
     {
@@ -203,7 +221,10 @@ internal sealed partial class RunsDashboard(string? runsDirectory, TimeSpan poll
             var values = new double[cells.Length];
             bool ok = cells.Length >= 5;
             for (int i = 0; i < cells.Length && ok; i++)
-                ok = double.TryParse(cells[i], NumberStyles.Float, CultureInfo.InvariantCulture, out values[i]);
+            {
+                if (i >= 5 && cells[i].Length == 0) values[i] = double.NaN;
+                else ok = double.TryParse(cells[i], NumberStyles.Float, CultureInfo.InvariantCulture, out values[i]);
+            }
             if (ok) rows.Add(values);
         }
         return rows;

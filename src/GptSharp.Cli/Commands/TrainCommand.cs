@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using System.Runtime.InteropServices;
 using GptSharp.Distributed;
+using GptSharp.Evaluation;
 using GptSharp.Model;
 using GptSharp.Tensors;
 using GptSharp.Training;
@@ -41,6 +42,8 @@ internal static class TrainCommand
         public readonly Option<double?> MinLr = new("--min-lr") { Description = "Cosine-decay the learning rate to this value (Appendix D); off by default." };
         public readonly Option<double> GradClip = new("--grad-clip") { Description = "Clip the global gradient norm to this value once the warmup is over, as Appendix D does (it uses 1.0); 0 = off.", DefaultValueFactory = _ => 0.0 };
         public readonly Option<int> GradAccum = new("--grad-accum") { Description = "Micro-batches per optimizer step (gradient accumulation); 1 = off.", DefaultValueFactory = _ => 1 };
+        public readonly Option<string?> EvalTask = new("--eval-task") { Description = "Score a benchmark during training, as NAME:FILE (hellaswag:hellaswag_val.jsonl or lambada:FILE; see `eval --task`): its accuracy goes into metrics.csv, report.html and the dashboard." };
+        public readonly Option<int?> EvalTaskEvery = new("--eval-task-every") { Description = "Score --eval-task every N steps (a multiple of --eval-freq; default: at every evaluation)." };
         public readonly Option<int?> Threads = new("--threads") { Description = "Worker threads (default: all cores)." };
         public readonly Option<string?> Out = new("--out") { Description = "Run directory (default runs/<timestamp>)." };
         public readonly Option<string> Rng = new("--rng") { Description = "Random generator: torch (PyTorch's, prints the book's numbers) or fast.", DefaultValueFactory = _ => "torch" };
@@ -62,7 +65,7 @@ internal static class TrainCommand
         public IEnumerable<Option> All() =>
         [
             Data, Config, ContextLength, EmbDim, Layers, Heads, DropRate, QkvBias, BatchSize, Stride, Epochs, MaxSteps, Lr,
-            WeightDecay, EvalFreq, EvalIter, Seed, StartContext, WarmupSteps, MinLr, GradClip, GradAccum, Threads, Out, Rng, Resume,
+            WeightDecay, EvalFreq, EvalIter, Seed, StartContext, WarmupSteps, MinLr, GradClip, GradAccum, EvalTask, EvalTaskEvery, Threads, Out, Rng, Resume,
             SaveEvery, SaveEveryMinutes, KeepLast, InitFrom, Distributed,
         ];
     }
@@ -116,6 +119,8 @@ internal static class TrainCommand
             MinLr = parse.GetValue(o.MinLr),
             GradClip = parse.GetValue(o.GradClip),
             GradAccum = parse.GetValue(o.GradAccum),
+            EvalTask = AbsoluteTaskSpec(parse.GetValue(o.EvalTask)),
+            EvalTaskEvery = parse.GetValue(o.EvalTaskEvery),
         }.Validate();
         double lr = parse.GetValue(o.Lr), weightDecay = parse.GetValue(o.WeightDecay);
         if (!(lr > 0)) throw new ArgumentException($"--lr must be positive, got {lr}.");
@@ -149,6 +154,16 @@ internal static class TrainCommand
             KeepLast = parse.GetValue(o.KeepLast),
         }.Validate();
         return new Settings(config, threads, parse.GetValue(o.Out), parse.GetValue(o.Resume), epochsOverride, maxStepsOverride, run, parse.GetValue(o.Distributed)!);
+    }
+
+    /// <summary>NAME:FILE with FILE made absolute, so a resumed run finds it from any directory.</summary>
+    private static string? AbsoluteTaskSpec(string? spec)
+    {
+        if (spec is null) return null;
+        int colon = spec.IndexOf(':');
+        if (colon <= 0 || colon == spec.Length - 1 || !BenchmarkTask.Names.Contains(spec[..colon]))
+            throw new ArgumentException($"--eval-task '{spec}': expected NAME:FILE with NAME one of {string.Join(", ", BenchmarkTask.Names)} (e.g. hellaswag:hellaswag_val.jsonl).");
+        return $"{spec[..colon]}:{Path.GetFullPath(spec[(colon + 1)..])}";
     }
 
     /// <summary>
@@ -217,12 +232,7 @@ internal static class TrainCommand
     private static void RunWithProgressBar(TrainingRun run, CancellationToken cancellationToken)
     {
         var trainer = run.Trainer;
-        AnsiConsole.Progress()
-            .AutoClear(true)
-            .HideCompleted(true)
-            .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(),
-                new ElapsedTimeColumn(), new RemainingTimeColumn())
-            .Start(context =>
+        LiveProgress.Run(context =>
             {
                 var task = context.AddTask("starting", maxValue: trainer.TotalSteps);
                 task.Value = trainer.State.GlobalStep + 1;

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Net;
 using System.Text;
+using GptSharp.Evaluation;
 using GptSharp.Tensors.IO;
 using GptSharp.Training.Plots;
 
@@ -18,6 +19,7 @@ public sealed class RunDirectory
     public const string SamplesFile = "samples.txt";
     public const string LossPlotFile = "loss.svg";
     public const string PerplexityPlotFile = "perplexity.svg";
+    public const string TaskPlotFile = "benchmark.svg";
     public const string ReportFile = "report.html";
     public const string ModelFile = "model.safetensors";
 
@@ -111,17 +113,50 @@ public sealed class RunDirectory
         string perplexity = TrainingPlots.PerplexityPlot(state.Evaluations, tokensPerEpoch).Render();
         WriteText(File(LossPlotFile), loss);
         WriteText(File(PerplexityPlotFile), perplexity);
-        WriteText(File(ReportFile), ReportHtml(config, state, loss, perplexity, status));
+        string? task = state.TaskEvaluations.Count > 0 ? TrainingPlots.TaskPlot(state.Evaluations, state.TaskEvaluations, tokensPerEpoch).Render() : null;
+        if (task is not null) WriteText(File(TaskPlotFile), task);
+        WriteText(File(ReportFile), ReportHtml(config, state, loss, perplexity, status, task));
     }
 
+    /// <summary>
+    /// The benchmark columns of metrics.csv and the report: <c>TASK_METRIC</c> (<c>hellaswag_acc</c>, <c>hellaswag_acc_norm</c>,
+    /// <c>lambada_perplexity</c>...) in the order they first appear.
+    /// </summary>
+    public static IReadOnlyList<(string Task, string Metric)> TaskColumns(TrainerState state) =>
+        state.TaskEvaluations.SelectMany(t => t.Metrics.Select(m => (t.Task, m.Name))).Distinct().ToList();
+
+    /// <summary>
+    /// One row per evaluation: <c>step,epoch,tokens_seen,train_loss,val_loss,lr,tokens_per_s</c>, then a column per benchmark
+    /// metric (<see cref="TaskColumns"/>), empty in the rows of evaluations that did not score the benchmark.
+    /// </summary>
     public static string MetricsCsv(TrainerState state)
     {
-        var csv = new StringBuilder("step,epoch,tokens_seen,train_loss,val_loss,lr,tokens_per_s\n");
+        var columns = TaskColumns(state);
+        var csv = new StringBuilder("step,epoch,tokens_seen,train_loss,val_loss,lr,tokens_per_s");
+        foreach (var (task, metric) in columns) csv.Append(',').Append(task).Append('_').Append(metric);
+        csv.Append('\n');
+        var byStep = TaskScoresByStep(state);
         foreach (var e in state.Evaluations)
+        {
             csv.Append(string.Create(CultureInfo.InvariantCulture,
-                $"{e.Step},{e.Epoch},{e.TokensSeen},{e.TrainLoss:R},{e.ValLoss:R},{e.LearningRate:G7},{e.TokensPerSecond:F1}\n"));
+                $"{e.Step},{e.Epoch},{e.TokensSeen},{e.TrainLoss:R},{e.ValLoss:R},{e.LearningRate:G7},{e.TokensPerSecond:F1}"));
+            foreach (var column in columns)
+            {
+                csv.Append(',');
+                if (TaskScore(byStep, e.Step, column) is double v) csv.Append(v.ToString("R", CultureInfo.InvariantCulture));
+            }
+            csv.Append('\n');
+        }
         return csv.ToString();
     }
+
+    private static Dictionary<long, List<TaskEvaluationRecord>> TaskScoresByStep(TrainerState state) =>
+        state.TaskEvaluations.GroupBy(t => t.Step).ToDictionary(g => g.Key, g => g.ToList());
+
+    private static double? TaskScore(Dictionary<long, List<TaskEvaluationRecord>> byStep, long step, (string Task, string Metric) column) =>
+        byStep.TryGetValue(step, out var scores)
+            ? scores.Where(t => t.Task == column.Task).SelectMany(t => t.Metrics).Where(m => m.Name == column.Metric).Select(m => (double?)m.Value).LastOrDefault()
+            : null;
 
     public static string SamplesText(TrainerState state)
     {
@@ -131,7 +166,7 @@ public sealed class RunDirectory
         return text.ToString();
     }
 
-    public static string ReportHtml(RunConfig config, TrainerState state, string lossSvg, string perplexitySvg, string? status)
+    public static string ReportHtml(RunConfig config, TrainerState state, string lossSvg, string perplexitySvg, string? status, string? taskSvg = null)
     {
         static string H(string s) => WebUtility.HtmlEncode(s);
         var html = new StringBuilder();
@@ -146,15 +181,26 @@ public sealed class RunDirectory
             $"<p>{H(status ?? "in progress")} — epoch {Math.Min(state.Epoch + 1, config.Training.Epochs)} of {config.Training.Epochs}, step {state.GlobalStep + 1}, {state.TokensSeen:N0} tokens seen, {state.ElapsedSeconds:F1} s"));
         if (last is not null)
             html.Append(string.Create(CultureInfo.InvariantCulture, $"; last evaluation: train loss {last.TrainLoss:F3}, val loss {last.ValLoss:F3} (perplexity {Math.Exp(last.ValLoss):F1})"));
-        html.Append(".</p>\n<div class=\"plots\">\n").Append(lossSvg).Append(perplexitySvg).Append("</div>\n");
+        if (state.TaskEvaluations.LastOrDefault() is { } lastTask)
+            html.Append("; ").Append(H(lastTask.Describe()));
+        html.Append(".</p>\n<div class=\"plots\">\n").Append(lossSvg).Append(perplexitySvg).Append(taskSvg ?? "").Append("</div>\n");
         html.Append("<h2>Samples</h2>\n<ol>\n");
         foreach (var s in state.Samples)
             html.Append(string.Create(CultureInfo.InvariantCulture, $"<li>Ep {s.Epoch} (step {s.Step}): {H(s.Text)}</li>\n"));
         html.Append("</ol>\n<h2>Configuration</h2>\n<pre>").Append(H(config.ToJson())).Append("</pre>\n");
-        html.Append("<h2>Metrics</h2>\n<table><tr><th>step</th><th>epoch</th><th>tokens seen</th><th>train loss</th><th>val loss</th><th>train ppl</th><th>val ppl</th><th>lr</th><th>tokens/s</th></tr>\n");
+        var columns = TaskColumns(state);
+        var byStep = TaskScoresByStep(state);
+        html.Append("<h2>Metrics</h2>\n<table><tr><th>step</th><th>epoch</th><th>tokens seen</th><th>train loss</th><th>val loss</th><th>train ppl</th><th>val ppl</th><th>lr</th><th>tokens/s</th>");
+        foreach (var (task, metric) in columns) html.Append("<th>").Append(H($"{task} {metric}")).Append("</th>");
+        html.Append("</tr>\n");
         foreach (var e in state.Evaluations)
+        {
             html.Append(string.Create(CultureInfo.InvariantCulture,
-                $"<tr><td>{e.Step}</td><td>{e.Epoch}</td><td>{e.TokensSeen:N0}</td><td>{e.TrainLoss:F3}</td><td>{e.ValLoss:F3}</td><td>{Math.Exp(e.TrainLoss):F1}</td><td>{Math.Exp(e.ValLoss):F1}</td><td>{e.LearningRate:G4}</td><td>{e.TokensPerSecond:F0}</td></tr>\n"));
+                $"<tr><td>{e.Step}</td><td>{e.Epoch}</td><td>{e.TokensSeen:N0}</td><td>{e.TrainLoss:F3}</td><td>{e.ValLoss:F3}</td><td>{Math.Exp(e.TrainLoss):F1}</td><td>{Math.Exp(e.ValLoss):F1}</td><td>{e.LearningRate:G4}</td><td>{e.TokensPerSecond:F0}</td>"));
+            foreach (var column in columns)
+                html.Append(string.Create(CultureInfo.InvariantCulture, $"<td>{TaskScore(byStep, e.Step, column)?.ToString("0.0000", CultureInfo.InvariantCulture)}</td>"));
+            html.Append("</tr>\n");
+        }
         html.Append("</table>\n</body></html>\n");
         return html.ToString();
     }
@@ -179,6 +225,38 @@ public static class TrainingPlots
     /// <summary>The same curves as perplexity (exp of the loss), on a logarithmic y axis.</summary>
     public static SvgLineChart PerplexityPlot(IReadOnlyList<EvaluationRecord> evaluations, long tokensPerEpoch) =>
         Plot(evaluations, tokensPerEpoch, "Perplexity", "Training and validation perplexity", logY: true, Math.Exp);
+
+    /// <summary>matplotlib's C2..C4, for the benchmark's metrics.</summary>
+    private static readonly string[] TaskColors = ["#2ca02c", "#d62728", "#9467bd", "#8c564b"];
+
+    /// <summary>
+    /// The benchmark's accuracies (every metric named <c>acc*</c>, as fractions) against epochs, at the evaluations that scored it,
+    /// with tokens seen on top as in <see cref="LossPlot"/>.
+    /// </summary>
+    public static SvgLineChart TaskPlot(IReadOnlyList<EvaluationRecord> evaluations, IReadOnlyList<TaskEvaluationRecord> scores, long tokensPerEpoch)
+    {
+        double perEpoch = Math.Max(1, tokensPerEpoch);
+        var tokensAt = evaluations.GroupBy(e => e.Step).ToDictionary(g => g.Key, g => g.Last().TokensSeen);
+        var points = scores.Where(s => tokensAt.ContainsKey(s.Step)).ToList();
+        var epochs = points.Select(s => tokensAt[s.Step] / perEpoch).ToArray();
+        var chart = new SvgLineChart
+        {
+            Id = "benchmark",
+            Title = "Benchmark accuracy",
+            XLabel = "Epochs",
+            YLabel = "Accuracy",
+            IntegerXTicks = epochs.Length > 0 && epochs.Max() - epochs.Min() >= 2,
+            TopAxis = ("Tokens seen", x => x * perEpoch),
+        };
+        var series = points.SelectMany(s => s.Metrics.Where(m => m.Name.StartsWith("acc", StringComparison.Ordinal)).Select(m => (s.Task, m.Name))).Distinct().ToList();
+        for (int i = 0; i < series.Count; i++)
+        {
+            var (task, metric) = series[i];
+            var values = points.Select(s => s.Task == task && s.Metrics.FirstOrDefault(m => m.Name == metric) is { Name: not null } m ? m.Value : double.NaN).ToArray();
+            chart.Series.Add(new ChartSeries($"{task} {metric}", epochs, values, TaskColors[i % TaskColors.Length], i % 2 == 1 ? DashDot : null));
+        }
+        return chart;
+    }
 
     private static SvgLineChart Plot(IReadOnlyList<EvaluationRecord> evaluations, long tokensPerEpoch, string yLabel, string title, bool logY, Func<double, double> transform)
     {

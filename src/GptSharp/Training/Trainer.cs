@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using GptSharp.Data;
+using GptSharp.Evaluation;
 using GptSharp.Model;
 using GptSharp.Tensors;
 using GptSharp.Tokenization;
@@ -44,6 +45,16 @@ public sealed record TrainingOptions
     /// <summary>Micro-batches whose gradients are averaged into one optimizer step; 1 = off.</summary>
     public int GradAccum { get; init; } = 1;
 
+    /// <summary>
+    /// A benchmark scored during training, as <c>NAME:FILE</c> (<c>hellaswag:hellaswag_val.jsonl</c>, <c>lambada:FILE</c>;
+    /// see <see cref="Evaluation.BenchmarkTask"/>); null = none. Its metrics go into <c>metrics.csv</c>, the report and the dashboard.
+    /// </summary>
+    public string? EvalTask { get; init; }
+
+    /// <summary>Score <see cref="EvalTask"/> at the evaluations whose step is a multiple of this (a multiple of
+    /// <see cref="EvalFreq"/>; null: at every evaluation).</summary>
+    public int? EvalTaskEvery { get; init; }
+
     public TrainingOptions Validate()
     {
         if (Epochs <= 0) throw new ArgumentException($"--epochs must be positive, got {Epochs}.");
@@ -56,6 +67,14 @@ public sealed record TrainingOptions
         if (!(GradClip >= 0)) throw new ArgumentException($"--grad-clip must be non-negative (0 = off), got {GradClip}.");
         if (GradAccum <= 0) throw new ArgumentException($"--grad-accum must be positive, got {GradAccum}.");
         if (string.IsNullOrEmpty(StartContext)) throw new ArgumentException("--start-context must not be empty.");
+        if (EvalTaskEvery is int every)
+        {
+            if (EvalTask is null) throw new ArgumentException("--eval-task-every needs --eval-task NAME:FILE.");
+            // The task's scores share metrics.csv's rows with the loss evaluations, so they happen at some of them.
+            if (every <= 0 || every % EvalFreq != 0)
+                throw new ArgumentException($"--eval-task-every must be a positive multiple of --eval-freq ({EvalFreq}), got {every}.");
+        }
+        if (EvalTask is not null && string.IsNullOrWhiteSpace(EvalTask)) throw new ArgumentException("--eval-task must not be empty: give NAME:FILE.");
         return this;
     }
 }
@@ -66,6 +85,14 @@ public sealed record EvaluationRecord(long Step, int Epoch, long TokensSeen, dou
     /// <summary>The book's line, e.g. <c>Ep 1 (Step 000000): Train loss 9.781, Val loss 9.933</c> (Epoch is 1-based).</summary>
     public string BookLine => string.Create(CultureInfo.InvariantCulture,
         $"Ep {Epoch} (Step {Step:D6}): Train loss {TrainLoss:F3}, Val loss {ValLoss:F3}");
+}
+
+/// <summary>A benchmark's metrics (lm-evaluation-harness names) at the evaluation of <paramref name="Step"/>, and how long scoring took.</summary>
+public sealed record TaskEvaluationRecord(long Step, string Task, int Examples, IReadOnlyList<BenchmarkMetric> Metrics, double Seconds)
+{
+    /// <summary>One line, e.g. <c>hellaswag (Step 000100): acc 0.2500, acc_norm 0.2700 (1000 examples, 12.3 s)</c>.</summary>
+    public string Describe() => string.Create(CultureInfo.InvariantCulture,
+        $"{Task} (Step {Step:D6}): {string.Join(", ", Metrics.Select(m => $"{m.Name} {m.Value:0.0000}"))} ({Examples} examples, {Seconds:F1} s)");
 }
 
 /// <summary>The greedy sample after an epoch (Epoch is 1-based).</summary>
@@ -111,6 +138,9 @@ public sealed class TrainerState
     public List<EvaluationRecord> Evaluations { get; set; } = [];
 
     public List<SampleRecord> Samples { get; set; } = [];
+
+    /// <summary>The scores of <see cref="TrainingOptions.EvalTask"/>, one per evaluation that ran it.</summary>
+    public List<TaskEvaluationRecord> TaskEvaluations { get; set; } = [];
 
     public IEnumerable<double> TrainLosses => Evaluations.Select(e => e.TrainLoss);
     public IEnumerable<double> ValLosses => Evaluations.Select(e => e.ValLoss);

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using GptSharp.Checkpoints;
 using GptSharp.Data;
+using GptSharp.Evaluation;
 using GptSharp.Formats;
 using GptSharp.Model;
 using GptSharp.Tensors;
@@ -71,6 +72,7 @@ public sealed class TrainingRun : IDisposable
     private readonly long _tokensPerEpoch;
     private readonly TimeSpan _setupDataTime;
     private readonly BestModelWriter? _bestWriter;
+    private readonly BenchmarkTask? _evalTask;
     private readonly IDisposable? _directoryLock;
     private double _bestValLoss;
     private long _lastCheckpointTimestamp;
@@ -95,6 +97,8 @@ public sealed class TrainingRun : IDisposable
             long dataStart = Stopwatch.GetTimestamp();
             _data = TrainingData.Load(config.Data, config.TrainRatio, Gpt2Tokenizer.Instance);
             Loaders = DataLoaders.CreateTrainValidation(_data.Train, _data.Validation, config.BatchSize, config.Model.ContextLength, config.Stride, generator);
+            // Rank 0 alone scores the benchmark (it reads the model and draws nothing, so the other ranks need not wait for it in step).
+            if (config.Training.EvalTask is string spec && parallel.IsRoot) _evalTask = BenchmarkTask.Load(spec);
             _setupDataTime = Stopwatch.GetElapsedTime(dataStart);
             StartRanks(parallel, config, _data, model, state);
         }
@@ -453,6 +457,16 @@ public sealed class TrainingRun : IDisposable
     private void OnEvaluated(EvaluationRecord record)
     {
         Print(record.BookLine);
+        if (_evalTask is not null && record.Step % (Config.Training.EvalTaskEvery ?? Config.Training.EvalFreq) == 0)
+        {
+            long start = Stopwatch.GetTimestamp();
+            var result = _evalTask.Evaluate(Model);
+            var elapsed = Stopwatch.GetElapsedTime(start);
+            Timings.Evaluations += elapsed;
+            var scores = new TaskEvaluationRecord(record.Step, result.Task, result.Count, result.Metrics, elapsed.TotalSeconds);
+            State.TaskEvaluations.Add(scores);
+            Print(scores.Describe());
+        }
         if (IsRoot && double.IsFinite(record.ValLoss) && record.ValLoss < _bestValLoss)
         {
             // A copy in memory; the file is written in the background while training goes on (BestModelWriter).
@@ -564,10 +578,10 @@ public sealed class TrainingRun : IDisposable
     /// drawn dropout masks and counted tokens (and, at an epoch's start, started a pass) before its loss turned out non-finite.
     /// </summary>
     private readonly record struct LastGoodStep(int Epoch, bool EpochStarted, long? SamplerSeed, int NextBatch, long GlobalStep,
-        long TokensSeen, double ElapsedSeconds, int Evaluations, int Samples, byte[] Generator)
+        long TokensSeen, double ElapsedSeconds, int Evaluations, int Samples, int TaskEvaluations, byte[] Generator)
     {
         public static LastGoodStep Of(TrainerState s, IRandomGenerator generator) =>
-            new(s.Epoch, s.EpochStarted, s.SamplerSeed, s.NextBatch, s.GlobalStep, s.TokensSeen, s.ElapsedSeconds, s.Evaluations.Count, s.Samples.Count, generator.GetState());
+            new(s.Epoch, s.EpochStarted, s.SamplerSeed, s.NextBatch, s.GlobalStep, s.TokensSeen, s.ElapsedSeconds, s.Evaluations.Count, s.Samples.Count, s.TaskEvaluations.Count, generator.GetState());
 
         public void Restore(TrainerState s, IRandomGenerator generator)
         {
@@ -575,6 +589,7 @@ public sealed class TrainingRun : IDisposable
                 (Epoch, EpochStarted, SamplerSeed, NextBatch, GlobalStep, TokensSeen, ElapsedSeconds);
             s.Evaluations.RemoveRange(Evaluations, s.Evaluations.Count - Evaluations);
             s.Samples.RemoveRange(Samples, s.Samples.Count - Samples);
+            s.TaskEvaluations.RemoveRange(TaskEvaluations, s.TaskEvaluations.Count - TaskEvaluations);
             generator.SetState(Generator);
         }
     }

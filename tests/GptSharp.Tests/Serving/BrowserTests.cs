@@ -100,4 +100,68 @@ public class BrowserTests(ServingFixture server)
             Directory.Delete(runs, recursive: true);
         }
     }
+
+    [SkippableFact]
+    public async Task RunsDashboardOverlaysRunsOnLogAxesWithValuesOnHover()
+    {
+        string runs = Path.Combine(Path.GetTempPath(), $"gptsharp-runs-{Guid.NewGuid():N}");
+        try
+        {
+            // Two runs: one with a benchmark scored at some evaluations (empty cells elsewhere), one without.
+            foreach (var (name, extra) in new[] { ("run-a", true), ("run-b", false) })
+            {
+                string run = Path.Combine(runs, name);
+                Directory.CreateDirectory(run);
+                File.WriteAllText(Path.Combine(run, "config.json"), "{\"model\": {\"layers\": 2}}");
+                File.WriteAllText(Path.Combine(run, "report.html"), "<p>completed — epoch 3 of 3</p>");
+                File.WriteAllText(Path.Combine(run, "metrics.csv"), extra
+                    ? "step,epoch,tokens_seen,train_loss,val_loss,lr,tokens_per_s,hellaswag_acc,hellaswag_acc_norm\n" +
+                      "0,1,512,9.98,9.99,4e-05,1000.0,0.25,0.25\n5,1,3072,6.5,6.9,0.0004,1200.0,,\n10,2,5632,4.1,5.2,0.0002,1250.0,0.3,0.35\n"
+                    : "step,epoch,tokens_seen,train_loss,val_loss,lr,tokens_per_s\n0,1,512,10.9,10.95,0.0004,1000.0\n5,1,3072,7.7,7.9,0.0004,1200.0\n");
+            }
+            await using var dashboard = GptServer.Create(server.Scheduler, new ServerOptions { Port = 0, RunsDirectory = runs, RunsPollInterval = TimeSpan.FromMilliseconds(150) });
+            await dashboard.StartAsync();
+
+            await using var browser = await LaunchAsync();
+            await using var page = await browser.NewPageAsync();
+            await page.SetViewportAsync(new ViewPortOptions { Width = 1280, Height = 2000 });
+            var pageErrors = new List<string>();
+            page.PageError += (_, e) => pageErrors.Add(e.Message);
+            await page.GoToAsync(new Uri(dashboard.Address, "runs").ToString());
+            const string runA = "document.querySelector('[data-run=\"run-a\"]')";
+            await page.WaitForFunctionAsync($"() => {runA} && document.querySelector('[data-run=\"run-b\"]') && {runA}.querySelector('canvas.task').dataset.points === '2'");
+
+            // Perplexity on a log axis (exp(9.99) ~ 21,800 no longer flattens the rest), the learning rate, the benchmark
+            // (2 of 3 evaluations scored: the empty cells are gaps, not zeros).
+            Assert.Equal("true", await page.EvaluateExpressionAsync<string>($"{runA}.querySelector('canvas.perplexity').dataset.log"));
+            Assert.Equal("false", await page.EvaluateExpressionAsync<string>($"{runA}.querySelector('canvas.loss').dataset.log"));
+            Assert.Equal("3", await page.EvaluateExpressionAsync<string>($"{runA}.querySelector('canvas.lr').dataset.points"));
+            Assert.Equal("2", await page.EvaluateExpressionAsync<string>($"{runA}.querySelector('canvas.task').dataset.series"));
+            Assert.Contains("hellaswag_acc_norm 35.0 %", await page.EvaluateExpressionAsync<string>($"{runA}.querySelector('.summary').textContent"));
+            Assert.Equal("none", await page.EvaluateExpressionAsync<string>("document.querySelector('[data-run=\"run-b\"] canvas.task').style.display"));
+
+            // Both runs on the comparison charts; unticking one takes it off.
+            Assert.Equal("2", await page.EvaluateExpressionAsync<string>("document.querySelector('#compare .compare-loss').dataset.series"));
+            Assert.Equal("true", await page.EvaluateExpressionAsync<string>("document.querySelector('#compare .compare-perplexity').dataset.log"));
+            Assert.Equal("1", await page.EvaluateExpressionAsync<string>("document.querySelector('#compare .compare-task').dataset.series"));
+            await page.ClickAsync("#compare input[data-toggle=\"run-b\"]");
+            Assert.Equal("1", await page.EvaluateExpressionAsync<string>("document.querySelector('#compare .compare-loss').dataset.series"));
+            await page.ClickAsync("#compare input[data-toggle=\"run-b\"]");
+
+            // Hover over run-a's loss chart at its last point (x = 5632 tokens, the right end): the values show.
+            var box = await (await page.QuerySelectorAsync("[data-run=\"run-a\"] canvas.loss")).BoundingBoxAsync();
+            await page.Mouse.MoveAsync(box.X + box.Width - 30, box.Y + box.Height / 2);
+            await page.WaitForFunctionAsync("() => document.getElementById('tooltip').style.display === 'block'");
+            string tip = await page.EvaluateExpressionAsync<string>("document.getElementById('tooltip').textContent");
+            Assert.Contains("tokens seen 5,632", tip);
+            Assert.Contains("training: 4.10", tip);
+            Assert.Contains("validation: 5.20", tip);
+            Assert.Empty(pageErrors);
+            await ScreenshotAsync(page, "runs-compare.png");
+        }
+        finally
+        {
+            Directory.Delete(runs, recursive: true);
+        }
+    }
 }
