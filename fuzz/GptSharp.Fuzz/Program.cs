@@ -35,6 +35,12 @@ public static class Program
             CheckpointInfo.Read(path);
             ModelStore.Load(path).Dispose();
         },
+        ["gguf"] = (bytes, scratch) =>
+        {
+            string path = WriteScratch(bytes, scratch, ".gguf");
+            CheckpointInfo.Read(path);
+            ModelStore.Load(path).Dispose();
+        },
         ["tf-index"] = (bytes, _) =>
         {
             using var bundle = TensorBundleReader.Parse("/nonexistent/model.ckpt", bytes);
@@ -90,6 +96,7 @@ public static class Program
         {
             PthCheckpoint.SaveModel(model, Path.Combine(dir, "pth", "model.pth"));
             model.Save(Path.Combine(dir, "safetensors", "model.safetensors"));
+            model.Export(Path.Combine(dir, "gguf", "model.gguf"), new ExportOptions(ModelFileFormat.Gguf));
         }
         string prefix = Path.Combine(Path.GetTempPath(), $"gptsharp-fuzz-seed-{Environment.ProcessId}");
         TfBundleWriter.Write(prefix, new Dictionary<string, (long[], float[])>

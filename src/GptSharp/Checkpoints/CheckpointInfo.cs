@@ -29,7 +29,7 @@ public sealed record CheckpointInfo(
         if (!File.Exists(path)) throw new FileNotFoundException($"{spec}: no such file (expected a .safetensors, .pth or .gguf file or a run directory).", spec);
         using (var probe = File.OpenRead(path))
             if (probe.ReadByte() == 'P' && probe.ReadByte() == 'K') return ReadPth(path);
-        if (GgufFile.HasMagic(path)) return ReadGguf(path);
+        if (ModelStore.IsGgufFile(path)) return ReadGguf(path);
         return ReadSafeTensors(path);
     }
 

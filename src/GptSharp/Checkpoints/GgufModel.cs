@@ -181,7 +181,7 @@ internal static class GgufModel
     /// <summary>
     /// Builds the model a GGUF file of architecture gpt2 holds. The config comes from its <c>gpt2.*</c> keys (and
     /// <c>gptsharp.config</c> when GptSharp wrote it), checked against every tensor's shape before the model is allocated.
-    /// Each tensor is converted to float32 (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q6_K); a q8_0 linear
+    /// Each tensor is converted to float32 (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K, q6_K); a q8_0 linear
     /// weight loads straight into an <see cref="Int8Matrix"/> when the model quantizes while loading (same blocks of 32,
     /// the fp16 scale widened exactly to float32). Without <c>output.weight</c> (OpenAI's GPT-2) the head is tied to the embedding.
     /// </summary>
@@ -357,7 +357,7 @@ internal static class GgufModel
         Read(model, file, "output_norm.weight", 0, model.FinalNorm.Scale);
         Read(model, file, "output_norm.bias", 0, model.FinalNorm.Shift);
         if (file.Find("output.weight") is not null) Read(model, file, "output.weight", 0, model.OutHead);
-        else model.TieOutHeadToTokenEmbedding();
+        else QuantizeFileValues(file, "token_embd.weight", model.TieOutHeadToTokenEmbedding);
     }
 
     /// <summary>
@@ -379,7 +379,20 @@ internal static class GgufModel
             return;
         }
         file.ReadRows(t, firstRow, p.Value.Span);
-        model.WeightLoaded(p);
+        QuantizeFileValues(file, name, () => model.WeightLoaded(p));
+    }
+
+    /// <summary>Quantizing while loading refuses NaN and infinite weights: from a file, that is a bad file.</summary>
+    private static void QuantizeFileValues(GgufFile file, string name, Action quantize)
+    {
+        try
+        {
+            quantize();
+        }
+        catch (ArgumentException e)
+        {
+            throw Bad(file, $"tensor '{name}': {e.Message}");
+        }
     }
 
     /// <summary>Elements [<paramref name="first"/>, + p.Length) of a 1-D tensor.</summary>

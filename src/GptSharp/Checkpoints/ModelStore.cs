@@ -44,7 +44,7 @@ public static class ModelStore
     [
         new("OpenAI GPT-2 folder (hparams.json + model.ckpt.index/.data)", Gpt2Checkpoint.IsCheckpointDirectory, LoadTensorFlow),
         new("run directory (model.safetensors or checkpoint-<steps>.safetensors)", IsRunDirectory, LoadRunDirectory),
-        new("GGUF of architecture gpt2 (llama.cpp)", GgufFile.HasMagic, LoadGguf),
+        new("GGUF of architecture gpt2 (llama.cpp)", IsGgufFile, LoadGguf),
         new("PyTorch .pth (zip)", IsZipFile, LoadPth),
         new("safetensors (GptSharp model, training checkpoint or Hugging Face GPT-2)", IsSafeTensorsFile, LoadSafeTensors),
     ];
@@ -120,6 +120,9 @@ public static class ModelStore
     }
 
     private static bool IsSafeTensorsFile(string path) => File.Exists(path);
+
+    // By magic, or by name so that a damaged .gguf gets the GGUF reader's message rather than the safetensors one.
+    internal static bool IsGgufFile(string path) => GgufFile.HasMagic(path) || (File.Exists(path) && Path.GetExtension(path).Equals(".gguf", StringComparison.OrdinalIgnoreCase));
 
     private static LoadedCheckpoint LoadGguf(string path, GptConfig? config) => new(GgufModel.Load(path, config), null, null, "GGUF");
 

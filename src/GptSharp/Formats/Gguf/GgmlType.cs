@@ -16,7 +16,7 @@ internal enum GgmlType : uint
 /// <summary>
 /// Block geometry of each <see cref="GgmlType"/> (elements per block, bytes per block: ggml's type traits), and the
 /// conversions GptSharp does itself: every type to float32 that GPT-2 files use (f32, f16, bf16, q8_0, q4_0, q4_1,
-/// q5_0, q5_1, q4_K, q6_K), and float32 to f16 and q8_0 for writing. The block layouts are ggml-quants' structs
+/// q5_0, q5_1, q4_K, q5_K, q6_K), and float32 to f16 and q8_0 for writing. The block layouts are ggml-quants' structs
 /// (<c>block_q8_0</c> …): little-endian, packed, one fp16 scale (and min) per block.
 /// </summary>
 internal static class GgmlTypes
@@ -62,10 +62,10 @@ internal static class GgmlTypes
 
     /// <summary>True for the types <see cref="Dequantize"/> reads.</summary>
     public static bool CanDequantize(GgmlType type) => type is GgmlType.F32 or GgmlType.F16 or GgmlType.BF16 or GgmlType.Q8_0
-        or GgmlType.Q4_0 or GgmlType.Q4_1 or GgmlType.Q5_0 or GgmlType.Q5_1 or GgmlType.Q4_K or GgmlType.Q6_K;
+        or GgmlType.Q4_0 or GgmlType.Q4_1 or GgmlType.Q5_0 or GgmlType.Q5_1 or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K;
 
     /// <summary>The types <see cref="Dequantize"/> reads, for error messages.</summary>
-    public const string ReadableTypes = "f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q6_K";
+    public const string ReadableTypes = "f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K, q6_K";
 
     /// <summary>Bytes of <paramref name="elements"/> elements (a whole number of blocks) of <paramref name="type"/>.</summary>
     public static long ByteCount(GgmlType type, long elements)
@@ -107,6 +107,7 @@ internal static class GgmlTypes
                 case GgmlType.Q5_0: Q5(block, y, hasMin: false); break;
                 case GgmlType.Q5_1: Q5(block, y, hasMin: true); break;
                 case GgmlType.Q4_K: Q4K(block, y); break;
+                case GgmlType.Q5_K: Q5K(block, y); break;
                 case GgmlType.Q6_K: Q6K(block, y); break;
                 default: throw new NotSupportedException($"ggml type {Name(type)} cannot be read (GptSharp reads {ReadableTypes}).");
             }
@@ -167,6 +168,25 @@ internal static class GgmlTypes
             var qj = q.Slice(j / 2, 32);
             for (int l = 0; l < 32; l++) y[j + l] = d1 * (qj[l] & 0x0F) - min1;
             for (int l = 0; l < 32; l++) y[j + 32 + l] = d2 * (qj[l] >> 4) - min2;
+        }
+    }
+
+    // block_q5_K: fp16 d, fp16 dmin, 12 bytes of scales and mins, qh[32] (the fifth bits), qs[128] nibbles.
+    private static void Q5K(ReadOnlySpan<byte> block, Span<float> y)
+    {
+        float d = Half(block, 0), dmin = Half(block, 2);
+        var scales = block.Slice(4, 12);
+        var qh = block.Slice(16, 32);
+        var q = block[48..];
+        int s = 0, u1 = 1, u2 = 2;
+        for (int j = 0; j < SuperBlock; j += 64, s += 2, u1 <<= 2, u2 <<= 2)
+        {
+            ScaleMinK4(s, scales, out int sc1, out int m1);
+            ScaleMinK4(s + 1, scales, out int sc2, out int m2);
+            float d1 = d * sc1, min1 = dmin * m1, d2 = d * sc2, min2 = dmin * m2;
+            var qj = q.Slice(j / 2, 32);
+            for (int l = 0; l < 32; l++) y[j + l] = d1 * ((qj[l] & 0x0F) + ((qh[l] & u1) != 0 ? 16 : 0)) - min1;
+            for (int l = 0; l < 32; l++) y[j + 32 + l] = d2 * ((qj[l] >> 4) + ((qh[l] & u2) != 0 ? 16 : 0)) - min2;
         }
     }
 
