@@ -26,22 +26,25 @@ public sealed class LlamaCppTests(ITestOutputHelper output) : IDisposable
 
     private static readonly Lazy<(GptModel Model, int[] Tokens)> s_trained = new(Train);
 
-    /// <summary>emb 64, 4 heads, 2 layers, context 64, trained 150 AdamW steps on the verdict (loss ~9 → ~3).</summary>
+    /// <summary>The passage the model learns by heart (the verdict's first tokens): greedy decoding from its start is decided by wide margins.</summary>
+    private const int Memorized = 320;
+
+    /// <summary>emb 64, 4 heads, 2 layers, context 64, trained 100 AdamW steps on the verdict's first <see cref="Memorized"/> tokens.</summary>
     private static (GptModel, int[]) Train()
     {
         var config = new GptConfig { VocabSize = Gpt2Tokenizer.VocabSize, ContextLength = Context, EmbeddingDim = 64, Heads = 4, Layers = 2, DropRate = 0f };
         var model = new GptModel(config, new FastRandom(27));
         int[] tokens = Gpt2Tokenizer.Shared.Encode(TextCorpus.TheVerdict());
-        using var optimizer = new AdamW(model.Parameters(), lr: 3e-3f, weightDecay: 0.1f);
+        using var optimizer = new AdamW(model.Parameters(), lr: 5e-3f, weightDecay: 0.1f);
         var rng = new Random(5);
         const int batch = 4;
         var inputs = new int[batch * Context];
         var targets = new int[batch * Context];
-        for (int step = 0; step < 150; step++)
+        for (int step = 0; step < 100; step++)
         {
             for (int b = 0; b < batch; b++)
             {
-                int at = rng.Next(tokens.Length - Context - 1);
+                int at = rng.Next(Memorized - Context - 1);
                 tokens.AsSpan(at, Context).CopyTo(inputs.AsSpan(b * Context));
                 tokens.AsSpan(at + 1, Context).CopyTo(targets.AsSpan(b * Context));
             }
