@@ -440,18 +440,19 @@ internal static class GgufModel
                         for (int b = 0; b < blocks; b++)
                         {
                             var block = row.Slice(34 * b, 34);
+                            var target = new Span<sbyte>(values + 32 * b, 32);
+                            MemoryMarshal.Cast<byte, sbyte>(block.Slice(2, 32)).CopyTo(target);
+                            // −128 is a legal q8_0 value (ggml's own quantizer never writes it) but outside GptSharp's
+                            // symmetric [−127, 127], which its kernels rely on: clamped, one step at most.
+                            if (block.Slice(2, 32).Contains((byte)0x80))
+                                foreach (ref sbyte v in target) v = Math.Max(v, (sbyte)-127);
                             float scale = (float)System.Buffers.Binary.BinaryPrimitives.ReadHalfLittleEndian(block);
-                            if (!(float.IsFinite(scale) && scale >= 0))
+                            if (!float.IsFinite(scale)) throw Bad(file, $"tensor '{t.Name}' has a non-finite q8_0 scale ({scale}).");
+                            if (scale < 0)
                             {
                                 // GptSharp's scales are non-negative; a negative fp16 d only flips the block's signs.
-                                if (!float.IsFinite(scale)) throw Bad(file, $"tensor '{t.Name}' has a non-finite q8_0 scale ({scale}).");
-                                for (int j = 0; j < 32; j++) values[32 * b + j] = (sbyte)-Math.Max((sbyte)block[2 + j], (sbyte)-127);
+                                foreach (ref sbyte v in target) v = (sbyte)-v;
                                 scale = -scale;
-                            }
-                            else
-                            {
-                                // −128 is a legal q8_0 value but outside GptSharp's symmetric [−127, 127]: clamp (1 step at most).
-                                for (int j = 0; j < 32; j++) values[32 * b + j] = Math.Max((sbyte)block[2 + j], (sbyte)-127);
                             }
                             scales[b] = scale;
                         }

@@ -7,15 +7,15 @@ namespace GptSharp.Tests.Interop;
 
 /// <summary>
 /// llama.cpp as LLamaSharp 0.30 ships it (LLamaSharp.Backend.Cpu: its native libraries for noavx/avx/avx2/avx512).
-/// A test that needs it calls <see cref="SkipUnlessLoadable"/> from a <c>[SkippableFact]</c>: where the native library
-/// cannot load (another OS or CPU, an older glibc) the test is reported skipped with the loader's reason.
+/// A test that needs it skips (visibly, with the loader's reason) when <see cref="Unavailable"/> says the native library
+/// cannot load (another OS or CPU, an older glibc). Shared with bench/ (gguf-quick), which links this file.
 /// </summary>
 internal static class LlamaCpp
 {
     private static readonly Lazy<string?> s_unavailable = new(Probe);
 
-    public static void SkipUnlessLoadable() =>
-        Skip.If(s_unavailable.Value is not null, $"skipped: llama.cpp (LLamaSharp.Backend.Cpu 0.30) cannot load on this machine: {s_unavailable.Value}");
+    /// <summary>Null when llama.cpp's native library loads here, else why not.</summary>
+    public static string? Unavailable => s_unavailable.Value;
 
     private static string? Probe()
     {
@@ -35,13 +35,13 @@ internal static class LlamaCpp
         }
     }
 
-    private static ModelParams Params(string gguf, int context) => new(gguf)
+    private static ModelParams Params(string gguf, int context, int threads) => new(gguf)
     {
         ContextSize = (uint)context,
         BatchSize = (uint)context,
         UBatchSize = (uint)context,
-        Threads = Math.Max(1, Math.Min(Environment.ProcessorCount, 4)),
-        BatchThreads = Math.Max(1, Math.Min(Environment.ProcessorCount, 4)),
+        Threads = threads,
+        BatchThreads = threads,
         GpuLayerCount = 0,
     };
 
@@ -52,9 +52,10 @@ internal static class LlamaCpp
         private readonly LLamaContext _context;
         private readonly LLamaBatch _batch = new();
 
-        public Session(string gguf, int context)
+        /// <param name="threads">llama.cpp's threads (default: the cores, at most 4).</param>
+        public Session(string gguf, int context, int? threads = null)
         {
-            var p = Params(gguf, context);
+            var p = Params(gguf, context, threads ?? Math.Max(1, Math.Min(Environment.ProcessorCount, 4)));
             _weights = LLamaWeights.LoadFromFile(p);
             _context = _weights.CreateContext(p);
         }

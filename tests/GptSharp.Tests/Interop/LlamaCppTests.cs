@@ -24,6 +24,9 @@ public sealed class LlamaCppTests(ITestOutputHelper output) : IDisposable
 
     private const int Context = 64;
 
+    private static void SkipUnlessLoadable() =>
+        Skip.If(LlamaCpp.Unavailable is not null, $"skipped: llama.cpp (LLamaSharp.Backend.Cpu 0.30) cannot load on this machine: {LlamaCpp.Unavailable}");
+
     private static readonly Lazy<(GptModel Model, int[] Tokens)> s_trained = new(Train);
 
     /// <summary>The passage the model learns by heart (the verdict's first tokens): greedy decoding from its start is decided by wide margins.</summary>
@@ -92,7 +95,7 @@ public sealed class LlamaCppTests(ITestOutputHelper output) : IDisposable
     [SkippableFact]
     public void Float32GreedyIdsAndLogitsMatchLlamaCpp()
     {
-        LlamaCpp.SkipUnlessLoadable();
+        SkipUnlessLoadable();
         var (model, tokens) = s_trained.Value;
         string gguf = Export(model, ExportDType.Float32, "f32.gguf");
         int[] prompt = tokens[..8];
@@ -125,7 +128,7 @@ public sealed class LlamaCppTests(ITestOutputHelper output) : IDisposable
     [SkippableFact]
     public void Float16GreedyIdsMatchLlamaCpp()
     {
-        LlamaCpp.SkipUnlessLoadable();
+        SkipUnlessLoadable();
         var (model, tokens) = s_trained.Value;
         string gguf = Export(model, ExportDType.Float16, "f16.gguf");
         int[] prompt = tokens[..8];
@@ -164,7 +167,7 @@ public sealed class LlamaCppTests(ITestOutputHelper output) : IDisposable
     [SkippableFact]
     public void Q8_0PerplexityIsWithinOnePercentOfFloat32()
     {
-        LlamaCpp.SkipUnlessLoadable();
+        SkipUnlessLoadable();
         var (model, tokens) = s_trained.Value;
         int vocab = model.Config.VocabSize, windows = 12;
         string f32 = Export(model, ExportDType.Float32, "f32.gguf"), q8 = Export(model, ExportDType.Q8_0, "q8.gguf");
@@ -201,7 +204,7 @@ public sealed class LlamaCppTests(ITestOutputHelper output) : IDisposable
     [MemberData(nameof(LlamaQuantizations))]
     public void LlamaCppQuantizedFilesLoadWithLogitsCloseToFloat32(LLamaFtype type, double tolerance)
     {
-        LlamaCpp.SkipUnlessLoadable();
+        SkipUnlessLoadable();
         var config = new GptConfig { VocabSize = Gpt2Tokenizer.VocabSize, ContextLength = 32, EmbeddingDim = 256, Heads = 4, Layers = 1, DropRate = 0f };
         using var model = new GptModel(config, new FastRandom(31));
         model.Eval();

@@ -191,6 +191,12 @@ internal sealed class GgufFile : IDisposable
     {
         if (!GgmlTypes.CanDequantize(t.Type))
             throw new InvalidDataException($"{FilePath}: tensor '{t.Name}' is {GgmlTypes.Name(t.Type)}, which GptSharp cannot read (it reads {GgmlTypes.ReadableTypes}).");
+        if (t.Type == GgmlType.F32)
+        {
+            // Straight from the file into the destination, as the safetensors reader does.
+            ReadRowBytes(t, firstRow, System.Runtime.InteropServices.MemoryMarshal.AsBytes(destination));
+            return;
+        }
         long rows = destination.Length / t.RowLength;
         int rowLength = checked((int)t.RowLength);
         // About 4 MB of raw blocks per read, at least one row.

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Buffers.Binary;
 using System.Text;
+using GptSharp.Tensors;
 using GptSharp.Tensors.IO;
 
 namespace GptSharp.Formats.Gguf;
@@ -97,7 +98,7 @@ internal static class GgufWriter
                 var encoded = bytes.AsSpan(0, checked((int)(n * rowBytes)));
                 try
                 {
-                    GgmlTypes.Quantize(t.Type, source, encoded);
+                    QuantizeRows(t.Type, source, encoded, (int)rowLength, rowBytes);
                 }
                 catch (ArgumentException e)
                 {
@@ -111,6 +112,27 @@ internal static class GgufWriter
             ArrayPool<float>.Shared.Return(floats);
             ArrayPool<byte>.Shared.Return(bytes);
         }
+    }
+
+    /// <summary>Converts whole rows, rows in parallel (q8_0 of the 124M model is ~125M elements of scalar rounding).</summary>
+    private static unsafe void QuantizeRows(GgmlType type, Span<float> source, Span<byte> destination, int rowLength, long rowBytes)
+    {
+        fixed (float* s = source)
+        fixed (byte* d = destination)
+            RowParallel.For(source.Length / rowLength, rowLength, new QuantizeKernel { Type = type, Source = s, Destination = d, RowLength = rowLength, RowBytes = rowBytes });
+    }
+
+    private unsafe struct QuantizeKernel : IRangeKernel
+    {
+        public GgmlType Type;
+        public float* Source;
+        public byte* Destination;
+        public int RowLength;
+        public long RowBytes;
+
+        public readonly void Execute(int start, int end) => GgmlTypes.Quantize(Type,
+            new ReadOnlySpan<float>(Source + (long)start * RowLength, (end - start) * RowLength),
+            new Span<byte>(Destination + start * RowBytes, checked((int)((end - start) * RowBytes))));
     }
 
     private static void WriteString(BinaryWriter w, string s)
