@@ -15,7 +15,8 @@ namespace GptSharp.Benchmarks;
 /// checkpoint's write/read and a 1 GB token file's id check: ... -- run-io-quick [DIR];
 /// int8 against float32 weights (decoding, prefill, bandwidth bound): ... -- int8-quick [rounds] [threads] [newTokens], and one
 /// precision of a model from disk with its peak RSS: ... -- int8-model DIR float32|int8 [newTokens] [threads]; the one-row
-/// int8 kernels alone, in cache and from memory: ... -- int8-kernels
+/// int8 kernels alone, in cache and from memory: ... -- int8-kernels; GGUF export/import of the 124M shape and GptSharp against
+/// llama.cpp on the same GGUF files: ... -- gguf-quick [rounds] [threads] [newTokens] [context] [DIR]
 /// </summary>
 public static class Program
 {
@@ -113,6 +114,12 @@ public static class Program
         if (args.Length > 0 && args[0] == "run-io-quick")
         {
             RunIoBenchmark.Quick(args.Length > 1 ? args[1] : null);
+            return;
+        }
+        if (args.Length > 0 && args[0] == "gguf-quick")
+        {
+            GgufBenchmark.Quick(args.Length > 1 ? int.Parse(args[1]) : 5, args.Length > 2 ? int.Parse(args[2]) : 2, args.Length > 3 ? int.Parse(args[3]) : 200,
+                args.Length > 4 ? int.Parse(args[4]) : 1024, args.Length > 5 ? args[5] : null);
             return;
         }
         if (args.Length > 0 && args[0] == "bandwidth-quick")

@@ -27,13 +27,19 @@ public static class Program
             var sd = file.StateDict();
             foreach (var t in sd.Tensors)
                 if (t.DType.IsConvertibleToFloat() && t.ElementCount < 1 << 20) sd.ReadInto(t.Name, new float[t.ElementCount]);
-            ModelStore.Load(path, Tiny).Dispose();
+            GptModel.Load(path, Tiny).Dispose();
         },
         ["safetensors"] = (bytes, scratch) =>
         {
             string path = WriteScratch(bytes, scratch, ".safetensors");
             CheckpointInfo.Read(path);
-            ModelStore.Load(path).Dispose();
+            GptModel.Load(path).Dispose();
+        },
+        ["gguf"] = (bytes, scratch) =>
+        {
+            string path = WriteScratch(bytes, scratch, ".gguf");
+            CheckpointInfo.Read(path);
+            GptModel.Load(path).Dispose();
         },
         ["tf-index"] = (bytes, _) =>
         {
@@ -88,8 +94,9 @@ public static class Program
         foreach (string name in Targets.Keys) Directory.CreateDirectory(Path.Combine(dir, name));
         using (var model = new GptModel(Tiny, new FastRandom(1)))
         {
-            PthCheckpoint.SaveModel(model, Path.Combine(dir, "pth", "model.pth"));
+            model.Save(Path.Combine(dir, "pth", "model.pth"));
             model.Save(Path.Combine(dir, "safetensors", "model.safetensors"));
+            model.Export(Path.Combine(dir, "gguf", "model.gguf"), new ExportOptions(ModelFileFormat.Gguf));
         }
         string prefix = Path.Combine(Path.GetTempPath(), $"gptsharp-fuzz-seed-{Environment.ProcessId}");
         TfBundleWriter.Write(prefix, new Dictionary<string, (long[], float[])>

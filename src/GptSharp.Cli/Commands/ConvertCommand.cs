@@ -4,21 +4,23 @@ using GptSharp.Model;
 
 namespace GptSharp.Cli.Commands;
 
-/// <summary><c>gptsharp convert IN OUT [--to safetensors|pth|checkpoint] [--config FILE] [--quantize int8]</c>: between model formats.</summary>
+/// <summary><c>gptsharp convert IN OUT [--to safetensors|pth|checkpoint|gguf] [--dtype f32|f16|q8_0] [--config FILE] [--quantize int8]</c>: between model formats.</summary>
 internal static class ConvertCommand
 {
     /// <param name="output">Where the summary goes (Console.Out by default; tests pass a writer).</param>
     public static Command Create(TextWriter? output = null)
     {
-        var input = new Argument<string>("in") { Description = "Model to read: .safetensors (GptSharp or Hugging Face GPT-2), .pth, training checkpoint or run directory." };
+        var input = new Argument<string>("in") { Description = "Model to read: .safetensors (GptSharp or Hugging Face GPT-2), .pth, .gguf (gpt2), training checkpoint or run directory." };
         var outputArgument = new Argument<string>("out") { Description = "File to write (format from the extension unless --to is given)." };
-        var to = new Option<string?>("--to") { Description = "Output format: safetensors (model file), pth (PyTorch) or checkpoint (training checkpoint)." };
+        var to = new Option<string?>("--to") { Description = "Output format: safetensors (model file), pth (PyTorch), checkpoint (training checkpoint) or gguf (llama.cpp)." };
+        var dtype = new Option<string?>("--dtype") { Description = "Weight matrices in an exported file (gguf): f32 (default), f16 or q8_0." };
         var config = new Option<string?>("--config") { Description = "A config.json (the book's or Hugging Face keys) when the input's config cannot be inferred." };
         var quantize = ModelOptions.QuantizeOption("Store the linear weights quantized (a .safetensors model file that loads as int8)");
-        var command = new Command("convert", "Convert a model between safetensors, PyTorch .pth and GptSharp training checkpoints.");
+        var command = new Command("convert", "Convert a model between safetensors, PyTorch .pth, GptSharp training checkpoints and GGUF (llama.cpp).");
         command.Arguments.Add(input);
         command.Arguments.Add(outputArgument);
         command.Options.Add(to);
+        command.Options.Add(dtype);
         command.Options.Add(config);
         command.Options.Add(quantize);
         command.SetAction(parse => CliErrors.Run(() =>
@@ -33,11 +35,19 @@ internal static class ConvertCommand
                 throw new ArgumentException("--quantize int8 writes a GptSharp model file (.safetensors); .pth files and training checkpoints hold float32 weights.");
             using var loaded = ModelStore.Open(inPath, gptConfig);
             if (int8) loaded.Model.QuantizeInt8();
-            var notes = CheckpointConverter.Write(loaded, outPath, format);
+            var notes = CheckpointConverter.Write(loaded, outPath, format, ExportDTypeOf(parse.GetValue(dtype)));
             writer.WriteLine($"{inPath} ({loaded.Format}) -> {outPath} ({format.ToString().ToLowerInvariant()}): {loaded.Model.Parameters().Count} tensors, {loaded.Model.ParameterCount:N0} parameters");
             foreach (var note in notes) writer.WriteLine($"note: {note}");
             return 0;
         }));
         return command;
     }
+
+    private static ExportDType ExportDTypeOf(string? name) => name?.ToLowerInvariant() switch
+    {
+        null or "f32" or "float32" => ExportDType.Float32,
+        "f16" or "float16" => ExportDType.Float16,
+        "q8_0" => ExportDType.Q8_0,
+        _ => throw new ArgumentException($"--dtype: unknown type '{name}' (expected f32, f16 or q8_0)."),
+    };
 }

@@ -17,7 +17,7 @@ internal static class InspectCommand
     /// <param name="output">Where the listing goes (Console.Out by default); <paramref name="plain"/> forces tab-separated lines.</param>
     public static Command Create(TextWriter? output = null, bool? plain = null)
     {
-        var file = new Argument<string>("file") { Description = "A .safetensors or .pth file, a training checkpoint or a run directory." };
+        var file = new Argument<string>("file") { Description = "A .safetensors, .pth or .gguf file, a training checkpoint or a run directory." };
         var command = new Command("inspect", "List the tensors, parameter count and config of a model file (reads headers only).");
         command.Arguments.Add(file);
         command.SetAction(parse => CliErrors.Run(() =>
@@ -35,7 +35,7 @@ internal static class InspectCommand
     {
         writer.WriteLine($"file: {Printable.Escape(info.Path)}");
         writer.WriteLine($"format: {info.Format}");
-        foreach (var t in info.Tensors) writer.WriteLine($"{Printable.Escape(t.Name)}\t{t.DType.SafeTensorsName()}\t{t.ShapeString}\t{t.ElementCount}");
+        foreach (var t in info.Tensors) writer.WriteLine($"{Printable.Escape(t.Name)}\t{t.TypeName}\t{t.ShapeString}\t{t.ElementCount}");
         WriteSummary(info, writer.WriteLine);
     }
 
@@ -43,7 +43,7 @@ internal static class InspectCommand
     {
         var table = new Table().Title(Markup.Escape(Printable.Escape(info.Path))).AddColumn("tensor").AddColumn("dtype").AddColumn("shape").AddColumn(new TableColumn("elements").RightAligned());
         foreach (var t in info.Tensors)
-            table.AddRow(Markup.Escape(Printable.Escape(t.Name)), t.DType.SafeTensorsName(), Markup.Escape(t.ShapeString), t.ElementCount.ToString("N0"));
+            table.AddRow(Markup.Escape(Printable.Escape(t.Name)), Markup.Escape(t.TypeName), Markup.Escape(t.ShapeString), t.ElementCount.ToString("N0"));
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(writer) });
         console.Write(table);
         console.MarkupLine($"[bold]format:[/] {Markup.Escape(info.Format)}");

@@ -13,6 +13,9 @@ public enum ModelFileFormat
 
     /// <summary>A GptSharp training checkpoint (model + AdamW + trainer state).</summary>
     Checkpoint,
+
+    /// <summary>GGUF of architecture gpt2, for llama.cpp and the tools built on it (written by <see cref="ModelExport.Export"/>).</summary>
+    Gguf,
 }
 
 /// <summary>Converts between the model formats (<c>gptsharp convert IN OUT [--to ...]</c>).</summary>
@@ -31,24 +34,36 @@ public static class CheckpointConverter
                 "safetensors" => ModelFileFormat.SafeTensors,
                 "pth" or "pt" or "torch" => ModelFileFormat.Pth,
                 "checkpoint" => ModelFileFormat.Checkpoint,
-                _ => throw new ArgumentException($"--to: unknown format '{to}' (expected safetensors, pth or checkpoint)."),
+                "gguf" => ModelFileFormat.Gguf,
+                _ => throw new ArgumentException($"--to: unknown format '{to}' (expected safetensors, pth, checkpoint or gguf)."),
             };
         string name = Path.GetFileName(outputPath);
         string ext = Path.GetExtension(outputPath).ToLowerInvariant();
         if (ext is ".pth" or ".pt") return ModelFileFormat.Pth;
+        if (ext == ".gguf") return ModelFileFormat.Gguf;
         if (name.Equals("checkpoint.safetensors", StringComparison.OrdinalIgnoreCase) || TrainingCheckpointFile.IsCheckpointFileName(name))
             return ModelFileFormat.Checkpoint;
         if (ext == ".safetensors") return ModelFileFormat.SafeTensors;
-        throw new ArgumentException($"{outputPath}: cannot tell the output format from the extension; use --to safetensors|pth|checkpoint.");
+        throw new ArgumentException($"{outputPath}: cannot tell the output format from the extension; use --to safetensors|pth|checkpoint|gguf.");
     }
 
     /// <summary>
     /// Writes <paramref name="loaded"/> as <paramref name="format"/>. Returns notes for the user (what was dropped or defaulted).
     /// A checkpoint written from a file without an optimizer gets a fresh AdamW with the book's settings (lr 4e-4, weight decay 0.1).
     /// </summary>
-    public static IReadOnlyList<string> Write(LoadedCheckpoint loaded, string outputPath, ModelFileFormat format)
+    /// <param name="dtype">The weight matrices' type in an exported format (GGUF); GptSharp's own formats are float32 (or int8 when quantized).</param>
+    public static IReadOnlyList<string> Write(LoadedCheckpoint loaded, string outputPath, ModelFileFormat format, ExportDType dtype = ExportDType.Float32)
     {
         var notes = new List<string>();
+        if (dtype != ExportDType.Float32 && format is ModelFileFormat.SafeTensors or ModelFileFormat.Pth or ModelFileFormat.Checkpoint)
+            throw new ArgumentException($"{outputPath}: --dtype applies to exported formats (gguf); {format.ToString().ToLowerInvariant()} files hold float32 (use --quantize int8 for an int8 model file).");
+        if (format == ModelFileFormat.Gguf)
+        {
+            if (loaded.Optimizer is not null) notes.Add("the optimizer state has no place in a GGUF file and was left out");
+            if (loaded.Model.IsQuantized) notes.Add("the int8 weights were dequantized (and requantized for q8_0): GGUF's types are ggml's");
+            loaded.Model.Export(outputPath, new ExportOptions(format) { DType = dtype });
+            return notes;
+        }
         if (loaded.Model.IsQuantized && format != ModelFileFormat.SafeTensors)
             throw new ArgumentException($"{outputPath}: the model has int8 weights, which only a GptSharp model file (.safetensors) holds; .pth files and training checkpoints are float32.");
         switch (format)

@@ -1,6 +1,7 @@
 using GptSharp.Model;
 using GptSharp.Formats;
 using GptSharp.Pretrained;
+using GptSharp.Formats.Gguf;
 
 namespace GptSharp.Checkpoints;
 
@@ -25,9 +26,10 @@ public sealed record CheckpointInfo(
         {
             path = ModelStore.RunDirectoryWeights(spec) ?? System.IO.Path.Combine(spec, ModelStore.ModelFileName);
         }
-        if (!File.Exists(path)) throw new FileNotFoundException($"{spec}: no such file (expected a .safetensors or .pth file or a run directory).", spec);
+        if (!File.Exists(path)) throw new FileNotFoundException($"{spec}: no such file (expected a .safetensors, .pth or .gguf file or a run directory).", spec);
         using (var probe = File.OpenRead(path))
             if (probe.ReadByte() == 'P' && probe.ReadByte() == 'K') return ReadPth(path);
+        if (ModelStore.IsGgufFile(path)) return ReadGguf(path);
         return ReadSafeTensors(path);
     }
 
@@ -100,6 +102,51 @@ public sealed record CheckpointInfo(
         };
         if (other.Count > 0) metadata["other tensors"] = string.Join(", ", other);
         return new CheckpointInfo(dir, "OpenAI GPT-2 TensorFlow checkpoint", tensors, metadata, config, note, (long)Math.Min(tensors.Sum(t => (double)t.ElementCount), long.MaxValue), null);
+    }
+
+    /// <summary>
+    /// A GGUF file: its tensors with shapes in PyTorch's order (ggml lists the row length first) and ggml type names,
+    /// its scalar metadata (arrays shown by their length), and the config when it is a GPT-2 GptSharp can load.
+    /// </summary>
+    private static CheckpointInfo ReadGguf(string path)
+    {
+        using var file = GgufFile.Open(path);
+        var tensors = new List<StoredTensor>();
+        foreach (var t in file.Tensors)
+        {
+            TensorDType dtype = t.Type switch { GgmlType.F32 => TensorDType.F32, GgmlType.F16 => TensorDType.F16, GgmlType.BF16 => TensorDType.BF16, _ => TensorDType.U8 };
+            int[] shape = t.Dims.Reverse().Select(d => (int)Math.Min(d, int.MaxValue)).ToArray();
+            tensors.Add(new StoredTensor(t.Name, dtype, shape) { StorageType = dtype == TensorDType.U8 ? GgmlTypes.Name(t.Type) : null });
+        }
+        var metadata = new Dictionary<string, string> { ["gguf version"] = file.Version.ToString() };
+        foreach (var (key, value) in file.Metadata)
+        {
+            if (key == GgufModel.ConfigKey) continue;
+            metadata[key] = value switch
+            {
+                string[] a => $"[{a.Length} strings]",
+                Array a => $"[{a.Length} values]",
+                IFormattable f => f.ToString(null, System.Globalization.CultureInfo.InvariantCulture),
+                _ => value.ToString() ?? "",
+            };
+        }
+        GptConfig? config = null;
+        string? note = null;
+        try
+        {
+            config = GgufModel.ConfigFor(file);
+        }
+        catch (InvalidDataException e)
+        {
+            note = e.Message;
+        }
+        return new CheckpointInfo(path, $"GGUF ({GgufFileType(file)})", tensors, metadata, config, note, file.Tensors.Sum(t => t.Elements), null);
+    }
+
+    private static string GgufFileType(GgufFile file)
+    {
+        var types = file.Tensors.GroupBy(t => t.Type).OrderByDescending(g => g.Sum(t => t.Elements)).Select(g => GgmlTypes.Name(g.Key));
+        return string.Join(" + ", types);
     }
 
     private static CheckpointInfo ReadPth(string path)

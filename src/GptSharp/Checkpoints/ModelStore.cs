@@ -1,6 +1,7 @@
 using GptSharp.Model;
 using GptSharp.Formats;
 using GptSharp.Pretrained;
+using GptSharp.Formats.Gguf;
 
 namespace GptSharp.Checkpoints;
 
@@ -43,6 +44,7 @@ public static class ModelStore
     [
         new("OpenAI GPT-2 folder (hparams.json + model.ckpt.index/.data)", Gpt2Checkpoint.IsCheckpointDirectory, LoadTensorFlow),
         new("run directory (model.safetensors or checkpoint-<steps>.safetensors)", IsRunDirectory, LoadRunDirectory),
+        new("GGUF of architecture gpt2 (llama.cpp)", IsGgufFile, LoadGguf),
         new("PyTorch .pth (zip)", IsZipFile, LoadPth),
         new("safetensors (GptSharp model, training checkpoint or Hugging Face GPT-2)", IsSafeTensorsFile, LoadSafeTensors),
     ];
@@ -77,7 +79,7 @@ public static class ModelStore
         // gpt2-small|gpt2-medium|gpt2-large|gpt2-xl (124M, 355M, 774M, 1558M): OpenAI's weights in the download cache.
         spec = Gpt2Models.TryResolveCached(spec) ?? spec;
         if (!File.Exists(spec) && !Directory.Exists(spec))
-            throw new FileNotFoundException($"{spec}: no such file or directory (expected a .safetensors or .pth file, a training checkpoint, a run directory, "
+            throw new FileNotFoundException($"{spec}: no such file or directory (expected a .safetensors, .pth or .gguf file, a training checkpoint, a run directory, "
                 + "an OpenAI GPT-2 folder, or gpt2-small|gpt2-medium|gpt2-large|gpt2-xl).", spec);
         foreach (var source in Sources)
             if (source.Matches(spec))
@@ -118,6 +120,11 @@ public static class ModelStore
     }
 
     private static bool IsSafeTensorsFile(string path) => File.Exists(path);
+
+    // By magic, or by name so that a damaged .gguf gets the GGUF reader's message rather than the safetensors one.
+    internal static bool IsGgufFile(string path) => GgufFile.HasMagic(path) || (File.Exists(path) && Path.GetExtension(path).Equals(".gguf", StringComparison.OrdinalIgnoreCase));
+
+    private static LoadedCheckpoint LoadGguf(string path, GptConfig? config) => new(GgufModel.Load(path, config), null, null, "GGUF");
 
     private static LoadedCheckpoint LoadPth(string path, GptConfig? config)
     {

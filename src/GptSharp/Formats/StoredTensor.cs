@@ -88,6 +88,12 @@ public static class TensorDTypes
 /// <summary>Name, element type and shape of one tensor stored in a file.</summary>
 public sealed record StoredTensor(string Name, TensorDType DType, int[] Shape)
 {
+    /// <summary>The file's own name of a type <see cref="TensorDType"/> has no member for (GGUF's <c>q8_0</c>, <c>q4_K</c>); null otherwise.</summary>
+    public string? StorageType { get; init; }
+
+    /// <summary>The type as the file names it: <see cref="StorageType"/>, else the safetensors spelling of <see cref="DType"/>.</summary>
+    public string TypeName => StorageType ?? DType.SafeTensorsName();
+
     public long ElementCount
     {
         get

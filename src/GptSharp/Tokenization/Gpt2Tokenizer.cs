@@ -40,6 +40,9 @@ public sealed class Gpt2Tokenizer
 
     private Gpt2Tokenizer(Gpt2Vocabulary vocabulary) => _vocabulary = vocabulary;
 
+    /// <summary>The vocabulary behind this tokenizer (for writers of vocabulary files: GGUF, tokenizer.json).</summary>
+    internal Gpt2Vocabulary Vocabulary => _vocabulary;
+
     /// <summary>The tokenizer (the book's <c>tiktoken.get_encoding("gpt2")</c>), loaded on first use.</summary>
     public static Gpt2Tokenizer Instance => s_instance.Value;
 

@@ -164,21 +164,56 @@ internal sealed class Gpt2Vocabulary
         }
     }
 
+    /// <summary>
+    /// GPT-2's <c>bytes_to_unicode</c>: the printable character each byte is written as in encoder.json and vocab.bpe
+    /// (and so in every byte-level BPE vocabulary file: Hugging Face's tokenizer.json, GGUF's <c>tokenizer.ggml.tokens</c>).
+    /// </summary>
+    public static readonly char[] ByteAlphabet = BuildByteAlphabet();
+
+    private static char[] BuildByteAlphabet()
+    {
+        var alphabet = new char[256];
+        int extra = 0;
+        for (int b = 0; b < 256; b++)
+        {
+            bool printable = b is >= '!' and <= '~' or >= 0xA1 and <= 0xAC or >= 0xAE and <= 0xFF;
+            alphabet[b] = (char)(printable ? b : 256 + extra++);
+        }
+        return alphabet;
+    }
+
+    /// <summary>Token <paramref name="id"/> as vocabulary files spell it: its bytes in <see cref="ByteAlphabet"/> (<c>&lt;|endoftext|&gt;</c> as itself).</summary>
+    public string ByteLevelToken(int id)
+    {
+        if (id == EndOfTextId) return EndOfText;
+        var bytes = TokenBytes(id);
+        return string.Create(bytes.Length, this, (chars, vocabulary) =>
+        {
+            var token = vocabulary.TokenBytes(id);
+            for (int i = 0; i < chars.Length; i++) chars[i] = ByteAlphabet[token[i]];
+        });
+    }
+
+    /// <summary>GPT-2's merges in rank order, as vocab.bpe spells them (<c>"Ġ t"</c>): merge n makes token 256 + n.</summary>
+    public static IEnumerable<string> MergeLines()
+    {
+        string[] lines = Encoding.UTF8.GetString(ReadResource("GptSharp.vocab.bpe")).Split('\n');
+        for (int line = 1; line < lines.Length; line++)
+        {
+            string entry = lines[line].TrimEnd('\r');
+            if (entry.Length > 0) yield return entry;
+        }
+    }
+
     /// <summary>Loads and validates the embedded <c>encoder.json</c> and <c>vocab.bpe</c>.</summary>
     public static Gpt2Vocabulary LoadEmbedded()
     {
         byte[] encoderJson = ReadResource("GptSharp.encoder.json");
         byte[] vocabBpe = ReadResource("GptSharp.vocab.bpe");
 
-        // GPT-2's bytes_to_unicode: each byte is written as a printable character in the JSON/BPE files.
         var charToByte = new int[512];
         Array.Fill(charToByte, -1);
-        int extra = 0;
-        for (int b = 0; b < 256; b++)
-        {
-            bool printable = b is >= '!' and <= '~' or >= 0xA1 and <= 0xAC or >= 0xAE and <= 0xFF;
-            charToByte[printable ? b : 256 + extra++] = b;
-        }
+        for (int b = 0; b < 256; b++) charToByte[ByteAlphabet[b]] = b;
 
         var tokens = new byte[VocabSize][];
         var reader = new Utf8JsonReader(encoderJson);

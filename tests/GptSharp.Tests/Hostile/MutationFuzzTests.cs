@@ -59,6 +59,21 @@ public sealed class MutationFuzzTests : IDisposable
     }
 
     [Fact]
+    public void Gguf()
+    {
+        string seedPath = Path.Combine(_dir, "seed.gguf");
+        using (var model = new GptModel(Tiny, new FastRandom(3))) model.Export(seedPath, new ExportOptions(ModelFileFormat.Gguf) { DType = ExportDType.Q8_0 });
+        string path = Path.Combine(_dir, "case.gguf");
+        Fuzz("gguf", File.ReadAllBytes(seedPath), bytes =>
+        {
+            File.WriteAllBytes(path, bytes);
+            CheckpointInfo.Read(path);
+            ModelStore.Load(path).Dispose();
+            ModelStore.Load(path, quantization: WeightQuantization.Int8).Dispose();
+        });
+    }
+
+    [Fact]
     public void TensorFlowIndexLevelDbAndProtobuf()
     {
         string prefix = Path.Combine(_dir, "model.ckpt");

@@ -1,0 +1,46 @@
+using GptSharp.Model;
+
+namespace GptSharp.Checkpoints;
+
+/// <summary>How the weight matrices are stored in an exported file.</summary>
+public enum ExportDType
+{
+    /// <summary>float32: the model exactly.</summary>
+    Float32,
+
+    /// <summary>IEEE half precision (<c>f16</c>): half the size, each weight rounded to 11 significant bits.</summary>
+    Float16,
+
+    /// <summary>llama.cpp's <c>q8_0</c>: blocks of 32 int8 values with one fp16 scale (GGUF only).</summary>
+    Q8_0,
+}
+
+/// <summary>What <see cref="ModelExport.Export"/> writes: the format, and the type of the weight matrices.</summary>
+public sealed record ExportOptions(ModelFileFormat Format)
+{
+    /// <summary>The weight matrices' type (embeddings and linear weights; vectors and position embeddings stay float32).</summary>
+    public ExportDType DType { get; init; } = ExportDType.Float32;
+}
+
+/// <summary>
+/// The one way to write a model for another engine: <c>model.Export(path, new ExportOptions(ModelFileFormat.Gguf))</c>,
+/// beside <c>model.Save(path)</c> (GptSharp's own files). See docs/interop.md for what each format keeps.
+/// </summary>
+public static class ModelExport
+{
+    /// <summary>Writes <paramref name="model"/> to <paramref name="path"/> (atomically) in <paramref name="options"/>' format.</summary>
+    public static void Export(this GptModel model, string path, ExportOptions options)
+    {
+        switch (options.Format)
+        {
+            case ModelFileFormat.Gguf:
+                GgufModel.Write(model, path, options.DType);
+                break;
+            default:
+                throw new ArgumentException($"{path}: export writes {ExportFormats}; {options.Format} files are written by model.Save or gptsharp convert.");
+        }
+    }
+
+    /// <summary>The formats <see cref="Export"/> writes, for messages.</summary>
+    internal const string ExportFormats = "gguf";
+}
