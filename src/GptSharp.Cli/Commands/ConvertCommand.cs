@@ -4,18 +4,18 @@ using GptSharp.Model;
 
 namespace GptSharp.Cli.Commands;
 
-/// <summary><c>gptsharp convert IN OUT [--to safetensors|pth|checkpoint] [--config FILE] [--quantize int8]</c>: between model formats.</summary>
+/// <summary><c>gptsharp convert IN OUT [--to safetensors|pth|checkpoint|hf|onnx] [--config FILE] [--quantize int8]</c>: between model formats.</summary>
 internal static class ConvertCommand
 {
     /// <param name="output">Where the summary goes (Console.Out by default; tests pass a writer).</param>
     public static Command Create(TextWriter? output = null)
     {
-        var input = new Argument<string>("in") { Description = "Model to read: .safetensors (GptSharp or Hugging Face GPT-2), .pth, training checkpoint or run directory." };
-        var outputArgument = new Argument<string>("out") { Description = "File to write (format from the extension unless --to is given)." };
-        var to = new Option<string?>("--to") { Description = "Output format: safetensors (model file), pth (PyTorch) or checkpoint (training checkpoint)." };
+        var input = new Argument<string>("in") { Description = "Model to read: .safetensors (GptSharp or Hugging Face GPT-2), .pth, training checkpoint, run directory, Hugging Face GPT-2 folder or OpenAI GPT-2 folder." };
+        var outputArgument = new Argument<string>("out") { Description = "File or folder to write (format from the extension unless --to is given; a folder is a Hugging Face GPT-2 folder)." };
+        var to = new Option<string?>("--to") { Description = "Output format: safetensors (model file), pth (PyTorch), checkpoint (training checkpoint), hf (Hugging Face GPT-2 folder) or onnx (that folder plus onnx/model.onnx with a KV cache)." };
         var config = new Option<string?>("--config") { Description = "A config.json (the book's or Hugging Face keys) when the input's config cannot be inferred." };
         var quantize = ModelOptions.QuantizeOption("Store the linear weights quantized (a .safetensors model file that loads as int8)");
-        var command = new Command("convert", "Convert a model between safetensors, PyTorch .pth and GptSharp training checkpoints.");
+        var command = new Command("convert", "Convert a model between safetensors, PyTorch .pth, GptSharp training checkpoints, Hugging Face folders and ONNX.");
         command.Arguments.Add(input);
         command.Arguments.Add(outputArgument);
         command.Options.Add(to);

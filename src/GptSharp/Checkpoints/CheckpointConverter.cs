@@ -13,15 +13,22 @@ public enum ModelFileFormat
 
     /// <summary>A GptSharp training checkpoint (model + AdamW + trainer state).</summary>
     Checkpoint,
+
+    /// <summary>A Hugging Face GPT-2 folder (<see cref="ExportFormat.HuggingFace"/>).</summary>
+    HuggingFace,
+
+    /// <summary>A Hugging Face GPT-2 folder with <c>onnx/model.onnx</c> (<see cref="ExportFormat.Onnx"/>).</summary>
+    Onnx,
 }
 
 /// <summary>Converts between the model formats (<c>gptsharp convert IN OUT [--to ...]</c>).</summary>
 public static class CheckpointConverter
 {
     /// <summary>
-    /// The output format: <paramref name="to"/> (safetensors, pth, checkpoint) when given, else from the extension of
+    /// The output format: <paramref name="to"/> (safetensors, pth, checkpoint, hf, onnx) when given, else from
     /// <paramref name="outputPath"/> (<c>.pth</c>/<c>.pt</c> → pth; <c>checkpoint.safetensors</c> → checkpoint;
-    /// <c>checkpoint-&lt;steps&gt;.safetensors</c> → model file).
+    /// <c>checkpoint-&lt;steps&gt;.safetensors</c> → model file; an existing directory, or a new path without an
+    /// extension or ending in a separator → Hugging Face folder).
     /// </summary>
     public static ModelFileFormat ResolveFormat(string outputPath, string? to)
     {
@@ -31,15 +38,19 @@ public static class CheckpointConverter
                 "safetensors" => ModelFileFormat.SafeTensors,
                 "pth" or "pt" or "torch" => ModelFileFormat.Pth,
                 "checkpoint" => ModelFileFormat.Checkpoint,
-                _ => throw new ArgumentException($"--to: unknown format '{to}' (expected safetensors, pth or checkpoint)."),
+                "hf" or "huggingface" => ModelFileFormat.HuggingFace,
+                "onnx" => ModelFileFormat.Onnx,
+                _ => throw new ArgumentException($"--to: unknown format '{to}' (expected safetensors, pth, checkpoint, hf or onnx)."),
             };
+        if (Directory.Exists(outputPath) || Path.EndsInDirectorySeparator(outputPath) || !Path.HasExtension(outputPath))
+            return ModelFileFormat.HuggingFace;
         string name = Path.GetFileName(outputPath);
         string ext = Path.GetExtension(outputPath).ToLowerInvariant();
         if (ext is ".pth" or ".pt") return ModelFileFormat.Pth;
         if (name.Equals("checkpoint.safetensors", StringComparison.OrdinalIgnoreCase) || TrainingCheckpointFile.IsCheckpointFileName(name))
             return ModelFileFormat.Checkpoint;
         if (ext == ".safetensors") return ModelFileFormat.SafeTensors;
-        throw new ArgumentException($"{outputPath}: cannot tell the output format from the extension; use --to safetensors|pth|checkpoint.");
+        throw new ArgumentException($"{outputPath}: cannot tell the output format from the extension; use --to safetensors|pth|checkpoint|hf|onnx.");
     }
 
     /// <summary>
@@ -50,7 +61,7 @@ public static class CheckpointConverter
     {
         var notes = new List<string>();
         if (loaded.Model.IsQuantized && format != ModelFileFormat.SafeTensors)
-            throw new ArgumentException($"{outputPath}: the model has int8 weights, which only a GptSharp model file (.safetensors) holds; .pth files and training checkpoints are float32.");
+            throw new ArgumentException($"{outputPath}: the model has int8 weights, which only a GptSharp model file (.safetensors) holds; .pth files, training checkpoints, Hugging Face folders and ONNX are float32.");
         switch (format)
         {
             case ModelFileFormat.SafeTensors:
@@ -74,6 +85,10 @@ public static class CheckpointConverter
                     TrainingCheckpointFile.Save(outputPath, loaded.Model, fresh, "{}");
                     notes.Add("the input has no optimizer state: the checkpoint holds a fresh AdamW (lr 0.0004, weight_decay 0.1)");
                 }
+                break;
+            case ModelFileFormat.HuggingFace or ModelFileFormat.Onnx:
+                if (loaded.Optimizer is not null) notes.Add("the optimizer state has no place in a Hugging Face folder and was left out");
+                loaded.Model.Export(outputPath, new ExportOptions { Format = format == ModelFileFormat.Onnx ? ExportFormat.Onnx : ExportFormat.HuggingFace });
                 break;
         }
         return notes;
