@@ -1,3 +1,4 @@
+using GptSharp.Formats.Onnx;
 using GptSharp.Model;
 using GptSharp.Pretrained;
 
@@ -25,6 +26,9 @@ public sealed record ExportOptions
 /// </summary>
 public static class ModelExport
 {
+    /// <summary>Where <see cref="ExportFormat.Onnx"/> puts the graph inside the folder: <c>onnx/model.onnx</c>.</summary>
+    public const string OnnxDirectory = "onnx", OnnxFileName = "model.onnx";
+
     /// <summary>Writes <paramref name="model"/> to <paramref name="path"/> (a folder, created when missing) as <paramref name="options"/> says.</summary>
     public static void Export(this GptModel model, string path, ExportOptions options)
     {
@@ -33,6 +37,12 @@ public static class ModelExport
         {
             case ExportFormat.HuggingFace:
                 HuggingFaceFolder.Write(model, path);
+                break;
+            case ExportFormat.Onnx:
+                // transformers.js and Optimum look for the graph in onnx/ beside the folder's config and tokenizer.
+                HuggingFaceFolder.Write(model, path);
+                Directory.CreateDirectory(Path.Combine(path, OnnxDirectory));
+                Gpt2OnnxDecoder.Write(model, Path.Combine(path, OnnxDirectory, OnnxFileName));
                 break;
             default:
                 throw new ArgumentException($"export format {options.Format} is not supported.");

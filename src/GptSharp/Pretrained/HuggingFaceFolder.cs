@@ -65,7 +65,7 @@ internal static class HuggingFaceFolder
             throw new ArgumentException($"{directory}: the model has int8 weights; a Hugging Face folder holds float32 (load the float32 model, without --quantize).");
         Directory.CreateDirectory(directory);
         var config = model.Config;
-        bool tied = IsHeadTied(model);
+        bool tied = model.IsOutHeadTiedToTokenEmbedding();
         TokenizerFiles.Write(directory, config.ContextLength);
         WriteWeights(model, Path.Combine(directory, WeightsFile), tied);
         WriteJson(Path.Combine(directory, GenerationConfigFile), new JsonObject
@@ -110,10 +110,6 @@ internal static class HuggingFaceFolder
         };
     }
 
-    /// <summary>True when the output head holds exactly the token embedding (a GPT-2 import), so the folder can tie them.</summary>
-    public static bool IsHeadTied(GptModel model) =>
-        model.OutHead.Value.Span.SequenceEqual(model.TokenEmbedding.Value.Span);
-
     /// <summary>The weights as Hugging Face's state dict: <c>transformer.</c> names (as save_pretrained writes them) and <c>lm_head.weight</c> when untied.</summary>
     private static void WriteWeights(GptModel model, string path, bool tied)
     {
@@ -123,42 +119,14 @@ internal static class HuggingFaceFolder
             string name = "transformer." + Gpt2NameScheme.HuggingFace.NameOf(tensor);
             var targets = tensor.Targets(model);
             if (tensor.Kind == Gpt2TensorKind.Conv1DWeight)
-                entries.Add(SafeTensorsEntry.Float32(name, tensor.Shape, values => Conv1DWeight(targets, values)));
+                entries.Add(SafeTensorsEntry.Float32(name, tensor.Shape, values => Conv1DLayout.Transpose(targets, values)));
             else if (targets.Length == 1)
                 entries.Add(SafeTensorsEntry.Float32(name, targets[0].Value));
             else
-                entries.Add(SafeTensorsEntry.Float32(name, tensor.Shape, values => JoinBiases(targets, values)));
+                entries.Add(SafeTensorsEntry.Float32(name, tensor.Shape, values => Conv1DLayout.JoinBiases(targets, values)));
         }
         if (!tied) entries.Add(SafeTensorsEntry.Float32("lm_head.weight", model.OutHead.Value));
         SafeTensorsWriter.Write(path, entries, new Dictionary<string, string> { ["format"] = "pt" });
-    }
-
-    /// <summary>Conv1D's [in, out] from nn.Linear weights [out_k, in]: the parts side by side along the output axis, each transposed.</summary>
-    private static void Conv1DWeight(Parameter[] parts, Span<float> destination)
-    {
-        int inFeatures = parts[0].Value.Size(1), partLength = parts[0].Value.Size(0), rowLength = partLength * parts.Length;
-        for (int p = 0; p < parts.Length; p++)
-        {
-            var source = parts[p].Value.Span;
-            for (int o = 0; o < partLength; o++)
-            {
-                var row = source.Slice(o * inFeatures, inFeatures);
-                int column = p * partLength + o;
-                for (int i = 0; i < inFeatures; i++) destination[i * rowLength + column] = row[i];
-            }
-        }
-    }
-
-    /// <summary>c_attn's bias: query|key|value biases in a row, zeros for a model without them.</summary>
-    private static void JoinBiases(Parameter?[] parts, Span<float> destination)
-    {
-        int partLength = destination.Length / parts.Length;
-        for (int p = 0; p < parts.Length; p++)
-        {
-            var slice = destination.Slice(p * partLength, partLength);
-            if (parts[p] is { } bias) bias.Value.Span.CopyTo(slice);
-            else slice.Clear();
-        }
     }
 
     private static void WriteJson(string path, JsonNode node) =>
