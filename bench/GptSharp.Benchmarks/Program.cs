@@ -14,7 +14,8 @@ namespace GptSharp.Benchmarks;
 /// checkpoint's write/read and a 1 GB token file's id check: ... -- run-io-quick [DIR];
 /// int8 against float32 weights (decoding, prefill, bandwidth bound): ... -- int8-quick [rounds] [threads] [newTokens], and one
 /// precision of a model from disk with its peak RSS: ... -- int8-model DIR float32|int8 [newTokens] [threads]; the one-row
-/// int8 kernels alone, in cache and from memory: ... -- int8-kernels
+/// int8 kernels alone, in cache and from memory: ... -- int8-kernels; Hugging Face folder and ONNX export and import of the
+/// 124M shape against reading its safetensors twice: ... -- export-quick [DIR] [rounds]
 /// </summary>
 public static class Program
 {
@@ -100,6 +101,11 @@ public static class Program
         if (args.Length > 0 && args[0] == "run-io-quick")
         {
             RunIoBenchmark.Quick(args.Length > 1 ? args[1] : null);
+            return;
+        }
+        if (args.Length > 0 && args[0] == "export-quick")
+        {
+            ExportBenchmark.Quick(args.Length > 1 ? args[1] : null, args.Length > 2 ? int.Parse(args[2]) : 3);
             return;
         }
         if (args.Length > 0 && args[0] == "bandwidth-quick")

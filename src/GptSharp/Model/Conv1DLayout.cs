@@ -12,16 +12,28 @@ internal static class Conv1DLayout
         int inFeatures = parts[0].Value.Size(1), rowLength = 0;
         foreach (var part in parts) rowLength += part.Value.Size(0);
         if (destination.Length != (long)inFeatures * rowLength) throw new ArgumentException($"destination holds {destination.Length} values, expected [{inFeatures}, {rowLength}].");
+        // 32 × 32 tiles: a tile's source rows and destination rows stay in L1. Element by element, each write of
+        // [in, out] would land on a new cache line and page (a row is 12 KB for GPT-2 small's c_fc): several times slower.
+        const int Tile = 32;
         int column = 0;
         foreach (var part in parts)
         {
             var source = part.Value.Span;
             int outFeatures = part.Value.Size(0);
-            for (int o = 0; o < outFeatures; o++, column++)
+            for (int o0 = 0; o0 < outFeatures; o0 += Tile)
             {
-                var row = source.Slice(o * inFeatures, inFeatures);
-                for (int i = 0; i < inFeatures; i++) destination[i * rowLength + column] = row[i];
+                int on = Math.Min(Tile, outFeatures - o0);
+                for (int i0 = 0; i0 < inFeatures; i0 += Tile)
+                {
+                    int iEnd = Math.Min(i0 + Tile, inFeatures);
+                    for (int i = i0; i < iEnd; i++)
+                    {
+                        var target = destination.Slice(i * rowLength + column + o0, on);
+                        for (int o = 0; o < on; o++) target[o] = source[(o0 + o) * inFeatures + i];
+                    }
+                }
             }
+            column += outFeatures;
         }
     }
 

@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Google.Protobuf;
 using GptSharp.Formats.Onnx.Proto;
 using GptSharp.Model;
@@ -150,9 +151,9 @@ internal static class Gpt2OnnxDecoder
     private static string Conv1D(OnnxGraphBuilder g, string name, params Parameter[] parts)
     {
         int inFeatures = parts[0].Value.Size(1), outFeatures = parts.Sum(p => p.Value.Size(0));
-        var values = new float[(long)inFeatures * outFeatures];
-        Conv1DLayout.Transpose(parts, values);
-        return g.Floats(name, [inFeatures, outFeatures], values);
+        var bytes = GC.AllocateUninitializedArray<byte>(checked(inFeatures * outFeatures * sizeof(float)));
+        Conv1DLayout.Transpose(parts, MemoryMarshal.Cast<byte, float>(bytes.AsSpan()));
+        return g.Floats(name, [inFeatures, outFeatures], bytes);
     }
 
     /// <summary>The book's GELU: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).</summary>

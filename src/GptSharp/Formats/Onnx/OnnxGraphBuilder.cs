@@ -51,11 +51,19 @@ internal sealed class OnnxGraphBuilder(string graphName, Stream? externalData = 
     }
 
     /// <summary>A float32 initializer of shape <paramref name="dims"/> (external when the builder has an external stream).</summary>
-    public string Floats(string name, ReadOnlySpan<int> dims, ReadOnlySpan<float> values)
+    public string Floats(string name, ReadOnlySpan<int> dims, ReadOnlySpan<float> values) => Floats(name, dims, values, null);
+
+    /// <summary>
+    /// A float32 initializer whose little-endian bytes the caller built in <paramref name="owned"/> and hands over: held
+    /// by the message as they are, without the copy <see cref="ByteString.CopyFrom(ReadOnlySpan{byte})"/> makes.
+    /// </summary>
+    public string Floats(string name, ReadOnlySpan<int> dims, byte[] owned) => Floats(name, dims, MemoryMarshal.Cast<byte, float>(owned), owned);
+
+    private string Floats(string name, ReadOnlySpan<int> dims, ReadOnlySpan<float> values, byte[]? owned)
     {
         var tensor = NewTensor(name, TensorProto.Types.DataType.Float, dims);
         var bytes = MemoryMarshal.AsBytes(values);
-        if (externalData is null) tensor.RawData = ByteString.CopyFrom(bytes);
+        if (externalData is null) tensor.RawData = owned is not null ? UnsafeByteOperations.UnsafeWrap(owned) : ByteString.CopyFrom(bytes);
         else
         {
             long padding = (ExternalAlignment - _externalOffset % ExternalAlignment) % ExternalAlignment;
