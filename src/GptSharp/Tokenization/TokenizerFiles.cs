@@ -52,12 +52,7 @@ internal static class TokenizerFiles
         json.WriteStartArray("added_tokens");
         json.WriteStartObject();
         json.WriteNumber("id", Gpt2Vocabulary.EndOfTextId);
-        json.WriteString("content", Gpt2Vocabulary.EndOfText);
-        json.WriteBoolean("single_word", false);
-        json.WriteBoolean("lstrip", false);
-        json.WriteBoolean("rstrip", false);
-        json.WriteBoolean("normalized", true);
-        json.WriteBoolean("special", true);
+        EndOfTextFlags(json);
         json.WriteEndObject();
         json.WriteEndArray();
         json.WriteNull("normalizer");
@@ -83,6 +78,17 @@ internal static class TokenizerFiles
         json.WriteEndObject();
     }
 
+    /// <summary><c>&lt;|endoftext|&gt;</c> as an added token: matched as written, never split, special (skipped by decode(skip_special_tokens)).</summary>
+    private static void EndOfTextFlags(Utf8JsonWriter json)
+    {
+        json.WriteString("content", Gpt2Vocabulary.EndOfText);
+        json.WriteBoolean("single_word", false);
+        json.WriteBoolean("lstrip", false);
+        json.WriteBoolean("rstrip", false);
+        json.WriteBoolean("normalized", true);
+        json.WriteBoolean("special", true);
+    }
+
     private static void ByteLevel(Utf8JsonWriter json, string name, bool addPrefixSpace, bool trimOffsets)
     {
         json.WriteStartObject(name);
@@ -102,12 +108,7 @@ internal static class TokenizerFiles
         json.WriteBoolean("add_prefix_space", false);
         json.WriteStartObject("added_tokens_decoder");
         json.WriteStartObject(Gpt2Vocabulary.EndOfTextId.ToString(System.Globalization.CultureInfo.InvariantCulture));
-        json.WriteString("content", Gpt2Vocabulary.EndOfText);
-        json.WriteBoolean("lstrip", false);
-        json.WriteBoolean("normalized", true);
-        json.WriteBoolean("rstrip", false);
-        json.WriteBoolean("single_word", false);
-        json.WriteBoolean("special", true);
+        EndOfTextFlags(json);
         json.WriteEndObject();
         json.WriteEndObject();
         json.WriteString("bos_token", Gpt2Vocabulary.EndOfText);

@@ -37,10 +37,11 @@ internal static class Gpt2OnnxDecoder
         bool external = model.ParameterCount * sizeof(float) > externalDataThreshold;
         string dataName = Path.GetFileName(path) + "_data";
         ModelProto? proto = null;
+        // Unbuffered like the safetensors writer: hundreds of MB written once, front to back (see DirectFileStream).
         if (external)
-            AtomicFile.Write(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, dataName), stream => proto = Build(model, stream, dataName));
+            AtomicFile.Write(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, dataName), stream => proto = Build(model, stream, dataName), unbuffered: true);
         else proto = Build(model, null, null);
-        AtomicFile.Write(path, stream => proto!.WriteTo(stream));
+        AtomicFile.Write(path, stream => proto!.WriteTo(stream), unbuffered: true);
     }
 
     /// <summary>The whole model message; weights into <paramref name="externalData"/> when given.</summary>
