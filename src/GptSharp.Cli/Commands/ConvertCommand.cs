@@ -30,7 +30,7 @@ internal static class ConvertCommand
             var gptConfig = configPath is null ? null : ConfigJson.Parse(File.ReadAllText(configPath), configPath);
             bool int8 = ModelOptions.QuantizationOf(parse, quantize) == WeightQuantization.Int8;
             if (int8 && format != ModelFileFormat.SafeTensors)
-                throw new ArgumentException("--quantize int8 writes a GptSharp model file (.safetensors); .pth files and training checkpoints hold float32 weights.");
+                throw new ArgumentException("--quantize int8 writes a GptSharp model file (.safetensors); .pth files, training checkpoints, Hugging Face folders and ONNX hold float32 weights.");
             using var loaded = ModelStore.Open(inPath, gptConfig);
             if (int8) loaded.Model.QuantizeInt8();
             var notes = CheckpointConverter.Write(loaded, outPath, format);

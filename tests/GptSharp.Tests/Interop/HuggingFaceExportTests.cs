@@ -114,5 +114,29 @@ public class HuggingFaceExportTests
         using var original = GptModel.Load(input);
         using var back = GptModel.Load(Path.Combine(dir.Path, "back.safetensors"));
         AssertBitIdentical(original, back);
+
+        output = new StringWriter();
+        Assert.Equal(0, InspectCommand.Create(output, plain: true).Parse([folder]).Invoke());
+        Assert.Contains("transformer.h.1.attn.c_attn.weight", output.ToString());
+
+        string onnx = Path.Combine(dir.Path, "with-onnx");
+        output = new StringWriter();
+        Assert.Equal(0, ConvertCommand.Create(output).Parse([input, onnx, "--to", "onnx"]).Invoke());
+        Assert.True(File.Exists(Path.Combine(onnx, "onnx", "model.onnx")));
+        Assert.True(File.Exists(Path.Combine(onnx, "tokenizer.json")));
+
+        var error = new StringWriter();
+        var previous = Console.Error;
+        Console.SetError(error);
+        try
+        {
+            Assert.NotEqual(0, ConvertCommand.Create(new StringWriter()).Parse([input, Path.Combine(dir.Path, "q"), "--to", "hf", "--quantize", "int8"]).Invoke());
+        }
+        finally
+        {
+            Console.SetError(previous);
+        }
+        Assert.Contains("Hugging Face folders and ONNX hold float32 weights", error.ToString());
+        Assert.False(Directory.Exists(Path.Combine(dir.Path, "q")));
     }
 }
