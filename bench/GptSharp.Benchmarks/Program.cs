@@ -16,7 +16,9 @@ namespace GptSharp.Benchmarks;
 /// int8 against float32 weights (decoding, prefill, bandwidth bound): ... -- int8-quick [rounds] [threads] [newTokens], and one
 /// precision of a model from disk with its peak RSS: ... -- int8-model DIR float32|int8 [newTokens] [threads]; the one-row
 /// int8 kernels alone, in cache and from memory: ... -- int8-kernels; GGUF export/import of the 124M shape and GptSharp against
-/// llama.cpp on the same GGUF files: ... -- gguf-quick [rounds] [threads] [newTokens] [context] [DIR]
+/// llama.cpp on the same GGUF files: ... -- gguf-quick [rounds] [threads] [newTokens] [context] [DIR];
+/// int8 kernels alone, in cache and from memory: ... -- int8-kernels; Hugging Face folder and ONNX export and import of the
+/// 124M shape against reading its safetensors twice: ... -- export-quick [DIR] [rounds]
 /// </summary>
 public static class Program
 {
@@ -120,6 +122,11 @@ public static class Program
         {
             GgufBenchmark.Quick(args.Length > 1 ? int.Parse(args[1]) : 5, args.Length > 2 ? int.Parse(args[2]) : 2, args.Length > 3 ? int.Parse(args[3]) : 200,
                 args.Length > 4 ? int.Parse(args[4]) : 1024, args.Length > 5 ? args[5] : null);
+            return;
+        }
+        if (args.Length > 0 && args[0] == "export-quick")
+        {
+            ExportBenchmark.Quick(args.Length > 1 ? args[1] : null, args.Length > 2 ? int.Parse(args[2]) : 3);
             return;
         }
         if (args.Length > 0 && args[0] == "bandwidth-quick")

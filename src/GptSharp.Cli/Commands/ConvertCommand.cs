@@ -4,19 +4,19 @@ using GptSharp.Model;
 
 namespace GptSharp.Cli.Commands;
 
-/// <summary><c>gptsharp convert IN OUT [--to safetensors|pth|checkpoint|gguf] [--dtype f32|f16|q8_0] [--config FILE] [--quantize int8]</c>: between model formats.</summary>
+/// <summary><c>gptsharp convert IN OUT [--to safetensors|pth|checkpoint|gguf|hf|onnx] [--dtype f32|f16|q8_0] [--config FILE] [--quantize int8]</c>: between model formats.</summary>
 internal static class ConvertCommand
 {
     /// <param name="output">Where the summary goes (Console.Out by default; tests pass a writer).</param>
     public static Command Create(TextWriter? output = null)
     {
-        var input = new Argument<string>("in") { Description = "Model to read: .safetensors (GptSharp or Hugging Face GPT-2), .pth, .gguf (gpt2), training checkpoint or run directory." };
-        var outputArgument = new Argument<string>("out") { Description = "File to write (format from the extension unless --to is given)." };
-        var to = new Option<string?>("--to") { Description = "Output format: safetensors (model file), pth (PyTorch), checkpoint (training checkpoint) or gguf (llama.cpp)." };
+        var input = new Argument<string>("in") { Description = "Model to read: .safetensors (GptSharp or Hugging Face GPT-2), .pth, .gguf (gpt2), training checkpoint, run directory, Hugging Face GPT-2 folder or OpenAI GPT-2 folder." };
+        var outputArgument = new Argument<string>("out") { Description = "File or folder to write (format from the extension unless --to is given; a folder is a Hugging Face GPT-2 folder)." };
+        var to = new Option<string?>("--to") { Description = "Output format: safetensors (model file), pth (PyTorch), checkpoint (training checkpoint), gguf (llama.cpp), hf (Hugging Face GPT-2 folder) or onnx (that folder plus onnx/model.onnx with a KV cache)." };
         var dtype = new Option<string?>("--dtype") { Description = "Weight matrices in an exported file (gguf): f32 (default), f16 or q8_0." };
         var config = new Option<string?>("--config") { Description = "A config.json (the book's or Hugging Face keys) when the input's config cannot be inferred." };
         var quantize = ModelOptions.QuantizeOption("Store the linear weights quantized (a .safetensors model file that loads as int8)");
-        var command = new Command("convert", "Convert a model between safetensors, PyTorch .pth, GptSharp training checkpoints and GGUF (llama.cpp).");
+        var command = new Command("convert", "Convert a model between safetensors, PyTorch .pth, GptSharp training checkpoints, GGUF (llama.cpp), Hugging Face folders and ONNX.");
         command.Arguments.Add(input);
         command.Arguments.Add(outputArgument);
         command.Options.Add(to);
@@ -32,7 +32,7 @@ internal static class ConvertCommand
             var gptConfig = configPath is null ? null : ConfigJson.Parse(File.ReadAllText(configPath), configPath);
             bool int8 = ModelOptions.QuantizationOf(parse, quantize) == WeightQuantization.Int8;
             if (int8 && format != ModelFileFormat.SafeTensors)
-                throw new ArgumentException("--quantize int8 writes a GptSharp model file (.safetensors); .pth files and training checkpoints hold float32 weights.");
+                throw new ArgumentException("--quantize int8 writes a GptSharp model file (.safetensors); .pth files, training checkpoints, Hugging Face folders and ONNX hold float32 weights.");
             using var loaded = ModelStore.Open(inPath, gptConfig);
             if (int8) loaded.Model.QuantizeInt8();
             var notes = CheckpointConverter.Write(loaded, outPath, format, ExportDTypeOf(parse.GetValue(dtype)));

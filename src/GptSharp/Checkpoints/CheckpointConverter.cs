@@ -16,15 +16,22 @@ public enum ModelFileFormat
 
     /// <summary>GGUF of architecture gpt2, for llama.cpp and the tools built on it (written by <see cref="ModelExport.Export"/>).</summary>
     Gguf,
+
+    /// <summary>A Hugging Face GPT-2 folder (written by <see cref="ModelExport.Export"/>).</summary>
+    HuggingFace,
+
+    /// <summary>A Hugging Face GPT-2 folder with <c>onnx/model.onnx</c> (written by <see cref="ModelExport.Export"/>).</summary>
+    Onnx,
 }
 
 /// <summary>Converts between the model formats (<c>gptsharp convert IN OUT [--to ...]</c>).</summary>
 public static class CheckpointConverter
 {
     /// <summary>
-    /// The output format: <paramref name="to"/> (safetensors, pth, checkpoint) when given, else from the extension of
+    /// The output format: <paramref name="to"/> (safetensors, pth, checkpoint, hf, onnx) when given, else from
     /// <paramref name="outputPath"/> (<c>.pth</c>/<c>.pt</c> → pth; <c>checkpoint.safetensors</c> → checkpoint;
-    /// <c>checkpoint-&lt;steps&gt;.safetensors</c> → model file).
+    /// <c>checkpoint-&lt;steps&gt;.safetensors</c> → model file; an existing directory, or a new path without an
+    /// extension or ending in a separator → Hugging Face folder).
     /// </summary>
     public static ModelFileFormat ResolveFormat(string outputPath, string? to)
     {
@@ -35,8 +42,12 @@ public static class CheckpointConverter
                 "pth" or "pt" or "torch" => ModelFileFormat.Pth,
                 "checkpoint" => ModelFileFormat.Checkpoint,
                 "gguf" => ModelFileFormat.Gguf,
-                _ => throw new ArgumentException($"--to: unknown format '{to}' (expected safetensors, pth, checkpoint or gguf)."),
+                "hf" or "huggingface" => ModelFileFormat.HuggingFace,
+                "onnx" => ModelFileFormat.Onnx,
+                _ => throw new ArgumentException($"--to: unknown format '{to}' (expected safetensors, pth, checkpoint, gguf, hf or onnx)."),
             };
+        if (Directory.Exists(outputPath) || Path.EndsInDirectorySeparator(outputPath) || !Path.HasExtension(outputPath))
+            return ModelFileFormat.HuggingFace;
         string name = Path.GetFileName(outputPath);
         string ext = Path.GetExtension(outputPath).ToLowerInvariant();
         if (ext is ".pth" or ".pt") return ModelFileFormat.Pth;
@@ -44,7 +55,7 @@ public static class CheckpointConverter
         if (name.Equals("checkpoint.safetensors", StringComparison.OrdinalIgnoreCase) || TrainingCheckpointFile.IsCheckpointFileName(name))
             return ModelFileFormat.Checkpoint;
         if (ext == ".safetensors") return ModelFileFormat.SafeTensors;
-        throw new ArgumentException($"{outputPath}: cannot tell the output format from the extension; use --to safetensors|pth|checkpoint|gguf.");
+        throw new ArgumentException($"{outputPath}: cannot tell the output format from the extension; use --to safetensors|pth|checkpoint|gguf|hf|onnx.");
     }
 
     /// <summary>
@@ -65,7 +76,7 @@ public static class CheckpointConverter
             return notes;
         }
         if (loaded.Model.IsQuantized && format != ModelFileFormat.SafeTensors)
-            throw new ArgumentException($"{outputPath}: the model has int8 weights, which only a GptSharp model file (.safetensors) holds; .pth files and training checkpoints are float32.");
+            throw new ArgumentException($"{outputPath}: the model has int8 weights, which only a GptSharp model file (.safetensors) holds; .pth files, training checkpoints, Hugging Face folders and ONNX are float32.");
         switch (format)
         {
             case ModelFileFormat.SafeTensors:
@@ -89,6 +100,10 @@ public static class CheckpointConverter
                     TrainingCheckpointFile.Save(outputPath, loaded.Model, fresh, "{}");
                     notes.Add("the input has no optimizer state: the checkpoint holds a fresh AdamW (lr 0.0004, weight_decay 0.1)");
                 }
+                break;
+            case ModelFileFormat.HuggingFace or ModelFileFormat.Onnx:
+                if (loaded.Optimizer is not null) notes.Add("the optimizer state has no place in a Hugging Face folder and was left out");
+                loaded.Model.Export(outputPath, new ExportOptions(format));
                 break;
         }
         return notes;

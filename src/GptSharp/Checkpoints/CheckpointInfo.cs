@@ -16,13 +16,14 @@ public sealed record CheckpointInfo(
     long ParameterCount,
     string? OptimizerSummary)
 {
-    /// <summary>Reads the description of a .safetensors or .pth file (a run directory: its model file, else its checkpoint).</summary>
+    /// <summary>Reads the description of a .safetensors or .pth file (a run directory: its model file, else its checkpoint; a Hugging Face folder: its weights).</summary>
     public static CheckpointInfo Read(string spec)
     {
         spec = Gpt2Models.TryResolveCached(spec) ?? spec;
         if (Directory.Exists(spec) && Gpt2Checkpoint.IsCheckpointDirectory(spec)) return ReadTensorFlow(spec);
         string path = spec;
-        if (Directory.Exists(spec))
+        if (HuggingFaceFolder.IsFolder(spec)) path = HuggingFaceFolder.WeightsPath(spec);
+        else if (Directory.Exists(spec))
         {
             path = ModelStore.RunDirectoryWeights(spec) ?? System.IO.Path.Combine(spec, ModelStore.ModelFileName);
         }

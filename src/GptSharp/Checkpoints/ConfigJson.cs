@@ -66,7 +66,8 @@ public static class ConfigJson
             }
             else if (o.ContainsKey("n_embd"))
             {
-                // HF GPT2Config (and OpenAI's hparams.json: n_vocab, n_ctx). GPT-2's attention projections have biases.
+                // HF GPT2Config (and OpenAI's hparams.json: n_vocab, n_ctx). GPT-2's attention projections have biases; a
+                // folder GptSharp exported from a model without them says "qkv_bias": false (its c_attn.bias is zero).
                 config = new GptConfig
                 {
                     VocabSize = o.ContainsKey("vocab_size") ? Int(o, "vocab_size", source) : Int(o, "n_vocab", source),
@@ -75,7 +76,7 @@ public static class ConfigJson
                     Heads = Int(o, "n_head", source),
                     Layers = Int(o, "n_layer", source),
                     DropRate = o["resid_pdrop"] is { } d ? (float)d.GetValue<double>() : new GptConfig().DropRate,
-                    QkvBias = true,
+                    QkvBias = o["qkv_bias"] is not { } q || q.GetValue<bool>(),
                 };
             }
             else

@@ -27,7 +27,7 @@ public sealed record LoadedCheckpoint(GptModel Model, AdamW? Optimizer, IReadOnl
 
 /// <summary>
 /// One place that turns a model "spec" into a <see cref="GptModel"/>: a GptSharp model file, a Hugging Face GPT-2
-/// <c>model.safetensors</c>, a PyTorch <c>.pth</c> (book or Hugging Face names), a training checkpoint, or a run
+/// folder or <c>model.safetensors</c>, a PyTorch <c>.pth</c> (book or Hugging Face names), a training checkpoint, or a run
 /// directory (the newer of its <see cref="ModelFileName"/> and its latest complete training checkpoint).
 /// Formats are tried in the order of <see cref="Sources"/>; add a line there for a new one.
 /// </summary>
@@ -43,6 +43,7 @@ public static class ModelStore
     public static IReadOnlyList<Source> Sources { get; } =
     [
         new("OpenAI GPT-2 folder (hparams.json + model.ckpt.index/.data)", Gpt2Checkpoint.IsCheckpointDirectory, LoadTensorFlow),
+        new("Hugging Face GPT-2 folder (config.json + model.safetensors or pytorch_model.bin)", HuggingFaceFolder.IsFolder, LoadHuggingFaceFolder),
         new("run directory (model.safetensors or checkpoint-<steps>.safetensors)", IsRunDirectory, LoadRunDirectory),
         new("GGUF of architecture gpt2 (llama.cpp)", IsGgufFile, LoadGguf),
         new("PyTorch .pth (zip)", IsZipFile, LoadPth),
@@ -89,6 +90,13 @@ public static class ModelStore
 
     private static LoadedCheckpoint LoadTensorFlow(string dir, GptConfig? config) =>
         new(Gpt2Checkpoint.Load(dir, config), null, null, "TensorFlow checkpoint (OpenAI GPT-2)");
+
+    private static LoadedCheckpoint LoadHuggingFaceFolder(string dir, GptConfig? config)
+    {
+        string weights = HuggingFaceFolder.WeightsPath(dir);
+        var loaded = weights.EndsWith(".safetensors", StringComparison.Ordinal) ? LoadSafeTensors(weights, config) : LoadPth(weights, config);
+        return loaded with { Format = "Hugging Face GPT-2 folder" };
+    }
 
     private static bool IsRunDirectory(string spec) => Directory.Exists(spec);
 

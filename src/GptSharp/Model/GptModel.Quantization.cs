@@ -69,6 +69,10 @@ public sealed unsafe partial class GptModel
         parameter.QuantizeInt8();
     }
 
+    /// <summary>True when the output head holds exactly the token embedding (GPT-2's tied head): an export may store it once.</summary>
+    internal bool IsOutHeadTiedToTokenEmbedding() =>
+        OutHead.Int8 is null && TokenEmbedding.Int8 is null && OutHead.Value.Span.SequenceEqual(TokenEmbedding.Value.Span);
+
     /// <summary>
     /// The output head becomes a copy of the token embedding (GPT-2 ties them). While quantizing at load, it is
     /// quantized straight from the embedding, so no float32 copy of the head (257 MB for GPT-2 large) is ever made.

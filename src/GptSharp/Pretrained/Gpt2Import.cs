@@ -58,12 +58,14 @@ internal static partial class Gpt2Import
         }, source.FilePath);
     }
 
-    /// <summary>Loads GPT-2-named tensors into <paramref name="model"/> (which must have <c>qkv_bias</c>), checking every name and shape first.</summary>
+    /// <summary>
+    /// Loads GPT-2-named tensors into <paramref name="model"/>, checking every name and shape first. A model without
+    /// <c>qkv_bias</c> (a folder GptSharp exported from the book's model says so in its config.json) takes a c_attn.bias
+    /// of zeros only: anything else would change its outputs.
+    /// </summary>
     public static void LoadInto(GptModel model, ITensorSource source)
     {
         var config = model.Config;
-        if (!config.QkvBias)
-            throw new ArgumentException($"{source.FilePath}: GPT-2 weights have query/key/value biases; build the model with qkv_bias = true.");
         string prefix = Prefix(source);
         var expected = new Dictionary<string, int[]>(StringComparer.Ordinal);
         foreach (var tensor in Gpt2WeightMap.Tensors(config)) expected[Gpt2NameScheme.HuggingFace.NameOf(tensor)] = tensor.Shape;
@@ -85,6 +87,16 @@ internal static partial class Gpt2Import
             var s = t.Shape.Length == shape.Length + 1 && t.Shape[0] == 1 ? t.Shape[1..] : t.Shape;
             StateDictLoader.CheckShape(source.FilePath, stored, s, shape);
         }
+
+        if (!config.QkvBias)
+            foreach (var tensor in Gpt2WeightMap.Tensors(config).Where(t => t.IsQkv && t.Kind == Gpt2TensorKind.Bias))
+            {
+                string stored = prefix + Gpt2NameScheme.HuggingFace.NameOf(tensor);
+                var values = new float[tensor.Shape[0]];
+                source.ReadInto(stored, values);
+                if (values.AsSpan().ContainsAnyExcept(0f))
+                    throw new InvalidDataException($"{source.FilePath}: '{stored}' is not zero but the config says qkv_bias = false (a model without query/key/value biases).");
+            }
 
         Gpt2WeightMap.LoadWeightsIntoGpt(model, new WholeTensorReader(source, prefix), Gpt2NameScheme.HuggingFace, tieHead: !hasLmHead);
         if (hasLmHead)

@@ -136,9 +136,15 @@ internal static class Gpt2WeightMap
                 reader.ReadInto(name, joined);
                 int partLength = joined.Length / targets.Length;
                 for (int part = 0; part < targets.Length; part++)
-                    joined.AsSpan(part * partLength, partLength).CopyTo(targets[part].Value.Span);
+                {
+                    var values = joined.AsSpan(part * partLength, partLength);
+                    // A model without qkv_bias has no parameter here (the book's Linear(bias=False)): only zeros fit it.
+                    if (targets[part] is { } bias) values.CopyTo(bias.Value.Span);
+                    else if (values.ContainsAnyExcept(0f))
+                        throw new InvalidDataException($"'{name}' is not zero but the config says qkv_bias = false: the model has no query/key/value biases to hold it.");
+                }
             }
-            foreach (var target in targets) gpt.WeightLoaded(target);
+            foreach (var target in targets) if (target is not null) gpt.WeightLoaded(target);
         }
         if (tieHead) gpt.TieOutHeadToTokenEmbedding(); // gpt.out_head.weight = assign(..., params["wte"])
     }

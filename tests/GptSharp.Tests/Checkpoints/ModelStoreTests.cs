@@ -56,7 +56,7 @@ public class ModelStoreTests
         Assert.Equal(model.Config, back.Config);
         AssertSameParameters(model, back);
         Assert.Throws<ArgumentException>(() => CheckpointConverter.ResolveFormat("x.onnx", null));
-        Assert.Throws<ArgumentException>(() => CheckpointConverter.ResolveFormat("x.pth", "onnx"));
+        Assert.Throws<ArgumentException>(() => CheckpointConverter.ResolveFormat("x.pth", "tflite"));
     }
 
     [Fact]

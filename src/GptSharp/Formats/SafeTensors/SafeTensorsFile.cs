@@ -272,7 +272,8 @@ public sealed class SafeTensorsFile : ITensorSource
 /// <summary>One tensor to write: float32 from a <see cref="Tensors.Tensor"/> (written from its buffer), int64 values, or int8 weights.</summary>
 public sealed class SafeTensorsEntry
 {
-    private SafeTensorsEntry(string name, TensorDType dtype, int[] shape, Tensors.Tensor? floats, long[]? longs, Tensors.Int8Matrix? int8 = null)
+    private SafeTensorsEntry(string name, TensorDType dtype, int[] shape, Tensors.Tensor? floats, long[]? longs, Tensors.Int8Matrix? int8 = null,
+        Action<Span<float>>? fill = null)
     {
         Name = name;
         DType = dtype;
@@ -280,6 +281,7 @@ public sealed class SafeTensorsEntry
         Floats = floats;
         Longs = longs;
         Int8Values = int8;
+        Fill = fill;
     }
 
     public string Name { get; }
@@ -288,10 +290,11 @@ public sealed class SafeTensorsEntry
     internal Tensors.Tensor? Floats { get; }
     internal long[]? Longs { get; }
     internal Tensors.Int8Matrix? Int8Values { get; }
+    internal Action<Span<float>>? Fill { get; }
 
     public long ByteLength => DType switch
     {
-        TensorDType.F32 => Floats!.Length * 4L,
+        TensorDType.F32 => Floats?.Length * 4L ?? ElementCount(Shape) * 4L,
         TensorDType.I8 => Int8Values!.ValueBytes,
         _ => Longs!.Length * 8L,
     };
@@ -300,6 +303,23 @@ public sealed class SafeTensorsEntry
     public static SafeTensorsEntry Int8(string name, Tensors.Int8Matrix matrix) => new(name, TensorDType.I8, [matrix.Rows, matrix.Columns], null, null, matrix);
 
     public static SafeTensorsEntry Float32(string name, Tensors.Tensor tensor) => new(name, TensorDType.F32, tensor.ShapeArray, tensor, null);
+
+    /// <summary>
+    /// A float32 tensor computed only when it is written (<paramref name="fill"/> gets a buffer of the shape's size): a
+    /// rearranged copy of a parameter (another publisher's layout) then exists one tensor at a time, never for the whole model.
+    /// </summary>
+    internal static SafeTensorsEntry Float32(string name, int[] shape, Action<Span<float>> fill)
+    {
+        if (ElementCount(shape) > Array.MaxLength) throw new ArgumentException($"tensor '{name}' [{string.Join(", ", shape)}] is too large to compute in one buffer.");
+        return new(name, TensorDType.F32, shape, null, null, null, fill);
+    }
+
+    private static long ElementCount(int[] shape)
+    {
+        long n = 1;
+        foreach (int d in shape) n *= d;
+        return n;
+    }
 
     public static SafeTensorsEntry Int64(string name, long[] values, params int[] shape)
     {
@@ -332,6 +352,7 @@ public static class SafeTensorsWriter
             foreach (var t in ordered)
             {
                 if (t.Floats is not null) WriteFloats(stream, t.Floats);
+                else if (t.Fill is not null) WriteComputed(stream, t);
                 else if (t.Int8Values is not null) WriteInt8(stream, t.Int8Values);
                 else WriteLongs(stream, t.Longs!);
             }
@@ -343,6 +364,23 @@ public static class SafeTensorsWriter
     {
         if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("Checkpoint files are little-endian; big-endian hosts are not supported.");
         WriteBytes(stream, (byte*)tensor.Data, tensor.Length * sizeof(float));
+    }
+
+    private static void WriteComputed(Stream stream, SafeTensorsEntry entry)
+    {
+        if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("Checkpoint files are little-endian; big-endian hosts are not supported.");
+        int length = (int)(entry.ByteLength / sizeof(float));
+        float[] buffer = System.Buffers.ArrayPool<float>.Shared.Rent(length);
+        try
+        {
+            var values = buffer.AsSpan(0, length);
+            entry.Fill!(values);
+            stream.Write(MemoryMarshal.AsBytes(values));
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<float>.Shared.Return(buffer);
+        }
     }
 
     private static unsafe void WriteInt8(Stream stream, Tensors.Int8Matrix matrix) => WriteBytes(stream, (byte*)matrix.Values, matrix.ValueBytes);
