@@ -28,9 +28,28 @@ public sealed unsafe class AdamW : IDisposable
         Beta1 = beta1;
         Beta2 = beta2;
         Eps = eps;
-        ExpAvg = _parameters.Select(p => new Tensor(p.Value.ShapeArray)).ToArray();
-        ExpAvgSq = _parameters.Select(p => new Tensor(p.Value.ShapeArray)).ToArray();
+        // One arena for the parameters (the model's own when given all of its parameters in order), and the two
+        // moments in its layout: every step is one loop over [0, N), every per-parameter tensor a view.
+        _arena = ParameterArena.Pack(_parameters);
+        _expAvg = new Tensor((int)Math.Max(1, _arena.Length));
+        _expAvgSq = new Tensor((int)Math.Max(1, _arena.Length));
+        ExpAvg = _parameters.Select(p => Tensor.View(_expAvg.Data + p.Offset, p.Value.ShapeArray)).ToArray();
+        ExpAvgSq = _parameters.Select(p => Tensor.View(_expAvgSq.Data + p.Offset, p.Value.ShapeArray)).ToArray();
     }
+
+    private readonly Tensor _expAvg, _expAvgSq;
+
+    /// <summary>The weights and gradients of <see cref="Parameters"/>, back to back in their order.</summary>
+    internal ParameterArena Arena => _arena.IsWhole ? _arena
+        : throw new InvalidOperationException("Some of this optimizer's parameters were disposed, quantized or handed to another optimizer: it cannot step them any more.");
+
+    private readonly ParameterArena _arena;
+
+    /// <summary><see cref="ExpAvg"/> of every parameter, in the layout of <see cref="Arena"/>.</summary>
+    internal Span<float> ExpAvgArena => new(_expAvg.Data, (int)_arena.Length);
+
+    /// <summary><see cref="ExpAvgSq"/> of every parameter, in the layout of <see cref="Arena"/>.</summary>
+    internal Span<float> ExpAvgSqArena => new(_expAvgSq.Data, (int)_arena.Length);
 
     /// <summary>Current learning rate; a schedule sets it before each step.</summary>
     public float LearningRate { get; set; }
@@ -52,42 +71,37 @@ public sealed unsafe class AdamW : IDisposable
     /// <summary>Second moments, one per parameter (<c>exp_avg_sq</c>).</summary>
     public Tensor[] ExpAvgSq { get; }
 
-    /// <summary>Sets every gradient to zero (the book's <c>optimizer.zero_grad()</c>).</summary>
-    public void ZeroGrad()
-    {
-        var chunks = FillChunks();
-        RowParallel.For(_chunkCount, ChunkSize, new ZeroGradKernel { Chunks = chunks });
-    }
+    /// <summary>Sets every gradient to zero (the book's <c>optimizer.zero_grad()</c>): one clear of the gradient arena.</summary>
+    public void ZeroGrad() => RowParallel.For(ChunkCount(Arena.Length), ChunkSize, new ZeroKernel { Data = Arena.Grads.Data, Length = Arena.Length });
 
     /// <summary>Updates every parameter from its gradient, in one fused pass over memory, split across <see cref="Workers"/>.</summary>
-    public unsafe void Step()
+    public void Step()
     {
         StepCount++;
-        var chunks = FillChunks();
-        RowParallel.For(_chunkCount, ChunkSize * 4L, new AdamWKernel { Chunks = chunks, Update = CurrentUpdate(1f) });
+        StepRange(0, Arena.Length, Arena.Grads.Data, 1f);
     }
 
     /// <summary>
     /// [distributed] Counts a step whose updates come as <see cref="StepRange"/> calls, one per part of the
-    /// parameters this rank owns (data-parallel sharding of the optimizer: each rank updates its share of every tensor).
+    /// arena this rank owns (data-parallel sharding of the optimizer: each rank updates its range).
     /// </summary>
     internal void BeginShardedStep() => StepCount++;
 
     /// <summary>
-    /// [distributed] The step of <see cref="BeginShardedStep"/> on elements [<paramref name="offset"/>, +<paramref name="length"/>)
-    /// of parameter <paramref name="parameter"/>, from the gradient at <paramref name="grad"/> times <paramref name="gradScale"/>
-    /// (the average over micro-batches: one float multiply, the very rounding of scaling the gradient first). Elementwise,
-    /// so the updated elements get the bits <see cref="Step"/> gives them.
+    /// The step on elements [<paramref name="offset"/>, +<paramref name="length"/>) of the <see cref="Arena"/>, from the
+    /// gradient at <paramref name="grad"/> times <paramref name="gradScale"/> ([distributed] the average over micro-batches:
+    /// one float multiply, the very rounding of scaling the gradient first). Elementwise, so the updated elements get the
+    /// bits <see cref="Step"/> gives them.
     /// </summary>
-    internal unsafe void StepRange(int parameter, long offset, int length, float* grad, float gradScale)
+    internal void StepRange(long offset, long length, float* grad, float gradScale)
     {
-        var kernel = new AdamWRangeKernel
+        if (offset < 0 || length < 0 || offset + length > Arena.Length) throw new ArgumentOutOfRangeException(nameof(length));
+        var kernel = new AdamWKernel
         {
-            Param = _parameters[parameter].Value.Data + offset, Grad = grad,
-            ExpAvg = ExpAvg[parameter].Data + offset, ExpAvgSq = ExpAvgSq[parameter].Data + offset,
+            Param = Arena.Weights.Data + offset, Grad = grad, ExpAvg = _expAvg.Data + offset, ExpAvgSq = _expAvgSq.Data + offset,
             Length = length, Update = CurrentUpdate(gradScale),
         };
-        RowParallel.For((length + ChunkSize - 1) / ChunkSize, ChunkSize * 4L, kernel);
+        RowParallel.For(ChunkCount(length), ChunkSize * 4L, kernel);
     }
 
     /// <summary>The scalars of the step <see cref="StepCount"/> at the current learning rate.</summary>
@@ -111,77 +125,37 @@ public sealed unsafe class AdamW : IDisposable
         };
     }
 
-    // The update is memory-bound (7 float streams per element), so every parameter is cut into
-    // fixed-size chunks that all threads share: one big embedding does not leave a core idle.
+    // The update is memory-bound (7 float streams per element), so the range is cut into fixed-size chunks that all
+    // threads share: one big embedding does not leave a core idle.
     internal const int ChunkSize = 1 << 14;
-    private unsafe AdamWChunk* _chunks;
-    private int _chunkCount;
 
-    /// <summary>The chunk table, refilled from the current tensors on every call (cheap, and never stale).</summary>
-    private unsafe AdamWChunk* FillChunks()
-    {
-        if (_chunks == null)
-        {
-            int count = 0;
-            foreach (var p in _parameters) count += checked((int)((p.Length + ChunkSize - 1) / ChunkSize));
-            _chunks = (AdamWChunk*)NativeMemory.Alloc((nuint)Math.Max(1, count), (nuint)sizeof(AdamWChunk));
-            _chunkCount = count;
-        }
-        int next = 0;
-        for (int i = 0; i < _parameters.Length; i++)
-        {
-            float* p = _parameters[i].Value.Data, g = _parameters[i].Grad.Data, m = ExpAvg[i].Data, v = ExpAvgSq[i].Data;
-            for (long offset = 0; offset < _parameters[i].Length; offset += ChunkSize)
-                _chunks[next++] = new AdamWChunk
-                {
-                    Param = p + offset, Grad = g + offset, ExpAvg = m + offset, ExpAvgSq = v + offset,
-                    Length = (int)Math.Min(ChunkSize, _parameters[i].Length - offset),
-                };
-        }
-        return _chunks;
-    }
+    private static int ChunkCount(long length) => checked((int)((length + ChunkSize - 1) / ChunkSize));
 
-    private unsafe struct AdamWChunk
+    private struct ZeroKernel : IRangeKernel
     {
-        public float* Param, Grad, ExpAvg, ExpAvgSq;
-        public int Length;
-    }
-
-    private unsafe struct ZeroGradKernel : IRangeKernel
-    {
-        public AdamWChunk* Chunks;
+        public float* Data;
+        public long Length;
 
         public readonly void Execute(int start, int end)
         {
-            for (int c = start; c < end; c++) new Span<float>(Chunks[c].Grad, Chunks[c].Length).Clear();
+            long from = (long)start * ChunkSize, to = Math.Min((long)end * ChunkSize, Length);
+            NativeMemory.Clear(Data + from, (nuint)(to - from) * sizeof(float));
         }
     }
 
-    private unsafe struct AdamWKernel : IRangeKernel
-    {
-        public AdamWChunk* Chunks;
-        public AdamWUpdate Update;
-
-        public readonly void Execute(int start, int end)
-        {
-            for (int c = start; c < end; c++)
-                Update.Apply(Chunks[c].Param, Chunks[c].Grad, Chunks[c].ExpAvg, Chunks[c].ExpAvgSq, Chunks[c].Length);
-        }
-    }
-
-    /// <summary>One contiguous range cut into <see cref="ChunkSize"/> chunks.</summary>
-    private unsafe struct AdamWRangeKernel : IRangeKernel
+    /// <summary>Chunks [start, end) of one contiguous range.</summary>
+    private struct AdamWKernel : IRangeKernel
     {
         public float* Param, Grad, ExpAvg, ExpAvgSq;
-        public int Length;
+        public long Length;
         public AdamWUpdate Update;
 
         public readonly void Execute(int start, int end)
         {
             for (int c = start; c < end; c++)
             {
-                int offset = c * ChunkSize;
-                Update.Apply(Param + offset, Grad + offset, ExpAvg + offset, ExpAvgSq + offset, Math.Min(ChunkSize, Length - offset));
+                long offset = (long)c * ChunkSize;
+                Update.Apply(Param + offset, Grad + offset, ExpAvg + offset, ExpAvgSq + offset, (int)Math.Min(ChunkSize, Length - offset));
             }
         }
     }
@@ -250,11 +224,11 @@ public sealed unsafe class AdamW : IDisposable
         }
     }
 
-    public unsafe void Dispose()
+    public void Dispose()
     {
-        if (_chunks != null) NativeMemory.Free(_chunks);
-        _chunks = null;
         foreach (var t in ExpAvg) t.Dispose();
         foreach (var t in ExpAvgSq) t.Dispose();
+        _expAvg.Dispose();
+        _expAvgSq.Dispose();
     }
 }

@@ -35,7 +35,17 @@ public sealed unsafe partial class GptModel
     {
         IsQuantized = true;
         foreach (var weight in LinearWeights()) weight.QuantizeInt8();
+        DropFloatArena();
         Eval();
+    }
+
+    /// <summary>
+    /// Once the linear weights are int8, the parameters still float32 (embeddings, LayerNorms, biases) move to an arena
+    /// of their own and the model's float32 arena, weights and gradients, is freed at once. Nothing when already done.
+    /// </summary>
+    internal void DropFloatArena()
+    {
+        if (IsQuantized) _ = ParameterArena.Pack(_parameters.Where(p => p.Int8 == null).ToList());
     }
 
     /// <summary>The weights of every linear layer, in <c>state_dict</c> order: what <see cref="QuantizeInt8"/> quantizes.</summary>
