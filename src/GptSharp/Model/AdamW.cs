@@ -72,7 +72,7 @@ public sealed unsafe class AdamW : IDisposable
     public Tensor[] ExpAvgSq { get; }
 
     /// <summary>Sets every gradient to zero (the book's <c>optimizer.zero_grad()</c>): one clear of the gradient arena.</summary>
-    public void ZeroGrad() => RowParallel.For(ChunkCount(Arena.Length), ChunkSize, new ZeroKernel { Data = Arena.Grads.Data, Length = Arena.Length });
+    public void ZeroGrad() => Simd.ParallelMap(Path, Arena.Length, 1, new ZeroOp { Data = Arena.Grads.Data });
 
     /// <summary>Updates every parameter from its gradient, in one fused pass over memory, split across <see cref="Workers"/>.</summary>
     public void Step()
@@ -96,13 +96,17 @@ public sealed unsafe class AdamW : IDisposable
     internal void StepRange(long offset, long length, float* grad, float gradScale)
     {
         if (offset < 0 || length < 0 || offset + length > Arena.Length) throw new ArgumentOutOfRangeException(nameof(length));
-        var kernel = new AdamWKernel
-        {
-            Param = Arena.Weights.Data + offset, Grad = grad, ExpAvg = _expAvg.Data + offset, ExpAvgSq = _expAvgSq.Data + offset,
-            Length = length, Update = CurrentUpdate(gradScale),
-        };
-        RowParallel.For(ChunkCount(length), ChunkSize * 4L, kernel);
+        var update = CurrentUpdate(gradScale);
+        update.P = Arena.Weights.Data + offset;
+        update.G = grad;
+        update.M = _expAvg.Data + offset;
+        update.V = _expAvgSq.Data + offset;
+        // Memory-bound (7 float streams per element): the range is cut into chunks that all threads share.
+        Simd.ParallelMap(Path, length, 4, update);
     }
+
+    /// <summary>The vector width of the step (tests run each).</summary>
+    internal Gemm.KernelPath Path { get; set; } = Gemm.BestPath;
 
     /// <summary>The scalars of the step <see cref="StepCount"/> at the current learning rate.</summary>
     private AdamWUpdate CurrentUpdate(float gradScale)
@@ -125,102 +129,52 @@ public sealed unsafe class AdamW : IDisposable
         };
     }
 
-    // The update is memory-bound (7 float streams per element), so the range is cut into fixed-size chunks that all
-    // threads share: one big embedding does not leave a core idle.
-    internal const int ChunkSize = 1 << 14;
-
-    private static int ChunkCount(long length) => checked((int)((length + ChunkSize - 1) / ChunkSize));
-
-    private struct ZeroKernel : IRangeKernel
+    private struct ZeroOp : IMapOp
     {
         public float* Data;
-        public long Length;
 
-        public readonly void Execute(int start, int end)
-        {
-            long from = (long)start * ChunkSize, to = Math.Min((long)end * ChunkSize, Length);
-            NativeMemory.Clear(Data + from, (nuint)(to - from) * sizeof(float));
-        }
+        public readonly void Invoke(long i) => Data[i] = 0f;
+        public readonly void Invoke256(long i) => Vector256<float>.Zero.Store(Data + i);
+        public readonly void Invoke512(long i) => Vector512<float>.Zero.Store(Data + i);
     }
 
-    /// <summary>Chunks [start, end) of one contiguous range.</summary>
-    private struct AdamWKernel : IRangeKernel
-    {
-        public float* Param, Grad, ExpAvg, ExpAvgSq;
-        public long Length;
-        public AdamWUpdate Update;
-
-        public readonly void Execute(int start, int end)
-        {
-            for (int c = start; c < end; c++)
-            {
-                long offset = (long)c * ChunkSize;
-                Update.Apply(Param + offset, Grad + offset, ExpAvg + offset, ExpAvgSq + offset, (int)Math.Min(ChunkSize, Length - offset));
-            }
-        }
-    }
-
-    private struct AdamWUpdate
+    /// <summary>The step's scalars, and the update of one element or vector of them (<see cref="Simd.Map{TOp}"/> runs it).</summary>
+    private struct AdamWUpdate : IMapOp
     {
         public float StepSize, BiasCorrection2Sqrt, Decay, Beta1, Beta2, OneMinusBeta1, OneMinusBeta2, Eps, GradScale;
+        public float* P, G, M, V;
 
-        public readonly unsafe void Apply(float* p, float* g, float* m, float* v, int n)
+        public readonly void Invoke(long j)
         {
-            int j = 0;
-            if (Vector512.IsHardwareAccelerated)
-            {
-                var decay = Vector512.Create(Decay);
-                var b1 = Vector512.Create(Beta1);
-                var b2 = Vector512.Create(Beta2);
-                var c1 = Vector512.Create(OneMinusBeta1);
-                var c2 = Vector512.Create(OneMinusBeta2);
-                var bc2 = Vector512.Create(BiasCorrection2Sqrt);
-                var eps = Vector512.Create(Eps);
-                var stepSize = Vector512.Create(StepSize);
-                var gradScale = Vector512.Create(GradScale);
-                for (; j <= n - Vector512<float>.Count; j += Vector512<float>.Count)
-                {
-                    var gj = Vector512.Load(g + j) * gradScale;
-                    var mj = Vector512.Load(m + j) * b1 + c1 * gj;
-                    var vj = Vector512.Load(v + j) * b2 + c2 * gj * gj;
-                    mj.Store(m + j);
-                    vj.Store(v + j);
-                    var denom = Vector512.Sqrt(vj) / bc2 + eps;
-                    (Vector512.Load(p + j) * decay - stepSize * (mj / denom)).Store(p + j);
-                }
-            }
-            else if (Vector256.IsHardwareAccelerated)
-            {
-                var decay = Vector256.Create(Decay);
-                var b1 = Vector256.Create(Beta1);
-                var b2 = Vector256.Create(Beta2);
-                var c1 = Vector256.Create(OneMinusBeta1);
-                var c2 = Vector256.Create(OneMinusBeta2);
-                var bc2 = Vector256.Create(BiasCorrection2Sqrt);
-                var eps = Vector256.Create(Eps);
-                var stepSize = Vector256.Create(StepSize);
-                var gradScale = Vector256.Create(GradScale);
-                for (; j <= n - Vector256<float>.Count; j += Vector256<float>.Count)
-                {
-                    var gj = Vector256.Load(g + j) * gradScale;
-                    var mj = Vector256.Load(m + j) * b1 + c1 * gj;
-                    var vj = Vector256.Load(v + j) * b2 + c2 * gj * gj;
-                    mj.Store(m + j);
-                    vj.Store(v + j);
-                    var denom = Vector256.Sqrt(vj) / bc2 + eps;
-                    (Vector256.Load(p + j) * decay - stepSize * (mj / denom)).Store(p + j);
-                }
-            }
-            for (; j < n; j++)
-            {
-                // torch 1.13 _single_tensor_adamw: param.mul_(1 − lr·wd); exp_avg.mul_(β1).add_(g, alpha=1−β1);
-                // exp_avg_sq.mul_(β2).addcmul_(g, g, value=1−β2); param.addcdiv_(exp_avg, denom, value=−step_size)
-                float gj = g[j] * GradScale;
-                float mj = m[j] = m[j] * Beta1 + OneMinusBeta1 * gj;
-                float vj = v[j] = v[j] * Beta2 + OneMinusBeta2 * gj * gj;
-                float denom = MathF.Sqrt(vj) / BiasCorrection2Sqrt + Eps;
-                p[j] = p[j] * Decay - StepSize * (mj / denom);
-            }
+            // torch 1.13 _single_tensor_adamw: param.mul_(1 − lr·wd); exp_avg.mul_(β1).add_(g, alpha=1−β1);
+            // exp_avg_sq.mul_(β2).addcmul_(g, g, value=1−β2); param.addcdiv_(exp_avg, denom, value=−step_size)
+            float gj = G[j] * GradScale;
+            float mj = M[j] = M[j] * Beta1 + OneMinusBeta1 * gj;
+            float vj = V[j] = V[j] * Beta2 + OneMinusBeta2 * gj * gj;
+            float denom = MathF.Sqrt(vj) / BiasCorrection2Sqrt + Eps;
+            P[j] = P[j] * Decay - StepSize * (mj / denom);
+        }
+
+        public readonly void Invoke256(long j)
+        {
+            var gj = Vector256.Load(G + j) * Vector256.Create(GradScale);
+            var mj = Vector256.Load(M + j) * Vector256.Create(Beta1) + Vector256.Create(OneMinusBeta1) * gj;
+            var vj = Vector256.Load(V + j) * Vector256.Create(Beta2) + Vector256.Create(OneMinusBeta2) * gj * gj;
+            mj.Store(M + j);
+            vj.Store(V + j);
+            var denom = Vector256.Sqrt(vj) / Vector256.Create(BiasCorrection2Sqrt) + Vector256.Create(Eps);
+            (Vector256.Load(P + j) * Vector256.Create(Decay) - Vector256.Create(StepSize) * (mj / denom)).Store(P + j);
+        }
+
+        public readonly void Invoke512(long j)
+        {
+            var gj = Vector512.Load(G + j) * Vector512.Create(GradScale);
+            var mj = Vector512.Load(M + j) * Vector512.Create(Beta1) + Vector512.Create(OneMinusBeta1) * gj;
+            var vj = Vector512.Load(V + j) * Vector512.Create(Beta2) + Vector512.Create(OneMinusBeta2) * gj * gj;
+            mj.Store(M + j);
+            vj.Store(V + j);
+            var denom = Vector512.Sqrt(vj) / Vector512.Create(BiasCorrection2Sqrt) + Vector512.Create(Eps);
+            (Vector512.Load(P + j) * Vector512.Create(Decay) - Vector512.Create(StepSize) * (mj / denom)).Store(P + j);
         }
     }
 

@@ -1,5 +1,6 @@
 using System.Numerics.Tensors;
 using System.Runtime.Intrinsics;
+using KernelPath = GptSharp.Tensors.Gemm.KernelPath;
 
 namespace GptSharp.Tensors;
 
@@ -28,11 +29,15 @@ public static unsafe partial class Kernels
     /// Everything accumulates. dInput runs row-parallel; dScale/dShift run column-parallel (no reduction races).
     /// </summary>
     public static void LayerNormBackward(float* dInput, float* dScale, float* dShift, float* dOutput, float* input,
+        float* scale, float* mean, float* rstd, int rows, int channels) =>
+        LayerNormBackward(Gemm.BestPath, dInput, dScale, dShift, dOutput, input, scale, mean, rstd, rows, channels);
+
+    internal static void LayerNormBackward(KernelPath path, float* dInput, float* dScale, float* dShift, float* dOutput, float* input,
         float* scale, float* mean, float* rstd, int rows, int channels)
     {
         RowParallel.For(rows, channels * 6L, new LayerNormInputGradKernel
         {
-            DInput = dInput, DOutput = dOutput, Input = input, Scale = scale, Mean = mean, Rstd = rstd, Channels = channels,
+            Path = path, DInput = dInput, DOutput = dOutput, Input = input, Scale = scale, Mean = mean, Rstd = rstd, Channels = channels,
         });
         int columnBlocks = (channels + ColumnBlock - 1) / ColumnBlock;
         RowParallel.For(columnBlocks, (long)rows * ColumnBlock * 3, new LayerNormParamGradKernel
@@ -76,85 +81,58 @@ public static unsafe partial class Kernels
 
     private struct LayerNormInputGradKernel : IRangeKernel
     {
+        public KernelPath Path;
         public float* DInput, DOutput, Input, Scale, Mean, Rstd;
         public int Channels;
 
         public readonly void Execute(int start, int end)
         {
             int c = Channels;
-            float* scale = Scale;
             for (int row = start; row < end; row++)
             {
                 float m = Mean[row], s = Rstd[row];
                 float* x = Input + (long)row * c, dy = DOutput + (long)row * c, dx = DInput + (long)row * c;
-                // Pass 1: mean of g = dy·scale and of g·n, with n = (x − mean)·rstd.
-                float gSum = 0, gnSum = 0;
-                int i = 0;
-                if (Vector512.IsHardwareAccelerated)
-                {
-                    Vector512<float> gAcc = default, gnAcc = default, mv = Vector512.Create(m), sv = Vector512.Create(s);
-                    for (; i <= c - Vector512<float>.Count; i += Vector512<float>.Count)
-                    {
-                        var n = (Vector512.Load(x + i) - mv) * sv;
-                        var g = Vector512.Load(dy + i) * Vector512.Load(scale + i);
-                        gAcc += g;
-                        gnAcc += g * n;
-                    }
-                    gSum = Vector512.Sum(gAcc);
-                    gnSum = Vector512.Sum(gnAcc);
-                }
-                else if (Vector256.IsHardwareAccelerated)
-                {
-                    Vector256<float> gAcc = default, gnAcc = default, mv = Vector256.Create(m), sv = Vector256.Create(s);
-                    for (; i <= c - Vector256<float>.Count; i += Vector256<float>.Count)
-                    {
-                        var n = (Vector256.Load(x + i) - mv) * sv;
-                        var g = Vector256.Load(dy + i) * Vector256.Load(scale + i);
-                        gAcc += g;
-                        gnAcc += g * n;
-                    }
-                    gSum = Vector256.Sum(gAcc);
-                    gnSum = Vector256.Sum(gnAcc);
-                }
-                for (; i < c; i++)
-                {
-                    float n = (x[i] - m) * s;
-                    float g = dy[i] * scale[i];
-                    gSum += g;
-                    gnSum += g * n;
-                }
-                float gMean = gSum / c, gnMean = gnSum / c;
-                // Pass 2: dx += (g − mean(g) − n·mean(g·n))·rstd.
-                i = 0;
-                if (Vector512.IsHardwareAccelerated)
-                {
-                    Vector512<float> mv = Vector512.Create(m), sv = Vector512.Create(s);
-                    Vector512<float> gMeanV = Vector512.Create(gMean), gnMeanV = Vector512.Create(gnMean);
-                    for (; i <= c - Vector512<float>.Count; i += Vector512<float>.Count)
-                    {
-                        var n = (Vector512.Load(x + i) - mv) * sv;
-                        var g = Vector512.Load(dy + i) * Vector512.Load(scale + i);
-                        (Vector512.Load(dx + i) + (g - gMeanV - n * gnMeanV) * sv).Store(dx + i);
-                    }
-                }
-                else if (Vector256.IsHardwareAccelerated)
-                {
-                    Vector256<float> mv = Vector256.Create(m), sv = Vector256.Create(s);
-                    Vector256<float> gMeanV = Vector256.Create(gMean), gnMeanV = Vector256.Create(gnMean);
-                    for (; i <= c - Vector256<float>.Count; i += Vector256<float>.Count)
-                    {
-                        var n = (Vector256.Load(x + i) - mv) * sv;
-                        var g = Vector256.Load(dy + i) * Vector256.Load(scale + i);
-                        (Vector256.Load(dx + i) + (g - gMeanV - n * gnMeanV) * sv).Store(dx + i);
-                    }
-                }
-                for (; i < c; i++)
-                {
-                    float n = (x[i] - m) * s;
-                    float g = dy[i] * scale[i];
-                    dx[i] += (g - gMean - n * gnMean) * s;
-                }
+                // Pass 1: mean of g = dy·scale and of g·n, with n = (x − mean)·rstd. Pass 2: dx += (g − mean(g) − n·mean(g·n))·rstd.
+                var op = new LayerNormGradOp { X = x, DOutput = dy, Scale = Scale, DInput = dx, Mean = m, Rstd = s };
+                op.GMean = Simd.Reduce(Path, c, new Gemm.DotOp { X = dy, Y = Scale }) / c;
+                op.GnMean = Simd.Reduce(Path, c, op) / c;
+                Simd.Map(Path, 0, c, op);
             }
+        }
+    }
+
+    /// <summary>One row of LayerNorm's input gradient: as a reduction, the terms g·n; as a map, the update of dx.</summary>
+    private struct LayerNormGradOp : IReduceOp, IMapOp
+    {
+        public float* X, DOutput, Scale, DInput;
+        public float Mean, Rstd, GMean, GnMean;
+
+        public readonly float Invoke(float accumulator, long i) => accumulator + DOutput[i] * Scale[i] * ((X[i] - Mean) * Rstd);
+
+        public readonly Vector256<float> Invoke(Vector256<float> accumulator, long i) =>
+            accumulator + Vector256.Load(DOutput + i) * Vector256.Load(Scale + i) * ((Vector256.Load(X + i) - Vector256.Create(Mean)) * Vector256.Create(Rstd));
+
+        public readonly Vector512<float> Invoke(Vector512<float> accumulator, long i) =>
+            accumulator + Vector512.Load(DOutput + i) * Vector512.Load(Scale + i) * ((Vector512.Load(X + i) - Vector512.Create(Mean)) * Vector512.Create(Rstd));
+
+        public readonly void Invoke(long i)
+        {
+            float n = (X[i] - Mean) * Rstd, g = DOutput[i] * Scale[i];
+            DInput[i] += (g - GMean - n * GnMean) * Rstd;
+        }
+
+        public readonly void Invoke256(long i)
+        {
+            var n = (Vector256.Load(X + i) - Vector256.Create(Mean)) * Vector256.Create(Rstd);
+            var g = Vector256.Load(DOutput + i) * Vector256.Load(Scale + i);
+            (Vector256.Load(DInput + i) + (g - Vector256.Create(GMean) - n * Vector256.Create(GnMean)) * Vector256.Create(Rstd)).Store(DInput + i);
+        }
+
+        public readonly void Invoke512(long i)
+        {
+            var n = (Vector512.Load(X + i) - Vector512.Create(Mean)) * Vector512.Create(Rstd);
+            var g = Vector512.Load(DOutput + i) * Vector512.Load(Scale + i);
+            (Vector512.Load(DInput + i) + (g - Vector512.Create(GMean) - n * Vector512.Create(GnMean)) * Vector512.Create(Rstd)).Store(DInput + i);
         }
     }
 
