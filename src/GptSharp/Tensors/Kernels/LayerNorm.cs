@@ -94,26 +94,39 @@ public static unsafe partial class Kernels
                 float* x = Input + (long)row * c, dy = DOutput + (long)row * c, dx = DInput + (long)row * c;
                 // Pass 1: mean of g = dy·scale and of g·n, with n = (x − mean)·rstd. Pass 2: dx += (g − mean(g) − n·mean(g·n))·rstd.
                 var op = new LayerNormGradOp { X = x, DOutput = dy, Scale = Scale, DInput = dx, Mean = m, Rstd = s };
-                op.GMean = Simd.Reduce(Path, c, new Gemm.DotOp { X = dy, Y = Scale }) / c;
-                op.GnMean = Simd.Reduce(Path, c, op) / c;
+                var (gSum, gnSum) = Simd.ReducePair(Path, c, op);
+                op.GMean = gSum / c;
+                op.GnMean = gnSum / c;
                 Simd.Map(Path, 0, c, op);
             }
         }
     }
 
-    /// <summary>One row of LayerNorm's input gradient: as a reduction, the terms g·n; as a map, the update of dx.</summary>
-    private struct LayerNormGradOp : IReduceOp, IMapOp
+    /// <summary>One row of LayerNorm's input gradient: as a pair of sums, g and g·n; as a map, the update of dx.</summary>
+    private struct LayerNormGradOp : IReducePairOp, IMapOp
     {
         public float* X, DOutput, Scale, DInput;
         public float Mean, Rstd, GMean, GnMean;
 
-        public readonly float Invoke(float accumulator, long i) => accumulator + DOutput[i] * Scale[i] * ((X[i] - Mean) * Rstd);
+        public readonly (float, float) Invoke(float gSum, float gnSum, long i)
+        {
+            float n = (X[i] - Mean) * Rstd, g = DOutput[i] * Scale[i];
+            return (gSum + g, gnSum + g * n);
+        }
 
-        public readonly Vector256<float> Invoke(Vector256<float> accumulator, long i) =>
-            accumulator + Vector256.Load(DOutput + i) * Vector256.Load(Scale + i) * ((Vector256.Load(X + i) - Vector256.Create(Mean)) * Vector256.Create(Rstd));
+        public readonly (Vector256<float>, Vector256<float>) Invoke(Vector256<float> gSum, Vector256<float> gnSum, long i)
+        {
+            var n = (Vector256.Load(X + i) - Vector256.Create(Mean)) * Vector256.Create(Rstd);
+            var g = Vector256.Load(DOutput + i) * Vector256.Load(Scale + i);
+            return (gSum + g, gnSum + g * n);
+        }
 
-        public readonly Vector512<float> Invoke(Vector512<float> accumulator, long i) =>
-            accumulator + Vector512.Load(DOutput + i) * Vector512.Load(Scale + i) * ((Vector512.Load(X + i) - Vector512.Create(Mean)) * Vector512.Create(Rstd));
+        public readonly (Vector512<float>, Vector512<float>) Invoke(Vector512<float> gSum, Vector512<float> gnSum, long i)
+        {
+            var n = (Vector512.Load(X + i) - Vector512.Create(Mean)) * Vector512.Create(Rstd);
+            var g = Vector512.Load(DOutput + i) * Vector512.Load(Scale + i);
+            return (gSum + g, gnSum + g * n);
+        }
 
         public readonly void Invoke(long i)
         {
