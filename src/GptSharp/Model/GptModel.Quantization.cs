@@ -68,8 +68,9 @@ public sealed unsafe partial class GptModel
 
     /// <summary>
     /// Called by loaders once <paramref name="parameter"/> holds its final float32 values: with
-    /// <see cref="QuantizeWhileLoading"/>, a linear weight is quantized and its float32 memory freed at once,
-    /// so peak memory is the int8 model plus one float32 tensor, not the float32 model.
+    /// <see cref="QuantizeWhileLoading"/>, a linear weight is quantized at once and its pages of the float32 arena are
+    /// handed back to the OS (Linux; <see cref="ParameterArena.Detach"/>), so peak memory is the int8 model plus one
+    /// float32 tensor, not the float32 model. The loader then drops the arena whole (<see cref="DropFloatArena"/>).
     /// </summary>
     internal void WeightLoaded(Parameter parameter)
     {
