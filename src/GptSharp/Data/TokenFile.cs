@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Buffers.Binary;
 using System.IO.MemoryMappedFiles;
 using System.Runtime.Intrinsics;
@@ -143,7 +144,11 @@ public sealed unsafe class TokenFile : ITokenSequence, IDisposable
         public ushort* Ids;
         public ushort Limit;
 
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+
         public readonly bool Matches(long i) => Ids[i] >= Limit;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
 
         public readonly bool Any256(long i)
         {
@@ -151,6 +156,8 @@ public sealed unsafe class TokenFile : ITokenSequence, IDisposable
             var m = Vector256.Max(Vector256.Max(Vector256.Load(Ids + i), Vector256.Load(Ids + i + w)), Vector256.Max(Vector256.Load(Ids + i + 2 * w), Vector256.Load(Ids + i + 3 * w)));
             return Vector256.GreaterThanOrEqualAny(m, Vector256.Create(Limit));
         }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
 
         public readonly bool Any512(long i)
         {

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using GptSharp.Tensors;
@@ -133,8 +134,12 @@ public sealed unsafe class AdamW : IDisposable
     {
         public float* Data;
 
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+
         public readonly void Invoke(long i) => Data[i] = 0f;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public readonly void Invoke256(long i) => Vector256<float>.Zero.Store(Data + i);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public readonly void Invoke512(long i) => Vector512<float>.Zero.Store(Data + i);
     }
 
@@ -143,6 +148,8 @@ public sealed unsafe class AdamW : IDisposable
     {
         public float StepSize, BiasCorrection2Sqrt, Decay, Beta1, Beta2, OneMinusBeta1, OneMinusBeta2, Eps, GradScale;
         public float* P, G, M, V;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
 
         public readonly void Invoke(long j)
         {
@@ -155,6 +162,8 @@ public sealed unsafe class AdamW : IDisposable
             P[j] = P[j] * Decay - StepSize * (mj / denom);
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+
         public readonly void Invoke256(long j)
         {
             var gj = Vector256.Load(G + j) * Vector256.Create(GradScale);
@@ -165,6 +174,8 @@ public sealed unsafe class AdamW : IDisposable
             var denom = Vector256.Sqrt(vj) / Vector256.Create(BiasCorrection2Sqrt) + Vector256.Create(Eps);
             (Vector256.Load(P + j) * Vector256.Create(Decay) - Vector256.Create(StepSize) * (mj / denom)).Store(P + j);
         }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
 
         public readonly void Invoke512(long j)
         {

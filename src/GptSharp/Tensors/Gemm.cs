@@ -891,8 +891,12 @@ public static unsafe class Gemm
     {
         public float* X, Y;
 
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+
         public readonly float Invoke(float accumulator, long i) => accumulator + X[i] * Y[i];
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public readonly Vector256<float> Invoke(Vector256<float> accumulator, long i) => Fma.MultiplyAdd(Vector256.Load(X + i), Vector256.Load(Y + i), accumulator);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public readonly Vector512<float> Invoke(Vector512<float> accumulator, long i) => Avx512F.FusedMultiplyAdd(Vector512.Load(X + i), Vector512.Load(Y + i), accumulator);
     }
 }

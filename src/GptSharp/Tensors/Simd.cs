@@ -33,17 +33,6 @@ internal interface IReduceOp
     Vector512<float> Invoke(Vector512<float> accumulator, long i);
 }
 
-/// <summary>
-/// Two sums taken in one pass (LayerNorm's mean of g and of g·n): the op adds its two terms at element <c>i</c> to the
-/// two accumulators it is given and returns them (<see cref="Simd.ReducePair{TOp}"/>).
-/// </summary>
-internal interface IReducePairOp
-{
-    (float, float) Invoke(float first, float second, long i);
-    (Vector256<float>, Vector256<float>) Invoke(Vector256<float> first, Vector256<float> second, long i);
-    (Vector512<float>, Vector512<float>) Invoke(Vector512<float> first, Vector512<float> second, long i);
-}
-
 /// <summary>A predicate for <see cref="Simd.FindFirst{TOp}"/>: on one element, and on a block of vectors from element <c>i</c>.</summary>
 internal interface ISearchOp
 {
@@ -57,7 +46,7 @@ internal interface ISearchOp
 }
 
 /// <summary>
-/// The one vector driver of the element-wise kernels (GELU, dropout and the residual sum, LayerNorm backward, AdamW,
+/// The one vector driver of the element-wise kernels (GELU, dropout and the residual sum, AdamW,
 /// int8 row dequantization, the skinny GEMM's dot product, the token file's id check): the loop over a width the CPU has, then the scalar tail.
 /// The GEMM register tiles are different kernels by design and stay hand-written (<see cref="Gemm"/>).
 /// Tests pass each <see cref="KernelPath"/> to run both widths on a machine with AVX-512.
@@ -112,31 +101,6 @@ internal static unsafe class Simd
         }
         for (; i < length; i++) sum = op.Invoke(sum, i);
         return sum;
-    }
-
-    /// <summary>
-    /// The two sums of <paramref name="op"/>'s terms over [0, <paramref name="length"/>) in one pass: one vector
-    /// accumulator each, their lane sums, then the scalar tail added in order.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static (float First, float Second) ReducePair<TOp>(KernelPath path, long length, TOp op) where TOp : struct, IReducePairOp
-    {
-        long i = 0;
-        float first = 0f, second = 0f;
-        if (path == KernelPath.Vector512)
-        {
-            Vector512<float> a = default, b = default;
-            for (; i + Vector512<float>.Count <= length; i += Vector512<float>.Count) (a, b) = op.Invoke(a, b, i);
-            (first, second) = (Vector512.Sum(a), Vector512.Sum(b));
-        }
-        else if (path == KernelPath.Vector256)
-        {
-            Vector256<float> a = default, b = default;
-            for (; i + Vector256<float>.Count <= length; i += Vector256<float>.Count) (a, b) = op.Invoke(a, b, i);
-            (first, second) = (Vector256.Sum(a), Vector256.Sum(b));
-        }
-        for (; i < length; i++) (first, second) = op.Invoke(first, second, i);
-        return (first, second);
     }
 
     /// <summary>

@@ -51,13 +51,19 @@ public static unsafe partial class Kernels
     {
         public float* Output, Input;
 
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+
         public readonly void Invoke(long i) => Output[i] = 0.5f * Input[i] * (1f + GeluTanh(Input[i]));
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
 
         public readonly void Invoke256(long i)
         {
             var x = Vector256.Load(Input + i);
             (Vector256.Create(0.5f) * x * (Vector256<float>.One + GeluTanh(x))).Store(Output + i);
         }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
 
         public readonly void Invoke512(long i)
         {
@@ -70,11 +76,15 @@ public static unsafe partial class Kernels
     {
         public float* DInput, Input, DOutput;
 
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+
         public readonly void Invoke(long i)
         {
             float x = Input[i], t = GeluTanh(x);
             DInput[i] = (0.5f * (1f + t) + 0.5f * x * (1f - t * t) * GeluScale * (1f + 3f * GeluCubic * x * x)) * DOutput[i];
         }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
 
         public readonly void Invoke256(long i)
         {
@@ -85,6 +95,8 @@ public static unsafe partial class Kernels
                 + half * x * (Vector256<float>.One - t * t) * Vector256.Create(GeluScale) * (Vector256<float>.One + Vector256.Create(3f * GeluCubic) * x * x);
             (local * Vector256.Load(DOutput + i)).Store(DInput + i);
         }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
 
         public readonly void Invoke512(long i)
         {

@@ -81,8 +81,12 @@ public static unsafe partial class Kernels
         public sbyte* Values;
         public float* Scales, Destination;
 
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+
         public readonly void Invoke(long i) => Destination[i] = Values[i] * Scales[i / Int8Matrix.BlockSize];
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public readonly void Invoke256(long i) => (Widen256(Values + i) * Vector256.Create(Scales[i / Int8Matrix.BlockSize])).Store(Destination + i);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public readonly void Invoke512(long i) => (Widen512(Values + i) * Vector512.Create(Scales[i / Int8Matrix.BlockSize])).Store(Destination + i);
     }
 

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Numerics.Tensors;
 using System.Runtime.Intrinsics;
 using KernelPath = GptSharp.Tensors.Gemm.KernelPath;
@@ -36,15 +37,21 @@ public static unsafe partial class Kernels
 
     private readonly struct Add : IBinaryOperator
     {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static float Invoke(float x, float y) => x + y;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector256<float> Invoke(Vector256<float> x, Vector256<float> y) => x + y;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector512<float> Invoke(Vector512<float> x, Vector512<float> y) => x + y;
     }
 
     private readonly struct Multiply : IBinaryOperator
     {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static float Invoke(float x, float y) => x * y;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector256<float> Invoke(Vector256<float> x, Vector256<float> y) => x * y;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector512<float> Invoke(Vector512<float> x, Vector512<float> y) => x * y;
     }
 
@@ -53,8 +60,12 @@ public static unsafe partial class Kernels
     {
         public float* Output, A, B;
 
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+
         public readonly void Invoke(long i) => Output[i] = TOperator.Invoke(A[i], B[i]);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public readonly void Invoke256(long i) => TOperator.Invoke(Vector256.Load(A + i), Vector256.Load(B + i)).Store(Output + i);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public readonly void Invoke512(long i) => TOperator.Invoke(Vector512.Load(A + i), Vector512.Load(B + i)).Store(Output + i);
     }
 }
