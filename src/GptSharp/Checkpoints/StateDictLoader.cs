@@ -28,6 +28,7 @@ internal static partial class StateDictLoader
         try
         {
             load(model);
+            model.DropFloatArena();
             return model;
         }
         catch

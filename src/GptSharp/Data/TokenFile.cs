@@ -1,9 +1,11 @@
+using System.Runtime.CompilerServices;
 using System.Buffers.Binary;
 using System.IO.MemoryMappedFiles;
 using System.Runtime.Intrinsics;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using GptSharp.Tensors;
 using GptSharp.Tensors.IO;
 
 namespace GptSharp.Data;
@@ -125,39 +127,44 @@ public sealed unsafe class TokenFile : ITokenSequence, IDisposable
 
     /// <summary>
     /// The first index of <paramref name="ids"/> holding a value of at least <paramref name="limit"/>, or -1: four vectors per
-    /// iteration folded with max, then one compare (memory-bound, so the loop does as little as possible per byte).
+    /// block folded with max, then one compare (memory-bound, so the loop does as little as possible per byte).
     /// <paramref name="maxVectorBits"/> (512, 256 or 0) lets tests run the narrower paths on a wider machine.
     /// </summary>
-    internal static int FirstAtLeast(ReadOnlySpan<ushort> ids, ushort limit, int maxVectorBits = 512)
+    internal static unsafe int FirstAtLeast(ReadOnlySpan<ushort> ids, ushort limit, int maxVectorBits = 512)
     {
-        ref ushort start = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(ids);
-        int i = 0;
-        if (maxVectorBits >= 512 && Vector512.IsHardwareAccelerated)
+        var path = Gemm.BestPath;
+        if (maxVectorBits < 512 && path == Gemm.KernelPath.Vector512) path = Gemm.KernelPath.Vector256;
+        if (maxVectorBits < 256) path = Gemm.KernelPath.Scalar;
+        fixed (ushort* p = ids)
+            return (int)Simd.FindFirst(path, ids.Length, 4 * Vector256<ushort>.Count, 4 * Vector512<ushort>.Count, new AtLeastOp { Ids = p, Limit = limit });
+    }
+
+    private unsafe struct AtLeastOp : ISearchOp
+    {
+        public ushort* Ids;
+        public ushort Limit;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+
+        public readonly bool Matches(long i) => Ids[i] >= Limit;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+
+        public readonly bool Any256(long i)
         {
-            var bound = Vector512.Create(limit);
-            int width = Vector512<ushort>.Count;
-            for (; i <= ids.Length - 4 * width; i += 4 * width)
-            {
-                var m = Vector512.Max(Vector512.Max(Vector512.LoadUnsafe(ref start, (nuint)i), Vector512.LoadUnsafe(ref start, (nuint)(i + width))),
-                    Vector512.Max(Vector512.LoadUnsafe(ref start, (nuint)(i + 2 * width)), Vector512.LoadUnsafe(ref start, (nuint)(i + 3 * width))));
-                if (Vector512.GreaterThanOrEqualAny(m, bound)) break;
-            }
+            const int w = 16;
+            var m = Vector256.Max(Vector256.Max(Vector256.Load(Ids + i), Vector256.Load(Ids + i + w)), Vector256.Max(Vector256.Load(Ids + i + 2 * w), Vector256.Load(Ids + i + 3 * w)));
+            return Vector256.GreaterThanOrEqualAny(m, Vector256.Create(Limit));
         }
-        if (maxVectorBits >= 256 && Vector256.IsHardwareAccelerated)
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+
+        public readonly bool Any512(long i)
         {
-            var bound = Vector256.Create(limit);
-            int width = Vector256<ushort>.Count;
-            for (; i <= ids.Length - 4 * width; i += 4 * width)
-            {
-                var m = Vector256.Max(Vector256.Max(Vector256.LoadUnsafe(ref start, (nuint)i), Vector256.LoadUnsafe(ref start, (nuint)(i + width))),
-                    Vector256.Max(Vector256.LoadUnsafe(ref start, (nuint)(i + 2 * width)), Vector256.LoadUnsafe(ref start, (nuint)(i + 3 * width))));
-                if (Vector256.GreaterThanOrEqualAny(m, bound)) break;
-            }
+            const int w = 32;
+            var m = Vector512.Max(Vector512.Max(Vector512.Load(Ids + i), Vector512.Load(Ids + i + w)), Vector512.Max(Vector512.Load(Ids + i + 2 * w), Vector512.Load(Ids + i + 3 * w)));
+            return Vector512.GreaterThanOrEqualAny(m, Vector512.Create(Limit));
         }
-        // The tail, or the block the vectors flagged: find the exact index.
-        for (; i < ids.Length; i++)
-            if (ids[i] >= limit) return i;
-        return -1;
     }
 
     public void CopyTo(long start, Span<int> destination)

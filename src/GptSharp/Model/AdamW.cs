@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using GptSharp.Tensors;
@@ -28,9 +29,28 @@ public sealed unsafe class AdamW : IDisposable
         Beta1 = beta1;
         Beta2 = beta2;
         Eps = eps;
-        ExpAvg = _parameters.Select(p => new Tensor(p.Value.ShapeArray)).ToArray();
-        ExpAvgSq = _parameters.Select(p => new Tensor(p.Value.ShapeArray)).ToArray();
+        // One arena for the parameters (the model's own when given all of its parameters in order), and the two
+        // moments in its layout: every step is one loop over [0, N), every per-parameter tensor a view.
+        _arena = ParameterArena.Pack(_parameters);
+        _expAvg = new Tensor((int)Math.Max(1, _arena.Length));
+        _expAvgSq = new Tensor((int)Math.Max(1, _arena.Length));
+        ExpAvg = _parameters.Select(p => Tensor.View(_expAvg.Data + p.Offset, p.Value.ShapeArray)).ToArray();
+        ExpAvgSq = _parameters.Select(p => Tensor.View(_expAvgSq.Data + p.Offset, p.Value.ShapeArray)).ToArray();
     }
+
+    private readonly Tensor _expAvg, _expAvgSq;
+
+    /// <summary>The weights and gradients of <see cref="Parameters"/>, back to back in their order.</summary>
+    internal ParameterArena Arena => _arena.IsWhole ? _arena
+        : throw new InvalidOperationException("Some of this optimizer's parameters were disposed, quantized or handed to another optimizer: it cannot step them any more.");
+
+    private readonly ParameterArena _arena;
+
+    /// <summary><see cref="ExpAvg"/> of every parameter, in the layout of <see cref="Arena"/>.</summary>
+    internal Span<float> ExpAvgArena => new(_expAvg.Data, (int)_arena.Length);
+
+    /// <summary><see cref="ExpAvgSq"/> of every parameter, in the layout of <see cref="Arena"/>.</summary>
+    internal Span<float> ExpAvgSqArena => new(_expAvgSq.Data, (int)_arena.Length);
 
     /// <summary>Current learning rate; a schedule sets it before each step.</summary>
     public float LearningRate { get; set; }
@@ -52,43 +72,42 @@ public sealed unsafe class AdamW : IDisposable
     /// <summary>Second moments, one per parameter (<c>exp_avg_sq</c>).</summary>
     public Tensor[] ExpAvgSq { get; }
 
-    /// <summary>Sets every gradient to zero (the book's <c>optimizer.zero_grad()</c>).</summary>
-    public void ZeroGrad()
-    {
-        var chunks = FillChunks();
-        RowParallel.For(_chunkCount, ChunkSize, new ZeroGradKernel { Chunks = chunks });
-    }
+    /// <summary>Sets every gradient to zero (the book's <c>optimizer.zero_grad()</c>): one clear of the gradient arena.</summary>
+    public void ZeroGrad() => Simd.ParallelMap(Path, Arena.Length, 1, new ZeroOp { Data = Arena.Grads.Data });
 
     /// <summary>Updates every parameter from its gradient, in one fused pass over memory, split across <see cref="Workers"/>.</summary>
-    public unsafe void Step()
+    public void Step()
     {
         StepCount++;
-        var chunks = FillChunks();
-        RowParallel.For(_chunkCount, ChunkSize * 4L, new AdamWKernel { Chunks = chunks, Update = CurrentUpdate(1f) });
+        StepRange(0, Arena.Length, Arena.Grads.Data, 1f);
     }
 
     /// <summary>
     /// [distributed] Counts a step whose updates come as <see cref="StepRange"/> calls, one per part of the
-    /// parameters this rank owns (data-parallel sharding of the optimizer: each rank updates its share of every tensor).
+    /// arena this rank owns (data-parallel sharding of the optimizer: each rank updates its range).
     /// </summary>
     internal void BeginShardedStep() => StepCount++;
 
     /// <summary>
-    /// [distributed] The step of <see cref="BeginShardedStep"/> on elements [<paramref name="offset"/>, +<paramref name="length"/>)
-    /// of parameter <paramref name="parameter"/>, from the gradient at <paramref name="grad"/> times <paramref name="gradScale"/>
-    /// (the average over micro-batches: one float multiply, the very rounding of scaling the gradient first). Elementwise,
-    /// so the updated elements get the bits <see cref="Step"/> gives them.
+    /// The step on elements [<paramref name="offset"/>, +<paramref name="length"/>) of the <see cref="Arena"/>, from the
+    /// gradient at <paramref name="grad"/> times <paramref name="gradScale"/> ([distributed] the average over micro-batches:
+    /// one float multiply, the very rounding of scaling the gradient first). Elementwise, so the updated elements get the
+    /// bits <see cref="Step"/> gives them.
     /// </summary>
-    internal unsafe void StepRange(int parameter, long offset, int length, float* grad, float gradScale)
+    internal void StepRange(long offset, long length, float* grad, float gradScale)
     {
-        var kernel = new AdamWRangeKernel
-        {
-            Param = _parameters[parameter].Value.Data + offset, Grad = grad,
-            ExpAvg = ExpAvg[parameter].Data + offset, ExpAvgSq = ExpAvgSq[parameter].Data + offset,
-            Length = length, Update = CurrentUpdate(gradScale),
-        };
-        RowParallel.For((length + ChunkSize - 1) / ChunkSize, ChunkSize * 4L, kernel);
+        if (offset < 0 || length < 0 || offset + length > Arena.Length) throw new ArgumentOutOfRangeException(nameof(length));
+        var update = CurrentUpdate(gradScale);
+        update.P = Arena.Weights.Data + offset;
+        update.G = grad;
+        update.M = _expAvg.Data + offset;
+        update.V = _expAvgSq.Data + offset;
+        // Memory-bound (7 float streams per element): the range is cut into chunks that all threads share.
+        Simd.ParallelMap(Path, length, 4, update);
     }
+
+    /// <summary>The vector width of the step (tests run each).</summary>
+    internal Gemm.KernelPath Path { get; set; } = Gemm.BestPath;
 
     /// <summary>The scalars of the step <see cref="StepCount"/> at the current learning rate.</summary>
     private AdamWUpdate CurrentUpdate(float gradScale)
@@ -111,150 +130,70 @@ public sealed unsafe class AdamW : IDisposable
         };
     }
 
-    // The update is memory-bound (7 float streams per element), so every parameter is cut into
-    // fixed-size chunks that all threads share: one big embedding does not leave a core idle.
-    internal const int ChunkSize = 1 << 14;
-    private unsafe AdamWChunk* _chunks;
-    private int _chunkCount;
-
-    /// <summary>The chunk table, refilled from the current tensors on every call (cheap, and never stale).</summary>
-    private unsafe AdamWChunk* FillChunks()
+    private struct ZeroOp : IMapOp
     {
-        if (_chunks == null)
-        {
-            int count = 0;
-            foreach (var p in _parameters) count += checked((int)((p.Length + ChunkSize - 1) / ChunkSize));
-            _chunks = (AdamWChunk*)NativeMemory.Alloc((nuint)Math.Max(1, count), (nuint)sizeof(AdamWChunk));
-            _chunkCount = count;
-        }
-        int next = 0;
-        for (int i = 0; i < _parameters.Length; i++)
-        {
-            float* p = _parameters[i].Value.Data, g = _parameters[i].Grad.Data, m = ExpAvg[i].Data, v = ExpAvgSq[i].Data;
-            for (long offset = 0; offset < _parameters[i].Length; offset += ChunkSize)
-                _chunks[next++] = new AdamWChunk
-                {
-                    Param = p + offset, Grad = g + offset, ExpAvg = m + offset, ExpAvgSq = v + offset,
-                    Length = (int)Math.Min(ChunkSize, _parameters[i].Length - offset),
-                };
-        }
-        return _chunks;
+        public float* Data;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+
+        public readonly void Invoke(long i) => Data[i] = 0f;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public readonly void Invoke256(long i) => Vector256<float>.Zero.Store(Data + i);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public readonly void Invoke512(long i) => Vector512<float>.Zero.Store(Data + i);
     }
 
-    private unsafe struct AdamWChunk
-    {
-        public float* Param, Grad, ExpAvg, ExpAvgSq;
-        public int Length;
-    }
-
-    private unsafe struct ZeroGradKernel : IRangeKernel
-    {
-        public AdamWChunk* Chunks;
-
-        public readonly void Execute(int start, int end)
-        {
-            for (int c = start; c < end; c++) new Span<float>(Chunks[c].Grad, Chunks[c].Length).Clear();
-        }
-    }
-
-    private unsafe struct AdamWKernel : IRangeKernel
-    {
-        public AdamWChunk* Chunks;
-        public AdamWUpdate Update;
-
-        public readonly void Execute(int start, int end)
-        {
-            for (int c = start; c < end; c++)
-                Update.Apply(Chunks[c].Param, Chunks[c].Grad, Chunks[c].ExpAvg, Chunks[c].ExpAvgSq, Chunks[c].Length);
-        }
-    }
-
-    /// <summary>One contiguous range cut into <see cref="ChunkSize"/> chunks.</summary>
-    private unsafe struct AdamWRangeKernel : IRangeKernel
-    {
-        public float* Param, Grad, ExpAvg, ExpAvgSq;
-        public int Length;
-        public AdamWUpdate Update;
-
-        public readonly void Execute(int start, int end)
-        {
-            for (int c = start; c < end; c++)
-            {
-                int offset = c * ChunkSize;
-                Update.Apply(Param + offset, Grad + offset, ExpAvg + offset, ExpAvgSq + offset, Math.Min(ChunkSize, Length - offset));
-            }
-        }
-    }
-
-    private struct AdamWUpdate
+    /// <summary>The step's scalars, and the update of one element or vector of them (<see cref="Simd.Map{TOp}"/> runs it).</summary>
+    private struct AdamWUpdate : IMapOp
     {
         public float StepSize, BiasCorrection2Sqrt, Decay, Beta1, Beta2, OneMinusBeta1, OneMinusBeta2, Eps, GradScale;
+        public float* P, G, M, V;
 
-        public readonly unsafe void Apply(float* p, float* g, float* m, float* v, int n)
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+
+        public readonly void Invoke(long j)
         {
-            int j = 0;
-            if (Vector512.IsHardwareAccelerated)
-            {
-                var decay = Vector512.Create(Decay);
-                var b1 = Vector512.Create(Beta1);
-                var b2 = Vector512.Create(Beta2);
-                var c1 = Vector512.Create(OneMinusBeta1);
-                var c2 = Vector512.Create(OneMinusBeta2);
-                var bc2 = Vector512.Create(BiasCorrection2Sqrt);
-                var eps = Vector512.Create(Eps);
-                var stepSize = Vector512.Create(StepSize);
-                var gradScale = Vector512.Create(GradScale);
-                for (; j <= n - Vector512<float>.Count; j += Vector512<float>.Count)
-                {
-                    var gj = Vector512.Load(g + j) * gradScale;
-                    var mj = Vector512.Load(m + j) * b1 + c1 * gj;
-                    var vj = Vector512.Load(v + j) * b2 + c2 * gj * gj;
-                    mj.Store(m + j);
-                    vj.Store(v + j);
-                    var denom = Vector512.Sqrt(vj) / bc2 + eps;
-                    (Vector512.Load(p + j) * decay - stepSize * (mj / denom)).Store(p + j);
-                }
-            }
-            else if (Vector256.IsHardwareAccelerated)
-            {
-                var decay = Vector256.Create(Decay);
-                var b1 = Vector256.Create(Beta1);
-                var b2 = Vector256.Create(Beta2);
-                var c1 = Vector256.Create(OneMinusBeta1);
-                var c2 = Vector256.Create(OneMinusBeta2);
-                var bc2 = Vector256.Create(BiasCorrection2Sqrt);
-                var eps = Vector256.Create(Eps);
-                var stepSize = Vector256.Create(StepSize);
-                var gradScale = Vector256.Create(GradScale);
-                for (; j <= n - Vector256<float>.Count; j += Vector256<float>.Count)
-                {
-                    var gj = Vector256.Load(g + j) * gradScale;
-                    var mj = Vector256.Load(m + j) * b1 + c1 * gj;
-                    var vj = Vector256.Load(v + j) * b2 + c2 * gj * gj;
-                    mj.Store(m + j);
-                    vj.Store(v + j);
-                    var denom = Vector256.Sqrt(vj) / bc2 + eps;
-                    (Vector256.Load(p + j) * decay - stepSize * (mj / denom)).Store(p + j);
-                }
-            }
-            for (; j < n; j++)
-            {
-                // torch 1.13 _single_tensor_adamw: param.mul_(1 − lr·wd); exp_avg.mul_(β1).add_(g, alpha=1−β1);
-                // exp_avg_sq.mul_(β2).addcmul_(g, g, value=1−β2); param.addcdiv_(exp_avg, denom, value=−step_size)
-                float gj = g[j] * GradScale;
-                float mj = m[j] = m[j] * Beta1 + OneMinusBeta1 * gj;
-                float vj = v[j] = v[j] * Beta2 + OneMinusBeta2 * gj * gj;
-                float denom = MathF.Sqrt(vj) / BiasCorrection2Sqrt + Eps;
-                p[j] = p[j] * Decay - StepSize * (mj / denom);
-            }
+            // torch 1.13 _single_tensor_adamw: param.mul_(1 − lr·wd); exp_avg.mul_(β1).add_(g, alpha=1−β1);
+            // exp_avg_sq.mul_(β2).addcmul_(g, g, value=1−β2); param.addcdiv_(exp_avg, denom, value=−step_size)
+            float gj = G[j] * GradScale;
+            float mj = M[j] = M[j] * Beta1 + OneMinusBeta1 * gj;
+            float vj = V[j] = V[j] * Beta2 + OneMinusBeta2 * gj * gj;
+            float denom = MathF.Sqrt(vj) / BiasCorrection2Sqrt + Eps;
+            P[j] = P[j] * Decay - StepSize * (mj / denom);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+
+        public readonly void Invoke256(long j)
+        {
+            var gj = Vector256.Load(G + j) * Vector256.Create(GradScale);
+            var mj = Vector256.Load(M + j) * Vector256.Create(Beta1) + Vector256.Create(OneMinusBeta1) * gj;
+            var vj = Vector256.Load(V + j) * Vector256.Create(Beta2) + Vector256.Create(OneMinusBeta2) * gj * gj;
+            mj.Store(M + j);
+            vj.Store(V + j);
+            var denom = Vector256.Sqrt(vj) / Vector256.Create(BiasCorrection2Sqrt) + Vector256.Create(Eps);
+            (Vector256.Load(P + j) * Vector256.Create(Decay) - Vector256.Create(StepSize) * (mj / denom)).Store(P + j);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+
+        public readonly void Invoke512(long j)
+        {
+            var gj = Vector512.Load(G + j) * Vector512.Create(GradScale);
+            var mj = Vector512.Load(M + j) * Vector512.Create(Beta1) + Vector512.Create(OneMinusBeta1) * gj;
+            var vj = Vector512.Load(V + j) * Vector512.Create(Beta2) + Vector512.Create(OneMinusBeta2) * gj * gj;
+            mj.Store(M + j);
+            vj.Store(V + j);
+            var denom = Vector512.Sqrt(vj) / Vector512.Create(BiasCorrection2Sqrt) + Vector512.Create(Eps);
+            (Vector512.Load(P + j) * Vector512.Create(Decay) - Vector512.Create(StepSize) * (mj / denom)).Store(P + j);
         }
     }
 
-    public unsafe void Dispose()
+    public void Dispose()
     {
-        if (_chunks != null) NativeMemory.Free(_chunks);
-        _chunks = null;
         foreach (var t in ExpAvg) t.Dispose();
         foreach (var t in ExpAvgSq) t.Dispose();
+        _expAvg.Dispose();
+        _expAvgSq.Dispose();
     }
 }

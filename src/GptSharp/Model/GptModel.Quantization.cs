@@ -35,7 +35,17 @@ public sealed unsafe partial class GptModel
     {
         IsQuantized = true;
         foreach (var weight in LinearWeights()) weight.QuantizeInt8();
+        DropFloatArena();
         Eval();
+    }
+
+    /// <summary>
+    /// Once the linear weights are int8, the parameters still float32 (embeddings, LayerNorms, biases) move to an arena
+    /// of their own and the model's float32 arena, weights and gradients, is freed at once. Nothing when already done.
+    /// </summary>
+    internal void DropFloatArena()
+    {
+        if (IsQuantized) _ = ParameterArena.Pack(_parameters.Where(p => p.Int8 == null).ToList());
     }
 
     /// <summary>The weights of every linear layer, in <c>state_dict</c> order: what <see cref="QuantizeInt8"/> quantizes.</summary>
@@ -58,8 +68,9 @@ public sealed unsafe partial class GptModel
 
     /// <summary>
     /// Called by loaders once <paramref name="parameter"/> holds its final float32 values: with
-    /// <see cref="QuantizeWhileLoading"/>, a linear weight is quantized and its float32 memory freed at once,
-    /// so peak memory is the int8 model plus one float32 tensor, not the float32 model.
+    /// <see cref="QuantizeWhileLoading"/>, a linear weight is quantized at once and its pages of the float32 arena are
+    /// handed back to the OS (Linux; <see cref="ParameterArena.Detach"/>), so peak memory is the int8 model plus one
+    /// float32 tensor, not the float32 model. The loader then drops the arena whole (<see cref="DropFloatArena"/>).
     /// </summary>
     internal void WeightLoaded(Parameter parameter)
     {

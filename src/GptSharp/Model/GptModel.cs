@@ -10,6 +10,7 @@ namespace GptSharp.Model;
 public sealed partial class GptModel : IDisposable
 {
     private readonly List<Parameter> _parameters = new();
+    private readonly List<Action> _initializers = new();
 
     /// <summary>
     /// Builds the model and initializes it as PyTorch does by default, drawing from
@@ -44,6 +45,10 @@ public sealed partial class GptModel : IDisposable
         }
         FinalNorm = LayerNorm("final_norm", e);
         OutHead = Linear("out_head", e, v, false, generator).Weight;
+        // Every parameter declared: one allocation for all, then the initial values in the order PyTorch draws them.
+        _ = new ParameterArena(_parameters);
+        foreach (var initialize in _initializers) initialize();
+        _initializers.Clear();
         DropoutGenerator = generator ?? new FastRandom(0);
     }
 
@@ -82,18 +87,17 @@ public sealed partial class GptModel : IDisposable
     /// <summary>Total number of parameter elements (the book's <c>sum(p.numel() for p in model.parameters())</c>).</summary>
     public long ParameterCount => _parameters.Sum(p => p.Length);
 
-    private Parameter Add(Parameter p)
+    /// <summary>Declares a parameter, placed in the arena once all are declared, then initialized by <paramref name="initialize"/>.</summary>
+    private Parameter Add(string name, int[] shape, Action<Parameter>? initialize = null)
     {
+        var p = new Parameter(name, shape, standalone: false);
         _parameters.Add(p);
+        if (initialize != null) _initializers.Add(() => initialize(p));
         return p;
     }
 
-    private Parameter Embedding(string name, int count, int dim, IRandomGenerator? generator)
-    {
-        var p = Add(new Parameter(name, count, dim));
-        generator?.Normal(p.Value.Span, 0.0, 1.0);
-        return p;
-    }
+    private Parameter Embedding(string name, int count, int dim, IRandomGenerator? generator) =>
+        Add(name, [count, dim], generator == null ? null : p => generator.Normal(p.Value.Span, 0.0, 1.0));
 
     private LinearParameters Linear(string name, int inFeatures, int outFeatures, bool bias, IRandomGenerator? generator)
     {
@@ -105,22 +109,15 @@ public sealed partial class GptModel : IDisposable
         double weightBound = Math.Sqrt(3.0) * std;
         double biasBound = inFeatures > 0 ? 1 / Math.Sqrt(inFeatures) : 0;
 
-        var weight = Add(new Parameter(name + ".weight", outFeatures, inFeatures));
-        generator?.Uniform(weight.Value.Span, -weightBound, weightBound);
-        Parameter? b = null;
-        if (bias)
-        {
-            b = Add(new Parameter(name + ".bias", outFeatures));
-            generator?.Uniform(b.Value.Span, -biasBound, biasBound);
-        }
+        var weight = Add(name + ".weight", [outFeatures, inFeatures], generator == null ? null : p => generator.Uniform(p.Value.Span, -weightBound, weightBound));
+        var b = bias ? Add(name + ".bias", [outFeatures], generator == null ? null : p => generator.Uniform(p.Value.Span, -biasBound, biasBound)) : null;
         return new LinearParameters(weight, b);
     }
 
     private LayerNormParameters LayerNorm(string name, int dim)
     {
-        var scale = Add(new Parameter(name + ".scale", dim));
-        scale.Value.Span.Fill(1f);
-        var shift = Add(new Parameter(name + ".shift", dim));
+        var scale = Add(name + ".scale", [dim], p => p.Value.Span.Fill(1f));
+        var shift = Add(name + ".shift", [dim]);
         return new LayerNormParameters(scale, shift);
     }
 

@@ -793,35 +793,7 @@ public static unsafe class Gemm
     }
 
     /// <summary>dot(x, y) over float32 on the given vector width (also the int8 decode kernel's, on a dequantized row).</summary>
-    internal static float Dot(KernelPath path, float* x, float* y, int k)
-    {
-        int p = 0;
-        float sum = 0f;
-        if (path == KernelPath.Vector512)
-        {
-            Vector512<float> s0 = default, s1 = default;
-            for (; p + 32 <= k; p += 32)
-            {
-                s0 = Avx512F.FusedMultiplyAdd(Vector512.Load(x + p), Vector512.Load(y + p), s0);
-                s1 = Avx512F.FusedMultiplyAdd(Vector512.Load(x + p + 16), Vector512.Load(y + p + 16), s1);
-            }
-            for (; p + 16 <= k; p += 16) s0 = Avx512F.FusedMultiplyAdd(Vector512.Load(x + p), Vector512.Load(y + p), s0);
-            sum = Vector512.Sum(s0 + s1);
-        }
-        else if (path == KernelPath.Vector256)
-        {
-            Vector256<float> s0 = default, s1 = default;
-            for (; p + 16 <= k; p += 16)
-            {
-                s0 = Fma.MultiplyAdd(Vector256.Load(x + p), Vector256.Load(y + p), s0);
-                s1 = Fma.MultiplyAdd(Vector256.Load(x + p + 8), Vector256.Load(y + p + 8), s1);
-            }
-            for (; p + 8 <= k; p += 8) s0 = Fma.MultiplyAdd(Vector256.Load(x + p), Vector256.Load(y + p), s0);
-            sum = Vector256.Sum(s0 + s1);
-        }
-        for (; p < k; p++) sum += x[p] * y[p];
-        return sum;
-    }
+    internal static float Dot(KernelPath path, float* x, float* y, int k) => Simd.Reduce(path, k, new DotOp { X = x, Y = y });
 
     private static void SkinnyRowTimesB(ref Job job, float* arow, float* crow, int j0, int j1)
     {
@@ -912,5 +884,19 @@ public static unsafe class Gemm
 
         public static float* PackA(long floats) => ThreadScratch.Grow(ref t_packA, ref t_packACapacity, floats);
         public static float* PackB(long floats) => ThreadScratch.Grow(ref t_packB, ref t_packBCapacity, floats);
+    }
+
+    /// <summary>The terms x[i]·y[i] of a dot product, fused into the accumulator on the vector paths.</summary>
+    internal struct DotOp : IReduceOp
+    {
+        public float* X, Y;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+
+        public readonly float Invoke(float accumulator, long i) => accumulator + X[i] * Y[i];
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public readonly Vector256<float> Invoke(Vector256<float> accumulator, long i) => Fma.MultiplyAdd(Vector256.Load(X + i), Vector256.Load(Y + i), accumulator);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public readonly Vector512<float> Invoke(Vector512<float> accumulator, long i) => Avx512F.FusedMultiplyAdd(Vector512.Load(X + i), Vector512.Load(Y + i), accumulator);
     }
 }

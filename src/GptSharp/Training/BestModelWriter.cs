@@ -19,8 +19,8 @@ internal sealed class BestModelWriter : IDisposable
     private readonly string _path;
     private readonly GptModel _model;
     private readonly object _lock = new();
-    private Tensor[]? _writing; // read by the writer thread while _task runs
-    private Tensor[]? _next;    // filled by the training thread while a write is going
+    private WeightsCopy? _writing; // read by the writer thread while _task runs
+    private WeightsCopy? _next;    // filled by the training thread while a write is going
     private bool _nextPending;
     private Task? _task;
     private Exception? _failure;
@@ -72,7 +72,7 @@ internal sealed class BestModelWriter : IDisposable
             try
             {
                 var parameters = _model.Parameters();
-                SafeTensorsWriter.Write(_path, parameters.Select((p, i) => SafeTensorsEntry.Float32(p.Name, _writing![i])),
+                SafeTensorsWriter.Write(_path, parameters.Select((p, i) => SafeTensorsEntry.Float32(p.Name, _writing!.Views[i])),
                     ModelCheckpoint.Metadata(_model.Config, ModelCheckpoint.ModelKind));
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -92,10 +92,21 @@ internal sealed class BestModelWriter : IDisposable
         }
     }
 
-    private static void Copy(IReadOnlyList<Parameter> parameters, ref Tensor[]? into)
+    private static void Copy(IReadOnlyList<Parameter> parameters, ref WeightsCopy? into)
     {
-        into ??= parameters.Select(p => new Tensor(p.Value.ShapeArray)).ToArray();
-        for (int i = 0; i < parameters.Count; i++) into[i].CopyFrom(parameters[i].Value);
+        var arena = ParameterArena.Of(parameters);
+        into ??= new WeightsCopy(arena);
+        into.All.CopyFrom(arena.Weights);
+    }
+
+    /// <summary>A copy of the weight arena (one memcpy), with a view of it per parameter for the writer.</summary>
+    private sealed unsafe class WeightsCopy(ParameterArena arena) : IDisposable
+    {
+        public Tensor All { get; } = new(arena.Weights.ShapeArray);
+
+        public Tensor[] Views => field ??= arena.Parameters.Select(p => Tensor.View(All.Data + p.Offset, p.Value.ShapeArray)).ToArray();
+
+        public void Dispose() => All.Dispose();
     }
 
     public void Dispose()
@@ -107,7 +118,7 @@ internal sealed class BestModelWriter : IDisposable
             task?.Wait();
         }
         catch (AggregateException) { } // disposing after a failed run: the failure was reported (or is moot)
-        foreach (var t in _writing ?? []) t.Dispose();
-        foreach (var t in _next ?? []) t.Dispose();
+        _writing?.Dispose();
+        _next?.Dispose();
     }
 }

@@ -84,10 +84,10 @@ public sealed class DataParallel : IDisposable
     /// <summary>
     /// The optimizer step of a training step: the gradients summed over the ranks, averaged over the step's
     /// <paramref name="microBatches"/>, clipped to <paramref name="gradClip"/> (0 = off), then AdamW. One process does
-    /// exactly that, in that order. N ranks shard the optimizer (ZeRO stage 1): each slice of every gradient is
-    /// reduce-scattered, each rank updates its block of the weights (and of the moments, which only it keeps current),
-    /// and the updated weights are all-gathered: the bytes of one all-reduce, and 1/N of the AdamW work on each rank.
-    /// AdamW is elementwise, so every weight gets the bits one process would give it from the same gradient sum.
+    /// exactly that, in that order. N ranks shard the optimizer (ZeRO stage 1): the gradient arena is reduce-scattered
+    /// slice by slice, each rank updates its block of every slice of the weights (and of the moments, which only it keeps
+    /// current), and the updated weights are all-gathered: the bytes of one all-reduce, and 1/N of the AdamW work on each
+    /// rank. AdamW is elementwise, so every weight gets the bits one process would give it from the same gradient sum.
     /// </summary>
     public void OptimizerStep(AdamW optimizer, int microBatches, double gradClip)
     {
@@ -113,8 +113,7 @@ public sealed class DataParallel : IDisposable
             LastStep = LastStep with { ReduceSeconds = Stopwatch.GetElapsedTime(start).TotalSeconds };
         }
         optimizer.BeginShardedStep();
-        for (int i = 0; i < parameters.Count; i++)
-            ShardedUpdate(optimizer, i, reduce: gradClip <= 0, averaging);
+        ShardedUpdate(optimizer, reduce: gradClip <= 0, averaging);
     }
 
     /// <summary>Seconds of the last <see cref="OptimizerStep"/> on N ranks spent summing gradients (reduce-scatter, or the
@@ -127,45 +126,53 @@ public sealed class DataParallel : IDisposable
     private float[]? _reducedBlock;
 
     /// <summary>
-    /// The block length of the slice of a tensor of <paramref name="length"/> elements that starts at <paramref name="offset"/>:
-    /// slices are N blocks of at most <see cref="SliceElements"/> / N, then a tail of fewer than N elements (block length 0)
-    /// that every rank reduces and updates whole. The next slice starts at <see cref="NextSlice"/>.
+    /// The slices of the arena, [offset, offset + block × N): N blocks of at most <see cref="SliceElements"/> / N each, then
+    /// a tail of fewer than N elements (block length 0) that every rank reduces and updates whole.
     /// </summary>
-    private int BlockAt(long length, long offset) => (int)(Math.Min(SliceElements / WorldSize * WorldSize, length - offset) / WorldSize);
-
-    private long NextSlice(long length, long offset, int block) => block > 0 ? offset + (long)block * WorldSize : length;
-
-    private unsafe void ShardedUpdate(AdamW optimizer, int index, bool reduce, float averaging)
+    private IEnumerable<(long Offset, int Block)> Slices(long length)
     {
-        var parameter = optimizer.Parameters[index];
-        Span<float> grad = parameter.Grad.Span, value = parameter.Value.Span;
-        for (long offset = 0, length = parameter.Length; offset < length; offset = NextSlice(length, offset, BlockAt(length, offset)))
+        for (long offset = 0; offset < length;)
         {
-            int block = BlockAt(length, offset);
+            int block = (int)(Math.Min(SliceElements / WorldSize * WorldSize, length - offset) / WorldSize);
+            yield return (offset, block);
+            offset = block > 0 ? offset + (long)block * WorldSize : length;
+        }
+    }
+
+    private unsafe void ShardedUpdate(AdamW optimizer, bool reduce, float averaging)
+    {
+        var arena = optimizer.Arena;
+        float* grad = arena.Grads.Data, value = arena.Weights.Data;
+        foreach (var (offset, block) in Slices(arena.Length))
+        {
             long t0 = Stopwatch.GetTimestamp();
             if (block == 0)
             {
                 // The tail (fewer elements than ranks): summed whole, updated by every rank alike.
-                var tail = grad[(int)offset..];
-                if (reduce) _group.AllReduceSum(tail);
+                int tail = (int)(arena.Length - offset);
+                if (reduce) _group.AllReduceSum(new Span<float>(grad + offset, tail));
                 long t1 = Stopwatch.GetTimestamp();
-                fixed (float* g = tail) optimizer.StepRange(index, offset, tail.Length, g, averaging);
+                optimizer.StepRange(offset, tail, grad + offset, averaging);
                 LastStep = LastStep.Add(Stopwatch.GetElapsedTime(t0, t1), Stopwatch.GetElapsedTime(t1), TimeSpan.Zero);
                 continue;
             }
             long mine = offset + (long)Rank * block;
-            Span<float> sum;
+            long reduced;
             if (reduce)
             {
                 _reducedBlock ??= new float[SliceElements / WorldSize];
-                sum = _reducedBlock.AsSpan(0, block);
-                _group.ReduceScatterSum(grad.Slice((int)offset, block * WorldSize), sum);
+                var sum = _reducedBlock.AsSpan(0, block);
+                _group.ReduceScatterSum(new ReadOnlySpan<float>(grad + offset, block * WorldSize), sum);
+                reduced = Stopwatch.GetTimestamp();
+                fixed (float* g = sum) optimizer.StepRange(mine, block, g, averaging);
             }
-            else sum = grad.Slice((int)mine, block);
-            long reduced = Stopwatch.GetTimestamp();
-            fixed (float* g = sum) optimizer.StepRange(index, mine, block, g, averaging);
+            else
+            {
+                reduced = Stopwatch.GetTimestamp();
+                optimizer.StepRange(mine, block, grad + mine, averaging);
+            }
             long updated = Stopwatch.GetTimestamp();
-            _group.AllGather(value.Slice((int)offset, block * WorldSize));
+            _group.AllGather(new Span<float>(value + offset, block * WorldSize));
             LastStep = LastStep.Add(Stopwatch.GetElapsedTime(t0, reduced), Stopwatch.GetElapsedTime(reduced, updated), Stopwatch.GetElapsedTime(updated));
         }
     }
@@ -178,24 +185,22 @@ public sealed class DataParallel : IDisposable
     public void GatherOptimizerState(AdamW optimizer)
     {
         if (!IsDistributed) return;
-        for (int i = 0; i < optimizer.Parameters.Count; i++)
-            for (long offset = 0, length = optimizer.Parameters[i].Length; offset < length; offset = NextSlice(length, offset, BlockAt(length, offset)))
-            {
-                int block = BlockAt(length, offset);
-                if (block == 0) continue; // the tail is current on every rank
-                _group.AllGather(optimizer.ExpAvg[i].Span.Slice((int)offset, block * WorldSize));
-                _group.AllGather(optimizer.ExpAvgSq[i].Span.Slice((int)offset, block * WorldSize));
-            }
+        foreach (var (offset, block) in Slices(optimizer.Arena.Length))
+        {
+            if (block == 0) continue; // the tail is current on every rank
+            _group.AllGather(optimizer.ExpAvgArena.Slice((int)offset, block * WorldSize));
+            _group.AllGather(optimizer.ExpAvgSqArena.Slice((int)offset, block * WorldSize));
+        }
     }
 
     /// <summary>
-    /// Sums every gradient over the ranks, in place, one collective per parameter tensor (the largest, the token
-    /// embedding's, is far below MPI's int count limit). The caller then scales by 1/micro-batches as one process does.
+    /// Sums every gradient over the ranks, in place: one collective over the gradient arena (the process group cuts it
+    /// into slices). The caller then scales by 1/micro-batches as one process does.
     /// </summary>
     public void SumGradients(IReadOnlyList<Parameter> parameters)
     {
         if (!IsDistributed) return;
-        foreach (var p in parameters) _group.AllReduceSum(p.Grad.Span);
+        _group.AllReduceSum(ParameterArena.Of(parameters).GradSpan);
     }
 
     /// <summary>
@@ -230,7 +235,10 @@ public sealed class DataParallel : IDisposable
     public void BroadcastParameters(GptModel model)
     {
         if (!IsDistributed) return;
-        foreach (var p in model.Parameters()) _group.Broadcast(MemoryMarshal.AsBytes(p.Value.Span), 0);
+        // In pieces of 1 GiB: a span of bytes cannot hold a large model's weights.
+        var weights = ParameterArena.Of(model.Parameters()).WeightSpan;
+        for (int offset = 0; offset < weights.Length; offset += 1 << 28)
+            _group.Broadcast(MemoryMarshal.AsBytes(weights.Slice(offset, Math.Min(1 << 28, weights.Length - offset))), 0);
         VerifyIdentical(model, "after the broadcast of the initial weights");
     }
 
@@ -271,13 +279,15 @@ public sealed class DataParallel : IDisposable
         return Enumerable.Range(0, WorldSize).Where(r => differs[r] > 0).ToArray();
     }
 
-    /// <summary>A 64-bit FNV-style hash of the bits of every tensor, in order (deterministic across processes, unlike HashCode).</summary>
+    /// <summary>A 64-bit FNV-style hash of the bits of the weight arena (deterministic across processes, unlike HashCode).</summary>
     public static ulong Checksum(IReadOnlyList<Parameter> parameters)
     {
         ulong hash = 14695981039346656037UL;
-        foreach (var p in parameters)
-            foreach (ulong word in MemoryMarshal.Cast<float, ulong>(p.Value.Span))
-                hash = (hash ^ word) * 1099511628211UL;
+        var weights = ParameterArena.Of(parameters).WeightSpan;
+        foreach (ulong word in MemoryMarshal.Cast<float, ulong>(weights))
+            hash = (hash ^ word) * 1099511628211UL;
+        if (weights.Length % 2 == 1)
+            hash = (hash ^ BitConverter.SingleToUInt32Bits(weights[^1])) * 1099511628211UL;
         return hash;
     }
 

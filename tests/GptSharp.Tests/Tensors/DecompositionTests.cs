@@ -80,7 +80,6 @@ public unsafe class DecompositionTests
     {
         long parameters = 0;
         foreach (var shape in GptModelParameterShapes()) parameters += shape;
-        int adamChunks = checked((int)((parameters + AdamW.ChunkSize - 1) / AdamW.ChunkSize)); // a lower bound: chunks never straddle tensors
         var kernels = new (string Name, int Count, long WorkPerItem)[]
         {
             ("embedding forward", Rows, Channels),
@@ -89,11 +88,12 @@ public unsafe class DecompositionTests
             ("layernorm dx", Rows, Channels * 6L),
             ("layernorm dscale/dshift (column blocks)", Channels / Kernels.ColumnBlock, (long)Rows * Kernels.ColumnBlock * 3),
             ("bias gradient of 768 (column blocks)", Channels / Kernels.ColumnBlock, (long)Rows * Kernels.ColumnBlock),
-            ("gelu", Kernels.Chunks((long)Rows * Hidden), Kernels.ElementChunk * 4),
-            ("residual / dropout multiply", Kernels.Chunks((long)Rows * Channels), Kernels.ElementChunk),
+            ("gelu", Simd.Chunks((long)Rows * Hidden), Simd.ElementChunk * 4),
+            ("residual / dropout multiply", Simd.Chunks((long)Rows * Channels), Simd.ElementChunk),
             ("cross-entropy", Rows, Vocab * 4L),
             ("attention items", new Kernels.AttentionItems(Batch * Heads, Seq).Count, new Kernels.AttentionItems(Batch * Heads, Seq).WorkPerItem(Channels / Heads)),
-            ("adamw / zero_grad", adamChunks, AdamW.ChunkSize),
+            ("adamw (one loop over the parameter arena)", Simd.Chunks(parameters), Simd.ElementChunk * 4L),
+            ("zero_grad (one clear of the gradient arena)", Simd.Chunks(parameters), Simd.ElementChunk),
         };
         foreach (var (name, count, work) in kernels)
         {

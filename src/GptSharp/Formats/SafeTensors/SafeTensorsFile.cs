@@ -330,7 +330,7 @@ public sealed class SafeTensorsEntry
     }
 }
 
-/// <summary>Writes safetensors files atomically, streaming each tensor from its own buffer.</summary>
+/// <summary>Writes safetensors files atomically, streaming the tensors from their buffers (adjacent ones as one run).</summary>
 public static class SafeTensorsWriter
 {
     public static void Write(string path, IEnumerable<SafeTensorsEntry> tensors, IReadOnlyDictionary<string, string>? metadata = null)
@@ -349,21 +349,41 @@ public static class SafeTensorsWriter
             BinaryPrimitives.WriteUInt64LittleEndian(length, (ulong)header.Length);
             stream.Write(length);
             stream.Write(header);
-            foreach (var t in ordered)
-            {
-                if (t.Floats is not null) WriteFloats(stream, t.Floats);
-                else if (t.Fill is not null) WriteComputed(stream, t);
-                else if (t.Int8Values is not null) WriteInt8(stream, t.Int8Values);
-                else WriteLongs(stream, t.Longs!);
-            }
+            WriteData(stream, ordered);
         }, unbuffered: true);
     }
 
-    /// <summary>Writes the tensor's bytes from its native buffer in chunks (a span is limited to 2 GiB).</summary>
-    internal static unsafe void WriteFloats(Stream stream, Tensors.Tensor tensor)
+    /// <summary>
+    /// The tensors' bytes in order. Float32 tensors that lie back to back in memory (a model's parameter arena, an
+    /// optimizer's moments) go out as one run, so a model is streamed in one piece rather than tensor by tensor.
+    /// </summary>
+    private static unsafe void WriteData(Stream stream, List<SafeTensorsEntry> ordered)
     {
-        if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("Checkpoint files are little-endian; big-endian hosts are not supported.");
-        WriteBytes(stream, (byte*)tensor.Data, tensor.Length * sizeof(float));
+        byte* run = null;
+        long runBytes = 0;
+        foreach (var t in ordered)
+        {
+            if (t.Floats is not null)
+            {
+                byte* start = (byte*)t.Floats.Data;
+                if (run != null && run + runBytes == start)
+                {
+                    runBytes += t.Floats.Length * sizeof(float);
+                    continue;
+                }
+                WriteFloats(stream, run, runBytes);
+                run = start;
+                runBytes = t.Floats.Length * sizeof(float);
+                continue;
+            }
+            WriteFloats(stream, run, runBytes);
+            run = null;
+            runBytes = 0;
+            if (t.Fill is not null) WriteComputed(stream, t);
+            else if (t.Int8Values is not null) WriteInt8(stream, t.Int8Values);
+            else WriteLongs(stream, t.Longs!);
+        }
+        WriteFloats(stream, run, runBytes);
     }
 
     private static void WriteComputed(Stream stream, SafeTensorsEntry entry)
@@ -382,6 +402,16 @@ public static class SafeTensorsWriter
             System.Buffers.ArrayPool<float>.Shared.Return(buffer);
         }
     }
+
+    private static unsafe void WriteFloats(Stream stream, byte* p, long bytes)
+    {
+        if (bytes == 0) return;
+        if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("Checkpoint files are little-endian; big-endian hosts are not supported.");
+        WriteBytes(stream, p, bytes);
+    }
+
+    /// <summary>Writes the tensor's bytes from its native buffer in chunks (a span is limited to 2 GiB).</summary>
+    internal static unsafe void WriteFloats(Stream stream, Tensors.Tensor tensor) => WriteFloats(stream, (byte*)tensor.Data, tensor.Length * sizeof(float));
 
     private static unsafe void WriteInt8(Stream stream, Tensors.Int8Matrix matrix) => WriteBytes(stream, (byte*)matrix.Values, matrix.ValueBytes);
 

@@ -24,27 +24,10 @@ public static unsafe partial class Kernels
     }
 
     /// <summary>output = input * mask (output may alias input): PyTorch's <c>input * noise</c>.</summary>
-    public static void DropoutForward(float* output, float* input, float* mask, long n)
-    {
-        RowParallel.For(Chunks(n), ElementChunk, new MultiplyKernel { Output = output, A = input, B = mask, Length = n });
-    }
+    public static void DropoutForward(float* output, float* input, float* mask, long n) =>
+        Simd.ParallelMap(Gemm.BestPath, n, 1, new ElementwiseOp<Multiply> { Output = output, A = input, B = mask });
 
     /// <summary>dInput = dOutput * mask (dInput may alias dOutput): the kept elements pass their gradient, rescaled.</summary>
-    public static void DropoutBackward(float* dInput, float* dOutput, float* mask, long n)
-    {
-        RowParallel.For(Chunks(n), ElementChunk, new MultiplyKernel { Output = dInput, A = dOutput, B = mask, Length = n });
-    }
-
-    private struct MultiplyKernel : IRangeKernel
-    {
-        public float* Output, A, B;
-        public long Length;
-
-        public readonly void Execute(int start, int end)
-        {
-            var (first, count) = ChunkSpan(start, end, Length);
-            TensorPrimitives.Multiply(new ReadOnlySpan<float>(A + first, count), new ReadOnlySpan<float>(B + first, count),
-                new Span<float>(Output + first, count));
-        }
-    }
+    public static void DropoutBackward(float* dInput, float* dOutput, float* mask, long n) =>
+        Simd.ParallelMap(Gemm.BestPath, n, 1, new ElementwiseOp<Multiply> { Output = dInput, A = dOutput, B = mask });
 }

@@ -72,35 +72,22 @@ public static unsafe partial class Kernels
     }
 
     /// <summary>Writes one int8 row (value · its block's scale) as float32.</summary>
-    internal static void DequantizeInt8Row(KernelPath path, sbyte* values, float* scales, int columns, float* destination)
+    internal static void DequantizeInt8Row(KernelPath path, sbyte* values, float* scales, int columns, float* destination) =>
+        Simd.Map(path, 0, columns, new DequantizeOp { Values = values, Scales = scales, Destination = destination });
+
+    /// <summary>value · scale of its block; a vector (16 or 8 lanes) never straddles a block of 32.</summary>
+    private struct DequantizeOp : IMapOp
     {
-        int full = columns / Int8Matrix.BlockSize;
-        int b = 0;
-        if (path == KernelPath.Vector512)
-        {
-            for (; b < full; b++)
-            {
-                sbyte* q = values + b * Int8Matrix.BlockSize;
-                float* d = destination + b * Int8Matrix.BlockSize;
-                var scale = Vector512.Create(scales[b]);
-                Vector512.Store(Widen512(q) * scale, d);
-                Vector512.Store(Widen512(q + 16) * scale, d + 16);
-            }
-        }
-        else if (path == KernelPath.Vector256)
-        {
-            for (; b < full; b++)
-            {
-                sbyte* q = values + b * Int8Matrix.BlockSize;
-                float* d = destination + b * Int8Matrix.BlockSize;
-                var scale = Vector256.Create(scales[b]);
-                Vector256.Store(Widen256(q) * scale, d);
-                Vector256.Store(Widen256(q + 8) * scale, d + 8);
-                Vector256.Store(Widen256(q + 16) * scale, d + 16);
-                Vector256.Store(Widen256(q + 24) * scale, d + 24);
-            }
-        }
-        for (int p = b * Int8Matrix.BlockSize; p < columns; p++) destination[p] = values[p] * scales[p / Int8Matrix.BlockSize];
+        public sbyte* Values;
+        public float* Scales, Destination;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+
+        public readonly void Invoke(long i) => Destination[i] = Values[i] * Scales[i / Int8Matrix.BlockSize];
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public readonly void Invoke256(long i) => (Widen256(Values + i) * Vector256.Create(Scales[i / Int8Matrix.BlockSize])).Store(Destination + i);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public readonly void Invoke512(long i) => (Widen512(Values + i) * Vector512.Create(Scales[i / Int8Matrix.BlockSize])).Store(Destination + i);
     }
 
     /// <summary>16 int8 values as float32 (sign-extend, convert).</summary>

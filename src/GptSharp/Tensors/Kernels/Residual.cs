@@ -1,4 +1,7 @@
+using System.Runtime.CompilerServices;
 using System.Numerics.Tensors;
+using System.Runtime.Intrinsics;
+using KernelPath = GptSharp.Tensors.Gemm.KernelPath;
 
 namespace GptSharp.Tensors;
 
@@ -9,12 +12,12 @@ public static unsafe partial class Kernels
     /// Its backward is the identity into both branches, so the model passes the residual stream's
     /// gradient straight on (<see cref="ResidualBackward"/> spells it out for the tests).
     /// </summary>
-    public static void ResidualForward(float* output, float* a, float* b, long n)
-    {
-        RowParallel.For(Chunks(n), ElementChunk, new ResidualForwardKernel { Output = output, A = a, B = b, Length = n });
-    }
+    public static void ResidualForward(float* output, float* a, float* b, long n) => ResidualForward(Gemm.BestPath, output, a, b, n);
 
-    /// <summary>Backward of <see cref="ResidualForward"/>: dA += dOutput, dB += dOutput.</summary>
+    internal static void ResidualForward(KernelPath path, float* output, float* a, float* b, long n) =>
+        Simd.ParallelMap(path, n, 1, new ElementwiseOp<Add> { Output = output, A = a, B = b });
+
+    /// <summary>Backward of <see cref="ResidualForward(float*, float*, float*, long)"/>: dA += dOutput, dB += dOutput.</summary>
     public static void ResidualBackward(float* dA, float* dB, float* dOutput, long n)
     {
         var d = new ReadOnlySpan<float>(dOutput, checked((int)n));
@@ -24,28 +27,45 @@ public static unsafe partial class Kernels
         TensorPrimitives.Add(b, d, b);
     }
 
-    /// <summary>Elementwise kernels split their elements into chunks of this size.</summary>
-    internal const int ElementChunk = 4096;
-
-    internal static int Chunks(long n) => checked((int)((n + ElementChunk - 1) / ElementChunk));
-
-    /// <summary>First element and element count of chunks [start, end) of <paramref name="n"/> elements.</summary>
-    internal static (long First, int Count) ChunkSpan(int start, int end, long n)
+    /// <summary>A binary arithmetic operator on each width (TensorPrimitives' operator structs).</summary>
+    private interface IBinaryOperator
     {
-        long first = (long)start * ElementChunk;
-        return (first, (int)Math.Min((long)(end - start) * ElementChunk, n - first));
+        static abstract float Invoke(float x, float y);
+        static abstract Vector256<float> Invoke(Vector256<float> x, Vector256<float> y);
+        static abstract Vector512<float> Invoke(Vector512<float> x, Vector512<float> y);
     }
 
-    private struct ResidualForwardKernel : IRangeKernel
+    private readonly struct Add : IBinaryOperator
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static float Invoke(float x, float y) => x + y;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<float> Invoke(Vector256<float> x, Vector256<float> y) => x + y;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Invoke(Vector512<float> x, Vector512<float> y) => x + y;
+    }
+
+    private readonly struct Multiply : IBinaryOperator
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static float Invoke(float x, float y) => x * y;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<float> Invoke(Vector256<float> x, Vector256<float> y) => x * y;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Invoke(Vector512<float> x, Vector512<float> y) => x * y;
+    }
+
+    /// <summary>output = a ∘ b element by element (output may alias either input): the residual sum and dropout's masking.</summary>
+    private struct ElementwiseOp<TOperator> : IMapOp where TOperator : struct, IBinaryOperator
     {
         public float* Output, A, B;
-        public long Length;
 
-        public readonly void Execute(int start, int end)
-        {
-            var (first, count) = ChunkSpan(start, end, Length);
-            TensorPrimitives.Add(new ReadOnlySpan<float>(A + first, count), new ReadOnlySpan<float>(B + first, count),
-                new Span<float>(Output + first, count));
-        }
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+
+        public readonly void Invoke(long i) => Output[i] = TOperator.Invoke(A[i], B[i]);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public readonly void Invoke256(long i) => TOperator.Invoke(Vector256.Load(A + i), Vector256.Load(B + i)).Store(Output + i);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public readonly void Invoke512(long i) => TOperator.Invoke(Vector512.Load(A + i), Vector512.Load(B + i)).Store(Output + i);
     }
 }
