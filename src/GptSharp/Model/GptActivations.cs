@@ -20,7 +20,9 @@ internal sealed class GptActivations : IDisposable
         ForTraining = forTraining;
         int layers = config.Layers, c = config.EmbeddingDim, hidden = config.HiddenDim, v = config.VocabSize;
         int rows = batchCapacity * seqCapacity;
-        int weights = checked(batchCapacity * config.Heads * seqCapacity * seqCapacity);
+        int headRows = checked(batchCapacity * config.Heads * seqCapacity);
+        // Dropout on the attention weights: one bit per weight (GPT-2's 1024 tokens: 1.5 MB per sequence and layer).
+        long maskWords = checked((long)headRows * Kernels.DropoutBitWords(seqCapacity));
         bool dropout = config.DropRate > 0;
         int copies = forTraining ? layers : 1;
 
@@ -32,10 +34,9 @@ internal sealed class GptActivations : IDisposable
         Query = PerBlock(layers, copies, rows * c);
         Key = PerBlock(layers, copies, rows * c);
         Value = PerBlock(layers, copies, rows * c);
-        AttentionWeights = PerBlock(layers, copies, weights);
-        AttentionMask = dropout ? PerBlock(layers, copies, weights) : null;
-        // Forward-only scratch: backward recomputes the dropped weights from the weights and the mask.
-        DroppedAttentionWeights = dropout ? New(weights) : null;
+        // The fused attention keeps no [seq, seq] weights: backward recomputes them from each row's max and 1/sum.
+        AttentionRowStats = forTraining ? PerBlock(layers, layers, 2L * headRows) : null;
+        AttentionMask = dropout ? PerBlock(layers, copies, maskWords) : null;
         Context = PerBlock(layers, copies, rows * c);
         AttentionShortcutMask = dropout ? PerBlock(layers, copies, rows * c) : null;
         // Inference folds the block's residual stream in place: x += attn(...); x += ff(...).
@@ -65,7 +66,7 @@ internal sealed class GptActivations : IDisposable
             DKey = New(rows * c);
             DValue = New(rows * c);
             DHidden = New(rows * hidden);
-            DAttentionWeights = New(weights);
+            AttentionRowDots = New(headRows);
         }
     }
 
@@ -73,17 +74,21 @@ internal sealed class GptActivations : IDisposable
     public int SeqCapacity { get; }
     public bool ForTraining { get; }
 
-    public Tensor[] Residual, Ln1, Ln1Mean, Ln1Rstd, Query, Key, Value, AttentionWeights, Context, Residual2,
+    public Tensor[] Residual, Ln1, Ln1Mean, Ln1Rstd, Query, Key, Value, Context, Residual2,
         Ln2, Ln2Mean, Ln2Rstd, FeedForwardHidden;
-    public Tensor[]? AttentionMask, AttentionShortcutMask, FeedForwardShortcutMask;
-    public Tensor? EmbeddingMask, DroppedAttentionWeights;
+    /// <summary>Per block: the attention rows' softmax max and 1/sum [batch, heads, seq, 2] (training set only).</summary>
+    public Tensor[]? AttentionRowStats;
+    /// <summary>Per block: the attention dropout mask as bits (<see cref="Kernels.DropoutMaskBits"/>), stored in a float tensor's memory.</summary>
+    public Tensor[]? AttentionMask;
+    public Tensor[]? AttentionShortcutMask, FeedForwardShortcutMask;
+    public Tensor? EmbeddingMask;
     public Tensor FeedForwardGelu;
     /// <summary>Output of out_proj or of the second FF layer before its shortcut dropout (not needed by backward).</summary>
     public Tensor Projection;
     public Tensor FinalNorm, FinalNormMean, FinalNormRstd, LogitsStorage;
 
     // Gradient scratch, shared by all blocks (training set only).
-    public Tensor? DLogits, DResidual, DLn, DProjection, DContext, DQuery, DKey, DValue, DHidden, DAttentionWeights;
+    public Tensor? DLogits, DResidual, DLn, DProjection, DContext, DQuery, DKey, DValue, DHidden, AttentionRowDots;
 
     /// <summary>The logits of the last forward, as a [batch, seq, vocab] view; recreated only when the shape changes.</summary>
     public Tensor? LogitsView;

@@ -65,8 +65,8 @@ public sealed unsafe partial class GptModel
             }
             Kernels.LinearBackward(dCtx, block.OutProj.Weight.Grad.Data, block.OutProj.Bias!.Grad.Data, dOut,
                 a.Context[l].Data, block.OutProj.Weight.Value.Data, rows, c, c, accumulateInput: false);
-            Kernels.AttentionBackward(dq, dk, dv, a.DAttentionWeights!.Data, dCtx, a.AttentionWeights[l].Data,
-                dropout ? a.AttentionMask![l].Data : null,
+            Kernels.AttentionBackward(dq, dk, dv, a.AttentionRowDots!.Data, dCtx, a.AttentionRowStats![l].Data,
+                dropout ? (uint*)a.AttentionMask![l].Data : null, dropout ? Kernels.DropoutScale(DropRateAsDouble) : 0f,
                 a.Query[l].Data, a.Key[l].Data, a.Value[l].Data, batch, seq, c, heads);
             float* ln1 = a.Ln1[l].Data;
             Kernels.LinearBackward(dLn, block.Query.Weight.Grad.Data, BiasGrad(block.Query), dq, ln1, block.Query.Weight.Value.Data, rows, c, c, accumulateInput: false);

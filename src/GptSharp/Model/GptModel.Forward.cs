@@ -129,8 +129,9 @@ public sealed unsafe partial class GptModel
         int c = Config.EmbeddingDim, hidden = Config.HiddenDim, heads = Config.Heads, vocab = Config.VocabSize;
         int rows = batch * seq;
         long n = (long)rows * c;
-        long weightCount = (long)batch * heads * seq * seq;
+        int headRows = batch * heads * seq;
         double p = DropRateAsDouble;
+        float dropScale = dropout ? Kernels.DropoutScale(p) : 0f;
         var rng = DropoutGenerator;
 
         // x = drop_emb(tok_emb(in_idx) + pos_emb(arange(seq_len)))
@@ -155,15 +156,15 @@ public sealed unsafe partial class GptModel
             Linear(q, ln1, block.Query, rows, c, c);
             Linear(k, ln1, block.Key, rows, c, c);
             Linear(v, ln1, block.Value, rows, c, c);
-            float* attMask = null, dropped = null;
+            uint* attMask = null;
             if (dropout)
             {
-                // One bernoulli_ over the whole [batch, heads, seq, seq] weights tensor, in its memory order.
-                attMask = a.AttentionMask![l].Data;
-                dropped = a.DroppedAttentionWeights!.Data;
-                Kernels.DropoutMask(attMask, weightCount, p, rng);
+                // One bernoulli_ over the whole [batch, heads, seq, seq] weights tensor, in its memory order, kept as bits.
+                attMask = (uint*)a.AttentionMask![l].Data;
+                Kernels.DropoutMaskBits(attMask, headRows, seq, p, rng);
             }
-            Kernels.AttentionForward(ctx, a.AttentionWeights[l].Data, dropped, attMask, q, k, v, batch, seq, c, heads);
+            float* rowStats = a.AttentionRowStats != null ? a.AttentionRowStats[l].Data : null;
+            Kernels.AttentionForward(ctx, rowStats, attMask, dropScale, q, k, v, batch, seq, c, heads);
             Linear(proj, ctx, block.OutProj, rows, c, c);
             if (dropout)
             {
