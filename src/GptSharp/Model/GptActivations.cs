@@ -53,11 +53,12 @@ internal sealed class GptActivations : IDisposable
         FinalNorm = New(rows * c);
         FinalNormMean = New(rows);
         FinalNormRstd = New(rows);
-        LogitsStorage = New(checked((long)rows * v));
+        _rows = rows;
+        _vocab = v;
+        _channels = c;
 
         if (forTraining)
         {
-            DLogits = New(checked((long)rows * v));
             DResidual = New(rows * c);
             DLn = New(rows * c);
             DProjection = New(rows * c);
@@ -85,16 +86,45 @@ internal sealed class GptActivations : IDisposable
     public Tensor FeedForwardGelu;
     /// <summary>Output of out_proj or of the second FF layer before its shortcut dropout (not needed by backward).</summary>
     public Tensor Projection;
-    public Tensor FinalNorm, FinalNormMean, FinalNormRstd, LogitsStorage;
+    public Tensor FinalNorm, FinalNormMean, FinalNormRstd;
+
+    private readonly int _rows, _vocab, _channels;
+    private Tensor? _logits, _dLogits, _headChunk, _headGradientSum, _rowLosses;
+
+    /// <summary>Logits [rows, vocab] of every position, made on the first <c>Forward</c> that returns them (a loss pass does not).</summary>
+    public Tensor LogitsStorage => _logits ??= New(checked((long)_rows * _vocab));
+
+    /// <summary>Their gradient (training set), made with them.</summary>
+    public Tensor DLogits => _dLogits ??= New(checked((long)_rows * _vocab));
+
+    /// <summary>Logits, then their gradient, of one chunk of rows of a loss pass [chunkRows, vocab].</summary>
+    public Tensor HeadChunk(int chunkRows)
+    {
+        if (_headChunk != null && _headChunk.Length >= (long)chunkRows * _vocab) return _headChunk;
+        if (_headChunk != null) Release(_headChunk);
+        return _headChunk = New(checked((long)chunkRows * _vocab));
+    }
+
+    /// <summary>The output head's gradient summed over the chunks of a loss pass before the last [vocab, emb].</summary>
+    public Tensor HeadGradientSum => _headGradientSum ??= New(checked((long)_vocab * _channels));
+
+    /// <summary>Per-row losses of a loss pass [rows].</summary>
+    public Tensor RowLosses => _rowLosses ??= New(_rows);
 
     // Gradient scratch, shared by all blocks (training set only).
-    public Tensor? DLogits, DResidual, DLn, DProjection, DContext, DQuery, DKey, DValue, DHidden, AttentionRowDots;
+    public Tensor? DResidual, DLn, DProjection, DContext, DQuery, DKey, DValue, DHidden, AttentionRowDots;
 
     /// <summary>The logits of the last forward, as a [batch, seq, vocab] view; recreated only when the shape changes.</summary>
     public Tensor? LogitsView;
     public Tensor? DLogitsView;
 
     public bool Fits(int batch, int seq) => batch <= BatchCapacity && seq <= SeqCapacity;
+
+    private void Release(Tensor t)
+    {
+        _owned.Remove(t);
+        t.Dispose();
+    }
 
     private Tensor New(long length)
     {
