@@ -1,7 +1,7 @@
-using System.Runtime.Intrinsics.X86;
 using GptSharp.Formats;
 using GptSharp.Model;
 using GptSharp.Tensors;
+using GptSharp.Tests.Tensors;
 using GptSharp.Training;
 using Xunit.Abstractions;
 using Path = GptSharp.Tensors.Gemm.KernelPath;
@@ -16,15 +16,8 @@ namespace GptSharp.Tests.Model;
 /// </summary>
 public unsafe class LongContextParityTests(ITestOutputHelper output)
 {
-    public static IEnumerable<object[]> Paths()
-    {
-        yield return new object[] { nameof(Path.Scalar) };
-        if (Fma.IsSupported && Avx2.IsSupported) yield return new object[] { nameof(Path.Vector256) };
-        if (Avx512F.IsSupported) yield return new object[] { nameof(Path.Vector512) };
-    }
-
     [Theory]
-    [MemberData(nameof(Paths))]
+    [MemberData(nameof(GemmTests.Paths), MemberType = typeof(GemmTests))]
     public void AttentionCoreMatchesPyTorch(string pathName)
     {
         var path = Enum.Parse<Path>(pathName);

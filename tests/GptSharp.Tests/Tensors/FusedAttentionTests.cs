@@ -1,5 +1,4 @@
 using System.Numerics.Tensors;
-using System.Runtime.Intrinsics.X86;
 using GptSharp.Tensors;
 using Path = GptSharp.Tensors.Gemm.KernelPath;
 
@@ -12,13 +11,6 @@ namespace GptSharp.Tests.Tensors;
 /// </summary>
 public unsafe class FusedAttentionTests
 {
-    public static IEnumerable<object[]> Paths()
-    {
-        yield return new object[] { nameof(Path.Scalar) };
-        if (Fma.IsSupported && Avx2.IsSupported) yield return new object[] { nameof(Path.Vector256) };
-        if (Avx512F.IsSupported) yield return new object[] { nameof(Path.Vector512) };
-    }
-
     private static float[] RandomArray(int seed, int length)
     {
         var random = new Random(seed);
@@ -82,7 +74,7 @@ public unsafe class FusedAttentionTests
     }
 
     [Theory]
-    [MemberData(nameof(Paths))]
+    [MemberData(nameof(GemmTests.Paths), MemberType = typeof(GemmTests))]
     public void LongContextMatchesTheDoublePrecisionDefinition(string pathName)
     {
         var path = Enum.Parse<Path>(pathName);
