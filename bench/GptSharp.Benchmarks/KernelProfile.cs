@@ -28,9 +28,11 @@ public static unsafe class KernelProfile
         using var w1 = Fill(hidden * c);
         using var big = Fill(rows * hidden);
         using var big2 = Fill(rows * hidden);
-        using var att = Fill(b * h * t * t);
-        using var att2 = Fill(b * h * t * t);
-        using var mask = Fill(b * h * t * t);
+        using var stats = Fill(2 * b * h * t);
+        using var dots = Fill(b * h * t);
+        using var mask = Fill(b * h * t * Kernels.DropoutBitWords(t));
+        uint* bits = (uint*)mask.Data;
+        float dropScale = Kernels.DropoutScale(0.1);
         using var q = Fill(rows * c);
         using var k = Fill(rows * c);
         using var vv = Fill(rows * c);
@@ -45,11 +47,12 @@ public static unsafe class KernelProfile
         Time("layernorm bwd (x25)", 25, () => Kernels.LayerNormBackward(y2.Data, scale.Data, shift.Data, y.Data, x.Data, scale.Data, mean.Data, rstd.Data, rows, c));
         Time("gelu fwd", layers, () => Kernels.GeluForward(big2.Data, big.Data, (long)rows * hidden));
         Time("gelu bwd", layers, () => Kernels.GeluBackward(big2.Data, big.Data, big2.Data, (long)rows * hidden));
-        Time("attention fwd (mask)", layers, () => Kernels.AttentionForward(y.Data, att.Data, att2.Data, mask.Data, q.Data, k.Data, vv.Data, b, t, c, h));
-        Time("attention bwd (mask)", layers, () => Kernels.AttentionBackward(q.Data, k.Data, vv.Data, att2.Data, y.Data, att.Data, mask.Data, x.Data, y2.Data, y.Data, b, t, c, h));
+        Kernels.DropoutMaskBits(bits, b * h * t, t, 0.1, new FastRandom(1));
+        Time("attention fwd (mask)", layers, () => Kernels.AttentionForward(y.Data, stats.Data, bits, dropScale, q.Data, k.Data, vv.Data, b, t, c, h));
+        Time("attention bwd (mask)", layers, () => Kernels.AttentionBackward(q.Data, k.Data, vv.Data, dots.Data, y.Data, stats.Data, bits, dropScale, x.Data, y2.Data, y.Data, b, t, c, h));
         Time("dropout mask (attn+2 shortcut)", layers, () =>
         {
-            Kernels.DropoutMask(mask.Data, (long)b * h * t * t, 0.1, new FastRandom(1));
+            Kernels.DropoutMaskBits(bits, b * h * t, t, 0.1, new FastRandom(1));
             Kernels.DropoutMask(y2.Data, rows * c, 0.1, new FastRandom(2));
             Kernels.DropoutMask(y2.Data, rows * c, 0.1, new FastRandom(3));
         });

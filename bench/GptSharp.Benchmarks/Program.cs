@@ -7,7 +7,7 @@ namespace GptSharp.Benchmarks;
 /// (e.g. --filter '*PeakFlops*' --job short). A quick Stopwatch pass over the GEMM shapes, without
 /// BenchmarkDotNet: dotnet run -c Release --project bench/GptSharp.Benchmarks -- gemm-quick [threads] [case filter]
 /// and of the FMA peak and the read bandwidth: ... -- peak-quick, ... -- bandwidth-quick; a training step phase by phase:
-/// ... -- train-step-quick [threads] [steps]; HellaSwag/LAMBADA scoring on the 124M shape: ... -- eval-quick [examples] [threads] [batch]; the evaluation and the epoch sample beside the training forward, per token: ... -- outside-step-quick [rounds] [threads]; data-parallel steps under mpirun (bench/distributed.sh): ... -- data-parallel-quick [threads] [steps]; generation tokens/s against the bandwidth bound: ... -- generate-quick [tokens] [threads] [uncachedTokens]; interleaved A/B of the skinny GEMM's choices on cached steps: ... -- skinny-ab [rounds] [threads];
+/// ... -- train-step-quick [threads] [steps] [context] [batch]; HellaSwag/LAMBADA scoring on the 124M shape: ... -- eval-quick [examples] [threads] [batch]; the evaluation and the epoch sample beside the training forward, per token: ... -- outside-step-quick [rounds] [threads]; data-parallel steps under mpirun (bench/distributed.sh): ... -- data-parallel-quick [threads] [steps]; generation tokens/s against the bandwidth bound: ... -- generate-quick [tokens] [threads] [uncachedTokens]; a long prompt's prefill: ... -- prefill-quick [tokens] [rounds] [threads]; interleaved A/B of the skinny GEMM's choices on cached steps: ... -- skinny-ab [rounds] [threads];
 /// the HTTP server with 1, 4 and 8 concurrent streaming clients on the 124M model: ... -- serve-quick [requests per client] [max tokens] [threads];
 /// one client's decode through generate, the scheduler alone and HTTP, interleaved: ... -- serve-one-ab [rounds] [max tokens] [threads];
 /// the tokenizer on one thread and on all cores, interleaved: ... -- tokenizer-quick [rounds]; a full-size synthetic
@@ -29,6 +29,14 @@ public static class Program
             int threads = args.Length > 1 ? int.Parse(args[1]) : Environment.ProcessorCount;
             string filter = args.Length > 2 ? args[2] : "";
             GemmCase.Quick(GemmBenchmarks.Cases().Where(c => c.Contains(filter)), threads);
+            return;
+        }
+        if (args.Length > 0 && args[0] == "prefill-quick")
+        {
+            int tokens = args.Length > 1 ? int.Parse(args[1]) : 1024;
+            int rounds = args.Length > 2 ? int.Parse(args[2]) : 3;
+            int threads = args.Length > 3 ? int.Parse(args[3]) : 2;
+            PrefillBenchmark.Quick(tokens, rounds, threads);
             return;
         }
         if (args.Length > 0 && args[0] == "generate-quick")
@@ -75,7 +83,9 @@ public static class Program
         {
             int threads = args.Length > 1 ? int.Parse(args[1]) : 2;
             int steps = args.Length > 2 ? int.Parse(args[2]) : 3;
-            TrainingStepBenchmark.Quick(threads, steps);
+            int context = args.Length > 3 ? int.Parse(args[3]) : TrainingStepBenchmark.ContextLength;
+            int batch = args.Length > 4 ? int.Parse(args[4]) : TrainingStepBenchmark.BatchSize;
+            TrainingStepBenchmark.Quick(threads, steps, context, batch);
             return;
         }
         if (args.Length > 0 && args[0] == "int8-quick")

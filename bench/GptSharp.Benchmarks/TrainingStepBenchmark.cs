@@ -6,6 +6,7 @@ using BenchmarkDotNet.Reports;
 using BenchmarkDotNet.Running;
 using GptSharp.Model;
 using GptSharp.Tensors;
+using GptSharp.Training;
 
 namespace GptSharp.Benchmarks;
 
@@ -14,7 +15,8 @@ namespace GptSharp.Benchmarks;
 /// backward and AdamW, the loop body of chapter 5's <c>train_model_simple</c>. Reports tokens/s and prints
 /// the process's peak RSS (bar: 3.5 GiB). Run with
 /// <c>dotnet run -c Release --project bench/GptSharp.Benchmarks -- --filter '*TrainingStep*'</c>,
-/// or without BenchmarkDotNet: <c>-- train-step-quick [threads] [steps]</c>.
+/// or without BenchmarkDotNet: <c>-- train-step-quick [threads] [steps] [context] [batch]</c> (default 256 × 2; GPT-2's own
+/// context: 1024), which also prints the peak RSS beside <see cref="MemoryBudget.TrainingBytes"/>'s estimate.
 /// </summary>
 [Config(typeof(TrainingStepConfig))]
 [SimpleJob(launchCount: 1, warmupCount: 1, iterationCount: 5, invocationCount: 1)]
@@ -49,42 +51,47 @@ public class TrainingStepBenchmark
         _model.Dispose();
     }
 
-    internal static (GptModel, AdamW, TokenBatch, TokenBatch) Create(ulong seed, int batchSize = BatchSize)
+    internal static (GptModel, AdamW, TokenBatch, TokenBatch) Create(ulong seed, int batchSize = BatchSize, int contextLength = ContextLength)
     {
-        var config = GptConfig.Book124M with { DropRate = 0.1f };
+        var config = Config(contextLength);
         var model = new GptModel(config, new FastRandom(seed));
         model.Train();
         var optimizer = new AdamW(model.Parameters(), lr: 0.0004f, weightDecay: 0.1f);
         var rng = new Random((int)seed);
-        int[] ids = Enumerable.Range(0, batchSize * (ContextLength + 1)).Select(_ => rng.Next(config.VocabSize)).ToArray();
-        var inputs = new TokenBatch(new int[batchSize * ContextLength], batchSize, ContextLength);
-        var targets = new TokenBatch(new int[batchSize * ContextLength], batchSize, ContextLength);
+        int t = contextLength;
+        int[] ids = Enumerable.Range(0, batchSize * (t + 1)).Select(_ => rng.Next(config.VocabSize)).ToArray();
+        var inputs = new TokenBatch(new int[batchSize * t], batchSize, t);
+        var targets = new TokenBatch(new int[batchSize * t], batchSize, t);
         for (int b = 0; b < batchSize; b++)
         {
-            ids.AsSpan(b * (ContextLength + 1), ContextLength).CopyTo(inputs.Ids.AsSpan(b * ContextLength));
-            ids.AsSpan(b * (ContextLength + 1) + 1, ContextLength).CopyTo(targets.Ids.AsSpan(b * ContextLength));
+            ids.AsSpan(b * (t + 1), t).CopyTo(inputs.Ids.AsSpan(b * t));
+            ids.AsSpan(b * (t + 1) + 1, t).CopyTo(targets.Ids.AsSpan(b * t));
         }
         return (model, optimizer, inputs, targets);
     }
+
+    /// <summary>The book's model with dropout 0.1 at a context length (GPT-2's own 1024 or the book's 256).</summary>
+    internal static GptConfig Config(int contextLength) => GptConfig.Book124M with { DropRate = 0.1f, ContextLength = contextLength };
 
     /// <summary>The book's training-loop body.</summary>
     internal static float Step(GptModel model, AdamW optimizer, TokenBatch inputs, TokenBatch targets)
     {
         optimizer.ZeroGrad();
-        var loss = Losses.CrossEntropy(model.Forward(inputs), targets);
+        var loss = Pretraining.CalcLossBatch(inputs, targets, model);
         loss.Backward();
         optimizer.Step();
         return loss.Value;
     }
 
     /// <summary>Stopwatch timing of each phase of a step, plus peak RSS: for profiling without BenchmarkDotNet.</summary>
-    public static void Quick(int threads, int steps)
+    public static void Quick(int threads, int steps, int contextLength = ContextLength, int batchSize = BatchSize)
     {
         Workers.Count = threads;
-        var (model, optimizer, inputs, targets) = Create(seed: 123);
+        Console.WriteLine($"{Machine.Description}; context {contextLength} × batch {batchSize}");
+        var (model, optimizer, inputs, targets) = Create(seed: 123, batchSize, contextLength);
         Step(model, optimizer, inputs, targets);
         var sw = new Stopwatch();
-        double zero = 0, forward = 0, loss = 0, backward = 0, adam = 0;
+        double zero = 0, forward = 0, backward = 0, adam = 0;
         Step(model, optimizer, inputs, targets);
         var losses = new float[steps];
         long allocatedBefore = GC.GetTotalAllocatedBytes(precise: true);
@@ -93,8 +100,7 @@ public class TrainingStepBenchmark
         for (int s = 0; s < steps; s++)
         {
             sw.Restart(); optimizer.ZeroGrad(); zero += sw.Elapsed.TotalSeconds;
-            sw.Restart(); var logits = model.Forward(inputs); forward += sw.Elapsed.TotalSeconds;
-            sw.Restart(); var l = Losses.CrossEntropy(logits, targets); loss += sw.Elapsed.TotalSeconds;
+            sw.Restart(); var l = Pretraining.CalcLossBatch(inputs, targets, model); forward += sw.Elapsed.TotalSeconds;
             sw.Restart(); l.Backward(); backward += sw.Elapsed.TotalSeconds;
             sw.Restart(); optimizer.Step(); adam += sw.Elapsed.TotalSeconds;
             losses[s] = l.Value;
@@ -103,9 +109,10 @@ public class TrainingStepBenchmark
         long allocated = GC.GetTotalAllocatedBytes(precise: true) - allocatedBefore;
         for (int i = 0; i < steps; i++) Console.WriteLine($"step {i + 1}: loss {losses[i]:F4}");
         double cpuSeconds = (Process.GetCurrentProcess().TotalProcessorTime - cpu).TotalSeconds / steps;
-        Console.WriteLine($"threads {threads}: {seconds:F3} s/step ({BatchSize * ContextLength / seconds:F0} tokens/s), CPU {cpuSeconds:F3} s/step");
-        Console.WriteLine($"  zero_grad {zero / steps:F3}  forward {forward / steps:F3}  loss {loss / steps:F3}  backward {backward / steps:F3}  adamw {adam / steps:F3}");
-        Console.WriteLine($"  peak RSS {Process.GetCurrentProcess().PeakWorkingSet64 / (double)(1L << 30):F2} GiB, activations {model.ActivationBytes / (double)(1L << 20):F0} MiB, managed bytes allocated per step {allocated / steps}");
+        Console.WriteLine($"threads {threads}: {seconds:F3} s/step ({batchSize * contextLength / seconds:F0} tokens/s), CPU {cpuSeconds:F3} s/step");
+        Console.WriteLine($"  zero_grad {zero / steps:F3}  forward+loss {forward / steps:F3}  backward {backward / steps:F3}  adamw {adam / steps:F3}");
+        double peak = Process.GetCurrentProcess().PeakWorkingSet64;
+        Console.WriteLine($"  peak RSS {peak / 1e9:F2} GB (MemoryBudget estimate {MemoryBudget.TrainingBytes(Config(contextLength), batchSize) / 1e9:F2} GB), activations {model.ActivationBytes / 1e9:F2} GB, managed bytes allocated per step {allocated / steps}");
         optimizer.Dispose();
         model.Dispose();
     }

@@ -20,7 +20,9 @@ internal sealed class GptActivations : IDisposable
         ForTraining = forTraining;
         int layers = config.Layers, c = config.EmbeddingDim, hidden = config.HiddenDim, v = config.VocabSize;
         int rows = batchCapacity * seqCapacity;
-        int weights = checked(batchCapacity * config.Heads * seqCapacity * seqCapacity);
+        int headRows = checked(batchCapacity * config.Heads * seqCapacity);
+        // Dropout on the attention weights: one bit per weight (GPT-2's 1024 tokens: 1.5 MB per sequence and layer).
+        long maskWords = checked((long)headRows * Kernels.DropoutBitWords(seqCapacity));
         bool dropout = config.DropRate > 0;
         int copies = forTraining ? layers : 1;
 
@@ -32,10 +34,9 @@ internal sealed class GptActivations : IDisposable
         Query = PerBlock(layers, copies, rows * c);
         Key = PerBlock(layers, copies, rows * c);
         Value = PerBlock(layers, copies, rows * c);
-        AttentionWeights = PerBlock(layers, copies, weights);
-        AttentionMask = dropout ? PerBlock(layers, copies, weights) : null;
-        // Forward-only scratch: backward recomputes the dropped weights from the weights and the mask.
-        DroppedAttentionWeights = dropout ? New(weights) : null;
+        // The fused attention keeps no [seq, seq] weights: backward recomputes them from each row's max and 1/sum.
+        AttentionRowStats = forTraining ? PerBlock(layers, layers, 2L * headRows) : null;
+        AttentionMask = dropout ? PerBlock(layers, copies, maskWords) : null;
         Context = PerBlock(layers, copies, rows * c);
         AttentionShortcutMask = dropout ? PerBlock(layers, copies, rows * c) : null;
         // Inference folds the block's residual stream in place: x += attn(...); x += ff(...).
@@ -52,11 +53,12 @@ internal sealed class GptActivations : IDisposable
         FinalNorm = New(rows * c);
         FinalNormMean = New(rows);
         FinalNormRstd = New(rows);
-        LogitsStorage = New(checked((long)rows * v));
+        _rows = rows;
+        _vocab = v;
+        _channels = c;
 
         if (forTraining)
         {
-            DLogits = New(checked((long)rows * v));
             DResidual = New(rows * c);
             DLn = New(rows * c);
             DProjection = New(rows * c);
@@ -65,7 +67,7 @@ internal sealed class GptActivations : IDisposable
             DKey = New(rows * c);
             DValue = New(rows * c);
             DHidden = New(rows * hidden);
-            DAttentionWeights = New(weights);
+            AttentionRowDots = New(headRows);
         }
     }
 
@@ -73,23 +75,56 @@ internal sealed class GptActivations : IDisposable
     public int SeqCapacity { get; }
     public bool ForTraining { get; }
 
-    public Tensor[] Residual, Ln1, Ln1Mean, Ln1Rstd, Query, Key, Value, AttentionWeights, Context, Residual2,
+    public Tensor[] Residual, Ln1, Ln1Mean, Ln1Rstd, Query, Key, Value, Context, Residual2,
         Ln2, Ln2Mean, Ln2Rstd, FeedForwardHidden;
-    public Tensor[]? AttentionMask, AttentionShortcutMask, FeedForwardShortcutMask;
-    public Tensor? EmbeddingMask, DroppedAttentionWeights;
+    /// <summary>Per block: the attention rows' softmax max and 1/sum [batch, heads, seq, 2] (training set only).</summary>
+    public Tensor[]? AttentionRowStats;
+    /// <summary>Per block: the attention dropout mask as bits (<see cref="Kernels.DropoutMaskBits"/>), stored in a float tensor's memory.</summary>
+    public Tensor[]? AttentionMask;
+    public Tensor[]? AttentionShortcutMask, FeedForwardShortcutMask;
+    public Tensor? EmbeddingMask;
     public Tensor FeedForwardGelu;
     /// <summary>Output of out_proj or of the second FF layer before its shortcut dropout (not needed by backward).</summary>
     public Tensor Projection;
-    public Tensor FinalNorm, FinalNormMean, FinalNormRstd, LogitsStorage;
+    public Tensor FinalNorm, FinalNormMean, FinalNormRstd;
+
+    private readonly int _rows, _vocab, _channels;
+    private Tensor? _logits, _dLogits, _headChunk, _headGradientSum, _rowLosses;
+
+    /// <summary>Logits [rows, vocab] of every position, made on the first <c>Forward</c> that returns them (a loss pass does not).</summary>
+    public Tensor LogitsStorage => _logits ??= New(checked((long)_rows * _vocab));
+
+    /// <summary>Their gradient (training set), made with them.</summary>
+    public Tensor DLogits => _dLogits ??= New(checked((long)_rows * _vocab));
+
+    /// <summary>Logits, then their gradient, of one chunk of rows of a loss pass [chunkRows, vocab].</summary>
+    public Tensor HeadChunk(int chunkRows)
+    {
+        if (_headChunk != null && _headChunk.Length >= (long)chunkRows * _vocab) return _headChunk;
+        if (_headChunk != null) Release(_headChunk);
+        return _headChunk = New(checked((long)chunkRows * _vocab));
+    }
+
+    /// <summary>The output head's gradient summed over the chunks of a loss pass before the last [vocab, emb].</summary>
+    public Tensor HeadGradientSum => _headGradientSum ??= New(checked((long)_vocab * _channels));
+
+    /// <summary>Per-row losses of a loss pass [rows].</summary>
+    public Tensor RowLosses => _rowLosses ??= New(_rows);
 
     // Gradient scratch, shared by all blocks (training set only).
-    public Tensor? DLogits, DResidual, DLn, DProjection, DContext, DQuery, DKey, DValue, DHidden, DAttentionWeights;
+    public Tensor? DResidual, DLn, DProjection, DContext, DQuery, DKey, DValue, DHidden, AttentionRowDots;
 
     /// <summary>The logits of the last forward, as a [batch, seq, vocab] view; recreated only when the shape changes.</summary>
     public Tensor? LogitsView;
     public Tensor? DLogitsView;
 
     public bool Fits(int batch, int seq) => batch <= BatchCapacity && seq <= SeqCapacity;
+
+    private void Release(Tensor t)
+    {
+        _owned.Remove(t);
+        t.Dispose();
+    }
 
     private Tensor New(long length)
     {

@@ -21,6 +21,15 @@ public sealed unsafe partial class GptModel
         fixed (int* ids = _pendingIds) RunBackward(a, dLogits.Data, ids, batch, seq, _pendingDropout);
     }
 
+    /// <summary>Back-propagates the loss of the last <see cref="ForwardLoss"/> (its head chunks hold d loss / d logits).</summary>
+    private void BackwardFromLoss(Tensor handle)
+    {
+        var a = _pending ?? throw new InvalidOperationException(
+            "Backward needs the activations of a training forward pass: it was already run for this forward pass (PyTorch: 'Trying to backward through the graph a second time'), or the model was resized since.");
+        _pending = null;
+        fixed (int* ids = _pendingIds) RunBackward(a, null, ids, _pendingBatch, _pendingSeq, _pendingDropout);
+    }
+
     private void RunBackward(GptActivations a, float* dLogits, int* ids, int batch, int seq, bool dropout)
     {
         int c = Config.EmbeddingDim, hidden = Config.HiddenDim, heads = Config.Heads, vocab = Config.VocabSize;
@@ -30,7 +39,17 @@ public sealed unsafe partial class GptModel
         float* dq = a.DQuery!.Data, dk = a.DKey!.Data, dv = a.DValue!.Data, dHidden = a.DHidden!.Data;
 
         // logits = out_head(final_norm(x))
-        Kernels.LinearBackward(dLn, OutHead.Grad.Data, null, dLogits, a.FinalNorm.Data, OutHead.Value.Data, rows, c, vocab, accumulateInput: false);
+        if (dLogits != null)
+            Kernels.LinearBackward(dLn, OutHead.Grad.Data, null, dLogits, a.FinalNorm.Data, OutHead.Value.Data, rows, c, vocab, accumulateInput: false);
+        else
+        {
+            // A loss pass: the chunks before the last left their d(final norm) rows in dLn and their head gradient summed.
+            var (start, count) = _pendingHeadChunk;
+            if (start > 0)
+                Kernels.ResidualForward(OutHead.Grad.Data, OutHead.Grad.Data, a.HeadGradientSum.Data, (long)vocab * c);
+            Kernels.LinearBackward(dLn + (long)start * c, OutHead.Grad.Data, null, a.HeadChunk(count).Data, a.FinalNorm.Data + (long)start * c,
+                OutHead.Value.Data, count, c, vocab, accumulateInput: false);
+        }
         a.DResidual.Span[..checked((int)n)].Clear();
         Kernels.LayerNormBackward(dResidual, FinalNorm.Scale.Grad.Data, FinalNorm.Shift.Grad.Data, dLn, a.Residual[Blocks.Length].Data,
             FinalNorm.Scale.Value.Data, a.FinalNormMean.Data, a.FinalNormRstd.Data, rows, c);
@@ -65,8 +84,8 @@ public sealed unsafe partial class GptModel
             }
             Kernels.LinearBackward(dCtx, block.OutProj.Weight.Grad.Data, block.OutProj.Bias!.Grad.Data, dOut,
                 a.Context[l].Data, block.OutProj.Weight.Value.Data, rows, c, c, accumulateInput: false);
-            Kernels.AttentionBackward(dq, dk, dv, a.DAttentionWeights!.Data, dCtx, a.AttentionWeights[l].Data,
-                dropout ? a.AttentionMask![l].Data : null,
+            Kernels.AttentionBackward(dq, dk, dv, a.AttentionRowDots!.Data, dCtx, a.AttentionRowStats![l].Data,
+                dropout ? (uint*)a.AttentionMask![l].Data : null, dropout ? Kernels.DropoutScale(DropRateAsDouble) : 0f,
                 a.Query[l].Data, a.Key[l].Data, a.Value[l].Data, batch, seq, c, heads);
             float* ln1 = a.Ln1[l].Data;
             Kernels.LinearBackward(dLn, block.Query.Weight.Grad.Data, BiasGrad(block.Query), dq, ln1, block.Query.Weight.Value.Data, rows, c, c, accumulateInput: false);

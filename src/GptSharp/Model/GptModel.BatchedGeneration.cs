@@ -34,13 +34,6 @@ public sealed unsafe partial class GptModel
             if (cache.Length >= cache.Capacity)
                 throw new ArgumentException($"A KV cache is full ({cache.Capacity} positions) and cannot take another token.");
             if ((uint)nextIds[i] >= (uint)vocab) throw new ArgumentException($"Token id {nextIds[i]} is outside the model's vocabulary (0..{vocab - 1}).");
-            // Room for single-token steps up to the capacity (Prefill sizes it; a reused cache may predate that).
-            long scoreCount = (long)Config.Heads * cache.Capacity;
-            if (cache.Scores == null || cache.Scores.Length < scoreCount)
-            {
-                cache.Scores?.Dispose();
-                cache.Scores = new Tensor(checked((int)scoreCount));
-            }
         }
         var acts = _sequenceStepActivations = Ensure(_sequenceStepActivations, rows, 1, false);
         float* x = acts.Residual[0].Data;
@@ -72,7 +65,7 @@ public sealed unsafe partial class GptModel
                 float* keyCache = cache.Keys[layer].Data, valueCache = cache.Values[layer].Data;
                 Buffer.MemoryCopy(k + (long)i * c, keyCache + (long)past * c, rowBytes, rowBytes);
                 Buffer.MemoryCopy(v + (long)i * c, valueCache + (long)past * c, rowBytes, rowBytes);
-                Kernels.AttentionForwardCached(ctx + (long)i * c, cache.Scores!.Data, q + (long)i * c, keyCache, valueCache, 1, 1, past, cache.Capacity, c, heads);
+                Kernels.AttentionForwardCached(ctx + (long)i * c, q + (long)i * c, keyCache, valueCache, 1, 1, past, cache.Capacity, c, heads);
             }
         }
     }

@@ -14,7 +14,11 @@ public sealed unsafe partial class GptModel
     private int[]? _pendingIds;
     private int _pendingBatch, _pendingSeq;
     private bool _pendingDropout;
-    private Action<Tensor>? _backwardFunction;
+    private Action<Tensor>? _backwardFunction, _lossBackwardFunction;
+    // The handle a loss pass's Loss back-propagates through, and which rows of the head wait in the chunk buffer.
+    private Tensor? _lossHandle;
+    private (int Start, int Rows) _pendingHeadChunk;
+    private int _lastRows;
     private double _dropRate;
 
     /// <summary>True in training mode (dropout active), false in eval mode.</summary>
@@ -51,6 +55,95 @@ public sealed unsafe partial class GptModel
     /// </summary>
     public Tensor Forward(TokenBatch inputIds)
     {
+        var acts = RunForwardPass(inputIds, headChunk: false);
+        int batch = inputIds.BatchSize, seq = inputIds.SequenceLength, vocab = Config.VocabSize;
+        bool keep = acts.ForTraining;
+        var logits = acts.LogitsView;
+        if (logits == null || logits.Size(0) != batch || logits.Size(1) != seq)
+        {
+            logits?.Dispose();
+            acts.DLogitsView?.Dispose();
+            logits = acts.LogitsView = Tensor.View(acts.LogitsStorage.Data, batch, seq, vocab);
+            if (keep) acts.DLogitsView = Tensor.View(acts.DLogits.Data, batch, seq, vocab);
+        }
+        logits.Version++;
+        if (keep)
+        {
+            logits.Grad = acts.DLogitsView;
+            logits.BackwardFunction = _backwardFunction ??= Backward;
+        }
+        else
+        {
+            // A forward in inference mode invalidates nothing kept by an earlier training forward.
+            logits.Grad = null;
+            logits.BackwardFunction = null;
+        }
+        return logits;
+    }
+
+    /// <summary>
+    /// Rows of the output head computed at a time by <see cref="ForwardLoss"/>: 512 × 50,257 logits are 103 MB, whatever
+    /// the batch and context. 512 is also the GEMM's deepest k slice, so the head's gradient summed chunk by chunk adds
+    /// in the order one GEMM over all rows would (and the book's 2 × 256 rows are one chunk).
+    /// </summary>
+    internal int HeadChunkRows { get; set; } = MemoryBudget.HeadChunkRows;
+
+    /// <summary>
+    /// The book's <c>F.cross_entropy(model(inputs).flatten(0, 1), targets.flatten())</c> without the logits ever
+    /// existing whole: the output head, the softmax, the loss and d loss / d logits run over chunks of
+    /// <see cref="HeadChunkRows"/> rows. Outside <see cref="NoGrad"/> each chunk's d loss / d (final norm) and share of
+    /// the head's gradient are computed on the spot (the last chunk's wait in the chunk buffer), and
+    /// <see cref="Loss.Backward"/> adds them to the parameters' gradients and goes on through the blocks — the same
+    /// loss and gradients as <see cref="Forward"/> followed by <see cref="Losses.CrossEntropy"/>.
+    /// </summary>
+    internal Loss ForwardLoss(TokenBatch inputIds, TokenBatch targets, int ignoreIndex = -100)
+    {
+        if (targets.BatchSize != inputIds.BatchSize || targets.SequenceLength != inputIds.SequenceLength)
+            throw new ArgumentException($"Targets [{targets.BatchSize}, {targets.SequenceLength}] do not match inputs [{inputIds.BatchSize}, {inputIds.SequenceLength}].");
+        int vocab = Config.VocabSize, c = Config.EmbeddingDim;
+        foreach (int t in targets.Ids)
+            if (t != ignoreIndex && (uint)t >= (uint)vocab)
+                throw new ArgumentException($"Target id {t} is outside the vocabulary (0..{vocab - 1}) and is not the ignore index {ignoreIndex}.");
+        var acts = RunForwardPass(inputIds, headChunk: true);
+        bool keep = acts.ForTraining;
+        int rows = targets.Count, chunk = Math.Max(1, Math.Min(HeadChunkRows, rows));
+        float* buffer = acts.HeadChunk(chunk).Data, rowLosses = acts.RowLosses.Data, x = acts.FinalNorm.Data;
+        float value;
+        int lastStart = 0;
+        fixed (int* ids = targets.Ids)
+        {
+            int count = Kernels.CountTargets(ids, rows, ignoreIndex);
+            float gradScale = count > 0 ? 1f / count : 0f;
+            for (int r0 = 0; r0 < rows; r0 += chunk)
+            {
+                int m = Math.Min(chunk, rows - r0);
+                lastStart = r0;
+                Linear(buffer, x + (long)r0 * c, OutHead, null, m, c, vocab);
+                Kernels.SoftmaxCrossEntropyRows(keep ? buffer : null, rowLosses + r0, buffer, ids + r0, m, vocab, ignoreIndex, gradScale);
+                if (keep && r0 + m < rows)
+                {
+                    // Not the last chunk: its d(final norm) rows now, its head gradient into the running sum.
+                    Gemm.MatMul(false, false, m, c, vocab, buffer, vocab, OutHead.Value.Data, c, acts.DLn!.Data + (long)r0 * c, c);
+                    Gemm.MatMul(true, false, vocab, c, m, buffer, vocab, x + (long)r0 * c, c, acts.HeadGradientSum.Data, c, accumulate: r0 > 0);
+                }
+            }
+            value = Kernels.MeanRowLoss(rowLosses, ids, rows, ignoreIndex, count);
+        }
+        var handle = _lossHandle ??= new Tensor(1);
+        handle.Version++;
+        if (!keep) return new Loss(value, null);
+        _pendingHeadChunk = (lastStart, rows - lastStart);
+        handle.Grad = handle;
+        handle.BackwardFunction = _lossBackwardFunction ??= BackwardFromLoss;
+        return new Loss(value, handle);
+    }
+
+    /// <summary>
+    /// The shared part of <see cref="Forward"/> and <see cref="ForwardLoss"/>: checks, the activation set, the blocks and
+    /// the final norm (and the whole output head unless <paramref name="headChunk"/>); records what backward needs.
+    /// </summary>
+    private GptActivations RunForwardPass(TokenBatch inputIds, bool headChunk)
+    {
         int batch = inputIds.BatchSize, seq = inputIds.SequenceLength;
         if (seq > Config.ContextLength)
             throw new ArgumentException($"The input has {seq} tokens per row but the model's context length is {Config.ContextLength}.");
@@ -66,34 +159,20 @@ public sealed unsafe partial class GptModel
             ? _trainingActivations = Ensure(_trainingActivations, batch, seq, true)
             : _inferenceActivations = Ensure(_inferenceActivations, batch, seq, false);
         bool dropout = IsTraining && Config.DropRate > 0;
-        fixed (int* ids = inputIds.Ids) RunForward(acts, ids, batch, seq, dropout);
-
-        var logits = acts.LogitsView;
-        if (logits == null || logits.Size(0) != batch || logits.Size(1) != seq)
-        {
-            logits?.Dispose();
-            acts.DLogitsView?.Dispose();
-            logits = acts.LogitsView = Tensor.View(acts.LogitsStorage.Data, batch, seq, vocab);
-            if (keep) acts.DLogitsView = Tensor.View(acts.DLogits!.Data, batch, seq, vocab);
-        }
-        logits.Version++;
+        fixed (int* ids = inputIds.Ids) RunForward(acts, ids, batch, seq, dropout, logits: !headChunk);
+        _lastRows = batch * seq;
         if (keep)
         {
+            // Any earlier loss or logits of a training pass can no longer be back-propagated.
+            if (_lossHandle != null) _lossHandle.Version++;
+            if (acts.LogitsView != null) acts.LogitsView.Version++;
             _pending = acts;
             _pendingIds = inputIds.Ids;
             _pendingBatch = batch;
             _pendingSeq = seq;
             _pendingDropout = dropout;
-            logits.Grad = acts.DLogitsView;
-            logits.BackwardFunction = _backwardFunction ??= Backward;
         }
-        else
-        {
-            // A forward in inference mode invalidates nothing kept by an earlier training forward.
-            logits.Grad = null;
-            logits.BackwardFunction = null;
-        }
-        return logits;
+        return acts;
     }
 
     private GptActivations Ensure(GptActivations? current, int batch, int seq, bool forTraining)
@@ -124,13 +203,14 @@ public sealed unsafe partial class GptModel
         }
     }
 
-    private void RunForward(GptActivations a, int* ids, int batch, int seq, bool dropout)
+    private void RunForward(GptActivations a, int* ids, int batch, int seq, bool dropout, bool logits)
     {
         int c = Config.EmbeddingDim, hidden = Config.HiddenDim, heads = Config.Heads, vocab = Config.VocabSize;
         int rows = batch * seq;
         long n = (long)rows * c;
-        long weightCount = (long)batch * heads * seq * seq;
+        int headRows = batch * heads * seq;
         double p = DropRateAsDouble;
+        float dropScale = dropout ? Kernels.DropoutScale(p) : 0f;
         var rng = DropoutGenerator;
 
         // x = drop_emb(tok_emb(in_idx) + pos_emb(arange(seq_len)))
@@ -155,15 +235,15 @@ public sealed unsafe partial class GptModel
             Linear(q, ln1, block.Query, rows, c, c);
             Linear(k, ln1, block.Key, rows, c, c);
             Linear(v, ln1, block.Value, rows, c, c);
-            float* attMask = null, dropped = null;
+            uint* attMask = null;
             if (dropout)
             {
-                // One bernoulli_ over the whole [batch, heads, seq, seq] weights tensor, in its memory order.
-                attMask = a.AttentionMask![l].Data;
-                dropped = a.DroppedAttentionWeights!.Data;
-                Kernels.DropoutMask(attMask, weightCount, p, rng);
+                // One bernoulli_ over the whole [batch, heads, seq, seq] weights tensor, in its memory order, kept as bits.
+                attMask = (uint*)a.AttentionMask![l].Data;
+                Kernels.DropoutMaskBits(attMask, headRows, seq, p, rng);
             }
-            Kernels.AttentionForward(ctx, a.AttentionWeights[l].Data, dropped, attMask, q, k, v, batch, seq, c, heads);
+            float* rowStats = a.AttentionRowStats != null ? a.AttentionRowStats[l].Data : null;
+            Kernels.AttentionForward(ctx, rowStats, attMask, dropScale, q, k, v, batch, seq, c, heads);
             Linear(proj, ctx, block.OutProj, rows, c, c);
             if (dropout)
             {
@@ -192,7 +272,7 @@ public sealed unsafe partial class GptModel
         // x = final_norm(x); logits = out_head(x)
         Kernels.LayerNormForward(a.FinalNorm.Data, a.FinalNormMean.Data, a.FinalNormRstd.Data, a.Residual[Blocks.Length].Data,
             FinalNorm.Scale.Value.Data, FinalNorm.Shift.Value.Data, rows, c);
-        Linear(a.LogitsStorage.Data, a.FinalNorm.Data, OutHead, null, rows, c, vocab);
+        if (logits) Linear(a.LogitsStorage.Data, a.FinalNorm.Data, OutHead, null, rows, c, vocab);
     }
 
     /// <summary>
@@ -204,7 +284,7 @@ public sealed unsafe partial class GptModel
     {
         var a = _noGrad ? _inferenceActivations : _trainingActivations;
         if (a == null) throw new InvalidOperationException("HiddenState needs a forward pass first.");
-        int rows = _noGrad ? a.LogitsView!.Size(0) * a.LogitsView.Size(1) : _pendingBatch * _pendingSeq;
+        int rows = _noGrad ? _lastRows : _pendingBatch * _pendingSeq;
         int c = Config.EmbeddingDim;
         if (_noGrad && index != Blocks.Length + 1)
             throw new InvalidOperationException("Under NoGrad() only the final norm's output is kept.");
@@ -217,6 +297,8 @@ public sealed unsafe partial class GptModel
         _trainingActivations?.Dispose();
         _inferenceActivations?.Dispose();
         _trainingActivations = _inferenceActivations = _pending = null;
+        _lossHandle?.Dispose();
+        _lossHandle = null;
     }
 
     private sealed class Scope(Action onDispose) : IDisposable

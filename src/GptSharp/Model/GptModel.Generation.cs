@@ -56,13 +56,6 @@ public sealed unsafe partial class GptModel
             if ((uint)id >= (uint)vocab)
                 throw new ArgumentException($"Token id {id} is outside the model's vocabulary (0..{vocab - 1}).");
         var acts = _inferenceActivations = Ensure(_inferenceActivations, batch, newTokens, false);
-        long scoreCount = (long)batch * Config.Heads * newTokens * (past + newTokens);
-        if (cache.Scores == null || cache.Scores.Length < scoreCount)
-        {
-            cache.Scores?.Dispose();
-            // Room for this call and for every later single-token step up to the capacity.
-            cache.Scores = new Tensor(checked((int)Math.Max(scoreCount, (long)batch * Config.Heads * cache.Capacity)));
-        }
         fixed (int* p = ids) RunCachedForward(acts, cache, p, batch, newTokens, past);
         cache.Length = past + newTokens;
         return cache.Logits;
@@ -141,7 +134,7 @@ public sealed unsafe partial class GptModel
                 Buffer.MemoryCopy(k + (long)b * n * c, keyCache + ((long)b * cap + Past) * c, bytes, bytes);
                 Buffer.MemoryCopy(v + (long)b * n * c, valueCache + ((long)b * cap + Past) * c, bytes, bytes);
             }
-            Kernels.AttentionForwardCached(ctx, Cache.Scores!.Data, q, keyCache, valueCache, Batch, n, Past, cap, c, heads);
+            Kernels.AttentionForwardCached(ctx, q, keyCache, valueCache, Batch, n, Past, cap, c, heads);
         }
     }
 }

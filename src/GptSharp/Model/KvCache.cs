@@ -59,9 +59,6 @@ public sealed class KvCache : IDisposable
     /// <summary>Reused id buffer for <c>Step</c>, so a generation step allocates nothing.</summary>
     internal int[]? StepIds { get; set; }
 
-    /// <summary>Attention scores scratch, grown to the largest prefill seen.</summary>
-    internal Tensor? Scores { get; set; }
-
     /// <summary>Forgets every cached position (the buffers are kept).</summary>
     public void Clear() => Length = 0;
 
@@ -71,6 +68,5 @@ public sealed class KvCache : IDisposable
         foreach (var t in Values) t.Dispose();
         Logits.Dispose();
         LastHidden.Dispose();
-        Scores?.Dispose();
     }
 }

@@ -14,16 +14,25 @@ public static class MemoryBudget
     public static double ModelBytes(GptConfig config) => 4.0 * ParameterCountEstimate(config);
 
     /// <summary>
-    /// Bytes of a training step, roughly: weights, gradients and AdamW's two moments (4 copies of the parameters),
-    /// plus per block the activations kept for the backward pass (about 16 values per token and width, and the
-    /// attention weights, heads x context² per sequence), plus the logits and their gradient.
+    /// Bytes of a training step: weights, gradients and AdamW's two moments (4 copies of the parameters); per block the
+    /// activations kept for the backward pass (14 values per token and width with the dropout masks, each attention
+    /// row's softmax max and 1/sum, and the attention dropout mask as bits, heads × context² / 8 bytes per sequence);
+    /// the scratch shared by the blocks (19 values per token and width); and the output head's loss pass (512 rows of
+    /// logits at a time, plus one more head-sized gradient when a batch has more rows than that).
+    /// bench <c>train-step-quick</c> prints it beside the measured peak RSS; <c>MemoryBudgetTests</c> check it against the buffers.
     /// </summary>
     public static double TrainingBytes(GptConfig config, int batchSize)
     {
-        double tokens = (double)batchSize * config.ContextLength;
-        double perBlock = tokens * 16.0 * config.EmbeddingDim + (double)batchSize * config.Heads * config.ContextLength * config.ContextLength;
-        return 4.0 * (4.0 * ParameterCountEstimate(config) + config.Layers * perBlock + 2.0 * tokens * config.VocabSize);
+        double tokens = (double)batchSize * config.ContextLength, e = config.EmbeddingDim, v = config.VocabSize;
+        double perBlock = tokens * (14.0 * e + 4 + 2.0 * config.Heads)
+                          + (double)batchSize * config.Heads * config.ContextLength * Math.Ceiling(config.ContextLength / 32.0);
+        double shared = tokens * (19.0 * e + 2 + config.Heads);
+        double head = Math.Min(tokens, HeadChunkRows) * v + (tokens > HeadChunkRows ? v * e : 0) + tokens;
+        return 4.0 * (4.0 * ParameterCountEstimate(config) + config.Layers * perBlock + shared + head);
     }
+
+    /// <summary>Rows of the output head's loss pass computed at a time (<c>GptModel.HeadChunkRows</c>' default).</summary>
+    internal const int HeadChunkRows = 512;
 
     /// <summary>Throws <see cref="ArgumentException"/> when <paramref name="bytes"/> exceed the available memory.</summary>
     /// <param name="what">What needs the memory, e.g. "a model with emb_dim 100000": the message starts with it.</param>

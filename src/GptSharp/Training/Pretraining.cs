@@ -16,11 +16,9 @@ public static class Pretraining
     /// The book's <c>calc_loss_batch</c>: the mean cross-entropy of the model's next-token predictions for
     /// <paramref name="inputBatch"/> against <paramref name="targetBatch"/>. Call <c>Backward()</c> on the result to train.
     /// </summary>
+    /// <remarks>The logits are computed a chunk of rows at a time and never exist whole (see <c>GptModel.ForwardLoss</c>).</remarks>
     public static Loss CalcLossBatch(TokenBatch inputBatch, TokenBatch targetBatch, GptModel model)
-    {
-        Tensor logits = model.Forward(inputBatch);
-        return Losses.CrossEntropy(logits, targetBatch);
-    }
+        => model.ForwardLoss(inputBatch, targetBatch);
 
     /// <summary>
     /// The book's <c>calc_loss_loader</c>: the mean batch loss over the first <paramref name="numBatches"/> batches

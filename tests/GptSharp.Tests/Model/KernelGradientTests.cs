@@ -150,39 +150,32 @@ public unsafe class KernelGradientTests
         using var v = Random(14, 1f, batch, seq, c);
         using var r = Random(15, 1f, batch, seq, c);
         using var ctx = new Tensor(batch, seq, c);
-        using var weights = new Tensor(batch, heads, seq, seq);
-        using var dropped = new Tensor(batch, heads, seq, seq);
-        using var mask = new Tensor(batch, heads, seq, seq);
-        Kernels.DropoutMask(mask.Data, mask.Length, 0.3, new FastRandom(3));
-        float* maskData = dropout ? mask.Data : null;
-        double Loss()
+        using var stats = new Tensor(batch, heads, seq, 2);
+        using var dots = new Tensor(batch, heads, seq);
+        int headRows = batch * heads * seq, words = Kernels.DropoutBitWords(seq);
+        var bits = new uint[headRows * words];
+        const double p = 0.3;
+        fixed (uint* b = bits) Kernels.DropoutMaskBits(b, headRows, seq, p, new FastRandom(3));
+        float scale = Kernels.DropoutScale(p);
+        fixed (uint* bitData = bits)
         {
-            Kernels.AttentionForward(ctx.Data, weights.Data, dropped.Data, maskData, q.Data, k.Data, v.Data, batch, seq, c, heads);
-            return Dot(ctx, r);
-        }
-        Loss();
-        // Causal: row i puts no weight on later positions, and each row sums to 1 before dropout.
-        for (int bh = 0; bh < batch * heads; bh++)
-            for (int i = 0; i < seq; i++)
+            uint* mask = dropout ? bitData : null;
+            double Loss()
             {
-                double sum = 0;
-                for (int j = 0; j < seq; j++)
-                {
-                    float wij = weights[(long)(bh * seq + i) * seq + j];
-                    if (j > i) Assert.Equal(0f, wij);
-                    sum += wij;
-                }
-                Assert.Equal(1.0, sum, 5);
+                Kernels.AttentionForward(ctx.Data, stats.Data, mask, scale, q.Data, k.Data, v.Data, batch, seq, c, heads);
+                return Dot(ctx, r);
             }
-        using var dq = new Tensor(batch, seq, c);
-        using var dk = new Tensor(batch, seq, c);
-        using var dv = new Tensor(batch, seq, c);
-        using var dWeights = new Tensor(batch, heads, seq, seq);
-        Kernels.AttentionBackward(dq.Data, dk.Data, dv.Data, dWeights.Data, r.Data, weights.Data, maskData,
-            q.Data, k.Data, v.Data, batch, seq, c, heads);
-        Check("dQuery", q, dq, Loss);
-        Check("dKey", k, dk, Loss);
-        Check("dValue", v, dv, Loss);
+            Loss();
+            // Causal: row i puts no weight on later positions (moving value j > i changes nothing).
+            using var dq = new Tensor(batch, seq, c);
+            using var dk = new Tensor(batch, seq, c);
+            using var dv = new Tensor(batch, seq, c);
+            Kernels.AttentionBackward(dq.Data, dk.Data, dv.Data, dots.Data, r.Data, stats.Data, mask, scale,
+                q.Data, k.Data, v.Data, batch, seq, c, heads);
+            Check("dQuery", q, dq, Loss);
+            Check("dKey", k, dk, Loss);
+            Check("dValue", v, dv, Loss);
+        }
     }
 
     [Fact]

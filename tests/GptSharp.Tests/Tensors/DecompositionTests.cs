@@ -91,7 +91,7 @@ public unsafe class DecompositionTests
             ("gelu", Simd.Chunks((long)Rows * Hidden), Simd.ElementChunk * 4),
             ("residual / dropout multiply", Simd.Chunks((long)Rows * Channels), Simd.ElementChunk),
             ("cross-entropy", Rows, Vocab * 4L),
-            ("attention items", new Kernels.AttentionItems(Batch * Heads, Seq).Count, new Kernels.AttentionItems(Batch * Heads, Seq).WorkPerItem(Channels / Heads)),
+            ("attention items", new Kernels.AttentionItems(Batch * Heads, Seq, 0).Count, new Kernels.AttentionItems(Batch * Heads, Seq, 0).WorkPerItem(Channels / Heads)),
             ("adamw (one loop over the parameter arena)", Simd.Chunks(parameters), Simd.ElementChunk * 4L),
             ("zero_grad (one clear of the gradient arena)", Simd.Chunks(parameters), Simd.ElementChunk),
         };
@@ -130,7 +130,7 @@ public unsafe class DecompositionTests
     [Fact]
     public void AttentionItemsCoverEveryHeadAndBlockOnceHeaviestFirst()
     {
-        var items = new Kernels.AttentionItems(Batch * Heads, Seq);
+        var items = new Kernels.AttentionItems(Batch * Heads, Seq, 0);
         Assert.Equal(Batch * Heads * 8, items.Count);
         var hits = new int[Batch * Heads, items.Blocks];
         for (int i = 0; i < items.Count; i++)
@@ -218,7 +218,7 @@ public unsafe class DecompositionTests
     public void AttentionOnThirtyTwoThreadsMatchesOneThreadBitForBit(bool dropout)
     {
         const int batch = 2, seq = 100, c = 32, heads = 4; // 4 query blocks of 32, the last one short
-        int n = batch * seq * c, w = batch * heads * seq * seq;
+        int n = batch * seq * c;
         var random = new Random(11);
         Tensor Fill(int length, float scale = 1f)
         {
@@ -227,9 +227,10 @@ public unsafe class DecompositionTests
             return t;
         }
         using Tensor q = Fill(n), k = Fill(n), v = Fill(n), dContext = Fill(n);
-        using var mask = new Tensor(w);
-        for (int i = 0; i < w; i++) mask[i] = random.NextDouble() < 0.1 ? 0f : 1f / 0.9f;
-        float* maskData = dropout ? mask.Data : null;
+        int headRows = batch * heads * seq;
+        var bits = new uint[headRows * Kernels.DropoutBitWords(seq)];
+        fixed (uint* b = bits) Kernels.DropoutMaskBits(b, headRows, seq, 0.1, new FastRandom(5));
+        float scale = Kernels.DropoutScale(0.1);
         int saved = Workers.Count;
         try
         {
@@ -237,11 +238,15 @@ public unsafe class DecompositionTests
             foreach (int threads in new[] { 1, 32 })
             {
                 Workers.Count = threads;
-                using Tensor context = new(n), weights = new(w), dropped = new(w), dWeights = new(w), dq = new(n), dk = new(n), dv = new(n);
-                Kernels.AttentionForward(context.Data, weights.Data, dropped.Data, maskData, q.Data, k.Data, v.Data, batch, seq, c, heads);
-                Kernels.AttentionBackward(dq.Data, dk.Data, dv.Data, dWeights.Data, dContext.Data, weights.Data, maskData,
-                    q.Data, k.Data, v.Data, batch, seq, c, heads);
-                outputs.Add([.. context.Span, .. weights.Span, .. dq.Span, .. dk.Span, .. dv.Span]);
+                using Tensor context = new(n), stats = new(2 * headRows), dots = new(headRows), dq = new(n), dk = new(n), dv = new(n);
+                fixed (uint* bitData = bits)
+                {
+                    uint* mask = dropout ? bitData : null;
+                    Kernels.AttentionForward(context.Data, stats.Data, mask, scale, q.Data, k.Data, v.Data, batch, seq, c, heads);
+                    Kernels.AttentionBackward(dq.Data, dk.Data, dv.Data, dots.Data, dContext.Data, stats.Data, mask, scale,
+                        q.Data, k.Data, v.Data, batch, seq, c, heads);
+                }
+                outputs.Add([.. context.Span, .. stats.Span, .. dq.Span, .. dk.Span, .. dv.Span]);
             }
             Assert.True(outputs[0].AsSpan().SequenceEqual(outputs[1]), "32 threads changed the bits");
         }

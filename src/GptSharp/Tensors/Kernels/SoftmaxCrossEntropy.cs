@@ -15,18 +15,41 @@ public static unsafe partial class Kernels
     public static float SoftmaxCrossEntropyForward(float* dLogits, float* rowLosses, float* logits, int* targets,
         int rows, int vocab, int ignoreIndex)
     {
+        int count = CountTargets(targets, rows, ignoreIndex);
+        SoftmaxCrossEntropyRows(dLogits, rowLosses, logits, targets, rows, vocab, ignoreIndex, count > 0 ? 1f / count : 0f);
+        return MeanRowLoss(rowLosses, targets, rows, ignoreIndex, count);
+    }
+
+    /// <summary>Rows whose target is not <paramref name="ignoreIndex"/>: the mean's count.</summary>
+    internal static int CountTargets(int* targets, int rows, int ignoreIndex)
+    {
         int count = 0;
         for (int i = 0; i < rows; i++) if (targets[i] != ignoreIndex) count++;
-        float gradScale = count > 0 ? 1f / count : 0f;
+        return count;
+    }
+
+    /// <summary>The mean of the counted rows' losses, summed in double in row order (NaN when none counts).</summary>
+    internal static float MeanRowLoss(float* rowLosses, int* targets, int rows, int ignoreIndex, int count)
+    {
+        if (count == 0) return float.NaN;
+        double total = 0;
+        for (int i = 0; i < rows; i++) if (targets[i] != ignoreIndex) total += rowLosses[i];
+        return (float)(total / count);
+    }
+
+    /// <summary>
+    /// The per-row part of <see cref="SoftmaxCrossEntropyForward"/> for some rows of a larger mean (a chunk of rows):
+    /// <paramref name="gradScale"/> is 1/count of the whole mean. <paramref name="dLogits"/> may be
+    /// <paramref name="logits"/> itself: the gradient then replaces the logits row by row.
+    /// </summary>
+    internal static void SoftmaxCrossEntropyRows(float* dLogits, float* rowLosses, float* logits, int* targets,
+        int rows, int vocab, int ignoreIndex, float gradScale)
+    {
         RowParallel.For(rows, vocab * 4L, new SoftmaxCrossEntropyKernel
         {
             DLogits = dLogits, RowLosses = rowLosses, Logits = logits, Targets = targets,
             Vocab = vocab, IgnoreIndex = ignoreIndex, GradScale = gradScale,
         });
-        if (count == 0) return float.NaN;
-        double total = 0;
-        for (int i = 0; i < rows; i++) if (targets[i] != ignoreIndex) total += rowLosses[i];
-        return (float)(total / count);
     }
 
     private struct SoftmaxCrossEntropyKernel : IRangeKernel
@@ -52,6 +75,7 @@ public static unsafe partial class Kernels
                     continue;
                 }
                 float max = TensorPrimitives.Max(x);
+                float targetLogit = x[target]; // read before the gradient may overwrite the row
                 double sum = 0;
                 if (DLogits != null)
                 {
@@ -75,7 +99,7 @@ public static unsafe partial class Kernels
                     }
                 }
                 // −log softmax(x)[target] = log Σ exp(x − max) + max − x[target]
-                RowLosses[row] = (float)(Math.Log(sum) + max - x[target]);
+                RowLosses[row] = (float)(Math.Log(sum) + max - targetLogit);
             }
         }
     }

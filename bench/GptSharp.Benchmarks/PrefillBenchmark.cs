@@ -1,0 +1,36 @@
+using System.Diagnostics;
+using GptSharp.Model;
+using GptSharp.Tensors;
+
+namespace GptSharp.Benchmarks;
+
+/// <summary>
+/// Prefill of one long prompt into a KV cache (GPT-2 small at its own context of 1024): prompt tokens/s, median of
+/// <c>rounds</c>, and the peak RSS. <c>dotnet run -c Release --project bench/GptSharp.Benchmarks -- prefill-quick [tokens] [rounds] [threads]</c>
+/// </summary>
+public static class PrefillBenchmark
+{
+    public static void Quick(int tokens, int rounds, int threads)
+    {
+        Workers.Count = threads;
+        Console.WriteLine($"{Machine.Description}; threads {threads}; prefill of {tokens} tokens, GPT-2 small (context 1024)");
+        var config = GptConfig.Gpt2Small with { QkvBias = true };
+        using var model = new GptModel(config, new FastRandom(123));
+        var rng = new Random(1);
+        var prompt = TokenBatch.FromSequence([.. Enumerable.Range(0, tokens).Select(_ => rng.Next(config.VocabSize))]);
+        using var cache = new KvCache(model);
+        model.Prefill(cache, prompt); // warm-up: buffers and scratch
+        var seconds = new double[rounds];
+        for (int r = 0; r < rounds; r++)
+        {
+            cache.Clear();
+            var clock = Stopwatch.StartNew();
+            model.Prefill(cache, prompt);
+            seconds[r] = clock.Elapsed.TotalSeconds;
+            Console.WriteLine($"round {r + 1}: {seconds[r]:F2} s = {tokens / seconds[r]:F0} tokens/s");
+        }
+        Array.Sort(seconds);
+        double median = seconds[rounds / 2];
+        Console.WriteLine($"median {median:F2} s = {tokens / median:F0} prompt tokens/s; peak RSS {Process.GetCurrentProcess().PeakWorkingSet64 / 1e9:F2} GB");
+    }
+}
