@@ -93,7 +93,7 @@ public sealed class TrainingRun : IDisposable
             if (config.Model.VocabSize < Gpt2Tokenizer.VocabSize)
                 throw new ArgumentException($"The model's vocabulary ({config.Model.VocabSize} ids) is smaller than the GPT-2 tokenizer's ({Gpt2Tokenizer.VocabSize}): it cannot train on its tokens.");
             long dataStart = Stopwatch.GetTimestamp();
-            _data = TrainingData.Load(config.Data, config.TrainRatio, Gpt2Tokenizer.Instance);
+            _data = TrainingData.Load(config.Data, config.TrainRatio, Gpt2Tokenizer.Instance, config.ValidationData, config.Read);
             Loaders = DataLoaders.CreateTrainValidation(_data.Train, _data.Validation, config.BatchSize, config.Model.ContextLength, config.Stride, generator);
             _setupDataTime = Stopwatch.GetElapsedTime(dataStart);
             StartRanks(parallel, config, _data, model, state);
