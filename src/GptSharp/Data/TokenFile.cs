@@ -198,6 +198,10 @@ public sealed class TokenSlice : ITokenSequence
 
     public long Count { get; }
 
+    /// <summary>The sequence this is a part of, and where the part starts in it.</summary>
+    public ITokenSequence Source => _source;
+    public long Start => _start;
+
     public void CopyTo(long start, Span<int> destination)
     {
         if (start < 0 || start + destination.Length > Count)

@@ -17,6 +17,7 @@ public sealed class TrainingData : IDisposable
 
     private TrainingData(ITokenSequence train, ITokenSequence validation, string description, List<IDisposable> owned)
     {
+        Fingerprint = $"train {Identify(train)}; validation {Identify(validation)}";
         Train = train;
         Validation = validation;
         Description = description;
@@ -28,6 +29,33 @@ public sealed class TrainingData : IDisposable
 
     /// <summary>One line for the console: where the data came from and how many tokens each side has.</summary>
     public string Description { get; }
+
+    /// <summary>
+    /// The token files of each side by name with their token counts (for text, the token counts): a checkpoint records it,
+    /// and a resume on other data is refused (the data-order position would point elsewhere).
+    /// </summary>
+    public string Fingerprint { get; }
+
+    /// <summary>The file and offset of token <paramref name="index"/> of the training side.</summary>
+    public DataPosition Locate(long index)
+    {
+        ITokenSequence tokens = Train;
+        if (tokens is TokenSlice slice) (tokens, index) = (slice.Source, slice.Start + index);
+        return tokens switch
+        {
+            TokenShards shards => shards.Locate(index) is var (shard, offset) ? new DataPosition(Path.GetFileName(shards.Shards[shard].Path), offset) : null!,
+            TokenShard shard => new DataPosition(Path.GetFileName(shard.Path), index),
+            _ => new DataPosition("text", index),
+        };
+    }
+
+    private static string Identify(ITokenSequence tokens) => tokens switch
+    {
+        TokenSlice slice => $"[{slice.Start:N0}, {slice.Start + slice.Count:N0}) of {Identify(slice.Source)}",
+        TokenShards shards => string.Join(", ", shards.Shards.Select(Identify)),
+        TokenShard shard => $"{Path.GetFileName(shard.Path)} ({shard.Count:N0} tokens)",
+        _ => $"text ({tokens.Count:N0} tokens)",
+    };
 
     /// <param name="validationData">The validation set (same forms as <paramref name="data"/>); null: split <paramref name="data"/>.</param>
     public static TrainingData Load(string? data, double trainRatio, Gpt2Tokenizer tokenizer, string? validationData = null, CorpusReadOptions? read = null)
