@@ -83,12 +83,28 @@ internal sealed class CorpusEncoder
                 {
                     var unit = round[i];
                     var list = new IdList(unit.Length / 3 + 16);
-                    foreach (var (start, length, startsDocument) in unit.Segments)
+                    byte[] scratch = [];
+                    try
                     {
-                        if (startsDocument) list.Add(Gpt2Tokenizer.EndOfTextId);
-                        tokenizer.AppendValidUtf8(unit.Text.AsSpan(start, length), _endOfTextAllowed, ref list);
+                        foreach (var segment in unit.Segments)
+                        {
+                            ReadOnlySpan<byte> text = unit.Text.AsSpan(segment.Start, segment.Length);
+                            if (segment.JsonLine > 0)
+                            {
+                                // Parsed here, on the workers, not on the reading thread.
+                                if (!DocumentReader.JsonText(text, segment.JsonLine, _files[segment.File].Path, _options.TextField, ref scratch, out text)) continue;
+                                Interlocked.Increment(ref _documents);
+                            }
+                            if (segment.StartsDocument) list.Add(Gpt2Tokenizer.EndOfTextId);
+                            tokenizer.AppendValidUtf8(text, _endOfTextAllowed, ref list);
+                        }
+                        ids[i] = list;
                     }
-                    ids[i] = list;
+                    catch
+                    {
+                        list.Dispose();
+                        throw;
+                    }
                 });
                 for (int i = 0; i < round.Count; i++)
                 {
@@ -116,9 +132,10 @@ internal sealed class CorpusEncoder
         {
             var packer = new UnitPacker(this, queue, cancellation);
             long before = 0;
-            foreach (var file in _files)
+            for (int f = 0; f < _files.Count; f++)
             {
-                packer.FileStart = before;
+                var file = _files[f];
+                (packer.FileStart, packer.File) = (before, f);
                 DocumentReader.Read(file, _options, packer, cancellation);
                 before += new FileInfo(file.Path).Length;
                 Interlocked.Exchange(ref _bytesRead, before);
@@ -132,12 +149,15 @@ internal sealed class CorpusEncoder
         }
     }
 
+    /// <summary>Text in a unit: a document's start or more of it, or a JSON line (<see cref="JsonLine"/> its 1-based number) to parse first.</summary>
+    private readonly record struct Segment(int Start, int Length, bool StartsDocument, long JsonLine, int File);
+
     /// <summary>Text of one or more documents (or part of one), encoded as a whole by one worker.</summary>
     private sealed class Unit(int capacity)
     {
         public byte[] Text { get; } = ArrayPool<byte>.Shared.Rent(capacity);
         public int Length;
-        public readonly List<(int Start, int Length, bool StartsDocument)> Segments = [];
+        public readonly List<Segment> Segments = [];
 
         public void Return() => ArrayPool<byte>.Shared.Return(Text);
     }
@@ -147,28 +167,31 @@ internal sealed class CorpusEncoder
     {
         private Unit? _unit;
         public long FileStart;
+        public int File;
+
+        public void AddJsonLine(ReadOnlySpan<byte> line, long number) => AddPiece(line, startsDocument: true, number);
 
         public void Add(ReadOnlySpan<byte> utf8, bool startsDocument)
         {
             if (startsDocument) Interlocked.Increment(ref owner._documents);
             if (utf8.Length <= UnitBytes)
             {
-                AddPiece(utf8, startsDocument);
+                AddPiece(utf8, startsDocument, 0);
                 return;
             }
             // A document bigger than a unit: cut where the ids do not change, so that several workers share it.
             var bounds = Gpt2Tokenizer.ChunkBounds(utf8, UnitBytes);
-            for (int i = 0; i + 1 < bounds.Count; i++) AddPiece(utf8[bounds[i]..bounds[i + 1]], startsDocument && i == 0);
+            for (int i = 0; i + 1 < bounds.Count; i++) AddPiece(utf8[bounds[i]..bounds[i + 1]], startsDocument && i == 0, 0);
         }
 
         public void FileBytesRead(long bytes) => Interlocked.Exchange(ref owner._bytesRead, FileStart + bytes);
 
-        private void AddPiece(ReadOnlySpan<byte> utf8, bool startsDocument)
+        private void AddPiece(ReadOnlySpan<byte> utf8, bool startsDocument, long jsonLine)
         {
             if (_unit is not null && _unit.Length + utf8.Length > _unit.Text.Length) Flush();
             _unit ??= new Unit(Math.Max(UnitBytes, utf8.Length));
             utf8.CopyTo(_unit.Text.AsSpan(_unit.Length));
-            _unit.Segments.Add((_unit.Length, utf8.Length, startsDocument));
+            _unit.Segments.Add(new Segment(_unit.Length, utf8.Length, startsDocument, jsonLine, File));
             _unit.Length += utf8.Length;
         }
 

@@ -67,15 +67,27 @@ public static class TextCorpus
     /// </summary>
     public static string ReadCorpus(IReadOnlyList<string> files, CorpusReadOptions? options = null)
     {
-        var sink = new JoiningSink();
-        foreach (string file in files) DocumentReader.Read(CorpusFile.Classify(file), options ?? new CorpusReadOptions(), sink);
+        options ??= new CorpusReadOptions();
+        var sink = new JoiningSink(options.TextField);
+        foreach (string file in files)
+        {
+            sink.FilePath = file;
+            DocumentReader.Read(CorpusFile.Classify(file), options, sink);
+        }
         return Encoding.UTF8.GetString(sink.Text.GetBuffer(), 0, (int)sink.Text.Length);
     }
 
-    private sealed class JoiningSink : IDocumentSink
+    private sealed class JoiningSink(string field) : IDocumentSink
     {
         public readonly MemoryStream Text = new();
+        public string FilePath = "";
         private bool _any;
+        private byte[] _scratch = [];
+
+        public void AddJsonLine(ReadOnlySpan<byte> line, long number)
+        {
+            if (DocumentReader.JsonText(line, number, FilePath, field, ref _scratch, out var text)) Add(text, startsDocument: true);
+        }
 
         public void Add(ReadOnlySpan<byte> utf8, bool startsDocument)
         {
