@@ -214,7 +214,7 @@ internal static class DocumentReader
             }
             throw new InvalidDataException($"{path}: line {number} has no field \"{field}\" (use --text-field to name the field that holds the text).");
         }
-        catch (JsonException e)
+        catch (Exception e) when (e is JsonException or InvalidOperationException) // InvalidOperationException: invalid UTF-8 in an escaped string
         {
             throw new InvalidDataException($"{path}: line {number} is not valid JSON ({e.Message}).");
         }
@@ -248,6 +248,19 @@ internal static class DocumentReader
 
     private static void ReadParquetFile(string name, string path, string column, IDocumentSink sink, CancellationToken cancellation)
     {
+        try
+        {
+            ReadParquetRows(name, path, column, sink, cancellation);
+        }
+        catch (Exception e) when (e is not (OperationCanceledException or OutOfMemoryException or InvalidDataException))
+        {
+            // Parquet.Net reports a corrupt file with exceptions of its own (Thrift, index, overflow...): one line naming the file.
+            throw new InvalidDataException($"{name}: not a readable Parquet file ({e.GetType().Name}: {e.Message})", e);
+        }
+    }
+
+    private static void ReadParquetRows(string name, string path, string column, IDocumentSink sink, CancellationToken cancellation)
+    {
         using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
         long length = stream.Length;
         Parquet.ParquetReader reader;
@@ -274,7 +287,9 @@ internal static class DocumentReader
                 try
                 {
                     using var group = reader.OpenRowGroupReader(g);
-                    if (group.RowCount > Array.MaxLength) throw new InvalidDataException($"{name}: row group {g} has {group.RowCount} rows.");
+                    // A corrupt footer may claim any number of rows: more than 8 a byte of the file is not text to train on.
+                    if (group.RowCount < 0 || group.RowCount > Math.Min(Array.MaxLength, 8 * length + 1024))
+                        throw new InvalidDataException($"{name}: row group {g} claims {group.RowCount} rows in a file of {length} bytes: it is corrupt.");
                     rows = new string?[group.RowCount];
                     group.ReadAsync(field, rows.AsMemory()!, null, cancellation).AsTask().GetAwaiter().GetResult();
                 }
