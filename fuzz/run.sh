@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the harness, instruments GptSharp.dll with SharpFuzz and runs AFL++ on one target for a while.
-# usage: fuzz/run.sh <pth|safetensors|tf-index|snappy|config|tokens> [seconds=600] [work dir=/tmp/gptsharp-afl]
+# usage: fuzz/run.sh <pth|safetensors|tf-index|snappy|config|tokens|token-shard|jsonl|parquet> [seconds=600] [work dir=/tmp/gptsharp-afl]
 set -euo pipefail
 target=${1:?target}; seconds=${2:-600}; work=${3:-/tmp/gptsharp-afl}
 here=$(cd "$(dirname "$0")" && pwd)

@@ -54,6 +54,15 @@ public static class Program
             using var file = TokenFile.Open(WriteScratch(bytes, scratch, ".tokens"));
             file.CopyTo(0, new int[Math.Min(file.Count, 1 << 16)]);
         },
+        // llm.c shards and nanoGPT's bare ids (and GptSharp's own), as `train --data x.bin` opens them: header, length, ids.
+        ["token-shard"] = (bytes, scratch) =>
+        {
+            using var shard = TokenShard.Open(WriteScratch(bytes, scratch, ".bin"));
+            shard.CheckIds(50257);
+            shard.CopyTo(0, new int[Math.Min(shard.Count, 1 << 16)]);
+        },
+        ["jsonl"] = (bytes, scratch) => { TextCorpus.ReadCorpus([WriteScratch(bytes, scratch, ".jsonl")]); },
+        ["parquet"] = (bytes, scratch) => { TextCorpus.ReadCorpus([WriteScratch(bytes, scratch, ".parquet")]); },
     };
 
     public static int Main(string[] args)
@@ -110,7 +119,24 @@ public static class Program
         File.WriteAllBytes(Path.Combine(dir, "snappy", "block.snappy"), [79, 0x0c, 97, 98, 99, 100, 0x0d, 4, 0x3e, 8, 0, 0x5f, 16, 0, 0, 0, 0x15, 1, 0x48, .. "hello, snappy world"u8]);
         File.WriteAllText(Path.Combine(dir, "config", "config.json"), ConfigJson.ToBookJson(Tiny));
         TokenFile.Write(Path.Combine(dir, "tokens", "data.tokens"), ["a", "b"], d => d == 0 ? "first" : "second", s => s.Select(c => c % 50).ToArray(), 50, 49);
+        string corpus = Path.Combine(Path.GetTempPath(), $"gptsharp-fuzz-corpus-{Environment.ProcessId}");
+        Directory.CreateDirectory(corpus);
+        File.WriteAllText(Path.Combine(corpus, "docs.jsonl"), "{\"id\":1,\"text\":\"first \\\"doc\\\"\\n\"}\n{\"text\":null}\n{\"meta\":[1,{\"a\":2}],\"text\":\"caf\u00e9\"}\n");
+        File.Copy(Path.Combine(corpus, "docs.jsonl"), Path.Combine(dir, "jsonl", "docs.jsonl"), overwrite: true);
+        CorpusPreparation.Prepare([Path.Combine(corpus, "docs.jsonl")], Path.Combine(dir, "token-shard", "seed"), new PreparationOptions { Format = PreparedFormat.Llmc, ShardTokens = 8 });
+        File.WriteAllBytes(Path.Combine(dir, "token-shard", "nanogpt.bin"), [1, 0, 2, 0, 0xfe, 0xc3]);
+        WriteParquet(Path.Combine(dir, "parquet", "docs.parquet"));
+        Directory.Delete(corpus, recursive: true);
         Console.WriteLine($"seeds written under {dir}");
         return 0;
+    }
+
+    private static void WriteParquet(string path)
+    {
+        var text = new Parquet.Schema.DataField<string>("text");
+        using var file = File.Create(path);
+        var writer = Parquet.ParquetWriter.CreateAsync(new Parquet.Schema.ParquetSchema(text), file).GetAwaiter().GetResult();
+        using (var group = writer.CreateRowGroup()) group.WriteAsync(text, ["first doc", null!, "café"], null).GetAwaiter().GetResult();
+        writer.DisposeAsync().AsTask().GetAwaiter().GetResult();
     }
 }

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Runtime.InteropServices;
+using GptSharp.Data;
 using GptSharp.Distributed;
 using GptSharp.Evaluation;
 using GptSharp.Model;
@@ -20,7 +21,10 @@ internal static class TrainCommand
     /// <summary>The options of <c>gptsharp train</c>, created once per command.</summary>
     internal sealed class Options
     {
-        public readonly Option<string?> Data = new("--data") { Description = "Training text: a .txt file, a directory or glob of .txt files, or a token file from `gptsharp prepare` (default: the bundled The Verdict)." };
+        public readonly Option<string?> Data = new("--data") { Description = "Training data: text (a file, directory or glob of .txt, .jsonl/.json, .parquet, each optionally .gz/.zst) or token files (GptSharp's from `gptsharp prepare`, llm.c shards, nanoGPT's .bin; a glob for many) (default: the bundled The Verdict)." };
+        public readonly Option<string?> ValData = new("--val-data") { Description = "Validation data in the same forms as --data (e.g. 'dir/*_val_*.bin'); replaces the 90/10 split of --data." };
+        public readonly Option<string> TextColumn = new("--text-column") { Description = "Parquet column holding the text.", DefaultValueFactory = _ => "text" };
+        public readonly Option<string> TextField = new("--text-field") { Description = "JSON Lines field holding the text.", DefaultValueFactory = _ => "text" };
         public readonly Option<string> Config = new("--config") { Description = $"Model preset ({string.Join(", ", GptConfig.PresetNames)}) or a JSON file with the book's keys.", DefaultValueFactory = _ => "124M" };
         public readonly Option<int?> ContextLength = new("--context-length") { Description = "Context length (default 256, the book's shortened GPT_CONFIG_124M)." };
         public readonly Option<int?> EmbDim = new("--emb-dim") { Description = "Embedding width." };
@@ -64,7 +68,7 @@ internal static class TrainCommand
 
         public IEnumerable<Option> All() =>
         [
-            Data, Config, ContextLength, EmbDim, Layers, Heads, DropRate, QkvBias, BatchSize, Stride, Epochs, MaxSteps, Lr,
+            Data, ValData, TextColumn, TextField, Config, ContextLength, EmbDim, Layers, Heads, DropRate, QkvBias, BatchSize, Stride, Epochs, MaxSteps, Lr,
             WeightDecay, EvalFreq, EvalIter, Seed, StartContext, WarmupSteps, MinLr, GradClip, GradAccum, EvalTask, EvalTaskEvery, Threads, Out, Rng, Resume,
             SaveEvery, SaveEveryMinutes, KeepLast, InitFrom, Distributed,
         ];
@@ -132,11 +136,14 @@ internal static class TrainCommand
         int? threads = parse.GetValue(o.Threads);
         if (threads is < 1) throw new ArgumentException($"--threads must be at least 1, got {threads}.");
         string? data = parse.GetValue(o.Data);
+        string? validationData = parse.GetValue(o.ValData);
         var config = new RunConfig
         {
             Model = model,
             Training = training,
             Data = string.IsNullOrEmpty(data) ? "" : Path.GetFullPath(data),
+            ValidationData = string.IsNullOrEmpty(validationData) ? null : Path.GetFullPath(validationData),
+            Read = new CorpusReadOptions { TextColumn = parse.GetValue(o.TextColumn)!, TextField = parse.GetValue(o.TextField)! }.Validate(),
             BatchSize = batchSize,
             Stride = stride,
             LearningRate = lr,

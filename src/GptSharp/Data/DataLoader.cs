@@ -110,6 +110,17 @@ public sealed class DataLoaderIterator : IEnumerator<(TokenBatch Input, TokenBat
     /// <summary>Number of batches in the whole pass.</summary>
     public int Count => _loader.Count;
 
+    /// <summary>The dataset index of the first window the next batch holds (null at the end of the pass): where the pass is in the data.</summary>
+    public int? NextWindow
+    {
+        get
+        {
+            if (NextBatch >= _loader.Count) return null;
+            int first = NextBatch * _loader.BatchSize;
+            return _order is null ? first : _order[first];
+        }
+    }
+
     public (TokenBatch Input, TokenBatch Target) Current => _current;
 
     object IEnumerator.Current => _current;

@@ -26,9 +26,10 @@ public static class TextCorpus
     }
 
     /// <summary>
-    /// The .txt files that <paramref name="pathOrPattern"/> names: one file, every .txt file under a
-    /// directory (recursively), or a glob with <c>*</c>/<c>?</c> in the file-name part (<c>data/*.txt</c>),
-    /// in ordinal order so a corpus always joins the same way.
+    /// The corpus files that <paramref name="pathOrPattern"/> names: one file, every file of a known kind under a directory
+    /// (recursively: .txt, .jsonl, .json, .parquet, each optionally .gz or .zst; token files are named by a file or a glob),
+    /// or a glob with <c>*</c>/<c>?</c> in the file-name part (<c>data/*.txt</c>, <c>shards/*_train_*.bin</c>), in ordinal
+    /// order so a corpus always joins the same way. A matched file of no known kind is a clear error.
     /// </summary>
     public static IReadOnlyList<string> ResolveFiles(string pathOrPattern)
     {
@@ -37,7 +38,8 @@ public static class TextCorpus
         if (File.Exists(pathOrPattern))
             files = [pathOrPattern];
         else if (Directory.Exists(pathOrPattern))
-            files = Directory.GetFiles(pathOrPattern, "*.txt", SearchOption.AllDirectories);
+            files = Directory.GetFiles(pathOrPattern, "*", SearchOption.AllDirectories)
+                .Where(f => CorpusFile.TryClassify(f) is { Format: not DocumentFormat.Tokens }).ToArray();
         else
         {
             string? directory = Path.GetDirectoryName(pathOrPattern);
@@ -50,39 +52,51 @@ public static class TextCorpus
             files = Directory.GetFiles(directory, pattern, SearchOption.TopDirectoryOnly);
         }
         Array.Sort(files, StringComparer.Ordinal);
-        if (files.Length == 0) throw new FileNotFoundException($"--data: no .txt files found in '{pathOrPattern}'.");
+        if (files.Length == 0) throw new FileNotFoundException($"--data: no corpus files ({CorpusFile.KnownEndings}) found in '{pathOrPattern}'.");
+        foreach (string file in files)
+            if (CorpusFile.TryClassify(file) is null && !TokenFile.IsTokenFile(file)) CorpusFile.Classify(file); // names the file
         return files;
     }
 
     /// <summary>Reads one file as strict UTF-8: an empty file or invalid bytes are an error naming the file.</summary>
-    public static string ReadTextFile(string path)
+    public static string ReadTextFile(string path) => ReadCorpus([path]);
+
+    /// <summary>
+    /// The documents of all files (every record of a JSON Lines or Parquet file is one), joined with <see cref="EndOfText"/>,
+    /// in memory: for training straight from text. A big corpus goes through <see cref="CorpusPreparation"/> instead.
+    /// </summary>
+    public static string ReadCorpus(IReadOnlyList<string> files, CorpusReadOptions? options = null)
     {
-        byte[] bytes = File.ReadAllBytes(path);
-        if (bytes.Length == 0) throw new InvalidDataException($"{path}: the file is empty.");
-        try
+        options ??= new CorpusReadOptions();
+        var sink = new JoiningSink(options.TextField);
+        foreach (string file in files)
         {
-            var utf8 = new UTF8Encoding(false, true);
-            int skip = bytes.Length >= 3 && bytes[0] == 0xEF && bytes[1] == 0xBB && bytes[2] == 0xBF ? 3 : 0;
-            string text = utf8.GetString(bytes, skip, bytes.Length - skip);
-            if (text.Length == 0) throw new InvalidDataException($"{path}: the file is empty.");
-            return text;
+            sink.FilePath = file;
+            DocumentReader.Read(CorpusFile.Classify(file), options, sink);
         }
-        catch (DecoderFallbackException e)
-        {
-            throw new InvalidDataException($"{path}: not valid UTF-8 (byte offset {e.Index}).");
-        }
+        return Encoding.UTF8.GetString(sink.Text.GetBuffer(), 0, (int)sink.Text.Length);
     }
 
-    /// <summary>The text of all files, joined with <see cref="EndOfText"/>.</summary>
-    public static string ReadCorpus(IReadOnlyList<string> files)
+    private sealed class JoiningSink(string field) : IDocumentSink
     {
-        var builder = new StringBuilder();
-        for (int i = 0; i < files.Count; i++)
+        public readonly MemoryStream Text = new();
+        public string FilePath = "";
+        private bool _any;
+        private byte[] _scratch = [];
+
+        public void AddJsonLine(ReadOnlySpan<byte> line, long number)
         {
-            if (i > 0) builder.Append(EndOfText);
-            builder.Append(ReadTextFile(files[i]));
+            if (DocumentReader.JsonText(line, number, FilePath, field, ref _scratch, out var text)) Add(text, startsDocument: true);
         }
-        return builder.ToString();
+
+        public void Add(ReadOnlySpan<byte> utf8, bool startsDocument)
+        {
+            if (startsDocument && _any) Text.Write("<|endoftext|>"u8);
+            _any = true;
+            Text.Write(utf8);
+        }
+
+        public void FileBytesRead(long bytes) { }
     }
 
     /// <summary>

@@ -1,7 +1,4 @@
-using System.Runtime.CompilerServices;
 using System.Buffers.Binary;
-using System.IO.MemoryMappedFiles;
-using System.Runtime.Intrinsics;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
@@ -28,32 +25,27 @@ public sealed record TokenFileHeader
 /// the JSON header (<see cref="TokenFileHeader"/>), zero padding to byte 64, the ids from byte 64,
 /// then the JSON (written last, once the count is known).</para>
 /// </summary>
-public sealed unsafe class TokenFile : ITokenSequence, IDisposable
+public sealed class TokenFile : ITokenSequence, IDisposable
 {
     public const string FormatName = "gptsharp-tokens";
     public const int DataOffset = 64;
     private static ReadOnlySpan<byte> Magic => "GPTSTOK1"u8;
     private static readonly DataJsonContext IndentedJson = new(new JsonSerializerOptions { WriteIndented = true });
 
-    private readonly MemoryMappedFile _map;
-    private readonly MemoryMappedViewAccessor _view;
-    private byte* _base;
-    private readonly ushort* _ids;
+    private readonly MappedUInt16Ids _ids;
 
-    private TokenFile(string path, MemoryMappedFile map, MemoryMappedViewAccessor view, TokenFileHeader header)
+    private TokenFile(MappedUInt16Ids ids, TokenFileHeader header)
     {
-        Path = path;
-        _map = map;
-        _view = view;
+        _ids = ids;
         Header = header;
-        Count = header.Count;
-        _view.SafeMemoryMappedViewHandle.AcquirePointer(ref _base);
-        _ids = (ushort*)(_base + _view.PointerOffset + DataOffset);
     }
 
-    public string Path { get; }
+    public string Path => _ids.Path;
+
+    /// <summary>The mapped ids (shared with the other token file formats, <see cref="TokenShard"/>).</summary>
+    internal MappedUInt16Ids Ids => _ids;
     public TokenFileHeader Header { get; }
-    public long Count { get; }
+    public long Count => _ids.Count;
 
     /// <summary>True when the file starts with the token-file magic (so <c>--data</c> can take either text or tokens).</summary>
     public static bool IsTokenFile(string path)
@@ -95,85 +87,19 @@ public sealed unsafe class TokenFile : ITokenSequence, IDisposable
             if (header.Count != count || header.DataType != "uint16")
                 throw new InvalidDataException($"{path}: token file header disagrees with its data (count {header.Count} vs {count}, dtype {header.DataType}).");
         }
-        var map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
-        var view = map.CreateViewAccessor(0, fileLength, MemoryMappedFileAccess.Read);
-        return new TokenFile(path, map, view, header);
+        return new TokenFile(new MappedUInt16Ids(path, DataOffset, header.Count), header);
     }
 
     /// <summary>
     /// Checks that every id is below <paramref name="vocabSize"/>, before any training: an id outside the vocabulary would
     /// otherwise stop a run hours in. The error names the file, the byte offset, the token's index and the id.
     /// </summary>
-    public void CheckIds(int vocabSize)
-    {
-        long index = FindIdAtLeast(vocabSize);
-        if (index >= 0)
-            throw new InvalidDataException($"{Path}: token id {_ids[index]} at byte offset {DataOffset + 2 * index} (token {index:N0}) is outside the vocabulary of {vocabSize} ids: the file is corrupt or was made for another tokenizer.");
-    }
+    public void CheckIds(int vocabSize) => _ids.CheckIds(vocabSize);
 
     /// <summary>The index of the first id that is at least <paramref name="limit"/>, or -1 (a vectorized scan of the mapped ids).</summary>
-    public long FindIdAtLeast(int limit, int maxVectorBits = 512)
-    {
-        if (limit > ushort.MaxValue) return -1;
-        const int Chunk = 1 << 30; // span lengths are ints; a token file may hold more ids
-        for (long start = 0; start < Count; start += Chunk)
-        {
-            int n = (int)Math.Min(Chunk, Count - start);
-            int found = FirstAtLeast(new ReadOnlySpan<ushort>(_ids + start, n), (ushort)limit, maxVectorBits);
-            if (found >= 0) return start + found;
-        }
-        return -1;
-    }
+    public long FindIdAtLeast(int limit, int maxVectorBits = 512) => _ids.FindIdAtLeast(limit, maxVectorBits);
 
-    /// <summary>
-    /// The first index of <paramref name="ids"/> holding a value of at least <paramref name="limit"/>, or -1: four vectors per
-    /// block folded with max, then one compare (memory-bound, so the loop does as little as possible per byte).
-    /// <paramref name="maxVectorBits"/> (512, 256 or 0) lets tests run the narrower paths on a wider machine.
-    /// </summary>
-    internal static unsafe int FirstAtLeast(ReadOnlySpan<ushort> ids, ushort limit, int maxVectorBits = 512)
-    {
-        var path = Gemm.BestPath;
-        if (maxVectorBits < 512 && path == Gemm.KernelPath.Vector512) path = Gemm.KernelPath.Vector256;
-        if (maxVectorBits < 256) path = Gemm.KernelPath.Scalar;
-        fixed (ushort* p = ids)
-            return (int)Simd.FindFirst(path, ids.Length, 4 * Vector256<ushort>.Count, 4 * Vector512<ushort>.Count, new AtLeastOp { Ids = p, Limit = limit });
-    }
-
-    private unsafe struct AtLeastOp : ISearchOp
-    {
-        public ushort* Ids;
-        public ushort Limit;
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-
-        public readonly bool Matches(long i) => Ids[i] >= Limit;
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-
-        public readonly bool Any256(long i)
-        {
-            const int w = 16;
-            var m = Vector256.Max(Vector256.Max(Vector256.Load(Ids + i), Vector256.Load(Ids + i + w)), Vector256.Max(Vector256.Load(Ids + i + 2 * w), Vector256.Load(Ids + i + 3 * w)));
-            return Vector256.GreaterThanOrEqualAny(m, Vector256.Create(Limit));
-        }
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-
-        public readonly bool Any512(long i)
-        {
-            const int w = 32;
-            var m = Vector512.Max(Vector512.Max(Vector512.Load(Ids + i), Vector512.Load(Ids + i + w)), Vector512.Max(Vector512.Load(Ids + i + 2 * w), Vector512.Load(Ids + i + 3 * w)));
-            return Vector512.GreaterThanOrEqualAny(m, Vector512.Create(Limit));
-        }
-    }
-
-    public void CopyTo(long start, Span<int> destination)
-    {
-        if (start < 0 || start + destination.Length > Count)
-            throw new ArgumentOutOfRangeException(nameof(start), $"Ids [{start}, {start + destination.Length}) are outside {Path} ({Count} ids).");
-        ushort* source = _ids + start;
-        for (int i = 0; i < destination.Length; i++) destination[i] = source[i];
-    }
+    public void CopyTo(long start, Span<int> destination) => _ids.CopyTo(start, destination);
 
     /// <summary>
     /// Writes a token file atomically (<see cref="AtomicFile"/>: temp file, flush, rename): <paramref name="sources"/> are read by <paramref name="readDocument"/>, encoded
@@ -181,7 +107,25 @@ public sealed unsafe class TokenFile : ITokenSequence, IDisposable
     /// what encoding the texts joined with <c>&lt;|endoftext|&gt;</c> gives. Memory use is one document.
     /// </summary>
     public static TokenFileHeader Write(string path, IReadOnlyList<string> sources, Func<int, string> readDocument,
-        Func<string, int[]> encode, int vocabSize, int separatorId, Action<int, long>? progress = null)
+        Func<string, int[]> encode, int vocabSize, int separatorId, Action<int, long>? progress = null) =>
+        Write(path, vocabSize, separatorId, sources, write =>
+        {
+            long count = 0;
+            for (int d = 0; d < sources.Count; d++)
+            {
+                int[] ids = encode(readDocument(d));
+                if (d > 0) write([separatorId], sources[d]);
+                write(ids, sources[d]);
+                count += ids.Length + (d > 0 ? 1 : 0);
+                progress?.Invoke(d, count);
+            }
+        });
+
+    /// <summary>
+    /// Writes a token file atomically from ids that <paramref name="produce"/> hands to the writer it is given, in order, as
+    /// many times as it likes (the corpus encoder streams a whole corpus this way); the count and header are written last.
+    /// </summary>
+    internal static TokenFileHeader Write(string path, int vocabSize, int separatorId, IReadOnlyList<string> sources, Action<IdWriter> produce)
     {
         if (vocabSize > ushort.MaxValue + 1)
             throw new ArgumentException($"A vocabulary of {vocabSize} ids does not fit the uint16 token file.");
@@ -189,28 +133,10 @@ public sealed unsafe class TokenFile : ITokenSequence, IDisposable
         TokenFileHeader? header = null;
         AtomicFile.Write(path, stream =>
         {
-            long count = 0;
             stream.Write(new byte[DataOffset]);
-            byte[] buffer = [];
-            for (int d = 0; d < sources.Count; d++)
-            {
-                int[] ids = encode(readDocument(d));
-                int extra = d > 0 ? 1 : 0;
-                int needed = 2 * (ids.Length + extra);
-                if (buffer.Length < needed) buffer = new byte[needed];
-                int at = 0;
-                if (extra == 1) { BinaryPrimitives.WriteUInt16LittleEndian(buffer, (ushort)separatorId); at = 2; }
-                foreach (int id in ids)
-                {
-                    if ((uint)id >= (uint)vocabSize)
-                        throw new InvalidDataException($"{sources[d]}: token id {id} is outside the vocabulary of {vocabSize}.");
-                    BinaryPrimitives.WriteUInt16LittleEndian(buffer.AsSpan(at), (ushort)id);
-                    at += 2;
-                }
-                stream.Write(buffer, 0, at);
-                count += ids.Length + extra;
-                progress?.Invoke(d, count);
-            }
+            var writer = new UInt16IdWriter(stream, vocabSize);
+            produce(writer.Write);
+            long count = writer.Count;
             header = new TokenFileHeader { VocabSize = vocabSize, Count = count, SeparatorId = separatorId, Sources = sources };
             byte[] json = JsonSerializer.SerializeToUtf8Bytes(header, IndentedJson.TokenFileHeader);
             long jsonOffset = stream.Position;
@@ -227,15 +153,32 @@ public sealed unsafe class TokenFile : ITokenSequence, IDisposable
         return header!;
     }
 
-    public void Dispose()
+    public void Dispose() => _ids.Dispose();
+}
+
+/// <summary>Hands ids to a token file being written; <paramref name="source"/> names where they came from, for the error an id outside the vocabulary gives.</summary>
+internal delegate void IdWriter(ReadOnlySpan<int> ids, string source);
+
+/// <summary>Writes ids as little-endian uint16 (the layout of every token file format), checking each against the vocabulary.</summary>
+internal sealed class UInt16IdWriter(Stream stream, int vocabSize)
+{
+    private byte[] _buffer = new byte[1 << 16];
+
+    /// <summary>Ids written so far.</summary>
+    public long Count { get; private set; }
+
+    public void Write(ReadOnlySpan<int> ids, string source)
     {
-        if (_base != null)
+        if (_buffer.Length < 2 * ids.Length) _buffer = new byte[2 * ids.Length];
+        for (int i = 0; i < ids.Length; i++)
         {
-            _view.SafeMemoryMappedViewHandle.ReleasePointer();
-            _base = null;
+            int id = ids[i];
+            if ((uint)id >= (uint)vocabSize)
+                throw new InvalidDataException($"{source}: token id {id} is outside the vocabulary of {vocabSize}.");
+            BinaryPrimitives.WriteUInt16LittleEndian(_buffer.AsSpan(2 * i), (ushort)id);
         }
-        _view.Dispose();
-        _map.Dispose();
+        stream.Write(_buffer, 0, 2 * ids.Length);
+        Count += ids.Length;
     }
 }
 
@@ -255,6 +198,10 @@ public sealed class TokenSlice : ITokenSequence
     }
 
     public long Count { get; }
+
+    /// <summary>The sequence this is a part of, and where the part starts in it.</summary>
+    public ITokenSequence Source => _source;
+    public long Start => _start;
 
     public void CopyTo(long start, Span<int> destination)
     {

@@ -234,6 +234,12 @@ public sealed class Gpt2Tokenizer
                 $"token {EndOfTextId}, or use EncodeOrdinary to encode it as plain text.");
     }
 
+    /// <summary>
+    /// Appends the ids of UTF-8 the caller has already checked (the corpus encoder validates as it reads, naming the file) to
+    /// <paramref name="ids"/>; <paramref name="endOfTextAllowed"/> false is <c>encode_ordinary</c>.
+    /// </summary>
+    internal void AppendValidUtf8(ReadOnlySpan<byte> utf8, bool endOfTextAllowed, ref IdList ids) => AppendIds(utf8, endOfTextAllowed, ref ids);
+
     /// <summary>Appends the ids of valid UTF-8 to <paramref name="ids"/>, splitting at <c>&lt;|endoftext|&gt;</c> when allowed.</summary>
     private void AppendIds(ReadOnlySpan<byte> utf8, bool endOfTextAllowed, ref IdList ids)
     {
@@ -368,7 +374,7 @@ public sealed class Gpt2Tokenizer
             int cut = -1;
             for (int p = Math.Max(target, 1); p < utf8.Length; p++)
             {
-                if (PreTokenizer.IsAsciiSpace(utf8[p]) && utf8[p - 1] < 0x80 && !PreTokenizer.IsAsciiSpace(utf8[p - 1]))
+                if (IsSafeCut(utf8, p))
                 {
                     cut = p;
                     break;
@@ -380,6 +386,22 @@ public sealed class Gpt2Tokenizer
         }
         bounds.Add(utf8.Length);
         return bounds;
+    }
+
+    /// <summary>True where <see cref="ChunkBounds"/> may cut: byte p - 1 is an ASCII non-space and byte p is ASCII white space.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool IsSafeCut(ReadOnlySpan<byte> utf8, int p) =>
+        PreTokenizer.IsAsciiSpace(utf8[p]) && utf8[p - 1] < 0x80 && !PreTokenizer.IsAsciiSpace(utf8[p - 1]);
+
+    /// <summary>
+    /// The last position in <paramref name="utf8"/> (after its first byte) where the text may be cut without changing its ids (see
+    /// <see cref="ChunkBounds"/>), or -1: a stream is encoded block by block up to such a cut, the rest carried into the next block.
+    /// </summary>
+    internal static int LastSafeCut(ReadOnlySpan<byte> utf8)
+    {
+        for (int p = utf8.Length - 1; p >= 1; p--)
+            if (IsSafeCut(utf8, p)) return p;
+        return -1;
     }
 
     /// <summary>Offset of the first byte of <paramref name="utf8"/> that starts an ill-formed UTF-8 sequence, or -1 if it is all valid.</summary>

@@ -26,6 +26,9 @@ internal struct IdList : IDisposable
 
     public readonly ReadOnlySpan<int> AsSpan() => _items.AsSpan(0, _count);
 
+    /// <summary>The ids as memory (valid until the list grows or is disposed).</summary>
+    public readonly ReadOnlyMemory<int> AsMemory() => _items.AsMemory(0, _count);
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Add(int id)
     {

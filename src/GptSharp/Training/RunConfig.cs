@@ -3,6 +3,7 @@ using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 using GptSharp.Model;
 using GptSharp.Checkpoints;
+using GptSharp.Data;
 
 namespace GptSharp.Training;
 
@@ -17,6 +18,12 @@ public sealed record RunConfig
 
     /// <summary>Where the text came from: a path, a glob, or the bundled The Verdict.</summary>
     public string Data { get; init; } = "";
+
+    /// <summary>The validation set (same forms as <see cref="Data"/>); null: the last 10 % of <see cref="Data"/> (<see cref="TrainRatio"/>).</summary>
+    public string? ValidationData { get; init; }
+
+    /// <summary>Which Parquet column and JSON Lines field hold the text.</summary>
+    public CorpusReadOptions Read { get; init; } = new();
     public int BatchSize { get; init; } = 2;
     public int Stride { get; init; } = 256;
     public double TrainRatio { get; init; } = 0.9;
@@ -58,6 +65,9 @@ public sealed record RunConfig
             ["rng"] = Rng,
         };
         if (InitFrom is not null) node["init_from"] = InitFrom;
+        if (ValidationData is not null) node["validation_data"] = ValidationData;
+        if (Read.TextColumn != new CorpusReadOptions().TextColumn) node["text_column"] = Read.TextColumn;
+        if (Read.TextField != new CorpusReadOptions().TextField) node["text_field"] = Read.TextField;
         return node.ToJsonString(Json);
     }
 
@@ -79,6 +89,12 @@ public sealed record RunConfig
                 Seed = (ulong?)node["seed"] ?? 123,
                 Rng = (string?)node["rng"] ?? "torch",
                 InitFrom = (string?)node["init_from"],
+                ValidationData = (string?)node["validation_data"],
+                Read = new CorpusReadOptions
+                {
+                    TextColumn = (string?)node["text_column"] ?? new CorpusReadOptions().TextColumn,
+                    TextField = (string?)node["text_field"] ?? new CorpusReadOptions().TextField,
+                },
             };
         }
         catch (Exception e) when (e is JsonException or FormatException or InvalidOperationException)

@@ -132,6 +132,16 @@ public sealed class TrainerState
     /// on another world size keeps the global batch: <c>--grad-accum</c> × this / the new world size.</summary>
     public int WorldSize { get; set; } = 1;
 
+    /// <summary>
+    /// Where the next training window starts, as a file and a token offset in it (an llm.c shard, a token file, or the text):
+    /// written with each checkpoint, and checked on a resume against where the data of the run puts the saved data-order
+    /// position, so that changed data is an error instead of a silently different run. Null at an epoch boundary.
+    /// </summary>
+    public DataPosition? DataPosition { get; set; }
+
+    /// <summary>The files the run trains and validates on with their token counts (<see cref="TrainingData.Fingerprint"/>), checked on a resume.</summary>
+    public string? DataFingerprint { get; set; }
+
     /// <summary>Training time so far over all sessions of the run.</summary>
     public double ElapsedSeconds { get; set; }
 
@@ -145,6 +155,12 @@ public sealed class TrainerState
     public IEnumerable<double> TrainLosses => Evaluations.Select(e => e.TrainLoss);
     public IEnumerable<double> ValLosses => Evaluations.Select(e => e.ValLoss);
     public IEnumerable<long> TrackTokensSeen => Evaluations.Select(e => e.TokensSeen);
+}
+
+/// <summary>A place in the training data: a file (its name) and the index of a token in it.</summary>
+public sealed record DataPosition(string File, long Offset)
+{
+    public override string ToString() => $"{File} token {Offset:N0}";
 }
 
 /// <summary>Why <see cref="Trainer.Run"/> returned.</summary>

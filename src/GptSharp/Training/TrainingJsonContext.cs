@@ -12,6 +12,7 @@ namespace GptSharp.Training;
 /// </summary>
 [JsonSerializable(typeof(TrainingOptions))]
 [JsonSerializable(typeof(TrainerState))]
+[JsonSerializable(typeof(DataPosition))]
 [JsonSerializable(typeof(Dictionary<string, double>))]
 internal sealed partial class TrainingJsonContext : JsonSerializerContext
 {

@@ -95,11 +95,12 @@ public sealed class TrainingRun : IDisposable
             if (config.Model.VocabSize < Gpt2Tokenizer.VocabSize)
                 throw new ArgumentException($"The model's vocabulary ({config.Model.VocabSize} ids) is smaller than the GPT-2 tokenizer's ({Gpt2Tokenizer.VocabSize}): it cannot train on its tokens.");
             long dataStart = Stopwatch.GetTimestamp();
-            _data = TrainingData.Load(config.Data, config.TrainRatio, Gpt2Tokenizer.Instance);
+            _data = TrainingData.Load(config.Data, config.TrainRatio, Gpt2Tokenizer.Instance, config.ValidationData, config.Read);
             Loaders = DataLoaders.CreateTrainValidation(_data.Train, _data.Validation, config.BatchSize, config.Model.ContextLength, config.Stride, generator);
             // Rank 0 alone scores the benchmark (it reads the model and draws nothing, so the other ranks need not wait for it in step).
             if (config.Training.EvalTask is string spec && parallel.IsRoot) _evalTask = BenchmarkTask.Load(spec);
             _setupDataTime = Stopwatch.GetElapsedTime(dataStart);
+            if (state is not null) CheckSameData(state, _data, Loaders.Train);
             StartRanks(parallel, config, _data, model, state);
         }
         catch
@@ -131,6 +132,27 @@ public sealed class TrainingRun : IDisposable
         if (state is null) parallel.BroadcastParameters(model);
         else parallel.VerifyIdentical(model, "after loading the checkpoint");
         parallel.UseRankDropoutStream(model, config.Seed);
+    }
+
+    /// <summary>
+    /// A resume continues the saved data order only over the same data: the files and token counts must be the checkpoint's,
+    /// and the saved position (shard, offset) must be where the saved pass puts the next window. Checkpoints from before
+    /// positions were recorded carry neither and are taken as they are.
+    /// </summary>
+    private static void CheckSameData(TrainerState state, TrainingData data, DataLoader train)
+    {
+        if (state.DataFingerprint is string saved && saved != data.Fingerprint)
+            throw new InvalidDataException($"--resume: the data is not what the run trained on, so its data order cannot continue (checkpoint: {saved}; now: {data.Fingerprint}). Give the run the same --data and --val-data.");
+        var now = DataPositionOf(state, data, train);
+        if (state.DataPosition is DataPosition position && position != now)
+            throw new InvalidDataException($"--resume: the checkpoint's next window is at {position}, but the data now puts it at {now?.ToString() ?? "the end of the pass"}: the data changed. Give the run the same --data and --val-data.");
+    }
+
+    /// <summary>Where the next training window of the pass in <paramref name="state"/> starts (null between epochs).</summary>
+    private static DataPosition? DataPositionOf(TrainerState state, TrainingData data, DataLoader train)
+    {
+        if (!state.EpochStarted) return null;
+        return train.ResumeEpoch(state.SamplerSeed, state.NextBatch).NextWindow is int window ? data.Locate((long)window * train.Dataset.Stride) : null;
     }
 
     public RunConfig Config { get; }
@@ -306,7 +328,7 @@ public sealed class TrainingRun : IDisposable
             checkpoint.Dispose();
             throw;
         }
-        lines.Add($"Resuming {checkpoint.Path} at epoch {state.Epoch + 1}, step {state.GlobalStep + 1} ({state.TokensSeen:N0} tokens seen).");
+        lines.Add($"Resuming {checkpoint.Path} at epoch {state.Epoch + 1}, step {state.GlobalStep + 1} ({state.TokensSeen:N0} tokens seen{(state.DataPosition is DataPosition p ? $"; next window at {p}" : "")}).");
         run._pendingLines.InsertRange(0, lines);
         return run;
     }
@@ -432,6 +454,8 @@ public sealed class TrainingRun : IDisposable
             bestFailure = e;
         }
         string path = RunDirectory.File(TrainingCheckpoint.FileNameFor(State.GlobalStep + 1));
+        State.DataPosition = DataPositionOf(State, _data, Loaders.Train);
+        State.DataFingerprint = _data.Fingerprint;
         TrainingCheckpoint.Save(path, Config, Model, Optimizer, Generator, State);
         LastCheckpoint = path;
         // Older checkpoints go only once the new one is durable, so a crash at any moment leaves a complete one.

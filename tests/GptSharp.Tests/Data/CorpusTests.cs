@@ -105,16 +105,16 @@ public sealed class CorpusTests : IDisposable
     {
         var ids = new ushort[1000];
         for (int i = 0; i < ids.Length; i++) ids[i] = (ushort)(i * 37 % 50257);
-        Assert.Equal(-1, TokenFile.FirstAtLeast(ids, 50257, maxVectorBits));
+        Assert.Equal(-1, MappedUInt16Ids.FirstAtLeast(ids, 50257, maxVectorBits));
         // Each position of a 4-vector block, the scalar tail, and a second bad id after the first.
         foreach (int at in new[] { 0, 1, 31, 32, 127, 128, 255, 256, 500, 997, 999 })
         {
             var copy = (ushort[])ids.Clone();
             copy[at] = 50257;
             if (at + 3 < copy.Length) copy[at + 3] = ushort.MaxValue;
-            Assert.Equal(at, TokenFile.FirstAtLeast(copy, 50257, maxVectorBits));
+            Assert.Equal(at, MappedUInt16Ids.FirstAtLeast(copy, 50257, maxVectorBits));
         }
-        Assert.Equal(-1, TokenFile.FirstAtLeast([], 50257, maxVectorBits));
+        Assert.Equal(-1, MappedUInt16Ids.FirstAtLeast([], 50257, maxVectorBits));
     }
 
     [Fact]

@@ -130,11 +130,54 @@ public sealed class MutationFuzzTests : IDisposable
         });
     }
 
-    /// <summary>Runs <paramref name="parse"/> on <see cref="Cases"/> mutations of <paramref name="seed"/> (case 0: the seed itself, which must load).</summary>
-    private static void Fuzz(string format, byte[] seed, Action<byte[]> parse)
+    [Fact]
+    public void LlmcShardsAndNanoGptBins()
+    {
+        string text = Path.Combine(_dir, "docs.jsonl");
+        File.WriteAllText(text, "{\"text\":\"first document\"}\n{\"text\":\"second\"}\n");
+        var shards = CorpusPreparation.Prepare([text], Path.Combine(_dir, "seed"), new PreparationOptions { Format = PreparedFormat.Llmc, ShardTokens = 4 }).Outputs;
+        string path = Path.Combine(_dir, "case.bin");
+        Fuzz("llmc-shard", File.ReadAllBytes(shards[0]), bytes =>
+        {
+            File.WriteAllBytes(path, bytes);
+            using var shard = TokenShard.Open(path);
+            shard.CheckIds(50257);
+            shard.CopyTo(0, new int[Math.Min(shard.Count, 1 << 16)]);
+        });
+    }
+
+    [Fact]
+    public void JsonLinesAndParquetCorpora()
+    {
+        string jsonl = Path.Combine(_dir, "seed.jsonl");
+        File.WriteAllText(jsonl, "{\"id\":1,\"text\":\"first \\\"doc\\\"\\n\"}\n{\"text\":null}\n{\"meta\":[1,{\"a\":2}],\"text\":\"caf\u00e9\"}\n");
+        string path = Path.Combine(_dir, "case.jsonl");
+        Fuzz("jsonl", File.ReadAllBytes(jsonl), bytes =>
+        {
+            File.WriteAllBytes(path, bytes);
+            TextCorpus.ReadCorpus([path]);
+        });
+        string parquet = Path.Combine(_dir, "seed.parquet");
+        var field = new Parquet.Schema.DataField<string>("text");
+        using (var file = File.Create(parquet))
+        {
+            var writer = Parquet.ParquetWriter.CreateAsync(new Parquet.Schema.ParquetSchema(field), file).GetAwaiter().GetResult();
+            using (var group = writer.CreateRowGroup()) group.WriteAsync(field, ["first doc", null!, "café"], null).GetAwaiter().GetResult();
+            writer.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        }
+        path = Path.Combine(_dir, "case.parquet");
+        Fuzz("parquet", File.ReadAllBytes(parquet), bytes =>
+        {
+            File.WriteAllBytes(path, bytes);
+            TextCorpus.ReadCorpus([path]);
+        }, cases: 500); // Parquet.Net takes tens of ms a case here: the AFL++ target (fuzz/) is for long runs
+    }
+
+    /// <summary>Runs <paramref name="parse"/> on <paramref name="cases"/> (default <see cref="Cases"/>) mutations of <paramref name="seed"/> (case 0: the seed itself, which must load).</summary>
+    private static void Fuzz(string format, byte[] seed, Action<byte[]> parse, int cases = Cases)
     {
         var clock = new Stopwatch();
-        for (int seedNumber = 0; seedNumber < Cases; seedNumber++)
+        for (int seedNumber = 0; seedNumber < cases; seedNumber++)
         {
             byte[] input = seedNumber == 0 ? seed : Mutate(seed, new Random(seedNumber));
             long before = GC.GetAllocatedBytesForCurrentThread();

@@ -1,0 +1,317 @@
+using System.Text;
+using System.Text.Json;
+using System.Text.Unicode;
+using GptSharp.Tokenization;
+
+namespace GptSharp.Data;
+
+/// <summary>Which field of a record holds its text.</summary>
+public sealed record CorpusReadOptions
+{
+    /// <summary>The Parquet column that holds the text (Hugging Face datasets call it <c>text</c>).</summary>
+    public string TextColumn { get; init; } = "text";
+
+    /// <summary>The JSON Lines field that holds the text.</summary>
+    public string TextField { get; init; } = "text";
+
+    public CorpusReadOptions Validate()
+    {
+        if (string.IsNullOrEmpty(TextColumn)) throw new ArgumentException("--text-column must not be empty.");
+        if (string.IsNullOrEmpty(TextField)) throw new ArgumentException("--text-field must not be empty.");
+        return this;
+    }
+}
+
+/// <summary>Where a <see cref="DocumentReader"/> puts what it reads.</summary>
+internal interface IDocumentSink
+{
+    /// <summary>
+    /// Text of the corpus as valid UTF-8: a new document when <paramref name="startsDocument"/>, else more of the current one
+    /// (a long <c>.txt</c> arrives in blocks, each cut where the tokenizer may cut). The span is valid only during the call.
+    /// </summary>
+    void Add(ReadOnlySpan<byte> utf8, bool startsDocument);
+
+    /// <summary>
+    /// One line of a JSON Lines file, not yet parsed: the sink gets its text with <see cref="DocumentReader.JsonText"/> where it
+    /// likes (the corpus encoder does it on its workers: parsing JSON costs as much as a sixth of the tokenizer's time).
+    /// </summary>
+    void AddJsonLine(ReadOnlySpan<byte> line, long number);
+
+    /// <summary>How many bytes of the current file (as stored, compressed or not) have been read so far.</summary>
+    void FileBytesRead(long bytes);
+}
+
+/// <summary>
+/// Streams the documents of one corpus file into a sink without ever holding the whole file: a <c>.txt</c> in blocks of
+/// <see cref="BlockBytes"/>, JSON Lines a line at a time, Parquet a row group at a time. Every byte handed on is checked
+/// UTF-8; a bad file is one <see cref="InvalidDataException"/> naming it and the place (byte offset, line or row group).
+/// </summary>
+internal static class DocumentReader
+{
+    /// <summary>Read size of text and JSON Lines files; a block grows only while it holds no place to cut (or, in JSON Lines, no line end).</summary>
+    internal const int BlockBytes = 1 << 20;
+
+    public static void Read(CorpusFile file, CorpusReadOptions options, IDocumentSink sink, CancellationToken cancellation = default)
+    {
+        try
+        {
+            switch (file.Format)
+            {
+                case DocumentFormat.Text: ReadText(file, sink, cancellation); break;
+                case DocumentFormat.JsonLines: ReadJsonLines(file, sink, cancellation); break;
+                case DocumentFormat.Parquet: ReadParquet(file, options.TextColumn, sink, cancellation); break;
+                default: throw new InvalidDataException($"{file.Path}: a token file holds no text to read.");
+            }
+        }
+        catch (Exception e) when (e is ZstdSharp.ZstdException || e is InvalidDataException && !e.Message.StartsWith(file.Path, StringComparison.Ordinal))
+        {
+            // Decompressors and Parquet.Net say what is wrong but not where: name the file.
+            throw new InvalidDataException($"{file.Path}: {e.Message}", e);
+        }
+    }
+
+    private static void ReadText(CorpusFile file, IDocumentSink sink, CancellationToken cancellation)
+    {
+        using var stream = file.OpenDecompressed(out var raw);
+        using (raw)
+        {
+            byte[] buffer = new byte[BlockBytes];
+            int filled = 0;
+            long consumed = 0; // decompressed bytes handed on so far (for error offsets)
+            bool first = true, bomChecked = false, any = false;
+            while (true)
+            {
+                cancellation.ThrowIfCancellationRequested();
+                if (filled == buffer.Length) Array.Resize(ref buffer, buffer.Length * 2); // no place to cut in a whole block
+                int read = stream.Read(buffer, filled, buffer.Length - filled);
+                filled += read;
+                sink.FileBytesRead(raw.Position);
+                if (!bomChecked && (filled >= 3 || read == 0))
+                {
+                    bomChecked = true;
+                    if (filled >= 3 && buffer[0] == 0xEF && buffer[1] == 0xBB && buffer[2] == 0xBF)
+                    {
+                        Buffer.BlockCopy(buffer, 3, buffer, 0, filled - 3);
+                        filled -= 3;
+                        consumed = 3;
+                    }
+                }
+                if (read == 0)
+                {
+                    if (filled > 0 || !any)
+                    {
+                        if (filled == 0 && !any) throw new InvalidDataException($"{file.Path}: the file is empty.");
+                        Hand(buffer.AsSpan(0, filled));
+                    }
+                    return;
+                }
+                if (!bomChecked) continue;
+                int cut = Gpt2Tokenizer.LastSafeCut(buffer.AsSpan(0, filled));
+                if (cut <= 0) continue;
+                Hand(buffer.AsSpan(0, cut));
+                Buffer.BlockCopy(buffer, cut, buffer, 0, filled - cut);
+                filled -= cut;
+            }
+
+            void Hand(ReadOnlySpan<byte> text)
+            {
+                if (!Utf8.IsValid(text))
+                    throw new InvalidDataException($"{file.Path}: not valid UTF-8 ({(file.Compression == FileCompression.None ? "" : "decompressed ")}byte offset {consumed + Gpt2Tokenizer.IndexOfInvalidUtf8(text)}).");
+                sink.Add(text, first);
+                first = false;
+                any = true;
+                consumed += text.Length;
+            }
+        }
+    }
+
+    private static void ReadJsonLines(CorpusFile file, IDocumentSink sink, CancellationToken cancellation)
+    {
+        using var stream = file.OpenDecompressed(out var raw);
+        using (raw)
+        {
+            byte[] buffer = new byte[BlockBytes];
+            int start = 0, filled = 0;
+            long line = 0;
+            bool firstContent = true, eof = false;
+            while (true)
+            {
+                int newline = buffer.AsSpan(start, filled - start).IndexOf((byte)'\n');
+                if (newline < 0 && !eof)
+                {
+                    cancellation.ThrowIfCancellationRequested();
+                    // Keep the partial line, then read more (growing the buffer only for a line longer than it).
+                    if (start > 0)
+                    {
+                        Buffer.BlockCopy(buffer, start, buffer, 0, filled - start);
+                        filled -= start;
+                        start = 0;
+                    }
+                    if (filled == buffer.Length) Array.Resize(ref buffer, buffer.Length * 2);
+                    int read = stream.Read(buffer, filled, buffer.Length - filled);
+                    sink.FileBytesRead(raw.Position);
+                    if (read == 0) eof = true;
+                    filled += read;
+                    continue;
+                }
+                int end = newline < 0 ? filled : start + newline;
+                var text = buffer.AsSpan(start, end - start);
+                start = newline < 0 ? filled : end + 1;
+                line++;
+                if (text.Length > 0 && text[^1] == (byte)'\r') text = text[..^1];
+                if (line == 1 && text.StartsWith("\uFEFF"u8)) text = text[3..];
+                text = text.Trim(" \t"u8);
+                if (text.Length > 0)
+                {
+                    if (firstContent && text[0] == (byte)'[')
+                        throw new InvalidDataException($"{file.Path}: a JSON array, not JSON Lines (one object per line); convert it with `jq -c '.[]'`.");
+                    firstContent = false;
+                    sink.AddJsonLine(text, line);
+                }
+                if (eof && start >= filled) return;
+            }
+        }
+    }
+
+    /// <summary>
+    /// The text of one JSON Lines record: its top-level string field <paramref name="field"/> (UTF-8, unescaped into
+    /// <paramref name="scratch"/> when it has escapes), or false for a record whose field is null. A line that is not a JSON
+    /// object, has no such field, or holds another type there is an error naming the file and the line.
+    /// </summary>
+    internal static bool JsonText(ReadOnlySpan<byte> line, long number, string path, string field, scoped ref byte[] scratch, out ReadOnlySpan<byte> text)
+    {
+        text = default;
+        var reader = new Utf8JsonReader(line, new JsonReaderOptions { CommentHandling = JsonCommentHandling.Disallow });
+        try
+        {
+            if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject)
+                throw new InvalidDataException($"{path}: line {number} is not a JSON object.");
+            while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+            {
+                bool wanted = reader.ValueTextEquals(field);
+                reader.Read();
+                if (!wanted)
+                {
+                    reader.Skip();
+                    continue;
+                }
+                switch (reader.TokenType)
+                {
+                    case JsonTokenType.String:
+                        text = reader.ValueSpan;
+                        if (reader.ValueIsEscaped)
+                        {
+                            if (scratch.Length < text.Length) scratch = new byte[Math.Max(text.Length, 4096)];
+                            text = scratch.AsSpan(0, reader.CopyString(scratch));
+                        }
+                        if (!Utf8.IsValid(text)) throw new InvalidDataException($"{path}: line {number}: field \"{field}\" is not valid UTF-8.");
+                        return true;
+                    case JsonTokenType.Null:
+                        return false; // a record without text (Hugging Face datasets have some): nothing to train on
+                    default:
+                        throw new InvalidDataException($"{path}: line {number}: field \"{field}\" is {reader.TokenType}, expected a string.");
+                }
+            }
+            throw new InvalidDataException($"{path}: line {number} has no field \"{field}\" (use --text-field to name the field that holds the text).");
+        }
+        catch (Exception e) when (e is JsonException or InvalidOperationException) // InvalidOperationException: invalid UTF-8 in an escaped string
+        {
+            throw new InvalidDataException($"{path}: line {number} is not valid JSON ({e.Message}).");
+        }
+    }
+
+    private static void ReadParquet(CorpusFile file, string column, IDocumentSink sink, CancellationToken cancellation)
+    {
+        // Parquet needs to seek (its footer is at the end), so a whole-file .gz/.zst is unpacked to a temporary file first.
+        string path = file.Path;
+        string? temporary = null;
+        try
+        {
+            if (file.Compression != FileCompression.None)
+            {
+                temporary = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"gptsharp-{Guid.NewGuid():N}.parquet");
+                using var source = file.OpenDecompressed(out var raw);
+                using (raw)
+                using (var target = new FileStream(temporary, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16, FileOptions.None))
+                {
+                    source.CopyTo(target, 1 << 20);
+                }
+                path = temporary;
+            }
+            ReadParquetFile(file.Path, path, column, sink, cancellation);
+        }
+        finally
+        {
+            if (temporary is not null) File.Delete(temporary);
+        }
+    }
+
+    private static void ReadParquetFile(string name, string path, string column, IDocumentSink sink, CancellationToken cancellation)
+    {
+        try
+        {
+            ReadParquetRows(name, path, column, sink, cancellation);
+        }
+        catch (Exception e) when (e is not (OperationCanceledException or OutOfMemoryException or InvalidDataException))
+        {
+            // Parquet.Net reports a corrupt file with exceptions of its own (Thrift, index, overflow...): one line naming the file.
+            throw new InvalidDataException($"{name}: not a readable Parquet file ({e.GetType().Name}: {e.Message})", e);
+        }
+    }
+
+    private static void ReadParquetRows(string name, string path, string column, IDocumentSink sink, CancellationToken cancellation)
+    {
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+        long length = stream.Length;
+        Parquet.ParquetReader reader;
+        try
+        {
+            reader = Parquet.ParquetReader.CreateAsync(stream, cancellationToken: cancellation).GetAwaiter().GetResult();
+        }
+        catch (Exception e) when (e is IOException or InvalidOperationException or NotSupportedException or ArgumentException)
+        {
+            throw new InvalidDataException($"{name}: not a readable Parquet file ({e.Message}).");
+        }
+        try
+        {
+            var fields = reader.Schema.GetDataFields();
+            var field = fields.FirstOrDefault(f => f.Name == column)
+                ?? throw new InvalidDataException($"{name}: no column \"{column}\" (columns: {string.Join(", ", fields.Select(f => f.Name))}; use --text-column to name the one that holds the text).");
+            if (field.ClrType != typeof(string) && field.ClrType != typeof(ReadOnlyMemory<char>) || field.IsArray)
+                throw new InvalidDataException($"{name}: column \"{column}\" holds {field.ClrType.Name}{(field.IsArray ? " lists" : "")}, not text.");
+            byte[] utf8 = new byte[1 << 16];
+            for (int g = 0; g < reader.RowGroupCount; g++)
+            {
+                cancellation.ThrowIfCancellationRequested();
+                string?[] rows;
+                try
+                {
+                    using var group = reader.OpenRowGroupReader(g);
+                    // A corrupt footer may claim any number of rows: more than 8 a byte of the file is not text to train on.
+                    if (group.RowCount < 0 || group.RowCount > Math.Min(Array.MaxLength, 8 * length + 1024))
+                        throw new InvalidDataException($"{name}: row group {g} claims {group.RowCount} rows in a file of {length} bytes: it is corrupt.");
+                    rows = new string?[group.RowCount];
+                    group.ReadAsync(field, rows.AsMemory()!, null, cancellation).AsTask().GetAwaiter().GetResult();
+                }
+                catch (Exception e) when (e is IOException or InvalidOperationException or NotSupportedException or ArgumentException or IndexOutOfRangeException)
+                {
+                    throw new InvalidDataException($"{name}: row group {g} cannot be read ({e.Message}).");
+                }
+                foreach (string? text in rows)
+                {
+                    if (text is null) continue; // a row without text: nothing to train on
+                    int needed = Encoding.UTF8.GetMaxByteCount(text.Length);
+                    if (utf8.Length < needed) utf8 = new byte[Math.Max(needed, utf8.Length * 2)];
+                    // Lone surrogates become U+FFFD, as when Python encodes such a string for tiktoken.
+                    int n = Encoding.UTF8.GetBytes(text, utf8);
+                    sink.Add(utf8.AsSpan(0, n), startsDocument: true);
+                }
+                sink.FileBytesRead(length * (g + 1) / reader.RowGroupCount);
+            }
+        }
+        finally
+        {
+            reader.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        }
+    }
+}
