@@ -3,6 +3,8 @@ using GptSharp.Model;
 using GptSharp.Tensors;
 using GptSharp.Checkpoints;
 using GptSharp.Formats;
+using GptSharp.Formats.PyTorch;
+using GptSharp.Randomness;
 
 namespace GptSharp.Benchmarks;
 

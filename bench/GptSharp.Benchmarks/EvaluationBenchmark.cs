@@ -3,6 +3,7 @@ using System.Runtime.Intrinsics.X86;
 using GptSharp.Evaluation;
 using GptSharp.Model;
 using GptSharp.Tensors;
+using GptSharp.Randomness;
 
 namespace GptSharp.Benchmarks;
 

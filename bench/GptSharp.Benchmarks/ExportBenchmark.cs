@@ -4,6 +4,7 @@ using GptSharp.Checkpoints;
 using GptSharp.Formats.Onnx;
 using GptSharp.Model;
 using GptSharp.Tensors;
+using GptSharp.Randomness;
 
 namespace GptSharp.Benchmarks;
 

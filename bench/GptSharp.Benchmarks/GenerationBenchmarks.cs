@@ -5,6 +5,8 @@ using BenchmarkDotNet.Jobs;
 using GptSharp.Generation;
 using GptSharp.Model;
 using GptSharp.Tensors;
+using GptSharp.Randomness;
+using GptSharp.Data;
 
 namespace GptSharp.Benchmarks;
 

@@ -4,6 +4,7 @@ using GptSharp.Checkpoints;
 using GptSharp.Model;
 using GptSharp.Tensors;
 using GptSharp.Tests.Interop;
+using GptSharp.Randomness;
 
 namespace GptSharp.Benchmarks;
 

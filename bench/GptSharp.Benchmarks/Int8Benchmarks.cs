@@ -3,6 +3,9 @@ using GptSharp.Checkpoints;
 using GptSharp.Generation;
 using GptSharp.Model;
 using GptSharp.Tensors;
+using GptSharp.Layers;
+using GptSharp.Randomness;
+using GptSharp.Data;
 
 namespace GptSharp.Benchmarks;
 
@@ -35,7 +38,7 @@ public static class Int8Quick
         Workers.Count = threads;
         double bandwidth = GenerationQuick.ReadBandwidth();
         Console.WriteLine($"CPU: {Environment.ProcessorCount} logical cores, {threads} threads; read bandwidth {bandwidth / 1e9:F1} GB/s (1 GiB vector sum, best of 5); " +
-            $"AVX-VNNI {(Kernels.Int8IntegerDotSupported ? "yes" : "no")}");
+            $"AVX-VNNI {(Int8Kernels.Int8IntegerDotSupported ? "yes" : "no")}");
         var config = GptConfig.Gpt2Small with { QkvBias = true };
         using var float32 = new GptModel(config, new FastRandom(123));
         float32.Eval();
@@ -43,7 +46,7 @@ public static class Int8Quick
         int8.QuantizeInt8();
         // The int8 model runs twice per round: weights dequantized to float32 in registers, and int16 activations with integer dot products (AVX-VNNI) where the CPU has it.
         var variants = new List<(string Name, GptModel Model, bool IntegerDot)> { ("float32", float32, false), ("int8 dequantize", int8, false) };
-        if (Kernels.Int8IntegerDotSupported) variants.Add(("int8 integer dot", int8, true));
+        if (Int8Kernels.Int8IntegerDotSupported) variants.Add(("int8 integer dot", int8, true));
         var longPrompt = Enumerable.Range(0, 512).Select(i => (i * 7919) % config.VocabSize).ToArray();
         var rates = variants.Select(_ => new List<double>()).ToArray();
         var stepMedians = variants.Select(_ => new List<double>()).ToArray();
@@ -53,13 +56,13 @@ public static class Int8Quick
         var caches = variants.Select(m => new KvCache(m.Model)).ToArray();
         for (int v = 0; v < variants.Count; v++)
         {
-            Kernels.Int8IntegerDecodeOnThisThread = variants[v].IntegerDot;
+            Int8Kernels.Int8IntegerDecodeOnThisThread = variants[v].IntegerDot;
             generators[v].Generate(TokenBatch.FromSequence(Prompt), 4); // warm-up
         }
         for (int r = 0; r < rounds; r++)
             for (int v = 0; v < variants.Count; v++)
             {
-                Kernels.Int8IntegerDecodeOnThisThread = variants[v].IntegerDot;
+                Int8Kernels.Int8IntegerDecodeOnThisThread = variants[v].IntegerDot;
                 var clock = Stopwatch.StartNew();
                 generators[v].Generate(TokenBatch.FromSequence(Prompt), newTokens);
                 rates[v].Add(newTokens / clock.Elapsed.TotalSeconds);
@@ -80,7 +83,7 @@ public static class Int8Quick
                 model.Prefill(caches[v], longPrompt);
                 prefill[v].Add(longPrompt.Length / clock.Elapsed.TotalSeconds);
             }
-        Kernels.Int8IntegerDecodeOnThisThread = null;
+        Int8Kernels.Int8IntegerDecodeOnThisThread = null;
         double Median(List<double> values) => values.Order().ElementAt(values.Count / 2);
         for (int v = 0; v < variants.Count; v++)
         {
@@ -114,7 +117,7 @@ public static class Int8Quick
             using var output = new Tensor(n);
             for (int i = 0; i < k; i++) input.Data[i] = MathF.Cos(i);
             foreach (int threads in new[] { 1, 2 })
-                foreach (bool integer in GptSharp.Tensors.Kernels.Int8IntegerDotSupported ? new[] { false, true } : new[] { false })
+                foreach (bool integer in GptSharp.Tensors.Int8Kernels.Int8IntegerDotSupported ? new[] { false, true } : new[] { false })
                 {
                     Workers.Count = threads;
                     int repeats = (int)Math.Max(3, 2e9 / matrix.ValueBytes);
@@ -122,7 +125,7 @@ public static class Int8Quick
                     for (int t = 0; t < times.Length; t++)
                     {
                         long start = Stopwatch.GetTimestamp();
-                        for (int r = 0; r < repeats; r++) GptSharp.Tensors.Kernels.LinearForwardInt8(Gemm.BestPath, output.Data, input.Data, matrix, null, 1, integerDot: integer);
+                        for (int r = 0; r < repeats; r++) GptSharp.Tensors.Int8Kernels.LinearForwardInt8(Gemm.BestPath, output.Data, input.Data, matrix, null, 1, integerDot: integer);
                         times[t] = Stopwatch.GetElapsedTime(start).TotalSeconds / repeats;
                     }
                     Array.Sort(times);
@@ -150,7 +153,7 @@ public static class Int8Quick
             foreach (var w in weights)
                 unsafe
                 {
-                    if (w.Int8 is { } q) Kernels.LinearForwardInt8(output.Data, input.Data, q, null, 1);
+                    if (w.Int8 is { } q) Int8Kernels.LinearForwardInt8(output.Data, input.Data, q, null, 1);
                     else Kernels.LinearForward(output.Data, input.Data, w.Value.Data, null, 1, w.Value.Size(1), w.Value.Size(0));
                 }
             times[t] = Stopwatch.GetElapsedTime(start).TotalSeconds;

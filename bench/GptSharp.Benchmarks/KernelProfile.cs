@@ -1,5 +1,7 @@
 using System.Diagnostics;
 using GptSharp.Tensors;
+using GptSharp.Layers;
+using GptSharp.Randomness;
 
 namespace GptSharp.Benchmarks;
 

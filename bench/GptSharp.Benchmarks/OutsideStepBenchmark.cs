@@ -4,6 +4,7 @@ using GptSharp.Model;
 using GptSharp.Tensors;
 using GptSharp.Tokenization;
 using GptSharp.Training;
+using GptSharp.Data;
 
 namespace GptSharp.Benchmarks;
 
@@ -22,7 +23,7 @@ public static class OutsideStepBenchmark
         var (model, optimizer, inputs, targets) = TrainingStepBenchmark.Create(seed: 123);
         using var modelOwner = model;
         using var optimizerOwner = optimizer;
-        var tokenizer = Gpt2Tokenizer.Shared;
+        var tokenizer = Gpt2Tokenizer.Instance;
         int tokens = inputs.Count;
         const int sampleTokens = 50;
         const string prompt = "Every effort moves you";

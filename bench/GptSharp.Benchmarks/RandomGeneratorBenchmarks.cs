@@ -1,5 +1,6 @@
 using BenchmarkDotNet.Attributes;
 using GptSharp.Tensors;
+using GptSharp.Randomness;
 
 namespace GptSharp.Benchmarks;
 

@@ -4,6 +4,7 @@ using GptSharp.Data;
 using GptSharp.Model;
 using GptSharp.Tensors;
 using GptSharp.Training;
+using GptSharp.Randomness;
 
 namespace GptSharp.Benchmarks;
 

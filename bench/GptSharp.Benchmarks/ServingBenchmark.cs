@@ -4,6 +4,7 @@ using System.Text.Json;
 using GptSharp.Model;
 using GptSharp.Serving;
 using GptSharp.Tensors;
+using GptSharp.Randomness;
 
 namespace GptSharp.Benchmarks;
 

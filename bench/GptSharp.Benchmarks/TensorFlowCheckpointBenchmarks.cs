@@ -2,6 +2,8 @@ using BenchmarkDotNet.Attributes;
 using GptSharp.Tensors;
 using GptSharp.Formats;
 using GptSharp.Pretrained;
+using GptSharp.Formats.TensorFlow;
+using GptSharp.Checkpoints.Gpt2;
 
 namespace GptSharp.Benchmarks;
 

@@ -7,6 +7,8 @@ using BenchmarkDotNet.Running;
 using GptSharp.Model;
 using GptSharp.Tensors;
 using GptSharp.Training;
+using GptSharp.Randomness;
+using GptSharp.Data;
 
 namespace GptSharp.Benchmarks;
 

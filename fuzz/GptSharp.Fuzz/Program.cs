@@ -5,6 +5,9 @@ using GptSharp.Model;
 using GptSharp.Tensors;
 using GptSharp.Tests.Checkpoints.TensorFlow;
 using SharpFuzz;
+using GptSharp.Formats.TensorFlow;
+using GptSharp.Formats.PyTorch;
+using GptSharp.Randomness;
 
 namespace GptSharp.Fuzz;
 

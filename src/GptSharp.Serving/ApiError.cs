@@ -4,7 +4,7 @@ using Microsoft.AspNetCore.Http;
 namespace GptSharp.Serving;
 
 /// <summary>A request the server refuses, answered with OpenAI's error JSON and <see cref="Status"/>.</summary>
-public sealed class ApiException(int status, string message, string? param = null, string? code = null) : Exception(message)
+internal sealed class ApiException(int status, string message, string? param = null, string? code = null) : Exception(message)
 {
     public int Status { get; } = status;
     public string? Param { get; } = param;

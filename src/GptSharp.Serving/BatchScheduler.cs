@@ -2,6 +2,7 @@ using System.Threading.Channels;
 using GptSharp.Generation;
 using GptSharp.Model;
 using GptSharp.Tensors;
+using GptSharp.Randomness;
 
 namespace GptSharp.Serving;
 
@@ -71,7 +72,7 @@ public sealed class BatchScheduler : IDisposable
     /// <paramref name="events"/>, tagged with the request's index, each sequence ending with a final event.
     /// Cancelling <paramref name="cancellation"/> (the client went away) ends them within one step.
     /// </summary>
-    public IReadOnlyList<SequenceHandle> Submit(IReadOnlyList<SequenceRequest> requests, ChannelWriter<SequenceEvent> events,
+    internal IReadOnlyList<SequenceHandle> Submit(IReadOnlyList<SequenceRequest> requests, ChannelWriter<SequenceEvent> events,
         CancellationToken cancellation = default)
     {
         var sequences = new Sequence[requests.Count];
@@ -328,7 +329,7 @@ public sealed class BatchScheduler : IDisposable
 }
 
 /// <summary>A queued or running sequence: <see cref="Cancel"/> ends it at the next step boundary, freeing its slot.</summary>
-public abstract class SequenceHandle
+internal abstract class SequenceHandle
 {
     public abstract void Cancel();
 }

@@ -17,7 +17,7 @@ namespace GptSharp.Serving;
 /// (<see cref="Encode"/>), and a content line that starts like a turn (<c>User:</c>, <c>Assistant:</c>, <c>System:</c>,
 /// after any backslashes) gets one more backslash in front, so a message cannot forge another turn.
 /// </summary>
-public static partial class ChatTemplate
+internal static partial class ChatTemplate
 {
     public const string Text = "{system}\\n\\nUser: {user}\\nAssistant: {assistant}\\nUser: {user}\\nAssistant:";
 

@@ -8,10 +8,10 @@ namespace GptSharp.Serving;
 /// temperature, top-p, min-p, the end-of-sequence id) and the seed of its own sampling generator.
 /// </summary>
 /// <param name="TopLogprobs">Report each picked token's log-probability and this many most likely alternatives (−1 = no log-probabilities).</param>
-public sealed record SequenceRequest(int[] PromptIds, int MaxNewTokens, GenerationOptions Options, ulong Seed, int TopLogprobs = -1);
+internal sealed record SequenceRequest(int[] PromptIds, int MaxNewTokens, GenerationOptions Options, ulong Seed, int TopLogprobs = -1);
 
 /// <summary>Why a sequence ended.</summary>
-public enum FinishReason
+internal enum FinishReason
 {
     /// <summary>It produced its maximum number of tokens (OpenAI's <c>length</c>).</summary>
     Length,
@@ -24,7 +24,7 @@ public enum FinishReason
 }
 
 /// <summary>A token id with its log-probability under the model.</summary>
-public readonly record struct TokenLogprob(int Token, float Logprob);
+internal readonly record struct TokenLogprob(int Token, float Logprob);
 
 /// <summary>
 /// What the scheduler tells a request about one of its sequences (<see cref="Choice"/>): a new token, or the end.
@@ -34,8 +34,8 @@ public readonly record struct TokenLogprob(int Token, float Logprob);
 /// <param name="Top">The most likely tokens at this position, when asked for.</param>
 /// <param name="Finish">Set in the final event only.</param>
 /// <param name="GeneratedTokens">In the final event: tokens the model produced, the end-of-sequence id included.</param>
-public sealed record SequenceEvent(int Choice, int Token, float Logprob, TokenLogprob[]? Top, FinishReason? Finish = null,
+internal sealed record SequenceEvent(int Choice, int Token, float Logprob, TokenLogprob[]? Top, FinishReason? Finish = null,
     int GeneratedTokens = 0, string? Error = null);
 
 /// <summary>Thrown by <see cref="BatchScheduler.Submit"/> when its waiting queue is full (HTTP 429).</summary>
-public sealed class QueueFullException(string message) : Exception(message);
+internal sealed class QueueFullException(string message) : Exception(message);

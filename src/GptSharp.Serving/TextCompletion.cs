@@ -6,7 +6,7 @@ using GptSharp.Tokenization;
 namespace GptSharp.Serving;
 
 /// <summary>How to continue a prompt: OpenAI's sampling parameters, translated to <see cref="GenerationOptions"/>.</summary>
-public sealed record CompletionSettings
+internal sealed record CompletionSettings
 {
     public int MaxTokens { get; init; } = 16;
     /// <summary>OpenAI's default is 1 (sampling); 0 = greedy.</summary>
@@ -42,16 +42,16 @@ public sealed record CompletionSettings
 }
 
 /// <summary>A token of a choice with its log-probabilities (when asked for) and where its text starts in the choice.</summary>
-public sealed record CompletionToken(int Id, float Logprob, TokenLogprob[]? Top, int TextOffset);
+internal sealed record CompletionToken(int Id, float Logprob, TokenLogprob[]? Top, int TextOffset);
 
 /// <summary>New text of one choice, as soon as it is known not to be part of a stop text; the last piece has <see cref="FinishReason"/>.</summary>
-public sealed record CompletionPiece(int Choice, string Text, IReadOnlyList<CompletionToken> Tokens, string? FinishReason);
+internal sealed record CompletionPiece(int Choice, string Text, IReadOnlyList<CompletionToken> Tokens, string? FinishReason);
 
 /// <summary>One finished choice: its text (cut before any stop text), why it ended (<c>stop</c> or <c>length</c>), its tokens.</summary>
-public sealed record CompletionChoice(int Index, string Text, string FinishReason, int CompletionTokens, IReadOnlyList<CompletionToken> Tokens);
+internal sealed record CompletionChoice(int Index, string Text, string FinishReason, int CompletionTokens, IReadOnlyList<CompletionToken> Tokens);
 
 /// <summary>Every choice of a completion, with the exact token counts of the prompt and of what was generated.</summary>
-public sealed record CompletionResult(int PromptTokens, IReadOnlyList<CompletionChoice> Choices)
+internal sealed record CompletionResult(int PromptTokens, IReadOnlyList<CompletionChoice> Choices)
 {
     public int CompletionTokens => Choices.Sum(c => c.CompletionTokens);
 }
@@ -61,7 +61,7 @@ public sealed record CompletionResult(int PromptTokens, IReadOnlyList<Completion
 /// (<see cref="StreamingDecoder"/>), cut exactly at the first stop text (text that might begin a stop text is held
 /// back until it is known not to), and the sequence stopped as soon as a stop text appears.
 /// </summary>
-public static class TextCompletion
+internal static class TextCompletion
 {
     /// <summary>The prompt's ids (<c>&lt;|endoftext|&gt;</c> allowed, as the book's <c>text_to_token_ids</c>).</summary>
     public static int[] Encode(string prompt) => Gpt2Tokenizer.Instance.Encode(prompt, Gpt2Tokenizer.AllSpecialTokens);

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using GptSharp.Generation;
 using GptSharp.Tensors;
+using GptSharp.Randomness;
 
 namespace GptSharp.Cli.Commands;
 

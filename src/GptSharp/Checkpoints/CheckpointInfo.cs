@@ -2,6 +2,10 @@ using GptSharp.Model;
 using GptSharp.Formats;
 using GptSharp.Pretrained;
 using GptSharp.Formats.Gguf;
+using GptSharp.Formats.SafeTensors;
+using GptSharp.Formats.TensorFlow;
+using GptSharp.Formats.PyTorch;
+using GptSharp.Checkpoints.Gpt2;
 
 namespace GptSharp.Checkpoints;
 

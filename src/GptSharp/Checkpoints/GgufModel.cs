@@ -4,6 +4,7 @@ using GptSharp.Formats.Gguf;
 using GptSharp.Model;
 using GptSharp.Tensors;
 using GptSharp.Tokenization;
+using GptSharp.Layers;
 
 namespace GptSharp.Checkpoints;
 
@@ -90,7 +91,7 @@ internal static class GgufModel
     /// <summary>The key/values convert_hf_to_gguf.py writes for GPT-2, in its order, then GptSharp's config.</summary>
     private static List<KeyValuePair<string, object>> Metadata(GptConfig config, uint fileType, string name)
     {
-        var vocabulary = Gpt2Tokenizer.Shared.Vocabulary;
+        var vocabulary = Gpt2Tokenizer.Instance.Vocabulary;
         int known = Math.Min(config.VocabSize, Gpt2Vocabulary.VocabSize);
         // The token list has exactly vocab_size entries (llama.cpp checks it against token_embd): GPT-2's tokens, cut
         // short for a smaller vocabulary, padded as convert_hf_to_gguf.py pads (unused [PADn] tokens) for a larger one.
@@ -252,7 +253,7 @@ internal static class GgufModel
     private static void CheckVocabulary(GgufFile file)
     {
         if (file.Metadata.GetValueOrDefault("tokenizer.ggml.tokens") is not string[] tokens) return;
-        var vocabulary = Gpt2Tokenizer.Shared.Vocabulary;
+        var vocabulary = Gpt2Tokenizer.Instance.Vocabulary;
         for (int id = 0; id < Math.Min(tokens.Length, Gpt2Vocabulary.VocabSize); id++)
         {
             string ours = vocabulary.ByteLevelToken(id);

@@ -1,5 +1,6 @@
 using GptSharp.Model;
 using GptSharp.Formats;
+using GptSharp.Formats.SafeTensors;
 
 namespace GptSharp.Checkpoints;
 

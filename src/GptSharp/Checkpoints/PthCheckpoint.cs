@@ -1,7 +1,9 @@
 using GptSharp.Model;
 using GptSharp.Tensors;
-using GptSharp.Tensors.IO;
+using GptSharp.IO;
 using GptSharp.Formats;
+using GptSharp.Formats.SafeTensors;
+using GptSharp.Formats.PyTorch;
 
 namespace GptSharp.Checkpoints;
 

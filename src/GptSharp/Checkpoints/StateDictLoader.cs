@@ -3,6 +3,7 @@ using System.Text.RegularExpressions;
 using GptSharp.Model;
 using GptSharp.Tensors;
 using GptSharp.Formats;
+using GptSharp.Formats.SafeTensors;
 
 namespace GptSharp.Checkpoints;
 

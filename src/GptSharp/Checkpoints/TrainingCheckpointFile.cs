@@ -4,6 +4,7 @@ using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using GptSharp.Model;
 using GptSharp.Formats;
+using GptSharp.Formats.SafeTensors;
 
 namespace GptSharp.Checkpoints;
 

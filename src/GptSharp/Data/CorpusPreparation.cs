@@ -1,6 +1,6 @@
 using System.Globalization;
 using System.Text.RegularExpressions;
-using GptSharp.Tensors.IO;
+using GptSharp.IO;
 using GptSharp.Tokenization;
 
 namespace GptSharp.Data;

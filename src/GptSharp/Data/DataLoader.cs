@@ -1,5 +1,6 @@
 using System.Collections;
 using GptSharp.Tensors;
+using GptSharp.Randomness;
 
 namespace GptSharp.Data;
 

@@ -1,4 +1,5 @@
 using GptSharp.Tensors;
+using GptSharp.Randomness;
 
 namespace GptSharp.Data;
 

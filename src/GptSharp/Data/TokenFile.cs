@@ -3,7 +3,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using GptSharp.Tensors;
-using GptSharp.Tensors.IO;
+using GptSharp.IO;
 
 namespace GptSharp.Data;
 
@@ -183,7 +183,7 @@ internal sealed class UInt16IdWriter(Stream stream, int vocabSize)
 }
 
 /// <summary>A contiguous part of another token sequence (the train or validation share of a token file).</summary>
-public sealed class TokenSlice : ITokenSequence
+internal sealed class TokenSlice : ITokenSequence
 {
     private readonly ITokenSequence _source;
     private readonly long _start;

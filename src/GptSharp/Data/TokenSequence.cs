@@ -16,7 +16,7 @@ public interface ITokenSequence
 }
 
 /// <summary>Token ids held in a managed array.</summary>
-public sealed class ArrayTokenSequence : ITokenSequence
+internal sealed class ArrayTokenSequence : ITokenSequence
 {
     private readonly int[] _ids;
     private readonly int _offset;

@@ -6,7 +6,7 @@ namespace GptSharp.Distributed;
 /// The processes <c>mpirun</c> started, as an <see cref="IProcessGroup"/> over Open MPI's <c>MPI_COMM_WORLD</c>.
 /// Created once per process (MPI can be initialized only once); disposing it calls <c>MPI_Finalize</c>.
 /// </summary>
-public sealed unsafe class MpiProcessGroup : IProcessGroup
+internal sealed unsafe class MpiProcessGroup : IProcessGroup
 {
     // Collectives go in slices of 16 MB. Open MPI's reduction allocates a temporary buffer the size of the message;
     // glibc keeps freed blocks up to 32 MB in its heap but maps and unmaps larger ones, so a 154 MB token-embedding

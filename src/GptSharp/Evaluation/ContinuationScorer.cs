@@ -1,6 +1,8 @@
 using GptSharp.Generation;
 using GptSharp.Model;
 using GptSharp.Tensors;
+using GptSharp.Layers;
+using GptSharp.Data;
 
 namespace GptSharp.Evaluation;
 

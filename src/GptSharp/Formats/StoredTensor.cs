@@ -111,7 +111,7 @@ public sealed record StoredTensor(string Name, TensorDType DType, int[] Shape)
 /// A file of named tensors that can be read one at a time straight into a destination buffer:
 /// what the model loaders consume, whatever the format (safetensors, PyTorch .pth, ...).
 /// </summary>
-public interface ITensorSource : IDisposable
+internal interface ITensorSource : IDisposable
 {
     /// <summary>The file, for error messages.</summary>
     string FilePath { get; }

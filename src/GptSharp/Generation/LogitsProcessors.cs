@@ -14,7 +14,7 @@ public interface ILogitsProcessor
 }
 
 /// <summary>The book's top-k: logits below the k-th largest become −∞ (ties with it are kept).</summary>
-public sealed class TopKProcessor : ILogitsProcessor
+internal sealed class TopKProcessor : ILogitsProcessor
 {
     private float[] _heap = [];
 
@@ -66,7 +66,7 @@ public sealed class LogitBiasProcessor : ILogitsProcessor
 }
 
 /// <summary>The book's temperature scaling: logits / T (T &gt; 0; greedy decoding uses no temperature processor).</summary>
-public sealed class TemperatureProcessor : ILogitsProcessor
+internal sealed class TemperatureProcessor : ILogitsProcessor
 {
     public TemperatureProcessor(float temperature)
     {
@@ -84,7 +84,7 @@ public sealed class TemperatureProcessor : ILogitsProcessor
 /// tokens whose cumulative probability first reaches <c>p</c>: a token survives when the probability mass
 /// of the tokens ranked above it is below <c>p</c>, so the most probable token always survives.
 /// </summary>
-public sealed class TopPProcessor : ILogitsProcessor
+internal sealed class TopPProcessor : ILogitsProcessor
 {
     private float[] _probabilities = [];
     private float[] _sortKeys = [];
@@ -144,7 +144,7 @@ public sealed class TopPProcessor : ILogitsProcessor
 /// probability is below <c>minP</c> × the top token's probability. Because p_i / p_max = exp(l_i − l_max),
 /// this needs no softmax: drop where exp(l_i − l_max) &lt; minP.
 /// </summary>
-public sealed class MinPProcessor : ILogitsProcessor
+internal sealed class MinPProcessor : ILogitsProcessor
 {
     public MinPProcessor(float minP)
     {
@@ -169,7 +169,7 @@ public sealed class MinPProcessor : ILogitsProcessor
 /// row so far (prompt included) has its logit divided by the penalty when positive and multiplied by it when
 /// negative, so a penalty &gt; 1 always makes repeats less likely. Applied once per distinct token.
 /// </summary>
-public sealed class RepetitionPenaltyProcessor : ILogitsProcessor
+internal sealed class RepetitionPenaltyProcessor : ILogitsProcessor
 {
     private int[] _seenStamp = [];
     private int _stamp;
@@ -203,7 +203,7 @@ public sealed class RepetitionPenaltyProcessor : ILogitsProcessor
 /// where count[j] is how often token j was generated so far (the prompt does not count). Positive values
 /// discourage repeats, negative ones encourage them.
 /// </summary>
-public sealed class FrequencyPresencePenaltyProcessor : ILogitsProcessor
+internal sealed class FrequencyPresencePenaltyProcessor : ILogitsProcessor
 {
     private int[] _counts = [];
 

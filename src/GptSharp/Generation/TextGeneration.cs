@@ -1,5 +1,7 @@
 using GptSharp.Model;
 using GptSharp.Tensors;
+using GptSharp.Randomness;
+using GptSharp.Data;
 
 namespace GptSharp.Generation;
 

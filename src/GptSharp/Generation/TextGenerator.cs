@@ -1,6 +1,8 @@
 using System.Runtime.CompilerServices;
 using GptSharp.Model;
 using GptSharp.Tensors;
+using GptSharp.Randomness;
+using GptSharp.Data;
 
 namespace GptSharp.Generation;
 

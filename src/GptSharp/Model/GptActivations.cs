@@ -1,4 +1,5 @@
 using GptSharp.Tensors;
+using GptSharp.Layers;
 
 namespace GptSharp.Model;
 

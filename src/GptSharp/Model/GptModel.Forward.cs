@@ -1,5 +1,7 @@
 using System.Globalization;
 using GptSharp.Tensors;
+using GptSharp.Layers;
+using GptSharp.Data;
 
 namespace GptSharp.Model;
 

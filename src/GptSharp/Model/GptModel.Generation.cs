@@ -1,4 +1,6 @@
 using GptSharp.Tensors;
+using GptSharp.Layers;
+using GptSharp.Data;
 
 namespace GptSharp.Model;
 

@@ -1,4 +1,5 @@
 using GptSharp.Tensors;
+using GptSharp.Layers;
 
 namespace GptSharp.Model;
 
@@ -115,7 +116,7 @@ public sealed unsafe partial class GptModel
     private static void Linear(float* output, float* input, Parameter weight, Parameter? bias, int rows, int inFeatures, int outFeatures)
     {
         float* b = bias != null ? bias.Value.Data : null;
-        if (weight.Int8 is { } quantized) Kernels.LinearForwardInt8(output, input, quantized, b, rows);
+        if (weight.Int8 is { } quantized) Int8Kernels.LinearForwardInt8(output, input, quantized, b, rows);
         else Kernels.LinearForward(output, input, weight.Value.Data, b, rows, inFeatures, outFeatures);
     }
 }

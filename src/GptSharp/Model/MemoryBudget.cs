@@ -5,7 +5,7 @@ namespace GptSharp.Model;
 /// is allocated, so that a huge setting (or a size claimed by a file) fails with one line saying how much memory
 /// it needs and how much the machine has, instead of an <see cref="OutOfMemoryException"/> or a swapping machine.
 /// </summary>
-public static class MemoryBudget
+internal static class MemoryBudget
 {
     /// <summary>What the GC reports as usable: physical memory, or the container's limit.</summary>
     public static long AvailableBytes => GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;

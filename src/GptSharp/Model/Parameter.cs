@@ -54,7 +54,7 @@ public sealed class Parameter : IDisposable
     /// The weight as int8 with block scales once the model is quantized (<see cref="GptModel.QuantizeInt8"/>; linear
     /// weights only). The float32 <see cref="Value"/> and <see cref="Grad"/> are then gone: the model is inference-only.
     /// </summary>
-    public Int8Matrix? Int8 { get; private set; }
+    internal Int8Matrix? Int8 { get; private set; }
 
     /// <summary>Becomes the view at <paramref name="offset"/> of <paramref name="arena"/>, taking its current values along.</summary>
     internal unsafe void MoveTo(ParameterArena arena, long offset)

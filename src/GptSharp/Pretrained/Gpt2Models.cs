@@ -1,4 +1,3 @@
-
 namespace GptSharp.Pretrained;
 
 /// <summary>
@@ -9,7 +8,7 @@ namespace GptSharp.Pretrained;
 public sealed record Gpt2ModelSize(string Name, string Alias, IReadOnlyDictionary<string, long> KnownFileSizes)
 {
     /// <summary>The seven files of every size, as the book's <c>download_and_load_gpt2</c> fetches them.</summary>
-    public IReadOnlyList<string> FileNames => Gpt2Checkpoint.FileNames;
+    public IReadOnlyList<string> FileNames => Gpt2Models.FileNames;
 
     public long? ExpectedSize(string fileName) => KnownFileSizes.TryGetValue(fileName, out long n) ? n : null;
 
@@ -19,6 +18,10 @@ public sealed record Gpt2ModelSize(string Name, string Alias, IReadOnlyDictionar
 /// <summary>The GPT-2 sizes, their download location and the local cache they go to.</summary>
 public static class Gpt2Models
 {
+    /// <summary>The file names OpenAI publishes per model size (all seven, as the book downloads them).</summary>
+    public static IReadOnlyList<string> FileNames { get; } =
+        ["checkpoint", "encoder.json", "hparams.json", "model.ckpt.data-00000-of-00001", "model.ckpt.index", "model.ckpt.meta", "vocab.bpe"];
+
     /// <summary>OpenAI's public bucket (the URL in the book's <c>gpt_download.py</c>).</summary>
     public const string DefaultBaseUrl = "https://openaipublic.blob.core.windows.net/gpt-2/models";
 

@@ -25,7 +25,7 @@ namespace GptSharp.Tensors;
 /// Few rows (m ≤ <see cref="SkinnyRows"/>, generation of one token) go through a direct kernel that reads B once
 /// and packs nothing. Scratch is per thread and reused: no allocation per call after warm-up.
 /// </remarks>
-public static unsafe class Gemm
+internal static unsafe class Gemm
 {
     /// <summary>The micro-kernel family. Tests force each one; <see cref="BestPath"/> is used otherwise.</summary>
     internal enum KernelPath { Vector512, Vector256, Scalar }

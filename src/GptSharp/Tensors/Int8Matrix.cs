@@ -12,7 +12,7 @@ namespace GptSharp.Tensors;
 /// Values are row-major [rows, columns]; scales are [rows, <see cref="BlocksPerRow"/>]; a last, shorter block covers
 /// columns that are not a multiple of the block size. Both live in 64-byte-aligned native memory.
 /// </summary>
-public sealed unsafe class Int8Matrix : IDisposable
+internal sealed unsafe class Int8Matrix : IDisposable
 {
     /// <summary>Columns sharing one scale.</summary>
     public const int BlockSize = 32;
@@ -107,7 +107,7 @@ public sealed unsafe class Int8Matrix : IDisposable
     }
 
     /// <summary>Row <paramref name="row"/> as float32 (value · scale), vectorized.</summary>
-    internal void DequantizeRow(int row, float* destination) => Kernels.DequantizeInt8Row(Gemm.BestPath, Values + (long)row * Columns, Scales + (long)row * BlocksPerRow, Columns, destination);
+    internal void DequantizeRow(int row, float* destination) => Int8Kernels.DequantizeInt8Row(Gemm.BestPath, Values + (long)row * Columns, Scales + (long)row * BlocksPerRow, Columns, destination);
 
     /// <summary>The whole matrix as a float32 tensor [rows, columns] (tests and tools).</summary>
     public Tensor Dequantize()

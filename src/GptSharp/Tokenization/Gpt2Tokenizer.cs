@@ -46,9 +46,6 @@ public sealed class Gpt2Tokenizer
     /// <summary>The tokenizer (the book's <c>tiktoken.get_encoding("gpt2")</c>), loaded on first use.</summary>
     public static Gpt2Tokenizer Instance => s_instance.Value;
 
-    /// <summary>Same as <see cref="Instance"/>.</summary>
-    public static Gpt2Tokenizer Shared => s_instance.Value;
-
     /// <summary>Every special token: pass as <c>allowedSpecial</c> for tiktoken's <c>allowed_special="all"</c>.</summary>
     public static IReadOnlySet<string> AllSpecialTokens { get; } =
         new System.Collections.ObjectModel.ReadOnlySet<string>(new HashSet<string>(StringComparer.Ordinal) { EndOfText });

@@ -1,7 +1,7 @@
 using System.Text;
 using System.Text.Encodings.Web;
 using System.Text.Json;
-using GptSharp.Tensors.IO;
+using GptSharp.IO;
 
 namespace GptSharp.Tokenization;
 

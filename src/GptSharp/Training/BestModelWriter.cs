@@ -2,6 +2,7 @@ using GptSharp.Checkpoints;
 using GptSharp.Formats;
 using GptSharp.Model;
 using GptSharp.Tensors;
+using GptSharp.Formats.SafeTensors;
 
 namespace GptSharp.Training;
 

@@ -28,7 +28,7 @@ public sealed record LearningRateSchedule(double PeakLr, int WarmupSteps = 0, do
 }
 
 /// <summary>Gradient operations between the backward pass and the optimizer step.</summary>
-public static class Gradients
+internal static class Gradients
 {
     /// <summary>
     /// <c>torch.nn.utils.clip_grad_norm_(parameters, max_norm)</c>: when the global L2 norm of all gradients

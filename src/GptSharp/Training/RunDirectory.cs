@@ -2,7 +2,7 @@ using System.Globalization;
 using System.Net;
 using System.Text;
 using GptSharp.Evaluation;
-using GptSharp.Tensors.IO;
+using GptSharp.IO;
 using GptSharp.Training.Plots;
 
 namespace GptSharp.Training;
@@ -207,7 +207,7 @@ public sealed class RunDirectory
 }
 
 /// <summary>The book's <c>plot_losses</c> figure and its perplexity counterpart.</summary>
-public static class TrainingPlots
+internal static class TrainingPlots
 {
     /// <summary>matplotlib's first two default colors (C0, C1), as the book's figure uses.</summary>
     public const string TrainColor = "#1f77b4", ValidationColor = "#ff7f0e";

@@ -4,6 +4,8 @@ using GptSharp.Checkpoints;
 using GptSharp.Formats;
 using GptSharp.Model;
 using GptSharp.Tensors;
+using GptSharp.Formats.SafeTensors;
+using GptSharp.Randomness;
 
 namespace GptSharp.Training;
 

@@ -6,8 +6,9 @@ using GptSharp.Evaluation;
 using GptSharp.Formats;
 using GptSharp.Model;
 using GptSharp.Tensors;
-using GptSharp.Tensors.IO;
+using GptSharp.IO;
 using GptSharp.Tokenization;
+using GptSharp.Randomness;
 
 namespace GptSharp.Training;
 

@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.Text;
 using GptSharp.Model;
 using GptSharp.Tensors;
+using GptSharp.Randomness;
 
 namespace GptSharp.Tests.Checkpoints;
 

@@ -6,6 +6,10 @@ using static GptSharp.Tests.Checkpoints.CheckpointTestHelpers;
 using GptSharp.Checkpoints;
 using GptSharp.Formats;
 using GptSharp.Pretrained;
+using GptSharp.Formats.SafeTensors;
+using GptSharp.Randomness;
+using GptSharp.Data;
+using GptSharp.Checkpoints.Gpt2;
 
 namespace GptSharp.Tests.Checkpoints;
 

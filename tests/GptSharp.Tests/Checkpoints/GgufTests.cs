@@ -7,6 +7,7 @@ using GptSharp.Model;
 using GptSharp.Tensors;
 using GptSharp.Tests.Model;
 using GptSharp.Tokenization;
+using GptSharp.Data;
 
 namespace GptSharp.Tests.Checkpoints;
 
@@ -128,7 +129,7 @@ public sealed class GgufTests : IDisposable
         Assert.Equal(50256, file.GetInteger("tokenizer.ggml.bos_token_id"));
         Assert.Equal(50256, file.GetInteger("tokenizer.ggml.eos_token_id"));
         // Every token spelled in GPT-2's byte alphabet maps back to the tokenizer's bytes.
-        var tokenizer = Gpt2Tokenizer.Shared;
+        var tokenizer = Gpt2Tokenizer.Instance;
         for (int id = 0; id < 50256; id += 97)
         {
             var bytes = tokens[id].Select(c => (byte)Array.IndexOf(Gpt2Vocabulary.ByteAlphabet, c)).ToArray();

@@ -3,6 +3,8 @@ using static GptSharp.Tests.Checkpoints.CheckpointTestHelpers;
 using GptSharp.Checkpoints;
 using GptSharp.Formats;
 using GptSharp.Pretrained;
+using GptSharp.Formats.SafeTensors;
+using GptSharp.Checkpoints.Gpt2;
 
 namespace GptSharp.Tests.Checkpoints;
 

@@ -5,6 +5,7 @@ using GptSharp.Model;
 using GptSharp.Tensors;
 using GptSharp.Tokenization;
 using GptSharp.Tests.Generation;
+using GptSharp.Data;
 
 namespace GptSharp.Tests.Checkpoints;
 

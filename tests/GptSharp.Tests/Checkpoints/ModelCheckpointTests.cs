@@ -1,9 +1,11 @@
 using GptSharp.Model;
 using GptSharp.Tensors;
-using GptSharp.Tensors.IO;
+using GptSharp.IO;
 using static GptSharp.Tests.Checkpoints.CheckpointTestHelpers;
 using GptSharp.Checkpoints;
 using GptSharp.Formats;
+using GptSharp.Formats.SafeTensors;
+using GptSharp.Formats.PyTorch;
 
 namespace GptSharp.Tests.Checkpoints;
 

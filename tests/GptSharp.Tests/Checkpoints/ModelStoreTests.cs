@@ -2,6 +2,8 @@ using GptSharp.Model;
 using static GptSharp.Tests.Checkpoints.CheckpointTestHelpers;
 using GptSharp.Checkpoints;
 using GptSharp.Formats;
+using GptSharp.Formats.SafeTensors;
+using GptSharp.Formats.PyTorch;
 
 namespace GptSharp.Tests.Checkpoints;
 

@@ -6,6 +6,9 @@ using static GptSharp.Tests.Checkpoints.CheckpointTestHelpers;
 using GptSharp.Checkpoints;
 using GptSharp.Formats;
 using GptSharp.Pretrained;
+using GptSharp.Formats.PyTorch;
+using GptSharp.Checkpoints.Gpt2;
+using GptSharp.Tensors;
 
 namespace GptSharp.Tests.Checkpoints;
 

@@ -1,9 +1,10 @@
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using GptSharp.Tensors;
-using GptSharp.Tensors.IO;
+using GptSharp.IO;
 using static GptSharp.Tests.Checkpoints.CheckpointTestHelpers;
 using GptSharp.Formats;
+using GptSharp.Formats.SafeTensors;
 
 namespace GptSharp.Tests.Checkpoints;
 

@@ -1,5 +1,6 @@
 using GptSharp.Data;
 using GptSharp.Tensors;
+using GptSharp.Randomness;
 
 namespace GptSharp.Tests.Data;
 

@@ -36,7 +36,7 @@ public sealed class DataParallelTests
     public void ChecksumSeesEveryBit()
     {
         using var model = new GptSharp.Model.GptModel(GptSharp.Model.GptConfig.Book124M with { EmbeddingDim = 8, Layers = 1, Heads = 2, ContextLength = 4 },
-            new GptSharp.Tensors.FastRandom(1));
+            new GptSharp.Randomness.FastRandom(1));
         ulong before = DataParallel.Checksum(model.Parameters());
         Assert.Equal(before, DataParallel.Checksum(model.Parameters()));
         var last = model.Parameters()[^1].Value.Span;
@@ -50,7 +50,7 @@ public sealed class DataParallelTests
         float[] Masks(int rank, long step)
         {
             using var model = new GptSharp.Model.GptModel(GptSharp.Model.GptConfig.Book124M with { EmbeddingDim = 8, Layers = 1, Heads = 2, ContextLength = 4 },
-                GptSharp.Tensors.RandomGenerators.Create("torch", 123));
+                GptSharp.Randomness.RandomGenerators.Create("torch", 123));
             var parallel = new DataParallel(new RankOfTwo(rank));
             parallel.UseRankDropoutStream(model, seed: 123);
             parallel.SeedDropout(model, step);

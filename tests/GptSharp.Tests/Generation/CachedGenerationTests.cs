@@ -3,6 +3,7 @@ using GptSharp.Model;
 using GptSharp.Tensors;
 
 using GptSharp.Tests.Model;
+using GptSharp.Data;
 
 namespace GptSharp.Tests.Generation;
 

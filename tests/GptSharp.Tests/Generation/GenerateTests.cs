@@ -3,6 +3,8 @@ using GptSharp.Model;
 using GptSharp.Tensors;
 
 using GptSharp.Tests.Model;
+using GptSharp.Randomness;
+using GptSharp.Data;
 
 namespace GptSharp.Tests.Generation;
 

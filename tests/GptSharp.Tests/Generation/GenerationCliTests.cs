@@ -6,6 +6,8 @@ using GptSharp.Model;
 using GptSharp.Tensors;
 using GptSharp.Tokenization;
 using GptSharp.Checkpoints;
+using GptSharp.Randomness;
+using GptSharp.Data;
 
 namespace GptSharp.Tests.Generation;
 

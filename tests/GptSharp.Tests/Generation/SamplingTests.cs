@@ -1,5 +1,6 @@
 using GptSharp.Generation;
 using GptSharp.Tensors;
+using GptSharp.Randomness;
 
 namespace GptSharp.Tests.Generation;
 

@@ -2,6 +2,8 @@ using System.Text.Json;
 using GptSharp.Generation;
 using GptSharp.Tensors;
 using GptSharp.Tests.Model;
+using GptSharp.Randomness;
+using GptSharp.Data;
 
 namespace GptSharp.Tests.Generation;
 

@@ -2,6 +2,7 @@ using GptSharp.Checkpoints;
 using GptSharp.Formats;
 using GptSharp.Pretrained;
 using GptSharp.Tests.Checkpoints.TensorFlow;
+using GptSharp.Formats.TensorFlow;
 
 namespace GptSharp.Tests.Hostile;
 

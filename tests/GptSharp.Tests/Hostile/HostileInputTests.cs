@@ -5,9 +5,12 @@ using GptSharp.Cli;
 using GptSharp.Formats;
 using GptSharp.Model;
 using GptSharp.Pretrained;
-using GptSharp.Tensors.IO;
+using GptSharp.IO;
 using GptSharp.Tests.Checkpoints;
 using GptSharp.Tests.Checkpoints.TensorFlow;
+using GptSharp.Formats.TensorFlow;
+using GptSharp.Formats.PyTorch;
+using GptSharp.Checkpoints.Gpt2;
 
 namespace GptSharp.Tests.Hostile;
 
@@ -180,7 +183,7 @@ public sealed class HostileInputTests : IDisposable
     [Fact]
     public void HparamsWithTwoBillionLayersAreCheckedBeforeAnythingIsBuilt()
     {
-        using var model = new GptModel(CheckpointTestHelpers.Tiny with { QkvBias = true }, new GptSharp.Tensors.FastRandom(1));
+        using var model = new GptModel(CheckpointTestHelpers.Tiny with { QkvBias = true }, new GptSharp.Randomness.FastRandom(1));
         string dir = Path.Combine(_dir, "tf");
         Directory.CreateDirectory(dir);
         var tensors = new Dictionary<string, (long[], float[])> { ["model/wte"] = ([50, 16], new float[800]) };

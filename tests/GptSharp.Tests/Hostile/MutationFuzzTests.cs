@@ -5,6 +5,10 @@ using GptSharp.Formats;
 using GptSharp.Model;
 using GptSharp.Tensors;
 using GptSharp.Tests.Checkpoints.TensorFlow;
+using GptSharp.Formats.SafeTensors;
+using GptSharp.Formats.TensorFlow;
+using GptSharp.Formats.PyTorch;
+using GptSharp.Randomness;
 
 namespace GptSharp.Tests.Hostile;
 

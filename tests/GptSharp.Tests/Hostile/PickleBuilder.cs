@@ -1,6 +1,8 @@
 using System.Buffers.Binary;
 using System.Text;
 using GptSharp.Formats;
+using GptSharp.Formats.PyTorch;
+using GptSharp.Tensors;
 
 namespace GptSharp.Tests.Hostile;
 

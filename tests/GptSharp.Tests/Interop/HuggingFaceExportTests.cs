@@ -6,6 +6,7 @@ using GptSharp.Formats;
 using GptSharp.Model;
 using GptSharp.Tests.Checkpoints;
 using GptSharp.Tests.Model;
+using GptSharp.Formats.SafeTensors;
 
 namespace GptSharp.Tests.Interop;
 

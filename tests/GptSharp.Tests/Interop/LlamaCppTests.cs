@@ -7,6 +7,7 @@ using GptSharp.Tests.Checkpoints;
 using GptSharp.Tokenization;
 using LLama.Native;
 using Xunit.Abstractions;
+using GptSharp.Randomness;
 
 namespace GptSharp.Tests.Interop;
 
@@ -37,7 +38,7 @@ public sealed class LlamaCppTests(ITestOutputHelper output) : IDisposable
     {
         var config = new GptConfig { VocabSize = Gpt2Tokenizer.VocabSize, ContextLength = Context, EmbeddingDim = 64, Heads = 4, Layers = 2, DropRate = 0f };
         var model = new GptModel(config, new FastRandom(27));
-        int[] tokens = Gpt2Tokenizer.Shared.Encode(TextCorpus.TheVerdict());
+        int[] tokens = Gpt2Tokenizer.Instance.Encode(TextCorpus.TheVerdict());
         using var optimizer = new AdamW(model.Parameters(), lr: 5e-3f, weightDecay: 0.1f);
         var rng = new Random(5);
         const int batch = 4;
@@ -102,8 +103,8 @@ public sealed class LlamaCppTests(ITestOutputHelper output) : IDisposable
         var (ours, margin) = Greedy(model, prompt, NewTokens);
         using var llama = new LlamaCpp.Session(gguf, Context);
         int[] theirs = llama.Greedy(prompt, NewTokens);
-        output.WriteLine($"GptSharp: {Gpt2Tokenizer.Shared.Decode(ours)}");
-        output.WriteLine($"llama.cpp: {Gpt2Tokenizer.Shared.Decode(theirs)}");
+        output.WriteLine($"GptSharp: {Gpt2Tokenizer.Instance.Decode(ours)}");
+        output.WriteLine($"llama.cpp: {Gpt2Tokenizer.Instance.Decode(theirs)}");
         output.WriteLine($"smallest top-2 margin of GptSharp's choices: {margin:0.0000}");
         Assert.Equal(ours, theirs);
 
@@ -214,7 +215,7 @@ public sealed class LlamaCppTests(ITestOutputHelper output) : IDisposable
         using (var file = GgufFile.Open(quantized))
             output.WriteLine($"{type}: {string.Join(", ", file.Tensors.GroupBy(t => GgmlTypes.Name(t.Type)).Select(g => $"{g.Count()} {g.Key}"))}");
 
-        int[] ids = Gpt2Tokenizer.Shared.Encode("Every effort moves you forward, said the painter to")[..10];
+        int[] ids = Gpt2Tokenizer.Instance.Encode("Every effort moves you forward, said the painter to")[..10];
         using var ours = GptModel.Load(quantized);
         float[] oursLogits = Logits(ours, ids), exact = Logits(model, ids);
         float[][] theirs;

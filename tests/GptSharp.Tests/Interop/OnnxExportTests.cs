@@ -6,6 +6,7 @@ using GptSharp.Tensors;
 using GptSharp.Tests.Checkpoints;
 using GptSharp.Tests.Model;
 using Microsoft.ML.OnnxRuntime;
+using GptSharp.Data;
 
 namespace GptSharp.Tests.Interop;
 

@@ -6,6 +6,7 @@ using GptSharp.Model;
 using GptSharp.Tensors;
 using GptSharp.Tests.Checkpoints;
 using GptSharp.Tokenization;
+using GptSharp.Data;
 
 namespace GptSharp.Tests.Interop;
 

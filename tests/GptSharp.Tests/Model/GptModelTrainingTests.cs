@@ -1,5 +1,8 @@
 using GptSharp.Model;
 using GptSharp.Tensors;
+using GptSharp.Layers;
+using GptSharp.Randomness;
+using GptSharp.Data;
 
 namespace GptSharp.Tests.Model;
 

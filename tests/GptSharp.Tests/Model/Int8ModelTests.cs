@@ -5,6 +5,7 @@ using GptSharp.Model;
 using GptSharp.Tensors;
 using GptSharp.Tokenization;
 using Xunit.Abstractions;
+using GptSharp.Randomness;
 
 namespace GptSharp.Tests.Model;
 
@@ -51,9 +52,9 @@ public sealed class Int8ModelTests(ITestOutputHelper output) : IDisposable
     public void LayersMatchFloat32OnTheDequantizedWeights(string name)
     {
         // Exact twins need float32 activations; the integer decode path rounds the inputs to int16 (its accuracy: below).
-        Kernels.Int8IntegerDecodeOnThisThread = false;
+        Int8Kernels.Int8IntegerDecodeOnThisThread = false;
         try { LayersMatchFloat32(name); }
-        finally { Kernels.Int8IntegerDecodeOnThisThread = null; }
+        finally { Int8Kernels.Int8IntegerDecodeOnThisThread = null; }
     }
 
     private static void LayersMatchFloat32(string name)
@@ -98,9 +99,9 @@ public sealed class Int8ModelTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public void EveryGenerationModeGivesTheTwinsTokens()
     {
-        Kernels.Int8IntegerDecodeOnThisThread = false; // exact twins: float32 activations
+        Int8Kernels.Int8IntegerDecodeOnThisThread = false; // exact twins: float32 activations
         try { EveryGenerationMode(); }
-        finally { Kernels.Int8IntegerDecodeOnThisThread = null; }
+        finally { Int8Kernels.Int8IntegerDecodeOnThisThread = null; }
     }
 
     private static void EveryGenerationMode()
@@ -274,11 +275,11 @@ public sealed class Int8ModelTests(ITestOutputHelper output) : IDisposable
     {
         var (floatLoss, floatGreedy) = Evaluate(float32, validation);
         var results = new List<(string Path, (double Loss, int[] Greedy) Result)> { ("prefill", Evaluate(int8, validation)) };
-        foreach (bool integer in Kernels.Int8IntegerDotSupported ? new[] { false, true } : new[] { false })
+        foreach (bool integer in Int8Kernels.Int8IntegerDotSupported ? new[] { false, true } : new[] { false })
         {
-            Kernels.Int8IntegerDecodeOnThisThread = integer;
+            Int8Kernels.Int8IntegerDecodeOnThisThread = integer;
             try { results.Add((integer ? "decode, integer dot" : "decode, float32 activations", EvaluateStepwise(int8, validation))); }
-            finally { Kernels.Int8IntegerDecodeOnThisThread = null; }
+            finally { Int8Kernels.Int8IntegerDecodeOnThisThread = null; }
         }
         foreach (var (path, (int8Loss, int8Greedy)) in results)
         {

@@ -1,4 +1,6 @@
 using GptSharp.Tensors;
+using GptSharp.Layers;
+using GptSharp.Randomness;
 
 namespace GptSharp.Tests.Model;
 

@@ -1,6 +1,8 @@
 using System.Numerics.Tensors;
 using GptSharp.Model;
 using GptSharp.Tensors;
+using GptSharp.Randomness;
+using GptSharp.Data;
 
 namespace GptSharp.Tests.Model;
 

@@ -5,6 +5,9 @@ using GptSharp.Tests.Tensors;
 using GptSharp.Training;
 using Xunit.Abstractions;
 using Path = GptSharp.Tensors.Gemm.KernelPath;
+using GptSharp.Formats.SafeTensors;
+using GptSharp.Layers;
+using GptSharp.Randomness;
 
 namespace GptSharp.Tests.Model;
 

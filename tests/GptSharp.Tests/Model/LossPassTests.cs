@@ -1,6 +1,8 @@
 using GptSharp.Model;
 using GptSharp.Tensors;
 using GptSharp.Training;
+using GptSharp.Randomness;
+using GptSharp.Data;
 
 namespace GptSharp.Tests.Model;
 

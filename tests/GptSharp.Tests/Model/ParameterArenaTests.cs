@@ -1,5 +1,6 @@
 using GptSharp.Model;
 using GptSharp.Tensors;
+using GptSharp.Randomness;
 
 namespace GptSharp.Tests.Model;
 

@@ -2,6 +2,8 @@ using System.Text.Json;
 using GptSharp.Model;
 using GptSharp.Tensors;
 using GptSharp.Formats;
+using GptSharp.Formats.SafeTensors;
+using GptSharp.Data;
 
 namespace GptSharp.Tests.Model;
 

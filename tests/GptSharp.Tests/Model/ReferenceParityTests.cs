@@ -1,6 +1,7 @@
 using GptSharp.Model;
 using GptSharp.Tensors;
 using Xunit.Abstractions;
+using GptSharp.Data;
 
 namespace GptSharp.Tests.Model;
 

@@ -7,6 +7,7 @@ using GptSharp.Model;
 using GptSharp.Serving;
 using GptSharp.Tensors;
 using GptSharp.Tokenization;
+using GptSharp.Randomness;
 
 namespace GptSharp.Tests.Serving;
 

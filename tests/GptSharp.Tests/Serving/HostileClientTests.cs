@@ -7,6 +7,7 @@ using GptSharp.Generation;
 using GptSharp.Serving;
 using GptSharp.Tensors;
 using GptSharp.Tokenization;
+using GptSharp.Randomness;
 
 namespace GptSharp.Tests.Serving;
 

@@ -158,7 +158,7 @@ public class HttpApiTests(ServingFixture server)
     {
         // A long context: the stream cannot end on its own before the client goes away.
         // Wide enough that 1000 steps take seconds even on a fast machine, so the disconnect is noticed long before the end.
-        using var model = new GptSharp.Model.GptModel(ServingFixture.Config with { ContextLength = 1024, EmbeddingDim = 256, Heads = 4, Layers = 4 }, new GptSharp.Tensors.FastRandom(11));
+        using var model = new GptSharp.Model.GptModel(ServingFixture.Config with { ContextLength = 1024, EmbeddingDim = 256, Heads = 4, Layers = 4 }, new GptSharp.Randomness.FastRandom(11));
         using var scheduler = new BatchScheduler(model, maxBatchSize: 1, maxQueueLength: 0);
         await using var served = GptServer.Create(scheduler, new ServerOptions { Port = 0 });
         await served.StartAsync();
@@ -185,7 +185,7 @@ public class HttpApiTests(ServingFixture server)
     [Fact]
     public async Task ApiKeyAndFullQueueAreRefused()
     {
-        using var model = new GptSharp.Model.GptModel(ServingFixture.Config, new GptSharp.Tensors.FastRandom(11));
+        using var model = new GptSharp.Model.GptModel(ServingFixture.Config, new GptSharp.Randomness.FastRandom(11));
         using var scheduler = new BatchScheduler(model, maxBatchSize: 1, maxQueueLength: 0);
         await using var guarded = GptServer.Create(scheduler, new ServerOptions { Port = 0, ApiKey = "secret" });
         await guarded.StartAsync();

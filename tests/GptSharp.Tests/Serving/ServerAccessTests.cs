@@ -6,6 +6,7 @@ using GptSharp.Model;
 using GptSharp.Serving;
 using GptSharp.Tensors;
 using Microsoft.Extensions.Logging;
+using GptSharp.Randomness;
 
 namespace GptSharp.Tests.Serving;
 

@@ -5,6 +5,7 @@ using GptSharp.Model;
 using GptSharp.Serving;
 using GptSharp.Tensors;
 using GptSharp.Tokenization;
+using GptSharp.Randomness;
 
 namespace GptSharp.Tests.Serving;
 
@@ -50,7 +51,7 @@ public sealed class ServingFixture : IAsyncLifetime
     /// What the library's own <see cref="TextGenerator"/> (one sequence, no batching, no server) makes of the prompt
     /// with OpenAI's sampling settings: the reference every served answer is checked against.
     /// </summary>
-    public int[] Reference(int[] prompt, CompletionSettings settings, ulong seed)
+    internal int[] Reference(int[] prompt, CompletionSettings settings, ulong seed)
     {
         lock (ReferenceModel)
         {
@@ -61,7 +62,7 @@ public sealed class ServingFixture : IAsyncLifetime
     }
 
     /// <summary>The decoded reference text.</summary>
-    public string ReferenceText(string prompt, CompletionSettings settings, ulong seed) =>
+    internal string ReferenceText(string prompt, CompletionSettings settings, ulong seed) =>
         Gpt2Tokenizer.Instance.Decode(Reference(TextCompletion.Encode(prompt), settings, seed));
 
     public async Task<(int Status, JsonElement Body)> PostAsync(string path, object body)

@@ -1,5 +1,7 @@
 using GptSharp.Model;
 using GptSharp.Tensors;
+using GptSharp.Layers;
+using GptSharp.Randomness;
 
 namespace GptSharp.Tests.Tensors;
 

@@ -1,4 +1,4 @@
-using GptSharp.Tensors.IO;
+using GptSharp.IO;
 
 namespace GptSharp.Tests.Tensors;
 

@@ -1,6 +1,8 @@
 using System.Numerics.Tensors;
 using GptSharp.Tensors;
 using Path = GptSharp.Tensors.Gemm.KernelPath;
+using GptSharp.Layers;
+using GptSharp.Randomness;
 
 namespace GptSharp.Tests.Tensors;
 

@@ -145,7 +145,7 @@ public unsafe class Int8MatrixTests
         var scales = new float[blocks];
         fixed (float* x = row, s = scales)
         fixed (short* v = values)
-            Kernels.QuantizeActivationRow(x, row.Length, v, s);
+            Int8Kernels.QuantizeActivationRow(x, row.Length, v, s);
         for (int p = 0; p < values.Length; p++)
         {
             float scale = scales[p / 32];
@@ -162,7 +162,7 @@ public unsafe class Int8MatrixTests
     [SkippableFact]
     public void ActivationsQuantizePerBlockWithinHalfAStep()
     {
-        Skip.IfNot(Kernels.Int8IntegerDotSupported, "skipped: this CPU has no AVX-VNNI (the integer decode path is not used here)");
+        Skip.IfNot(Int8Kernels.Int8IntegerDotSupported, "skipped: this CPU has no AVX-VNNI (the integer decode path is not used here)");
         var random = new Random(5);
         foreach (int length in new[] { 32, 768, 70, 5 })
         {
@@ -188,7 +188,7 @@ public unsafe class Int8MatrixTests
     [MemberData(nameof(VectorPaths))]
     public void IntegerDecodeIsTheExactIntegerProductScaled(string pathName)
     {
-        Skip.IfNot(Kernels.Int8IntegerDotSupported, "skipped: this CPU has no AVX-VNNI (the integer decode path is not used here)");
+        Skip.IfNot(Int8Kernels.Int8IntegerDotSupported, "skipped: this CPU has no AVX-VNNI (the integer decode path is not used here)");
         var path = Enum.Parse<Path>(pathName);
         var random = new Random(13);
         // Out-features not a multiple of 4 (the last rows one by one), in-features with a short last block, up to 8 rows.
@@ -203,7 +203,7 @@ public unsafe class Int8MatrixTests
                 {
                     using var matrix = Int8Matrix.Quantize(w, n, k);
                     using var dequantized = matrix.Dequantize();
-                    Kernels.LinearForwardInt8(path, a, x, matrix, withBias ? b : null, rows, integerDot: true);
+                    Int8Kernels.LinearForwardInt8(path, a, x, matrix, withBias ? b : null, rows, integerDot: true);
                     for (int i = 0; i < rows; i++)
                     {
                         var (values, scales) = QuantizeActivations(input[(i * k)..((i + 1) * k)]);
@@ -236,7 +236,7 @@ public unsafe class Int8MatrixTests
     [SkippableFact]
     public void DecodeDefaultsToTheIntegerPathWhereVnniIsAndCanBeSwitchedPerThread()
     {
-        Skip.IfNot(Kernels.Int8IntegerDotSupported, "skipped: this CPU has no AVX-VNNI");
+        Skip.IfNot(Int8Kernels.Int8IntegerDotSupported, "skipped: this CPU has no AVX-VNNI");
         var random = new Random(17);
         const int k = 96, n = 40;
         var input = RandomArray(random, k);
@@ -248,12 +248,12 @@ public unsafe class Int8MatrixTests
         fixed (float* x = input, w = weights, d = byDefault, i = integer, q = dequantize, s = switched)
         {
             using var matrix = Int8Matrix.Quantize(w, n, k);
-            Kernels.LinearForwardInt8(d, x, matrix, null, 1);
-            Kernels.LinearForwardInt8(Gemm.BestPath, i, x, matrix, null, 1, integerDot: true);
-            Kernels.LinearForwardInt8(Gemm.BestPath, q, x, matrix, null, 1, integerDot: false);
-            Kernels.Int8IntegerDecodeOnThisThread = false;
-            try { Kernels.LinearForwardInt8(s, x, matrix, null, 1); }
-            finally { Kernels.Int8IntegerDecodeOnThisThread = null; }
+            Int8Kernels.LinearForwardInt8(d, x, matrix, null, 1);
+            Int8Kernels.LinearForwardInt8(Gemm.BestPath, i, x, matrix, null, 1, integerDot: true);
+            Int8Kernels.LinearForwardInt8(Gemm.BestPath, q, x, matrix, null, 1, integerDot: false);
+            Int8Kernels.Int8IntegerDecodeOnThisThread = false;
+            try { Int8Kernels.LinearForwardInt8(s, x, matrix, null, 1); }
+            finally { Int8Kernels.Int8IntegerDecodeOnThisThread = null; }
         }
         Assert.Equal(integer, byDefault);
         Assert.Equal(dequantize, switched);
@@ -294,7 +294,7 @@ public unsafe class Int8MatrixTests
                             e[i * n + j] = (float)sum;
                         }
                     // Prefill in panels of 16 weight rows when there are many (crossing panel edges), whole otherwise.
-                    Kernels.LinearForwardInt8(path, a, x, matrix, withBias ? b : null, rows, panelFloats: n > 100 ? 16 * k : 1 << 20, integerDot: false);
+                    Int8Kernels.LinearForwardInt8(path, a, x, matrix, withBias ? b : null, rows, panelFloats: n > 100 ? 16 * k : 1 << 20, integerDot: false);
                 }
                 for (int i = 0; i < expected.Length; i++)
                     Assert.True(Math.Abs(expected[i] - actual[i]) <= 1e-5f * (1 + k / 32f) * (1 + Math.Abs(expected[i])),

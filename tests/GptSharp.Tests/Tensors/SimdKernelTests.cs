@@ -1,6 +1,7 @@
 using GptSharp.Model;
 using GptSharp.Tensors;
 using Path = GptSharp.Tensors.Gemm.KernelPath;
+using GptSharp.Layers;
 
 namespace GptSharp.Tests.Tensors;
 
@@ -140,7 +141,7 @@ public unsafe class SimdKernelTests
             var row = new float[columns];
             fixed (sbyte* q = values)
             fixed (float* s = scales, d = row)
-                Kernels.DequantizeInt8Row(path, q, s, columns, d);
+                Int8Kernels.DequantizeInt8Row(path, q, s, columns, d);
             for (int i = 0; i < columns; i++) Assert.Equal(values[i] * scales[i / 32], row[i]);
         }
     }

@@ -3,6 +3,8 @@ using System.Security.Cryptography;
 using System.Text.Json;
 using GptSharp.Model;
 using GptSharp.Tensors;
+using GptSharp.Randomness;
+using GptSharp.Data;
 
 namespace GptSharp.Tests.Tensors;
 

@@ -2,6 +2,7 @@ using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using System.Text.Json;
 using GptSharp.Tensors;
+using GptSharp.Randomness;
 
 namespace GptSharp.Tests.Tensors;
 

@@ -1,5 +1,6 @@
 using System.Text;
 using GptSharp.Tokenization;
+using GptSharp.Data;
 
 namespace GptSharp.Tests.Tokenization;
 
@@ -78,7 +79,7 @@ public class Gpt2TokenizerTests
     public void BookHelpersRefuseWhatTheyCannotShape()
     {
         Assert.Throws<ArgumentException>(() => TokenConversions.TextToTokenIds("", Tokenizer));
-        var twoRows = new GptSharp.Tensors.TokenBatch([6109, 3626, 6100, 345], 2, 2);
+        var twoRows = new GptSharp.Data.TokenBatch([6109, 3626, 6100, 345], 2, 2);
         Assert.Throws<ArgumentException>(() => TokenConversions.TokenIdsToText(twoRows, Tokenizer));
         Assert.Equal("Every effort", TokenConversions.TokenIdsToText(twoRows.Row(0), Tokenizer));
     }
@@ -99,7 +100,7 @@ public class Gpt2TokenizerTests
     {
         Assert.Equal(50_256, Gpt2Tokenizer.EndOfTextId);
         Assert.Equal(50_257, Gpt2Tokenizer.VocabSize);
-        Assert.Same(Gpt2Tokenizer.Instance, Gpt2Tokenizer.Shared);
+        Assert.Same(Gpt2Tokenizer.Instance, Gpt2Tokenizer.Instance);
         Assert.Equal("<|endoftext|>", Tokenizer.Decode([Gpt2Tokenizer.EndOfTextId]));
     }
 

@@ -2,6 +2,7 @@ using GptSharp.Checkpoints;
 using GptSharp.Model;
 using GptSharp.Tensors;
 using GptSharp.Training;
+using GptSharp.Randomness;
 
 namespace GptSharp.Tests.Training;
 

@@ -7,6 +7,7 @@ using GptSharp.Model;
 using GptSharp.Tensors;
 using GptSharp.Tokenization;
 using GptSharp.Training;
+using GptSharp.Randomness;
 
 namespace GptSharp.Tests.Training;
 

@@ -4,6 +4,7 @@ using GptSharp.Data;
 using GptSharp.Model;
 using GptSharp.Tensors;
 using GptSharp.Training;
+using GptSharp.Randomness;
 
 namespace GptSharp.Tests.Training;
 
@@ -159,7 +160,7 @@ public sealed class TrainingRunTests : IDisposable
         string leftover = Path.Combine(dir, $".metrics.csv.{Guid.NewGuid():N}.tmp");
         string[] kept = [Path.Combine(dir, ".notes.tmp"), Path.Combine(dir, "a.tmp"), Path.Combine(dir, $".x.{Guid.NewGuid():N}.tmp.bak")];
         foreach (var f in kept.Append(leftover)) File.WriteAllText(f, "x");
-        Assert.Equal([Path.GetFileName(leftover)], GptSharp.Tensors.IO.AtomicFile.RemoveLeftovers(dir));
+        Assert.Equal([Path.GetFileName(leftover)], GptSharp.IO.AtomicFile.RemoveLeftovers(dir));
         Assert.All(kept, f => Assert.True(File.Exists(f)));
     }
 

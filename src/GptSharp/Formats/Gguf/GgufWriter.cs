@@ -2,7 +2,7 @@ using System.Buffers;
 using System.Buffers.Binary;
 using System.Text;
 using GptSharp.Tensors;
-using GptSharp.Tensors.IO;
+using GptSharp.IO;
 
 namespace GptSharp.Formats.Gguf;
 

@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 using Google.Protobuf;
 using GptSharp.Formats.Onnx.Proto;
 using GptSharp.Model;
-using GptSharp.Tensors.IO;
+using GptSharp.IO;
 using DataType = GptSharp.Formats.Onnx.Proto.TensorProto.Types.DataType;
 using static GptSharp.Formats.Onnx.OnnxGraphBuilder;
 
@@ -140,7 +140,7 @@ internal static class Gpt2OnnxDecoder
 
     private static string LayerNorm(OnnxGraphBuilder g, string x, LayerNormParameters norm, string name) =>
         g.Node("LayerNormalization", [x, g.Floats(name + ".weight", norm.Scale.Value.Shape, norm.Scale.Value.Span), g.Floats(name + ".bias", norm.Shift.Value.Shape, norm.Shift.Value.Span)],
-            null, Int("axis", -1), Float("epsilon", Tensors.Kernels.LayerNormEps));
+            null, Int("axis", -1), Float("epsilon", Layers.Kernels.LayerNormEps));
 
     private static string Linear(OnnxGraphBuilder g, string x, LinearParameters linear, string name)
     {

@@ -2,13 +2,13 @@ using System.Buffers.Binary;
 using System.Numerics;
 using System.Text;
 
-namespace GptSharp.Formats;
+namespace GptSharp.Formats.PyTorch;
 
 // The small object model a PyTorch state dict unpickles into. Nothing here is ever "executed":
 // a GLOBAL only names one of a few allowed callables, and REDUCE builds the matching object below.
 
 /// <summary>A Python tuple.</summary>
-public sealed record PyTuple(object?[] Items)
+internal sealed record PyTuple(object?[] Items)
 {
     public static readonly PyTuple Empty = new([]);
     public int Count => Items.Length;
@@ -16,7 +16,7 @@ public sealed record PyTuple(object?[] Items)
 }
 
 /// <summary>A Python <c>dict</c> or <c>collections.OrderedDict</c> (insertion order kept either way).</summary>
-public sealed class PyDict(bool ordered)
+internal sealed class PyDict(bool ordered)
 {
     /// <summary>True for an <c>OrderedDict</c> (state dicts), false for a plain dict.</summary>
     public bool IsOrdered { get; } = ordered;
@@ -41,10 +41,10 @@ public sealed class PyDict(bool ordered)
 }
 
 /// <summary>A storage of a torch.save archive: the bytes in record <c>data/&lt;Key&gt;</c>.</summary>
-public sealed record TorchStorage(string Key, TensorDType DType, long ElementCount);
+internal sealed record TorchStorage(string Key, TensorDType DType, long ElementCount);
 
 /// <summary>A tensor as <c>torch._utils._rebuild_tensor_v2</c> describes it: a strided view of a storage.</summary>
-public sealed record TorchTensor(TorchStorage Storage, long StorageOffset, int[] Shape, long[] Stride)
+internal sealed record TorchTensor(TorchStorage Storage, long StorageOffset, int[] Shape, long[] Stride)
 {
     /// <summary>The number of elements of the view (its shape's product; the unpickler has checked that it fits a long).</summary>
     public long ElementCount
@@ -106,7 +106,7 @@ internal sealed record PyGlobal(string Module, string Name)
 /// <c>collections.OrderedDict</c>, <c>torch._utils._rebuild_tensor_v2</c> / <c>_rebuild_parameter</c>, the
 /// <c>torch.*Storage</c> types and <c>torch</c> dtypes. Anything else fails with the opcode or global named.
 /// </summary>
-public sealed class RestrictedUnpickler
+internal sealed class RestrictedUnpickler
 {
     private readonly byte[] _data;
     private readonly string _source;

@@ -1,14 +1,15 @@
 using System.Buffers;
 using System.Runtime.InteropServices;
+using GptSharp.Tensors;
 
-namespace GptSharp.Formats;
+namespace GptSharp.Formats.PyTorch;
 
 /// <summary>
 /// A PyTorch <c>torch.save</c> archive (zip with <c>&lt;prefix&gt;/data.pkl</c> and one <c>&lt;prefix&gt;/data/&lt;key&gt;</c>
 /// record per storage), unpickled by <see cref="RestrictedUnpickler"/>. <see cref="Root"/> is the saved object;
 /// tensors are read on demand straight from the file.
 /// </summary>
-public sealed class PthFile : IDisposable
+internal sealed class PthFile : IDisposable
 {
     private readonly TorchZipReader _zip;
     private readonly string _prefix;
@@ -179,7 +180,7 @@ public sealed class PthFile : IDisposable
 }
 
 /// <summary>A state dict inside a <see cref="PthFile"/>, as an <see cref="ITensorSource"/>.</summary>
-public sealed class PthStateDict : ITensorSource
+internal sealed class PthStateDict : ITensorSource
 {
     private readonly PthFile _file;
     private readonly Dictionary<string, (StoredTensor Info, TorchTensor Tensor)> _byName = new(StringComparer.Ordinal);

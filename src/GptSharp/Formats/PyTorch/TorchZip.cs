@@ -2,7 +2,7 @@ using System.Buffers.Binary;
 using System.Text;
 using Microsoft.Win32.SafeHandles;
 
-namespace GptSharp.Formats;
+namespace GptSharp.Formats.PyTorch;
 
 /// <summary>
 /// The zip container of <c>torch.save</c> (PyTorch's <c>inline_container.cc</c>): entries STORED, local headers

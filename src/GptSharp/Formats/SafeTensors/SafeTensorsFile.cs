@@ -4,9 +4,10 @@ using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
 using Microsoft.Win32.SafeHandles;
-using GptSharp.Tensors.IO;
+using GptSharp.IO;
+using GptSharp.Tensors;
 
-namespace GptSharp.Formats;
+namespace GptSharp.Formats.SafeTensors;
 
 /// <summary>
 /// Reader of a safetensors file (huggingface/safetensors): u64 LE header length N, N bytes of JSON
@@ -14,7 +15,7 @@ namespace GptSharp.Formats;
 /// tensors' bytes (offsets relative to byte 8 + N; row-major, little-endian). The header is validated
 /// as the reference implementation does, so a corrupt file fails here with one clear message.
 /// </summary>
-public sealed class SafeTensorsFile : ITensorSource
+internal sealed class SafeTensorsFile : ITensorSource
 {
     /// <summary>The reference implementation's limit on the header (<c>MAX_HEADER_SIZE</c>).</summary>
     public const long MaxHeaderSize = 100_000_000;
@@ -270,7 +271,7 @@ public sealed class SafeTensorsFile : ITensorSource
 }
 
 /// <summary>One tensor to write: float32 from a <see cref="Tensors.Tensor"/> (written from its buffer), int64 values, or int8 weights.</summary>
-public sealed class SafeTensorsEntry
+internal sealed class SafeTensorsEntry
 {
     private SafeTensorsEntry(string name, TensorDType dtype, int[] shape, Tensors.Tensor? floats, long[]? longs, Tensors.Int8Matrix? int8 = null,
         Action<Span<float>>? fill = null)
@@ -331,7 +332,7 @@ public sealed class SafeTensorsEntry
 }
 
 /// <summary>Writes safetensors files atomically, streaming the tensors from their buffers (adjacent ones as one run).</summary>
-public static class SafeTensorsWriter
+internal static class SafeTensorsWriter
 {
     public static void Write(string path, IEnumerable<SafeTensorsEntry> tensors, IReadOnlyDictionary<string, string>? metadata = null)
     {

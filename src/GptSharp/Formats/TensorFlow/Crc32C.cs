@@ -1,7 +1,7 @@
 using System.Buffers.Binary;
 using System.Numerics;
 
-namespace GptSharp.Formats;
+namespace GptSharp.Formats.TensorFlow;
 
 /// <summary>
 /// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), the checksum LevelDB tables and TensorFlow
@@ -9,7 +9,7 @@ namespace GptSharp.Formats;
 /// <see cref="BitOperations.Crc32C(uint, ulong)"/> is the raw update step: the SSE4.2/ARM crc32c
 /// instruction where the CPU has it, a software table otherwise.
 /// </summary>
-public static class Crc32C
+internal static class Crc32C
 {
     private const uint MaskDelta = 0xa282ead8u;
 

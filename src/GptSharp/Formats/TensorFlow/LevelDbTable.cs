@@ -1,6 +1,6 @@
 using System.Buffers.Binary;
 
-namespace GptSharp.Formats;
+namespace GptSharp.Formats.TensorFlow;
 
 /// <summary>
 /// Reader for the LevelDB table ("SSTable") format that TensorFlow uses for a bundle's <c>.index</c>
@@ -12,7 +12,7 @@ namespace GptSharp.Formats;
 /// byte and a masked crc32c; block entries are prefix-compressed keys with a restart array at the end.
 /// The whole file is small (a few KB for GPT-2), so it is read into memory.
 /// </summary>
-public static class LevelDbTable
+internal static class LevelDbTable
 {
     /// <summary>The table magic, stored little-endian in the last 8 bytes.</summary>
     public const ulong Magic = 0xdb4775248b80fb57UL;
@@ -127,7 +127,7 @@ public static class LevelDbTable
 }
 
 /// <summary>Offset and size (without the 5-byte trailer) of a block: two varint64s.</summary>
-public readonly record struct BlockHandle(long Offset, long Size)
+internal readonly record struct BlockHandle(long Offset, long Size)
 {
     public static BlockHandle Read(ReadOnlySpan<byte> data, ref int pos, string source)
     {

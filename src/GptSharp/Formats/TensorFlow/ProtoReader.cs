@@ -1,4 +1,4 @@
-namespace GptSharp.Formats;
+namespace GptSharp.Formats.TensorFlow;
 
 /// <summary>
 /// The few protobuf wire-format rules needed to decode TensorFlow's bundle messages: varint tags,

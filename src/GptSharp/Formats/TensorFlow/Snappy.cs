@@ -1,10 +1,10 @@
-namespace GptSharp.Formats;
+namespace GptSharp.Formats.TensorFlow;
 
 /// <summary>
 /// Decompressor for raw Snappy blocks (google/snappy format_description.txt, no framing), the
 /// compression LevelDB tables written by TensorFlow 1.0/1.1 use for their blocks.
 /// </summary>
-public static class Snappy
+internal static class Snappy
 {
     /// <summary>Decompresses one Snappy block; <paramref name="source"/> names the file in error messages.</summary>
     public static byte[] Decompress(ReadOnlySpan<byte> input, string source)

@@ -2,29 +2,29 @@ using System.Buffers;
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 
-namespace GptSharp.Formats;
+namespace GptSharp.Formats.TensorFlow;
 
 /// <summary>TensorFlow's <c>DataType</c> enum values that can appear in a bundle (types.proto).</summary>
-public enum TfDataType
+internal enum TfDataType
 {
     Invalid = 0, Float = 1, Double = 2, Int32 = 3, UInt8 = 4, Int16 = 5, Int8 = 6, String = 7,
     Complex64 = 8, Int64 = 9, Bool = 10, BFloat16 = 14, UInt16 = 17, Half = 19, Resource = 20, Variant = 21,
 }
 
 /// <summary>The <c>BundleHeaderProto</c> stored under the empty key.</summary>
-public sealed record BundleHeader(int NumShards, bool BigEndian, int Producer, int MinConsumer);
+internal sealed record BundleHeader(int NumShards, bool BigEndian, int Producer, int MinConsumer);
 
 /// <summary>
 /// One tensor's <c>BundleEntryProto</c>: where its bytes are (<see cref="ShardId"/>, absolute
 /// <see cref="Offset"/>, <see cref="Size"/>) and the masked crc32c of those bytes.
 /// </summary>
-public sealed record BundleEntry(string Name, TfDataType DType, long[] Shape, int ShardId, long Offset, long Size, uint MaskedCrc32C, bool IsSliced)
+internal sealed record BundleEntry(string Name, TfDataType DType, long[] Shape, int ShardId, long Offset, long Size, uint MaskedCrc32C, bool IsSliced)
 {
     /// <summary>Number of elements (1 for a scalar).</summary>
     public long ElementCount => Shape.Aggregate(1L, (a, d) => checked(a * d));
 
     /// <summary>The unmasked crc32c of the tensor's bytes.</summary>
-    public uint Crc32C => Formats.Crc32C.Unmask(MaskedCrc32C);
+    public uint Crc32C => TensorFlow.Crc32C.Unmask(MaskedCrc32C);
 
     public string ShapeString => "[" + string.Join(", ", Shape) + "]";
 
@@ -45,7 +45,7 @@ public sealed record BundleEntry(string Name, TfDataType DType, long[] Shape, in
 /// Tensors are streamed from the data shard into the caller's buffer with their crc32c verified,
 /// so a multi-GB shard is never held in memory.
 /// </summary>
-public sealed class TensorBundleReader : IDisposable
+internal sealed class TensorBundleReader : IDisposable
 {
     /// <summary>Size of one read from the data shard.</summary>
     private const int ChunkBytes = 1 << 20;
@@ -404,4 +404,4 @@ public sealed class TensorBundleReader : IDisposable
 }
 
 /// <summary>Receives consecutive whole rows of a tensor streamed by <see cref="TensorBundleReader.ReadFloat32Rows"/>.</summary>
-public delegate void RowChunkConsumer(int firstRow, ReadOnlySpan<float> rows);
+internal delegate void RowChunkConsumer(int firstRow, ReadOnlySpan<float> rows);

@@ -5,14 +5,14 @@ using System.Text;
 namespace GptSharp.Training.Plots;
 
 /// <summary>One line of a chart.</summary>
-public sealed record ChartSeries(string Label, IReadOnlyList<double> X, IReadOnlyList<double> Y, string Color, string? DashArray = null);
+internal sealed record ChartSeries(string Label, IReadOnlyList<double> X, IReadOnlyList<double> Y, string Color, string? DashArray = null);
 
 /// <summary>
 /// A small, dependency-free line chart rendered as SVG, in the spirit of matplotlib's defaults: axes with
 /// "nice" ticks, a legend in the upper right, an optional second x axis on top that maps the bottom
 /// axis to another unit (the book's "Tokens seen" over "Epochs"), and an optional logarithmic y axis.
 /// </summary>
-public sealed class SvgLineChart
+internal sealed class SvgLineChart
 {
     /// <summary>Prefix of the element ids, unique per chart so several charts can be inlined in one HTML page.</summary>
     public string Id { get; init; } = "chart";

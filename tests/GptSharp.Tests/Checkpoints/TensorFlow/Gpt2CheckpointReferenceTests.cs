@@ -2,6 +2,9 @@ using System.Text.RegularExpressions;
 using GptSharp.Tensors;
 using GptSharp.Formats;
 using GptSharp.Pretrained;
+using GptSharp.Formats.SafeTensors;
+using GptSharp.Data;
+using GptSharp.Checkpoints.Gpt2;
 
 namespace GptSharp.Tests.Checkpoints.TensorFlow;
 

@@ -3,6 +3,10 @@ using GptSharp.Tensors;
 using GptSharp.Checkpoints;
 using GptSharp.Formats;
 using GptSharp.Pretrained;
+using GptSharp.Formats.TensorFlow;
+using GptSharp.Randomness;
+using GptSharp.Data;
+using GptSharp.Checkpoints.Gpt2;
 
 namespace GptSharp.Tests.Checkpoints.TensorFlow;
 

@@ -2,6 +2,7 @@ using GptSharp.Model;
 using GptSharp.Tensors;
 using GptSharp.Checkpoints;
 using GptSharp.Pretrained;
+using GptSharp.Randomness;
 
 namespace GptSharp.Tests.Checkpoints.TensorFlow;
 

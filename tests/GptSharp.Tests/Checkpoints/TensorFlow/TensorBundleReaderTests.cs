@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Text.Json;
 using GptSharp.Formats;
+using GptSharp.Formats.TensorFlow;
 
 namespace GptSharp.Tests.Checkpoints.TensorFlow;
 

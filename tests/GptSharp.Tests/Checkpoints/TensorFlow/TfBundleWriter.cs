@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using GptSharp.Formats;
+using GptSharp.Formats.TensorFlow;
 
 namespace GptSharp.Tests.Checkpoints.TensorFlow;
 

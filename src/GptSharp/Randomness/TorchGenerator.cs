@@ -1,7 +1,7 @@
 using System.Buffers.Binary;
 using System.Runtime.Intrinsics;
 
-namespace GptSharp.Tensors;
+namespace GptSharp.Randomness;
 
 /// <summary>
 /// PyTorch's CPU default generator, bit for bit: <c>torch.manual_seed</c> (a Mersenne Twister

@@ -3,8 +3,9 @@ using System.Text.RegularExpressions;
 using GptSharp.Model;
 using GptSharp.Checkpoints;
 using GptSharp.Formats;
+using GptSharp.Formats.SafeTensors;
 
-namespace GptSharp.Pretrained;
+namespace GptSharp.Checkpoints.Gpt2;
 
 /// <summary>
 /// The book's <c>load_weights_into_gpt</c>: OpenAI GPT-2 weights (Hugging Face names without the

@@ -1,8 +1,10 @@
 using System.Numerics.Tensors;
+using GptSharp.Randomness;
+using GptSharp.Tensors;
 
-namespace GptSharp.Tensors;
+namespace GptSharp.Layers;
 
-public static unsafe partial class Kernels
+internal static unsafe partial class Kernels
 {
     /// <summary>
     /// Draws an inverted-dropout mask exactly as PyTorch's CPU <c>F.dropout(x, p, training=True)</c> does:

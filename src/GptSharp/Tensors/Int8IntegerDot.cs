@@ -4,7 +4,7 @@ using System.Runtime.Intrinsics.X86;
 
 namespace GptSharp.Tensors;
 
-public static unsafe partial class Kernels
+internal static unsafe partial class Int8Kernels
 {
     /// <summary>This CPU has the integer decode path: AVX-VNNI's VPDPWSSD (int16 × int16 pairs → int32), with AVX2 and FMA.</summary>
     /// <remarks>

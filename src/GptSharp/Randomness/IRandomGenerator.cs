@@ -1,4 +1,4 @@
-namespace GptSharp.Tensors;
+namespace GptSharp.Randomness;
 
 /// <summary>
 /// A seeded source of the random numbers a training run consumes: weight initialization, dropout

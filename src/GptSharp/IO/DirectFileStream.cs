@@ -1,7 +1,7 @@
 using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 
-namespace GptSharp.Tensors.IO;
+namespace GptSharp.IO;
 
 /// <summary>
 /// A write-only stream to a new file opened with Linux's <c>O_DIRECT</c>: the bytes go from one reused, page-aligned

@@ -1,8 +1,9 @@
 using System.Numerics.Tensors;
+using GptSharp.Tensors;
 
-namespace GptSharp.Tensors;
+namespace GptSharp.Layers;
 
-public static unsafe partial class Kernels
+internal static unsafe partial class Kernels
 {
     /// <summary>
     /// Mean cross-entropy of logits [rows, vocab] against targets [rows], PyTorch's

@@ -1,6 +1,7 @@
 using GptSharp.Tensors;
+using GptSharp.Tokenization;
 
-namespace GptSharp.Tokenization;
+namespace GptSharp.Data;
 
 /// <summary>The book's chapter-5 helpers <c>text_to_token_ids</c> and <c>token_ids_to_text</c>.</summary>
 public static class TokenConversions

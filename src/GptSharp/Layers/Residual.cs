@@ -2,10 +2,11 @@ using System.Runtime.CompilerServices;
 using System.Numerics.Tensors;
 using System.Runtime.Intrinsics;
 using KernelPath = GptSharp.Tensors.Gemm.KernelPath;
+using GptSharp.Tensors;
 
-namespace GptSharp.Tensors;
+namespace GptSharp.Layers;
 
-public static unsafe partial class Kernels
+internal static unsafe partial class Kernels
 {
     /// <summary>
     /// The shortcut connection <c>x = x + shortcut</c>: output = a + b (output may alias either input).

@@ -1,6 +1,6 @@
 using System.Buffers.Binary;
 
-namespace GptSharp.Tensors;
+namespace GptSharp.Randomness;
 
 /// <summary>
 /// Our own generator: xoshiro256** seeded through splitmix64. Faster than <c>TorchGenerator</c>

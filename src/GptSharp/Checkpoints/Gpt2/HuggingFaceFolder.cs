@@ -5,10 +5,12 @@ using GptSharp.Checkpoints;
 using GptSharp.Formats;
 using GptSharp.Model;
 using GptSharp.Tensors;
-using GptSharp.Tensors.IO;
+using GptSharp.IO;
 using GptSharp.Tokenization;
+using GptSharp.Formats.SafeTensors;
+using GptSharp.Layers;
 
-namespace GptSharp.Pretrained;
+namespace GptSharp.Checkpoints.Gpt2;
 
 /// <summary>
 /// A Hugging Face GPT-2 folder, what <c>GPT2LMHeadModel.save_pretrained</c> + <c>GPT2TokenizerFast.save_pretrained</c>

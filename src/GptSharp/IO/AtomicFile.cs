@@ -1,7 +1,7 @@
 using System.Runtime.InteropServices;
 using System.Text.RegularExpressions;
 
-namespace GptSharp.Tensors.IO;
+namespace GptSharp.IO;
 
 /// <summary>
 /// Writes a file so that readers see either the previous version or the complete new one, never a
@@ -11,7 +11,7 @@ namespace GptSharp.Tensors.IO;
 /// so the rename itself is on disk. A process killed mid-write leaves only a temporary file, which
 /// <see cref="RemoveLeftovers"/> deletes at the next start.
 /// </summary>
-public static partial class AtomicFile
+internal static partial class AtomicFile
 {
     /// <summary>
     /// Test hook: wraps the temporary file's stream (e.g. in one that fails after N bytes) to check that a

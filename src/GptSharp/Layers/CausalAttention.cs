@@ -1,9 +1,11 @@
 using System.Numerics.Tensors;
 using System.Runtime.Intrinsics;
+using GptSharp.Randomness;
+using GptSharp.Tensors;
 
-namespace GptSharp.Tensors;
+namespace GptSharp.Layers;
 
-public static unsafe partial class Kernels
+internal static unsafe partial class Kernels
 {
     /// <summary>
     /// The book's causal multi-head attention core, fused, given the projected queries, keys and values

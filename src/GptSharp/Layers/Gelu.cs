@@ -1,10 +1,11 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using KernelPath = GptSharp.Tensors.Gemm.KernelPath;
+using GptSharp.Tensors;
 
-namespace GptSharp.Tensors;
+namespace GptSharp.Layers;
 
-public static unsafe partial class Kernels
+internal static unsafe partial class Kernels
 {
     // √(2/π) and the cubic coefficient of the book's tanh approximation of GELU.
     private const float GeluScale = 0.7978845608028654f;

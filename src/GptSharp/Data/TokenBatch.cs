@@ -1,4 +1,4 @@
-namespace GptSharp.Tensors;
+namespace GptSharp.Data;
 
 /// <summary>
 /// A batch of token ids, shape [BatchSize, SequenceLength], row-major: what the book passes to the

@@ -6,7 +6,7 @@ using KernelPath = GptSharp.Tensors.Gemm.KernelPath;
 
 namespace GptSharp.Tensors;
 
-public static unsafe partial class Kernels
+internal static unsafe partial class Int8Kernels
 {
     /// <summary>Up to this many rows, <see cref="LinearForwardInt8"/> streams the int8 weights (decoding); above, it dequantizes panels into the GEMM.</summary>
     internal const int Int8DecodeRows = 8;

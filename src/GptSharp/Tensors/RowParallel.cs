@@ -5,7 +5,7 @@ namespace GptSharp.Tensors;
 /// that holds the kernel's pointers and sizes: passing it by value to <see cref="RowParallel.For{TKernel}"/>
 /// splits the work over <see cref="Workers"/> without allocating a closure.
 /// </summary>
-public interface IRangeKernel
+internal interface IRangeKernel
 {
     /// <summary>Processes items [start, end).</summary>
     void Execute(int start, int end);
@@ -15,7 +15,7 @@ public interface IRangeKernel
 /// Splits a range of independent items into a few contiguous chunks per worker thread. Small jobs run
 /// inline on the caller: waking threads for a few microseconds of work costs more than it saves.
 /// </summary>
-public static class RowParallel
+internal static class RowParallel
 {
     /// <summary>Jobs under this many element operations run on the calling thread.</summary>
     private const long MinParallelWork = 1 << 15;

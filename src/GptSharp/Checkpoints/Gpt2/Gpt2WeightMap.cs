@@ -1,7 +1,7 @@
 using GptSharp.Model;
 using GptSharp.Tensors;
 
-namespace GptSharp.Pretrained;
+namespace GptSharp.Checkpoints.Gpt2;
 
 /// <summary>What a stored GPT-2 tensor holds, which decides both its name suffix and how it is loaded.</summary>
 internal enum Gpt2TensorKind

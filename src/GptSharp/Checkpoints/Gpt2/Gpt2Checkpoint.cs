@@ -3,8 +3,9 @@ using GptSharp.Model;
 using GptSharp.Tensors;
 using GptSharp.Checkpoints;
 using GptSharp.Formats;
+using GptSharp.Formats.TensorFlow;
 
-namespace GptSharp.Pretrained;
+namespace GptSharp.Checkpoints.Gpt2;
 
 /// <summary>
 /// Loads OpenAI's GPT-2 TensorFlow checkpoints (<c>hparams.json</c> + <c>model.ckpt.*</c>) into a
@@ -18,10 +19,6 @@ internal static class Gpt2Checkpoint
 {
     /// <summary>Scratch size for transposing Conv1D weights chunk by chunk.</summary>
     private const int ScratchBytes = 4 << 20;
-
-    /// <summary>The file names OpenAI publishes per model size (all seven, as the book downloads them).</summary>
-    public static IReadOnlyList<string> FileNames { get; } =
-        ["checkpoint", "encoder.json", "hparams.json", "model.ckpt.data-00000-of-00001", "model.ckpt.index", "model.ckpt.meta", "vocab.bpe"];
 
     /// <summary>True when <paramref name="directory"/> looks like an OpenAI GPT-2 model folder.</summary>
     public static bool IsCheckpointDirectory(string directory) =>

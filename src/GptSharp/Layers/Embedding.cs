@@ -1,8 +1,9 @@
 using System.Numerics.Tensors;
+using GptSharp.Tensors;
 
-namespace GptSharp.Tensors;
+namespace GptSharp.Layers;
 
-public static unsafe partial class Kernels
+internal static unsafe partial class Kernels
 {
     /// <summary>
     /// The book's <c>tok_emb(in_idx) + pos_emb(arange(seq_len))</c>:

@@ -1,4 +1,4 @@
-namespace GptSharp.Tensors;
+namespace GptSharp.Randomness;
 
 /// <summary>The generator kinds a run can name (<c>--rng</c>, <c>rng</c> in a run config).</summary>
 public static class RandomGenerators
