@@ -1,7 +1,7 @@
 namespace GptSharp.Data;
 
 /// <summary>How the documents of a corpus file are laid out.</summary>
-public enum DocumentFormat
+internal enum DocumentFormat
 {
     /// <summary>A <c>.txt</c> file: the whole file is one document.</summary>
     Text,
@@ -17,10 +17,10 @@ public enum DocumentFormat
 }
 
 /// <summary>How a corpus file is compressed as a whole (Parquet compresses inside the file as well).</summary>
-public enum FileCompression { None, Gzip, Zstandard }
+internal enum FileCompression { None, Gzip, Zstandard }
 
 /// <summary>One file of a corpus: its path, what its name says it holds, and how it is compressed.</summary>
-public sealed record CorpusFile(string Path, DocumentFormat Format, FileCompression Compression)
+internal sealed record CorpusFile(string Path, DocumentFormat Format, FileCompression Compression)
 {
     /// <summary>The file name endings <see cref="Classify"/> knows, for messages.</summary>
     public const string KnownEndings = ".txt, .jsonl, .json, .parquet (each optionally .gz or .zst) and token files .bin";

@@ -23,7 +23,7 @@ public enum TokenFileFormat
 /// apart by their first bytes and checks the header against the file's length, so a truncated or foreign file is one clear
 /// error naming it, not a crash hours into a run; <see cref="CheckIds"/> checks the ids against the vocabulary.
 /// </summary>
-public sealed class TokenShard : ITokenSequence, IDisposable
+internal sealed class TokenShard : ITokenSequence, IDisposable
 {
     internal const int LlmcMagic = 20240520;
     internal const int LlmcVersion = 1;
@@ -104,7 +104,7 @@ public sealed class TokenShard : ITokenSequence, IDisposable
 /// Several token files read as one run of ids, in the order given (a glob's files sorted by name: llm.c's
 /// <c>fineweb_train_000001.bin</c>, <c>…000002.bin</c>, …). The shards stay separate files, each memory-mapped.
 /// </summary>
-public sealed class TokenShards : ITokenSequence, IDisposable
+internal sealed class TokenShards : ITokenSequence, IDisposable
 {
     private readonly TokenShard[] _shards;
     private readonly long[] _starts; // _starts[i]: index of shard i's first id; _starts[^1] = Count

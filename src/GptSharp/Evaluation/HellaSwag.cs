@@ -4,7 +4,7 @@ using GptSharp.Model;
 namespace GptSharp.Evaluation;
 
 /// <summary>One HellaSwag example: a context, its candidate endings and the index of the right one.</summary>
-public sealed record HellaSwagExample(string Context, IReadOnlyList<string> Endings, int Label);
+internal sealed record HellaSwagExample(string Context, IReadOnlyList<string> Endings, int Label);
 
 /// <summary>
 /// What the model made of one HellaSwag example: per ending, the summed and mean loss of its tokens, and the ending
@@ -47,7 +47,7 @@ public sealed class HellaSwagResult(IReadOnlyList<HellaSwagScore> examples) : Be
 /// token. The file is the official jsonl (<c>hellaswag_val.jsonl</c>): one object per line with <c>ctx</c>, <c>endings</c>
 /// and <c>label</c> (the test split has no labels).
 /// </summary>
-public sealed class HellaSwag : BenchmarkTask
+internal sealed class HellaSwag : BenchmarkTask
 {
     public const string TaskName = "hellaswag";
 

@@ -3,7 +3,7 @@ using GptSharp.Model;
 namespace GptSharp.Evaluation;
 
 /// <summary>One LAMBADA example: a passage split before its last word (<see cref="Target"/> keeps the word's leading space).</summary>
-public sealed record LambadaExample(string Context, string Target);
+internal sealed record LambadaExample(string Context, string Target);
 
 /// <summary>LAMBADA's metrics over the examples scored, and each example's score.</summary>
 public sealed class LambadaResult(IReadOnlyList<ContinuationScore> examples) : BenchmarkResult
@@ -35,7 +35,7 @@ public sealed class LambadaResult(IReadOnlyList<ContinuationScore> examples) : B
 /// leading space, the context everything before that space. <c>acc</c>: greedy decoding reproduces every token of the target;
 /// <c>perplexity</c>: exp of the mean target loss (<see cref="LambadaResult.Perplexity"/>).
 /// </summary>
-public sealed class Lambada : BenchmarkTask
+internal sealed class Lambada : BenchmarkTask
 {
     public const string TaskName = "lambada";
 

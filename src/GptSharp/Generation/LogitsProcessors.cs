@@ -39,7 +39,7 @@ internal sealed class TopKProcessor : ILogitsProcessor
 /// OpenAI's <c>logit_bias</c>: a fixed value added to the logits of chosen tokens before anything else, so −100
 /// all but bans a token and +100 all but forces it (the values are added, not special-cased, as OpenAI does).
 /// </summary>
-public sealed class LogitBiasProcessor : ILogitsProcessor
+internal sealed class LogitBiasProcessor : ILogitsProcessor
 {
     private readonly int[] _tokens;
     private readonly float[] _biases;
