@@ -2,6 +2,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Unicode;
 using GptSharp.Tokenization;
+using GptSharp.IO;
 
 namespace GptSharp.Data;
 
@@ -261,7 +262,7 @@ internal static class DocumentReader
 
     private static void ReadParquetRows(string name, string path, string column, IDocumentSink sink, CancellationToken cancellation)
     {
-        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+        using var stream = new SynchronousReadStream(new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16));
         long length = stream.Length;
         Parquet.ParquetReader reader;
         try

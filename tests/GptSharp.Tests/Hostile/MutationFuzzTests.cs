@@ -18,6 +18,7 @@ namespace GptSharp.Tests.Hostile;
 /// duplicated, deleted and swapped chunks). Each case must load or fail with our own format exception, within
 /// a per-case time limit and a bound on what it allocates. A failure names the format and seed to replay it.
 /// </summary>
+[Collection(nameof(MutationFuzzCollection))]
 public sealed class MutationFuzzTests : IDisposable
 {
     private const int Cases = 10_000;
@@ -160,7 +161,7 @@ public sealed class MutationFuzzTests : IDisposable
         {
             File.WriteAllBytes(path, bytes);
             TextCorpus.ReadCorpus([path]);
-        });
+        }, cases: 1_000); // a corpus read starts the streaming reader and its workers per case: the AFL++ target (fuzz/) is for long runs
         string parquet = Path.Combine(_dir, "seed.parquet");
         var field = new Parquet.Schema.DataField<string>("text");
         using (var file = File.Create(parquet))
@@ -174,7 +175,7 @@ public sealed class MutationFuzzTests : IDisposable
         {
             File.WriteAllBytes(path, bytes);
             TextCorpus.ReadCorpus([path]);
-        }, cases: 500); // Parquet.Net takes tens of ms a case here: the AFL++ target (fuzz/) is for long runs
+        }, cases: 200); // Parquet.Net takes tens of ms a case here: the AFL++ target (fuzz/) is for long runs
     }
 
     /// <summary>Runs <paramref name="parse"/> on <paramref name="cases"/> (default <see cref="Cases"/>) mutations of <paramref name="seed"/> (case 0: the seed itself, which must load).</summary>
@@ -260,3 +261,8 @@ public sealed class MutationFuzzTests : IDisposable
         return bytes.ToArray();
     }
 }
+
+/// <summary>The fuzz cases run alone: each has a per-case time limit, which a machine busy with the rest of the suite
+/// (thread-pool starvation included) would turn into a false failure.</summary>
+[CollectionDefinition(nameof(MutationFuzzCollection), DisableParallelization = true)]
+public sealed class MutationFuzzCollection;
