@@ -1,6 +1,5 @@
 using GptSharp.Formats.Onnx;
 using GptSharp.Model;
-using GptSharp.Pretrained;
 using GptSharp.Checkpoints.Gpt2;
 
 namespace GptSharp.Checkpoints;
