@@ -168,7 +168,7 @@ public static class Int8Quick
         Workers.Count = threads;
         var quantization = precision == "int8" ? WeightQuantization.Int8 : WeightQuantization.None;
         var clock = Stopwatch.StartNew();
-        using var model = ModelStore.Load(spec, quantization: quantization);
+        using var model = GptModel.Load(spec, new LoadOptions { Quantization = quantization });
         model.Eval();
         double load = clock.Elapsed.TotalSeconds;
         long afterLoad = PeakRss();

@@ -54,7 +54,7 @@ internal static class InspectCommand
     {
         write($"tensors: {info.Tensors.Count}");
         write($"parameters: {info.ParameterCount:N0}");
-        if (info.Config is not null) write($"config: {ConfigJson.ToBookJson(info.Config)}");
+        if (info.Config is not null) write($"config: {info.Config.ToJson()}");
         if (info.ConfigNote is not null) write($"config: unknown ({Printable.Escape(info.ConfigNote)})");
         foreach (var (key, value) in info.Metadata)
             if (key != ModelCheckpoint.ConfigKey && !ReferenceEquals(value, info.OptimizerSummary)) // the optimizer is shown below

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Runtime.InteropServices;
+using GptSharp.Checkpoints;
 using GptSharp.Data;
 using GptSharp.Distributed;
 using GptSharp.Evaluation;
@@ -101,7 +102,7 @@ internal static class TrainCommand
     internal static Settings ReadSettings(ParseResult parse, Options o)
     {
         string? initFrom = parse.GetValue(o.InitFrom);
-        var model = initFrom is null ? ModelConfigs.FromPresetOrFile(parse.GetValue(o.Config)!) : InitialModelConfig(parse, o, initFrom);
+        var model = initFrom is null ? ConfigOf(parse.GetValue(o.Config)!) : InitialModelConfig(parse, o, initFrom);
         model = model with
         {
             ContextLength = parse.GetValue(o.ContextLength) ?? model.ContextLength,
@@ -183,7 +184,21 @@ internal static class TrainCommand
             if (parse.GetResult(option) is { Implicit: false })
                 throw new ArgumentException($"{option.Name} cannot be combined with --init-from: the model's shape comes from the weights.");
         if (parse.GetValue(o.Resume) is not null) throw new ArgumentException("--init-from starts a new run; --resume continues one: give one of them.");
-        return TrainingRun.ModelConfigOf(initFrom) with { DropRate = GptConfig.Book124M.DropRate };
+        return GptConfig.FromCheckpoint(initFrom) with { DropRate = GptConfig.Book124M.DropRate };
+    }
+
+    /// <summary><c>--config</c>: a JSON file (the book's keys, GPT-2's, or a run's config.json), else a preset name (a path wins over a name).</summary>
+    private static GptConfig ConfigOf(string value)
+    {
+        if (File.Exists(value)) return GptConfig.FromFile(value);
+        try
+        {
+            return GptConfig.FromName(value);
+        }
+        catch (ArgumentException)
+        {
+            throw new ArgumentException($"--config: '{value}' is neither a preset ({string.Join(", ", GptConfig.PresetNames)}) nor a JSON file.");
+        }
     }
 
     // [distributed] One process, or one rank of an mpirun job: a fatal error on a rank ends every rank (MPI_Abort)

@@ -24,6 +24,10 @@ public enum ModelFileFormat
     Onnx,
 }
 
+/// <summary>What <see cref="CheckpointConverter.Convert"/> did: the input's format, the output's, the tensors and parameters
+/// written, and notes for the user (what was dropped or defaulted).</summary>
+public sealed record ConversionResult(string InputFormat, ModelFileFormat OutputFormat, int Tensors, long Parameters, IReadOnlyList<string> Notes);
+
 /// <summary>Converts between the model formats (<c>gptsharp convert IN OUT [--to ...]</c>).</summary>
 public static class CheckpointConverter
 {
@@ -59,11 +63,28 @@ public static class CheckpointConverter
     }
 
     /// <summary>
+    /// Reads the model <paramref name="input"/> names (anything <c>GptModel.Load</c> takes, with its optimizer and trainer state
+    /// when it has them) and writes it to <paramref name="output"/> as <paramref name="format"/>.
+    /// <paramref name="load"/>'s <see cref="LoadOptions.Quantization"/> Int8 writes an int8 model file (safetensors only).
+    /// </summary>
+    public static ConversionResult Convert(string input, string output, ModelFileFormat format, LoadOptions? load = null, ExportDType dtype = ExportDType.Float32)
+    {
+        load ??= new LoadOptions();
+        bool int8 = load.Quantization == WeightQuantization.Int8;
+        if (int8 && format != ModelFileFormat.SafeTensors)
+            throw new ArgumentException("LoadOptions.Quantization int8 writes a GptSharp model file (.safetensors); .pth files, training checkpoints, Hugging Face folders and ONNX hold float32 weights.");
+        using var loaded = ModelStore.Open(input, load with { Quantization = WeightQuantization.None });
+        if (int8) loaded.Model.QuantizeInt8();
+        var notes = Write(loaded, output, format, dtype);
+        return new ConversionResult(loaded.Format, format, loaded.Model.Parameters().Count, loaded.Model.ParameterCount, notes);
+    }
+
+    /// <summary>
     /// Writes <paramref name="loaded"/> as <paramref name="format"/>. Returns notes for the user (what was dropped or defaulted).
     /// A checkpoint written from a file without an optimizer gets a fresh AdamW with the book's settings (lr 4e-4, weight decay 0.1).
     /// </summary>
     /// <param name="dtype">The weight matrices' type in an exported format (GGUF); GptSharp's own formats are float32 (or int8 when quantized).</param>
-    public static IReadOnlyList<string> Write(LoadedCheckpoint loaded, string outputPath, ModelFileFormat format, ExportDType dtype = ExportDType.Float32)
+    internal static IReadOnlyList<string> Write(LoadedCheckpoint loaded, string outputPath, ModelFileFormat format, ExportDType dtype = ExportDType.Float32)
     {
         var notes = new List<string>();
         if (dtype != ExportDType.Float32 && format is ModelFileFormat.SafeTensors or ModelFileFormat.Pth or ModelFileFormat.Checkpoint)

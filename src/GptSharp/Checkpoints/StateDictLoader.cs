@@ -17,15 +17,14 @@ internal static partial class StateDictLoader
     /// <summary>True for the book's causal-mask buffers (<c>trf_blocks.N.att.mask</c>): stored by PyTorch, not parameters.</summary>
     public static bool IsMaskBuffer(string name) => name.StartsWith("trf_blocks.", StringComparison.Ordinal) && name.EndsWith(".att.mask", StringComparison.Ordinal);
 
-    // Set by ModelStore.Load(..., quantization: Int8) around a load: the model quantizes each linear weight as soon as
-    // it is read (GptModel.WeightLoaded), in whichever format's loader, so the float32 model never exists whole.
-    // Thread-static rather than a parameter of every loader: the formats' load paths stay as they are.
-    [ThreadStatic] internal static bool t_quantizeWhileLoading;
-
-    /// <summary>A new model of <paramref name="config"/> filled by <paramref name="load"/>; disposed again if loading fails.</summary>
-    public static GptModel NewModel(GptConfig config, Action<GptModel> load)
+    /// <summary>
+    /// A new model of <paramref name="config"/> filled by <paramref name="load"/>; disposed again if loading fails. With
+    /// <paramref name="quantize"/> each linear weight becomes int8 as soon as it is read (<c>GptModel.WeightLoaded</c>), in
+    /// whichever format's loader, so the float32 model never exists whole.
+    /// </summary>
+    public static GptModel NewModel(GptConfig config, Action<GptModel> load, bool quantize = false)
     {
-        var model = new GptModel(config) { QuantizeWhileLoading = t_quantizeWhileLoading };
+        var model = new GptModel(config) { QuantizeWhileLoading = quantize };
         try
         {
             load(model);
@@ -40,10 +39,10 @@ internal static partial class StateDictLoader
     }
 
     /// <summary>A new model of <paramref name="config"/> holding the book-named tensors of <paramref name="source"/>.</summary>
-    public static GptModel Load(GptConfig config, ITensorSource source)
+    public static GptModel Load(GptConfig config, ITensorSource source, bool quantize = false)
     {
         CheckConfigFitsFile(config, source);
-        return NewModel(config, model => LoadInto(model, source));
+        return NewModel(config, model => LoadInto(model, source), quantize);
     }
 
     /// <summary>

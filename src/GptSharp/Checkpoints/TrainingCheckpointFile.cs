@@ -59,11 +59,15 @@ internal static partial class TrainingCheckpointFile
         return null;
     }
 
-    /// <summary>A run directory gives its <see cref="Latest"/> checkpoint; a file is itself.</summary>
-    public static string Resolve(string runDirectoryOrFile) =>
-        Directory.Exists(runDirectoryOrFile)
-            ? Latest(runDirectoryOrFile) ?? throw new FileNotFoundException($"{runDirectoryOrFile}: the run directory has no complete training checkpoint (checkpoint-<steps>.safetensors).")
-            : runDirectoryOrFile;
+    /// <summary>The checkpoint a run directory resumes from (its <see cref="Latest"/>), or the file itself.</summary>
+    public static string Resolve(string runDirectoryOrFile)
+    {
+        if (Directory.Exists(runDirectoryOrFile))
+            return Latest(runDirectoryOrFile) ?? throw new FileNotFoundException(
+                $"{runDirectoryOrFile}: the run directory has no complete checkpoint-<steps>.safetensors (was the run stopped before its first checkpoint?); to start a new run from its weights use --init-from.");
+        if (!File.Exists(runDirectoryOrFile)) throw new FileNotFoundException($"{runDirectoryOrFile}: neither a run directory nor a training checkpoint file.", runDirectoryOrFile);
+        return runDirectoryOrFile;
+    }
 
     public const string OptimizerKey = "optimizer";
     public const string TrainerStateKey = "trainer_state";
@@ -131,7 +135,7 @@ internal static partial class TrainingCheckpointFile
         using var file = OpenCheckpoint(path);
         var config = ModelCheckpoint.ConfigFor(file);
         if (config != model.Config)
-            throw new InvalidDataException($"{path}: the checkpoint's config {ConfigJson.ToBookJson(config)} differs from the model's {ConfigJson.ToBookJson(model.Config)}.");
+            throw new InvalidDataException($"{path}: the checkpoint's config {config.ToJson()} differs from the model's {model.Config.ToJson()}.");
         var o = ParseOptimizer(file);
         if (o.Beta1 != optimizer.Beta1 || o.Beta2 != optimizer.Beta2 || o.Eps != optimizer.Eps || o.WeightDecay != optimizer.WeightDecay)
             throw new InvalidDataException($"{path}: the checkpoint's AdamW (betas ({o.Beta1}, {o.Beta2}), eps {o.Eps}, weight_decay {o.WeightDecay}) differs from this optimizer's (betas ({optimizer.Beta1}, {optimizer.Beta2}), eps {optimizer.Eps}, weight_decay {optimizer.WeightDecay}).");

@@ -73,7 +73,7 @@ public sealed class TrainingCheckpoint : IDisposable
     /// </summary>
     public static TrainingCheckpoint Load(string runDirectoryOrFile)
     {
-        string path = Resolve(runDirectoryOrFile);
+        string path = TrainingCheckpointFile.Resolve(runDirectoryOrFile);
         var (config, state, rngKind, rngState) = ReadContents(path);
         if (!RandomGenerators.Kinds.Contains(rngKind))
             throw new InvalidDataException($"{path}: unknown random generator kind '{rngKind}'.");
@@ -88,16 +88,6 @@ public sealed class TrainingCheckpoint : IDisposable
         }
         model.DropoutGenerator = generator;
         return new TrainingCheckpoint(path, config, state, model, optimizer, generator);
-    }
-
-    /// <summary>The checkpoint file a run directory resumes from (its newest complete one), or the file itself.</summary>
-    internal static string Resolve(string runDirectoryOrFile)
-    {
-        if (Directory.Exists(runDirectoryOrFile))
-            return Latest(runDirectoryOrFile) ?? throw new FileNotFoundException(
-                $"--resume: '{runDirectoryOrFile}' has no complete checkpoint-<steps>.safetensors (was the run stopped before its first checkpoint?); to start a new run from its weights use --init-from.");
-        if (!File.Exists(runDirectoryOrFile)) throw new FileNotFoundException($"--resume: '{runDirectoryOrFile}' is neither a run directory nor a checkpoint file.");
-        return runDirectoryOrFile;
     }
 
     /// <summary>The run configuration, trainer state and generator state of a checkpoint (its header only, no tensor is read).</summary>

@@ -243,14 +243,6 @@ public sealed class TrainingRun : IDisposable
     }
 
     /// <summary>
-    /// The model config of the weights <paramref name="spec"/> names, read from the file's header or config (no tensor is read):
-    /// what <see cref="RunConfig.Model"/> must be for <see cref="RunConfig.InitFrom"/>, up to a shorter context and the dropout rate.
-    /// </summary>
-    public static GptConfig ModelConfigOf(string spec) =>
-        CheckpointInfo.Read(spec) is { Config: GptConfig config } ? config
-            : throw new InvalidDataException($"--init-from {spec}: cannot tell the model's configuration from the file (put a config.json with the book's keys next to it).");
-
-    /// <summary>
     /// The weights (and optimizer state, when the file has one) of <paramref name="spec"/> as a model of <paramref name="wanted"/>:
     /// the same shape, a context no longer than the weights' (the positional table and its AdamW moments keep their first rows).
     /// </summary>
@@ -260,7 +252,7 @@ public sealed class TrainingRun : IDisposable
         using var loaded = ModelStore.Open(spec);
         var stored = loaded.Model.Config;
         if (wanted with { ContextLength = stored.ContextLength, DropRate = stored.DropRate } != stored || wanted.ContextLength > stored.ContextLength)
-            throw new ArgumentException($"--init-from {spec}: the weights are {ConfigJson.ToBookJson(stored)}; the run's model must match them, with a context length of at most {stored.ContextLength}.");
+            throw new ArgumentException($"--init-from {spec}: the weights are {stored.ToJson()}; the run's model must match them, with a context length of at most {stored.ContextLength}.");
         lines.Add(string.Create(CultureInfo.InvariantCulture,
             $"Initialized from {spec} ({loaded.Format}{(loaded.Optimizer is null ? "" : ", with its AdamW state")}){(wanted.ContextLength < stored.ContextLength ? $"; positional table cut from {stored.ContextLength} to {wanted.ContextLength}" : "")}."));
         var model = StateDictLoader.NewModel(wanted, m => CopyRows(loaded.Model.Parameters().Select(p => p.Value).ToList(), m.Parameters().Select(p => p.Value).ToList()));

@@ -56,7 +56,7 @@ public class CheckpointTrainingTests
     [Fact]
     public void HuggingFaceTwinReproducesTheReferenceLogits()
     {
-        using var model = ModelStore.Load(FixturePaths.Get("reference", "tiny-qkvbias-hf", "model.safetensors"));
+        using var model = GptModel.Load(FixturePaths.Get("reference", "tiny-qkvbias-hf", "model.safetensors"));
         using var io = SafeTensorsFile.Open(FixturePaths.Get("reference", "tiny-qkvbias-hf", "io.safetensors"));
         var (inputs, _) = Batch(io);
         model.Eval();
@@ -156,7 +156,7 @@ public class CheckpointTrainingTests
         using var io = SafeTensorsFile.Open(FixturePaths.Get("reference", "tiny-qkvbias", "io.safetensors"));
         var (inputs, targets) = Batch(io);
         string configPath = FixturePaths.Get("reference", "tiny-qkvbias", "config.json");
-        var config = ConfigJson.Parse(File.ReadAllText(configPath), configPath) with { DropRate = 0.1f };
+        var config = GptConfig.FromFile(configPath) with { DropRate = 0.1f };
 
         GptModel Fresh()
         {

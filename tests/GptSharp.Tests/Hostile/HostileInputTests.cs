@@ -38,7 +38,7 @@ public sealed class HostileInputTests : IDisposable
     {
         // l = []; l.append(l)
         string path = PthOf(new PickleBuilder().Op((byte)']', (byte)'q', 0, (byte)'h', 0, (byte)'a').Stop());
-        var e = Bounded.Rejects<InvalidDataException>(() => ModelStore.Load(path));
+        var e = Bounded.Rejects<InvalidDataException>(() => GptModel.Load(path));
         AssertNamesFile(e, path);
         Assert.Contains("no state dict", e.Message);
     }
@@ -89,7 +89,7 @@ public sealed class HostileInputTests : IDisposable
     {
         // pos_emb [2^24, 4] over a 4-float storage: 256 MiB in memory from 16 stored bytes.
         string path = PthOf(PickleBuilder.StateDictOfOne("pos_emb.weight", 4, [1L << 24, 4], [0, 1]), ("0", new byte[16]));
-        var e = Bounded.Rejects<InvalidDataException>(() => ModelStore.Load(path));
+        var e = Bounded.Rejects<InvalidDataException>(() => GptModel.Load(path));
         AssertNamesFile(e, path);
         Assert.Contains("repeats stored elements", e.Message);
         e = Bounded.Rejects<InvalidDataException>(() =>
@@ -151,7 +151,7 @@ public sealed class HostileInputTests : IDisposable
         string path = Path.Combine(_dir, "claims.safetensors");
         string config = """{"vocab_size":50,"context_length":8,"emb_dim":16,"n_heads":2,"n_layers":100000000,"drop_rate":0,"qkv_bias":false}""";
         CheckpointTestHelpers.WriteRaw(path, "{\"__metadata__\":{\"config\":" + System.Text.Json.JsonSerializer.Serialize(config) + "}}", []);
-        var e = Bounded.Rejects<InvalidDataException>(() => ModelStore.Load(path));
+        var e = Bounded.Rejects<InvalidDataException>(() => GptModel.Load(path));
         AssertNamesFile(e, path);
         Assert.Contains("parameters but the file's tensors hold only 0 values", e.Message);
         var info = CheckpointInfo.Read(path); // inspect still works, with the config marked unknown
@@ -167,7 +167,7 @@ public sealed class HostileInputTests : IDisposable
         CheckpointTestHelpers.WriteRaw(path, "{\"tok_emb.weight\":{\"dtype\":\"F32\",\"shape\":[2,64],\"data_offsets\":[0,512]},"
             + "\"pos_emb.weight\":{\"dtype\":\"F32\",\"shape\":[1,64],\"data_offsets\":[512,768]},"
             + $"\"{name}\":{{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[768,772]}}}}", new byte[772]);
-        var e = Bounded.Rejects<InvalidDataException>(() => ModelStore.Load(path));
+        var e = Bounded.Rejects<InvalidDataException>(() => GptModel.Load(path));
         AssertNamesFile(e, path);
     }
 
@@ -189,7 +189,7 @@ public sealed class HostileInputTests : IDisposable
         var tensors = new Dictionary<string, (long[], float[])> { ["model/wte"] = ([50, 16], new float[800]) };
         TfBundleWriter.Write(Path.Combine(dir, "model.ckpt"), tensors);
         File.WriteAllText(Path.Combine(dir, "hparams.json"), """{"n_vocab": 50, "n_ctx": 8, "n_embd": 16, "n_head": 2, "n_layer": 2147483647}""");
-        var e = Bounded.Rejects<InvalidDataException>(() => ModelStore.Load(dir));
+        var e = Bounded.Rejects<InvalidDataException>(() => GptModel.Load(dir));
         Assert.Contains("model.ckpt.index", e.Message);
     }
 

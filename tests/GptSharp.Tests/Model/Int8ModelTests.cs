@@ -166,13 +166,13 @@ public sealed class Int8ModelTests(ITestOutputHelper output) : IDisposable
         var fixture = new ReferenceFixture("tiny-qkvbias");
         string floatPath = Path.Combine(_directory, "model.safetensors"), int8Path = Path.Combine(_directory, "int8.safetensors");
         using (var original = fixture.CreateModel()) original.Save(floatPath);
-        using var quantized = ModelStore.Load(floatPath);
+        using var quantized = GptModel.Load(floatPath);
         quantized.QuantizeInt8();
         quantized.Save(int8Path);
         Assert.True(new FileInfo(int8Path).Length < new FileInfo(floatPath).Length / 2);
 
-        using var loaded = ModelStore.Load(int8Path);
-        using var streamed = ModelStore.Load(floatPath, quantization: WeightQuantization.Int8);
+        using var loaded = GptModel.Load(int8Path);
+        using var streamed = GptModel.Load(floatPath, new LoadOptions { Quantization = WeightQuantization.Int8 });
         foreach (var other in new[] { loaded, streamed })
         {
             Assert.True(other.IsQuantized);
@@ -197,8 +197,8 @@ public sealed class Int8ModelTests(ITestOutputHelper output) : IDisposable
         // The Hugging Face GPT-2 layout goes through the GPT-2 weight map (fused c_attn split three ways, tied head),
         // as OpenAI's TensorFlow folders do.
         string path = FixturePaths.Get("reference", "tiny-qkvbias-hf", "model.safetensors");
-        using var plain = ModelStore.Load(path);
-        using var streamed = ModelStore.Load(path, quantization: WeightQuantization.Int8);
+        using var plain = GptModel.Load(path);
+        using var streamed = GptModel.Load(path, new LoadOptions { Quantization = WeightQuantization.Int8 });
         Assert.True(streamed.IsQuantized);
         plain.QuantizeInt8();
         foreach (var (p, q) in plain.LinearWeights().Zip(streamed.LinearWeights()))
@@ -350,8 +350,8 @@ public sealed class Int8ModelTests(ITestOutputHelper output) : IDisposable
             }
             model.Save(path);
         }
-        using var float32 = ModelStore.Load(path);
-        using var int8 = ModelStore.Load(path, quantization: WeightQuantization.Int8);
+        using var float32 = GptModel.Load(path);
+        using var int8 = GptModel.Load(path, new LoadOptions { Quantization = WeightQuantization.Int8 });
         AssertAccurate("trained on The Verdict", float32, int8, validation);
     }
 }

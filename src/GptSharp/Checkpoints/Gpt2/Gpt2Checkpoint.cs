@@ -34,7 +34,7 @@ internal static class Gpt2Checkpoint
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: hparams.json not found; is '{modelDir}' a GPT-2 model folder?", path);
         // The one config parser: it knows hparams.json's keys (n_vocab, n_ctx, n_embd, n_head, n_layer) beside Hugging
         // Face's and the book's, and validates the result.
-        return ConfigJson.Parse(File.ReadAllText(path), path);
+        return GptConfig.FromFile(path);
     }
 
     /// <summary>The checkpoint prefix: <c>model_checkpoint_path</c> from the <c>checkpoint</c> file, else <c>model.ckpt</c>.</summary>
@@ -103,7 +103,7 @@ internal static class Gpt2Checkpoint
     /// Loads the GPT-2 model in <paramref name="modelDir"/> (hparams.json, checkpoint, model.ckpt.index/.data).
     /// <paramref name="config"/> overrides the one read from hparams.json (e.g. another drop rate); its sizes must match the checkpoint.
     /// </summary>
-    public static GptModel Load(string modelDir, GptConfig? config = null)
+    public static GptModel Load(string modelDir, GptConfig? config = null, bool quantize = false)
     {
         config ??= ReadConfig(modelDir);
         using var bundle = TensorBundleReader.Open(FindPrefix(modelDir));
@@ -111,7 +111,7 @@ internal static class Gpt2Checkpoint
         StateDictLoader.CheckConfigFitsFile(config, bundle.IndexPath, (long)Math.Min(bundle.Entries.Sum(e => (double)e.ElementCount), long.MaxValue / 2));
         CheckTensors(bundle, config);
         bundle.CheckDataFiles();
-        return StateDictLoader.NewModel(config, model => LoadWeightsIntoGpt(model, bundle));
+        return StateDictLoader.NewModel(config, model => LoadWeightsIntoGpt(model, bundle), quantize);
     }
 
     /// <summary>

@@ -27,19 +27,19 @@ public class ModelStoreTensorFlowTests
                 Assert.Null(loaded.Optimizer);
                 Gpt2CheckpointTests.AssertSameWeights(source, loaded.Model);
             }
-            using (var withDropout = ModelStore.Load(folder, Tiny with { DropRate = 0f }))
+            using (var withDropout = GptModel.Load(folder, new LoadOptions { Config = Tiny with { DropRate = 0f } }))
                 Assert.Equal(0f, withDropout.Config.DropRate);
 
             Environment.SetEnvironmentVariable(Gpt2Models.HomeVariable, home);
-            var ex = Assert.Throws<FileNotFoundException>(() => ModelStore.Load("gpt2-small"));
+            var ex = Assert.Throws<FileNotFoundException>(() => GptModel.Load("gpt2-small"));
             Assert.Contains("gptsharp download gpt2-small", ex.Message);
 
             string cache = Path.Combine(home, "gpt2", "124M");
             Directory.CreateDirectory(Path.GetDirectoryName(cache)!);
             Directory.Move(folder, cache); // "copied by hand" into the cache
-            using (var fromCache = ModelStore.Load("gpt2-small"))
+            using (var fromCache = GptModel.Load("gpt2-small"))
                 Gpt2CheckpointTests.AssertSameWeights(source, fromCache);
-            using (var byAlias = ModelStore.Load("124M"))
+            using (var byAlias = GptModel.Load("124M"))
                 Gpt2CheckpointTests.AssertSameWeights(source, byAlias);
         }
         finally
