@@ -48,7 +48,7 @@ public static class CheckpointConverter
                 "gguf" => ModelFileFormat.Gguf,
                 "hf" or "huggingface" => ModelFileFormat.HuggingFace,
                 "onnx" => ModelFileFormat.Onnx,
-                _ => throw new ArgumentException($"--to: unknown format '{to}' (expected safetensors, pth, checkpoint, gguf, hf or onnx)."),
+                _ => throw new ArgumentException($"ModelFileFormat: unknown format '{to}' (expected safetensors, pth, checkpoint, gguf, hf or onnx)."),
             };
         if (Directory.Exists(outputPath) || Path.EndsInDirectorySeparator(outputPath) || !Path.HasExtension(outputPath))
             return ModelFileFormat.HuggingFace;
@@ -59,7 +59,7 @@ public static class CheckpointConverter
         if (name.Equals("checkpoint.safetensors", StringComparison.OrdinalIgnoreCase) || TrainingCheckpointFile.IsCheckpointFileName(name))
             return ModelFileFormat.Checkpoint;
         if (ext == ".safetensors") return ModelFileFormat.SafeTensors;
-        throw new ArgumentException($"{outputPath}: cannot tell the output format from the extension; use --to safetensors|pth|checkpoint|gguf|hf|onnx.");
+        throw new ArgumentException($"{outputPath}: cannot tell the output format from the extension; name the ModelFileFormat: safetensors|pth|checkpoint|gguf|hf|onnx.");
     }
 
     /// <summary>
@@ -88,7 +88,7 @@ public static class CheckpointConverter
     {
         var notes = new List<string>();
         if (dtype != ExportDType.Float32 && format is ModelFileFormat.SafeTensors or ModelFileFormat.Pth or ModelFileFormat.Checkpoint)
-            throw new ArgumentException($"{outputPath}: --dtype applies to exported formats (gguf); {format.ToString().ToLowerInvariant()} files hold float32 (use --quantize int8 for an int8 model file).");
+            throw new ArgumentException($"{outputPath}: ExportDType applies to exported formats (gguf); {format.ToString().ToLowerInvariant()} files hold float32 (use LoadOptions.Quantization Int8 for an int8 model file).");
         if (format == ModelFileFormat.Gguf)
         {
             if (loaded.Optimizer is not null) notes.Add("the optimizer state has no place in a GGUF file and was left out");

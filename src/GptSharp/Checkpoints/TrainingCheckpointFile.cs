@@ -64,7 +64,7 @@ internal static partial class TrainingCheckpointFile
     {
         if (Directory.Exists(runDirectoryOrFile))
             return Latest(runDirectoryOrFile) ?? throw new FileNotFoundException(
-                $"{runDirectoryOrFile}: the run directory has no complete checkpoint-<steps>.safetensors (was the run stopped before its first checkpoint?); to start a new run from its weights use --init-from.");
+                $"{runDirectoryOrFile}: the run directory has no complete checkpoint-<steps>.safetensors (was the run stopped before its first checkpoint?); to start a new run from its weights use RunConfig.InitFrom.");
         if (!File.Exists(runDirectoryOrFile)) throw new FileNotFoundException($"{runDirectoryOrFile}: neither a run directory nor a training checkpoint file.", runDirectoryOrFile);
         return runDirectoryOrFile;
     }

@@ -100,10 +100,10 @@ public sealed class TrainingCheckpoint : IDisposable
         }
         catch (InvalidDataException) when (IsWeightsOnly(path))
         {
-            throw new InvalidDataException($"{path}: model weights only, not a training checkpoint: --resume continues a run from its checkpoint; to start a new run from these weights use --init-from {path}.");
+            throw new InvalidDataException($"{path}: model weights only, not a training checkpoint: TrainingRun.Resume continues a run from its checkpoint; to start a new run from these weights use RunConfig.InitFrom {path}.");
         }
         string Get(string key) => metadata.TryGetValue(key, out var v) ? v
-            : throw new InvalidDataException($"{path}: not a checkpoint of `gptsharp train` (no '{key}' in its metadata; to start a new run from its weights use --init-from).");
+            : throw new InvalidDataException($"{path}: not a checkpoint of `gptsharp train` (no '{key}' in its metadata; to start a new run from its weights use RunConfig.InitFrom).");
         try
         {
             var config = RunConfig.FromJson(Get(RunConfigKey), path);

@@ -189,8 +189,8 @@ public sealed class TrainingRunTests : IDisposable
             run.Train();
         string model = Path.Combine(dir, RunDirectory.ModelFile);
         var e = Assert.Throws<InvalidDataException>(() => TrainingRun.Resume(model));
-        Assert.Contains("--init-from", e.Message);
-        Assert.Contains("--init-from", Assert.Throws<FileNotFoundException>(() => TrainingRun.Resume(_dir)).Message);
+        Assert.Contains("RunConfig.InitFrom", e.Message);
+        Assert.Contains("RunConfig.InitFrom", Assert.Throws<FileNotFoundException>(() => TrainingRun.Resume(_dir)).Message);
     }
 
     [Fact]
@@ -201,7 +201,7 @@ public sealed class TrainingRunTests : IDisposable
         using var run = TrainingRun.Start(Config(), new TrainingRunOptions { Directory = dir });
         var e = Assert.Throws<IOException>(() => run.Train());
         Assert.Contains("metrics", e.Message);
-        Assert.Contains("--resume", e.Message);
+        Assert.Contains("resume the run from", e.Message);
         Assert.DoesNotContain('\n', e.Message);
         // The first evaluation comes after step 0: the checkpoint holds that one step.
         Assert.Equal(Path.Combine(run.RunDirectory.Path, TrainingCheckpoint.FileNameFor(1)), TrainingCheckpoint.Latest(dir));

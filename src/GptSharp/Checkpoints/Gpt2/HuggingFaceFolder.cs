@@ -64,7 +64,7 @@ internal static class HuggingFaceFolder
     public static void Write(GptModel model, string directory)
     {
         if (model.IsQuantized)
-            throw new ArgumentException($"{directory}: the model has int8 weights; a Hugging Face folder holds float32 (load the float32 model, without --quantize).");
+            throw new ArgumentException($"{directory}: the model has int8 weights; a Hugging Face folder holds float32 (load the float32 model, without LoadOptions.Quantization).");
         Directory.CreateDirectory(directory);
         var config = model.Config;
         bool tied = model.IsOutHeadTiedToTokenEmbedding();

@@ -53,7 +53,7 @@ public class Gpt2CacheTests
             var ex = Assert.Throws<FileNotFoundException>(() => Gpt2Models.TryResolveCached("gpt2-medium", home));
             Assert.Contains("GPT-2 gpt2-medium (355M) is not downloaded", ex.Message);
             Assert.Contains("gptsharp download gpt2-medium", ex.Message);
-            Assert.Contains("--model-dir", ex.Message);
+            Assert.Contains("a folder holding OpenAI's files", ex.Message);
             Assert.Contains(Path.Combine(home, "gpt2", "355M"), ex.Message);
 
             string dir = Path.Combine(home, "gpt2", "124M");
