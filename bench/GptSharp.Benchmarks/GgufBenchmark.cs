@@ -119,7 +119,7 @@ public static class GgufBenchmark
         for (int i = 0; i < newTokens; i++)
         {
             ids[i] = LlamaCpp.ArgMax(logits.Span);
-            logits = model.Step(cache, ids[i]);
+            logits = model.DecodeNext(cache, ids[i]);
         }
         return ids;
     }

@@ -73,7 +73,7 @@ public static class Int8Quick
                 for (int i = 0; i < steps.Length; i++)
                 {
                     long start = Stopwatch.GetTimestamp();
-                    model.Step(caches[v], 6109 + i);
+                    model.DecodeNext(caches[v], 6109 + i);
                     steps[i] = Stopwatch.GetElapsedTime(start).TotalSeconds;
                 }
                 Array.Sort(steps);

@@ -35,13 +35,13 @@ public static class Program
         ["safetensors"] = (bytes, scratch) =>
         {
             string path = WriteScratch(bytes, scratch, ".safetensors");
-            CheckpointInfo.Read(path);
+            ModelFileInfo.Read(path);
             GptModel.Load(path).Dispose();
         },
         ["gguf"] = (bytes, scratch) =>
         {
             string path = WriteScratch(bytes, scratch, ".gguf");
-            CheckpointInfo.Read(path);
+            ModelFileInfo.Read(path);
             GptModel.Load(path).Dispose();
         },
         ["tf-index"] = (bytes, _) =>

@@ -27,10 +27,10 @@ internal static class ConvertCommand
         {
             string inPath = parse.GetValue(input)!, outPath = parse.GetValue(outputArgument)!;
             var writer = output ?? Console.Out;
-            var format = CheckpointConverter.ResolveFormat(outPath, parse.GetValue(to));
+            var format = ModelConverter.ResolveFormat(outPath, parse.GetValue(to));
             string? configPath = parse.GetValue(config);
             var load = new LoadOptions { Config = configPath is null ? null : GptConfig.FromFile(configPath), Quantization = ModelOptions.QuantizationOf(parse, quantize) };
-            var result = CheckpointConverter.Convert(inPath, outPath, format, load, ExportDTypeOf(parse.GetValue(dtype)));
+            var result = ModelConverter.Convert(inPath, outPath, format, load, ExportDTypeOf(parse.GetValue(dtype)));
             writer.WriteLine($"{inPath} ({result.InputFormat}) -> {outPath} ({format.ToString().ToLowerInvariant()}): {result.Tensors} tensors, {result.Parameters:N0} parameters");
             foreach (var note in result.Notes) writer.WriteLine($"note: {note}");
             return 0;

@@ -92,10 +92,10 @@ internal static partial class TrainingCheckpointFile
         {
             throw new ArgumentException($"trainer state is not valid JSON: {e.Message}");
         }
-        var entries = ModelCheckpoint.Entries(model)
+        var entries = ModelFile.Entries(model)
             .Concat(parameters.Select((p, i) => SafeTensorsEntry.Float32(ExpAvgPrefix + p.Name, optimizer.ExpAvg[i])))
             .Concat(parameters.Select((p, i) => SafeTensorsEntry.Float32(ExpAvgSqPrefix + p.Name, optimizer.ExpAvgSq[i])));
-        var metadata = ModelCheckpoint.Metadata(model.Config, Kind);
+        var metadata = ModelFile.Metadata(model.Config, Kind);
         metadata[OptimizerKey] = OptimizerJson(optimizer);
         metadata[TrainerStateKey] = trainerStateJson;
         foreach (var (key, value) in extraMetadata ?? new Dictionary<string, string>())
@@ -108,7 +108,7 @@ internal static partial class TrainingCheckpointFile
     {
         string path = Resolve(runDirectoryOrFile);
         using var file = OpenCheckpoint(path);
-        var model = new GptModel(ModelCheckpoint.ConfigFor(file));
+        var model = new GptModel(ModelFile.ConfigFor(file));
         AdamW? optimizer = null;
         try
         {
@@ -133,7 +133,7 @@ internal static partial class TrainingCheckpointFile
     {
         string path = Resolve(runDirectoryOrFile);
         using var file = OpenCheckpoint(path);
-        var config = ModelCheckpoint.ConfigFor(file);
+        var config = ModelFile.ConfigFor(file);
         if (config != model.Config)
             throw new InvalidDataException($"{path}: the checkpoint's config {config.ToJson()} differs from the model's {model.Config.ToJson()}.");
         var o = ParseOptimizer(file);
@@ -148,7 +148,7 @@ internal static partial class TrainingCheckpointFile
     /// </summary>
     public static Dictionary<string, string> CallerMetadata(IReadOnlyDictionary<string, string>? metadata)
     {
-        var own = ModelCheckpoint.Metadata(new GptConfig(), Kind).Keys.Append(OptimizerKey).Append(TrainerStateKey).ToHashSet(StringComparer.Ordinal);
+        var own = ModelFile.Metadata(new GptConfig(), Kind).Keys.Append(OptimizerKey).Append(TrainerStateKey).ToHashSet(StringComparer.Ordinal);
         return (metadata ?? new Dictionary<string, string>()).Where(kv => !own.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal);
     }
 
@@ -161,7 +161,7 @@ internal static partial class TrainingCheckpointFile
 
     /// <summary>True when <paramref name="file"/> is a training checkpoint (by its metadata).</summary>
     public static bool IsTrainingCheckpoint(SafeTensorsFile file) =>
-        file.Metadata.TryGetValue(ModelCheckpoint.KindKey, out var kind) && kind == Kind;
+        file.Metadata.TryGetValue(ModelFile.KindKey, out var kind) && kind == Kind;
 
     /// <summary>The model tensors of a checkpoint (optimizer tensors hidden), for loaders that only want the model.</summary>
     public static ITensorSource ModelTensors(SafeTensorsFile file) => new ModelPart(file);
@@ -172,7 +172,7 @@ internal static partial class TrainingCheckpointFile
         if (!IsTrainingCheckpoint(file))
         {
             file.Dispose();
-            throw new InvalidDataException($"{path}: not a GptSharp training checkpoint (no __metadata__ \"{ModelCheckpoint.KindKey}\": \"{Kind}\").");
+            throw new InvalidDataException($"{path}: not a GptSharp training checkpoint (no __metadata__ \"{ModelFile.KindKey}\": \"{Kind}\").");
         }
         return file;
     }

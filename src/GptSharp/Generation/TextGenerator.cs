@@ -229,7 +229,7 @@ public sealed partial class TextGenerator : IDisposable
             {
                 Span<int> last = batchSize <= 64 ? stackalloc int[batchSize] : new int[batchSize];
                 for (int b = 0; b < batchSize; b++) last[b] = tokens[b * rowStride + length - 1];
-                _cachedLogits = _model.Step(cache, last);
+                _cachedLogits = _model.DecodeNext(cache, last);
             }
             else
             {

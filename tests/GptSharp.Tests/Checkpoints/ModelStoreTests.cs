@@ -51,14 +51,14 @@ public class ModelStoreTests
         {
             string next = dir.File(name);
             using (var loaded = ModelStore.Open(current, new LoadOptions { Config = model.Config }))
-                CheckpointConverter.Write(loaded, next, CheckpointConverter.ResolveFormat(next, to));
+                ModelConverter.Write(loaded, next, ModelConverter.ResolveFormat(next, to));
             current = next;
         }
         using var back = GptModel.Load(current);
         Assert.Equal(model.Config, back.Config);
         AssertSameParameters(model, back);
-        Assert.Throws<ArgumentException>(() => CheckpointConverter.ResolveFormat("x.onnx", null));
-        Assert.Throws<ArgumentException>(() => CheckpointConverter.ResolveFormat("x.pth", "tflite"));
+        Assert.Throws<ArgumentException>(() => ModelConverter.ResolveFormat("x.onnx", null));
+        Assert.Throws<ArgumentException>(() => ModelConverter.ResolveFormat("x.pth", "tflite"));
     }
 
     [Fact]
@@ -77,7 +77,7 @@ public class ModelStoreTests
                 dict.Set(t.Name, tensor);
             }
         string path = dir.File("pytorch_model.bin");
-        PthCheckpoint.Write(path, dict);
+        PthModelFile.Write(path, dict);
         foreach (var t in tensors) t.Dispose();
         File.Copy(FixturePaths.Get("reference", "tiny-qkvbias-hf", "config.json"), dir.File("config.json"));
         using var loaded = ModelStore.Open(path);

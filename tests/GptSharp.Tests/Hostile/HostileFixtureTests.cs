@@ -27,7 +27,7 @@ public sealed class HostileFixtureTests
             {
                 ".pth" or ".safetensors" => () =>
                 {
-                    try { CheckpointInfo.Read(path); }
+                    try { ModelFileInfo.Read(path); }
                     catch (InvalidDataException) { }
                     GptModel.Load(path).Dispose();
                 },

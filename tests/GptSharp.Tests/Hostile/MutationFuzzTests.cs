@@ -33,7 +33,7 @@ public sealed class MutationFuzzTests : IDisposable
     public void PthZipAndPickle()
     {
         string seedPath = Path.Combine(_dir, "seed.pth");
-        using (var model = new GptModel(Tiny, new FastRandom(1))) PthCheckpoint.SaveModel(model, seedPath);
+        using (var model = new GptModel(Tiny, new FastRandom(1))) PthModelFile.SaveModel(model, seedPath);
         string path = Path.Combine(_dir, "case.pth");
         Fuzz("pth", File.ReadAllBytes(seedPath), bytes =>
         {
@@ -58,7 +58,7 @@ public sealed class MutationFuzzTests : IDisposable
             using (var file = SafeTensorsFile.Open(path))
                 foreach (var t in file.Tensors)
                     if (t.DType.IsConvertibleToFloat()) file.ReadInto(t.Name, new float[t.ElementCount]);
-            CheckpointInfo.Read(path);
+            ModelFileInfo.Read(path);
             GptModel.Load(path).Dispose();
         });
     }
@@ -72,7 +72,7 @@ public sealed class MutationFuzzTests : IDisposable
         Fuzz("gguf", File.ReadAllBytes(seedPath), bytes =>
         {
             File.WriteAllBytes(path, bytes);
-            CheckpointInfo.Read(path);
+            ModelFileInfo.Read(path);
             GptModel.Load(path).Dispose();
             GptModel.Load(path, new LoadOptions { Quantization = WeightQuantization.Int8 }).Dispose();
         });

@@ -81,7 +81,7 @@ public sealed class LlamaCppTests(ITestOutputHelper output) : IDisposable
             logits[next] = float.MinValue;
             minMargin = Math.Min(minMargin, best - logits.Max());
             ids.Add(next);
-            logits = model.Step(cache, next).Span.ToArray();
+            logits = model.DecodeNext(cache, next).Span.ToArray();
         }
         return ([.. ids], minMargin);
     }

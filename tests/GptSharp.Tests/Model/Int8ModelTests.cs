@@ -86,7 +86,7 @@ public sealed class Int8ModelTests(ITestOutputHelper output) : IDisposable
         for (int step = 4; step < seq; step++)
         {
             for (int b = 0; b < batch; b++) next[b] = fixture.Inputs.Ids[b * seq + step];
-            AssertClose(twin.Step(twinCache, next), quantized.Step(cache, next));
+            AssertClose(twin.DecodeNext(twinCache, next), quantized.DecodeNext(cache, next));
         }
         Assert.Equal(batch * vocab, cache.Logits.Length);
     }
@@ -184,7 +184,7 @@ public sealed class Int8ModelTests(ITestOutputHelper output) : IDisposable
             Assert.Equal(ForwardLogits(quantized, fixture.Inputs), ForwardLogits(other, fixture.Inputs));
         }
 
-        var info = CheckpointInfo.Read(int8Path);
+        var info = ModelFileInfo.Read(int8Path);
         Assert.Contains("int8", info.Format);
         Assert.Equal(quantized.ParameterCount, info.ParameterCount);
         Assert.Contains(info.Tensors, t => t.Name == "out_head.weight" && t.DType == GptSharp.Formats.TensorDType.I8);
@@ -256,7 +256,7 @@ public sealed class Int8ModelTests(ITestOutputHelper output) : IDisposable
             for (int t = 0; t < ctx; t++)
             {
                 for (int b = 0; b < batch; b++) next[b] = tokens[(first + b) * ctx + t];
-                var logits = (t == 0 ? model.Prefill(cache, new TokenBatch(next.ToArray(), batch, 1)) : model.Step(cache, next)).Span;
+                var logits = (t == 0 ? model.Prefill(cache, new TokenBatch(next.ToArray(), batch, 1)) : model.DecodeNext(cache, next)).Span;
                 for (int b = 0; b < batch; b++)
                 {
                     int position = (first + b) * ctx + t;

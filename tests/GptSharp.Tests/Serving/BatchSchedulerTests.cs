@@ -70,7 +70,7 @@ public class BatchSchedulerTests(ServingFixture server)
             model.StepSequences(batched, next, logits);
             for (int i = 0; i < prompts.Length; i++)
             {
-                var expected = model.Step(alone[i], next[i]).Span.ToArray();
+                var expected = model.DecodeNext(alone[i], next[i]).Span.ToArray();
                 var actual = logits.Span.Slice(i * vocab, vocab).ToArray();
                 for (int j = 0; j < vocab; j++) Assert.Equal(expected[j], actual[j], 4);
                 Assert.Equal(alone[i].Length, batched[i].Length);

@@ -174,7 +174,7 @@ public sealed class TrainingRunTests : IDisposable
         Directory.CreateDirectory(copyDir);
         string copy = Path.Combine(copyDir, TrainingCheckpoint.FileNameFor(3));
         using (var loaded = ModelStore.Open(TrainingCheckpoint.Latest(dir)!))
-            CheckpointConverter.Write(loaded, copy, CheckpointConverter.ResolveFormat(copy, null));
+            ModelConverter.Write(loaded, copy, ModelConverter.ResolveFormat(copy, null));
         using var resumed = TrainingRun.Resume(copyDir, new TrainingRunOptions { MaxSteps = 4 });
         Assert.Equal(2, resumed.State.GlobalStep);
         Assert.Equal(TrainingOutcome.MaxStepsReached, resumed.Train());
@@ -285,7 +285,7 @@ public sealed class TrainingRunInitFromTests : IDisposable
             foreach (var p in model.Parameters()) p.Grad.Span.Fill(0.01f);
             optimizer.Step();
             optimizer.Step();
-            PthCheckpoint.Save(model, optimizer, pth);
+            PthModelFile.Save(model, optimizer, pth);
         }
         using var run = TrainingRun.Start(Config(Wide, pth), new TrainingRunOptions { Directory = Path.Combine(_dir, "run") });
         Assert.Equal(2, run.Optimizer.StepCount);

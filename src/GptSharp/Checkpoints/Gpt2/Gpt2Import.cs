@@ -28,7 +28,7 @@ internal static partial class Gpt2Import
     public static GptModel LoadHuggingFace(string path, GptConfig? config = null, bool quantize = false)
     {
         using var file = SafeTensorsFile.Open(path);
-        config ??= ModelCheckpoint.ConfigBeside(path) ?? InferConfig(file);
+        config ??= ModelFile.ConfigBeside(path) ?? InferConfig(file);
         return NewModel(config, file, quantize);
     }
 

@@ -65,11 +65,11 @@ public class Gpt2CacheTests
 
             // Files placed by hand: a loadable checkpoint folder.
             using var source = new GptSharp.Model.GptModel(new GptSharp.Model.GptConfig { VocabSize = 20, ContextLength = 4, EmbeddingDim = 4, Heads = 1, Layers = 1, QkvBias = true }, new GptSharp.Randomness.FastRandom(2));
-            string written = Gpt2CheckpointTests.WriteOpenAiCheckpoint(source, 262144, false);
+            string written = Gpt2TensorFlowImportTests.WriteOpenAiCheckpoint(source, 262144, false);
             foreach (string f in Directory.GetFiles(written)) File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
             Directory.Delete(written, true);
             Assert.Equal(dir, Gpt2Models.TryResolveCached("gpt2-small", home));
-            using var model = GptSharp.Checkpoints.Gpt2.Gpt2Checkpoint.Load(dir);
+            using var model = GptSharp.Checkpoints.Gpt2.Gpt2TensorFlowImport.Load(dir);
             Assert.Equal(source.TokenEmbedding.Value.ToArray(), model.OutHead.Value.ToArray());
         }
         finally

@@ -9,7 +9,7 @@ namespace GptSharp.Checkpoints;
 /// the configuration in <c>__metadata__["config"]</c> as the book's config dictionary. The book's
 /// <c>torch.save(model.state_dict(), "model.pth")</c> / <c>model.load_state_dict(torch.load(...))</c>.
 /// </summary>
-public static class ModelCheckpoint
+public static class ModelFile
 {
     /// <summary>Metadata key holding the book-style config JSON.</summary>
     public const string ConfigKey = "config";
@@ -40,7 +40,7 @@ public static class ModelCheckpoint
         {
             if (model.IsQuantized)
                 throw new ArgumentException($"{path}: the model has int8 weights, which only a GptSharp model file (.safetensors) holds; .pth files are float32.");
-            PthCheckpoint.SaveModel(model, path);
+            PthModelFile.SaveModel(model, path);
             return;
         }
         var metadata = Metadata(model.Config, ModelKind);
@@ -144,7 +144,7 @@ public static class ModelLoading
         /// header, metadata or config.json (no tensor is read): what a run that starts from those weights must use.
         /// </summary>
         public static GptConfig FromCheckpoint(string spec) =>
-            CheckpointInfo.Read(spec) is { Config: GptConfig config } ? config
+            ModelFileInfo.Read(spec) is { Config: GptConfig config } ? config
                 : throw new InvalidDataException($"{spec}: cannot tell the model's configuration from the file (put a config.json with the book's keys next to it).");
     }
 }

@@ -9,7 +9,7 @@ using GptSharp.Formats.PyTorch;
 
 namespace GptSharp.Tests.Checkpoints;
 
-public class ModelCheckpointTests
+public class ModelFileTests
 {
     [Fact]
     public void SaveThenLoadGivesTheSameConfigAndWeights()
@@ -50,7 +50,7 @@ public class ModelCheckpointTests
     [Fact]
     public void LoadsTheBookNamedReferenceFixtureWithConfigBesideIt()
     {
-        using var model = ModelCheckpoint.Load(FixturePaths.Get("reference", "tiny-qkvbias", "weights.safetensors"));
+        using var model = ModelFile.Load(FixturePaths.Get("reference", "tiny-qkvbias", "weights.safetensors"));
         Assert.Equal(new GptConfig { VocabSize = 1000, ContextLength = 24, EmbeddingDim = 48, Heads = 3, Layers = 3, DropRate = 0f, QkvBias = true }, model.Config);
         using var file = SafeTensorsFile.Open(FixturePaths.Get("reference", "tiny-qkvbias", "weights.safetensors"));
         foreach (var p in model.Parameters())
@@ -108,7 +108,7 @@ public class ModelCheckpointTests
         using var model = RandomModel(config);
         string path = dir.File("plain.safetensors");
         SafeTensorsWriter.Write(path, model.Parameters().Select(p => SafeTensorsEntry.Float32(p.Name, p.Value)));
-        using var loaded = ModelCheckpoint.Load(path);
+        using var loaded = ModelFile.Load(path);
         Assert.Equal(config with { DropRate = loaded.Config.DropRate }, loaded.Config);
         AssertSameParameters(model, loaded);
     }
@@ -130,7 +130,7 @@ public class ModelCheckpointTests
         {
             AtomicFile.WrapStreamForTests.Value = null;
         }
-        using var loaded = ModelCheckpoint.Load(path);
+        using var loaded = ModelFile.Load(path);
         AssertSameParameters(first, loaded);
         Assert.Single(Directory.GetFiles(dir.Path));
     }

@@ -15,13 +15,13 @@ namespace GptSharp.Checkpoints.Gpt2;
 /// Tensors are streamed from the data shard straight into the model's parameter buffers; the
 /// transposed ones pass through one bounded scratch buffer, so no second copy of the weights exists.
 /// </summary>
-internal static class Gpt2Checkpoint
+internal static class Gpt2TensorFlowImport
 {
     /// <summary>Scratch size for transposing Conv1D weights chunk by chunk.</summary>
     private const int ScratchBytes = 4 << 20;
 
     /// <summary>True when <paramref name="directory"/> looks like an OpenAI GPT-2 model folder.</summary>
-    public static bool IsCheckpointDirectory(string directory) =>
+    public static bool IsOpenAiFolder(string directory) =>
         File.Exists(Path.Combine(directory, "hparams.json")) && File.Exists(Path.Combine(directory, "model.ckpt.index"));
 
     /// <summary>

@@ -24,12 +24,12 @@ public enum ModelFileFormat
     Onnx,
 }
 
-/// <summary>What <see cref="CheckpointConverter.Convert"/> did: the input's format, the output's, the tensors and parameters
+/// <summary>What <see cref="ModelConverter.Convert"/> did: the input's format, the output's, the tensors and parameters
 /// written, and notes for the user (what was dropped or defaulted).</summary>
 public sealed record ConversionResult(string InputFormat, ModelFileFormat OutputFormat, int Tensors, long Parameters, IReadOnlyList<string> Notes);
 
 /// <summary>Converts between the model formats (<c>gptsharp convert IN OUT [--to ...]</c>).</summary>
-public static class CheckpointConverter
+public static class ModelConverter
 {
     /// <summary>
     /// The output format: <paramref name="to"/> (safetensors, pth, checkpoint, hf, onnx) when given, else from
@@ -84,7 +84,7 @@ public static class CheckpointConverter
     /// A checkpoint written from a file without an optimizer gets a fresh AdamW with the book's settings (lr 4e-4, weight decay 0.1).
     /// </summary>
     /// <param name="dtype">The weight matrices' type in an exported format (GGUF); GptSharp's own formats are float32 (or int8 when quantized).</param>
-    internal static IReadOnlyList<string> Write(LoadedCheckpoint loaded, string outputPath, ModelFileFormat format, ExportDType dtype = ExportDType.Float32)
+    internal static IReadOnlyList<string> Write(LoadedModel loaded, string outputPath, ModelFileFormat format, ExportDType dtype = ExportDType.Float32)
     {
         var notes = new List<string>();
         if (dtype != ExportDType.Float32 && format is ModelFileFormat.SafeTensors or ModelFileFormat.Pth or ModelFileFormat.Checkpoint)
@@ -105,8 +105,8 @@ public static class CheckpointConverter
                 loaded.Model.Save(outputPath);
                 break;
             case ModelFileFormat.Pth:
-                if (loaded.Optimizer is not null) PthCheckpoint.Save(loaded.Model, loaded.Optimizer, outputPath);
-                else PthCheckpoint.SaveModel(loaded.Model, outputPath);
+                if (loaded.Optimizer is not null) PthModelFile.Save(loaded.Model, loaded.Optimizer, outputPath);
+                else PthModelFile.SaveModel(loaded.Model, outputPath);
                 if (loaded.TrainerStateJson is not null) notes.Add("the trainer state has no place in a .pth file and was left out");
                 break;
             case ModelFileFormat.Checkpoint:
