@@ -14,13 +14,13 @@ public enum ModelFileFormat
     /// <summary>A GptSharp training checkpoint (model + AdamW + trainer state).</summary>
     Checkpoint,
 
-    /// <summary>GGUF of architecture gpt2, for llama.cpp and the tools built on it (written by <see cref="ModelExport.Export"/>).</summary>
+    /// <summary>GGUF of architecture gpt2, for llama.cpp and the tools built on it (written by <see cref="ModelFile.Export"/>).</summary>
     Gguf,
 
-    /// <summary>A Hugging Face GPT-2 folder (written by <see cref="ModelExport.Export"/>).</summary>
+    /// <summary>A Hugging Face GPT-2 folder (written by <see cref="ModelFile.Export"/>).</summary>
     HuggingFace,
 
-    /// <summary>A Hugging Face GPT-2 folder with <c>onnx/model.onnx</c> (written by <see cref="ModelExport.Export"/>).</summary>
+    /// <summary>A Hugging Face GPT-2 folder with <c>onnx/model.onnx</c> (written by <see cref="ModelFile.Export"/>).</summary>
     Onnx,
 }
 

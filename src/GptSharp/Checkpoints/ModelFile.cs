@@ -7,9 +7,11 @@ namespace GptSharp.Checkpoints;
 /// <summary>
 /// The model file: safetensors with the book's parameter names (so any safetensors tool can read it) and
 /// the configuration in <c>__metadata__["config"]</c> as the book's config dictionary. The book's
-/// <c>torch.save(model.state_dict(), "model.pth")</c> / <c>model.load_state_dict(torch.load(...))</c>.
+/// <c>torch.save(model.state_dict(), "model.pth")</c> / <c>model.load_state_dict(torch.load(...))</c>. The one public
+/// door of each task on model files: <c>model.Save(path)</c>, <c>GptModel.Load(spec, options)</c>,
+/// <c>GptConfig.FromCheckpoint(spec)</c> and <c>model.Export(path, options)</c> (GGUF, Hugging Face, ONNX).
 /// </summary>
-public static class ModelFile
+public static partial class ModelFile
 {
     /// <summary>Metadata key holding the book-style config JSON.</summary>
     public const string ConfigKey = "config";
@@ -123,13 +125,10 @@ public sealed record LoadOptions
     public WeightQuantization Quantization { get; init; }
 }
 
-/// <summary>
-/// The one public way to load a model: <c>GptModel.Load(spec, options)</c>, a static extension (C# 14): a run directory, a
-/// GptSharp or Hugging Face <c>.safetensors</c>, a <c>.pth</c> (the book's or Hugging Face's), a <c>.gguf</c>, a training
-/// checkpoint, an OpenAI GPT-2 folder, or <c>gpt2-small</c> … <c>gpt2-xl</c>; and <c>GptConfig.FromCheckpoint(spec)</c>, the
-/// config of the same without reading a tensor. <c>model.Save(path)</c> is the one way to save.
-/// </summary>
-public static class ModelLoading
+// The one public way to load a model: GptModel.Load(spec, options), a static extension (C# 14): a run directory, a GptSharp
+// or Hugging Face .safetensors, a .pth (the book's or Hugging Face's), a .gguf, a training checkpoint, an OpenAI GPT-2
+// folder, or gpt2-small ... gpt2-xl; and GptConfig.FromCheckpoint(spec), the config of the same without reading a tensor.
+public static partial class ModelFile
 {
     extension(GptModel)
     {
