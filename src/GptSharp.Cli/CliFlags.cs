@@ -60,6 +60,9 @@ internal static partial class CliFlags
         ["GenerationOptions.LengthPenalty"] = "--length-penalty",
         ["maxNewTokens"] = "--max-new-tokens",
         ["draws must"] = "--draws must",
+        // serve (the batch scheduler)
+        ["maxBatchSize"] = "--max-batch",
+        ["maxQueueLength"] = "--max-queue",
         // eval
         ["BenchmarkOptions.BatchSize"] = "--batch-size",
         ["limit must"] = "--limit must",

@@ -31,8 +31,8 @@ public sealed class BatchScheduler : IDisposable
 
     public BatchScheduler(GptModel model, int maxBatchSize = 8, int maxQueueLength = 64)
     {
-        if (maxBatchSize < 1) throw new ArgumentException($"--max-batch must be at least 1, got {maxBatchSize}.");
-        if (maxQueueLength < 0) throw new ArgumentException($"--max-queue must be ≥ 0, got {maxQueueLength}.");
+        if (maxBatchSize < 1) throw new ArgumentException($"maxBatchSize must be at least 1, got {maxBatchSize}.");
+        if (maxQueueLength < 0) throw new ArgumentException($"maxQueueLength must be ≥ 0, got {maxQueueLength}.");
         _model = model;
         MaxBatchSize = maxBatchSize;
         MaxQueueLength = maxQueueLength;
