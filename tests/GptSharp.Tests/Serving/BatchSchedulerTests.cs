@@ -51,7 +51,7 @@ public class BatchSchedulerTests(ServingFixture server)
     }
 
     [Fact]
-    public void StepSequencesMatchesOneStepPerCache()
+    public void DecodeNextSequencesMatchesDecodeNextPerCache()
     {
         using var model = new GptModel(ServingFixture.Config, new FastRandom(5));
         int vocab = model.Config.VocabSize;
@@ -67,7 +67,7 @@ public class BatchSchedulerTests(ServingFixture server)
         int[] next = [11, 22, 33, 44];
         for (int step = 0; step < 3; step++)
         {
-            model.StepSequences(batched, next, logits);
+            model.DecodeNextSequences(batched, next, logits);
             for (int i = 0; i < prompts.Length; i++)
             {
                 var expected = model.DecodeNext(alone[i], next[i]).Span.ToArray();
