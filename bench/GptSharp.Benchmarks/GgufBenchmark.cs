@@ -10,33 +10,44 @@ namespace GptSharp.Benchmarks;
 
 /// <summary>
 /// GGUF export/import time for the GPT-2 124M shape, then GptSharp against llama.cpp (LLamaSharp 0.30) on the same GGUF files:
-/// <c>dotnet run -c Release --project bench/GptSharp.Benchmarks -- gguf-quick [rounds=5] [threads=2] [newTokens=200] [context=1024] [DIR]</c>.
-/// Random weights (qkv_bias, untied head); GptSharp float32 runs the f32 file, GptSharp int8 the q8_0 file loaded straight
-/// into int8; llama.cpp runs each file. Decode: an 8-token prompt then <c>newTokens</c> greedy tokens through the KV cache;
-/// prefill: one 512-token prompt (or the context, if shorter). Engines alternate within each round; medians are printed.
+/// <c>dotnet run -c Release --project bench/GptSharp.Benchmarks -- gguf-quick [rounds=5] [threads=2] [newTokens=200] [context=1024|book] [DIR]</c>.
+/// Random weights, untied head: the GPT-2 124M shape with qkv_bias at the given context, or with <c>book</c> the book's
+/// model (context 256, no qkv bias; export/import times are then skipped). GptSharp float32 runs the f32 file, GptSharp
+/// int8 the q8_0 file loaded straight into int8; llama.cpp runs each file. Decode: an 8-token prompt then <c>newTokens</c>
+/// greedy tokens through the KV cache; prefill: one 512-token prompt (200 for the book's model, as in issue 27's table).
+/// Engines alternate within each round; medians are printed.
 /// </summary>
 public static class GgufBenchmark
 {
     private static readonly int[] Prompt = [6109, 3626, 6100, 345, 11, 290, 262, 640];
 
-    public static void Quick(int rounds, int threads, int newTokens, int context, string? directory)
+    public static void Quick(int rounds, int threads, int newTokens, string context, string? directory)
     {
+        bool book = context == "book";
         Workers.Count = threads;
         Console.WriteLine($"CPU: {CpuName()}, {Environment.ProcessorCount} logical cores; ISA: {Isa()}; {threads} threads for both engines");
         string dir = Path.Combine(directory ?? Path.GetTempPath(), "gptsharp-gguf-" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(dir);
         try
         {
-            var config = GptConfig.Gpt2Small with { QkvBias = true, ContextLength = context };
+            var config = book ? GptConfig.Gpt2Small with { ContextLength = 256 } : GptConfig.Gpt2Small with { QkvBias = true, ContextLength = int.Parse(context) };
+            Console.WriteLine($"Model: emb {config.EmbeddingDim}, {config.Layers} layers, context {config.ContextLength}, qkv_bias {config.QkvBias}, untied head");
             string f32 = Path.Combine(dir, "model-f32.gguf"), q8 = Path.Combine(dir, "model-q8_0.gguf");
-            ExportImport(config, dir, f32, q8);
+            if (book)
+            {
+                using var model = new GptModel(config, new FastRandom(123));
+                model.Export(f32, new ExportOptions(ModelFileFormat.Gguf));
+                model.Export(q8, new ExportOptions(ModelFileFormat.Gguf) { DType = ExportDType.Q8_0 });
+            }
+            else ExportImport(config, dir, f32, q8);
+            int prefill = book ? 200 : Math.Min(512, config.ContextLength);
             if (LlamaCpp.Unavailable is { } why)
             {
                 Console.WriteLine($"llama.cpp comparison skipped: {why}");
                 return;
             }
-            Compare("float32 / f32", f32, WeightQuantization.None, rounds, threads, newTokens, context);
-            Compare("int8 / q8_0", q8, WeightQuantization.Int8, rounds, threads, newTokens, context);
+            Compare("float32 / f32", f32, WeightQuantization.None, rounds, threads, newTokens, config.ContextLength, prefill);
+            Compare("int8 / q8_0", q8, WeightQuantization.Int8, rounds, threads, newTokens, config.ContextLength, prefill);
         }
         finally
         {
@@ -74,9 +85,8 @@ public static class GgufBenchmark
         Console.WriteLine($"{what,-30} {s,6:F2} s  ({bytes / 1e6:F0} MB, {bytes / 1e6 / s:F0} MB/s)");
     }
 
-    private static void Compare(string name, string gguf, WeightQuantization quantization, int rounds, int threads, int newTokens, int context)
+    private static void Compare(string name, string gguf, WeightQuantization quantization, int rounds, int threads, int newTokens, int context, int prefillLength)
     {
-        int prefillLength = Math.Min(512, context);
         var longPrompt = Enumerable.Range(0, prefillLength).Select(i => (i * 7919) % 50257).ToArray();
         using var ours = GptModel.Load(gguf, new LoadOptions { Quantization = quantization });
         ours.Eval();

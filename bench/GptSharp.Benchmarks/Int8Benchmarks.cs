@@ -38,13 +38,13 @@ public static class Int8Quick
         Workers.Count = threads;
         double bandwidth = GenerationQuick.ReadBandwidth();
         Console.WriteLine($"CPU: {Environment.ProcessorCount} logical cores, {threads} threads; read bandwidth {bandwidth / 1e9:F1} GB/s (1 GiB vector sum, best of 5); " +
-            $"AVX-VNNI {(Int8Kernels.Int8IntegerDotSupported ? "yes" : "no")}");
+            $"integer dot {(Int8Kernels.Int8IntegerDotSupported ? (Int8Kernels.Int8IntegerVnni ? "AVX-VNNI" : "AVX2 VPMADDWD") : "no")}");
         var config = GptConfig.Gpt2Small with { QkvBias = true };
         using var float32 = new GptModel(config, new FastRandom(123));
         float32.Eval();
         using var int8 = new GptModel(config, new FastRandom(123));
         int8.QuantizeInt8();
-        // The int8 model runs twice per round: weights dequantized to float32 in registers, and int16 activations with integer dot products (AVX-VNNI) where the CPU has it.
+        // The int8 model runs twice per round: weights dequantized to float32 in registers, and int16 activations with integer dot products (AVX-VNNI or AVX2) where the CPU has them.
         var variants = new List<(string Name, GptModel Model, bool IntegerDot)> { ("float32", float32, false), ("int8 dequantize", int8, false) };
         if (Int8Kernels.Int8IntegerDotSupported) variants.Add(("int8 integer dot", int8, true));
         var longPrompt = Enumerable.Range(0, 512).Select(i => (i * 7919) % config.VocabSize).ToArray();

@@ -17,7 +17,7 @@ namespace GptSharp.Benchmarks;
 /// int8 against float32 weights (decoding, prefill, bandwidth bound): ... -- int8-quick [rounds] [threads] [newTokens], and one
 /// precision of a model from disk with its peak RSS: ... -- int8-model DIR float32|int8 [newTokens] [threads]; the one-row
 /// int8 kernels alone, in cache and from memory: ... -- int8-kernels; GGUF export/import of the 124M shape and GptSharp against
-/// llama.cpp on the same GGUF files: ... -- gguf-quick [rounds] [threads] [newTokens] [context] [DIR];
+/// llama.cpp on the same GGUF files: ... -- gguf-quick [rounds] [threads] [newTokens] [context|book] [DIR];
 /// int8 kernels alone, in cache and from memory: ... -- int8-kernels; Hugging Face folder and ONNX export and import of the
 /// 124M shape against reading its safetensors twice: ... -- export-quick [DIR] [rounds]
 /// </summary>
@@ -138,7 +138,7 @@ public static class Program
         if (args.Length > 0 && args[0] == "gguf-quick")
         {
             GgufBenchmark.Quick(args.Length > 1 ? int.Parse(args[1]) : 5, args.Length > 2 ? int.Parse(args[2]) : 2, args.Length > 3 ? int.Parse(args[3]) : 200,
-                args.Length > 4 ? int.Parse(args[4]) : 1024, args.Length > 5 ? args[5] : null);
+                args.Length > 4 ? args[4] : "1024", args.Length > 5 ? args[5] : null);
             return;
         }
         if (args.Length > 0 && args[0] == "export-quick")

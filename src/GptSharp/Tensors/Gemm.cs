@@ -130,6 +130,35 @@ internal static unsafe class Gemm
         }
     }
 
+    /// <summary>
+    /// C[m,n] = A[m,k] · dequantize(W)ᵀ (+ bias) for int8 weights W [n, k] (value · scale of its block of
+    /// <see cref="Int8Matrix.BlockSize"/> in the row): the packed algorithm, with each KC×NR sliver of B dequantized
+    /// while it is packed, so no float32 copy of W is made and the result is bit for bit the float32 GEMM's on the
+    /// dequantized matrix. For m &gt; <see cref="SkinnyRows"/> (the int8 decode kernels take fewer rows).
+    /// </summary>
+    internal static void MatMulInt8B(KernelPath path, int m, int n, int k, float* a, int lda, sbyte* values, float* scales, int blocksPerRow,
+        float* c, int ldc, float* bias)
+    {
+        if (m <= SkinnyRows) throw new ArgumentException($"The int8 GEMM is for more than {SkinnyRows} rows, got {m}.");
+        if (n <= 0 || k <= 0 || lda < k || ldc < n) throw new ArgumentException($"Bad int8 GEMM sizes: m={m}, n={n}, k={k}, lda={lda}, ldc={ldc}.");
+        if (path == KernelPath.Vector512 && !Avx512F.IsSupported) throw new PlatformNotSupportedException("This CPU has no AVX-512.");
+        if (path == KernelPath.Vector256 && !(Fma.IsSupported && Avx2.IsSupported)) throw new PlatformNotSupportedException("This CPU has no AVX2/FMA.");
+        var job = new Job
+        {
+            Path = path, TransA = false, TransB = true, M = m, N = n, K = k, A = a, Lda = lda, Ldb = k, C = c, Ldc = ldc, Bias = bias,
+            BValues = values, BScales = scales, BBlocksPerRow = blocksPerRow,
+        };
+        bool goParallel = Workers.Count > 1 && WorthParallel(m, n, k) && !Workers.IsInsideRun && Monitor.TryEnter(SharedJobLock);
+        try
+        {
+            RunPacked(ref job, goParallel);
+        }
+        finally
+        {
+            if (goParallel) Monitor.Exit(SharedJobLock);
+        }
+    }
+
     /// <summary>Everything one call needs, passed by reference (sequential) or through <see cref="s_shared"/> (parallel).</summary>
     private struct Job
     {
@@ -137,6 +166,10 @@ internal static unsafe class Gemm
         public bool TransA, TransB, Accumulate;
         public int M, N, K, Lda, Ldb, Ldc;
         public float* A, B, C, Bias;
+        // int8 B (MatMulInt8B): op(B) = dequantize(BValues)ᵀ, BValues [n, k] with one scale per block of 32 in a row.
+        public sbyte* BValues;
+        public float* BScales;
+        public int BBlocksPerRow;
         // Current block of the packed algorithm.
         public int Jc, Nc, Pc, Kc, Mc;
         // Columns each compute task covers (packed: of the NC panel; skinny: of C), and row blocks per column chunk.
@@ -303,42 +336,61 @@ internal static unsafe class Gemm
                     }
                 }
             }
+            else if (job.BValues != null)
+            {
+                // int8 B: the sliver's rows dequantized into L1 scratch (cols × kc), then the same transpose as float32.
+                float* rows = Scratch.Dequantized((long)nr * kc);
+                for (int r = 0; r < cols; r++)
+                {
+                    long row = j0 + r;
+                    Int8Kernels.DequantizeInt8Range(job.Path, job.BValues + row * job.K, job.BScales + row * job.BBlocksPerRow,
+                        job.Pc, job.Pc + kc, rows + (long)r * kc - job.Pc);
+                }
+                PackTransposedSliver(job.Path, rows, kc, kc, cols, nr, dst);
+            }
             else
             {
-                // op(B)[p, j] = b[j·ldb + p]: a transpose. 16×16 register transposes on the Vector512 path.
-                float* src = job.B + (long)j0 * job.Ldb + job.Pc;
-                int p = 0;
-                if (cols == nr && job.Path == KernelPath.Vector512)
-                {
-                    // One 16-row group at a time: 16 sequential read streams for the prefetchers, not 32.
-                    int whole = kc & ~15;
-                    for (int half = 0; half < 2; half++)
-                        for (int q = 0; q < whole; q += 16)
-                        {
-                            float* block = src + half * 16L * job.Ldb + q;
-                            // The rows' lines two blocks ahead: 16 streams are more than the L1 prefetcher follows.
-                            for (int r = 0; r < 16; r++) Sse.Prefetch0(block + r * (long)job.Ldb + 32);
-                            Transpose16x16(block, job.Ldb, dst + (long)q * 32 + half * 16, 32);
-                        }
-                    p = whole;
-                }
-                else if (cols == nr && job.Path == KernelPath.Vector256)
-                {
-                    // 8×8 AVX transposes: rows 0-7 then 8-15 of the 16-column sliver.
-                    int whole = kc & ~7;
-                    for (int half = 0; half < 2; half++)
-                        for (int q = 0; q < whole; q += 8)
-                            Transpose8x8(src + half * 8L * job.Ldb + q, job.Ldb, dst + (long)q * 16 + half * 8, 16);
-                    p = whole;
-                }
-                for (; p < kc; p++)
-                {
-                    float* d = dst + (long)p * nr;
-                    int j = 0;
-                    for (; j < cols; j++) d[j] = src[(long)j * job.Ldb + p];
-                    for (; j < nr; j++) d[j] = 0f;
-                }
+                PackTransposedSliver(job.Path, job.B + (long)j0 * job.Ldb + job.Pc, job.Ldb, kc, cols, nr, dst);
             }
+        }
+    }
+
+    /// <summary>
+    /// One sliver of a transposed op(B): op(B)[p, j] = src[j·ldb + p] for p &lt; kc, j &lt; cols, as kc rows of nr floats
+    /// (zero-padded past cols). 16×16 register transposes on the Vector512 path, 8×8 on Vector256.
+    /// </summary>
+    private static void PackTransposedSliver(KernelPath path, float* src, long ldb, int kc, int cols, int nr, float* dst)
+    {
+        int p = 0;
+        if (cols == nr && path == KernelPath.Vector512)
+        {
+            // One 16-row group at a time: 16 sequential read streams for the prefetchers, not 32.
+            int whole = kc & ~15;
+            for (int half = 0; half < 2; half++)
+                for (int q = 0; q < whole; q += 16)
+                {
+                    float* block = src + half * 16L * ldb + q;
+                    // The rows' lines two blocks ahead: 16 streams are more than the L1 prefetcher follows.
+                    for (int r = 0; r < 16; r++) Sse.Prefetch0(block + r * (long)ldb + 32);
+                    Transpose16x16(block, ldb, dst + (long)q * 32 + half * 16, 32);
+                }
+            p = whole;
+        }
+        else if (cols == nr && path == KernelPath.Vector256)
+        {
+            // 8×8 AVX transposes: rows 0-7 then 8-15 of the 16-column sliver.
+            int whole = kc & ~7;
+            for (int half = 0; half < 2; half++)
+                for (int q = 0; q < whole; q += 8)
+                    Transpose8x8(src + half * 8L * ldb + q, ldb, dst + (long)q * 16 + half * 8, 16);
+            p = whole;
+        }
+        for (; p < kc; p++)
+        {
+            float* d = dst + (long)p * nr;
+            int j = 0;
+            for (; j < cols; j++) d[j] = src[(long)j * ldb + p];
+            for (; j < nr; j++) d[j] = 0f;
         }
     }
 
@@ -884,6 +936,12 @@ internal static unsafe class Gemm
 
         public static float* PackA(long floats) => ThreadScratch.Grow(ref t_packA, ref t_packACapacity, floats);
         public static float* PackB(long floats) => ThreadScratch.Grow(ref t_packB, ref t_packBCapacity, floats);
+
+        [ThreadStatic] private static nint t_dequantized;
+        [ThreadStatic] private static long t_dequantizedCapacity;
+
+        /// <summary>Rows of an int8 B sliver dequantized before they are packed (up to NR × KC floats, L1/L2-sized).</summary>
+        public static float* Dequantized(long floats) => ThreadScratch.Grow(ref t_dequantized, ref t_dequantizedCapacity, floats);
     }
 
     /// <summary>The terms x[i]·y[i] of a dot product, fused into the accumulator on the vector paths.</summary>

@@ -6,12 +6,18 @@ namespace GptSharp.Tensors;
 
 internal static unsafe partial class Int8Kernels
 {
-    /// <summary>This CPU has the integer decode path: AVX-VNNI's VPDPWSSD (int16 × int16 pairs → int32), with AVX2 and FMA.</summary>
+    /// <summary>
+    /// This CPU has the integer decode path: int16 × int16 pairs summed into int32 lanes, by AVX-VNNI's VPDPWSSD where the
+    /// CPU has it, else by AVX2's VPMADDWD and an add (the same exact integers, two instructions instead of one).
+    /// </summary>
     /// <remarks>
     /// .NET 10 exposes the VNNI instructions at 256 bits only (<see cref="AvxVnni"/>; the 512-bit forms need AVX10), so
     /// both kernel paths use the 256-bit loop.
     /// </remarks>
-    internal static readonly bool Int8IntegerDotSupported = AvxVnni.IsSupported && Avx2.IsSupported && Fma.IsSupported;
+    internal static readonly bool Int8IntegerDotSupported = Avx2.IsSupported && Fma.IsSupported;
+
+    /// <summary>Whether the integer decode path uses VPDPWSSD (AVX-VNNI) rather than VPMADDWD + VPADDD (tests force each).</summary>
+    internal static bool Int8IntegerVnni { get; set; } = AvxVnni.IsSupported;
 
     [ThreadStatic] private static bool? t_int8IntegerDecode;
 
@@ -121,7 +127,7 @@ internal static unsafe partial class Int8Kernels
     /// the loop broadcasts it from memory. Four accumulators cover the FMA latency.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float DotInt8Integer(short* x, float* activationScales, sbyte* q, float* scales, float* combined, int k)
+    private static float DotInt8Integer<TPairs>(short* x, float* activationScales, sbyte* q, float* scales, float* combined, int k) where TPairs : struct, IPairDot
     {
         const int block = Int8Matrix.BlockSize;
         int blocks = (k + block - 1) / block, full = k / block, b = 0;
@@ -130,26 +136,26 @@ internal static unsafe partial class Int8Kernels
         for (; b + 4 <= full; b += 4)
         {
             int p = b * block;
-            acc0 = Fma.MultiplyAdd(BlockDot(x + p, q + p), Avx.BroadcastScalarToVector256(combined + b), acc0);
-            acc1 = Fma.MultiplyAdd(BlockDot(x + p + block, q + p + block), Avx.BroadcastScalarToVector256(combined + b + 1), acc1);
-            acc2 = Fma.MultiplyAdd(BlockDot(x + p + 2 * block, q + p + 2 * block), Avx.BroadcastScalarToVector256(combined + b + 2), acc2);
-            acc3 = Fma.MultiplyAdd(BlockDot(x + p + 3 * block, q + p + 3 * block), Avx.BroadcastScalarToVector256(combined + b + 3), acc3);
+            acc0 = Fma.MultiplyAdd(BlockDot<TPairs>(x + p, q + p), Avx.BroadcastScalarToVector256(combined + b), acc0);
+            acc1 = Fma.MultiplyAdd(BlockDot<TPairs>(x + p + block, q + p + block), Avx.BroadcastScalarToVector256(combined + b + 1), acc1);
+            acc2 = Fma.MultiplyAdd(BlockDot<TPairs>(x + p + 2 * block, q + p + 2 * block), Avx.BroadcastScalarToVector256(combined + b + 2), acc2);
+            acc3 = Fma.MultiplyAdd(BlockDot<TPairs>(x + p + 3 * block, q + p + 3 * block), Avx.BroadcastScalarToVector256(combined + b + 3), acc3);
         }
         for (; b < full; b++)
         {
             int p = b * block;
-            acc0 = Fma.MultiplyAdd(BlockDot(x + p, q + p), Avx.BroadcastScalarToVector256(combined + b), acc0);
+            acc0 = Fma.MultiplyAdd(BlockDot<TPairs>(x + p, q + p), Avx.BroadcastScalarToVector256(combined + b), acc0);
         }
         return Vector256.Sum((acc0 + acc1) + (acc2 + acc3)) + ShortBlockDot(x, q, combined, k);
     }
 
     /// <summary>
-    /// <see cref="DotInt8Integer"/> for four consecutive weight rows at once (<paramref name="q"/>, stride
+    /// <see cref="DotInt8Integer{TPairs}"/> for four consecutive weight rows at once (<paramref name="q"/>, stride
     /// <paramref name="k"/>): each activation block is loaded once for the four, the four accumulators are independent
     /// chains, and the per-row overheads (combined scales, horizontal sum) are shared. Writes the four dots to <paramref name="dots"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void DotInt8Integer4(short* x, float* activationScales, sbyte* q, float* scales, int blocksPerRow, float* combined, int k, float* dots)
+    private static void DotInt8Integer4<TPairs>(short* x, float* activationScales, sbyte* q, float* scales, int blocksPerRow, float* combined, int k, float* dots) where TPairs : struct, IPairDot
     {
         const int block = Int8Matrix.BlockSize;
         int full = k / block;
@@ -167,10 +173,10 @@ internal static unsafe partial class Int8Kernels
             Sse.Prefetch0(ahead + 4 * p + 64);
             var low = Vector256.Load(x + p);
             var high = Vector256.Load(x + p + 16);
-            acc0 = Fma.MultiplyAdd(BlockDot(low, high, q0 + p), Avx.BroadcastScalarToVector256(c0 + b), acc0);
-            acc1 = Fma.MultiplyAdd(BlockDot(low, high, q1 + p), Avx.BroadcastScalarToVector256(c1 + b), acc1);
-            acc2 = Fma.MultiplyAdd(BlockDot(low, high, q2 + p), Avx.BroadcastScalarToVector256(c2 + b), acc2);
-            acc3 = Fma.MultiplyAdd(BlockDot(low, high, q3 + p), Avx.BroadcastScalarToVector256(c3 + b), acc3);
+            acc0 = Fma.MultiplyAdd(BlockDot<TPairs>(low, high, q0 + p), Avx.BroadcastScalarToVector256(c0 + b), acc0);
+            acc1 = Fma.MultiplyAdd(BlockDot<TPairs>(low, high, q1 + p), Avx.BroadcastScalarToVector256(c1 + b), acc1);
+            acc2 = Fma.MultiplyAdd(BlockDot<TPairs>(low, high, q2 + p), Avx.BroadcastScalarToVector256(c2 + b), acc2);
+            acc3 = Fma.MultiplyAdd(BlockDot<TPairs>(low, high, q3 + p), Avx.BroadcastScalarToVector256(c3 + b), acc3);
         }
         dots[0] = Vector256.Sum(acc0) + ShortBlockDot(x, q0, c0, k);
         dots[1] = Vector256.Sum(acc1) + ShortBlockDot(x, q1, c1, k);
@@ -198,18 +204,36 @@ internal static unsafe partial class Int8Kernels
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> BlockDot(short* x, sbyte* q) => BlockDot(Vector256.Load(x), Vector256.Load(x + 16), q);
+    private static Vector256<float> BlockDot<TPairs>(short* x, sbyte* q) where TPairs : struct, IPairDot
+        => BlockDot<TPairs>(Vector256.Load(x), Vector256.Load(x + 16), q);
 
-    /// <summary>One block: 8 int32 partial sums of x·w (weights sign-extended to int16, then VPDPWSSD twice), as floats.</summary>
+    /// <summary>One block: 8 int32 partial sums of x·w (weights sign-extended to int16, then two pair dots), as floats.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> BlockDot(Vector256<short> low, Vector256<short> high, sbyte* q)
+    private static Vector256<float> BlockDot<TPairs>(Vector256<short> low, Vector256<short> high, sbyte* q) where TPairs : struct, IPairDot
+        => Avx.ConvertToVector256Single(default(TPairs).Add(default(TPairs).Add(Vector256<int>.Zero, Avx2.ConvertToVector256Int16(q), low), Avx2.ConvertToVector256Int16(q + 16), high));
+
+    /// <summary>sum + (a[2l]·b[2l] + a[2l+1]·b[2l+1]) per int32 lane l: exact for int16 inputs whose pairs are not both −32768.</summary>
+    internal interface IPairDot
     {
-        var dot = AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, Avx2.ConvertToVector256Int16(q), low);
-        return Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(dot, Avx2.ConvertToVector256Int16(q + 16), high));
+        Vector256<int> Add(Vector256<int> sum, Vector256<short> a, Vector256<short> b);
+    }
+
+    /// <summary>VPDPWSSD (AVX-VNNI): the pair products and the add in one instruction.</summary>
+    private struct VnniPairs : IPairDot
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public readonly Vector256<int> Add(Vector256<int> sum, Vector256<short> a, Vector256<short> b) => AvxVnni.MultiplyWideningAndAdd(sum, a, b);
+    }
+
+    /// <summary>VPMADDWD then VPADDD (AVX2): the same integers as <see cref="VnniPairs"/>.</summary>
+    private struct Avx2Pairs : IPairDot
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public readonly Vector256<int> Add(Vector256<int> sum, Vector256<short> a, Vector256<short> b) => Avx2.Add(sum, Avx2.MultiplyAddAdjacent(a, b));
     }
 
     /// <summary>Output columns [start, end) of the integer path, every row per column (the weight row stays in L1 across rows).</summary>
-    private struct Int8IntegerDecodeKernel : IRangeKernel
+    private struct Int8IntegerDecodeKernel<TPairs> : IRangeKernel where TPairs : struct, IPairDot
     {
         public float* Output, Scales, Bias;
         public sbyte* Values;
@@ -228,7 +252,7 @@ internal static unsafe partial class Int8Kernels
                 float* scales = Scales + (long)j * BlocksPerRow;
                 for (int i = 0; i < Rows; i++)
                 {
-                    DotInt8Integer4(Activations.Values(i), Activations.Scales(i), q, scales, BlocksPerRow, combined, k, dots);
+                    DotInt8Integer4<TPairs>(Activations.Values(i), Activations.Scales(i), q, scales, BlocksPerRow, combined, k, dots);
                     for (int r = 0; r < 4; r++) Output[(long)i * OutFeatures + j + r] = dots[r] + (Bias != null ? Bias[j + r] : 0f);
                 }
             }
@@ -238,7 +262,7 @@ internal static unsafe partial class Int8Kernels
                 float* scales = Scales + (long)j * BlocksPerRow;
                 float bias = Bias != null ? Bias[j] : 0f;
                 for (int i = 0; i < Rows; i++)
-                    Output[(long)i * OutFeatures + j] = DotInt8Integer(Activations.Values(i), Activations.Scales(i), q, scales, combined, k) + bias;
+                    Output[(long)i * OutFeatures + j] = DotInt8Integer<TPairs>(Activations.Values(i), Activations.Scales(i), q, scales, combined, k) + bias;
             }
         }
     }

@@ -8,11 +8,8 @@ namespace GptSharp.Tensors;
 
 internal static unsafe partial class Int8Kernels
 {
-    /// <summary>Up to this many rows, <see cref="LinearForwardInt8"/> streams the int8 weights (decoding); above, it dequantizes panels into the GEMM.</summary>
+    /// <summary>Up to this many rows, <see cref="LinearForwardInt8"/> streams the int8 weights (decoding); above, the GEMM dequantizes the weights as it packs them.</summary>
     internal const int Int8DecodeRows = 8;
-
-    // Prefill: weight rows are dequantized this many floats at a time (4 MiB: an L2/L3-sized panel of B for the GEMM).
-    private const int Int8PanelFloats = 1 << 20;
 
     /// <summary>
     /// <c>nn.Linear</c> with int8 weights: output[rows, outFeatures] = input[rows, inFeatures] · dequantize(weight)ᵀ + bias.
@@ -20,31 +17,37 @@ internal static unsafe partial class Int8Kernels
     /// values (a quarter of the float32 bytes), columns spread over <see cref="Workers"/>: with AVX-VNNI the input rows
     /// are rounded to int16 per block and multiplied in integers (Int8IntegerDot.cs), otherwise the weights are
     /// dequantized in registers.
-    /// Prefill (more rows) is bound by arithmetic: panels of weight rows are dequantized into float32 scratch and
-    /// multiplied by the regular GEMM, so it runs at float32 speed.
+    /// Prefill (more rows) is bound by arithmetic: the regular packed GEMM, with each sliver of weights dequantized
+    /// as it is packed (<see cref="Gemm.MatMulInt8B"/>), so it runs at float32 speed with no float32 copy of the weights.
     /// </summary>
     public static void LinearForwardInt8(float* output, float* input, Int8Matrix weight, float* bias, int rows)
         => LinearForwardInt8(Gemm.BestPath, output, input, weight, bias, rows);
 
     /// <summary><see cref="LinearForwardInt8(float*,float*,Int8Matrix,float*,int)"/> on a chosen kernel path (tests).</summary>
-    /// <param name="panelFloats">Prefill panel size (tests make it small to cross panels).</param>
     /// <param name="integerDot">Decoding: quantize the input rows to int16 and take integer dot products (AVX-VNNI), rather than dequantizing the weights to float32 (tests force each).</param>
-    internal static void LinearForwardInt8(KernelPath path, float* output, float* input, Int8Matrix weight, float* bias, int rows, int panelFloats = Int8PanelFloats, bool? integerDot = null)
+    internal static void LinearForwardInt8(KernelPath path, float* output, float* input, Int8Matrix weight, float* bias, int rows, bool? integerDot = null)
     {
         if (path == KernelPath.Vector512 && !Avx512F.IsSupported) throw new PlatformNotSupportedException("This CPU has no AVX-512.");
         if (path == KernelPath.Vector256 && !(Fma.IsSupported && Avx2.IsSupported)) throw new PlatformNotSupportedException("This CPU has no AVX2/FMA.");
         bool integer = integerDot ?? ((Int8IntegerDecodeOnThisThread ?? Int8IntegerDotSupported) && path != KernelPath.Scalar);
-        if (integer && (!Int8IntegerDotSupported || path == KernelPath.Scalar)) throw new PlatformNotSupportedException("The integer decode path needs AVX-VNNI.");
+        if (integer && (!Int8IntegerDotSupported || path == KernelPath.Scalar)) throw new PlatformNotSupportedException("The integer decode path needs AVX2 and FMA.");
         if (rows <= 0) return;
         int k = weight.Columns, n = weight.Rows;
         if (rows <= Int8DecodeRows && integer)
         {
             var activations = QuantizedActivations.Quantize(input, rows, k);
-            RowParallel.For(n, (long)k * rows, new Int8IntegerDecodeKernel
-            {
-                Output = output, Activations = activations, Values = weight.Values, Scales = weight.Scales, Bias = bias,
-                Rows = rows, InFeatures = k, OutFeatures = n, BlocksPerRow = weight.BlocksPerRow,
-            });
+            if (Int8IntegerVnni && AvxVnni.IsSupported)
+                RowParallel.For(n, (long)k * rows, new Int8IntegerDecodeKernel<VnniPairs>
+                {
+                    Output = output, Activations = activations, Values = weight.Values, Scales = weight.Scales, Bias = bias,
+                    Rows = rows, InFeatures = k, OutFeatures = n, BlocksPerRow = weight.BlocksPerRow,
+                });
+            else
+                RowParallel.For(n, (long)k * rows, new Int8IntegerDecodeKernel<Avx2Pairs>
+                {
+                    Output = output, Activations = activations, Values = weight.Values, Scales = weight.Scales, Bias = bias,
+                    Rows = rows, InFeatures = k, OutFeatures = n, BlocksPerRow = weight.BlocksPerRow,
+                });
             return;
         }
         if (rows <= Int8DecodeRows)
@@ -56,24 +59,20 @@ internal static unsafe partial class Int8Kernels
             });
             return;
         }
-        int panelRows = Math.Clamp(panelFloats / k, 1, n);
-        float* panel = Int8Scratch.Get((long)panelRows * k);
-        for (int j0 = 0; j0 < n; j0 += panelRows)
-        {
-            int width = Math.Min(panelRows, n - j0);
-            RowParallel.For(width, k, new Int8DequantizeKernel
-            {
-                Path = path, Values = weight.Values + (long)j0 * k, Scales = weight.Scales + (long)j0 * weight.BlocksPerRow,
-                Columns = k, BlocksPerRow = weight.BlocksPerRow, Destination = panel,
-            });
-            Gemm.MatMul(path, false, true, rows, width, k, input, k, panel, k, output + j0, n,
-                accumulate: false, bias: bias != null ? bias + j0 : null, parallel: true);
-        }
+        Gemm.MatMulInt8B(path, rows, n, k, input, k, weight.Values, weight.Scales, weight.BlocksPerRow, output, n, bias);
     }
 
     /// <summary>Writes one int8 row (value · its block's scale) as float32.</summary>
     internal static void DequantizeInt8Row(KernelPath path, sbyte* values, float* scales, int columns, float* destination) =>
-        Simd.Map(path, 0, columns, new DequantizeOp { Values = values, Scales = scales, Destination = destination });
+        DequantizeInt8Range(path, values, scales, 0, columns, destination);
+
+    /// <summary>
+    /// Columns [<paramref name="start"/>, <paramref name="end"/>) of one int8 row as float32, into destination[start..end)
+    /// (so <paramref name="destination"/> may point before the buffer). <paramref name="start"/> must be a multiple of
+    /// 16 so that no vector straddles a block of 32.
+    /// </summary>
+    internal static void DequantizeInt8Range(KernelPath path, sbyte* values, float* scales, int start, int end, float* destination) =>
+        Simd.Map(path, start, end, new DequantizeOp { Values = values, Scales = scales, Destination = destination });
 
     /// <summary>value · scale of its block; a vector (16 or 8 lanes) never straddles a block of 32.</summary>
     private struct DequantizeOp : IMapOp
@@ -181,32 +180,13 @@ internal static unsafe partial class Int8Kernels
         }
     }
 
-    /// <summary>Dequantizes weight rows [start, end) of a prefill panel.</summary>
-    private struct Int8DequantizeKernel : IRangeKernel
-    {
-        public KernelPath Path;
-        public sbyte* Values;
-        public float* Scales, Destination;
-        public int Columns, BlocksPerRow;
-
-        public readonly void Execute(int start, int end)
-        {
-            for (int r = start; r < end; r++)
-                DequantizeInt8Row(Path, Values + (long)r * Columns, Scales + (long)r * BlocksPerRow, Columns, Destination + (long)r * Columns);
-        }
-    }
-
     /// <summary>Per-thread float32 scratch of the int8 kernels, grown on demand and reused (no allocation per call).</summary>
     private static class Int8Scratch
     {
-        [ThreadStatic] private static nint t_panel;
-        [ThreadStatic] private static long t_panelCapacity;
         [ThreadStatic] private static nint t_row;
         [ThreadStatic] private static long t_rowCapacity;
         [ThreadStatic] private static nint t_activations;
         [ThreadStatic] private static long t_activationsCapacity;
-
-        public static float* Get(long floats) => ThreadScratch.Grow(ref t_panel, ref t_panelCapacity, floats);
 
         public static float* GetRow(long floats) => ThreadScratch.Grow(ref t_row, ref t_rowCapacity, floats);
 

@@ -19,6 +19,9 @@ internal static class LlamaCpp
 
     private static string? Probe()
     {
+        // To see (and check in CI) what a machine without a loadable llama.cpp prints: the same skip, this reason.
+        if (Environment.GetEnvironmentVariable("GPTSHARP_NO_LLAMACPP") is { Length: > 0 })
+            return "GPTSHARP_NO_LLAMACPP is set (llama.cpp's native library is not loaded)";
         try
         {
             // llama.cpp logs every load to stderr; only its errors are worth a test log.

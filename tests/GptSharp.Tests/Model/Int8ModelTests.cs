@@ -269,7 +269,7 @@ public sealed class Int8ModelTests(ITestOutputHelper output) : IDisposable
 
     /// <summary>
     /// The bars for the prefill kernels (<see cref="Evaluate"/>), and for both decode kernels through the KV cache: float32
-    /// activations, and int16 activations with integer dot products (where the CPU has AVX-VNNI).
+    /// activations, and int16 activations with integer dot products (AVX-VNNI or AVX2).
     /// </summary>
     private void AssertAccurate(string what, GptModel float32, GptModel int8, int[] validation)
     {

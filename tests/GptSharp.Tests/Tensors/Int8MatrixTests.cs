@@ -162,7 +162,7 @@ public unsafe class Int8MatrixTests
     [SkippableFact]
     public void ActivationsQuantizePerBlockWithinHalfAStep()
     {
-        Skip.IfNot(Int8Kernels.Int8IntegerDotSupported, "skipped: this CPU has no AVX-VNNI (the integer decode path is not used here)");
+        Skip.IfNot(Int8Kernels.Int8IntegerDotSupported, "skipped: this CPU has no AVX2/FMA (the integer decode path is not used here)");
         var random = new Random(5);
         foreach (int length in new[] { 32, 768, 70, 5 })
         {
@@ -188,7 +188,7 @@ public unsafe class Int8MatrixTests
     [MemberData(nameof(VectorPaths))]
     public void IntegerDecodeIsTheExactIntegerProductScaled(string pathName)
     {
-        Skip.IfNot(Int8Kernels.Int8IntegerDotSupported, "skipped: this CPU has no AVX-VNNI (the integer decode path is not used here)");
+        Skip.IfNot(Int8Kernels.Int8IntegerDotSupported, "skipped: this CPU has no AVX2/FMA (the integer decode path is not used here)");
         var path = Enum.Parse<Path>(pathName);
         var random = new Random(13);
         // Out-features not a multiple of 4 (the last rows one by one), in-features with a short last block, up to 8 rows.
@@ -204,6 +204,15 @@ public unsafe class Int8MatrixTests
                     using var matrix = Int8Matrix.Quantize(w, n, k);
                     using var dequantized = matrix.Dequantize();
                     Int8Kernels.LinearForwardInt8(path, a, x, matrix, withBias ? b : null, rows, integerDot: true);
+                    if (AvxVnni.IsSupported)
+                    {
+                        // VPDPWSSD and AVX2's VPMADDWD + VPADDD sum the same exact integers: the same floats.
+                        var avx2 = new float[rows * n];
+                        Int8Kernels.Int8IntegerVnni = false;
+                        try { fixed (float* v = avx2) Int8Kernels.LinearForwardInt8(path, v, x, matrix, withBias ? b : null, rows, integerDot: true); }
+                        finally { Int8Kernels.Int8IntegerVnni = true; }
+                        Assert.Equal(actual, avx2);
+                    }
                     for (int i = 0; i < rows; i++)
                     {
                         var (values, scales) = QuantizeActivations(input[(i * k)..((i + 1) * k)]);
@@ -234,9 +243,9 @@ public unsafe class Int8MatrixTests
     }
 
     [SkippableFact]
-    public void DecodeDefaultsToTheIntegerPathWhereVnniIsAndCanBeSwitchedPerThread()
+    public void DecodeDefaultsToTheIntegerPathAndCanBeSwitchedPerThread()
     {
-        Skip.IfNot(Int8Kernels.Int8IntegerDotSupported, "skipped: this CPU has no AVX-VNNI");
+        Skip.IfNot(Int8Kernels.Int8IntegerDotSupported, "skipped: this CPU has no AVX2/FMA");
         var random = new Random(17);
         const int k = 96, n = 40;
         var input = RandomArray(random, k);
@@ -265,6 +274,8 @@ public unsafe class Int8MatrixTests
     {
         (1, 32, 1), (1, 768, 300), (2, 96, 65), (3, 70, 33), (5, 33, 17), (7, 64, 130), (8, 256, 129), (1, 5, 3),
         (9, 64, 40), (20, 70, 33), (40, 96, 200),
+        // Prefill shapes across the GEMM's k slices (KC), its NC panels and its edge tiles, blocks not a multiple of 16.
+        (9, 1100, 70), (13, 40, 4200), (30, 3072, 20), (12, 200, 35),
     };
 
     [Theory]
@@ -293,8 +304,16 @@ public unsafe class Int8MatrixTests
                             for (int p = 0; p < k; p++) sum += (double)x[i * k + p] * dequantized[j, p];
                             e[i * n + j] = (float)sum;
                         }
-                    // Prefill in panels of 16 weight rows when there are many (crossing panel edges), whole otherwise.
-                    Int8Kernels.LinearForwardInt8(path, a, x, matrix, withBias ? b : null, rows, panelFloats: n > 100 ? 16 * k : 1 << 20, integerDot: false);
+                    Int8Kernels.LinearForwardInt8(path, a, x, matrix, withBias ? b : null, rows, integerDot: false);
+                    if (rows > Int8Kernels.Int8DecodeRows)
+                    {
+                        // Prefill dequantizes each sliver as the GEMM packs it: the float32 GEMM's result on the
+                        // dequantized weights, bit for bit (same micro-kernel, same order of the sums).
+                        var floatGemm = new float[rows * n];
+                        fixed (float* f = floatGemm)
+                            Gemm.MatMul(path, false, true, rows, n, k, x, k, dequantized.Data, k, f, n, accumulate: false, bias: withBias ? b : null, parallel: true);
+                        Assert.Equal(floatGemm, actual);
+                    }
                 }
                 for (int i = 0; i < expected.Length; i++)
                     Assert.True(Math.Abs(expected[i] - actual[i]) <= 1e-5f * (1 + k / 32f) * (1 + Math.Abs(expected[i])),
