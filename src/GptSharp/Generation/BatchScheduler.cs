@@ -1,10 +1,9 @@
 using System.Threading.Channels;
-using GptSharp.Generation;
 using GptSharp.Model;
 using GptSharp.Tensors;
 using GptSharp.Randomness;
 
-namespace GptSharp.Serving;
+namespace GptSharp.Generation;
 
 /// <summary>
 /// Continuous batching over one <see cref="GptModel"/>: a single decoding thread owns the model and, at every
