@@ -51,9 +51,7 @@ public static class TextGeneration
         var heap = topK is { } k ? new float[Math.Min(k, vocab)] : [];
 
         // The book calls model.eval() before generating; the mode the caller had comes back afterwards.
-        bool wasTraining = model.IsTraining;
-        model.Eval();
-        try
+        using (model.EvalNoGrad())
         {
             for (int step = 0; step < maxNewTokens; step++)
             {
@@ -63,9 +61,7 @@ public static class TextGeneration
                 for (int b = 0; b < batchSize; b++)
                     rows[b].CopyTo(length - window, windowIds, b * window, window);
 
-                Tensor output;
-                using (model.NoGrad())
-                    output = model.Forward(new TokenBatch(windowIds, batchSize, window));
+                Tensor output = model.Forward(new TokenBatch(windowIds, batchSize, window));
 
                 bool allFinished = true;
                 for (int b = 0; b < batchSize; b++)
@@ -90,10 +86,6 @@ public static class TextGeneration
                 if (eosId is not null && allFinished) break;
                 for (int b = 0; b < batchSize; b++) rows[b].Add(next[b]);
             }
-        }
-        finally
-        {
-            if (wasTraining) model.Train();
         }
 
         int total = rows[0].Count;

@@ -241,17 +241,8 @@ public sealed partial class TextGenerator : IDisposable
             return;
         }
         var batch = WindowBatch(tokens, rowStride, batchSize, length, window);
-        bool wasTraining = _model.IsTraining;
-        _model.Eval();
-        try
-        {
-            using (_model.NoGrad())
-                _uncachedLogits = _model.Forward(batch);
-        }
-        finally
-        {
-            if (wasTraining) _model.Train();
-        }
+        using (_model.EvalNoGrad())
+            _uncachedLogits = _model.Forward(batch);
         _uncachedWindow = window;
     }
 
