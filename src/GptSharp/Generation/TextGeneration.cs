@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using GptSharp.Model;
 using GptSharp.Tensors;
 using GptSharp.Randomness;
@@ -48,7 +49,8 @@ public static class TextGeneration
         var finished = new bool[batchSize];
         var next = new int[batchSize];
         var logits = new float[vocab];
-        var heap = topK is { } k ? new float[Math.Min(k, vocab)] : [];
+        // The book's steps on the last position's logits: top-k, then softmax(logits / temperature) and multinomial, or argmax.
+        var sampler = new TokenSampler(new GenerationOptions { Temperature = temperature, TopK = topK }, generator);
 
         // The book calls model.eval() before generating; the mode the caller had comes back afterwards.
         using (model.EvalNoGrad())
@@ -68,18 +70,8 @@ public static class TextGeneration
                 {
                     if (finished[b]) { next[b] = eosId!.Value; continue; }
                     // logits = logits[:, -1, :]
-                    output.Span.Slice((b * window + window - 1) * vocab, vocab).CopyTo(logits);
-                    if (topK is { } topk) Sampling.TopK(logits, topk, heap);
-                    if (temperature > 0f)
-                    {
-                        Sampling.ApplyTemperature(logits, temperature);
-                        Sampling.Softmax(logits, logits);
-                        next[b] = generator!.Multinomial(logits);
-                    }
-                    else
-                    {
-                        next[b] = Sampling.Argmax(logits);
-                    }
+                    var last = output.Span.Slice((b * window + window - 1) * vocab, vocab);
+                    next[b] = sampler.Pick(CollectionsMarshal.AsSpan(rows[b]), idx.SequenceLength, last, logits);
                     if (next[b] == eosId) finished[b] = true;
                     else allFinished = false;
                 }
