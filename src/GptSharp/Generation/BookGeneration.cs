@@ -11,7 +11,7 @@ namespace GptSharp.Generation;
 /// sequence to the last <c>contextSize</c> tokens, runs the whole window through the model and reads the
 /// last position's logits. <see cref="TextGenerator"/> is the faster, richer loop (KV cache, more processors).
 /// </summary>
-public static class TextGeneration
+public static class BookGeneration
 {
     /// <summary>
     /// The book's <c>generate_text_simple</c>: greedy decoding, <paramref name="maxNewTokens"/> times
