@@ -54,7 +54,7 @@ public static class OutsideStepBenchmark
         {
             // The book's generate_and_print_sample: generate_text_simple, the whole window per new token (what GenerateSample ran before).
             var sw = Stopwatch.StartNew();
-            var ids = TextGeneration.GenerateTextSimple(model, TokenConversions.TextToTokenIds(prompt, tokenizer), sampleTokens, model.Config.ContextLength);
+            var ids = BookGeneration.GenerateTextSimple(model, TokenConversions.TextToTokenIds(prompt, tokenizer), sampleTokens, model.Config.ContextLength);
             bookText = TokenConversions.TokenIdsToText(ids, tokenizer).Replace("\n", " ");
             return sw.Elapsed.TotalSeconds;
         }

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Net.Http.Json;
 using System.Text.Json;
+using GptSharp.Generation;
 using GptSharp.Model;
 using GptSharp.Serving;
 using GptSharp.Tensors;

@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;
 using Microsoft.Extensions.AI;
+using GptSharp.Generation;
 
 namespace GptSharp.Serving;
 

@@ -1,5 +1,6 @@
 using System.Text;
 using System.Text.Json;
+using GptSharp.Generation;
 using GptSharp.Tokenization;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;

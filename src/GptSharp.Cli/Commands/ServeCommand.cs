@@ -1,4 +1,5 @@
 using System.CommandLine;
+using GptSharp.Generation;
 using GptSharp.Serving;
 
 namespace GptSharp.Cli.Commands;

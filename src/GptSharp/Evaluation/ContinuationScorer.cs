@@ -46,11 +46,8 @@ internal static class ContinuationScorer
         for (int i = 0; i < requests.Count; i++) Check(requests[i], contextLength, vocab, () => describe(i));
 
         var scores = new ContinuationScore[requests.Count];
-        bool wasTraining = model.IsTraining;
-        model.Eval();
-        try
+        using (model.EvalNoGrad())
         {
-            using var noGrad = model.NoGrad();
             for (int start = 0; start < requests.Count; start += batchSize)
             {
                 int rows = Math.Min(batchSize, requests.Count - start);
@@ -84,10 +81,6 @@ internal static class ContinuationScorer
                 }
                 progress?.Invoke(start + rows);
             }
-        }
-        finally
-        {
-            if (wasTraining) model.Train();
         }
         return scores;
     }

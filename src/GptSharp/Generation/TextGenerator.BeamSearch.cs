@@ -55,9 +55,7 @@ public sealed partial class TextGenerator
             for (int r = 0; r < beams; r++)
             {
                 if (double.IsNegativeInfinity(scores[r])) continue;
-                var logits = _logits.AsSpan();
-                LogitsRow(r).CopyTo(logits);
-                _pipeline.Process(tokens.AsSpan(r * capacity, length), promptLength, logits);
+                var logits = _sampler.Process(tokens.AsSpan(r * capacity, length), promptLength, LogitsRow(r), _scratch);
                 Sampling.LogSoftmax(logits, logProbabilities);
                 for (int v = 0; v < _vocabSize; v++)
                 {

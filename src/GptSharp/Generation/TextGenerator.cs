@@ -36,10 +36,10 @@ public delegate void TokenCallback(int row, int token);
 public sealed partial class TextGenerator : IDisposable
 {
     private readonly GptModel _model;
-    private readonly LogitsPipeline _pipeline;
-    private readonly IRandomGenerator? _random;
+    private readonly TokenSampler _sampler;
     private readonly int _vocabSize;
-    private readonly float[] _logits, _probabilities;
+    // One row of logits as the sampler processes it.
+    private readonly float[] _scratch;
     private KvCache? _cache;
     private readonly KvCacheRows _cacheRows = new();
 
@@ -56,11 +56,9 @@ public sealed partial class TextGenerator : IDisposable
             throw new ArgumentException($"GenerationOptions.EosId {eos} is outside the vocabulary (0..{model.Config.VocabSize - 1}).");
         foreach (int id in Options.LogitBias?.Keys ?? [])
             if (id >= model.Config.VocabSize) throw new ArgumentException($"logit bias: token id {id} is outside the vocabulary (0..{model.Config.VocabSize - 1}).");
-        _random = generator;
-        _pipeline = Options.CreatePipeline();
+        _sampler = new TokenSampler(Options, generator);
         _vocabSize = model.Config.VocabSize;
-        _logits = new float[_vocabSize];
-        _probabilities = new float[_vocabSize];
+        _scratch = new float[_vocabSize];
     }
 
     public GenerationOptions Options { get; }
@@ -176,7 +174,7 @@ public sealed partial class TextGenerator : IDisposable
         for (int b = 0; b < s.BatchSize; b++)
         {
             if (s.Finished[b]) { s.Next[b] = Options.EosId!.Value; continue; }
-            int next = PickToken(s.Row(b), s.PromptLength, LogitsRow(b));
+            int next = _sampler.Pick(s.Row(b), s.PromptLength, LogitsRow(b), _scratch);
             s.Next[b] = next;
             if (next == Options.EosId) s.Finished[b] = true;
             else allFinished = false;
@@ -191,20 +189,6 @@ public sealed partial class TextGenerator : IDisposable
         s.Length++;
         s.NewTokens++;
         return true;
-    }
-
-    /// <summary>Applies the processors to a copy of one row's logits and picks the token: argmax, or one multinomial draw.</summary>
-    private int PickToken(ReadOnlySpan<int> row, int promptLength, ReadOnlySpan<float> rowLogits)
-    {
-        var logits = _logits.AsSpan();
-        rowLogits.CopyTo(logits);
-        _pipeline.Process(row, promptLength, logits);
-        if (Options.Temperature > 0)
-        {
-            Sampling.Softmax(logits, _probabilities);
-            return _random!.Multinomial(_probabilities);
-        }
-        return Sampling.Argmax(logits);
     }
 
     // Where the last position's logits of each row are after RunModel.
@@ -241,17 +225,8 @@ public sealed partial class TextGenerator : IDisposable
             return;
         }
         var batch = WindowBatch(tokens, rowStride, batchSize, length, window);
-        bool wasTraining = _model.IsTraining;
-        _model.Eval();
-        try
-        {
-            using (_model.NoGrad())
-                _uncachedLogits = _model.Forward(batch);
-        }
-        finally
-        {
-            if (wasTraining) _model.Train();
-        }
+        using (_model.EvalNoGrad())
+            _uncachedLogits = _model.Forward(batch);
         _uncachedWindow = window;
     }
 

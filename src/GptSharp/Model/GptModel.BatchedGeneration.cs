@@ -44,7 +44,7 @@ public sealed unsafe partial class GptModel
             Kernels.EmbeddingForward(x + (long)i * c, &id, TokenEmbedding.Value.Data, PositionEmbedding.Value.Data + (long)caches[i].Length * c, 1, 1, c);
         }
         var attention = new PerSequenceAttention { Caches = caches };
-        RunCachedLayers(acts, rows, ref attention);
+        RunBlocks(acts, rows, dropout: false, ref attention);
         // Each row is its sequence's last (only) position: normalise in place and project onto the vocabulary.
         Kernels.LayerNormForward(x, null, null, x, FinalNorm.Scale.Value.Data, FinalNorm.Shift.Value.Data, rows, c);
         Linear(logits.Data, x, OutHead, null, rows, c, vocab);
@@ -52,7 +52,7 @@ public sealed unsafe partial class GptModel
     }
 
     /// <summary>One single-row cache per sequence, each at its own length: each query sees only its own cache.</summary>
-    private struct PerSequenceAttention : ICachedAttention
+    private struct PerSequenceAttention : IBlockAttention
     {
         public IReadOnlyList<KvCache> Caches;
 

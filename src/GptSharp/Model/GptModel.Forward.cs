@@ -2,6 +2,7 @@ using System.Globalization;
 using GptSharp.Tensors;
 using GptSharp.Layers;
 using GptSharp.Data;
+using GptSharp.Randomness;
 
 namespace GptSharp.Model;
 
@@ -207,23 +208,48 @@ public sealed unsafe partial class GptModel
 
     private void RunForward(GptActivations a, int* ids, int batch, int seq, bool dropout, bool logits)
     {
-        int c = Config.EmbeddingDim, hidden = Config.HiddenDim, heads = Config.Heads, vocab = Config.VocabSize;
+        int c = Config.EmbeddingDim, heads = Config.Heads, vocab = Config.VocabSize;
         int rows = batch * seq;
         long n = (long)rows * c;
-        int headRows = batch * heads * seq;
         double p = DropRateAsDouble;
-        float dropScale = dropout ? Kernels.DropoutScale(p) : 0f;
-        var rng = DropoutGenerator;
 
         // x = drop_emb(tok_emb(in_idx) + pos_emb(arange(seq_len)))
         float* x = a.Residual[0].Data;
         Kernels.EmbeddingForward(x, ids, TokenEmbedding.Value.Data, PositionEmbedding.Value.Data, batch, seq, c);
         if (dropout)
         {
-            Kernels.DropoutMask(a.EmbeddingMask!.Data, n, p, rng);
+            Kernels.DropoutMask(a.EmbeddingMask!.Data, n, p, DropoutGenerator);
             Kernels.DropoutForward(x, x, a.EmbeddingMask.Data, n);
         }
 
+        var attention = new WindowAttention
+        {
+            Activations = a, Batch = batch, Seq = seq, HeadRows = batch * heads * seq, Dropout = dropout, DropRate = p,
+            DropScale = dropout ? Kernels.DropoutScale(p) : 0f, Generator = DropoutGenerator,
+        };
+        RunBlocks(a, rows, dropout, ref attention);
+
+        // x = final_norm(x); logits = out_head(x)
+        Kernels.LayerNormForward(a.FinalNorm.Data, a.FinalNormMean.Data, a.FinalNormRstd.Data, a.Residual[Blocks.Length].Data,
+            FinalNorm.Scale.Value.Data, FinalNorm.Shift.Value.Data, rows, c);
+        if (logits) Linear(a.LogitsStorage.Data, a.FinalNorm.Data, OutHead, null, rows, c, vocab);
+    }
+
+    /// <summary>
+    /// The transformer blocks over <paramref name="rows"/> positions, for every forward: the book's block (shortcut = x;
+    /// x = norm1(x); x = att(x); x = drop_shortcut(x); x = x + shortcut; the same around norm2 and the feed forward), with
+    /// only the attention step depending on the pass (<typeparamref name="TAttention"/>: the whole window, or new positions
+    /// over KV caches). Block l reads <c>Residual[l]</c> and writes <c>Residual[l + 1]</c>; the inference set aliases
+    /// them all to one buffer, so there the residual stream is updated in place. LayerNorm statistics are kept for backward only.
+    /// </summary>
+    private void RunBlocks<TAttention>(GptActivations a, int rows, bool dropout, ref TAttention attention)
+        where TAttention : struct, IBlockAttention
+    {
+        int c = Config.EmbeddingDim, hidden = Config.HiddenDim, heads = Config.Heads;
+        long n = (long)rows * c;
+        bool keep = a.ForTraining;
+        double p = dropout ? DropRateAsDouble : 0;
+        var rng = DropoutGenerator;
         for (int l = 0; l < Blocks.Length; l++)
         {
             var block = Blocks[l];
@@ -232,20 +258,12 @@ public sealed unsafe partial class GptModel
             float* ctx = a.Context[l].Data, proj = a.Projection.Data, residual2 = a.Residual2[l].Data;
 
             // shortcut = x; x = norm1(x); x = att(x); x = drop_shortcut(x); x = x + shortcut
-            Kernels.LayerNormForward(ln1, a.Ln1Mean[l].Data, a.Ln1Rstd[l].Data, input,
+            Kernels.LayerNormForward(ln1, keep ? a.Ln1Mean[l].Data : null, keep ? a.Ln1Rstd[l].Data : null, input,
                 block.Norm1.Scale.Value.Data, block.Norm1.Shift.Value.Data, rows, c);
             Linear(q, ln1, block.Query, rows, c, c);
             Linear(k, ln1, block.Key, rows, c, c);
             Linear(v, ln1, block.Value, rows, c, c);
-            uint* attMask = null;
-            if (dropout)
-            {
-                // One bernoulli_ over the whole [batch, heads, seq, seq] weights tensor, in its memory order, kept as bits.
-                attMask = (uint*)a.AttentionMask![l].Data;
-                Kernels.DropoutMaskBits(attMask, headRows, seq, p, rng);
-            }
-            float* rowStats = a.AttentionRowStats != null ? a.AttentionRowStats[l].Data : null;
-            Kernels.AttentionForward(ctx, rowStats, attMask, dropScale, q, k, v, batch, seq, c, heads);
+            attention.Run(l, q, k, v, ctx, c, heads);
             Linear(proj, ctx, block.OutProj, rows, c, c);
             if (dropout)
             {
@@ -257,7 +275,7 @@ public sealed unsafe partial class GptModel
 
             // shortcut = x; x = norm2(x); x = ff(x); x = drop_shortcut(x); x = x + shortcut
             float* ln2 = a.Ln2[l].Data, fcHidden = a.FeedForwardHidden[l].Data, fcGelu = a.FeedForwardGelu.Data;
-            Kernels.LayerNormForward(ln2, a.Ln2Mean[l].Data, a.Ln2Rstd[l].Data, residual2,
+            Kernels.LayerNormForward(ln2, keep ? a.Ln2Mean[l].Data : null, keep ? a.Ln2Rstd[l].Data : null, residual2,
                 block.Norm2.Scale.Value.Data, block.Norm2.Shift.Value.Data, rows, c);
             Linear(fcHidden, ln2, block.FeedForwardIn, rows, c, hidden);
             Kernels.GeluForward(fcGelu, fcHidden, (long)rows * hidden);
@@ -270,11 +288,38 @@ public sealed unsafe partial class GptModel
             }
             Kernels.ResidualForward(a.Residual[l + 1].Data, residual2, proj, n);
         }
+    }
 
-        // x = final_norm(x); logits = out_head(x)
-        Kernels.LayerNormForward(a.FinalNorm.Data, a.FinalNormMean.Data, a.FinalNormRstd.Data, a.Residual[Blocks.Length].Data,
-            FinalNorm.Scale.Value.Data, FinalNorm.Shift.Value.Data, rows, c);
-        if (logits) Linear(a.LogitsStorage.Data, a.FinalNorm.Data, OutHead, null, rows, c, vocab);
+    /// <summary>A block's attention step: q, k, v of the new positions in, the context out.</summary>
+    private interface IBlockAttention
+    {
+        void Run(int layer, float* query, float* key, float* value, float* context, int embeddingDim, int heads);
+    }
+
+    /// <summary>
+    /// The whole window attends causally to itself (<see cref="Forward"/>): with dropout, one bernoulli_ over the whole
+    /// [batch, heads, seq, seq] weights tensor in its memory order, kept as bits; the row statistics backward needs.
+    /// </summary>
+    private struct WindowAttention : IBlockAttention
+    {
+        public GptActivations Activations;
+        public IRandomGenerator Generator;
+        public int Batch, Seq, HeadRows;
+        public bool Dropout;
+        public double DropRate;
+        public float DropScale;
+
+        public readonly void Run(int layer, float* q, float* k, float* v, float* ctx, int c, int heads)
+        {
+            uint* mask = null;
+            if (Dropout)
+            {
+                mask = (uint*)Activations.AttentionMask![layer].Data;
+                Kernels.DropoutMaskBits(mask, HeadRows, Seq, DropRate, Generator);
+            }
+            float* rowStats = Activations.AttentionRowStats != null ? Activations.AttentionRowStats[layer].Data : null;
+            Kernels.AttentionForward(ctx, rowStats, mask, DropScale, q, k, v, Batch, Seq, c, heads);
+        }
     }
 
     /// <summary>

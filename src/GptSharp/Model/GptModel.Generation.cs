@@ -71,7 +71,7 @@ public sealed unsafe partial class GptModel
         // Token + position embeddings for positions past .. past + n − 1.
         Kernels.EmbeddingForward(x, ids, TokenEmbedding.Value.Data, PositionEmbedding.Value.Data + (long)past * c, batch, n, c);
         var attention = new SharedCacheAttention { Cache = cache, Batch = batch, NewTokens = n, Past = past };
-        RunCachedLayers(a, rows, ref attention);
+        RunBlocks(a, rows, dropout: false, ref attention);
         // Only the last position of each row is needed to pick the next token.
         float* last = cache.LastHidden.Data;
         for (int b = 0; b < batch; b++)
@@ -83,45 +83,8 @@ public sealed unsafe partial class GptModel
         Linear(cache.Logits.Data, last, OutHead, null, batch, c, vocab);
     }
 
-    /// <summary>
-    /// The transformer blocks over <paramref name="rows"/> new positions whose keys and values go to KV caches:
-    /// the book's block (LayerNorm, attention, shortcut; LayerNorm, feed forward, shortcut) with only the attention
-    /// step depending on how the caches are laid out (<typeparamref name="TAttention"/>).
-    /// </summary>
-    private void RunCachedLayers<TAttention>(GptActivations a, int rows, ref TAttention attention)
-        where TAttention : struct, ICachedAttention
-    {
-        int c = Config.EmbeddingDim, hidden = Config.HiddenDim, heads = Config.Heads;
-        long count = (long)rows * c;
-        float* x = a.Residual[0].Data;
-        for (int l = 0; l < Blocks.Length; l++)
-        {
-            var block = Blocks[l];
-            float* ln = a.Ln1[l].Data, q = a.Query[l].Data, k = a.Key[l].Data, v = a.Value[l].Data, ctx = a.Context[l].Data, proj = a.Projection.Data;
-            Kernels.LayerNormForward(ln, null, null, x, block.Norm1.Scale.Value.Data, block.Norm1.Shift.Value.Data, rows, c);
-            Linear(q, ln, block.Query, rows, c, c);
-            Linear(k, ln, block.Key, rows, c, c);
-            Linear(v, ln, block.Value, rows, c, c);
-            attention.Run(l, q, k, v, ctx, c, heads);
-            Linear(proj, ctx, block.OutProj, rows, c, c);
-            Kernels.ResidualForward(x, x, proj, count);
-            float* ln2 = a.Ln2[l].Data, fc = a.FeedForwardHidden[l].Data, gelu = a.FeedForwardGelu.Data;
-            Kernels.LayerNormForward(ln2, null, null, x, block.Norm2.Scale.Value.Data, block.Norm2.Shift.Value.Data, rows, c);
-            Linear(fc, ln2, block.FeedForwardIn, rows, c, hidden);
-            Kernels.GeluForward(gelu, fc, (long)rows * hidden);
-            Linear(proj, gelu, block.FeedForwardOut, rows, hidden, c);
-            Kernels.ResidualForward(x, x, proj, count);
-        }
-    }
-
-    /// <summary>Appends a layer's new keys and values to the cache(s) and attends the new queries over them.</summary>
-    private interface ICachedAttention
-    {
-        void Run(int layer, float* query, float* key, float* value, float* context, int embeddingDim, int heads);
-    }
-
     /// <summary>One cache for a batch of rows that share a length: <paramref name="NewTokens"/> positions per row after <c>Past</c>.</summary>
-    private struct SharedCacheAttention : ICachedAttention
+    private struct SharedCacheAttention : IBlockAttention
     {
         public KvCache Cache;
         public int Batch, NewTokens, Past;

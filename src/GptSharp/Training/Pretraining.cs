@@ -78,19 +78,13 @@ public static class Pretraining
     /// </remarks>
     public static string GenerateSample(GptModel model, Gpt2Tokenizer tokenizer, string startContext, int maxNewTokens = 50)
     {
-        bool wasTraining = model.IsTraining;
-        model.Eval();
-        try
+        using (model.EvalNoGrad())
         {
             int contextSize = model.PositionEmbedding.Value.Size(0);
             TokenBatch encoded = TokenConversions.TextToTokenIds(startContext, tokenizer);
             using var generator = new TextGenerator(model, new GenerationOptions { ContextSize = contextSize });
             TokenBatch tokenIds = generator.Generate(encoded, maxNewTokens);
             return TokenConversions.TokenIdsToText(tokenIds, tokenizer).Replace("\n", " ");
-        }
-        finally
-        {
-            if (wasTraining) model.Train();
         }
     }
 

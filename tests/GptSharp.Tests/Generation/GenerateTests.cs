@@ -22,7 +22,7 @@ public class GenerateTests
         int seq = fixture.Inputs.SequenceLength;
         var expected = fixture.Io.Ints("generated");
         var prompt = TokenBatch.FromSequence(fixture.Inputs.Ids.AsSpan(0, seq));
-        var generated = TextGeneration.GenerateTextSimple(model, prompt, expected.Length - seq, fixture.Config.ContextLength);
+        var generated = BookGeneration.GenerateTextSimple(model, prompt, expected.Length - seq, fixture.Config.ContextLength);
         Assert.Equal(expected, generated.Ids);
         Assert.True(model.IsTraining); // generation ran in eval mode and gave the caller's mode back
     }
@@ -43,7 +43,7 @@ public class GenerateTests
         var prompt = new TokenBatch([.. Enumerable.Range(0, batch * 5).Select(i => (i * 7 + 3) % 50)], batch, 5);
         const int newTokens = 20; // 5 + 20 > 12: the window slides for the last 13 tokens
 
-        var book = TextGeneration.Generate(model, prompt, newTokens, contextSize);
+        var book = BookGeneration.Generate(model, prompt, newTokens, contextSize);
         using var cached = new TextGenerator(model, new GenerationOptions { ContextSize = contextSize });
         using var uncached = new TextGenerator(model, new GenerationOptions { ContextSize = contextSize, UseCache = false });
         var fast = cached.Generate(prompt, newTokens);
@@ -60,11 +60,11 @@ public class GenerateTests
     {
         using var model = RandomModel();
         var prompt = TokenBatch.FromSequence([1, 2, 3, 4]);
-        var book = TextGeneration.Generate(model, prompt, 16, 12, temperature: 1.4f, topK: 25, generator: new TorchGenerator(123));
+        var book = BookGeneration.Generate(model, prompt, 16, 12, temperature: 1.4f, topK: 25, generator: new TorchGenerator(123));
         using var cached = new TextGenerator(model, new GenerationOptions { Temperature = 1.4f, TopK = 25 }, new TorchGenerator(123));
         Assert.Equal(book.Ids, cached.Generate(prompt, 16).Ids);
         // Sampling is not greedy: a different seed gives a different continuation.
-        var other = TextGeneration.Generate(model, prompt, 16, 12, temperature: 1.4f, topK: 25, generator: new TorchGenerator(7));
+        var other = BookGeneration.Generate(model, prompt, 16, 12, temperature: 1.4f, topK: 25, generator: new TorchGenerator(7));
         Assert.NotEqual(book.Ids, other.Ids);
     }
 
@@ -73,12 +73,12 @@ public class GenerateTests
     {
         using var model = RandomModel();
         var prompt = new TokenBatch([1, 2, 3, 10, 11, 12], 2, 3);
-        var free = TextGeneration.Generate(model, prompt, 10, 12);
+        var free = BookGeneration.Generate(model, prompt, 10, 12);
         int eos = free[0, 3 + 2]; // row 0's third new token
         int firstInRow0 = Enumerable.Range(3, 10).First(i => free[0, i] == eos);
         int firstInRow1 = Enumerable.Range(3, 10).FirstOrDefault(i => free[1, i] == eos, -1);
 
-        var stopped = TextGeneration.Generate(model, prompt, 10, 12, eosId: eos);
+        var stopped = BookGeneration.Generate(model, prompt, 10, 12, eosId: eos);
         using var generator = new TextGenerator(model, new GenerationOptions { EosId = eos });
         var streamed = new List<(int Row, int Token)>();
         var fast = generator.Generate(prompt, 10, (row, token) => streamed.Add((row, token)));
@@ -94,7 +94,7 @@ public class GenerateTests
         Assert.Equal(firstInRow0 - 3, streamed.Count(t => t.Row == 0));
 
         // A single row: the book's break, the EOS is not appended.
-        var single = TextGeneration.Generate(model, TokenBatch.FromSequence([1, 2, 3]), 10, 12, eosId: eos);
+        var single = BookGeneration.Generate(model, TokenBatch.FromSequence([1, 2, 3]), 10, 12, eosId: eos);
         Assert.Equal(firstInRow0, single.SequenceLength);
         Assert.DoesNotContain(eos, single.Ids.Skip(3));
         using var singleGenerator = new TextGenerator(model, new GenerationOptions { EosId = eos });

@@ -44,7 +44,7 @@ public class TorchSamplingTests
         var fixture = new ReferenceFixture(c.Fixture);
         using var model = fixture.CreateModel();
         var prompt = TokenBatch.FromSequence(c.Prompt);
-        var book = TextGeneration.Generate(model, prompt, c.MaxNewTokens, fixture.Config.ContextLength,
+        var book = BookGeneration.Generate(model, prompt, c.MaxNewTokens, fixture.Config.ContextLength,
             temperature: c.Temperature, topK: c.TopK, generator: new TorchGenerator(c.Seed));
         Assert.Equal(c.Generated, book.Ids);
 

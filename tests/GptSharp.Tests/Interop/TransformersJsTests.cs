@@ -68,7 +68,7 @@ public class TransformersJsTests
 
         var ours = Gpt2Tokenizer.Instance.Encode(prompt);
         Assert.Equal(ours, promptIds);
-        var expected = TextGeneration.GenerateTextSimple(model, TokenBatch.FromSequence(ours), newTokens, config.ContextLength).Row(0).ToArray();
+        var expected = BookGeneration.GenerateTextSimple(model, TokenBatch.FromSequence(ours), newTokens, config.ContextLength).Row(0).ToArray();
         // transformers.js stops after eos (50256); up to there the ids must be ours.
         int end = Array.IndexOf(expected, Gpt2Tokenizer.EndOfTextId, ours.Length) is int eos and >= 0 ? eos + 1 : expected.Length;
         Assert.Equal(expected[..end], ids);

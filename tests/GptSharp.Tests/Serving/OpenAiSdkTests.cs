@@ -1,5 +1,6 @@
 #pragma warning disable OPENAI001 // Seed is marked experimental in the SDK.
 using System.ClientModel;
+using GptSharp.Generation;
 using GptSharp.Serving;
 using GptSharp.Tokenization;
 using Microsoft.Extensions.AI;

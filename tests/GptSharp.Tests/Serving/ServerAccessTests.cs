@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
+using GptSharp.Generation;
 using GptSharp.Model;
 using GptSharp.Serving;
 using GptSharp.Tensors;

@@ -1,3 +1,4 @@
+using GptSharp.Generation;
 using GptSharp.Serving;
 using GptSharp.Tokenization;
 

@@ -66,7 +66,7 @@ public class BookRunTests
 
         generator.ManualSeed(123);
         var prompt = TokenBatch.FromSequence(Encode("Every effort moves you"));
-        var output = TextGeneration.Generate(model, prompt, maxNewTokens: 15, contextSize: ctx, temperature: 1.4f, topK: 25, generator: generator);
+        var output = BookGeneration.Generate(model, prompt, maxNewTokens: 15, contextSize: ctx, temperature: 1.4f, topK: 25, generator: generator);
         string sampled = tokenizer.Decode(output.Row(0));
         log?.WriteLine("Output text:\n " + sampled);
         log?.Flush();

@@ -110,7 +110,7 @@ public sealed class TrainingLoopTests : IDisposable
 
         string sample = Pretraining.GenerateSample(run.Model, tokenizer, prompt, maxNewTokens: 30);
 
-        var book = TextGeneration.GenerateTextSimple(run.Model, TokenConversions.TextToTokenIds(prompt, tokenizer), 30, TinyConfig.ContextLength);
+        var book = BookGeneration.GenerateTextSimple(run.Model, TokenConversions.TextToTokenIds(prompt, tokenizer), 30, TinyConfig.ContextLength);
         Assert.Equal(TokenConversions.TokenIdsToText(book, tokenizer).Replace("\n", " "), sample);
         Assert.True(run.Model.IsTraining);                       // the caller's mode comes back
         Assert.Equal(generatorBefore, run.Generator.GetState()); // greedy: no random draws (the run's stream stays aligned)

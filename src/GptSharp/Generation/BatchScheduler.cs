@@ -1,10 +1,9 @@
 using System.Threading.Channels;
-using GptSharp.Generation;
 using GptSharp.Model;
 using GptSharp.Tensors;
 using GptSharp.Randomness;
 
-namespace GptSharp.Serving;
+namespace GptSharp.Generation;
 
 /// <summary>
 /// Continuous batching over one <see cref="GptModel"/>: a single decoding thread owns the model and, at every
@@ -13,8 +12,8 @@ namespace GptSharp.Serving;
 /// ones leave, and a full waiting queue refuses new work with <see cref="QueueFullException"/>.
 /// </summary>
 /// <remarks>
-/// Each sequence picks its tokens exactly as <see cref="TextGenerator"/> does (its own logits pipeline and its own
-/// seeded generator over the same logits), so a sequence decoded beside others gives the tokens it gives alone.
+/// Each sequence picks its tokens with the <see cref="TokenSampler"/> <see cref="TextGenerator"/> uses (its own logits
+/// pipeline and its own seeded generator over the same logits), so a sequence decoded beside others gives the tokens it gives alone.
 /// </remarks>
 public sealed class BatchScheduler : IDisposable
 {
@@ -24,7 +23,8 @@ public sealed class BatchScheduler : IDisposable
     private readonly List<Sequence> _active = new();
     private readonly List<KvCache> _stepCaches = new();
     private readonly Thread _thread;
-    private readonly float[] _work, _probabilities, _logprobs;
+    // One row of logits as a sequence's sampler processes it, then its log-probabilities: shared by every sequence.
+    private readonly float[] _work;
     private readonly Tensor _stepLogits;
     private int[] _stepIds;
     private bool _stopping;
@@ -38,8 +38,6 @@ public sealed class BatchScheduler : IDisposable
         MaxQueueLength = maxQueueLength;
         int vocab = model.Config.VocabSize;
         _work = new float[vocab];
-        _probabilities = new float[vocab];
-        _logprobs = new float[vocab];
         _stepLogits = new Tensor(maxBatchSize, vocab);
         _stepIds = new int[maxBatchSize];
         model.Eval();
@@ -193,16 +191,7 @@ public sealed class BatchScheduler : IDisposable
         if (s.Finished) return;
         if (s.IsCancelled) { Finish(s, FinishReason.Cancelled); return; }
         var request = s.Request;
-        var work = _work.AsSpan();
-        rowLogits.CopyTo(work);
-        s.Pipeline.Process(s.History.AsSpan(0, s.Length), request.PromptIds.Length, work);
-        int token;
-        if (request.Options.Temperature > 0)
-        {
-            Sampling.Softmax(work, _probabilities);
-            token = s.Random.Multinomial(_probabilities);
-        }
-        else token = Sampling.Argmax(work);
+        int token = s.Sampler.Pick(s.History.AsSpan(0, s.Length), request.PromptIds.Length, rowLogits, _work);
 
         s.Generated++;
         if (token == request.Options.EosId) { Finish(s, FinishReason.EndOfSequence); return; }
@@ -211,32 +200,12 @@ public sealed class BatchScheduler : IDisposable
         if (request.TopLogprobs >= 0)
         {
             // The model's own distribution (raw logits), as OpenAI reports it: what the teaching page shows.
-            Sampling.LogSoftmax(rowLogits, _logprobs);
-            logprob = _logprobs[token];
-            top = TopEntries(_logprobs, request.TopLogprobs);
+            logprob = TokenSampler.LogProbability(rowLogits, token, request.TopLogprobs, _work, out top);
         }
         s.History[s.Length++] = token;
         s.LastToken = token;
         s.Events.TryWrite(new SequenceEvent(s.Choice, token, logprob, top));
         if (s.Generated >= request.MaxNewTokens || s.Length >= s.History.Length) Finish(s, FinishReason.Length);
-    }
-
-    /// <summary>The <paramref name="count"/> largest entries, largest first (a small insertion sort: count ≤ 20).</summary>
-    internal static TokenLogprob[] TopEntries(ReadOnlySpan<float> values, int count)
-    {
-        count = Math.Min(count, values.Length);
-        var top = new TokenLogprob[count];
-        int filled = 0;
-        for (int i = 0; i < values.Length && count > 0; i++)
-        {
-            float v = values[i];
-            if (filled == count && !(v > top[count - 1].Logprob)) continue;
-            int at = Math.Min(filled, count - 1);
-            while (at > 0 && v > top[at - 1].Logprob) { top[at] = top[at - 1]; at--; }
-            top[at] = new TokenLogprob(i, v);
-            if (filled < count) filled++;
-        }
-        return top;
     }
 
     private static void Finish(Sequence s, FinishReason reason, string? error = null)
@@ -293,8 +262,7 @@ public sealed class BatchScheduler : IDisposable
             History = new int[CacheCapacity + 1];
             request.PromptIds.CopyTo(History, 0);
             Length = prompt;
-            Pipeline = request.Options.CreatePipeline();
-            Random = new TorchGenerator(request.Seed);
+            Sampler = new TokenSampler(request.Options, new TorchGenerator(request.Seed));
             _cancelled = cancellation.IsCancellationRequested;
         }
 
@@ -303,8 +271,7 @@ public sealed class BatchScheduler : IDisposable
         public readonly ChannelWriter<SequenceEvent> Events;
         public readonly int CacheCapacity;
         public readonly int[] History;
-        public readonly LogitsPipeline Pipeline;
-        public readonly IRandomGenerator Random;
+        public readonly TokenSampler Sampler;
         public KvCache? Cache;
         public int Length, Generated, LastToken;
         public bool Finished;

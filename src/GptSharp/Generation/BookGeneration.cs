@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using GptSharp.Model;
 using GptSharp.Tensors;
 using GptSharp.Randomness;
@@ -10,7 +11,7 @@ namespace GptSharp.Generation;
 /// sequence to the last <c>contextSize</c> tokens, runs the whole window through the model and reads the
 /// last position's logits. <see cref="TextGenerator"/> is the faster, richer loop (KV cache, more processors).
 /// </summary>
-public static class TextGeneration
+public static class BookGeneration
 {
     /// <summary>
     /// The book's <c>generate_text_simple</c>: greedy decoding, <paramref name="maxNewTokens"/> times
@@ -48,12 +49,11 @@ public static class TextGeneration
         var finished = new bool[batchSize];
         var next = new int[batchSize];
         var logits = new float[vocab];
-        var heap = topK is { } k ? new float[Math.Min(k, vocab)] : [];
+        // The book's steps on the last position's logits: top-k, then softmax(logits / temperature) and multinomial, or argmax.
+        var sampler = new TokenSampler(new GenerationOptions { Temperature = temperature, TopK = topK }, generator);
 
         // The book calls model.eval() before generating; the mode the caller had comes back afterwards.
-        bool wasTraining = model.IsTraining;
-        model.Eval();
-        try
+        using (model.EvalNoGrad())
         {
             for (int step = 0; step < maxNewTokens; step++)
             {
@@ -63,37 +63,21 @@ public static class TextGeneration
                 for (int b = 0; b < batchSize; b++)
                     rows[b].CopyTo(length - window, windowIds, b * window, window);
 
-                Tensor output;
-                using (model.NoGrad())
-                    output = model.Forward(new TokenBatch(windowIds, batchSize, window));
+                Tensor output = model.Forward(new TokenBatch(windowIds, batchSize, window));
 
                 bool allFinished = true;
                 for (int b = 0; b < batchSize; b++)
                 {
                     if (finished[b]) { next[b] = eosId!.Value; continue; }
                     // logits = logits[:, -1, :]
-                    output.Span.Slice((b * window + window - 1) * vocab, vocab).CopyTo(logits);
-                    if (topK is { } topk) Sampling.TopK(logits, topk, heap);
-                    if (temperature > 0f)
-                    {
-                        Sampling.ApplyTemperature(logits, temperature);
-                        Sampling.Softmax(logits, logits);
-                        next[b] = generator!.Multinomial(logits);
-                    }
-                    else
-                    {
-                        next[b] = Sampling.Argmax(logits);
-                    }
+                    var last = output.Span.Slice((b * window + window - 1) * vocab, vocab);
+                    next[b] = sampler.Pick(CollectionsMarshal.AsSpan(rows[b]), idx.SequenceLength, last, logits);
                     if (next[b] == eosId) finished[b] = true;
                     else allFinished = false;
                 }
                 if (eosId is not null && allFinished) break;
                 for (int b = 0; b < batchSize; b++) rows[b].Add(next[b]);
             }
-        }
-        finally
-        {
-            if (wasTraining) model.Train();
         }
 
         int total = rows[0].Count;

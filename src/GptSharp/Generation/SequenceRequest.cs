@@ -1,6 +1,4 @@
-using GptSharp.Generation;
-
-namespace GptSharp.Serving;
+namespace GptSharp.Generation;
 
 /// <summary>
 /// One sequence for the <see cref="BatchScheduler"/> to decode: the prompt's ids, how many tokens at most, how to
