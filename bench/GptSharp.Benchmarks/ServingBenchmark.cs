@@ -21,6 +21,7 @@ public static class ServingBenchmark
         await using var served = await Served.StartAsync(threads);
         var (config, scheduler, http) = (served.Config, served.Scheduler, served.Http);
         const string prompt = Served.Prompt;
+        Console.WriteLine($"{Machine.Description}; skinny GEMM up to {Gemm.SkinnyRows} rows");
         Console.WriteLine($"124M model (context {config.ContextLength}), {threads} threads, prompt {TextCompletion.Encode(prompt).Length} tokens, {maxTokens} new tokens per request, {requestsPerClient} requests per client");
         // Warm-up: a full-length request, then 8 at once, so every path (the HTTP stack, one-row and 8-row steps) runs
         // optimized code before the clock starts. A 4-token warm-up left the one-client phase measuring tier-0 code and
