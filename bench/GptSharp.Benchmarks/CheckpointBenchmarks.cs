@@ -29,7 +29,7 @@ public class CheckpointBenchmarks
         _model = new GptModel(config, new FastRandom(1));
         _target = new GptModel(config);
         _model.Save(Path.Combine(_dir, "model.safetensors"));
-        PthCheckpoint.SaveModel(_model, Path.Combine(_dir, "model.pth"));
+        PthModelFile.SaveModel(_model, Path.Combine(_dir, "model.pth"));
     }
 
     [GlobalCleanup]
@@ -47,7 +47,7 @@ public class CheckpointBenchmarks
     public void LoadSafeTensorsInto() => _target.LoadInto(Path.Combine(_dir, "model.safetensors"));
 
     [Benchmark]
-    public void SavePth() => PthCheckpoint.SaveModel(_model, Path.Combine(_dir, "save.pth"));
+    public void SavePth() => PthModelFile.SaveModel(_model, Path.Combine(_dir, "save.pth"));
 
     [Benchmark]
     public void LoadPthInto()

@@ -103,7 +103,7 @@ public static class GenerationQuick
                 Gemm.SkinnyTasksPerThread = variants[v].Tasks;
                 if (caches[v].Length == 0 || caches[v].Length >= 108) model.Prefill(caches[v], prompt);
                 long start = System.Diagnostics.Stopwatch.GetTimestamp();
-                model.Step(caches[v], 6109 + r);
+                model.DecodeNext(caches[v], 6109 + r);
                 if (r > 0) times[v].Add(System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalMilliseconds);
             }
         for (int v = 0; v < variants.Length; v++)
@@ -146,7 +146,7 @@ public static class GenerationQuick
             for (int i = 0; i < newTokens; i++)
             {
                 long start = System.Diagnostics.Stopwatch.GetTimestamp();
-                model.Step(cache, 6109 + i);
+                model.DecodeNext(cache, 6109 + i);
                 steps[i] = System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds;
             }
             Array.Sort(steps);

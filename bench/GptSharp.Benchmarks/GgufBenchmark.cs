@@ -60,7 +60,7 @@ public static class GgufBenchmark
             Time("read safetensors (reference)", () => GptModel.Load(safetensors).Dispose(), safetensors);
             Time("import f32 GGUF", () => GptModel.Load(f32).Dispose(), f32);
             Time("import f16 GGUF", () => GptModel.Load(Path.Combine(dir, "model-f16.gguf")).Dispose(), Path.Combine(dir, "model-f16.gguf"));
-            Time("import q8_0 GGUF as int8", () => GptModel.Load(q8, quantization: WeightQuantization.Int8).Dispose(), q8);
+            Time("import q8_0 GGUF as int8", () => GptModel.Load(q8, new LoadOptions { Quantization = WeightQuantization.Int8 }).Dispose(), q8);
             Time("import q8_0 GGUF as float32", () => GptModel.Load(q8).Dispose(), q8);
         }
     }
@@ -78,7 +78,7 @@ public static class GgufBenchmark
     {
         int prefillLength = Math.Min(512, context);
         var longPrompt = Enumerable.Range(0, prefillLength).Select(i => (i * 7919) % 50257).ToArray();
-        using var ours = GptModel.Load(gguf, quantization: quantization);
+        using var ours = GptModel.Load(gguf, new LoadOptions { Quantization = quantization });
         ours.Eval();
         using var cache = new KvCache(ours);
         using var llama = new LlamaCpp.Session(gguf, context, threads);
@@ -119,7 +119,7 @@ public static class GgufBenchmark
         for (int i = 0; i < newTokens; i++)
         {
             ids[i] = LlamaCpp.ArgMax(logits.Span);
-            logits = model.Step(cache, ids[i]);
+            logits = model.DecodeNext(cache, ids[i]);
         }
         return ids;
     }

@@ -73,7 +73,7 @@ public static class Int8Quick
                 for (int i = 0; i < steps.Length; i++)
                 {
                     long start = Stopwatch.GetTimestamp();
-                    model.Step(caches[v], 6109 + i);
+                    model.DecodeNext(caches[v], 6109 + i);
                     steps[i] = Stopwatch.GetElapsedTime(start).TotalSeconds;
                 }
                 Array.Sort(steps);
@@ -168,7 +168,7 @@ public static class Int8Quick
         Workers.Count = threads;
         var quantization = precision == "int8" ? WeightQuantization.Int8 : WeightQuantization.None;
         var clock = Stopwatch.StartNew();
-        using var model = ModelStore.Load(spec, quantization: quantization);
+        using var model = GptModel.Load(spec, new LoadOptions { Quantization = quantization });
         model.Eval();
         double load = clock.Elapsed.TotalSeconds;
         long afterLoad = PeakRss();

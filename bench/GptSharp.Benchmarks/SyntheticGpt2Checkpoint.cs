@@ -16,7 +16,7 @@ public static class SyntheticGpt2Checkpoint
     public static void Write(string directory, string size)
     {
         // The alias (gpt2-small, not 124M, which names the book's context-256 preset) gives OpenAI's config.
-        var c = GptConfig.FromPresetName(Gpt2Models.Find(size).Alias)!;
+        var c = GptConfig.FromName(Gpt2Models.Find(size).Alias);
         int e = c.EmbeddingDim, h = c.HiddenDim;
         var random = new Random(123);
         // Shapes and how to make each tensor; the data is made as the writer reaches it, one tensor in memory at a time.

@@ -30,18 +30,18 @@ public static class Program
             var sd = file.StateDict();
             foreach (var t in sd.Tensors)
                 if (t.DType.IsConvertibleToFloat() && t.ElementCount < 1 << 20) sd.ReadInto(t.Name, new float[t.ElementCount]);
-            GptModel.Load(path, Tiny).Dispose();
+            GptModel.Load(path, new LoadOptions { Config = Tiny }).Dispose();
         },
         ["safetensors"] = (bytes, scratch) =>
         {
             string path = WriteScratch(bytes, scratch, ".safetensors");
-            CheckpointInfo.Read(path);
+            ModelFileInfo.Read(path);
             GptModel.Load(path).Dispose();
         },
         ["gguf"] = (bytes, scratch) =>
         {
             string path = WriteScratch(bytes, scratch, ".gguf");
-            CheckpointInfo.Read(path);
+            ModelFileInfo.Read(path);
             GptModel.Load(path).Dispose();
         },
         ["tf-index"] = (bytes, _) =>
@@ -51,7 +51,7 @@ public static class Program
             foreach (var e in bundle.Entries) total += e.ElementCount;
         },
         ["snappy"] = (bytes, _) => { Snappy.Decompress(bytes, "fuzz"); },
-        ["config"] = (bytes, _) => { ConfigJson.Parse(System.Text.Encoding.UTF8.GetString(bytes), "config.json"); },
+        ["config"] = (bytes, _) => { GptConfig.FromJson(System.Text.Encoding.UTF8.GetString(bytes), "config.json"); },
         ["tokens"] = (bytes, scratch) =>
         {
             using var file = TokenFile.Open(WriteScratch(bytes, scratch, ".tokens"));
@@ -120,7 +120,7 @@ public static class Program
         File.Move(prefix + ".index", Path.Combine(dir, "tf-index", "model.ckpt.index"), overwrite: true);
         File.Delete(prefix + ".data-00000-of-00001");
         File.WriteAllBytes(Path.Combine(dir, "snappy", "block.snappy"), [79, 0x0c, 97, 98, 99, 100, 0x0d, 4, 0x3e, 8, 0, 0x5f, 16, 0, 0, 0, 0x15, 1, 0x48, .. "hello, snappy world"u8]);
-        File.WriteAllText(Path.Combine(dir, "config", "config.json"), ConfigJson.ToBookJson(Tiny));
+        File.WriteAllText(Path.Combine(dir, "config", "config.json"), Tiny.ToJson());
         TokenFile.Write(Path.Combine(dir, "tokens", "data.tokens"), ["a", "b"], d => d == 0 ? "first" : "second", s => s.Select(c => c % 50).ToArray(), 50, 49);
         string corpus = Path.Combine(Path.GetTempPath(), $"gptsharp-fuzz-corpus-{Environment.ProcessId}");
         Directory.CreateDirectory(corpus);

@@ -43,7 +43,8 @@ internal static class CliErrors
     /// <summary>The one line for <paramref name="e"/> (without "error: ").</summary>
     internal static string Describe(Exception e) => e switch
     {
-        _ when IsUserError(e) => Printable.Escape(e.Message),
+        // The library names its own properties (TrainingOptions.Epochs); the user typed flags (--epochs).
+        _ when IsUserError(e) => Printable.Escape(CliFlags.Map(e.Message)),
         OutOfMemoryException or InsufficientExecutionStackException =>
             $"out of memory ({Printable.Escape(e.Message)}); the settings or the input need more memory than this machine has.",
         _ => $"internal error ({e.GetType().Name}): {Printable.Escape(e.Message)}" + (Verbose ? "" : " (run with --verbose for the stack trace)"),

@@ -8,7 +8,7 @@ namespace GptSharp.Serving;
 
 /// <summary>
 /// Continuous batching over one <see cref="GptModel"/>: a single decoding thread owns the model and, at every
-/// step, runs one batched forward (<see cref="GptModel.StepSequences"/>) over every active sequence's own KV
+/// step, runs one batched forward (<see cref="GptModel.DecodeNextSequences"/>) over every active sequence's own KV
 /// cache. Waiting sequences join at step boundaries (their prompt is prefilled first), finished or cancelled
 /// ones leave, and a full waiting queue refuses new work with <see cref="QueueFullException"/>.
 /// </summary>
@@ -31,8 +31,8 @@ public sealed class BatchScheduler : IDisposable
 
     public BatchScheduler(GptModel model, int maxBatchSize = 8, int maxQueueLength = 64)
     {
-        if (maxBatchSize < 1) throw new ArgumentException($"--max-batch must be at least 1, got {maxBatchSize}.");
-        if (maxQueueLength < 0) throw new ArgumentException($"--max-queue must be ≥ 0, got {maxQueueLength}.");
+        if (maxBatchSize < 1) throw new ArgumentException($"maxBatchSize must be at least 1, got {maxBatchSize}.");
+        if (maxQueueLength < 0) throw new ArgumentException($"maxQueueLength must be ≥ 0, got {maxQueueLength}.");
         _model = model;
         MaxBatchSize = maxBatchSize;
         MaxQueueLength = maxQueueLength;
@@ -157,7 +157,7 @@ public sealed class BatchScheduler : IDisposable
                     _stepCaches.Add(_active[i].Cache!);
                     _stepIds[i] = _active[i].LastToken;
                 }
-                _model.StepSequences(_stepCaches, _stepIds.AsSpan(0, rows), _stepLogits);
+                _model.DecodeNextSequences(_stepCaches, _stepIds.AsSpan(0, rows), _stepLogits);
                 Steps++;
                 LargestStep = Math.Max(LargestStep, rows);
                 int vocab = Config.VocabSize;

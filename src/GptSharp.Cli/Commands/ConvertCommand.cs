@@ -27,17 +27,12 @@ internal static class ConvertCommand
         {
             string inPath = parse.GetValue(input)!, outPath = parse.GetValue(outputArgument)!;
             var writer = output ?? Console.Out;
-            var format = CheckpointConverter.ResolveFormat(outPath, parse.GetValue(to));
+            var format = ModelConverter.ResolveFormat(outPath, parse.GetValue(to));
             string? configPath = parse.GetValue(config);
-            var gptConfig = configPath is null ? null : ConfigJson.Parse(File.ReadAllText(configPath), configPath);
-            bool int8 = ModelOptions.QuantizationOf(parse, quantize) == WeightQuantization.Int8;
-            if (int8 && format != ModelFileFormat.SafeTensors)
-                throw new ArgumentException("--quantize int8 writes a GptSharp model file (.safetensors); .pth files, training checkpoints, Hugging Face folders and ONNX hold float32 weights.");
-            using var loaded = ModelStore.Open(inPath, gptConfig);
-            if (int8) loaded.Model.QuantizeInt8();
-            var notes = CheckpointConverter.Write(loaded, outPath, format, ExportDTypeOf(parse.GetValue(dtype)));
-            writer.WriteLine($"{inPath} ({loaded.Format}) -> {outPath} ({format.ToString().ToLowerInvariant()}): {loaded.Model.Parameters().Count} tensors, {loaded.Model.ParameterCount:N0} parameters");
-            foreach (var note in notes) writer.WriteLine($"note: {note}");
+            var load = new LoadOptions { Config = configPath is null ? null : GptConfig.FromFile(configPath), Quantization = ModelOptions.QuantizationOf(parse, quantize) };
+            var result = ModelConverter.Convert(inPath, outPath, format, load, ExportDTypeOf(parse.GetValue(dtype)));
+            writer.WriteLine($"{inPath} ({result.InputFormat}) -> {outPath} ({format.ToString().ToLowerInvariant()}): {result.Tensors} tensors, {result.Parameters:N0} parameters");
+            foreach (var note in result.Notes) writer.WriteLine($"note: {note}");
             return 0;
         }));
         return command;

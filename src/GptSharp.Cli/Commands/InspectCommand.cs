@@ -22,7 +22,7 @@ internal static class InspectCommand
         command.Arguments.Add(file);
         command.SetAction(parse => CliErrors.Run(() =>
         {
-            var info = CheckpointInfo.Read(parse.GetValue(file)!);
+            var info = ModelFileInfo.Read(parse.GetValue(file)!);
             var writer = output ?? Console.Out;
             if (plain ?? Console.IsOutputRedirected) WritePlain(info, writer);
             else WriteTable(info, writer);
@@ -31,7 +31,7 @@ internal static class InspectCommand
         return command;
     }
 
-    private static void WritePlain(CheckpointInfo info, TextWriter writer)
+    private static void WritePlain(ModelFileInfo info, TextWriter writer)
     {
         writer.WriteLine($"file: {Printable.Escape(info.Path)}");
         writer.WriteLine($"format: {info.Format}");
@@ -39,7 +39,7 @@ internal static class InspectCommand
         WriteSummary(info, writer.WriteLine);
     }
 
-    private static void WriteTable(CheckpointInfo info, TextWriter writer)
+    private static void WriteTable(ModelFileInfo info, TextWriter writer)
     {
         var table = new Table().Title(Markup.Escape(Printable.Escape(info.Path))).AddColumn("tensor").AddColumn("dtype").AddColumn("shape").AddColumn(new TableColumn("elements").RightAligned());
         foreach (var t in info.Tensors)
@@ -50,14 +50,14 @@ internal static class InspectCommand
         WriteSummary(info, line => console.WriteLine(line));
     }
 
-    private static void WriteSummary(CheckpointInfo info, Action<string> write)
+    private static void WriteSummary(ModelFileInfo info, Action<string> write)
     {
         write($"tensors: {info.Tensors.Count}");
         write($"parameters: {info.ParameterCount:N0}");
-        if (info.Config is not null) write($"config: {ConfigJson.ToBookJson(info.Config)}");
+        if (info.Config is not null) write($"config: {info.Config.ToJson()}");
         if (info.ConfigNote is not null) write($"config: unknown ({Printable.Escape(info.ConfigNote)})");
         foreach (var (key, value) in info.Metadata)
-            if (key != ModelCheckpoint.ConfigKey && !ReferenceEquals(value, info.OptimizerSummary)) // the optimizer is shown below
+            if (key != ModelFile.ConfigKey && !ReferenceEquals(value, info.OptimizerSummary)) // the optimizer is shown below
                 write($"metadata {Printable.Escape(key)}: {Printable.Escape(Shorten(value))}");
         if (info.OptimizerSummary is not null) write($"optimizer: {Printable.Escape(info.OptimizerSummary)}");
     }

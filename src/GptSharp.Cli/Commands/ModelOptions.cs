@@ -43,6 +43,6 @@ internal sealed class ModelOptions
         if (model is null == directory is null)
             throw new ArgumentException("give the model with exactly one of --model or --model-dir: " + Help);
         if (model is not null && string.IsNullOrWhiteSpace(model)) throw new ArgumentException("--model is empty: " + Help);
-        return GptModel.Load(model ?? directory!, quantization: QuantizationOf(parse, Quantize));
+        return GptModel.Load(model ?? directory!, new LoadOptions { Quantization = QuantizationOf(parse, Quantize) });
     }
 }

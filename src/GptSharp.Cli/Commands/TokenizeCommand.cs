@@ -7,9 +7,6 @@ namespace GptSharp.Cli.Commands;
 /// <summary><c>gptsharp tokenize (--text T | --file F) [--allow-special] [--json]</c>: GPT-2 token ids of a text.</summary>
 internal static class TokenizeCommand
 {
-    // Files at least this big are encoded on all cores (same ids).
-    private const int ParallelFileBytes = 4 << 20;
-
     /// <param name="output">Where the ids go (standard output when null); tests pass a writer.</param>
     public static Command Create(TextWriter? output = null)
     {
@@ -52,13 +49,8 @@ internal static class TokenizeCommand
             int invalid = Gpt2Tokenizer.IndexOfInvalidUtf8(bytes);
             if (invalid >= 0)
                 throw new InvalidDataException($"--file {file} is not valid UTF-8: byte 0x{bytes[invalid]:x2} at offset {invalid} does not start a well-formed sequence.");
-            ids = (allowSpecial, bytes.Length >= ParallelFileBytes) switch
-            {
-                (true, true) => tokenizer.EncodeParallel(bytes, Gpt2Tokenizer.AllSpecialTokens),
-                (true, false) => tokenizer.EncodeUtf8(bytes, Gpt2Tokenizer.AllSpecialTokens),
-                (false, true) => tokenizer.EncodeOrdinaryParallel(bytes),
-                (false, false) => tokenizer.EncodeOrdinaryUtf8(bytes),
-            };
+            // A big file is encoded on all cores (the tokenizer chooses by size).
+            ids = allowSpecial ? tokenizer.Encode(bytes, Gpt2Tokenizer.AllSpecialTokens) : tokenizer.EncodeOrdinary(bytes);
         }
 
         var line = new StringBuilder(ids.Length * 6 + 2);

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Runtime.InteropServices;
+using GptSharp.Checkpoints;
 using GptSharp.Data;
 using GptSharp.Distributed;
 using GptSharp.Evaluation;
@@ -100,8 +101,21 @@ internal static class TrainCommand
 
     internal static Settings ReadSettings(ParseResult parse, Options o)
     {
+        try
+        {
+            return ReadSettingsNamedByLibrary(parse, o);
+        }
+        catch (ArgumentException e)
+        {
+            // The options' own checks name properties (TrainingOptions.GradAccum): the user typed flags.
+            throw new ArgumentException(CliFlags.Map(e.Message), e);
+        }
+    }
+
+    private static Settings ReadSettingsNamedByLibrary(ParseResult parse, Options o)
+    {
         string? initFrom = parse.GetValue(o.InitFrom);
-        var model = initFrom is null ? ModelConfigs.FromPresetOrFile(parse.GetValue(o.Config)!) : InitialModelConfig(parse, o, initFrom);
+        var model = initFrom is null ? ConfigOf(parse.GetValue(o.Config)!) : InitialModelConfig(parse, o, initFrom);
         model = model with
         {
             ContextLength = parse.GetValue(o.ContextLength) ?? model.ContextLength,
@@ -183,7 +197,21 @@ internal static class TrainCommand
             if (parse.GetResult(option) is { Implicit: false })
                 throw new ArgumentException($"{option.Name} cannot be combined with --init-from: the model's shape comes from the weights.");
         if (parse.GetValue(o.Resume) is not null) throw new ArgumentException("--init-from starts a new run; --resume continues one: give one of them.");
-        return TrainingRun.ModelConfigOf(initFrom) with { DropRate = GptConfig.Book124M.DropRate };
+        return GptConfig.FromCheckpoint(initFrom) with { DropRate = GptConfig.Book124M.DropRate };
+    }
+
+    /// <summary><c>--config</c>: a JSON file (the book's keys, GPT-2's, or a run's config.json), else a preset name (a path wins over a name).</summary>
+    private static GptConfig ConfigOf(string value)
+    {
+        if (File.Exists(value)) return GptConfig.FromFile(value);
+        try
+        {
+            return GptConfig.FromName(value);
+        }
+        catch (ArgumentException)
+        {
+            throw new ArgumentException($"--config: '{value}' is neither a preset ({string.Join(", ", GptConfig.PresetNames)}) nor a JSON file.");
+        }
     }
 
     // [distributed] One process, or one rank of an mpirun job: a fatal error on a rank ends every rank (MPI_Abort)
@@ -198,7 +226,7 @@ internal static class TrainCommand
         }
         catch (Exception e)
         {
-            Console.Error.WriteLine($"error: rank {parallel.Rank} of {parallel.WorldSize}: {e.Message}");
+            Console.Error.WriteLine($"error: rank {parallel.Rank} of {parallel.WorldSize}: {CliFlags.Map(e.Message)}");
             parallel.Abort(1);
             return 1;
         }
@@ -227,23 +255,49 @@ internal static class TrainCommand
         // [distributed] mpirun ends the job on Ctrl+C; `kill -USR1 <mpirun pid>` (forwarded to every rank) stops it cleanly.
         using var onUser1 = parallel.IsDistributed ? PosixSignalRegistration.Create((PosixSignal)10, OnSignal) : null;
 
-        if (live) RunWithProgressBar(run, stop.Token);
-        else
+        TrainingOutcome outcome;
+        try
         {
-            run.Output += Console.WriteLine;
-            run.Train(stop.Token);
+            if (live) outcome = RunWithProgressBar(run, stop.Token);
+            else
+            {
+                run.Output += line => Console.WriteLine(CliFlags.Map(line));
+                if (run.IsRoot) foreach (var line in Banner(run)) Console.WriteLine(line);
+                outcome = run.Train(stop.Token);
+            }
         }
+        catch (IOException e) when (run.LastCheckpoint is not null)
+        {
+            throw new IOException($"{e.Message} Continue with: gptsharp train --resume {run.RunDirectory.Path}", e);
+        }
+        if (run.IsRoot && run.CanContinue(outcome)) Console.WriteLine($"Checkpoint written; continue with: gptsharp train --resume {run.RunDirectory.Path}");
         return 0;
     }
 
-    private static void RunWithProgressBar(TrainingRun run, CancellationToken cancellationToken)
+    /// <summary>What the run is about to do: its data, model, batches and (under mpirun) how the batch is split.</summary>
+    internal static IEnumerable<string> Banner(TrainingRun run)
+    {
+        var c = run.Config;
+        yield return $"Data: {run.DataDescription}";
+        yield return string.Create(CultureInfo.InvariantCulture,
+            $"Model: {c.Model.Layers} layers, {c.Model.Heads} heads, emb {c.Model.EmbeddingDim}, context {c.Model.ContextLength}, {run.Model.ParameterCount:N0} parameters; {Workers.Count} threads, rng {run.Generator.Kind}");
+        yield return string.Create(CultureInfo.InvariantCulture,
+            $"Training: {run.Loaders.Train.Count} batches of {c.BatchSize} x {c.Model.ContextLength} per epoch, {c.Training.Epochs} epochs; validation {run.Loaders.Validation.Count} batches; run directory {run.RunDirectory.Path}");
+        if (run.Parallel.IsDistributed)
+            yield return string.Create(CultureInfo.InvariantCulture,
+                $"Distributed: {run.Parallel.WorldSize} ranks x --batch-size {c.BatchSize} x --grad-accum {c.Training.GradAccum} = {run.Parallel.WorldSize * c.BatchSize * c.Training.GradAccum} sequences per step (Open MPI)");
+    }
+
+    private static TrainingOutcome RunWithProgressBar(TrainingRun run, CancellationToken cancellationToken)
     {
         var trainer = run.Trainer;
+        var outcome = TrainingOutcome.Completed;
+        foreach (var line in Banner(run)) AnsiConsole.WriteLine(line);
         LiveProgress.Run(context =>
             {
                 var task = context.AddTask("starting", maxValue: trainer.TotalSteps);
                 task.Value = trainer.State.GlobalStep + 1;
-                run.Output += line => AnsiConsole.WriteLine(line);
+                run.Output += line => AnsiConsole.WriteLine(CliFlags.Map(line));
                 trainer.StepCompleted += p =>
                 {
                     task.Value = p.Step + 1;
@@ -251,7 +305,8 @@ internal static class TrainCommand
                         $"Ep {p.Epoch} step {p.Step + 1}/{p.TotalSteps} loss {p.Loss:F3} {p.TokensPerSecond:F0} tok/s"));
                     context.Refresh();
                 };
-                run.Train(cancellationToken);
+                outcome = run.Train(cancellationToken);
             });
+        return outcome;
     }
 }

@@ -133,7 +133,7 @@ internal static class GgufModel
         // GptSharp never puts <|endoftext|> before a prompt; say so, so that llama.cpp's tools don't either.
         kv.Add(new("tokenizer.ggml.add_bos_token", false));
         kv.Add(new("general.alignment", (uint)GgufFile.DefaultAlignment));
-        kv.Add(new(ConfigKey, ConfigJson.ToBookJson(config)));
+        kv.Add(new(ConfigKey, config.ToJson()));
         return kv;
     }
 
@@ -186,13 +186,13 @@ internal static class GgufModel
     /// weight loads straight into an <see cref="Int8Matrix"/> when the model quantizes while loading (same blocks of 32,
     /// the fp16 scale widened exactly to float32). Without <c>output.weight</c> (OpenAI's GPT-2) the head is tied to the embedding.
     /// </summary>
-    public static GptModel Load(string path, GptConfig? config = null)
+    public static GptModel Load(string path, GptConfig? config = null, bool quantize = false)
     {
         using var file = GgufFile.Open(path);
         config ??= ConfigFor(file);
         CheckTensors(file, config);
         StateDictLoader.CheckConfigFitsFile(config, path, file.Tensors.Sum(t => t.Elements));
-        return StateDictLoader.NewModel(config, model => LoadInto(model, file));
+        return StateDictLoader.NewModel(config, model => LoadInto(model, file), quantize);
     }
 
     private static InvalidDataException Bad(GgufFile file, string what) => new($"{file.FilePath}: {what}");
@@ -241,7 +241,7 @@ internal static class GgufModel
         if (file.GetString(ConfigKey) is { } json)
         {
             // GptSharp's own record of the config: kept only where it agrees with what llama.cpp reads.
-            var book = ConfigJson.Parse(json, file.FilePath + " (" + ConfigKey + ")");
+            var book = GptConfig.FromJson(json, file.FilePath + " (" + ConfigKey + ")");
             if (book with { DropRate = inferred.DropRate, QkvBias = inferred.QkvBias } != inferred || (inferred.QkvBias && !book.QkvBias))
                 throw Bad(file, $"{ConfigKey} ({json}) disagrees with the file's gpt2 keys and tensors.");
             inferred = book;

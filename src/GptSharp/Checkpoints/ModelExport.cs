@@ -17,7 +17,7 @@ public enum ExportDType
     Q8_0,
 }
 
-/// <summary>What <see cref="ModelExport.Export"/> writes: the format (<see cref="ModelFileFormat.Gguf"/>,
+/// <summary>What <see cref="ModelFile.Export"/> writes: the format (<see cref="ModelFileFormat.Gguf"/>,
 /// <see cref="ModelFileFormat.HuggingFace"/> or <see cref="ModelFileFormat.Onnx"/>), and the type of the weight matrices.</summary>
 public sealed record ExportOptions(ModelFileFormat Format)
 {
@@ -25,11 +25,9 @@ public sealed record ExportOptions(ModelFileFormat Format)
     public ExportDType DType { get; init; } = ExportDType.Float32;
 }
 
-/// <summary>
-/// The one way to write a model for another engine: <c>model.Export(path, new ExportOptions(ModelFileFormat.Gguf))</c>,
-/// beside <c>model.Save(path)</c> (GptSharp's own files). See docs/interop.md for what each format keeps.
-/// </summary>
-public static class ModelExport
+// The one way to write a model for another engine: model.Export(path, new ExportOptions(ModelFileFormat.Gguf)), beside
+// model.Save(path) (GptSharp's own files). See docs/interop.md for what each format keeps.
+public static partial class ModelFile
 {
     /// <summary>Where <see cref="ModelFileFormat.Onnx"/> puts the graph inside the folder: <c>onnx/model.onnx</c>.</summary>
     public const string OnnxDirectory = "onnx", OnnxFileName = "model.onnx";

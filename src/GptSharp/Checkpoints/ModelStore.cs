@@ -13,7 +13,7 @@ namespace GptSharp.Checkpoints;
 /// whole <c>__metadata__</c> (<see cref="CheckpointMetadata"/>: trainer state, run configuration, generator state), so that
 /// <c>convert</c> can write a checkpoint that still resumes.
 /// </summary>
-public sealed record LoadedCheckpoint(GptModel Model, AdamW? Optimizer, IReadOnlyDictionary<string, string>? CheckpointMetadata, string Format) : IDisposable
+internal sealed record LoadedModel(GptModel Model, AdamW? Optimizer, IReadOnlyDictionary<string, string>? CheckpointMetadata, string Format) : IDisposable
 {
     /// <summary>The training loop's state (JSON) when the file is a training checkpoint.</summary>
     public string? TrainerStateJson => CheckpointMetadata?.GetValueOrDefault(TrainingCheckpointFile.TrainerStateKey);
@@ -34,18 +34,18 @@ public sealed record LoadedCheckpoint(GptModel Model, AdamW? Optimizer, IReadOnl
 /// directory (the newer of its <see cref="ModelFileName"/> and its latest complete training checkpoint).
 /// Formats are tried in the order of <see cref="Sources"/>; add a line there for a new one.
 /// </summary>
-public static class ModelStore
+internal static class ModelStore
 {
     /// <summary>The final model's file name in a run directory (the training checkpoints are <c>checkpoint-&lt;steps&gt;.safetensors</c>).</summary>
     public const string ModelFileName = "model.safetensors";
 
-    /// <summary>A format: what it is called, whether a spec is one, and how to load it (config = optional override).</summary>
-    public sealed record Source(string Description, Func<string, bool> Matches, Func<string, GptConfig?, LoadedCheckpoint> Load);
+    /// <summary>A format: what it is called, whether a spec is one, and how to load it.</summary>
+    public sealed record Source(string Description, Func<string, bool> Matches, Func<string, LoadOptions, LoadedModel> Load);
 
     /// <summary>The formats, most specific first.</summary>
     public static IReadOnlyList<Source> Sources { get; } =
     [
-        new("OpenAI GPT-2 folder (hparams.json + model.ckpt.index/.data)", Gpt2Checkpoint.IsCheckpointDirectory, LoadTensorFlow),
+        new("OpenAI GPT-2 folder (hparams.json + model.ckpt.index/.data)", Gpt2TensorFlowImport.IsOpenAiFolder, LoadTensorFlow),
         new("Hugging Face GPT-2 folder (config.json + model.safetensors or pytorch_model.bin)", HuggingFaceFolder.IsFolder, LoadHuggingFaceFolder),
         new("run directory (model.safetensors or checkpoint-<steps>.safetensors)", IsRunDirectory, LoadRunDirectory),
         new("GGUF of architecture gpt2 (llama.cpp)", IsGgufFile, LoadGguf),
@@ -53,33 +53,20 @@ public static class ModelStore
         new("safetensors (GptSharp model, training checkpoint or Hugging Face GPT-2)", IsSafeTensorsFile, LoadSafeTensors),
     ];
 
-    /// <summary>Loads just the model named by <paramref name="spec"/>.</summary>
-    /// <param name="quantization">
-    /// <see cref="WeightQuantization.Int8"/>: the linear weights become int8 (<see cref="GptModel.QuantizeInt8"/>) as they are
-    /// read, each tensor quantized and its float32 copy freed before the next is read, so peak memory stays near the int8
-    /// model's size (training checkpoints and book-named .pth files are quantized once loaded whole). A file saved from a quantized model loads as int8 either way.
-    /// </param>
-    internal static GptModel Load(string spec, GptConfig? config = null, WeightQuantization quantization = WeightQuantization.None)
+    /// <summary>Loads just the model named by <paramref name="spec"/> (<c>GptModel.Load</c>).</summary>
+    public static GptModel Load(string spec, LoadOptions options)
     {
-        bool int8 = quantization == WeightQuantization.Int8, previous = StateDictLoader.t_quantizeWhileLoading;
-        LoadedCheckpoint loaded;
-        StateDictLoader.t_quantizeWhileLoading = int8;
-        try
-        {
-            loaded = Open(spec, config);
-        }
-        finally
-        {
-            StateDictLoader.t_quantizeWhileLoading = previous;
-        }
+        var loaded = Open(spec, options);
         loaded.Dispose(keepModel: true);
-        if (int8) loaded.Model.QuantizeInt8();
+        // The formats that are read whole (training checkpoints, book-named .pth) are quantized here.
+        if (options.Quantization == WeightQuantization.Int8) loaded.Model.QuantizeInt8();
         return loaded.Model;
     }
 
     /// <summary>Loads the model and, when the file has them, the optimizer and trainer state.</summary>
-    public static LoadedCheckpoint Open(string spec, GptConfig? config = null)
+    public static LoadedModel Open(string spec, LoadOptions? options = null)
     {
+        options ??= new LoadOptions();
         // gpt2-small|gpt2-medium|gpt2-large|gpt2-xl (124M, 355M, 774M, 1558M): OpenAI's weights in the download cache.
         spec = Gpt2Models.TryResolveCached(spec) ?? spec;
         if (!File.Exists(spec) && !Directory.Exists(spec))
@@ -87,26 +74,28 @@ public static class ModelStore
                 + "an OpenAI GPT-2 folder, or gpt2-small|gpt2-medium|gpt2-large|gpt2-xl).", spec);
         foreach (var source in Sources)
             if (source.Matches(spec))
-                return source.Load(spec, config);
+                return source.Load(spec, options);
         throw new InvalidDataException($"{spec}: not a recognized model (supported: {string.Join("; ", Sources.Select(s => s.Description))}).");
     }
 
-    private static LoadedCheckpoint LoadTensorFlow(string dir, GptConfig? config) =>
-        new(Gpt2Checkpoint.Load(dir, config), null, null, "TensorFlow checkpoint (OpenAI GPT-2)");
+    private static bool Int8(LoadOptions options) => options.Quantization == WeightQuantization.Int8;
 
-    private static LoadedCheckpoint LoadHuggingFaceFolder(string dir, GptConfig? config)
+    private static LoadedModel LoadTensorFlow(string dir, LoadOptions options) =>
+        new(Gpt2TensorFlowImport.Load(dir, options.Config, Int8(options)), null, null, "TensorFlow checkpoint (OpenAI GPT-2)");
+
+    private static LoadedModel LoadHuggingFaceFolder(string dir, LoadOptions options)
     {
         string weights = HuggingFaceFolder.WeightsPath(dir);
-        var loaded = weights.EndsWith(".safetensors", StringComparison.Ordinal) ? LoadSafeTensors(weights, config) : LoadPth(weights, config);
+        var loaded = weights.EndsWith(".safetensors", StringComparison.Ordinal) ? LoadSafeTensors(weights, options) : LoadPth(weights, options);
         return loaded with { Format = "Hugging Face GPT-2 folder" };
     }
 
     private static bool IsRunDirectory(string spec) => Directory.Exists(spec);
 
-    private static LoadedCheckpoint LoadRunDirectory(string dir, GptConfig? config)
+    private static LoadedModel LoadRunDirectory(string dir, LoadOptions options)
     {
         string? path = RunDirectoryWeights(dir);
-        return path is not null ? LoadSafeTensors(path, config)
+        return path is not null ? LoadSafeTensors(path, options)
             : throw new FileNotFoundException($"{dir}: run directory has neither {ModelFileName} nor a complete checkpoint-<steps>.safetensors.");
     }
 
@@ -135,47 +124,49 @@ public static class ModelStore
     // By magic, or by name so that a damaged .gguf gets the GGUF reader's message rather than the safetensors one.
     internal static bool IsGgufFile(string path) => GgufFile.HasMagic(path) || (File.Exists(path) && Path.GetExtension(path).Equals(".gguf", StringComparison.OrdinalIgnoreCase));
 
-    private static LoadedCheckpoint LoadGguf(string path, GptConfig? config) => new(GgufModel.Load(path, config), null, null, "GGUF");
+    private static LoadedModel LoadGguf(string path, LoadOptions options) => new(GgufModel.Load(path, options.Config, Int8(options)), null, null, "GGUF");
 
-    private static LoadedCheckpoint LoadPth(string path, GptConfig? config)
+    private static LoadedModel LoadPth(string path, LoadOptions options)
     {
+        var config = options.Config;
         using (var file = PthFile.Open(path))
         {
             var stateDict = file.StateDict();
             if (Gpt2Import.IsGpt2Names(stateDict))
             {
                 // A Hugging Face pytorch_model.bin: the same names as its safetensors twin.
-                config ??= ModelCheckpoint.ConfigBeside(path) ?? Gpt2Import.InferConfig(stateDict);
-                var hf = Gpt2Import.NewModel(config, stateDict);
-                return new LoadedCheckpoint(hf, null, null, "pth (Hugging Face GPT-2)");
+                config ??= ModelFile.ConfigBeside(path) ?? Gpt2Import.InferConfig(stateDict);
+                var hf = Gpt2Import.NewModel(config, stateDict, Int8(options));
+                return new LoadedModel(hf, null, null, "pth (Hugging Face GPT-2)");
             }
         }
-        var (model, optimizer) = PthCheckpoint.Load(path, config);
-        return new LoadedCheckpoint(model, optimizer, null, optimizer is null ? "pth (state dict)" : "pth (model + optimizer)");
+        var (model, optimizer) = PthModelFile.Load(path, config);
+        return new LoadedModel(model, optimizer, null, optimizer is null ? "pth (state dict)" : "pth (model + optimizer)");
     }
 
-    private static LoadedCheckpoint LoadSafeTensors(string path, GptConfig? config)
+    private static LoadedModel LoadSafeTensors(string path, LoadOptions options)
     {
+        var config = options.Config;
         using (var file = SafeTensorsFile.Open(path))
         {
             if (TrainingCheckpointFile.IsTrainingCheckpoint(file))
             {
-                if (config is not null && config != ModelCheckpoint.ConfigFor(file))
+                if (config is not null && config != ModelFile.ConfigFor(file))
                     throw new ArgumentException($"{path}: a training checkpoint carries its own config; don't pass another.");
             }
             else if (Gpt2Import.IsGpt2Names(file))
             {
                 file.Dispose();
-                return new LoadedCheckpoint(Gpt2Import.LoadHuggingFace(path, config), null, null, "safetensors (Hugging Face GPT-2)");
+                return new LoadedModel(Gpt2Import.LoadHuggingFace(path, config, Int8(options)), null, null, "safetensors (Hugging Face GPT-2)");
             }
             else
             {
-                config ??= file.Metadata.ContainsKey(ModelCheckpoint.ConfigKey) ? null : ModelCheckpoint.ConfigBeside(path);
-                var model = config is null ? ModelCheckpoint.Load(file) : StateDictLoader.Load(config, file);
-                return new LoadedCheckpoint(model, null, null, "safetensors (model)");
+                config ??= file.Metadata.ContainsKey(ModelFile.ConfigKey) ? null : ModelFile.ConfigBeside(path);
+                var model = config is null ? ModelFile.Load(file, Int8(options)) : StateDictLoader.Load(config, file, Int8(options));
+                return new LoadedModel(model, null, null, "safetensors (model)");
             }
         }
         var (m, optimizer, metadata) = TrainingCheckpointFile.Load(path);
-        return new LoadedCheckpoint(m, optimizer, metadata, "training checkpoint");
+        return new LoadedModel(m, optimizer, metadata, "training checkpoint");
     }
 }

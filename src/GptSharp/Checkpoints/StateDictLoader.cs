@@ -17,15 +17,14 @@ internal static partial class StateDictLoader
     /// <summary>True for the book's causal-mask buffers (<c>trf_blocks.N.att.mask</c>): stored by PyTorch, not parameters.</summary>
     public static bool IsMaskBuffer(string name) => name.StartsWith("trf_blocks.", StringComparison.Ordinal) && name.EndsWith(".att.mask", StringComparison.Ordinal);
 
-    // Set by ModelStore.Load(..., quantization: Int8) around a load: the model quantizes each linear weight as soon as
-    // it is read (GptModel.WeightLoaded), in whichever format's loader, so the float32 model never exists whole.
-    // Thread-static rather than a parameter of every loader: the formats' load paths stay as they are.
-    [ThreadStatic] internal static bool t_quantizeWhileLoading;
-
-    /// <summary>A new model of <paramref name="config"/> filled by <paramref name="load"/>; disposed again if loading fails.</summary>
-    public static GptModel NewModel(GptConfig config, Action<GptModel> load)
+    /// <summary>
+    /// A new model of <paramref name="config"/> filled by <paramref name="load"/>; disposed again if loading fails. With
+    /// <paramref name="quantize"/> each linear weight becomes int8 as soon as it is read (<c>GptModel.WeightLoaded</c>), in
+    /// whichever format's loader, so the float32 model never exists whole.
+    /// </summary>
+    public static GptModel NewModel(GptConfig config, Action<GptModel> load, bool quantize = false)
     {
-        var model = new GptModel(config) { QuantizeWhileLoading = t_quantizeWhileLoading };
+        var model = new GptModel(config) { QuantizeWhileLoading = quantize };
         try
         {
             load(model);
@@ -40,10 +39,10 @@ internal static partial class StateDictLoader
     }
 
     /// <summary>A new model of <paramref name="config"/> holding the book-named tensors of <paramref name="source"/>.</summary>
-    public static GptModel Load(GptConfig config, ITensorSource source)
+    public static GptModel Load(GptConfig config, ITensorSource source, bool quantize = false)
     {
         CheckConfigFitsFile(config, source);
-        return NewModel(config, model => LoadInto(model, source));
+        return NewModel(config, model => LoadInto(model, source), quantize);
     }
 
     /// <summary>
@@ -96,7 +95,7 @@ internal static partial class StateDictLoader
         var parameters = model.Parameters();
         var int8 = IsInt8File(source) ? new HashSet<Parameter>(model.LinearWeights()) : [];
         var known = new HashSet<string>(parameters.Select(p => p.Name), StringComparer.Ordinal);
-        foreach (var p in int8) known.Add(p.Name + ModelCheckpoint.Int8ScaleSuffix);
+        foreach (var p in int8) known.Add(p.Name + ModelFile.Int8ScaleSuffix);
         foreach (var t in source.Tensors)
             if (!known.Contains(t.Name) && !IsMaskBuffer(t.Name))
                 throw new InvalidDataException($"{source.FilePath}: unexpected tensor '{t.Name}' {t.ShapeString}: the model has no such parameter.");
@@ -107,7 +106,7 @@ internal static partial class StateDictLoader
             CheckShape(source.FilePath, p.Name, stored.Shape, p.Value.ShapeArray);
             if (int8.Contains(p) && stored.DType == TensorDType.I8)
             {
-                string scaleName = p.Name + ModelCheckpoint.Int8ScaleSuffix;
+                string scaleName = p.Name + ModelFile.Int8ScaleSuffix;
                 var scales = source.Find(scaleName)
                     ?? throw new InvalidDataException($"{source.FilePath}: int8 tensor '{p.Name}' has no scales '{scaleName}'.");
                 int rows = p.Value.Size(0), blocks = (p.Value.Size(1) + Int8Matrix.BlockSize - 1) / Int8Matrix.BlockSize;
@@ -129,9 +128,9 @@ internal static partial class StateDictLoader
         }
     }
 
-    /// <summary>True for a model file written by a quantized model (<see cref="ModelCheckpoint.QuantizationKey"/>).</summary>
+    /// <summary>True for a model file written by a quantized model (<see cref="ModelFile.QuantizationKey"/>).</summary>
     private static bool IsInt8File(ITensorSource source) => source is SafeTensorsFile file
-        && file.Metadata.TryGetValue(ModelCheckpoint.QuantizationKey, out var q) && q == ModelCheckpoint.Int8Quantization;
+        && file.Metadata.TryGetValue(ModelFile.QuantizationKey, out var q) && q == ModelFile.Int8Quantization;
 
     private static Int8Matrix ReadInt8(SafeTensorsFile file, Parameter p)
     {
@@ -139,10 +138,10 @@ internal static partial class StateDictLoader
         try
         {
             file.ReadInt8(p.Name, MemoryMarshal.Cast<byte, sbyte>(matrix.ValueSpan));
-            file.ReadInto(p.Name + ModelCheckpoint.Int8ScaleSuffix, matrix.ScaleSpan);
+            file.ReadInto(p.Name + ModelFile.Int8ScaleSuffix, matrix.ScaleSpan);
             foreach (float scale in matrix.ScaleSpan)
                 if (!(scale >= 0 && float.IsFinite(scale)))
-                    throw new InvalidDataException($"{file.FilePath}: tensor '{p.Name}{ModelCheckpoint.Int8ScaleSuffix}' has a negative or non-finite scale ({scale}).");
+                    throw new InvalidDataException($"{file.FilePath}: tensor '{p.Name}{ModelFile.Int8ScaleSuffix}' has a negative or non-finite scale ({scale}).");
             return matrix;
         }
         catch

@@ -59,11 +59,15 @@ internal static partial class TrainingCheckpointFile
         return null;
     }
 
-    /// <summary>A run directory gives its <see cref="Latest"/> checkpoint; a file is itself.</summary>
-    public static string Resolve(string runDirectoryOrFile) =>
-        Directory.Exists(runDirectoryOrFile)
-            ? Latest(runDirectoryOrFile) ?? throw new FileNotFoundException($"{runDirectoryOrFile}: the run directory has no complete training checkpoint (checkpoint-<steps>.safetensors).")
-            : runDirectoryOrFile;
+    /// <summary>The checkpoint a run directory resumes from (its <see cref="Latest"/>), or the file itself.</summary>
+    public static string Resolve(string runDirectoryOrFile)
+    {
+        if (Directory.Exists(runDirectoryOrFile))
+            return Latest(runDirectoryOrFile) ?? throw new FileNotFoundException(
+                $"{runDirectoryOrFile}: the run directory has no complete checkpoint-<steps>.safetensors (was the run stopped before its first checkpoint?); to start a new run from its weights use RunConfig.InitFrom.");
+        if (!File.Exists(runDirectoryOrFile)) throw new FileNotFoundException($"{runDirectoryOrFile}: neither a run directory nor a training checkpoint file.", runDirectoryOrFile);
+        return runDirectoryOrFile;
+    }
 
     public const string OptimizerKey = "optimizer";
     public const string TrainerStateKey = "trainer_state";
@@ -88,10 +92,10 @@ internal static partial class TrainingCheckpointFile
         {
             throw new ArgumentException($"trainer state is not valid JSON: {e.Message}");
         }
-        var entries = ModelCheckpoint.Entries(model)
+        var entries = ModelFile.Entries(model)
             .Concat(parameters.Select((p, i) => SafeTensorsEntry.Float32(ExpAvgPrefix + p.Name, optimizer.ExpAvg[i])))
             .Concat(parameters.Select((p, i) => SafeTensorsEntry.Float32(ExpAvgSqPrefix + p.Name, optimizer.ExpAvgSq[i])));
-        var metadata = ModelCheckpoint.Metadata(model.Config, Kind);
+        var metadata = ModelFile.Metadata(model.Config, Kind);
         metadata[OptimizerKey] = OptimizerJson(optimizer);
         metadata[TrainerStateKey] = trainerStateJson;
         foreach (var (key, value) in extraMetadata ?? new Dictionary<string, string>())
@@ -104,7 +108,7 @@ internal static partial class TrainingCheckpointFile
     {
         string path = Resolve(runDirectoryOrFile);
         using var file = OpenCheckpoint(path);
-        var model = new GptModel(ModelCheckpoint.ConfigFor(file));
+        var model = new GptModel(ModelFile.ConfigFor(file));
         AdamW? optimizer = null;
         try
         {
@@ -129,9 +133,9 @@ internal static partial class TrainingCheckpointFile
     {
         string path = Resolve(runDirectoryOrFile);
         using var file = OpenCheckpoint(path);
-        var config = ModelCheckpoint.ConfigFor(file);
+        var config = ModelFile.ConfigFor(file);
         if (config != model.Config)
-            throw new InvalidDataException($"{path}: the checkpoint's config {ConfigJson.ToBookJson(config)} differs from the model's {ConfigJson.ToBookJson(model.Config)}.");
+            throw new InvalidDataException($"{path}: the checkpoint's config {config.ToJson()} differs from the model's {model.Config.ToJson()}.");
         var o = ParseOptimizer(file);
         if (o.Beta1 != optimizer.Beta1 || o.Beta2 != optimizer.Beta2 || o.Eps != optimizer.Eps || o.WeightDecay != optimizer.WeightDecay)
             throw new InvalidDataException($"{path}: the checkpoint's AdamW (betas ({o.Beta1}, {o.Beta2}), eps {o.Eps}, weight_decay {o.WeightDecay}) differs from this optimizer's (betas ({optimizer.Beta1}, {optimizer.Beta2}), eps {optimizer.Eps}, weight_decay {optimizer.WeightDecay}).");
@@ -144,7 +148,7 @@ internal static partial class TrainingCheckpointFile
     /// </summary>
     public static Dictionary<string, string> CallerMetadata(IReadOnlyDictionary<string, string>? metadata)
     {
-        var own = ModelCheckpoint.Metadata(new GptConfig(), Kind).Keys.Append(OptimizerKey).Append(TrainerStateKey).ToHashSet(StringComparer.Ordinal);
+        var own = ModelFile.Metadata(new GptConfig(), Kind).Keys.Append(OptimizerKey).Append(TrainerStateKey).ToHashSet(StringComparer.Ordinal);
         return (metadata ?? new Dictionary<string, string>()).Where(kv => !own.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal);
     }
 
@@ -157,7 +161,7 @@ internal static partial class TrainingCheckpointFile
 
     /// <summary>True when <paramref name="file"/> is a training checkpoint (by its metadata).</summary>
     public static bool IsTrainingCheckpoint(SafeTensorsFile file) =>
-        file.Metadata.TryGetValue(ModelCheckpoint.KindKey, out var kind) && kind == Kind;
+        file.Metadata.TryGetValue(ModelFile.KindKey, out var kind) && kind == Kind;
 
     /// <summary>The model tensors of a checkpoint (optimizer tensors hidden), for loaders that only want the model.</summary>
     public static ITensorSource ModelTensors(SafeTensorsFile file) => new ModelPart(file);
@@ -168,7 +172,7 @@ internal static partial class TrainingCheckpointFile
         if (!IsTrainingCheckpoint(file))
         {
             file.Dispose();
-            throw new InvalidDataException($"{path}: not a GptSharp training checkpoint (no __metadata__ \"{ModelCheckpoint.KindKey}\": \"{Kind}\").");
+            throw new InvalidDataException($"{path}: not a GptSharp training checkpoint (no __metadata__ \"{ModelFile.KindKey}\": \"{Kind}\").");
         }
         return file;
     }

@@ -31,7 +31,7 @@ public sealed record PreparationOptions
     public PreparationOptions Validate()
     {
         Read.Validate();
-        if (ShardTokens is <= 0 or > int.MaxValue) throw new ArgumentException($"--shard-tokens must be between 1 and {int.MaxValue} (llm.c counts in an int32), got {ShardTokens}.");
+        if (ShardTokens is <= 0 or > int.MaxValue) throw new ArgumentException($"PreparationOptions.ShardTokens must be between 1 and {int.MaxValue} (llm.c counts in an int32), got {ShardTokens}.");
         return this;
     }
 }

@@ -34,19 +34,19 @@ public static class DataLoaders
     public static TrainValidationLoaders CreateTrainValidation(ITokenSequence trainTokens, ITokenSequence validationTokens,
         int batchSize, int contextLength, int stride, IRandomGenerator? generator, bool shuffleTraining = true)
     {
-        if (batchSize <= 0) throw new ArgumentException($"--batch-size must be positive, got {batchSize}.");
-        if (contextLength <= 0) throw new ArgumentException($"--context-length must be positive, got {contextLength}.");
-        if (stride <= 0) throw new ArgumentException($"--stride must be positive, got {stride}.");
+        if (batchSize <= 0) throw new ArgumentException($"batchSize must be positive, got {batchSize}.");
+        if (contextLength <= 0) throw new ArgumentException($"contextLength must be positive, got {contextLength}.");
+        if (stride <= 0) throw new ArgumentException($"stride must be positive, got {stride}.");
         long trainNeeded = TokensNeededForTraining(batchSize, contextLength, stride);
         if (trainTokens.Count < trainNeeded)
             throw new ArgumentException(
                 $"Not enough tokens for the training loader: the training split has {trainTokens.Count:N0} tokens and one batch of " +
-                $"{batchSize} x {contextLength} (stride {stride}) needs {trainNeeded:N0}. Lower --context-length or --batch-size, or use more data.");
+                $"{batchSize} x {contextLength} (stride {stride}) needs {trainNeeded:N0}. Lower contextLength or batchSize, or use more data.");
         long validationNeeded = TokensNeededForValidation(contextLength);
         if (validationTokens.Count < validationNeeded)
             throw new ArgumentException(
                 $"Not enough tokens for the validation loader: the validation split has {validationTokens.Count:N0} tokens and one window of " +
-                $"{contextLength} needs {validationNeeded:N0}. Lower --context-length, or use more data.");
+                $"{contextLength} needs {validationNeeded:N0}. Lower contextLength, or use more data.");
         var train = CreateDataloaderV1(trainTokens, batchSize, contextLength, stride, shuffle: shuffleTraining, dropLast: true, generator);
         var validation = CreateDataloaderV1(validationTokens, batchSize, contextLength, stride, shuffle: false, dropLast: false, generator);
         return new TrainValidationLoaders(train, validation);

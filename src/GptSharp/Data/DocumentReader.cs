@@ -17,8 +17,8 @@ public sealed record CorpusReadOptions
 
     public CorpusReadOptions Validate()
     {
-        if (string.IsNullOrEmpty(TextColumn)) throw new ArgumentException("--text-column must not be empty.");
-        if (string.IsNullOrEmpty(TextField)) throw new ArgumentException("--text-field must not be empty.");
+        if (string.IsNullOrEmpty(TextColumn)) throw new ArgumentException("CorpusReadOptions.TextColumn must not be empty.");
+        if (string.IsNullOrEmpty(TextField)) throw new ArgumentException("CorpusReadOptions.TextField must not be empty.");
         return this;
     }
 }
@@ -213,7 +213,7 @@ internal static class DocumentReader
                         throw new InvalidDataException($"{path}: line {number}: field \"{field}\" is {reader.TokenType}, expected a string.");
                 }
             }
-            throw new InvalidDataException($"{path}: line {number} has no field \"{field}\" (use --text-field to name the field that holds the text).");
+            throw new InvalidDataException($"{path}: line {number} has no field \"{field}\" (use CorpusReadOptions.TextField to name the field that holds the text).");
         }
         catch (Exception e) when (e is JsonException or InvalidOperationException) // InvalidOperationException: invalid UTF-8 in an escaped string
         {
@@ -277,7 +277,7 @@ internal static class DocumentReader
         {
             var fields = reader.Schema.GetDataFields();
             var field = fields.FirstOrDefault(f => f.Name == column)
-                ?? throw new InvalidDataException($"{name}: no column \"{column}\" (columns: {string.Join(", ", fields.Select(f => f.Name))}; use --text-column to name the one that holds the text).");
+                ?? throw new InvalidDataException($"{name}: no column \"{column}\" (columns: {string.Join(", ", fields.Select(f => f.Name))}; use CorpusReadOptions.TextColumn to name the one that holds the text).");
             if (field.ClrType != typeof(string) && field.ClrType != typeof(ReadOnlyMemory<char>) || field.IsArray)
                 throw new InvalidDataException($"{name}: column \"{column}\" holds {field.ClrType.Name}{(field.IsArray ? " lists" : "")}, not text.");
             byte[] utf8 = new byte[1 << 16];

@@ -33,7 +33,7 @@ public static class TextCorpus
     /// </summary>
     public static IReadOnlyList<string> ResolveFiles(string pathOrPattern)
     {
-        if (string.IsNullOrWhiteSpace(pathOrPattern)) throw new ArgumentException("--data: no path given.");
+        if (string.IsNullOrWhiteSpace(pathOrPattern)) throw new ArgumentException("RunConfig.Data: no path given.");
         string[] files;
         if (File.Exists(pathOrPattern))
             files = [pathOrPattern];
@@ -45,14 +45,14 @@ public static class TextCorpus
             string? directory = Path.GetDirectoryName(pathOrPattern);
             string pattern = Path.GetFileName(pathOrPattern);
             if (pattern.IndexOfAny(['*', '?']) < 0)
-                throw new FileNotFoundException($"--data: '{pathOrPattern}' is not a file, a directory or a glob.");
+                throw new FileNotFoundException($"RunConfig.Data: '{pathOrPattern}' is not a file, a directory or a glob.");
             if (string.IsNullOrEmpty(directory)) directory = ".";
             if (!Directory.Exists(directory))
-                throw new DirectoryNotFoundException($"--data: directory '{directory}' does not exist.");
+                throw new DirectoryNotFoundException($"RunConfig.Data: directory '{directory}' does not exist.");
             files = Directory.GetFiles(directory, pattern, SearchOption.TopDirectoryOnly);
         }
         Array.Sort(files, StringComparer.Ordinal);
-        if (files.Length == 0) throw new FileNotFoundException($"--data: no corpus files ({CorpusFile.KnownEndings}) found in '{pathOrPattern}'.");
+        if (files.Length == 0) throw new FileNotFoundException($"RunConfig.Data: no corpus files ({CorpusFile.KnownEndings}) found in '{pathOrPattern}'.");
         foreach (string file in files)
             if (CorpusFile.TryClassify(file) is null && !TokenFile.IsTokenFile(file)) CorpusFile.Classify(file); // names the file
         return files;

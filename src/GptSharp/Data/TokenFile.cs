@@ -8,7 +8,7 @@ using GptSharp.IO;
 namespace GptSharp.Data;
 
 /// <summary>What <c>gptsharp prepare</c> records about a token file (stored as JSON inside it).</summary>
-public sealed record TokenFileHeader
+internal sealed record TokenFileHeader
 {
     [JsonPropertyName("format")] public string Format { get; init; } = TokenFile.FormatName;
     [JsonPropertyName("dtype")] public string DataType { get; init; } = "uint16";
@@ -25,7 +25,7 @@ public sealed record TokenFileHeader
 /// the JSON header (<see cref="TokenFileHeader"/>), zero padding to byte 64, the ids from byte 64,
 /// then the JSON (written last, once the count is known).</para>
 /// </summary>
-public sealed class TokenFile : ITokenSequence, IDisposable
+internal sealed class TokenFile : ITokenSequence, IDisposable
 {
     public const string FormatName = "gptsharp-tokens";
     public const int DataOffset = 64;

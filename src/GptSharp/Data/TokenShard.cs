@@ -3,7 +3,7 @@ using System.Buffers.Binary;
 namespace GptSharp.Data;
 
 /// <summary>The token file formats <see cref="TokenShard"/> reads: all little-endian uint16 ids after a header (or none).</summary>
-public enum TokenFileFormat
+internal enum TokenFileFormat
 {
     /// <summary>GptSharp's own token file (<see cref="TokenFile"/>, made by <c>gptsharp prepare</c>).</summary>
     GptSharp,

@@ -132,6 +132,6 @@ public static class DistributedTraining
         Off => DataParallel.SingleProcess,
         Auto when !MpiProcessGroup.StartedByMpirun => DataParallel.SingleProcess,
         Auto or Mpi => new DataParallel(MpiProcessGroup.Start()),
-        _ => throw new ArgumentException($"--distributed must be one of {string.Join(", ", Modes)}, got '{mode}'."),
+        _ => throw new ArgumentException($"DistributedTraining mode must be one of {string.Join(", ", Modes)}, got '{mode}'."),
     };
 }

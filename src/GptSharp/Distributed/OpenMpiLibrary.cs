@@ -63,7 +63,7 @@ internal sealed unsafe class OpenMpiLibrary
         // RTLD_GLOBAL: Open MPI's components (plugins it dlopens during MPI_Init) resolve their symbols in libmpi.
         nint library = dlopen(LibraryName, RtldNow | RtldGlobal);
         if (library == 0)
-            throw new NotSupportedException($"--distributed mpi: Open MPI's {LibraryName} could not be loaded ({Marshal.PtrToStringUTF8(dlerror())}); install it with `{InstallLine}`.");
+            throw new NotSupportedException($"DistributedTraining mode mpi: Open MPI's {LibraryName} could not be loaded ({Marshal.PtrToStringUTF8(dlerror())}); install it with `{InstallLine}`.");
         return new OpenMpiLibrary(library);
     }
 

@@ -15,7 +15,7 @@ public sealed record BenchmarkOptions
 
     public BenchmarkOptions Validate()
     {
-        if (BatchSize < 1) throw new ArgumentException($"--batch-size must be at least 1, got {BatchSize}.");
+        if (BatchSize < 1) throw new ArgumentException($"BenchmarkOptions.BatchSize must be at least 1, got {BatchSize}.");
         return this;
     }
 }
@@ -79,7 +79,7 @@ public abstract class BenchmarkTask
     /// </summary>
     public static BenchmarkTask Load(string name, string path, int? limit = null)
     {
-        if (limit is < 1) throw new ArgumentException($"--limit must be at least 1, got {limit}.");
+        if (limit is < 1) throw new ArgumentException($"limit must be at least 1, got {limit}.");
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: no such task file.", path);
         return name switch
         {
@@ -96,7 +96,7 @@ public abstract class BenchmarkTask
     {
         int colon = spec.IndexOf(':');
         if (colon <= 0 || colon == spec.Length - 1)
-            throw new ArgumentException($"--eval-task '{spec}': expected NAME:FILE with NAME one of {string.Join(", ", Names)} (e.g. hellaswag:hellaswag_val.jsonl).");
+            throw new ArgumentException($"TrainingOptions.EvalTask '{spec}': expected NAME:FILE with NAME one of {string.Join(", ", Names)} (e.g. hellaswag:hellaswag_val.jsonl).");
         return Load(spec[..colon], spec[(colon + 1)..]);
     }
 

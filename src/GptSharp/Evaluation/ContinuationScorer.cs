@@ -17,7 +17,7 @@ internal readonly record struct ContinuationRequest(int[] Context, int[] Continu
 /// (−log p(continuation | context), in nats), their count, and whether greedy decoding (argmax at every position)
 /// reproduces every one of them.
 /// </summary>
-public readonly record struct ContinuationScore(double Loss, int Tokens, bool IsGreedy)
+internal readonly record struct ContinuationScore(double Loss, int Tokens, bool IsGreedy)
 {
     /// <summary>The mean loss per continuation token (llm.c's <c>avg_loss</c>, what <c>acc_norm</c> compares).</summary>
     public double MeanLoss => Loss / Tokens;

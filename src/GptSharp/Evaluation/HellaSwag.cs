@@ -10,7 +10,7 @@ internal sealed record HellaSwagExample(string Context, IReadOnlyList<string> En
 /// What the model made of one HellaSwag example: per ending, the summed and mean loss of its tokens, and the ending
 /// each rule picks (the lowest summed loss for <c>acc</c>, the lowest mean loss for <c>acc_norm</c>; the first on ties).
 /// </summary>
-public sealed record HellaSwagScore(int Label, IReadOnlyList<ContinuationScore> Endings)
+internal sealed record HellaSwagScore(int Label, IReadOnlyList<ContinuationScore> Endings)
 {
     public int Predicted { get; } = ArgMin(Endings, e => e.Loss);
     public int PredictedNorm { get; } = ArgMin(Endings, e => e.MeanLoss);
@@ -25,7 +25,7 @@ public sealed record HellaSwagScore(int Label, IReadOnlyList<ContinuationScore> 
 }
 
 /// <summary>HellaSwag's accuracies over the examples scored, and each example's scores.</summary>
-public sealed class HellaSwagResult(IReadOnlyList<HellaSwagScore> examples) : BenchmarkResult
+internal sealed class HellaSwagResult(IReadOnlyList<HellaSwagScore> examples) : BenchmarkResult
 {
     public override string Task => HellaSwag.TaskName;
     public override int Count => Examples.Count;

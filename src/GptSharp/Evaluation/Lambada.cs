@@ -6,7 +6,7 @@ namespace GptSharp.Evaluation;
 internal sealed record LambadaExample(string Context, string Target);
 
 /// <summary>LAMBADA's metrics over the examples scored, and each example's score.</summary>
-public sealed class LambadaResult(IReadOnlyList<ContinuationScore> examples) : BenchmarkResult
+internal sealed class LambadaResult(IReadOnlyList<ContinuationScore> examples) : BenchmarkResult
 {
     public override string Task => Lambada.TaskName;
     public override int Count => Examples.Count;

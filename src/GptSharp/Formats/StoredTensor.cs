@@ -10,7 +10,7 @@ public enum TensorDType
 }
 
 /// <summary>Sizes and names of <see cref="TensorDType"/> values, and conversion of stored bytes to float32.</summary>
-public static class TensorDTypes
+internal static class TensorDTypes
 {
     public static int ElementSize(this TensorDType dtype) => dtype switch
     {

@@ -58,22 +58,22 @@ public sealed record GenerationOptions
     public GenerationOptions Validate()
     {
         if (!(Temperature >= 0) || float.IsInfinity(Temperature))
-            throw new ArgumentException($"--temperature must be a finite number ≥ 0, got {Temperature}.");
-        if (TopK is < 1) throw new ArgumentException($"--top-k must be at least 1, got {TopK}.");
-        if (TopP is { } p && !(p > 0 && p <= 1)) throw new ArgumentException($"--top-p must be in (0, 1], got {p}.");
-        if (MinP is { } m && !(m >= 0 && m <= 1)) throw new ArgumentException($"--min-p must be in [0, 1], got {m}.");
+            throw new ArgumentException($"GenerationOptions.Temperature must be a finite number ≥ 0, got {Temperature}.");
+        if (TopK is < 1) throw new ArgumentException($"GenerationOptions.TopK must be at least 1, got {TopK}.");
+        if (TopP is { } p && !(p > 0 && p <= 1)) throw new ArgumentException($"GenerationOptions.TopP must be in (0, 1], got {p}.");
+        if (MinP is { } m && !(m >= 0 && m <= 1)) throw new ArgumentException($"GenerationOptions.MinP must be in [0, 1], got {m}.");
         if (!(RepetitionPenalty > 0) || float.IsInfinity(RepetitionPenalty))
-            throw new ArgumentException($"--repetition-penalty must be a finite number > 0, got {RepetitionPenalty}.");
-        if (!float.IsFinite(FrequencyPenalty)) throw new ArgumentException($"--frequency-penalty must be finite, got {FrequencyPenalty}.");
-        if (!float.IsFinite(PresencePenalty)) throw new ArgumentException($"--presence-penalty must be finite, got {PresencePenalty}.");
+            throw new ArgumentException($"GenerationOptions.RepetitionPenalty must be a finite number > 0, got {RepetitionPenalty}.");
+        if (!float.IsFinite(FrequencyPenalty)) throw new ArgumentException($"GenerationOptions.FrequencyPenalty must be finite, got {FrequencyPenalty}.");
+        if (!float.IsFinite(PresencePenalty)) throw new ArgumentException($"GenerationOptions.PresencePenalty must be finite, got {PresencePenalty}.");
         if (LogitBias is { } bias)
             foreach (var (token, value) in bias)
                 if (token < 0 || !float.IsFinite(value)) throw new ArgumentException($"logit bias {token}: {value} must be a token id ≥ 0 with a finite value.");
-        if (EosId is < 0) throw new ArgumentException($"--eos must be a token id ≥ 0, got {EosId}.");
-        if (NumBeams < 1) throw new ArgumentException($"--num-beams must be at least 1, got {NumBeams}.");
+        if (EosId is < 0) throw new ArgumentException($"GenerationOptions.EosId must be a token id ≥ 0, got {EosId}.");
+        if (NumBeams < 1) throw new ArgumentException($"GenerationOptions.NumBeams must be at least 1, got {NumBeams}.");
         if (NumBeams > 1 && Temperature > 0)
-            throw new ArgumentException("--num-beams > 1 is deterministic beam search: it cannot be combined with --temperature > 0.");
-        if (!float.IsFinite(LengthPenalty)) throw new ArgumentException($"--length-penalty must be finite, got {LengthPenalty}.");
+            throw new ArgumentException("GenerationOptions.NumBeams > 1 is deterministic beam search: it cannot be combined with GenerationOptions.Temperature > 0.");
+        if (!float.IsFinite(LengthPenalty)) throw new ArgumentException($"GenerationOptions.LengthPenalty must be finite, got {LengthPenalty}.");
         if (ContextSize is < 1) throw new ArgumentException($"the context size must be at least 1, got {ContextSize}.");
         return this;
     }

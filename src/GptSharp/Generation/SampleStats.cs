@@ -35,7 +35,7 @@ public static class SampleStats
     /// </summary>
     public static int[] CountDraws(ReadOnlySpan<float> probabilities, int draws, IRandomGenerator generator)
     {
-        if (draws < 0) throw new ArgumentException($"--draws must be ≥ 0, got {draws}.");
+        if (draws < 0) throw new ArgumentException($"draws must be ≥ 0, got {draws}.");
         var counts = new int[probabilities.Length];
         for (int i = 0; i < draws; i++) counts[generator.Multinomial(probabilities)]++;
         return counts;

@@ -17,7 +17,7 @@ public sealed partial class TextGenerator
     private int[] BeamSearch(int[] prompt, int maxNewTokens)
     {
         int beams = Options.NumBeams, promptLength = prompt.Length;
-        if (maxNewTokens < 0) throw new ArgumentException($"--max-new-tokens must be ≥ 0, got {maxNewTokens}.");
+        if (maxNewTokens < 0) throw new ArgumentException($"maxNewTokens must be ≥ 0, got {maxNewTokens}.");
         if (promptLength == 0) throw new ArgumentException("the prompt is empty.");
         if (!Options.Slide && promptLength > ContextSize)
             throw new ArgumentException($"the prompt has {promptLength} tokens, more than the context length {ContextSize} (and sliding is off).");

@@ -53,7 +53,7 @@ public sealed partial class TextGenerator : IDisposable
         if (Options.Temperature > 0 && generator is null)
             throw new ArgumentException("sampling with a temperature > 0 needs a random generator (a seed).");
         if (Options.EosId is { } eos && eos >= model.Config.VocabSize)
-            throw new ArgumentException($"--eos {eos} is outside the vocabulary (0..{model.Config.VocabSize - 1}).");
+            throw new ArgumentException($"GenerationOptions.EosId {eos} is outside the vocabulary (0..{model.Config.VocabSize - 1}).");
         foreach (int id in Options.LogitBias?.Keys ?? [])
             if (id >= model.Config.VocabSize) throw new ArgumentException($"logit bias: token id {id} is outside the vocabulary (0..{model.Config.VocabSize - 1}).");
         _random = generator;
@@ -144,7 +144,7 @@ public sealed partial class TextGenerator : IDisposable
 
     private State Start(TokenBatch prompt, int maxNewTokens)
     {
-        if (maxNewTokens < 0) throw new ArgumentException($"--max-new-tokens must be ≥ 0, got {maxNewTokens}.");
+        if (maxNewTokens < 0) throw new ArgumentException($"maxNewTokens must be ≥ 0, got {maxNewTokens}.");
         if (!Options.Slide && prompt.SequenceLength > ContextSize)
             throw new ArgumentException($"the prompt has {prompt.SequenceLength} tokens, more than the context length {ContextSize} (and sliding is off).");
         foreach (int id in prompt.Ids)
@@ -229,7 +229,7 @@ public sealed partial class TextGenerator : IDisposable
             {
                 Span<int> last = batchSize <= 64 ? stackalloc int[batchSize] : new int[batchSize];
                 for (int b = 0; b < batchSize; b++) last[b] = tokens[b * rowStride + length - 1];
-                _cachedLogits = _model.Step(cache, last);
+                _cachedLogits = _model.DecodeNext(cache, last);
             }
             else
             {

@@ -4,7 +4,7 @@ namespace GptSharp.Model;
 /// The book's model configuration dictionary (<c>GPT_CONFIG_124M</c>) as an immutable record.
 /// Use <c>with</c> to vary it: <c>GptConfig.Gpt2Small with { ContextLength = 256 }</c>.
 /// </summary>
-public sealed record GptConfig
+public sealed partial record GptConfig
 {
     /// <summary>Number of token ids (<c>vocab_size</c>).</summary>
     public int VocabSize { get; init; } = 50257;
@@ -51,9 +51,13 @@ public sealed record GptConfig
     /// <summary>
     /// Looks up a preset by name: <c>124M</c> (the book's, context 256), <c>gpt2-small</c>/<c>gpt2-124M</c>,
     /// <c>gpt2-medium</c>/<c>355M</c>, <c>gpt2-large</c>/<c>774M</c>, <c>gpt2-xl</c>/<c>1558M</c>.
-    /// Returns null for an unknown name.
+    /// Throws <see cref="ArgumentException"/> naming the presets for an unknown name.
     /// </summary>
-    public static GptConfig? FromPresetName(string name) => name.ToLowerInvariant() switch
+    public static GptConfig FromName(string name) => TryFromName(name)
+        ?? throw new ArgumentException($"unknown model config '{name}' (expected one of {string.Join(", ", PresetNames)}).");
+
+    /// <summary><see cref="FromName"/>, or null for an unknown name.</summary>
+    internal static GptConfig? TryFromName(string name) => name.ToLowerInvariant() switch
     {
         "124m" or "book" or "gpt_config_124m" => Book124M,
         "gpt2-small" or "gpt2-124m" or "small" => Gpt2Small,
@@ -63,7 +67,7 @@ public sealed record GptConfig
         _ => null,
     };
 
-    /// <summary>Names accepted by <see cref="FromPresetName"/>, for help texts.</summary>
+    /// <summary>Names accepted by <see cref="FromName"/>, for help texts.</summary>
     public static IReadOnlyList<string> PresetNames { get; } = ["124M", "gpt2-small", "gpt2-medium", "gpt2-large", "gpt2-xl"];
 
     /// <summary>Throws <see cref="ArgumentException"/> with a one-line message when the configuration cannot build a model.</summary>

@@ -21,18 +21,18 @@ public sealed unsafe partial class GptModel
     /// cache i alone gives: bit for bit up to 8 sequences (the direct GEMM kernel forms each row's sums as it does for
     /// one row, the kernel <c>generate</c> uses), up to the summation order of the packed GEMM beyond.
     /// </summary>
-    public void StepSequences(IReadOnlyList<KvCache> caches, ReadOnlySpan<int> nextIds, Tensor logits)
+    public void DecodeNextSequences(IReadOnlyList<KvCache> caches, ReadOnlySpan<int> nextIds, Tensor logits)
     {
         int rows = caches.Count, c = Config.EmbeddingDim, vocab = Config.VocabSize;
         if (rows == 0) return;
-        if (nextIds.Length != rows) throw new ArgumentException($"StepSequences needs one id per sequence ({rows}), got {nextIds.Length}.");
+        if (nextIds.Length != rows) throw new ArgumentException($"DecodeNextSequences needs one id per sequence ({rows}), got {nextIds.Length}.");
         if (logits.Length < (long)rows * vocab) throw new ArgumentException($"The logits buffer holds {logits.Length} floats, fewer than {rows} × {vocab}.");
         for (int i = 0; i < rows; i++)
         {
             var cache = caches[i];
             CheckCache(cache);
-            if (cache.BatchSize != 1) throw new ArgumentException("StepSequences takes one-row KV caches (one per sequence).");
-            if (cache.Length == 0) throw new ArgumentException("StepSequences continues prefilled sequences; this KV cache is empty.");
+            if (cache.BatchSize != 1) throw new ArgumentException("DecodeNextSequences takes one-row KV caches (one per sequence).");
+            if (cache.Length == 0) throw new ArgumentException("DecodeNextSequences continues prefilled sequences; this KV cache is empty.");
             if (cache.Length >= cache.Capacity)
                 throw new ArgumentException($"A KV cache is full ({cache.Capacity} positions) and cannot take another token.");
             if ((uint)nextIds[i] >= (uint)vocab) throw new ArgumentException($"Token id {nextIds[i]} is outside the model's vocabulary (0..{vocab - 1}).");

@@ -27,21 +27,21 @@ public sealed unsafe partial class GptModel
     /// Appends one token per row (<paramref name="nextIds"/>, length = batch) at position <see cref="KvCache.Length"/>
     /// and returns the logits [batch, vocab] that predict the token after it.
     /// </summary>
-    public Tensor Step(KvCache cache, ReadOnlySpan<int> nextIds)
+    public Tensor DecodeNext(KvCache cache, ReadOnlySpan<int> nextIds)
     {
         CheckCache(cache);
         if (nextIds.Length != cache.BatchSize)
-            throw new ArgumentException($"Step needs one id per row ({cache.BatchSize}), got {nextIds.Length}.");
+            throw new ArgumentException($"DecodeNext needs one id per row ({cache.BatchSize}), got {nextIds.Length}.");
         int[] ids = cache.StepIds ??= new int[cache.BatchSize];
         nextIds.CopyTo(ids);
         return Extend(cache, ids, 1);
     }
 
-    /// <summary>Step for a single sequence (batch 1).</summary>
-    public Tensor Step(KvCache cache, int nextId)
+    /// <summary>DecodeNext for a single sequence (batch 1).</summary>
+    public Tensor DecodeNext(KvCache cache, int nextId)
     {
         Span<int> one = [nextId];
-        return Step(cache, one);
+        return DecodeNext(cache, one);
     }
 
     private void CheckCache(KvCache cache)

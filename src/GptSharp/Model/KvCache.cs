@@ -5,7 +5,7 @@ namespace GptSharp.Model;
 /// <summary>
 /// The keys and values of every block for the tokens a <see cref="GptModel"/> has seen so far, so that
 /// generating one more token costs one position's work instead of re-running the whole window:
-/// <c>model.Prefill(cache, prompt)</c>, then <c>model.Step(cache, nextId)</c> per new token. Each returns
+/// <c>model.Prefill(cache, prompt)</c>, then <c>model.DecodeNext(cache, nextId)</c> per new token. Each returns
 /// the last position's logits [batch, vocab] (owned by the cache, overwritten by the next call).
 /// Inference only: dropout is off, nothing is kept for backward. Positions are absolute, so a full cache
 /// (<see cref="Length"/> = <see cref="Capacity"/>) cannot slide; the caller crops its window and prefills again.

@@ -59,7 +59,7 @@ public sealed class Gpt2Downloader(HttpClient http)
         string url = $"{BaseUrl.TrimEnd('/')}/{size.Name}/{fileName}";
         return Uri.TryCreate(url, UriKind.Absolute, out var uri) && (uri.Scheme == Uri.UriSchemeHttp || uri.Scheme == Uri.UriSchemeHttps)
             ? uri
-            : throw new ArgumentException($"--base-url: '{BaseUrl}' is not an http(s) URL.");
+            : throw new ArgumentException($"Gpt2Downloader.BaseUrl: '{BaseUrl}' is not an http(s) URL.");
     }
 
     /// <summary>Downloads all seven files of <paramref name="size"/> into <paramref name="directory"/> (created if needed).</summary>
@@ -116,7 +116,7 @@ public sealed class Gpt2Downloader(HttpClient http)
                     string attempts = failures == 1 ? "" : $" after {failures} attempts";
                     string kept = File.Exists(part) ? $"; the partial file {part} is kept and will be resumed" : "";
                     throw new HttpRequestException($"{url}: download failed{attempts}: {Describe(e)}. "
-                        + $"Check the internet connection, pass --base-url for a mirror, or copy the files by hand (see the README){kept}.", e);
+                        + $"Check the internet connection, set Gpt2Downloader.BaseUrl to a mirror, or copy the files by hand (see the README){kept}.", e);
                 }
                 var delay = InitialRetryDelay * Math.Pow(2, failures - 1);
                 Progress?.Retrying(name, failures, delay, Describe(e));
@@ -172,7 +172,7 @@ public sealed class Gpt2Downloader(HttpClient http)
             total = range.Length;
         }
         if (expectedSize is { } size && total is { } serverSize && serverSize != size)
-            throw new InvalidDataException($"{url}: size mismatch: the server has {serverSize:N0} bytes, expected {size:N0} for {name} (wrong --base-url or a changed file?).");
+            throw new InvalidDataException($"{url}: size mismatch: the server has {serverSize:N0} bytes, expected {size:N0} for {name} (wrong Gpt2Downloader.BaseUrl or a changed file?).");
         // Never more than this reaches the disk: the known size, else the server's stated one within the cap, else the cap.
         long limit = expectedSize ?? Math.Min(total ?? MaxUnknownSizeBytes, MaxUnknownSizeBytes);
         if (expectedSize is null && total > MaxUnknownSizeBytes)

@@ -103,7 +103,7 @@ public static class Gpt2Models
         bool partial = Directory.Exists(dir) && Directory.EnumerateFiles(dir, "*.part").Any();
         throw new FileNotFoundException(
             $"GPT-2 {size} is {(partial ? "only partly" : "not")} downloaded ({dir} lacks {string.Join(", ", missing)}): "
-            + $"run `gptsharp download {size.Alias}`{(partial ? " to resume" : "")}, or pass --model-dir DIR with OpenAI's files "
+            + $"run `gptsharp download {size.Alias}`{(partial ? " to resume" : "")}, or load a folder holding OpenAI's files "
             + $"(hparams.json, model.ckpt.index, model.ckpt.data-00000-of-00001) copied there, or copy them into {dir} (see the README).", dir);
     }
 

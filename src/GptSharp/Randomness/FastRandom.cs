@@ -7,7 +7,7 @@ namespace GptSharp.Randomness;
 /// (no Mersenne Twister, no per-element double transforms) but a different stream, so a run with
 /// <c>--rng fast</c> does not print the book's numbers.
 /// </summary>
-public sealed class FastRandom : IRandomGenerator
+internal sealed class FastRandom : IRandomGenerator
 {
     private ulong _s0, _s1, _s2, _s3;
 

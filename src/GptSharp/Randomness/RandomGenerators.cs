@@ -16,6 +16,6 @@ public static class RandomGenerators
     {
         Torch => new TorchGenerator(seed),
         Fast => new FastRandom(seed),
-        _ => throw new ArgumentException($"--rng must be \"{Torch}\" or \"{Fast}\", got \"{kind}\"."),
+        _ => throw new ArgumentException($"RunConfig.Rng must be \"{Torch}\" or \"{Fast}\", got \"{kind}\"."),
     };
 }

@@ -51,70 +51,77 @@ public sealed class Gpt2Tokenizer
         new System.Collections.ObjectModel.ReadOnlySet<string>(new HashSet<string>(StringComparer.Ordinal) { EndOfText });
 
     /// <summary>
+    /// Inputs of at least this many UTF-8 bytes are encoded on all <see cref="Workers"/>: the text is cut where a word ends
+    /// before white space (where the pre-tokenizer always cuts, whatever comes before or after), the chunks are encoded in
+    /// parallel and their ids joined, so the ids are identical either way. Below it, starting the workers costs more than it saves.
+    /// </summary>
+    internal const int ParallelBytes = 4 << 20;
+
+    /// <summary>
     /// Ids of <paramref name="text"/>, like tiktoken's <c>encode(text, allowed_special=...)</c>: each
     /// <c>&lt;|endoftext|&gt;</c> becomes <see cref="EndOfTextId"/> if it is in <paramref name="allowedSpecial"/>
     /// (strings that are not special tokens are ignored, as tiktoken does); if it is not allowed, the text is
-    /// refused with an <see cref="ArgumentException"/> (use <see cref="EncodeOrdinary"/> to encode it as plain text).
-    /// Lone surrogates are encoded as U+FFFD, as tiktoken does.
+    /// refused with an <see cref="ArgumentException"/> (use <see cref="EncodeOrdinary(string)"/> to encode it as plain text).
+    /// Lone surrogates are encoded as U+FFFD, as tiktoken does. A big text is encoded on all cores (<see cref="ParallelBytes"/>).
     /// </summary>
     public int[] Encode(string text, IReadOnlySet<string>? allowedSpecial = null)
     {
         ArgumentNullException.ThrowIfNull(text);
-        return WithUtf8(text, IsEndOfTextAllowed(allowedSpecial) ? Mode.SpecialAllowed : Mode.SpecialRefused);
+        var mode = ModeOf(allowedSpecial);
+        return text.Length >= ParallelBytes ? EncodeValidUtf8Parallel(Encoding.UTF8.GetBytes(text), mode) : WithUtf8(text, mode);
     }
 
     /// <summary>Ids of <paramref name="text"/> with special-token text treated as plain text (tiktoken's <c>encode_ordinary</c>).</summary>
     public int[] EncodeOrdinary(string text)
     {
         ArgumentNullException.ThrowIfNull(text);
-        return WithUtf8(text, Mode.Ordinary);
+        return text.Length >= ParallelBytes ? EncodeValidUtf8Parallel(Encoding.UTF8.GetBytes(text), Mode.Ordinary) : WithUtf8(text, Mode.Ordinary);
     }
 
-    /// <summary><see cref="Encode(string, IReadOnlySet{string}?)"/> of UTF-8 bytes; ill-formed UTF-8 is an <see cref="InvalidDataException"/> naming the byte offset.</summary>
-    public int[] EncodeUtf8(ReadOnlySpan<byte> utf8, IReadOnlySet<string>? allowedSpecial = null)
-    {
-        ThrowIfInvalidUtf8(utf8);
-        return EncodeValidUtf8(utf8, IsEndOfTextAllowed(allowedSpecial) ? Mode.SpecialAllowed : Mode.SpecialRefused);
-    }
+    /// <summary>
+    /// <see cref="Encode(string, IReadOnlySet{string}?)"/> of UTF-8 bytes (a file's contents); ill-formed UTF-8 is an
+    /// <see cref="InvalidDataException"/> naming the byte offset.
+    /// </summary>
+    public int[] Encode(ReadOnlyMemory<byte> utf8, IReadOnlySet<string>? allowedSpecial = null) => EncodeUtf8Memory(utf8, ModeOf(allowedSpecial));
 
     /// <summary><see cref="EncodeOrdinary(string)"/> of UTF-8 bytes; ill-formed UTF-8 is an <see cref="InvalidDataException"/> naming the byte offset.</summary>
-    public int[] EncodeOrdinaryUtf8(ReadOnlySpan<byte> utf8)
+    public int[] EncodeOrdinary(ReadOnlyMemory<byte> utf8) => EncodeUtf8Memory(utf8, Mode.Ordinary);
+
+    private int[] EncodeUtf8Memory(ReadOnlyMemory<byte> utf8, Mode mode)
+    {
+        ThrowIfInvalidUtf8(utf8.Span);
+        return utf8.Length >= ParallelBytes ? EncodeValidUtf8Parallel(utf8, mode) : EncodeValidUtf8(utf8.Span, mode);
+    }
+
+    /// <summary><see cref="Encode(ReadOnlyMemory{byte}, IReadOnlySet{string}?)"/> on this thread, whatever the size (tests compare the two paths).</summary>
+    internal int[] EncodeUtf8(ReadOnlySpan<byte> utf8, IReadOnlySet<string>? allowedSpecial = null)
+    {
+        ThrowIfInvalidUtf8(utf8);
+        return EncodeValidUtf8(utf8, ModeOf(allowedSpecial));
+    }
+
+    /// <summary><see cref="EncodeOrdinary(ReadOnlyMemory{byte})"/> on this thread, whatever the size.</summary>
+    internal int[] EncodeOrdinaryUtf8(ReadOnlySpan<byte> utf8)
     {
         ThrowIfInvalidUtf8(utf8);
         return EncodeValidUtf8(utf8, Mode.Ordinary);
     }
 
-    /// <summary>
-    /// <see cref="Encode(string, IReadOnlySet{string}?)"/> for big inputs on all <see cref="Workers"/>: the text is
-    /// cut where a word ends before white space (where the pre-tokenizer always cuts, whatever comes before or
-    /// after), the chunks are encoded in parallel and their ids joined, so the result is identical.
-    /// </summary>
-    public int[] EncodeParallel(ReadOnlyMemory<byte> utf8, IReadOnlySet<string>? allowedSpecial = null)
+    /// <summary><see cref="Encode(ReadOnlyMemory{byte}, IReadOnlySet{string}?)"/> on all <see cref="Workers"/>, whatever the size.</summary>
+    internal int[] EncodeParallel(ReadOnlyMemory<byte> utf8, IReadOnlySet<string>? allowedSpecial = null)
     {
         ThrowIfInvalidUtf8(utf8.Span);
-        return EncodeValidUtf8Parallel(utf8, IsEndOfTextAllowed(allowedSpecial) ? Mode.SpecialAllowed : Mode.SpecialRefused);
+        return EncodeValidUtf8Parallel(utf8, ModeOf(allowedSpecial));
     }
 
-    /// <summary><see cref="EncodeOrdinary(string)"/> of big UTF-8 inputs on all <see cref="Workers"/>; identical ids.</summary>
-    public int[] EncodeOrdinaryParallel(ReadOnlyMemory<byte> utf8)
+    /// <summary><see cref="EncodeOrdinary(ReadOnlyMemory{byte})"/> on all <see cref="Workers"/>, whatever the size.</summary>
+    internal int[] EncodeOrdinaryParallel(ReadOnlyMemory<byte> utf8)
     {
         ThrowIfInvalidUtf8(utf8.Span);
         return EncodeValidUtf8Parallel(utf8, Mode.Ordinary);
     }
 
-    /// <summary><see cref="EncodeParallel(ReadOnlyMemory{byte}, IReadOnlySet{string}?)"/> of a string.</summary>
-    public int[] EncodeParallel(string text, IReadOnlySet<string>? allowedSpecial = null)
-    {
-        ArgumentNullException.ThrowIfNull(text);
-        return EncodeValidUtf8Parallel(Encoding.UTF8.GetBytes(text), IsEndOfTextAllowed(allowedSpecial) ? Mode.SpecialAllowed : Mode.SpecialRefused);
-    }
-
-    /// <summary><see cref="EncodeOrdinaryParallel(ReadOnlyMemory{byte})"/> of a string.</summary>
-    public int[] EncodeOrdinaryParallel(string text)
-    {
-        ArgumentNullException.ThrowIfNull(text);
-        return EncodeValidUtf8Parallel(Encoding.UTF8.GetBytes(text), Mode.Ordinary);
-    }
+    private static Mode ModeOf(IReadOnlySet<string>? allowedSpecial) => IsEndOfTextAllowed(allowedSpecial) ? Mode.SpecialAllowed : Mode.SpecialRefused;
 
     /// <summary>
     /// Text of <paramref name="ids"/>, like tiktoken's <c>decode</c>: the tokens' bytes joined and read as UTF-8,

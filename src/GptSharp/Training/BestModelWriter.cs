@@ -74,7 +74,7 @@ internal sealed class BestModelWriter : IDisposable
             {
                 var parameters = _model.Parameters();
                 SafeTensorsWriter.Write(_path, parameters.Select((p, i) => SafeTensorsEntry.Float32(p.Name, _writing!.Views[i])),
-                    ModelCheckpoint.Metadata(_model.Config, ModelCheckpoint.ModelKind));
+                    ModelFile.Metadata(_model.Config, ModelFile.ModelKind));
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {

@@ -25,7 +25,7 @@ public sealed class DataParallel : IDisposable
     private readonly double[] _flag = new double[1];
     private ulong _dropoutSeed;
 
-    public DataParallel(IProcessGroup group)
+    internal DataParallel(IProcessGroup group)
     {
         _group = group;
     }
@@ -172,10 +172,10 @@ public sealed class DataParallel : IDisposable
     /// </summary>
     public TrainingOptions KeepGlobalBatch(TrainingOptions training, int savedWorldSize)
     {
-        if (savedWorldSize < 1) throw new InvalidDataException($"--resume: the checkpoint's world size is {savedWorldSize}; expected at least 1.");
+        if (savedWorldSize < 1) throw new InvalidDataException($"TrainingRun.Resume: the checkpoint's world size is {savedWorldSize}; expected at least 1.");
         int microBatches = training.GradAccum * savedWorldSize;
         if (microBatches % WorldSize != 0)
-            throw new ArgumentException($"--resume: the run took {microBatches} micro-batches per step ({savedWorldSize} process(es) x --grad-accum {training.GradAccum}), which {WorldSize} processes cannot split evenly; resume on a number of processes that divides {microBatches}.");
+            throw new ArgumentException($"TrainingRun.Resume: the run took {microBatches} micro-batches per step ({savedWorldSize} process(es) x TrainingOptions.GradAccum {training.GradAccum}), which {WorldSize} processes cannot split evenly; resume on a number of processes that divides {microBatches}.");
         return training with { GradAccum = microBatches / WorldSize };
     }
 
@@ -224,7 +224,7 @@ public sealed class DataParallel : IDisposable
         if (!IsDistributed) return;
         int[] differing = RanksDifferingFromRoot(Encoding.UTF8.GetBytes(settings));
         if (differing.Length > 0)
-            throw new ArgumentException($"rank(s) {string.Join(", ", differing)} of {WorldSize} were started with settings (options, --data, --resume) that differ from rank 0's; every rank must run the same command on the same data.");
+            throw new ArgumentException($"rank(s) {string.Join(", ", differing)} of {WorldSize} were started with settings (options, RunConfig.Data, TrainingRun.Resume) that differ from rank 0's; every rank must run the same command on the same data.");
     }
 
     /// <summary>The ranks whose <paramref name="value"/> differs from rank 0's (the same list on every rank).</summary>

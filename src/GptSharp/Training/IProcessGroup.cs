@@ -5,7 +5,7 @@ namespace GptSharp.Training;
 /// Every rank must call the same operations in the same order with the same lengths; a call returns once all
 /// ranks made it. The single-process group does nothing; <c>GptSharp.Distributed</c> implements it on Open MPI.
 /// </summary>
-public interface IProcessGroup : IDisposable
+internal interface IProcessGroup : IDisposable
 {
     /// <summary>This process's index, 0..<see cref="Size"/>-1 (MPI's rank).</summary>
     int Rank { get; }

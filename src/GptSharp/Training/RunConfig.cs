@@ -53,7 +53,7 @@ public sealed record RunConfig
     {
         var node = new JsonObject
         {
-            ["model"] = JsonNode.Parse(ConfigJson.ToBookJson(Model)),
+            ["model"] = JsonNode.Parse(Model.ToJson()),
             ["training"] = JsonSerializer.SerializeToNode(Training, TrainingJsonContext.TypeInfo<TrainingOptions>(Json)),
             ["data"] = Data,
             ["batch_size"] = BatchSize,
@@ -78,7 +78,7 @@ public sealed record RunConfig
             var node = JsonNode.Parse(json)?.AsObject() ?? throw new InvalidDataException($"{source}: empty run configuration.");
             return new RunConfig
             {
-                Model = ConfigJson.Parse((node["model"] ?? throw new InvalidDataException($"{source}: no \"model\" section.")).ToJsonString(), source),
+                Model = GptConfig.FromJson((node["model"] ?? throw new InvalidDataException($"{source}: no \"model\" section.")).ToJsonString(), source),
                 Training = node["training"].Deserialize(TrainingJsonContext.TypeInfo<TrainingOptions>(Json)) ?? throw new InvalidDataException($"{source}: no \"training\" section."),
                 Data = (string?)node["data"] ?? "",
                 BatchSize = (int?)node["batch_size"] ?? 2,
@@ -101,28 +101,5 @@ public sealed record RunConfig
         {
             throw new InvalidDataException($"{source}: not a valid run configuration ({e.Message}).");
         }
-    }
-}
-
-/// <summary>The model configuration of <c>--config</c>: a preset name or a JSON file.</summary>
-public static class ModelConfigs
-{
-    /// <summary>A preset name (<see cref="GptConfig.FromPresetName"/>), or a JSON file with the book's keys (or Hugging Face GPT-2's, or a run's config.json).</summary>
-    public static GptConfig FromPresetOrFile(string value)
-    {
-        if (GptConfig.FromPresetName(value) is GptConfig preset) return preset;
-        if (!File.Exists(value))
-            throw new ArgumentException($"--config: '{value}' is neither a preset ({string.Join(", ", GptConfig.PresetNames)}) nor a JSON file.");
-        string json = File.ReadAllText(value);
-        try
-        {
-            // A run's config.json holds the model dictionary under "model".
-            if (JsonNode.Parse(json) is JsonObject o && o["model"] is JsonObject model) json = model.ToJsonString();
-        }
-        catch (JsonException e)
-        {
-            throw new InvalidDataException($"{value}: not valid JSON ({e.Message}).");
-        }
-        return ConfigJson.Parse(json, value);
     }
 }

@@ -10,7 +10,7 @@ namespace GptSharp.Training;
 /// samples and batch fetches; <see cref="TrainingRun"/> the rest (data set-up, initial losses, checkpoint, model and
 /// report writes). Times are of this session only (a resumed run starts again from zero).
 /// </summary>
-public sealed class RunTimings
+internal sealed class RunTimings
 {
     /// <summary>Forward, backward and AdamW of the optimizer steps (batch fetches excluded).</summary>
     public TimeSpan Steps { get; set; }

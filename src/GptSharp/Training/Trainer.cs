@@ -57,24 +57,24 @@ public sealed record TrainingOptions
 
     public TrainingOptions Validate()
     {
-        if (Epochs <= 0) throw new ArgumentException($"--epochs must be positive, got {Epochs}.");
-        if (EvalFreq <= 0) throw new ArgumentException($"--eval-freq must be positive, got {EvalFreq}.");
-        if (EvalIter <= 0) throw new ArgumentException($"--eval-iter must be positive, got {EvalIter}.");
+        if (Epochs <= 0) throw new ArgumentException($"TrainingOptions.Epochs must be positive, got {Epochs}.");
+        if (EvalFreq <= 0) throw new ArgumentException($"TrainingOptions.EvalFreq must be positive, got {EvalFreq}.");
+        if (EvalIter <= 0) throw new ArgumentException($"TrainingOptions.EvalIter must be positive, got {EvalIter}.");
         if (SampleTokens < 0) throw new ArgumentException($"The sample length must be non-negative, got {SampleTokens}.");
-        if (MaxSteps is <= 0) throw new ArgumentException($"--max-steps must be positive, got {MaxSteps}.");
-        if (WarmupSteps < 0) throw new ArgumentException($"--warmup-steps must be non-negative, got {WarmupSteps}.");
-        if (MinLr is double m && !(m >= 0)) throw new ArgumentException($"--min-lr must be non-negative, got {m}.");
-        if (!(GradClip >= 0)) throw new ArgumentException($"--grad-clip must be non-negative (0 = off), got {GradClip}.");
-        if (GradAccum <= 0) throw new ArgumentException($"--grad-accum must be positive, got {GradAccum}.");
-        if (string.IsNullOrEmpty(StartContext)) throw new ArgumentException("--start-context must not be empty.");
+        if (MaxSteps is <= 0) throw new ArgumentException($"TrainingOptions.MaxSteps must be positive, got {MaxSteps}.");
+        if (WarmupSteps < 0) throw new ArgumentException($"TrainingOptions.WarmupSteps must be non-negative, got {WarmupSteps}.");
+        if (MinLr is double m && !(m >= 0)) throw new ArgumentException($"TrainingOptions.MinLr must be non-negative, got {m}.");
+        if (!(GradClip >= 0)) throw new ArgumentException($"TrainingOptions.GradClip must be non-negative (0 = off), got {GradClip}.");
+        if (GradAccum <= 0) throw new ArgumentException($"TrainingOptions.GradAccum must be positive, got {GradAccum}.");
+        if (string.IsNullOrEmpty(StartContext)) throw new ArgumentException("TrainingOptions.StartContext must not be empty.");
         if (EvalTaskEvery is int every)
         {
-            if (EvalTask is null) throw new ArgumentException("--eval-task-every needs --eval-task NAME:FILE.");
+            if (EvalTask is null) throw new ArgumentException("TrainingOptions.EvalTaskEvery needs TrainingOptions.EvalTask NAME:FILE.");
             // The task's scores share metrics.csv's rows with the loss evaluations, so they happen at some of them.
             if (every <= 0 || every % EvalFreq != 0)
-                throw new ArgumentException($"--eval-task-every must be a positive multiple of --eval-freq ({EvalFreq}), got {every}.");
+                throw new ArgumentException($"TrainingOptions.EvalTaskEvery must be a positive multiple of TrainingOptions.EvalFreq ({EvalFreq}), got {every}.");
         }
-        if (EvalTask is not null && string.IsNullOrWhiteSpace(EvalTask)) throw new ArgumentException("--eval-task must not be empty: give NAME:FILE.");
+        if (EvalTask is not null && string.IsNullOrWhiteSpace(EvalTask)) throw new ArgumentException("TrainingOptions.EvalTask must not be empty: give NAME:FILE.");
         return this;
     }
 }
@@ -215,7 +215,7 @@ public sealed class Trainer
     public LearningRateSchedule Schedule { get; }
 
     /// <summary>Time spent in steps, evaluations, samples and batch fetches (<see cref="RunTimings"/>; the run adds the rest).</summary>
-    public RunTimings Timings { get; } = new();
+    internal RunTimings Timings { get; } = new();
 
     /// <summary>Optimizer steps the whole run takes.</summary>
     public long TotalSteps { get; }
@@ -279,7 +279,7 @@ public sealed class Trainer
                         float lossValue = step == FaultNanLossAtStep ? float.NaN : loss.Value;
                         if (!float.IsFinite(lossValue))
                             throw new TrainingDivergedException(string.Create(CultureInfo.InvariantCulture,
-                                $"The training loss became {lossValue} at epoch {State.Epoch + 1}, step {step}; stopping (try a lower --lr or --grad-clip 1)."));
+                                $"The training loss became {lossValue} at epoch {State.Epoch + 1}, step {step}; stopping (try a lower RunConfig.LearningRate or TrainingOptions.GradClip 1)."));
                         loss.Backward();
                         State.TokensSeen += input.Count;
                         lastLoss = loss.Value;

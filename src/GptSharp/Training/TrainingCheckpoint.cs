@@ -73,7 +73,7 @@ public sealed class TrainingCheckpoint : IDisposable
     /// </summary>
     public static TrainingCheckpoint Load(string runDirectoryOrFile)
     {
-        string path = Resolve(runDirectoryOrFile);
+        string path = TrainingCheckpointFile.Resolve(runDirectoryOrFile);
         var (config, state, rngKind, rngState) = ReadContents(path);
         if (!RandomGenerators.Kinds.Contains(rngKind))
             throw new InvalidDataException($"{path}: unknown random generator kind '{rngKind}'.");
@@ -90,16 +90,6 @@ public sealed class TrainingCheckpoint : IDisposable
         return new TrainingCheckpoint(path, config, state, model, optimizer, generator);
     }
 
-    /// <summary>The checkpoint file a run directory resumes from (its newest complete one), or the file itself.</summary>
-    internal static string Resolve(string runDirectoryOrFile)
-    {
-        if (Directory.Exists(runDirectoryOrFile))
-            return Latest(runDirectoryOrFile) ?? throw new FileNotFoundException(
-                $"--resume: '{runDirectoryOrFile}' has no complete checkpoint-<steps>.safetensors (was the run stopped before its first checkpoint?); to start a new run from its weights use --init-from.");
-        if (!File.Exists(runDirectoryOrFile)) throw new FileNotFoundException($"--resume: '{runDirectoryOrFile}' is neither a run directory nor a checkpoint file.");
-        return runDirectoryOrFile;
-    }
-
     /// <summary>The run configuration, trainer state and generator state of a checkpoint (its header only, no tensor is read).</summary>
     internal static (RunConfig Config, TrainerState State, string RngKind, byte[] RngState) ReadContents(string path)
     {
@@ -110,10 +100,10 @@ public sealed class TrainingCheckpoint : IDisposable
         }
         catch (InvalidDataException) when (IsWeightsOnly(path))
         {
-            throw new InvalidDataException($"{path}: model weights only, not a training checkpoint: --resume continues a run from its checkpoint; to start a new run from these weights use --init-from {path}.");
+            throw new InvalidDataException($"{path}: model weights only, not a training checkpoint: TrainingRun.Resume continues a run from its checkpoint; to start a new run from these weights use RunConfig.InitFrom {path}.");
         }
         string Get(string key) => metadata.TryGetValue(key, out var v) ? v
-            : throw new InvalidDataException($"{path}: not a checkpoint of `gptsharp train` (no '{key}' in its metadata; to start a new run from its weights use --init-from).");
+            : throw new InvalidDataException($"{path}: not a checkpoint of `gptsharp train` (no '{key}' in its metadata; to start a new run from its weights use RunConfig.InitFrom).");
         try
         {
             var config = RunConfig.FromJson(Get(RunConfigKey), path);

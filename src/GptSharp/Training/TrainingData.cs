@@ -61,15 +61,15 @@ public sealed class TrainingData : IDisposable
     public static TrainingData Load(string? data, double trainRatio, Gpt2Tokenizer tokenizer, string? validationData = null, CorpusReadOptions? read = null)
     {
         read ??= new CorpusReadOptions();
-        Func<string, int[]> encode = text => tokenizer.EncodeParallel(text, Gpt2Tokenizer.AllSpecialTokens);
+        Func<string, int[]> encode = text => tokenizer.Encode(text, Gpt2Tokenizer.AllSpecialTokens);
         var owned = new List<IDisposable>();
         try
         {
             if (validationData is not null)
             {
-                if (string.IsNullOrEmpty(data)) throw new ArgumentException("--val-data needs --data: the bundled The Verdict is split 90/10.");
-                var (train, trainName) = LoadWhole(data, "--data", encode, read, owned);
-                var (validation, validationName) = LoadWhole(validationData, "--val-data", encode, read, owned);
+                if (string.IsNullOrEmpty(data)) throw new ArgumentException("RunConfig.ValidationData needs RunConfig.Data: the bundled The Verdict is split 90/10.");
+                var (train, trainName) = LoadWhole(data, "RunConfig.Data", encode, read, owned);
+                var (validation, validationName) = LoadWhole(validationData, "RunConfig.ValidationData", encode, read, owned);
                 return new TrainingData(train, validation,
                     $"{trainName}: {train.Count:N0} training tokens; {validationName}: {validation.Count:N0} validation tokens", owned);
             }
@@ -79,7 +79,7 @@ public sealed class TrainingData : IDisposable
                 return new TrainingData(train, validation, Describe(TextCorpus.BundledVerdictName, train, validation), owned);
             }
             var files = TextCorpus.ResolveFiles(data);
-            if (OpenTokens(files, "--data", owned) is var (tokens, name))
+            if (OpenTokens(files, "RunConfig.Data", owned) is var (tokens, name))
             {
                 var (train, validation) = DataLoaders.SplitTokens(tokens, trainRatio);
                 return new TrainingData(train, validation, Describe($"{name}, split by tokens", train, validation), owned);
@@ -105,7 +105,7 @@ public sealed class TrainingData : IDisposable
         }
         catch (Exception e) when (e is IOException or ArgumentException)
         {
-            throw new ArgumentException(e.Message.Replace("--data", option, StringComparison.Ordinal), e);
+            throw new ArgumentException(e.Message.Replace("RunConfig.Data", option, StringComparison.Ordinal), e);
         }
         if (OpenTokens(files, option, owned) is var (tokens, name)) return (tokens, name);
         return (new ArrayTokenSequence(encode(TextCorpus.ReadCorpus(files, read))), TextName(spec, files));

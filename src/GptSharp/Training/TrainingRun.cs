@@ -35,11 +35,11 @@ public sealed record TrainingRunOptions
 
     public TrainingRunOptions Validate()
     {
-        if (SaveEverySteps is <= 0) throw new ArgumentException($"--save-every must be positive, got {SaveEverySteps}.");
-        if (!(SaveEveryMinutes >= 0)) throw new ArgumentException($"--save-every-minutes must be non-negative (0 = off), got {SaveEveryMinutes}.");
-        if (KeepLast < 1) throw new ArgumentException($"--keep-last must be at least 1, got {KeepLast}.");
-        if (Epochs is <= 0) throw new ArgumentException($"--epochs must be positive, got {Epochs}.");
-        if (MaxSteps is <= 0) throw new ArgumentException($"--max-steps must be positive, got {MaxSteps}.");
+        if (SaveEverySteps is <= 0) throw new ArgumentException($"TrainingRunOptions.SaveEverySteps must be positive, got {SaveEverySteps}.");
+        if (!(SaveEveryMinutes >= 0)) throw new ArgumentException($"TrainingRunOptions.SaveEveryMinutes must be non-negative (0 = off), got {SaveEveryMinutes}.");
+        if (KeepLast < 1) throw new ArgumentException($"TrainingRunOptions.KeepLast must be at least 1, got {KeepLast}.");
+        if (Epochs is <= 0) throw new ArgumentException($"TrainingRunOptions.Epochs must be positive, got {Epochs}.");
+        if (MaxSteps is <= 0) throw new ArgumentException($"TrainingRunOptions.MaxSteps must be positive, got {MaxSteps}.");
         return this;
     }
 }
@@ -143,10 +143,10 @@ public sealed class TrainingRun : IDisposable
     private static void CheckSameData(TrainerState state, TrainingData data, DataLoader train)
     {
         if (state.DataFingerprint is string saved && saved != data.Fingerprint)
-            throw new InvalidDataException($"--resume: the data is not what the run trained on, so its data order cannot continue (checkpoint: {saved}; now: {data.Fingerprint}). Give the run the same --data and --val-data.");
+            throw new InvalidDataException($"TrainingRun.Resume: the data is not what the run trained on, so its data order cannot continue (checkpoint: {saved}; now: {data.Fingerprint}). Give the run the same RunConfig.Data and RunConfig.ValidationData.");
         var now = DataPositionOf(state, data, train);
         if (state.DataPosition is DataPosition position && position != now)
-            throw new InvalidDataException($"--resume: the checkpoint's next window is at {position}, but the data now puts it at {now?.ToString() ?? "the end of the pass"}: the data changed. Give the run the same --data and --val-data.");
+            throw new InvalidDataException($"TrainingRun.Resume: the checkpoint's next window is at {position}, but the data now puts it at {now?.ToString() ?? "the end of the pass"}: the data changed. Give the run the same RunConfig.Data and RunConfig.ValidationData.");
     }
 
     /// <summary>Where the next training window of the pass in <paramref name="state"/> starts (null between epochs).</summary>
@@ -168,6 +168,16 @@ public sealed class TrainingRun : IDisposable
 
     public TrainValidationLoaders Loaders { get; }
 
+    /// <summary>What the data is: its files (or the bundled text) and sizes, for a run's banner.</summary>
+    public string DataDescription => _data.Description;
+
+    /// <summary>
+    /// True when the run stopped before its last epoch (cancelled, or at <see cref="TrainingOptions.MaxSteps"/>) and its last
+    /// checkpoint continues it with <see cref="Resume"/>.
+    /// </summary>
+    public bool CanContinue(TrainingOutcome outcome) =>
+        outcome == TrainingOutcome.Stopped || outcome == TrainingOutcome.MaxStepsReached && State.Epoch < Config.Training.Epochs;
+
     /// <summary>The training loop (its events report steps, evaluations and samples).</summary>
     public Trainer Trainer { get; }
 
@@ -186,7 +196,7 @@ public sealed class TrainingRun : IDisposable
     public bool IsRoot => _parallel.IsRoot;
 
     /// <summary>Where the time of this session went.</summary>
-    public RunTimings Timings => Trainer.Timings;
+    internal RunTimings Timings => Trainer.Timings;
 
     /// <summary>The newest checkpoint this session wrote (null before the first).</summary>
     public string? LastCheckpoint { get; private set; }
@@ -222,7 +232,7 @@ public sealed class TrainingRun : IDisposable
         else
         {
             MemoryBudget.Require(MemoryBudget.TrainingBytes(config.Model, config.BatchSize),
-                $"training with --batch-size {config.BatchSize}, --context-length {config.Model.ContextLength}, --emb-dim {config.Model.EmbeddingDim} and --layers {config.Model.Layers}");
+                $"training with RunConfig.BatchSize {config.BatchSize}, GptConfig.ContextLength {config.Model.ContextLength}, GptConfig.EmbeddingDim {config.Model.EmbeddingDim} and GptConfig.Layers {config.Model.Layers}");
             model = new GptModel(config.Model, generator);
             optimizer = new AdamW(model.Parameters(), (float)config.LearningRate, (float)config.WeightDecay);
         }
@@ -243,14 +253,6 @@ public sealed class TrainingRun : IDisposable
     }
 
     /// <summary>
-    /// The model config of the weights <paramref name="spec"/> names, read from the file's header or config (no tensor is read):
-    /// what <see cref="RunConfig.Model"/> must be for <see cref="RunConfig.InitFrom"/>, up to a shorter context and the dropout rate.
-    /// </summary>
-    public static GptConfig ModelConfigOf(string spec) =>
-        CheckpointInfo.Read(spec) is { Config: GptConfig config } ? config
-            : throw new InvalidDataException($"--init-from {spec}: cannot tell the model's configuration from the file (put a config.json with the book's keys next to it).");
-
-    /// <summary>
     /// The weights (and optimizer state, when the file has one) of <paramref name="spec"/> as a model of <paramref name="wanted"/>:
     /// the same shape, a context no longer than the weights' (the positional table and its AdamW moments keep their first rows).
     /// </summary>
@@ -260,7 +262,7 @@ public sealed class TrainingRun : IDisposable
         using var loaded = ModelStore.Open(spec);
         var stored = loaded.Model.Config;
         if (wanted with { ContextLength = stored.ContextLength, DropRate = stored.DropRate } != stored || wanted.ContextLength > stored.ContextLength)
-            throw new ArgumentException($"--init-from {spec}: the weights are {ConfigJson.ToBookJson(stored)}; the run's model must match them, with a context length of at most {stored.ContextLength}.");
+            throw new ArgumentException($"RunConfig.InitFrom {spec}: the weights are {stored.ToJson()}; the run's model must match them, with a context length of at most {stored.ContextLength}.");
         lines.Add(string.Create(CultureInfo.InvariantCulture,
             $"Initialized from {spec} ({loaded.Format}{(loaded.Optimizer is null ? "" : ", with its AdamW state")}){(wanted.ContextLength < stored.ContextLength ? $"; positional table cut from {stored.ContextLength} to {wanted.ContextLength}" : "")}."));
         var model = StateDictLoader.NewModel(wanted, m => CopyRows(loaded.Model.Parameters().Select(p => p.Value).ToList(), m.Parameters().Select(p => p.Value).ToList()));
@@ -310,7 +312,7 @@ public sealed class TrainingRun : IDisposable
         else if (training.MaxSteps is long reached && state.GlobalStep + 1 >= reached)
         {
             // The run stopped at its --max-steps: resuming without a new limit means "go on to the last epoch".
-            lines.Add($"The run stopped at --max-steps {reached}; continuing to the end of epoch {training.Epochs}.");
+            lines.Add($"The run stopped at TrainingOptions.MaxSteps {reached}; continuing to the end of epoch {training.Epochs}.");
             training = training with { MaxSteps = null };
         }
         TrainingRun run;
@@ -319,7 +321,7 @@ public sealed class TrainingRun : IDisposable
             // [distributed] Keep the checkpoint's global batch on this world size (N ranks <-> --grad-accum N).
             var kept = parallel.KeepGlobalBatch(training, state.WorldSize);
             if (kept.GradAccum != training.GradAccum)
-                lines.Add($"The run was saved by {state.WorldSize} process(es) with --grad-accum {training.GradAccum}; continuing on {parallel.WorldSize} with --grad-accum {kept.GradAccum} (same global batch).");
+                lines.Add($"The run was saved by {state.WorldSize} process(es) with TrainingOptions.GradAccum {training.GradAccum}; continuing on {parallel.WorldSize} with TrainingOptions.GradAccum {kept.GradAccum} (same global batch).");
             var config = checkpoint.Config with { Training = kept.Validate() };
             var directory = OpenDirectory(options.Directory ?? Path.GetDirectoryName(Path.GetFullPath(checkpoint.Path))!, parallel);
             run = new TrainingRun(config, options, parallel, directory, checkpoint.Model, checkpoint.Optimizer, checkpoint.Generator, state);
@@ -359,14 +361,6 @@ public sealed class TrainingRun : IDisposable
 
         foreach (var line in _pendingLines) Print(line);
         _pendingLines.Clear();
-        Print($"Data: {_data.Description}");
-        Print(string.Create(CultureInfo.InvariantCulture,
-            $"Model: {Config.Model.Layers} layers, {Config.Model.Heads} heads, emb {Config.Model.EmbeddingDim}, context {Config.Model.ContextLength}, {Model.ParameterCount:N0} parameters; {Workers.Count} threads, rng {Generator.Kind}"));
-        Print(string.Create(CultureInfo.InvariantCulture,
-            $"Training: {Loaders.Train.Count} batches of {Config.BatchSize} x {Config.Model.ContextLength} per epoch, {Config.Training.Epochs} epochs; validation {Loaders.Validation.Count} batches; run directory {RunDirectory.Path}"));
-        if (_parallel.IsDistributed)
-            Print(string.Create(CultureInfo.InvariantCulture,
-                $"Distributed: {_parallel.WorldSize} ranks x --batch-size {Config.BatchSize} x --grad-accum {Config.Training.GradAccum} = {_parallel.WorldSize * Config.BatchSize * Config.Training.GradAccum} sequences per step (Open MPI)"));
         // The initial losses are printed only; they leave the generator as it was, so rank 0 alone computes them.
         if (!IsResumed && State.GlobalStep < 0 && IsRoot) Timed(t => Timings.InitialLosses += t, PrintInitialLosses);
 
@@ -388,13 +382,13 @@ public sealed class TrainingRun : IDisposable
         catch (ReportWriteException e)
         {
             string note = TryCheckpoint();
-            throw new IOException($"{e.Message}; {note}. Free the disk or fix the permissions, then continue with: gptsharp train --resume {RunDirectory.Path}", e.InnerException);
+            throw new IOException($"{e.Message}; {note}. Free the disk or fix the permissions, then resume the run from {RunDirectory.Path}.", e.InnerException);
         }
 
         string status = outcome switch
         {
             TrainingOutcome.Completed => "completed",
-            TrainingOutcome.MaxStepsReached => $"stopped at --max-steps {Config.Training.MaxSteps}",
+            TrainingOutcome.MaxStepsReached => $"stopped at TrainingOptions.MaxSteps {Config.Training.MaxSteps}",
             _ => "stopped by Ctrl+C (or SIGTERM)",
         };
         _parallel.VerifyIdentical(Model, "at the end of training"); // [distributed] the ranks still agree bit for bit
@@ -426,8 +420,6 @@ public sealed class TrainingRun : IDisposable
 
         Print(string.Create(CultureInfo.InvariantCulture,
             $"Training {status} in {seconds / 60:F2} minutes ({seconds:F1} s, {tokens / Math.Max(seconds, 1e-9):F0} tokens/s)."));
-        if (outcome == TrainingOutcome.Stopped || outcome == TrainingOutcome.MaxStepsReached && State.Epoch < Config.Training.Epochs)
-            Print($"Checkpoint written; continue with: gptsharp train --resume {RunDirectory.Path}");
         Print(Timings.Describe());
         Print($"Run directory: {RunDirectory.Path} (model.safetensors, {BestModelFile}, checkpoint-<steps>.safetensors, metrics.csv, loss.svg, report.html, {TimingsFile})");
         return outcome;

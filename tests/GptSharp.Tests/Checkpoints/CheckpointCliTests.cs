@@ -39,8 +39,8 @@ public class CheckpointCliTests
         var (code, stdout) = Convert(FixturePaths.Get("reference", "tiny-qkvbias-hf", "model.safetensors"), output);
         Assert.Equal(0, code);
         Assert.Contains("Hugging Face", stdout);
-        using (var book = ModelCheckpoint.Load(FixturePaths.Get("reference", "tiny-qkvbias", "weights.safetensors")))
-        using (var converted = PthCheckpoint.LoadModel(output, book.Config))
+        using (var book = ModelFile.Load(FixturePaths.Get("reference", "tiny-qkvbias", "weights.safetensors")))
+        using (var converted = PthModelFile.LoadModel(output, book.Config))
             AssertSameParameters(book, converted);
 
         foreach (bool plain in new[] { true, false })

@@ -42,7 +42,7 @@ public class CheckpointTrainingTests
     [InlineData("model_qkv_bias.pth", true)]
     public void PthModelsGiveTheRecordedLogits(string file, bool qkvBias)
     {
-        using var model = PthCheckpoint.LoadModel(FixturePaths.Get("pth", file), PthConfig(qkvBias));
+        using var model = PthModelFile.LoadModel(FixturePaths.Get("pth", file), PthConfig(qkvBias));
         AssertForwardCheck(model, Expected.GetProperty("files").GetProperty(file).GetProperty("forward_check"));
     }
 
@@ -56,7 +56,7 @@ public class CheckpointTrainingTests
     [Fact]
     public void HuggingFaceTwinReproducesTheReferenceLogits()
     {
-        using var model = ModelStore.Load(FixturePaths.Get("reference", "tiny-qkvbias-hf", "model.safetensors"));
+        using var model = GptModel.Load(FixturePaths.Get("reference", "tiny-qkvbias-hf", "model.safetensors"));
         using var io = SafeTensorsFile.Open(FixturePaths.Get("reference", "tiny-qkvbias-hf", "io.safetensors"));
         var (inputs, _) = Batch(io);
         model.Eval();
@@ -99,24 +99,24 @@ public class CheckpointTrainingTests
         var (inputs, targets) = Batch(io);
         var expectedLosses = io.ReadFloats("losses_3steps");
 
-        using var straight = ModelCheckpoint.Load(Path.Combine(fixture, "weights.safetensors"));
+        using var straight = ModelFile.Load(Path.Combine(fixture, "weights.safetensors"));
         straight.Train();
         using var straightOptimizer = new AdamW(straight.Parameters(), lr: 0.0004f, weightDecay: 0.1f);
         for (int s = 0; s < 3; s++) TrainStep(straight, straightOptimizer, inputs, targets);
 
-        PthCheckpoint.SaveModel(straight, dir.File("unused.pth")); // writing never disturbs the model
-        using (var book = ModelCheckpoint.Load(Path.Combine(fixture, "weights.safetensors")))
-            PthCheckpoint.SaveModel(book, dir.File("model.pth"));
+        PthModelFile.SaveModel(straight, dir.File("unused.pth")); // writing never disturbs the model
+        using (var book = ModelFile.Load(Path.Combine(fixture, "weights.safetensors")))
+            PthModelFile.SaveModel(book, dir.File("model.pth"));
 
         var losses = new List<float>();
-        using (var model = PthCheckpoint.LoadModel(dir.File("model.pth"), straight.Config))
+        using (var model = PthModelFile.LoadModel(dir.File("model.pth"), straight.Config))
         using (var optimizer = new AdamW(model.Parameters(), lr: 0.0004f, weightDecay: 0.1f))
         {
             model.Train();
             losses.Add(TrainStep(model, optimizer, inputs, targets));
-            PthCheckpoint.Save(model, optimizer, dir.File("model_and_optimizer.pth"));
+            PthModelFile.Save(model, optimizer, dir.File("model_and_optimizer.pth"));
         }
-        var (m2, o2) = PthCheckpoint.Load(dir.File("model_and_optimizer.pth"), straight.Config);
+        var (m2, o2) = PthModelFile.Load(dir.File("model_and_optimizer.pth"), straight.Config);
         using (m2)
         using (o2)
         {
@@ -156,7 +156,7 @@ public class CheckpointTrainingTests
         using var io = SafeTensorsFile.Open(FixturePaths.Get("reference", "tiny-qkvbias", "io.safetensors"));
         var (inputs, targets) = Batch(io);
         string configPath = FixturePaths.Get("reference", "tiny-qkvbias", "config.json");
-        var config = ConfigJson.Parse(File.ReadAllText(configPath), configPath) with { DropRate = 0.1f };
+        var config = GptConfig.FromFile(configPath) with { DropRate = 0.1f };
 
         GptModel Fresh()
         {

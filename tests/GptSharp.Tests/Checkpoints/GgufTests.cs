@@ -143,7 +143,7 @@ public sealed class GgufTests : IDisposable
         using var model = Fixture("tiny-noqkvbias");
         string path = Export(model, ExportDType.Q8_0);
         using var floats = GptModel.Load(path);
-        using var int8 = GptModel.Load(path, quantization: WeightQuantization.Int8);
+        using var int8 = GptModel.Load(path, new LoadOptions { Quantization = WeightQuantization.Int8 });
         Assert.True(int8.IsQuantized);
         foreach (var (f, q) in floats.LinearWeights().Zip(int8.LinearWeights()))
         {
@@ -229,7 +229,7 @@ public sealed class GgufTests : IDisposable
     {
         using var model = Fixture("tiny-noqkvbias");
         model.QuantizeInt8();
-        using var back = GptModel.Load(Export(model, ExportDType.Q8_0), quantization: WeightQuantization.Int8);
+        using var back = GptModel.Load(Export(model, ExportDType.Q8_0), new LoadOptions { Quantization = WeightQuantization.Int8 });
         foreach (var (p, q) in model.LinearWeights().Zip(back.LinearWeights()))
         {
             using var a = p.Int8!.Dequantize();

@@ -14,7 +14,7 @@ public class HuggingFaceImportTests
     public void HfTwinEqualsTheBookNamedWeightsExactly()
     {
         using var hf = Gpt2Import.LoadHuggingFace(FixturePaths.Get("reference", "tiny-qkvbias-hf", "model.safetensors"));
-        using var book = ModelCheckpoint.Load(FixturePaths.Get("reference", "tiny-qkvbias", "weights.safetensors"));
+        using var book = ModelFile.Load(FixturePaths.Get("reference", "tiny-qkvbias", "weights.safetensors"));
         Assert.Equal(book.Config, hf.Config);
         // The book fixture's out_head starts equal to tok_emb, so every tensor must match bit for bit.
         AssertSameParameters(book, hf);

@@ -19,7 +19,7 @@ public class Int8CliTests(TinyGpt2File model) : IClassFixture<TinyGpt2File>
         string path = dir.File("int8.safetensors");
         var output = new StringWriter();
         Assert.Equal(0, ConvertCommand.Create(output).Parse([model.Path, path, "--quantize", "int8"]).Invoke());
-        using (var loaded = ModelStore.Load(path))
+        using (var loaded = GptModel.Load(path))
         {
             Assert.True(loaded.IsQuantized);
             Assert.All(loaded.LinearWeights(), p => Assert.NotNull(p.Int8));
@@ -29,7 +29,7 @@ public class Int8CliTests(TinyGpt2File model) : IClassFixture<TinyGpt2File>
         Assert.Contains("out_head.weight\tI8\t[50257, 16]", listing.ToString());
         Assert.Contains("out_head.weight_scale\tF32\t[50257, 1]", listing.ToString());
         Assert.Contains("metadata quantization: int8-block32", listing.ToString());
-        using (var float32 = ModelStore.Load(model.Path)) Assert.Contains($"parameters: {float32.ParameterCount:N0}", listing.ToString());
+        using (var float32 = GptModel.Load(model.Path)) Assert.Contains($"parameters: {float32.ParameterCount:N0}", listing.ToString());
 
         // int8 only fits a model file; an unknown precision is refused by the parser.
         Assert.Equal(1, ConvertCommand.Create(new StringWriter()).Parse([model.Path, dir.File("x.pth"), "--quantize", "int8"]).Invoke());
@@ -44,7 +44,7 @@ public class Int8CliTests(TinyGpt2File model) : IClassFixture<TinyGpt2File>
     {
         const string prompt = "Every effort moves you";
         var tokenizer = Gpt2Tokenizer.Instance;
-        using var quantized = ModelStore.Load(model.Path, quantization: WeightQuantization.Int8);
+        using var quantized = GptModel.Load(model.Path, new LoadOptions { Quantization = WeightQuantization.Int8 });
         using var generator = new TextGenerator(quantized);
         var expected = generator.Generate(TokenBatch.FromSequence(tokenizer.Encode(prompt)), 10);
         var output = new StringWriter();

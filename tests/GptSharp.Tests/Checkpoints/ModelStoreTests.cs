@@ -14,10 +14,10 @@ public class ModelStoreTests
     [Fact]
     public void LoadsEveryFormatAndDetectsHuggingFaceNames()
     {
-        using var book = ModelStore.Load(FixturePaths.Get("reference", "tiny-qkvbias", "weights.safetensors"));
-        using var hf = ModelStore.Load(FixturePaths.Get("reference", "tiny-qkvbias-hf", "model.safetensors"));
+        using var book = GptModel.Load(FixturePaths.Get("reference", "tiny-qkvbias", "weights.safetensors"));
+        using var hf = GptModel.Load(FixturePaths.Get("reference", "tiny-qkvbias-hf", "model.safetensors"));
         AssertSameParameters(book, hf);
-        using var pth = ModelStore.Open(FixturePaths.Get("pth", "model_and_optimizer.pth"), PthConfig);
+        using var pth = ModelStore.Open(FixturePaths.Get("pth", "model_and_optimizer.pth"), new LoadOptions { Config = PthConfig });
         Assert.NotNull(pth.Optimizer);
         Assert.Equal(2, pth.Optimizer!.StepCount);
     }
@@ -36,7 +36,7 @@ public class ModelStoreTests
             Assert.Equal("""{"epoch":0}""", fromCheckpoint.TrainerStateJson);
         }
         final.Save(dir.File(ModelStore.ModelFileName));
-        using var fromModel = ModelStore.Load(dir.Path);
+        using var fromModel = GptModel.Load(dir.Path);
         AssertSameParameters(final, fromModel);
     }
 
@@ -50,22 +50,22 @@ public class ModelStoreTests
         foreach (var (name, to) in new[] { ("b.pth", (string?)null), ("checkpoint.safetensors", null), ("c.pth", null), ("d.bin", "checkpoint"), ("e.safetensors", "safetensors") })
         {
             string next = dir.File(name);
-            using (var loaded = ModelStore.Open(current, model.Config))
-                CheckpointConverter.Write(loaded, next, CheckpointConverter.ResolveFormat(next, to));
+            using (var loaded = ModelStore.Open(current, new LoadOptions { Config = model.Config }))
+                ModelConverter.Write(loaded, next, ModelConverter.ResolveFormat(next, to));
             current = next;
         }
-        using var back = ModelStore.Load(current);
+        using var back = GptModel.Load(current);
         Assert.Equal(model.Config, back.Config);
         AssertSameParameters(model, back);
-        Assert.Throws<ArgumentException>(() => CheckpointConverter.ResolveFormat("x.onnx", null));
-        Assert.Throws<ArgumentException>(() => CheckpointConverter.ResolveFormat("x.pth", "tflite"));
+        Assert.Throws<ArgumentException>(() => ModelConverter.ResolveFormat("x.onnx", null));
+        Assert.Throws<ArgumentException>(() => ModelConverter.ResolveFormat("x.pth", "tflite"));
     }
 
     [Fact]
     public void HuggingFacePytorchModelBinLoads()
     {
         using var dir = new TempDir();
-        using var book = ModelStore.Load(FixturePaths.Get("reference", "tiny-qkvbias", "weights.safetensors"));
+        using var book = GptModel.Load(FixturePaths.Get("reference", "tiny-qkvbias", "weights.safetensors"));
         // pytorch_model.bin = a torch.save of the HF state dict: same names as the safetensors twin.
         var tensors = new List<GptSharp.Tensors.Tensor>();
         var dict = new PyDict(ordered: true);
@@ -77,7 +77,7 @@ public class ModelStoreTests
                 dict.Set(t.Name, tensor);
             }
         string path = dir.File("pytorch_model.bin");
-        PthCheckpoint.Write(path, dict);
+        PthModelFile.Write(path, dict);
         foreach (var t in tensors) t.Dispose();
         File.Copy(FixturePaths.Get("reference", "tiny-qkvbias-hf", "config.json"), dir.File("config.json"));
         using var loaded = ModelStore.Open(path);
@@ -89,9 +89,9 @@ public class ModelStoreTests
     public void MissingOrUnknownSpecsGiveClearErrors()
     {
         using var dir = new TempDir();
-        Assert.Contains("no such file", Assert.Throws<FileNotFoundException>(() => ModelStore.Load(dir.File("nope.safetensors"))).Message);
-        Assert.Contains("neither", Assert.Throws<FileNotFoundException>(() => ModelStore.Load(dir.Path)).Message);
+        Assert.Contains("no such file", Assert.Throws<FileNotFoundException>(() => GptModel.Load(dir.File("nope.safetensors"))).Message);
+        Assert.Contains("neither", Assert.Throws<FileNotFoundException>(() => GptModel.Load(dir.Path)).Message);
         File.WriteAllText(dir.File("notes.txt"), "hello world, not a model");
-        Assert.Throws<InvalidDataException>(() => ModelStore.Load(dir.File("notes.txt")));
+        Assert.Throws<InvalidDataException>(() => GptModel.Load(dir.File("notes.txt")));
     }
 }

@@ -49,7 +49,7 @@ public class PthTests
     [Fact]
     public void BookModelPthLoadsIntoTheModel()
     {
-        using var model = PthCheckpoint.LoadModel(FixturePaths.Get("pth", "model.pth"), FixtureConfig(false));
+        using var model = PthModelFile.LoadModel(FixturePaths.Get("pth", "model.pth"), FixtureConfig(false));
         using var file = PthFile.Open(FixturePaths.Get("pth", "model.pth"));
         var sd = file.StateDict();
         foreach (var p in model.Parameters())
@@ -59,14 +59,14 @@ public class PthTests
             Assert.Equal(values, p.Value.ToArray());
         }
         // Without a config the head count cannot come from the shapes (width 32 is not a GPT-2 width).
-        var e = Assert.Throws<InvalidDataException>(() => PthCheckpoint.LoadModel(FixturePaths.Get("pth", "model.pth")));
+        var e = Assert.Throws<InvalidDataException>(() => PthModelFile.LoadModel(FixturePaths.Get("pth", "model.pth")));
         Assert.Contains("n_heads", e.Message);
     }
 
     [Fact]
     public void HuggingFaceFixtureEqualsTheQkvBiasPth()
     {
-        using var pth = PthCheckpoint.LoadModel(FixturePaths.Get("pth", "model_qkv_bias.pth"), FixtureConfig(true));
+        using var pth = PthModelFile.LoadModel(FixturePaths.Get("pth", "model_qkv_bias.pth"), FixtureConfig(true));
         using var hf = Gpt2Import.LoadHuggingFace(FixturePaths.Get("pth", "tiny_gpt2_hf.safetensors"), FixtureConfig(true));
         foreach (var (a, b) in pth.Parameters().Zip(hf.Parameters()))
         {
@@ -80,7 +80,7 @@ public class PthTests
     public void OptimizerStateMapsIndicesToParametersInModelOrder()
     {
         var expected = Expected.GetProperty("files").GetProperty("model_and_optimizer.pth").GetProperty("optimizer_state_dict");
-        var (model, optimizer) = PthCheckpoint.Load(FixturePaths.Get("pth", "model_and_optimizer.pth"), FixtureConfig(false));
+        var (model, optimizer) = PthModelFile.Load(FixturePaths.Get("pth", "model_and_optimizer.pth"), FixtureConfig(false));
         using (model)
         using (optimizer)
         {
@@ -108,7 +108,7 @@ public class PthTests
         using var dir = new TempDir();
         using var model = RandomModel(Tiny with { QkvBias = true });
         string path = dir.File("model.pth");
-        PthCheckpoint.SaveModel(model, path);
+        PthModelFile.SaveModel(model, path);
         using (var file = PthFile.Open(path))
         {
             var names = file.StateDict().Tensors.Select(t => t.Name).ToList();
@@ -120,7 +120,7 @@ public class PthTests
             Assert.Equal(1f, mask[1]);
             Assert.Equal(0f, mask[8]);
         }
-        using var loaded = PthCheckpoint.LoadModel(path, model.Config);
+        using var loaded = PthModelFile.LoadModel(path, model.Config);
         AssertSameParameters(model, loaded);
     }
 
@@ -128,13 +128,13 @@ public class PthTests
     public void ModelAndOptimizerRoundTrip()
     {
         using var dir = new TempDir();
-        var (model, optimizer) = PthCheckpoint.Load(FixturePaths.Get("pth", "model_and_optimizer.pth"), FixtureConfig(false));
+        var (model, optimizer) = PthModelFile.Load(FixturePaths.Get("pth", "model_and_optimizer.pth"), FixtureConfig(false));
         using (model)
         using (optimizer)
         {
             string path = dir.File("model_and_optimizer.pth");
-            PthCheckpoint.Save(model, optimizer!, path);
-            var (model2, optimizer2) = PthCheckpoint.Load(path, FixtureConfig(false));
+            PthModelFile.Save(model, optimizer!, path);
+            var (model2, optimizer2) = PthModelFile.Load(path, FixtureConfig(false));
             using (model2)
             using (optimizer2)
             {
@@ -157,7 +157,7 @@ public class PthTests
         using var model = RandomModel(Tiny);
         using var optimizer = new AdamW(model.Parameters(), 1e-3f, 0.05f);
         string path = dir.File("fresh.pth");
-        PthCheckpoint.Save(model, optimizer, path);
+        PthModelFile.Save(model, optimizer, path);
         using var file = PthFile.Open(path);
         var osd = file.OptimizerStateDict()!;
         Assert.Empty(((PyDict)osd["state"]!).Items);
@@ -329,7 +329,7 @@ public class PthTests
     [Fact]
     public void ShapeMismatchInPthNamesTensorAndShapes()
     {
-        var e = Assert.Throws<InvalidDataException>(() => PthCheckpoint.LoadModel(FixturePaths.Get("pth", "model.pth"), FixtureConfig(false) with { ContextLength = 32 }));
+        var e = Assert.Throws<InvalidDataException>(() => PthModelFile.LoadModel(FixturePaths.Get("pth", "model.pth"), FixtureConfig(false) with { ContextLength = 32 }));
         Assert.Contains("shape mismatch for 'pos_emb.weight': the file has [16, 32], the model expects [32, 32]", e.Message);
     }
 

@@ -150,7 +150,7 @@ public class TrainingCheckpointTests
         {
             ["format"] = "pt",
             ["gptsharp"] = "training",
-            ["config"] = ConfigJson.ToBookJson(model.Config),
+            ["config"] = model.Config.ToJson(),
             ["run_config"] = """{"model":{},"training":{}}""",
             ["trainer_state"] = trainerState,
             ["optimizer"] = """{"step":2,"learning_rate":0.00012345,"weight_decay":0.05,"beta1":0.8,"beta2":0.99,"eps":1E-07}""",

@@ -185,7 +185,7 @@ public sealed class CorpusFormatTests : IDisposable
         var records = Enumerable.Range(0, 300).Select(i => Piece(random.Next(1, 3000))).Append(Piece(1_300_000)).ToList();
         WriteJsonLines(PathOf("many.jsonl"), records);
         string[] files = [PathOf("big.txt"), PathOf("many.jsonl")];
-        int[] expected = Tokenizer.EncodeParallel(string.Join("<|endoftext|>", records.Prepend(big)), Gpt2Tokenizer.AllSpecialTokens);
+        int[] expected = Tokenizer.Encode(string.Join("<|endoftext|>", records.Prepend(big)), Gpt2Tokenizer.AllSpecialTokens);
 
         int saved = Workers.Count;
         byte[] one, three;

@@ -79,5 +79,5 @@ public sealed class DataParallelTests
 
     [Fact]
     public void UnknownModeIsAOneLineError() =>
-        Assert.Contains("--distributed", Assert.Throws<ArgumentException>(() => DistributedTraining.Start("slurm")).Message);
+        Assert.Contains("DistributedTraining mode", Assert.Throws<ArgumentException>(() => DistributedTraining.Start("slurm")).Message);
 }

@@ -253,8 +253,8 @@ internal static class MpiRuns
     /// <summary>The two runs' final weights agree to 1e-6 relative (in L2 norm over each tensor).</summary>
     public static void AssertSameWeights(string runA, string runB)
     {
-        using var a = ModelCheckpoint.Load(Path.Combine(runA, RunDirectory.ModelFile));
-        using var b = ModelCheckpoint.Load(Path.Combine(runB, RunDirectory.ModelFile));
+        using var a = ModelFile.Load(Path.Combine(runA, RunDirectory.ModelFile));
+        using var b = ModelFile.Load(Path.Combine(runB, RunDirectory.ModelFile));
         var pa = a.Parameters();
         var pb = b.Parameters();
         Assert.Equal(pa.Count, pb.Count);

@@ -59,7 +59,7 @@ public class CachedGenerationTests
         model.Prefill(cache, new TokenBatch(prompt, 2, 6));
         using var rows = new KvCacheRows();
         rows.Reorder(cache, [1, 1]);
-        var logits = model.Step(cache, [inputs[seq + 6], inputs[seq + 6]]);
+        var logits = model.DecodeNext(cache, [inputs[seq + 6], inputs[seq + 6]]);
         // Both rows now continue row 1 of the fixture: their logits are the fixture's at [1, 6].
         var expected = fixture.Io.Floats("logits").AsSpan((seq + 6) * vocab, vocab);
         for (int row = 0; row < 2; row++)

@@ -57,7 +57,7 @@ public class GenerationCliTests(TinyGpt2File model) : IClassFixture<TinyGpt2File
     {
         var tokenizer = Gpt2Tokenizer.Instance;
         const string prompt = "Every effort moves you";
-        using var loaded = ModelCheckpoint.Load(model.Path);
+        using var loaded = ModelFile.Load(model.Path);
         var expected = TextGeneration.GenerateTextSimple(loaded, TokenBatch.FromSequence(tokenizer.Encode(prompt)), 20, 16);
 
         // Run directory or file: the same model. 4 prompt tokens + 20 new ones slide past the context of 16.
@@ -74,7 +74,7 @@ public class GenerationCliTests(TinyGpt2File model) : IClassFixture<TinyGpt2File
     public void SamplingMatchesTheBooksGenerateWithTheSameSeedWithAndWithoutCache()
     {
         var tokenizer = Gpt2Tokenizer.Instance;
-        using var loaded = ModelCheckpoint.Load(model.Path);
+        using var loaded = ModelFile.Load(model.Path);
         var expected = TextGeneration.Generate(loaded, TokenBatch.FromSequence(tokenizer.Encode("Hello")), 12, 16,
             temperature: 1.4f, topK: 25, generator: new TorchGenerator(123));
         string text = tokenizer.Decode(expected.Ids) + Environment.NewLine;

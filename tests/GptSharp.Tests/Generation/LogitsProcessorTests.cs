@@ -85,20 +85,20 @@ public class LogitsProcessorTests
     }
 
     [Theory]
-    [InlineData("temperature")]
-    [InlineData("top-k")]
-    [InlineData("top-p")]
-    [InlineData("num-beams")]
+    [InlineData("Temperature")]
+    [InlineData("TopK")]
+    [InlineData("TopP")]
+    [InlineData("NumBeams")]
     public void BadOptionsAreClearErrors(string option)
     {
         var options = option switch
         {
-            "temperature" => new GenerationOptions { Temperature = -0.5f },
-            "top-k" => new GenerationOptions { TopK = 0 },
-            "top-p" => new GenerationOptions { TopP = 1.5f },
+            "Temperature" => new GenerationOptions { Temperature = -0.5f },
+            "TopK" => new GenerationOptions { TopK = 0 },
+            "TopP" => new GenerationOptions { TopP = 1.5f },
             _ => new GenerationOptions { NumBeams = 3, Temperature = 1f },
         };
         var error = Assert.Throws<ArgumentException>(() => options.Validate());
-        Assert.Contains("--" + option, error.Message);
+        Assert.Contains("GenerationOptions." + option, error.Message); // the property; the CLI shows its flag (CliFlags)
     }
 }

@@ -1,4 +1,5 @@
 using GptSharp.Checkpoints;
+using GptSharp.Model;
 using GptSharp.Formats;
 using GptSharp.Pretrained;
 using GptSharp.Tests.Checkpoints.TensorFlow;
@@ -26,9 +27,9 @@ public sealed class HostileFixtureTests
             {
                 ".pth" or ".safetensors" => () =>
                 {
-                    try { CheckpointInfo.Read(path); }
+                    try { ModelFileInfo.Read(path); }
                     catch (InvalidDataException) { }
-                    ModelStore.Load(path).Dispose();
+                    GptModel.Load(path).Dispose();
                 },
                 ".snappy" => () => Snappy.Decompress(File.ReadAllBytes(path), path),
                 ".index" => () =>
@@ -40,9 +41,9 @@ public sealed class HostileFixtureTests
                 {
                     File.Copy(path, Path.Combine(dir, "hparams.json"));
                     TfBundleWriter.Write(Path.Combine(dir, "model.ckpt"), new Dictionary<string, (long[], float[])> { ["model/wte"] = ([50, 16], new float[800]) });
-                    ModelStore.Load(dir).Dispose();
+                    GptModel.Load(dir).Dispose();
                 },
-                ".json" => () => ConfigJson.Parse(File.ReadAllText(path), path),
+                ".json" => () => GptConfig.FromFile(path),
                 _ => throw new InvalidOperationException($"no loader for {name}"),
             };
             var e = Bounded.Rejects<Exception>(load, maxAllocatedBytes: 64L << 20, seconds: 20);

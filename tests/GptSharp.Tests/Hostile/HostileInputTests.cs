@@ -38,7 +38,7 @@ public sealed class HostileInputTests : IDisposable
     {
         // l = []; l.append(l)
         string path = PthOf(new PickleBuilder().Op((byte)']', (byte)'q', 0, (byte)'h', 0, (byte)'a').Stop());
-        var e = Bounded.Rejects<InvalidDataException>(() => ModelStore.Load(path));
+        var e = Bounded.Rejects<InvalidDataException>(() => GptModel.Load(path));
         AssertNamesFile(e, path);
         Assert.Contains("no state dict", e.Message);
     }
@@ -51,7 +51,7 @@ public sealed class HostileInputTests : IDisposable
         for (int i = 0; i < depth; i++) b.Op((byte)']');
         for (int i = 1; i < depth; i++) b.Op((byte)'a');
         string path = PthOf(b.Stop());
-        var e = Bounded.Rejects<InvalidDataException>(() => CheckpointInfo.Read(path), maxAllocatedBytes: 256L << 20);
+        var e = Bounded.Rejects<InvalidDataException>(() => ModelFileInfo.Read(path), maxAllocatedBytes: 256L << 20);
         AssertNamesFile(e, path);
     }
 
@@ -64,7 +64,7 @@ public sealed class HostileInputTests : IDisposable
         byte[] pickle = b.Stop();
         Assert.True(pickle.Length < 800);
         string path = PthOf(pickle);
-        var e = Bounded.Rejects<InvalidDataException>(() => CheckpointInfo.Read(path), seconds: 10);
+        var e = Bounded.Rejects<InvalidDataException>(() => ModelFileInfo.Read(path), seconds: 10);
         AssertNamesFile(e, path);
         Assert.Contains("no state dict", e.Message); // unpickled fine, walked once per object
     }
@@ -79,7 +79,7 @@ public sealed class HostileInputTests : IDisposable
         for (int i = 0; i < 100; i++) b.Op((byte)'h', 1, 0x86, (byte)'q', 1);
         b.Op((byte)'u', (byte)'a', (byte)'u', (byte)'u');
         string path = PthOf(b.Stop(), ("0", new byte[16]));
-        var (error, allocated) = Bounded.Run(() => Assert.Contains("(...)", CheckpointInfo.Read(path).OptimizerSummary), TimeSpan.FromSeconds(10));
+        var (error, allocated) = Bounded.Run(() => Assert.Contains("(...)", ModelFileInfo.Read(path).OptimizerSummary), TimeSpan.FromSeconds(10));
         Assert.Null(error);
         Assert.True(allocated < 64 << 20);
     }
@@ -89,13 +89,13 @@ public sealed class HostileInputTests : IDisposable
     {
         // pos_emb [2^24, 4] over a 4-float storage: 256 MiB in memory from 16 stored bytes.
         string path = PthOf(PickleBuilder.StateDictOfOne("pos_emb.weight", 4, [1L << 24, 4], [0, 1]), ("0", new byte[16]));
-        var e = Bounded.Rejects<InvalidDataException>(() => ModelStore.Load(path));
+        var e = Bounded.Rejects<InvalidDataException>(() => GptModel.Load(path));
         AssertNamesFile(e, path);
         Assert.Contains("repeats stored elements", e.Message);
         e = Bounded.Rejects<InvalidDataException>(() =>
         {
             using var loaded = ModelStore.Open(path);
-            CheckpointConverter.Write(loaded, Path.Combine(_dir, "out.safetensors"), CheckpointConverter.ResolveFormat(Path.Combine(_dir, "out.safetensors"), null));
+            ModelConverter.Write(loaded, Path.Combine(_dir, "out.safetensors"), ModelConverter.ResolveFormat(Path.Combine(_dir, "out.safetensors"), null));
         });
         Assert.False(File.Exists(Path.Combine(_dir, "out.safetensors")));
     }
@@ -128,7 +128,7 @@ public sealed class HostileInputTests : IDisposable
     public void OverflowingShapesStridesAndStoragesAreFormatErrors(long[] shape, long[] stride, long storage)
     {
         string path = PthOf(PickleBuilder.StateDictOfOne("w", storage, shape, stride), ("0", new byte[16]));
-        var e = Bounded.Rejects<InvalidDataException>(() => CheckpointInfo.Read(path));
+        var e = Bounded.Rejects<InvalidDataException>(() => ModelFileInfo.Read(path));
         AssertNamesFile(e, path);
     }
 
@@ -141,7 +141,7 @@ public sealed class HostileInputTests : IDisposable
         int z64 = FindLast(bytes, [0x50, 0x4b, 0x06, 0x06]);
         BinaryPrimitives.WriteInt64LittleEndian(bytes.AsSpan(z64 + 48), long.MaxValue);
         File.WriteAllBytes(path, bytes);
-        var e = Bounded.Rejects<InvalidDataException>(() => CheckpointInfo.Read(path));
+        var e = Bounded.Rejects<InvalidDataException>(() => ModelFileInfo.Read(path));
         AssertNamesFile(e, path);
     }
 
@@ -151,10 +151,10 @@ public sealed class HostileInputTests : IDisposable
         string path = Path.Combine(_dir, "claims.safetensors");
         string config = """{"vocab_size":50,"context_length":8,"emb_dim":16,"n_heads":2,"n_layers":100000000,"drop_rate":0,"qkv_bias":false}""";
         CheckpointTestHelpers.WriteRaw(path, "{\"__metadata__\":{\"config\":" + System.Text.Json.JsonSerializer.Serialize(config) + "}}", []);
-        var e = Bounded.Rejects<InvalidDataException>(() => ModelStore.Load(path));
+        var e = Bounded.Rejects<InvalidDataException>(() => GptModel.Load(path));
         AssertNamesFile(e, path);
         Assert.Contains("parameters but the file's tensors hold only 0 values", e.Message);
-        var info = CheckpointInfo.Read(path); // inspect still works, with the config marked unknown
+        var info = ModelFileInfo.Read(path); // inspect still works, with the config marked unknown
         Assert.Null(info.Config);
     }
 
@@ -167,7 +167,7 @@ public sealed class HostileInputTests : IDisposable
         CheckpointTestHelpers.WriteRaw(path, "{\"tok_emb.weight\":{\"dtype\":\"F32\",\"shape\":[2,64],\"data_offsets\":[0,512]},"
             + "\"pos_emb.weight\":{\"dtype\":\"F32\",\"shape\":[1,64],\"data_offsets\":[512,768]},"
             + $"\"{name}\":{{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[768,772]}}}}", new byte[772]);
-        var e = Bounded.Rejects<InvalidDataException>(() => ModelStore.Load(path));
+        var e = Bounded.Rejects<InvalidDataException>(() => GptModel.Load(path));
         AssertNamesFile(e, path);
     }
 
@@ -176,7 +176,7 @@ public sealed class HostileInputTests : IDisposable
     {
         string path = Path.Combine(_dir, "overflow.safetensors");
         CheckpointTestHelpers.WriteRaw(path, "{\"w\":{\"dtype\":\"F32\",\"shape\":[2147483647,2147483647,2147483647],\"data_offsets\":[0,4]}}", new byte[4]);
-        var e = Bounded.Rejects<InvalidDataException>(() => CheckpointInfo.Read(path));
+        var e = Bounded.Rejects<InvalidDataException>(() => ModelFileInfo.Read(path));
         Assert.Contains("overflows", e.Message);
     }
 
@@ -189,7 +189,7 @@ public sealed class HostileInputTests : IDisposable
         var tensors = new Dictionary<string, (long[], float[])> { ["model/wte"] = ([50, 16], new float[800]) };
         TfBundleWriter.Write(Path.Combine(dir, "model.ckpt"), tensors);
         File.WriteAllText(Path.Combine(dir, "hparams.json"), """{"n_vocab": 50, "n_ctx": 8, "n_embd": 16, "n_head": 2, "n_layer": 2147483647}""");
-        var e = Bounded.Rejects<InvalidDataException>(() => ModelStore.Load(dir));
+        var e = Bounded.Rejects<InvalidDataException>(() => GptModel.Load(dir));
         Assert.Contains("model.ckpt.index", e.Message);
     }
 
@@ -249,9 +249,9 @@ public sealed class HostileInputTests : IDisposable
         File.WriteAllText(Path.Combine(_dir, "outside", "model.ckpt.index"), "");
         File.WriteAllText("/tmp/gptsharp-hostile-abs.index", "");
         File.WriteAllText(Path.Combine(dir, "checkpoint"), $"model_checkpoint_path: \"{target}\"\n");
-        Assert.Equal(Path.Combine(dir, "model.ckpt"), Gpt2Checkpoint.FindPrefix(dir));
+        Assert.Equal(Path.Combine(dir, "model.ckpt"), Gpt2TensorFlowImport.FindPrefix(dir));
         File.WriteAllText(Path.Combine(dir, "checkpoint"), "model_checkpoint_path: \"/tmp/gptsharp-hostile-abs\"\n");
-        Assert.Equal(Path.Combine(dir, "model.ckpt"), Gpt2Checkpoint.FindPrefix(dir));
+        Assert.Equal(Path.Combine(dir, "model.ckpt"), Gpt2TensorFlowImport.FindPrefix(dir));
     }
 
     [Theory]

@@ -33,7 +33,7 @@ public sealed class MutationFuzzTests : IDisposable
     public void PthZipAndPickle()
     {
         string seedPath = Path.Combine(_dir, "seed.pth");
-        using (var model = new GptModel(Tiny, new FastRandom(1))) PthCheckpoint.SaveModel(model, seedPath);
+        using (var model = new GptModel(Tiny, new FastRandom(1))) PthModelFile.SaveModel(model, seedPath);
         string path = Path.Combine(_dir, "case.pth");
         Fuzz("pth", File.ReadAllBytes(seedPath), bytes =>
         {
@@ -42,7 +42,7 @@ public sealed class MutationFuzzTests : IDisposable
             var sd = file.StateDict();
             foreach (var t in sd.Tensors)
                 if (t.DType.IsConvertibleToFloat()) sd.ReadInto(t.Name, new float[t.ElementCount]);
-            ModelStore.Load(path, Tiny).Dispose(); // emb_dim 4 does not imply a head count: the config is given
+            GptModel.Load(path, new LoadOptions { Config = Tiny }).Dispose(); // emb_dim 4 does not imply a head count: the config is given
         });
     }
 
@@ -58,8 +58,8 @@ public sealed class MutationFuzzTests : IDisposable
             using (var file = SafeTensorsFile.Open(path))
                 foreach (var t in file.Tensors)
                     if (t.DType.IsConvertibleToFloat()) file.ReadInto(t.Name, new float[t.ElementCount]);
-            CheckpointInfo.Read(path);
-            ModelStore.Load(path).Dispose();
+            ModelFileInfo.Read(path);
+            GptModel.Load(path).Dispose();
         });
     }
 
@@ -72,9 +72,9 @@ public sealed class MutationFuzzTests : IDisposable
         Fuzz("gguf", File.ReadAllBytes(seedPath), bytes =>
         {
             File.WriteAllBytes(path, bytes);
-            CheckpointInfo.Read(path);
-            ModelStore.Load(path).Dispose();
-            ModelStore.Load(path, quantization: WeightQuantization.Int8).Dispose();
+            ModelFileInfo.Read(path);
+            GptModel.Load(path).Dispose();
+            GptModel.Load(path, new LoadOptions { Quantization = WeightQuantization.Int8 }).Dispose();
         });
     }
 
@@ -112,10 +112,10 @@ public sealed class MutationFuzzTests : IDisposable
     [Fact]
     public void ConfigJson()
     {
-        byte[] seed = System.Text.Encoding.UTF8.GetBytes(GptSharp.Checkpoints.ConfigJson.ToBookJson(Tiny with { Layers = 2 }));
+        byte[] seed = System.Text.Encoding.UTF8.GetBytes((Tiny with { Layers = 2 }).ToJson());
         Fuzz("config-json", seed, bytes =>
         {
-            var config = GptSharp.Checkpoints.ConfigJson.Parse(System.Text.Encoding.UTF8.GetString(bytes), "config.json");
+            var config = GptConfig.FromJson(System.Text.Encoding.UTF8.GetString(bytes), "config.json");
             MemoryBudget.ModelBytes(config);
         });
     }

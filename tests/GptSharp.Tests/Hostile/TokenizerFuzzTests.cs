@@ -116,8 +116,9 @@ public sealed class TokenizerFuzzTests
             string text = builder.ToString();
             byte[] utf8 = Encoding.UTF8.GetBytes(text);
             Assert.True(Gpt2Tokenizer.ChunkBounds(utf8, 1 << 20).Count > 2, "the input is cut into several chunks");
-            Assert.Equal(Tokenizer.EncodeOrdinary(text), Tokenizer.EncodeOrdinaryParallel(utf8));
-            Assert.Equal(Tokenizer.Encode(text, Gpt2Tokenizer.AllSpecialTokens), Tokenizer.EncodeParallel(text, Gpt2Tokenizer.AllSpecialTokens));
+            Assert.Equal(Tokenizer.EncodeOrdinaryUtf8(utf8), Tokenizer.EncodeOrdinaryParallel(utf8)); // one thread against all
+            Assert.Equal(Tokenizer.EncodeUtf8(utf8, Gpt2Tokenizer.AllSpecialTokens), Tokenizer.EncodeParallel(utf8, Gpt2Tokenizer.AllSpecialTokens));
+            Assert.Equal(Tokenizer.EncodeOrdinary(text), Tokenizer.EncodeOrdinary(utf8)); // the public doors, each choosing its path by size
         }
     }
 

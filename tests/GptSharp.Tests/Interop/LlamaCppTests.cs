@@ -81,7 +81,7 @@ public sealed class LlamaCppTests(ITestOutputHelper output) : IDisposable
             logits[next] = float.MinValue;
             minMargin = Math.Min(minMargin, best - logits.Max());
             ids.Add(next);
-            logits = model.Step(cache, next).Span.ToArray();
+            logits = model.DecodeNext(cache, next).Span.ToArray();
         }
         return ([.. ids], minMargin);
     }
@@ -178,7 +178,7 @@ public sealed class LlamaCppTests(ITestOutputHelper output) : IDisposable
         using (var llama = new LlamaCpp.Session(q8, Context))
             llamaQ8 = Perplexity(ids => { llama.Reset(); return llama.Decode(ids, 0, all: true); }, tokens, windows, vocab);
         double ours = Perplexity(ids => Rows(Logits(model, ids), vocab), tokens, windows, vocab);
-        using var int8 = GptModel.Load(q8, quantization: WeightQuantization.Int8);
+        using var int8 = GptModel.Load(q8, new LoadOptions { Quantization = WeightQuantization.Int8 });
         double oursQ8 = Perplexity(ids => Rows(Logits(int8, ids), vocab), tokens, windows, vocab);
         output.WriteLine($"perplexity over {windows * Context} tokens: llama.cpp f32 {llamaF32:0.0000}, q8_0 {llamaQ8:0.0000}; GptSharp f32 {ours:0.0000}, int8 from the q8_0 file {oursQ8:0.0000}");
         Assert.InRange(llamaQ8 / llamaF32, 0.99, 1.01);

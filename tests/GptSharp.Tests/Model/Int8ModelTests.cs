@@ -86,7 +86,7 @@ public sealed class Int8ModelTests(ITestOutputHelper output) : IDisposable
         for (int step = 4; step < seq; step++)
         {
             for (int b = 0; b < batch; b++) next[b] = fixture.Inputs.Ids[b * seq + step];
-            AssertClose(twin.Step(twinCache, next), quantized.Step(cache, next));
+            AssertClose(twin.DecodeNext(twinCache, next), quantized.DecodeNext(cache, next));
         }
         Assert.Equal(batch * vocab, cache.Logits.Length);
     }
@@ -166,13 +166,13 @@ public sealed class Int8ModelTests(ITestOutputHelper output) : IDisposable
         var fixture = new ReferenceFixture("tiny-qkvbias");
         string floatPath = Path.Combine(_directory, "model.safetensors"), int8Path = Path.Combine(_directory, "int8.safetensors");
         using (var original = fixture.CreateModel()) original.Save(floatPath);
-        using var quantized = ModelStore.Load(floatPath);
+        using var quantized = GptModel.Load(floatPath);
         quantized.QuantizeInt8();
         quantized.Save(int8Path);
         Assert.True(new FileInfo(int8Path).Length < new FileInfo(floatPath).Length / 2);
 
-        using var loaded = ModelStore.Load(int8Path);
-        using var streamed = ModelStore.Load(floatPath, quantization: WeightQuantization.Int8);
+        using var loaded = GptModel.Load(int8Path);
+        using var streamed = GptModel.Load(floatPath, new LoadOptions { Quantization = WeightQuantization.Int8 });
         foreach (var other in new[] { loaded, streamed })
         {
             Assert.True(other.IsQuantized);
@@ -184,7 +184,7 @@ public sealed class Int8ModelTests(ITestOutputHelper output) : IDisposable
             Assert.Equal(ForwardLogits(quantized, fixture.Inputs), ForwardLogits(other, fixture.Inputs));
         }
 
-        var info = CheckpointInfo.Read(int8Path);
+        var info = ModelFileInfo.Read(int8Path);
         Assert.Contains("int8", info.Format);
         Assert.Equal(quantized.ParameterCount, info.ParameterCount);
         Assert.Contains(info.Tensors, t => t.Name == "out_head.weight" && t.DType == GptSharp.Formats.TensorDType.I8);
@@ -197,8 +197,8 @@ public sealed class Int8ModelTests(ITestOutputHelper output) : IDisposable
         // The Hugging Face GPT-2 layout goes through the GPT-2 weight map (fused c_attn split three ways, tied head),
         // as OpenAI's TensorFlow folders do.
         string path = FixturePaths.Get("reference", "tiny-qkvbias-hf", "model.safetensors");
-        using var plain = ModelStore.Load(path);
-        using var streamed = ModelStore.Load(path, quantization: WeightQuantization.Int8);
+        using var plain = GptModel.Load(path);
+        using var streamed = GptModel.Load(path, new LoadOptions { Quantization = WeightQuantization.Int8 });
         Assert.True(streamed.IsQuantized);
         plain.QuantizeInt8();
         foreach (var (p, q) in plain.LinearWeights().Zip(streamed.LinearWeights()))
@@ -256,7 +256,7 @@ public sealed class Int8ModelTests(ITestOutputHelper output) : IDisposable
             for (int t = 0; t < ctx; t++)
             {
                 for (int b = 0; b < batch; b++) next[b] = tokens[(first + b) * ctx + t];
-                var logits = (t == 0 ? model.Prefill(cache, new TokenBatch(next.ToArray(), batch, 1)) : model.Step(cache, next)).Span;
+                var logits = (t == 0 ? model.Prefill(cache, new TokenBatch(next.ToArray(), batch, 1)) : model.DecodeNext(cache, next)).Span;
                 for (int b = 0; b < batch; b++)
                 {
                     int position = (first + b) * ctx + t;
@@ -350,8 +350,8 @@ public sealed class Int8ModelTests(ITestOutputHelper output) : IDisposable
             }
             model.Save(path);
         }
-        using var float32 = ModelStore.Load(path);
-        using var int8 = ModelStore.Load(path, quantization: WeightQuantization.Int8);
+        using var float32 = GptModel.Load(path);
+        using var int8 = GptModel.Load(path, new LoadOptions { Quantization = WeightQuantization.Int8 });
         AssertAccurate("trained on The Verdict", float32, int8, validation);
     }
 }

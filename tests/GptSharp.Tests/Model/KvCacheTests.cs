@@ -27,7 +27,7 @@ public class KvCacheTests
             if (cache.Length == cache.Capacity)
                 logits = model.Prefill(cache, ids.Skip(ids.Count - f.Config.ContextLength).ToArray());
             else
-                logits = model.Step(cache, next);
+                logits = model.DecodeNext(cache, next);
         }
         Assert.Equal(f.Io.Ints("generated"), ids.ToArray());
     }
@@ -55,10 +55,10 @@ public class KvCacheTests
                 var actual = logits.Span.Slice(b * 40, 40);
                 Assert.True(ReferenceFixture.MaxAbsDiff(actual, expected) < 1e-4f, $"position {t - 1}, row {b}");
             }
-            if (t < 9) logits = model.Step(cache, [all[t], all[9 + t]]);
+            if (t < 9) logits = model.DecodeNext(cache, [all[t], all[9 + t]]);
         }
         Assert.Equal(9, cache.Length);
-        model.Step(cache, [1, 2]);
-        Assert.Throws<ArgumentException>(() => model.Step(cache, [1, 2]));
+        model.DecodeNext(cache, [1, 2]);
+        Assert.Throws<ArgumentException>(() => model.DecodeNext(cache, [1, 2]));
     }
 }

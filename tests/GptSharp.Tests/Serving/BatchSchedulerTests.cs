@@ -51,7 +51,7 @@ public class BatchSchedulerTests(ServingFixture server)
     }
 
     [Fact]
-    public void StepSequencesMatchesOneStepPerCache()
+    public void DecodeNextSequencesMatchesDecodeNextPerCache()
     {
         using var model = new GptModel(ServingFixture.Config, new FastRandom(5));
         int vocab = model.Config.VocabSize;
@@ -69,10 +69,10 @@ public class BatchSchedulerTests(ServingFixture server)
         int[] next = [11, 22, 33, 44, 55, 66, 77, 88];
         for (int step = 0; step < 3; step++)
         {
-            model.StepSequences(batched, next, logits);
+            model.DecodeNextSequences(batched, next, logits);
             for (int i = 0; i < prompts.Length; i++)
             {
-                var expected = model.Step(alone[i], next[i]).Span.ToArray();
+                var expected = model.DecodeNext(alone[i], next[i]).Span.ToArray();
                 var actual = logits.Span.Slice(i * vocab, vocab).ToArray();
                 Assert.Equal(expected, actual);
                 Assert.Equal(alone[i].Length, batched[i].Length);

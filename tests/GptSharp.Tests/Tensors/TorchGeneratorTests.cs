@@ -293,6 +293,6 @@ public class RandomGeneratorsTests
         Assert.Equal(0.29611194f, values[0]); // torch.manual_seed(123); torch.rand(1)
         Assert.Equal("fast", RandomGenerators.Create("fast", 123).Kind);
         var e = Assert.Throws<ArgumentException>(() => RandomGenerators.Create("mt", 1));
-        Assert.Contains("--rng", e.Message);
+        Assert.Contains("RunConfig.Rng", e.Message);
     }
 }

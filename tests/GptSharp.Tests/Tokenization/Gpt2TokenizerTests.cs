@@ -111,7 +111,7 @@ public class Gpt2TokenizerTests
         Assert.Contains("special token that is not allowed: <|endoftext|>", error.Message);
         Assert.Throws<ArgumentException>(() => Tokenizer.Encode("a<|endoftext|>", new HashSet<string> { "<|im_start|>" }));
         Assert.Throws<ArgumentException>(() => Tokenizer.EncodeUtf8("<|endoftext|>"u8));
-        Assert.Throws<ArgumentException>(() => Tokenizer.EncodeParallel("x <|endoftext|>"));
+        Assert.Throws<ArgumentException>(() => Tokenizer.EncodeParallel(System.Text.Encoding.UTF8.GetBytes("x <|endoftext|>")));
         // Near misses are plain text.
         Assert.Equal(Tokenizer.EncodeOrdinary("<|endoftext|"), Tokenizer.Encode("<|endoftext|"));
         Assert.Equal([27, 91, 437, 1659, 5239, 91, 29], Tokenizer.EncodeOrdinary("<|endoftext|>"));

@@ -30,8 +30,9 @@ public class ParallelEncoderTests
         try
         {
             Workers.Count = 2;
-            Assert.Equal(Tokenizer.EncodeOrdinary(corpus), Tokenizer.EncodeOrdinaryParallel(utf8));
-            Assert.Equal(Tokenizer.Encode(corpus, Gpt2Tokenizer.AllSpecialTokens), Tokenizer.EncodeParallel(corpus, Gpt2Tokenizer.AllSpecialTokens));
+            Assert.Equal(Tokenizer.EncodeOrdinaryUtf8(utf8), Tokenizer.EncodeOrdinaryParallel(utf8)); // one thread against all
+            Assert.Equal(Tokenizer.EncodeUtf8(utf8, Gpt2Tokenizer.AllSpecialTokens), Tokenizer.EncodeParallel(utf8, Gpt2Tokenizer.AllSpecialTokens));
+            Assert.Equal(Tokenizer.EncodeOrdinary(corpus), Tokenizer.EncodeOrdinary(utf8)); // the public doors, each choosing its path by size
         }
         finally
         {

@@ -45,7 +45,7 @@ public sealed class BestModelWriterTests : IDisposable
             Perturb(model, 1f); // training goes on after the evaluation: the file must not follow the model
             writer.Flush();
         }
-        using var best = ModelStore.Load(path);
+        using var best = GptModel.Load(path);
         Assert.Equal(Tiny, best.Config);
         Assert.Equal(newest, Weights(best));
     }

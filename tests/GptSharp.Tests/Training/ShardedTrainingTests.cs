@@ -94,7 +94,7 @@ public sealed class ShardedTrainingTests : IDisposable
         }
         File.Delete(trainFiles[^1]);
         var e = Assert.Throws<InvalidDataException>(() => TrainingRun.Resume(again).Dispose());
-        Assert.Contains("--resume: the data is not what the run trained on", e.Message);
+        Assert.Contains("TrainingRun.Resume: the data is not what the run trained on", e.Message);
     }
 
     [Fact]

@@ -84,7 +84,7 @@ public sealed class TrainCommandTests : IDisposable
         // --model DIR and --model-dir DIR, which this checks with a tiny checkpoint in OpenAI's names and layout.
         var config = new GptConfig { VocabSize = 50257, ContextLength = 8, EmbeddingDim = 4, Heads = 1, Layers = 1, QkvBias = true };
         using var source = new GptModel(config, new FastRandom(5));
-        string folder = GptSharp.Tests.Checkpoints.TensorFlow.Gpt2CheckpointTests.WriteOpenAiCheckpoint(source, 262144, false);
+        string folder = GptSharp.Tests.Checkpoints.TensorFlow.Gpt2TensorFlowImportTests.WriteOpenAiCheckpoint(source, 262144, false);
         try
         {
             Assert.Equal(0, Cli("eval", "--model-dir", folder, "--batches", "2"));

@@ -61,7 +61,7 @@ public sealed class TrainingRunTests : IDisposable
         Assert.Contains(lines, l => l.Contains("Where the time went", StringComparison.Ordinal));
 
         // best.safetensors: a model file with the weights of the lowest validation loss.
-        using (var best = ModelStore.Load(Path.Combine(dir, TrainingRun.BestModelFile)))
+        using (var best = GptModel.Load(Path.Combine(dir, TrainingRun.BestModelFile)))
             Assert.Equal(Tiny, best.Config);
         using var timings = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, TrainingRun.TimingsFile)));
         Assert.True(timings.RootElement.GetProperty("steps_s").GetDouble() > 0);
@@ -99,9 +99,9 @@ public sealed class TrainingRunTests : IDisposable
         }
         var lowest = evaluations.MinBy(e => e.ValLoss);
         Assert.NotEqual(final, lowest.Weights);
-        using var best = ModelStore.Load(Path.Combine(RunDir("best"), TrainingRun.BestModelFile));
+        using var best = GptModel.Load(Path.Combine(RunDir("best"), TrainingRun.BestModelFile));
         Assert.Equal(lowest.Weights, best.Parameters().SelectMany(p => p.Value.ToArray()).ToArray());
-        using var model = ModelStore.Load(Path.Combine(RunDir("best"), RunDirectory.ModelFile));
+        using var model = GptModel.Load(Path.Combine(RunDir("best"), RunDirectory.ModelFile));
         Assert.Equal(final, model.Parameters().SelectMany(p => p.Value.ToArray()).ToArray());
     }
 
@@ -174,7 +174,7 @@ public sealed class TrainingRunTests : IDisposable
         Directory.CreateDirectory(copyDir);
         string copy = Path.Combine(copyDir, TrainingCheckpoint.FileNameFor(3));
         using (var loaded = ModelStore.Open(TrainingCheckpoint.Latest(dir)!))
-            CheckpointConverter.Write(loaded, copy, CheckpointConverter.ResolveFormat(copy, null));
+            ModelConverter.Write(loaded, copy, ModelConverter.ResolveFormat(copy, null));
         using var resumed = TrainingRun.Resume(copyDir, new TrainingRunOptions { MaxSteps = 4 });
         Assert.Equal(2, resumed.State.GlobalStep);
         Assert.Equal(TrainingOutcome.MaxStepsReached, resumed.Train());
@@ -189,8 +189,8 @@ public sealed class TrainingRunTests : IDisposable
             run.Train();
         string model = Path.Combine(dir, RunDirectory.ModelFile);
         var e = Assert.Throws<InvalidDataException>(() => TrainingRun.Resume(model));
-        Assert.Contains("--init-from", e.Message);
-        Assert.Contains("--init-from", Assert.Throws<FileNotFoundException>(() => TrainingRun.Resume(_dir)).Message);
+        Assert.Contains("RunConfig.InitFrom", e.Message);
+        Assert.Contains("RunConfig.InitFrom", Assert.Throws<FileNotFoundException>(() => TrainingRun.Resume(_dir)).Message);
     }
 
     [Fact]
@@ -201,7 +201,7 @@ public sealed class TrainingRunTests : IDisposable
         using var run = TrainingRun.Start(Config(), new TrainingRunOptions { Directory = dir });
         var e = Assert.Throws<IOException>(() => run.Train());
         Assert.Contains("metrics", e.Message);
-        Assert.Contains("--resume", e.Message);
+        Assert.Contains("resume the run from", e.Message);
         Assert.DoesNotContain('\n', e.Message);
         // The first evaluation comes after step 0: the checkpoint holds that one step.
         Assert.Equal(Path.Combine(run.RunDirectory.Path, TrainingCheckpoint.FileNameFor(1)), TrainingCheckpoint.Latest(dir));
@@ -254,10 +254,10 @@ public sealed class TrainingRunInitFromTests : IDisposable
         string weights = Path.Combine(_dir, "wide.safetensors");
         using (var source = new GptModel(Wide, new FastRandom(3)))
             source.Save(weights);
-        Assert.Equal(Wide, TrainingRun.ModelConfigOf(weights));
+        Assert.Equal(Wide, GptConfig.FromCheckpoint(weights));
         var shorter = Wide with { ContextLength = 16 };
         using var run = TrainingRun.Start(Config(shorter, weights), new TrainingRunOptions { Directory = Path.Combine(_dir, "run") });
-        using var source2 = ModelStore.Load(weights);
+        using var source2 = GptModel.Load(weights);
         Assert.Equal(shorter, run.Model.Config);
         Assert.Equal(source2.PositionEmbedding.Value.Span[..(16 * 8)].ToArray(), run.Model.PositionEmbedding.Value.ToArray());
         Assert.Equal(source2.Parameters()[^1].Value.ToArray(), run.Model.Parameters()[^1].Value.ToArray());
@@ -278,14 +278,14 @@ public sealed class TrainingRunInitFromTests : IDisposable
     {
         // The book's exercise 5.4 file: torch.save({"model_state_dict": ..., "optimizer_state_dict": ...}).
         string pth = Path.Combine(_dir, "model_and_optimizer.pth");
-        File.WriteAllText(Path.Combine(_dir, "config.json"), GptSharp.Checkpoints.ConfigJson.ToBookJson(Wide));
+        File.WriteAllText(Path.Combine(_dir, "config.json"), Wide.ToJson());
         using (var model = new GptModel(Wide, new FastRandom(4)))
         using (var optimizer = new AdamW(model.Parameters(), 5e-4f, 0.1f))
         {
             foreach (var p in model.Parameters()) p.Grad.Span.Fill(0.01f);
             optimizer.Step();
             optimizer.Step();
-            PthCheckpoint.Save(model, optimizer, pth);
+            PthModelFile.Save(model, optimizer, pth);
         }
         using var run = TrainingRun.Start(Config(Wide, pth), new TrainingRunOptions { Directory = Path.Combine(_dir, "run") });
         Assert.Equal(2, run.Optimizer.StepCount);

@@ -25,18 +25,18 @@ internal static partial class Gpt2Import
     public static bool IsMaskBuffer(string canonicalName) => MaskBuffer().IsMatch(canonicalName);
 
     /// <summary>Builds a model from a Hugging Face GPT-2 safetensors file (config.json beside it, else inferred from shapes).</summary>
-    public static GptModel LoadHuggingFace(string path, GptConfig? config = null)
+    public static GptModel LoadHuggingFace(string path, GptConfig? config = null, bool quantize = false)
     {
         using var file = SafeTensorsFile.Open(path);
-        config ??= ModelCheckpoint.ConfigBeside(path) ?? InferConfig(file);
-        return NewModel(config, file);
+        config ??= ModelFile.ConfigBeside(path) ?? InferConfig(file);
+        return NewModel(config, file, quantize);
     }
 
     /// <summary>A new model of <paramref name="config"/> holding the GPT-2 weights of <paramref name="source"/>, once the config is checked against its tensors.</summary>
-    public static GptModel NewModel(GptConfig config, ITensorSource source)
+    public static GptModel NewModel(GptConfig config, ITensorSource source, bool quantize = false)
     {
         StateDictLoader.CheckConfigFitsFile(config, source);
-        return StateDictLoader.NewModel(config, model => LoadInto(model, source));
+        return StateDictLoader.NewModel(config, model => LoadInto(model, source), quantize);
     }
 
     /// <summary>The config implied by GPT-2 tensor shapes (qkv_bias true; heads from the width, 64 per head).</summary>

@@ -19,7 +19,7 @@ namespace GptSharp.Checkpoints.Gpt2;
 /// through the same <see cref="Gpt2WeightMap"/>. Where the book's model is not OpenAI's GPT-2 the folder says so in
 /// the keys transformers reads: an untied head is <c>lm_head.weight</c> with <c>tie_word_embeddings: false</c>; a model
 /// without query/key/value biases gets a zero <c>c_attn.bias</c> (GPT-2's Conv1D always adds one, and adding zero is
-/// exact) and <c>"qkv_bias": false</c>, which transformers ignores and <see cref="ConfigJson"/> reads back, so the
+/// exact) and <c>"qkv_bias": false</c>, which transformers ignores and <see cref="GptConfig.FromFile"/> reads back, so the
 /// round trip gives the same parameters.
 /// </summary>
 internal static class HuggingFaceFolder
@@ -64,7 +64,7 @@ internal static class HuggingFaceFolder
     public static void Write(GptModel model, string directory)
     {
         if (model.IsQuantized)
-            throw new ArgumentException($"{directory}: the model has int8 weights; a Hugging Face folder holds float32 (load the float32 model, without --quantize).");
+            throw new ArgumentException($"{directory}: the model has int8 weights; a Hugging Face folder holds float32 (load the float32 model, without LoadOptions.Quantization).");
         Directory.CreateDirectory(directory);
         var config = model.Config;
         bool tied = model.IsOutHeadTiedToTokenEmbedding();

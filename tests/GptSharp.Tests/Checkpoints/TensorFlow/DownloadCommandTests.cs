@@ -53,7 +53,7 @@ public class Gpt2CacheTests
             var ex = Assert.Throws<FileNotFoundException>(() => Gpt2Models.TryResolveCached("gpt2-medium", home));
             Assert.Contains("GPT-2 gpt2-medium (355M) is not downloaded", ex.Message);
             Assert.Contains("gptsharp download gpt2-medium", ex.Message);
-            Assert.Contains("--model-dir", ex.Message);
+            Assert.Contains("a folder holding OpenAI's files", ex.Message);
             Assert.Contains(Path.Combine(home, "gpt2", "355M"), ex.Message);
 
             string dir = Path.Combine(home, "gpt2", "124M");
@@ -65,11 +65,11 @@ public class Gpt2CacheTests
 
             // Files placed by hand: a loadable checkpoint folder.
             using var source = new GptSharp.Model.GptModel(new GptSharp.Model.GptConfig { VocabSize = 20, ContextLength = 4, EmbeddingDim = 4, Heads = 1, Layers = 1, QkvBias = true }, new GptSharp.Randomness.FastRandom(2));
-            string written = Gpt2CheckpointTests.WriteOpenAiCheckpoint(source, 262144, false);
+            string written = Gpt2TensorFlowImportTests.WriteOpenAiCheckpoint(source, 262144, false);
             foreach (string f in Directory.GetFiles(written)) File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
             Directory.Delete(written, true);
             Assert.Equal(dir, Gpt2Models.TryResolveCached("gpt2-small", home));
-            using var model = GptSharp.Checkpoints.Gpt2.Gpt2Checkpoint.Load(dir);
+            using var model = GptSharp.Checkpoints.Gpt2.Gpt2TensorFlowImport.Load(dir);
             Assert.Equal(source.TokenEmbedding.Value.ToArray(), model.OutHead.Value.ToArray());
         }
         finally

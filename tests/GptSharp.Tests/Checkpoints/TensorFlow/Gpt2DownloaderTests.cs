@@ -212,7 +212,7 @@ public sealed class Gpt2DownloaderTests : IDisposable
         var downloader = new Gpt2Downloader(_http) { BaseUrl = url + "models", InitialRetryDelay = TimeSpan.FromMilliseconds(1), MaxAttempts = 3, Progress = log };
         var ex = await Assert.ThrowsAsync<HttpRequestException>(() => downloader.DownloadModelAsync(_size, _dir));
         Assert.Contains("after 3 attempts", ex.Message);
-        Assert.Contains("--base-url", ex.Message);
+        Assert.Contains("Gpt2Downloader.BaseUrl", ex.Message);
         Assert.Equal(2, log.Retries.Count);
     }
 

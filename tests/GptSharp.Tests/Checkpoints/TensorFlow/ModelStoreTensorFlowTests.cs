@@ -18,29 +18,29 @@ public class ModelStoreTensorFlowTests
         string? previous = Environment.GetEnvironmentVariable(Gpt2Models.HomeVariable);
         using var source = new GptModel(Tiny, new FastRandom(4));
         source.OutHead.Value.CopyFrom(source.TokenEmbedding.Value);
-        string folder = Gpt2CheckpointTests.WriteOpenAiCheckpoint(source, 262144, false);
+        string folder = Gpt2TensorFlowImportTests.WriteOpenAiCheckpoint(source, 262144, false);
         try
         {
             using (var loaded = ModelStore.Open(folder))
             {
                 Assert.Equal("TensorFlow checkpoint (OpenAI GPT-2)", loaded.Format);
                 Assert.Null(loaded.Optimizer);
-                Gpt2CheckpointTests.AssertSameWeights(source, loaded.Model);
+                Gpt2TensorFlowImportTests.AssertSameWeights(source, loaded.Model);
             }
-            using (var withDropout = ModelStore.Load(folder, Tiny with { DropRate = 0f }))
+            using (var withDropout = GptModel.Load(folder, new LoadOptions { Config = Tiny with { DropRate = 0f } }))
                 Assert.Equal(0f, withDropout.Config.DropRate);
 
             Environment.SetEnvironmentVariable(Gpt2Models.HomeVariable, home);
-            var ex = Assert.Throws<FileNotFoundException>(() => ModelStore.Load("gpt2-small"));
+            var ex = Assert.Throws<FileNotFoundException>(() => GptModel.Load("gpt2-small"));
             Assert.Contains("gptsharp download gpt2-small", ex.Message);
 
             string cache = Path.Combine(home, "gpt2", "124M");
             Directory.CreateDirectory(Path.GetDirectoryName(cache)!);
             Directory.Move(folder, cache); // "copied by hand" into the cache
-            using (var fromCache = ModelStore.Load("gpt2-small"))
-                Gpt2CheckpointTests.AssertSameWeights(source, fromCache);
-            using (var byAlias = ModelStore.Load("124M"))
-                Gpt2CheckpointTests.AssertSameWeights(source, byAlias);
+            using (var fromCache = GptModel.Load("gpt2-small"))
+                Gpt2TensorFlowImportTests.AssertSameWeights(source, fromCache);
+            using (var byAlias = GptModel.Load("124M"))
+                Gpt2TensorFlowImportTests.AssertSameWeights(source, byAlias);
         }
         finally
         {

@@ -13,7 +13,7 @@ namespace GptSharp.Checkpoints;
 /// read into a <see cref="GptModel"/> and an <see cref="AdamW"/>, and written so that
 /// <c>torch.load(path, weights_only=True)</c> and the book's <c>model.load_state_dict</c> accept them.
 /// </summary>
-internal static class PthCheckpoint
+internal static class PthModelFile
 {
     /// <summary>
     /// Reads the model (and the optimizer, when the file has an <c>optimizer_state_dict</c>). The config is
@@ -23,7 +23,7 @@ internal static class PthCheckpoint
     {
         using var file = PthFile.Open(path);
         var stateDict = file.StateDict();
-        config ??= ModelCheckpoint.ConfigBeside(path) ?? StateDictLoader.InferConfig(stateDict);
+        config ??= ModelFile.ConfigBeside(path) ?? StateDictLoader.InferConfig(stateDict);
         StateDictLoader.CheckConfigFitsFile(config, stateDict);
         var model = new GptModel(config);
         AdamW? optimizer = null;

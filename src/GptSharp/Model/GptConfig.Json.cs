@@ -1,39 +1,45 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using GptSharp.Model;
+namespace GptSharp.Model;
 
-namespace GptSharp.Checkpoints;
-
-/// <summary>
-/// <see cref="GptConfig"/> as JSON: the book's config dictionary keys (<c>vocab_size, context_length, emb_dim,
-/// n_heads, n_layers, drop_rate, qkv_bias</c>), and reading Hugging Face GPT-2 <c>config.json</c> files.
-/// </summary>
-public static class ConfigJson
+// The config as JSON: the book's config dictionary keys (vocab_size, context_length, emb_dim, n_heads, n_layers, drop_rate,
+// qkv_bias), and reading Hugging Face GPT-2 config.json and OpenAI hparams.json files.
+public sealed partial record GptConfig
 {
-    /// <summary>The book's <c>GPT_CONFIG_124M</c>-style dictionary.</summary>
-    public static string ToBookJson(GptConfig config, bool indented = false)
+    /// <summary>The book's <c>GPT_CONFIG_124M</c>-style dictionary (<c>{"vocab_size": 50257, "context_length": 256, ...}</c>).</summary>
+    public string ToJson(bool indented = false)
     {
         var node = new JsonObject
         {
-            ["vocab_size"] = config.VocabSize,
-            ["context_length"] = config.ContextLength,
-            ["emb_dim"] = config.EmbeddingDim,
-            ["n_heads"] = config.Heads,
-            ["n_layers"] = config.Layers,
+            ["vocab_size"] = VocabSize,
+            ["context_length"] = ContextLength,
+            ["emb_dim"] = EmbeddingDim,
+            ["n_heads"] = Heads,
+            ["n_layers"] = Layers,
             // Through decimal so 0.1f is written as 0.1, not 0.10000000149011612.
-            ["drop_rate"] = double.Parse(config.DropRate.ToString("R", CultureInfo.InvariantCulture), CultureInfo.InvariantCulture),
-            ["qkv_bias"] = config.QkvBias,
+            ["drop_rate"] = double.Parse(DropRate.ToString("R", CultureInfo.InvariantCulture), CultureInfo.InvariantCulture),
+            ["qkv_bias"] = QkvBias,
         };
         return node.ToJsonString(new JsonSerializerOptions { WriteIndented = indented });
     }
 
     /// <summary>
-    /// Reads a config in the book's keys or Hugging Face GPT-2's (<c>n_embd, n_layer, n_head, n_positions, vocab_size</c>;
-    /// those imply <c>qkv_bias = true</c>), at the top level or in a <c>"model"</c> section (a run directory's config.json).
+    /// Reads a config file: the book's keys, Hugging Face GPT-2's <c>config.json</c> (<c>n_embd, n_layer, n_head, n_positions,
+    /// vocab_size</c>; those imply <c>qkv_bias = true</c>), OpenAI's <c>hparams.json</c>, or a run directory's config.json (its
+    /// <c>"model"</c> section).
+    /// </summary>
+    public static GptConfig FromFile(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"{path}: no such config file (expected JSON with the book's keys or GPT-2's).", path);
+        return FromJson(File.ReadAllText(path), path);
+    }
+
+    /// <summary>
+    /// <see cref="FromFile"/> on text: the one config parser (book keys, GPT-2's, or either in a <c>"model"</c> section).
     /// <paramref name="source"/> names the file in error messages.
     /// </summary>
-    public static GptConfig Parse(string json, string source)
+    internal static GptConfig FromJson(string json, string source)
     {
         JsonObject o;
         try

@@ -7,9 +7,11 @@ namespace GptSharp.Checkpoints;
 /// <summary>
 /// The model file: safetensors with the book's parameter names (so any safetensors tool can read it) and
 /// the configuration in <c>__metadata__["config"]</c> as the book's config dictionary. The book's
-/// <c>torch.save(model.state_dict(), "model.pth")</c> / <c>model.load_state_dict(torch.load(...))</c>.
+/// <c>torch.save(model.state_dict(), "model.pth")</c> / <c>model.load_state_dict(torch.load(...))</c>. The one public
+/// door of each task on model files: <c>model.Save(path)</c>, <c>GptModel.Load(spec, options)</c>,
+/// <c>GptConfig.FromCheckpoint(spec)</c> and <c>model.Export(path, options)</c> (GGUF, Hugging Face, ONNX).
 /// </summary>
-public static class ModelCheckpoint
+public static partial class ModelFile
 {
     /// <summary>Metadata key holding the book-style config JSON.</summary>
     public const string ConfigKey = "config";
@@ -40,7 +42,7 @@ public static class ModelCheckpoint
         {
             if (model.IsQuantized)
                 throw new ArgumentException($"{path}: the model has int8 weights, which only a GptSharp model file (.safetensors) holds; .pth files are float32.");
-            PthCheckpoint.SaveModel(model, path);
+            PthModelFile.SaveModel(model, path);
             return;
         }
         var metadata = Metadata(model.Config, ModelKind);
@@ -56,10 +58,10 @@ public static class ModelCheckpoint
     }
 
     /// <summary>Builds a model from an open safetensors file with book names.</summary>
-    internal static GptModel Load(SafeTensorsFile file) => StateDictLoader.Load(ConfigFor(file), file);
+    internal static GptModel Load(SafeTensorsFile file, bool quantize = false) => StateDictLoader.Load(ConfigFor(file), file, quantize);
 
     /// <summary>Loads a model file's weights into an existing model (shapes must match).</summary>
-    public static void LoadInto(this GptModel model, string path)
+    internal static void LoadInto(this GptModel model, string path)
     {
         using var file = SafeTensorsFile.Open(path);
         StateDictLoader.LoadInto(model, file);
@@ -87,13 +89,13 @@ public static class ModelCheckpoint
         // "pt" is what Hugging Face tools expect of a PyTorch-style state dict.
         ["format"] = "pt",
         [KindKey] = kind,
-        [ConfigKey] = ConfigJson.ToBookJson(config),
+        [ConfigKey] = config.ToJson(),
     };
 
     /// <summary>The config from the file's metadata, else a config.json next to it, else inferred from the shapes.</summary>
     internal static GptConfig ConfigFor(SafeTensorsFile file)
     {
-        var config = file.Metadata.TryGetValue(ConfigKey, out var json) ? ConfigJson.Parse(json, file.FilePath)
+        var config = file.Metadata.TryGetValue(ConfigKey, out var json) ? GptConfig.FromJson(json, file.FilePath)
             : ConfigBeside(file.FilePath) ?? StateDictLoader.InferConfig(file);
         // Metadata is only text: checked against the tensors before anyone builds a model from it.
         StateDictLoader.CheckConfigFitsFile(config, file);
@@ -104,25 +106,44 @@ public static class ModelCheckpoint
     public static GptConfig? ConfigBeside(string path)
     {
         string configPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, "config.json");
-        return File.Exists(configPath) ? ConfigJson.Parse(File.ReadAllText(configPath), configPath) : null;
+        return File.Exists(configPath) ? GptConfig.FromFile(configPath) : null;
     }
 }
 
-/// <summary>
-/// The one public way to load a model: <c>GptModel.Load(spec)</c>, a static extension (C# 14) over <see cref="ModelStore.Load"/>:
-/// a run directory, a GptSharp or Hugging Face <c>.safetensors</c>, a <c>.pth</c> (the book's or Hugging Face's), a
-/// training checkpoint, an OpenAI GPT-2 folder, or <c>gpt2-small</c> … <c>gpt2-xl</c>. <c>model.Save(path)</c> is the one way to save.
-/// </summary>
-public static class GptModelLoadExtension
+/// <summary>How <c>GptModel.Load</c> builds a model.</summary>
+public sealed record LoadOptions
+{
+    /// <summary>The config when the file cannot tell (a <c>.pth</c> without a config.json beside it); a training checkpoint refuses another.</summary>
+    public GptConfig? Config { get; init; }
+
+    /// <summary>
+    /// <see cref="WeightQuantization.Int8"/>: the linear weights become int8 as they are read, each tensor quantized and its
+    /// float32 copy freed before the next is read, so peak memory stays near the int8 model's size (training checkpoints and
+    /// book-named .pth files are quantized once loaded whole); inference only. A file saved from a quantized model loads as
+    /// int8 either way.
+    /// </summary>
+    public WeightQuantization Quantization { get; init; }
+}
+
+// The one public way to load a model: GptModel.Load(spec, options), a static extension (C# 14): a run directory, a GptSharp
+// or Hugging Face .safetensors, a .pth (the book's or Hugging Face's), a .gguf, a training checkpoint, an OpenAI GPT-2
+// folder, or gpt2-small ... gpt2-xl; and GptConfig.FromCheckpoint(spec), the config of the same without reading a tensor.
+public static partial class ModelFile
 {
     extension(GptModel)
     {
+        /// <summary>Builds the model <paramref name="spec"/> names, as <paramref name="options"/> say (see <see cref="LoadOptions"/>).</summary>
+        public static GptModel Load(string spec, LoadOptions? options = null) => ModelStore.Load(spec, options ?? new LoadOptions());
+    }
+
+    extension(GptConfig)
+    {
         /// <summary>
-        /// Builds the model <paramref name="spec"/> names (see <see cref="ModelStore.Load"/>); <paramref name="config"/> when the
-        /// file cannot tell; <paramref name="quantization"/> <see cref="WeightQuantization.Int8"/> quantizes the linear weights
-        /// tensor by tensor while loading (inference only).
+        /// The config of the weights <paramref name="spec"/> names (anything <c>GptModel.Load</c> takes), read from the file's
+        /// header, metadata or config.json (no tensor is read): what a run that starts from those weights must use.
         /// </summary>
-        public static GptModel Load(string spec, GptConfig? config = null, WeightQuantization quantization = WeightQuantization.None)
-            => ModelStore.Load(spec, config, quantization);
+        public static GptConfig FromCheckpoint(string spec) =>
+            ModelFileInfo.Read(spec) is { Config: GptConfig config } ? config
+                : throw new InvalidDataException($"{spec}: cannot tell the model's configuration from the file (put a config.json with the book's keys next to it).");
     }
 }

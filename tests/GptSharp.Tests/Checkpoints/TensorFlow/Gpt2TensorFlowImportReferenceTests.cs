@@ -14,7 +14,7 @@ namespace GptSharp.Tests.Checkpoints.TensorFlow;
 /// checkpoint) is renamed tensor for tensor into OpenAI's TF names — Hugging Face's own TF→PyTorch
 /// conversion is exactly this rename — written as a TF bundle, loaded, and must give PyTorch's logits.
 /// </summary>
-public partial class Gpt2CheckpointReferenceTests
+public partial class Gpt2TensorFlowImportReferenceTests
 {
     [GeneratedRegex(@"^(?:transformer\.)?(?:h\.(\d+)\.)?(.+)$")]
     private static partial Regex HfName();
@@ -51,7 +51,7 @@ public partial class Gpt2CheckpointReferenceTests
         {
             TfBundleWriter.Write(Path.Combine(dir, "model.ckpt"), tensors);
             File.WriteAllText(Path.Combine(dir, "hparams.json"), """{"n_vocab": 1000, "n_ctx": 24, "n_embd": 48, "n_head": 3, "n_layer": 3}""");
-            using var model = Gpt2Checkpoint.Load(dir);
+            using var model = Gpt2TensorFlowImport.Load(dir);
 
             using var io = SafeTensorsFile.Open(Path.Combine(fixture, "io.safetensors"));
             var shape = io.Find("inputs")!.Shape;

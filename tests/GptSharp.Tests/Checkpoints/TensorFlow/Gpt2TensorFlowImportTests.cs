@@ -10,7 +10,7 @@ using GptSharp.Checkpoints.Gpt2;
 
 namespace GptSharp.Tests.Checkpoints.TensorFlow;
 
-public class Gpt2CheckpointTests
+public class Gpt2TensorFlowImportTests
 {
     private static readonly GptConfig Tiny = new() { VocabSize = 50, ContextLength = 8, EmbeddingDim = 8, Heads = 2, Layers = 2, QkvBias = true };
 
@@ -18,13 +18,13 @@ public class Gpt2CheckpointTests
     public void RealGpt2IndexMapsOntoGpt2SmallWithNothingMissingOrExtra()
     {
         string dir = FixturePaths.Get("tf", "gpt2-124M");
-        var config = Gpt2Checkpoint.ReadConfig(dir);
+        var config = Gpt2TensorFlowImport.ReadConfig(dir);
         Assert.Equal(GptConfig.Gpt2Small with { QkvBias = true }, config);
         Assert.Equal(1024, config.ContextLength);
-        Assert.EndsWith("model.ckpt", Gpt2Checkpoint.FindPrefix(dir));
+        Assert.EndsWith("model.ckpt", Gpt2TensorFlowImport.FindPrefix(dir));
 
-        using var bundle = TensorBundleReader.Open(Gpt2Checkpoint.FindPrefix(dir));
-        var expected = Gpt2Checkpoint.ExpectedTensors(config);
+        using var bundle = TensorBundleReader.Open(Gpt2TensorFlowImport.FindPrefix(dir));
+        var expected = Gpt2TensorFlowImport.ExpectedTensors(config);
         Assert.Equal(148, expected.Count);
         Assert.Equal(expected.Keys, bundle.Entries.Select(e => e.Name)); // same sorted order as the index
         foreach (var e in bundle.Entries)
@@ -32,21 +32,21 @@ public class Gpt2CheckpointTests
             Assert.Equal(expected[e.Name], e.Shape);
             Assert.Equal(TfDataType.Float, e.DType);
         }
-        Gpt2Checkpoint.CheckTensors(bundle, config);
+        Gpt2TensorFlowImport.CheckTensors(bundle, config);
 
         // The checkpoint's parameters are the book's model minus the tied head.
         long checkpointElements = bundle.Entries.Sum(e => e.ElementCount);
         Assert.Equal(config.ParameterCount - (long)config.VocabSize * config.EmbeddingDim, checkpointElements);
 
         // Only the 497 MB shard is absent: reported before any model is allocated.
-        var ex = Assert.Throws<FileNotFoundException>(() => Gpt2Checkpoint.Load(dir));
+        var ex = Assert.Throws<FileNotFoundException>(() => Gpt2TensorFlowImport.Load(dir));
         Assert.Contains("model.ckpt.data-00000-of-00001", ex.Message);
     }
 
     [Fact]
     public void InspectReadsTheRealIndexWithoutTheDataShard()
     {
-        var info = GptSharp.Checkpoints.CheckpointInfo.Read(FixturePaths.Get("tf", "gpt2-124M"));
+        var info = GptSharp.Checkpoints.ModelFileInfo.Read(FixturePaths.Get("tf", "gpt2-124M"));
         Assert.Equal("OpenAI GPT-2 TensorFlow checkpoint", info.Format);
         Assert.Equal(148, info.Tensors.Count);
         Assert.Equal(124_439_808L, info.ParameterCount); // GPT-2 small's official count (tied head counted once)
@@ -65,14 +65,14 @@ public class Gpt2CheckpointTests
         string dir = WriteOpenAiCheckpoint(source, blockSize, snappy);
         try
         {
-            using var bundle = TensorBundleReader.Open(Gpt2Checkpoint.FindPrefix(dir));
-            Assert.Equal(Gpt2Checkpoint.ExpectedTensors(Tiny).Keys, bundle.Entries.Select(e => e.Name));
-            using var loaded = new GptModel(Gpt2Checkpoint.ReadConfig(dir));
+            using var bundle = TensorBundleReader.Open(Gpt2TensorFlowImport.FindPrefix(dir));
+            Assert.Equal(Gpt2TensorFlowImport.ExpectedTensors(Tiny).Keys, bundle.Entries.Select(e => e.Name));
+            using var loaded = new GptModel(Gpt2TensorFlowImport.ReadConfig(dir));
             Assert.Equal(Tiny, loaded.Config);
-            Gpt2Checkpoint.LoadWeightsIntoGpt(loaded, bundle, scratchBytes);
+            Gpt2TensorFlowImport.LoadWeightsIntoGpt(loaded, bundle, scratchBytes);
             AssertSameWeights(source, loaded);
 
-            using var viaLoad = Gpt2Checkpoint.Load(dir);
+            using var viaLoad = Gpt2TensorFlowImport.Load(dir);
             AssertSameWeights(source, viaLoad);
         }
         finally
@@ -90,7 +90,7 @@ public class Gpt2CheckpointTests
         string dir = WriteOpenAiCheckpoint(source, 512, true);
         try
         {
-            using var loaded = Gpt2Checkpoint.Load(dir);
+            using var loaded = Gpt2TensorFlowImport.Load(dir);
             int[] ids = [3, 17, 42, 0, 63, 8, 8, 21, 5, 60, 1, 2];
             var batch = new TokenBatch([.. ids, .. ids.Reverse()], 2, ids.Length);
             source.Eval();
@@ -119,24 +119,24 @@ public class Gpt2CheckpointTests
         try
         {
             File.WriteAllText(Path.Combine(dir, "hparams.json"), """{"n_vocab": 50, "n_ctx": 16, "n_embd": 8, "n_head": 2, "n_layer": 2}""");
-            var ex = Assert.Throws<InvalidDataException>(() => Gpt2Checkpoint.Load(dir));
+            var ex = Assert.Throws<InvalidDataException>(() => Gpt2TensorFlowImport.Load(dir));
             Assert.Contains("model.ckpt.index", ex.Message);
             Assert.Contains("shape mismatch for tensor 'model/wpe'. Left: [16, 8] (from hparams.json), Right: [8, 8] (checkpoint)", ex.Message);
 
             File.WriteAllText(Path.Combine(dir, "hparams.json"), """{"n_vocab": 50, "n_ctx": 8, "n_embd": 8, "n_head": 2, "n_layer": 3}""");
-            ex = Assert.Throws<InvalidDataException>(() => Gpt2Checkpoint.Load(dir));
+            ex = Assert.Throws<InvalidDataException>(() => Gpt2TensorFlowImport.Load(dir));
             Assert.Contains("tensor 'model/h2/attn/c_attn/b' is missing", ex.Message);
 
             File.WriteAllText(Path.Combine(dir, "hparams.json"), """{"n_vocab": 50, "n_ctx": 8, "n_embd": 8, "n_head": 2, "n_layer": 1}""");
-            ex = Assert.Throws<InvalidDataException>(() => Gpt2Checkpoint.Load(dir));
+            ex = Assert.Throws<InvalidDataException>(() => Gpt2TensorFlowImport.Load(dir));
             Assert.Contains("unexpected tensor 'model/h1/attn/c_attn/b'", ex.Message);
 
             File.WriteAllText(Path.Combine(dir, "hparams.json"), """{"n_vocab": 50, "n_ctx": 8, "n_embd": 8}""");
-            ex = Assert.Throws<InvalidDataException>(() => Gpt2Checkpoint.Load(dir));
+            ex = Assert.Throws<InvalidDataException>(() => Gpt2TensorFlowImport.Load(dir));
             Assert.Contains("hparams.json: config has no 'n_head'", ex.Message);
 
             File.WriteAllText(Path.Combine(dir, "hparams.json"), """{"n_vocab": 50, "n_ctx": 8, "n_embd": 8, "n_head": 3, "n_layer": 2}""");
-            ex = Assert.Throws<InvalidDataException>(() => Gpt2Checkpoint.Load(dir));
+            ex = Assert.Throws<InvalidDataException>(() => Gpt2TensorFlowImport.Load(dir));
             Assert.Contains("divisible", ex.Message);
 
             File.WriteAllText(Path.Combine(dir, "hparams.json"), """{"n_vocab": 50, "n_ctx": 8, "n_embd": 8, "n_head": 2, "n_layer": 2}""");
@@ -144,11 +144,11 @@ public class Gpt2CheckpointTests
             var bytes = File.ReadAllBytes(data);
             bytes[bytes.Length / 2] ^= 0x20;
             File.WriteAllBytes(data, bytes);
-            ex = Assert.Throws<InvalidDataException>(() => Gpt2Checkpoint.Load(dir));
+            ex = Assert.Throws<InvalidDataException>(() => Gpt2TensorFlowImport.Load(dir));
             Assert.Contains("checksum mismatch in tensor", ex.Message);
 
             File.WriteAllBytes(data, bytes[..(bytes.Length - 4)]);
-            ex = Assert.Throws<InvalidDataException>(() => Gpt2Checkpoint.Load(dir));
+            ex = Assert.Throws<InvalidDataException>(() => Gpt2TensorFlowImport.Load(dir));
             Assert.Contains("truncated data shard", ex.Message);
         }
         finally
@@ -165,12 +165,12 @@ public class Gpt2CheckpointTests
         try
         {
             File.WriteAllText(Path.Combine(dir, "checkpoint"), "model_checkpoint_path: \"other.ckpt\"\nall_model_checkpoint_paths: \"other.ckpt\"\n");
-            Assert.Equal(Path.Combine(dir, "other.ckpt"), Gpt2Checkpoint.FindPrefix(dir));
+            Assert.Equal(Path.Combine(dir, "other.ckpt"), Gpt2TensorFlowImport.FindPrefix(dir));
             // An absolute path from the machine that wrote it falls back to the default name.
             File.WriteAllText(Path.Combine(dir, "checkpoint"), "model_checkpoint_path: \"/elsewhere/other.ckpt\"\n");
-            Assert.Equal(Path.Combine(dir, "model.ckpt"), Gpt2Checkpoint.FindPrefix(dir));
+            Assert.Equal(Path.Combine(dir, "model.ckpt"), Gpt2TensorFlowImport.FindPrefix(dir));
             File.WriteAllText(Path.Combine(dir, "checkpoint"), "model_checkpoint_path: \"other.ckpt\"\n");
-            using var model = Gpt2Checkpoint.Load(dir);
+            using var model = Gpt2TensorFlowImport.Load(dir);
             Assert.Equal(source.TokenEmbedding.Value.ToArray(), model.TokenEmbedding.Value.ToArray());
         }
         finally

@@ -14,18 +14,22 @@ public enum ModelFileFormat
     /// <summary>A GptSharp training checkpoint (model + AdamW + trainer state).</summary>
     Checkpoint,
 
-    /// <summary>GGUF of architecture gpt2, for llama.cpp and the tools built on it (written by <see cref="ModelExport.Export"/>).</summary>
+    /// <summary>GGUF of architecture gpt2, for llama.cpp and the tools built on it (written by <see cref="ModelFile.Export"/>).</summary>
     Gguf,
 
-    /// <summary>A Hugging Face GPT-2 folder (written by <see cref="ModelExport.Export"/>).</summary>
+    /// <summary>A Hugging Face GPT-2 folder (written by <see cref="ModelFile.Export"/>).</summary>
     HuggingFace,
 
-    /// <summary>A Hugging Face GPT-2 folder with <c>onnx/model.onnx</c> (written by <see cref="ModelExport.Export"/>).</summary>
+    /// <summary>A Hugging Face GPT-2 folder with <c>onnx/model.onnx</c> (written by <see cref="ModelFile.Export"/>).</summary>
     Onnx,
 }
 
+/// <summary>What <see cref="ModelConverter.Convert"/> did: the input's format, the output's, the tensors and parameters
+/// written, and notes for the user (what was dropped or defaulted).</summary>
+public sealed record ConversionResult(string InputFormat, ModelFileFormat OutputFormat, int Tensors, long Parameters, IReadOnlyList<string> Notes);
+
 /// <summary>Converts between the model formats (<c>gptsharp convert IN OUT [--to ...]</c>).</summary>
-public static class CheckpointConverter
+public static class ModelConverter
 {
     /// <summary>
     /// The output format: <paramref name="to"/> (safetensors, pth, checkpoint, hf, onnx) when given, else from
@@ -44,7 +48,7 @@ public static class CheckpointConverter
                 "gguf" => ModelFileFormat.Gguf,
                 "hf" or "huggingface" => ModelFileFormat.HuggingFace,
                 "onnx" => ModelFileFormat.Onnx,
-                _ => throw new ArgumentException($"--to: unknown format '{to}' (expected safetensors, pth, checkpoint, gguf, hf or onnx)."),
+                _ => throw new ArgumentException($"ModelFileFormat: unknown format '{to}' (expected safetensors, pth, checkpoint, gguf, hf or onnx)."),
             };
         if (Directory.Exists(outputPath) || Path.EndsInDirectorySeparator(outputPath) || !Path.HasExtension(outputPath))
             return ModelFileFormat.HuggingFace;
@@ -55,7 +59,24 @@ public static class CheckpointConverter
         if (name.Equals("checkpoint.safetensors", StringComparison.OrdinalIgnoreCase) || TrainingCheckpointFile.IsCheckpointFileName(name))
             return ModelFileFormat.Checkpoint;
         if (ext == ".safetensors") return ModelFileFormat.SafeTensors;
-        throw new ArgumentException($"{outputPath}: cannot tell the output format from the extension; use --to safetensors|pth|checkpoint|gguf|hf|onnx.");
+        throw new ArgumentException($"{outputPath}: cannot tell the output format from the extension; name the ModelFileFormat: safetensors|pth|checkpoint|gguf|hf|onnx.");
+    }
+
+    /// <summary>
+    /// Reads the model <paramref name="input"/> names (anything <c>GptModel.Load</c> takes, with its optimizer and trainer state
+    /// when it has them) and writes it to <paramref name="output"/> as <paramref name="format"/>.
+    /// <paramref name="load"/>'s <see cref="LoadOptions.Quantization"/> Int8 writes an int8 model file (safetensors only).
+    /// </summary>
+    public static ConversionResult Convert(string input, string output, ModelFileFormat format, LoadOptions? load = null, ExportDType dtype = ExportDType.Float32)
+    {
+        load ??= new LoadOptions();
+        bool int8 = load.Quantization == WeightQuantization.Int8;
+        if (int8 && format != ModelFileFormat.SafeTensors)
+            throw new ArgumentException("LoadOptions.Quantization int8 writes a GptSharp model file (.safetensors); .pth files, training checkpoints, Hugging Face folders and ONNX hold float32 weights.");
+        using var loaded = ModelStore.Open(input, load with { Quantization = WeightQuantization.None });
+        if (int8) loaded.Model.QuantizeInt8();
+        var notes = Write(loaded, output, format, dtype);
+        return new ConversionResult(loaded.Format, format, loaded.Model.Parameters().Count, loaded.Model.ParameterCount, notes);
     }
 
     /// <summary>
@@ -63,11 +84,11 @@ public static class CheckpointConverter
     /// A checkpoint written from a file without an optimizer gets a fresh AdamW with the book's settings (lr 4e-4, weight decay 0.1).
     /// </summary>
     /// <param name="dtype">The weight matrices' type in an exported format (GGUF); GptSharp's own formats are float32 (or int8 when quantized).</param>
-    public static IReadOnlyList<string> Write(LoadedCheckpoint loaded, string outputPath, ModelFileFormat format, ExportDType dtype = ExportDType.Float32)
+    internal static IReadOnlyList<string> Write(LoadedModel loaded, string outputPath, ModelFileFormat format, ExportDType dtype = ExportDType.Float32)
     {
         var notes = new List<string>();
         if (dtype != ExportDType.Float32 && format is ModelFileFormat.SafeTensors or ModelFileFormat.Pth or ModelFileFormat.Checkpoint)
-            throw new ArgumentException($"{outputPath}: --dtype applies to exported formats (gguf); {format.ToString().ToLowerInvariant()} files hold float32 (use --quantize int8 for an int8 model file).");
+            throw new ArgumentException($"{outputPath}: ExportDType applies to exported formats (gguf); {format.ToString().ToLowerInvariant()} files hold float32 (use LoadOptions.Quantization Int8 for an int8 model file).");
         if (format == ModelFileFormat.Gguf)
         {
             if (loaded.Optimizer is not null) notes.Add("the optimizer state has no place in a GGUF file and was left out");
@@ -84,8 +105,8 @@ public static class CheckpointConverter
                 loaded.Model.Save(outputPath);
                 break;
             case ModelFileFormat.Pth:
-                if (loaded.Optimizer is not null) PthCheckpoint.Save(loaded.Model, loaded.Optimizer, outputPath);
-                else PthCheckpoint.SaveModel(loaded.Model, outputPath);
+                if (loaded.Optimizer is not null) PthModelFile.Save(loaded.Model, loaded.Optimizer, outputPath);
+                else PthModelFile.SaveModel(loaded.Model, outputPath);
                 if (loaded.TrainerStateJson is not null) notes.Add("the trainer state has no place in a .pth file and was left out");
                 break;
             case ModelFileFormat.Checkpoint:

@@ -9,7 +9,7 @@ using GptSharp.Formats.PyTorch;
 
 namespace GptSharp.Tests.Checkpoints;
 
-public class ModelCheckpointTests
+public class ModelFileTests
 {
     [Fact]
     public void SaveThenLoadGivesTheSameConfigAndWeights()
@@ -19,7 +19,7 @@ public class ModelCheckpointTests
         using var model = RandomModel(config);
         string path = dir.File("model.safetensors");
         model.Save(path);
-        using var loaded = GptModel.Load(path); // = ModelStore.Load(path)
+        using var loaded = GptModel.Load(path); // = GptModel.Load(path)
         Assert.Equal(config, loaded.Config);
         AssertSameParameters(model, loaded);
 
@@ -37,7 +37,7 @@ public class ModelCheckpointTests
         string path = dir.File("model.pth");
         model.Save(path);
         using (var pth = PthFile.Open(path)) Assert.NotNull(pth.StateDict().Find("trf_blocks.0.att.mask")); // the book's strict load_state_dict needs the buffers
-        using var loaded = GptModel.Load(path, config);
+        using var loaded = GptModel.Load(path, new LoadOptions { Config = config });
         Assert.Equal(config, loaded.Config);
         AssertSameParameters(model, loaded);
 
@@ -50,7 +50,7 @@ public class ModelCheckpointTests
     [Fact]
     public void LoadsTheBookNamedReferenceFixtureWithConfigBesideIt()
     {
-        using var model = ModelCheckpoint.Load(FixturePaths.Get("reference", "tiny-qkvbias", "weights.safetensors"));
+        using var model = ModelFile.Load(FixturePaths.Get("reference", "tiny-qkvbias", "weights.safetensors"));
         Assert.Equal(new GptConfig { VocabSize = 1000, ContextLength = 24, EmbeddingDim = 48, Heads = 3, Layers = 3, DropRate = 0f, QkvBias = true }, model.Config);
         using var file = SafeTensorsFile.Open(FixturePaths.Get("reference", "tiny-qkvbias", "weights.safetensors"));
         foreach (var p in model.Parameters())
@@ -108,7 +108,7 @@ public class ModelCheckpointTests
         using var model = RandomModel(config);
         string path = dir.File("plain.safetensors");
         SafeTensorsWriter.Write(path, model.Parameters().Select(p => SafeTensorsEntry.Float32(p.Name, p.Value)));
-        using var loaded = ModelCheckpoint.Load(path);
+        using var loaded = ModelFile.Load(path);
         Assert.Equal(config with { DropRate = loaded.Config.DropRate }, loaded.Config);
         AssertSameParameters(model, loaded);
     }
@@ -130,7 +130,7 @@ public class ModelCheckpointTests
         {
             AtomicFile.WrapStreamForTests.Value = null;
         }
-        using var loaded = ModelCheckpoint.Load(path);
+        using var loaded = ModelFile.Load(path);
         AssertSameParameters(first, loaded);
         Assert.Single(Directory.GetFiles(dir.Path));
     }
@@ -142,15 +142,15 @@ public class ConfigJsonTests
     public void ReadsBookHuggingFaceAndRunDirectoryConfigs()
     {
         var book = new GptConfig { VocabSize = 100, ContextLength = 12, EmbeddingDim = 24, Heads = 3, Layers = 2, DropRate = 0.1f, QkvBias = true };
-        string json = ConfigJson.ToBookJson(book);
+        string json = book.ToJson();
         Assert.Contains("\"drop_rate\":0.1,", json);
-        Assert.Equal(book, ConfigJson.Parse(json, "c.json"));
-        Assert.Equal(book, ConfigJson.Parse("{\"model\": " + json + ", \"training\": {\"epochs\": 10}}", "run/config.json"));
-        var hf = ConfigJson.Parse(File.ReadAllText(FixturePaths.Get("reference", "tiny-qkvbias-hf", "config.json")), "hf.json");
+        Assert.Equal(book, GptConfig.FromJson(json, "c.json"));
+        Assert.Equal(book, GptConfig.FromJson("{\"model\": " + json + ", \"training\": {\"epochs\": 10}}", "run/config.json"));
+        var hf = GptConfig.FromJson(File.ReadAllText(FixturePaths.Get("reference", "tiny-qkvbias-hf", "config.json")), "hf.json");
         Assert.Equal(new GptConfig { VocabSize = 1000, ContextLength = 24, EmbeddingDim = 48, Heads = 3, Layers = 3, DropRate = 0f, QkvBias = true }, hf);
-        Assert.Contains("neither", Assert.Throws<InvalidDataException>(() => ConfigJson.Parse("""{"x": 1}""", "bad.json")).Message);
-        Assert.Contains("n_heads", Assert.Throws<InvalidDataException>(() => ConfigJson.Parse("""{"vocab_size":1,"context_length":1,"emb_dim":4}""", "bad.json")).Message);
-        Assert.Contains("divisible", Assert.Throws<InvalidDataException>(() => ConfigJson.Parse("""{"vocab_size":1,"context_length":1,"emb_dim":4,"n_heads":3,"n_layers":1}""", "bad.json")).Message);
-        Assert.Contains("not valid JSON", Assert.Throws<InvalidDataException>(() => ConfigJson.Parse("{", "bad.json")).Message);
+        Assert.Contains("neither", Assert.Throws<InvalidDataException>(() => GptConfig.FromJson("""{"x": 1}""", "bad.json")).Message);
+        Assert.Contains("n_heads", Assert.Throws<InvalidDataException>(() => GptConfig.FromJson("""{"vocab_size":1,"context_length":1,"emb_dim":4}""", "bad.json")).Message);
+        Assert.Contains("divisible", Assert.Throws<InvalidDataException>(() => GptConfig.FromJson("""{"vocab_size":1,"context_length":1,"emb_dim":4,"n_heads":3,"n_layers":1}""", "bad.json")).Message);
+        Assert.Contains("not valid JSON", Assert.Throws<InvalidDataException>(() => GptConfig.FromJson("{", "bad.json")).Message);
     }
 }

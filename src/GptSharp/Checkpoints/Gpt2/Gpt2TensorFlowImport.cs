@@ -15,13 +15,13 @@ namespace GptSharp.Checkpoints.Gpt2;
 /// Tensors are streamed from the data shard straight into the model's parameter buffers; the
 /// transposed ones pass through one bounded scratch buffer, so no second copy of the weights exists.
 /// </summary>
-internal static class Gpt2Checkpoint
+internal static class Gpt2TensorFlowImport
 {
     /// <summary>Scratch size for transposing Conv1D weights chunk by chunk.</summary>
     private const int ScratchBytes = 4 << 20;
 
     /// <summary>True when <paramref name="directory"/> looks like an OpenAI GPT-2 model folder.</summary>
-    public static bool IsCheckpointDirectory(string directory) =>
+    public static bool IsOpenAiFolder(string directory) =>
         File.Exists(Path.Combine(directory, "hparams.json")) && File.Exists(Path.Combine(directory, "model.ckpt.index"));
 
     /// <summary>
@@ -34,7 +34,7 @@ internal static class Gpt2Checkpoint
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: hparams.json not found; is '{modelDir}' a GPT-2 model folder?", path);
         // The one config parser: it knows hparams.json's keys (n_vocab, n_ctx, n_embd, n_head, n_layer) beside Hugging
         // Face's and the book's, and validates the result.
-        return ConfigJson.Parse(File.ReadAllText(path), path);
+        return GptConfig.FromFile(path);
     }
 
     /// <summary>The checkpoint prefix: <c>model_checkpoint_path</c> from the <c>checkpoint</c> file, else <c>model.ckpt</c>.</summary>
@@ -103,7 +103,7 @@ internal static class Gpt2Checkpoint
     /// Loads the GPT-2 model in <paramref name="modelDir"/> (hparams.json, checkpoint, model.ckpt.index/.data).
     /// <paramref name="config"/> overrides the one read from hparams.json (e.g. another drop rate); its sizes must match the checkpoint.
     /// </summary>
-    public static GptModel Load(string modelDir, GptConfig? config = null)
+    public static GptModel Load(string modelDir, GptConfig? config = null, bool quantize = false)
     {
         config ??= ReadConfig(modelDir);
         using var bundle = TensorBundleReader.Open(FindPrefix(modelDir));
@@ -111,7 +111,7 @@ internal static class Gpt2Checkpoint
         StateDictLoader.CheckConfigFitsFile(config, bundle.IndexPath, (long)Math.Min(bundle.Entries.Sum(e => (double)e.ElementCount), long.MaxValue / 2));
         CheckTensors(bundle, config);
         bundle.CheckDataFiles();
-        return StateDictLoader.NewModel(config, model => LoadWeightsIntoGpt(model, bundle));
+        return StateDictLoader.NewModel(config, model => LoadWeightsIntoGpt(model, bundle), quantize);
     }
 
     /// <summary>

@@ -10,7 +10,7 @@ using GptSharp.Checkpoints.Gpt2;
 namespace GptSharp.Checkpoints;
 
 /// <summary>What <c>gptsharp inspect</c> shows about a file, read from its header/pickle only (no tensor data).</summary>
-public sealed record CheckpointInfo(
+public sealed record ModelFileInfo(
     string Path,
     string Format,
     IReadOnlyList<StoredTensor> Tensors,
@@ -21,10 +21,10 @@ public sealed record CheckpointInfo(
     string? OptimizerSummary)
 {
     /// <summary>Reads the description of a .safetensors or .pth file (a run directory: its model file, else its checkpoint; a Hugging Face folder: its weights).</summary>
-    public static CheckpointInfo Read(string spec)
+    public static ModelFileInfo Read(string spec)
     {
         spec = Gpt2Models.TryResolveCached(spec) ?? spec;
-        if (Directory.Exists(spec) && Gpt2Checkpoint.IsCheckpointDirectory(spec)) return ReadTensorFlow(spec);
+        if (Directory.Exists(spec) && Gpt2TensorFlowImport.IsOpenAiFolder(spec)) return ReadTensorFlow(spec);
         string path = spec;
         if (HuggingFaceFolder.IsFolder(spec)) path = HuggingFaceFolder.WeightsPath(spec);
         else if (Directory.Exists(spec))
@@ -38,7 +38,7 @@ public sealed record CheckpointInfo(
         return ReadSafeTensors(path);
     }
 
-    private static CheckpointInfo ReadSafeTensors(string path)
+    private static ModelFileInfo ReadSafeTensors(string path)
     {
         using var file = SafeTensorsFile.Open(path);
         string format;
@@ -53,27 +53,27 @@ public sealed record CheckpointInfo(
             optimizer = file.Metadata.TryGetValue(TrainingCheckpointFile.OptimizerKey, out var o) ? o : null;
         }
         else if (Gpt2Import.IsGpt2Names(file)) format = "Hugging Face GPT-2 (safetensors)";
-        else if (file.Metadata.TryGetValue(ModelCheckpoint.QuantizationKey, out var quantization) && quantization == ModelCheckpoint.Int8Quantization)
+        else if (file.Metadata.TryGetValue(ModelFile.QuantizationKey, out var quantization) && quantization == ModelFile.Int8Quantization)
             format = "GptSharp model, int8 linear weights + float32 scale per 32 inputs (safetensors)";
-        else if (file.Metadata.ContainsKey(ModelCheckpoint.ConfigKey)) format = "GptSharp model (safetensors)";
+        else if (file.Metadata.ContainsKey(ModelFile.ConfigKey)) format = "GptSharp model (safetensors)";
         else format = "safetensors";
         try
         {
             config = Gpt2Import.IsGpt2Names(file)
-                ? ModelCheckpoint.ConfigBeside(path) ?? Gpt2Import.InferConfig(file)
-                : ModelCheckpoint.ConfigFor(file);
+                ? ModelFile.ConfigBeside(path) ?? Gpt2Import.InferConfig(file)
+                : ModelFile.ConfigFor(file);
         }
         catch (InvalidDataException e)
         {
             note = e.Message;
         }
-        return new CheckpointInfo(path, format, file.Tensors, file.Metadata, config, note, CountParameters(weights), optimizer);
+        return new ModelFileInfo(path, format, file.Tensors, file.Metadata, config, note, CountParameters(weights), optimizer);
     }
 
     /// <summary>An OpenAI GPT-2 folder: the TF bundle index (tensor data is not read) and hparams.json.</summary>
-    private static CheckpointInfo ReadTensorFlow(string dir)
+    private static ModelFileInfo ReadTensorFlow(string dir)
     {
-        using var bundle = TensorBundleReader.Open(Gpt2Checkpoint.FindPrefix(dir));
+        using var bundle = TensorBundleReader.Open(Gpt2TensorFlowImport.FindPrefix(dir));
         var tensors = new List<StoredTensor>();
         var other = new List<string>();
         foreach (var e in bundle.Entries)
@@ -92,7 +92,7 @@ public sealed record CheckpointInfo(
         string? note = null;
         try
         {
-            config = Gpt2Checkpoint.ReadConfig(dir);
+            config = Gpt2TensorFlowImport.ReadConfig(dir);
         }
         catch (InvalidDataException e)
         {
@@ -106,14 +106,14 @@ public sealed record CheckpointInfo(
             ["data bytes"] = bundle.Entries.Sum(e => (double)e.Size).ToString("N0"),
         };
         if (other.Count > 0) metadata["other tensors"] = string.Join(", ", other);
-        return new CheckpointInfo(dir, "OpenAI GPT-2 TensorFlow checkpoint", tensors, metadata, config, note, (long)Math.Min(tensors.Sum(t => (double)t.ElementCount), long.MaxValue), null);
+        return new ModelFileInfo(dir, "OpenAI GPT-2 TensorFlow checkpoint", tensors, metadata, config, note, (long)Math.Min(tensors.Sum(t => (double)t.ElementCount), long.MaxValue), null);
     }
 
     /// <summary>
     /// A GGUF file: its tensors with shapes in PyTorch's order (ggml lists the row length first) and ggml type names,
     /// its scalar metadata (arrays shown by their length), and the config when it is a GPT-2 GptSharp can load.
     /// </summary>
-    private static CheckpointInfo ReadGguf(string path)
+    private static ModelFileInfo ReadGguf(string path)
     {
         using var file = GgufFile.Open(path);
         var tensors = new List<StoredTensor>();
@@ -145,7 +145,7 @@ public sealed record CheckpointInfo(
         {
             note = e.Message;
         }
-        return new CheckpointInfo(path, $"GGUF ({GgufFileType(file)})", tensors, metadata, config, note, file.Tensors.Sum(t => t.Elements), null);
+        return new ModelFileInfo(path, $"GGUF ({GgufFileType(file)})", tensors, metadata, config, note, file.Tensors.Sum(t => t.Elements), null);
     }
 
     private static string GgufFileType(GgufFile file)
@@ -154,7 +154,7 @@ public sealed record CheckpointInfo(
         return string.Join(" + ", types);
     }
 
-    private static CheckpointInfo ReadPth(string path)
+    private static ModelFileInfo ReadPth(string path)
     {
         using var file = PthFile.Open(path);
         var stateDict = file.StateDict();
@@ -163,7 +163,7 @@ public sealed record CheckpointInfo(
         string? note = null;
         try
         {
-            config = ModelCheckpoint.ConfigBeside(path)
+            config = ModelFile.ConfigBeside(path)
                 ?? (Gpt2Import.IsGpt2Names(stateDict) ? Gpt2Import.InferConfig(stateDict) : StateDictLoader.InferConfig(stateDict));
         }
         catch (InvalidDataException e)
@@ -180,7 +180,7 @@ public sealed record CheckpointInfo(
             optimizer = $"optimizer_state_dict: {states} parameter states; {group}";
         }
         var metadata = new Dictionary<string, string> { ["records"] = string.Join(", ", file.RecordNames.Where(n => !n.Contains("/data/"))) };
-        return new CheckpointInfo(path, osd is null ? "PyTorch .pth (state dict)" : "PyTorch .pth (model + optimizer)", stateDict.Tensors,
+        return new ModelFileInfo(path, osd is null ? "PyTorch .pth (state dict)" : "PyTorch .pth (model + optimizer)", stateDict.Tensors,
             metadata, config, note, CountParameters(stateDict), optimizer);
     }
 
@@ -203,6 +203,6 @@ public sealed record CheckpointInfo(
     // The scales of int8 weights are not parameters: an int8 file counts what its float32 original does.
     private static long CountParameters(ITensorSource source) => source.Tensors
         .Where(t => !StateDictLoader.IsMaskBuffer(t.Name) && !Gpt2Import.IsMaskBuffer(t.Name.StartsWith("transformer.", StringComparison.Ordinal) ? t.Name[12..] : t.Name))
-        .Where(t => !(t.Name.EndsWith(".weight" + ModelCheckpoint.Int8ScaleSuffix, StringComparison.Ordinal) && source.Find(t.Name[..^ModelCheckpoint.Int8ScaleSuffix.Length])?.DType == TensorDType.I8))
+        .Where(t => !(t.Name.EndsWith(".weight" + ModelFile.Int8ScaleSuffix, StringComparison.Ordinal) && source.Find(t.Name[..^ModelFile.Int8ScaleSuffix.Length])?.DType == TensorDType.I8))
         .Sum(t => t.ElementCount);
 }
