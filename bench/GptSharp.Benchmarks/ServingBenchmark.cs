@@ -229,9 +229,9 @@ internal sealed class Served : IAsyncDisposable
 
 /// <summary>
 /// <c>serve-step-ab [rounds] [steps] [threads]</c>: the forward step alone on the 124M model, interleaved: the one-sequence
-/// <see cref="GptModel.Step(KvCache, int)"/> that <c>generate</c> uses, the scheduler's <see cref="GptModel.StepSequences"/>
+/// <see cref="GptModel.DecodeNext(KvCache, int)"/> that <c>generate</c> uses, the scheduler's <see cref="GptModel.DecodeNextSequences"/>
 /// with one sequence, and with 8 sequences (each its own cache, 100–300 positions in). Prints milliseconds per step and
-/// tokens/s per mode: one sequence must cost what <c>Step</c> costs, 8 sequences should read the weights once.
+/// tokens/s per mode: one sequence must cost what <c>DecodeNext</c> costs, 8 sequences should read the weights once.
 /// </summary>
 public static class ServingStepBenchmark
 {
@@ -253,15 +253,15 @@ public static class ServingStepBenchmark
         var batch = Enumerable.Range(0, 8).Select(i => Prefilled(100 + 25 * i)).ToList();
         var modes = new (string Name, int Rows, Action Step)[]
         {
-            ("Step (generate), 1 sequence", 1, () => model.Step(single, 11)),
-            ("StepSequences, 1 sequence", 1, () => model.StepSequences(batch.GetRange(0, 1), [11], logits)),
-            ("StepSequences, 8 sequences", 8, () => model.StepSequences(batch, [11, 12, 13, 14, 15, 16, 17, 18], logits)),
+            ("DecodeNext (generate), 1 seq.", 1, () => model.DecodeNext(single, 11)),
+            ("DecodeNextSequences, 1 seq.", 1, () => model.DecodeNextSequences(batch.GetRange(0, 1), [11], logits)),
+            ("DecodeNextSequences, 8 seq.", 8, () => model.DecodeNextSequences(batch, [11, 12, 13, 14, 15, 16, 17, 18], logits)),
             ("8 sequences, packed GEMM", 8, () =>
             {
                 // The packed GEMM, as every step of more than 7 rows took before the direct kernel grew to 8 rows.
                 int saved = Gemm.SkinnyRows;
                 Gemm.SkinnyRows = 7;
-                try { model.StepSequences(batch, [11, 12, 13, 14, 15, 16, 17, 18], logits); }
+                try { model.DecodeNextSequences(batch, [11, 12, 13, 14, 15, 16, 17, 18], logits); }
                 finally { Gemm.SkinnyRows = saved; }
             }),
         };
@@ -283,7 +283,7 @@ public static class ServingStepBenchmark
         for (int m = 0; m < modes.Length; m++)
         {
             double ms = ServingBenchmark.Percentile(perStep[m], 50);
-            Console.WriteLine($"{modes[m].Name,-30} median {ms,6:F2} ms/step ({perStep[m].Min():F2}-{perStep[m].Max():F2}), {modes[m].Rows * 1000 / ms,6:F1} tokens/s ({modes[m].Rows * one / ms:F2}x Step)");
+            Console.WriteLine($"{modes[m].Name,-30} median {ms,6:F2} ms/step ({perStep[m].Min():F2}-{perStep[m].Max():F2}), {modes[m].Rows * 1000 / ms,6:F1} tokens/s ({modes[m].Rows * one / ms:F2}x DecodeNext)");
         }
         foreach (var c in batch) c.Dispose();
         single.Dispose();
