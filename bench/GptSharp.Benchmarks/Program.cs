@@ -8,8 +8,8 @@ namespace GptSharp.Benchmarks;
 /// BenchmarkDotNet: dotnet run -c Release --project bench/GptSharp.Benchmarks -- gemm-quick [threads] [case filter]
 /// and of the FMA peak and the read bandwidth: ... -- peak-quick, ... -- bandwidth-quick; a training step phase by phase:
 /// ... -- train-step-quick [threads] [steps] [context] [batch]; HellaSwag/LAMBADA scoring on the 124M shape: ... -- eval-quick [examples] [threads] [batch]; the evaluation and the epoch sample beside the training forward, per token: ... -- outside-step-quick [rounds] [threads]; data-parallel steps under mpirun (bench/distributed.sh): ... -- data-parallel-quick [threads] [steps]; generation tokens/s against the bandwidth bound: ... -- generate-quick [tokens] [threads] [uncachedTokens]; a long prompt's prefill: ... -- prefill-quick [tokens] [rounds] [threads]; interleaved A/B of the skinny GEMM's choices on cached steps: ... -- skinny-ab [rounds] [threads];
-/// the HTTP server with 1, 4 and 8 concurrent streaming clients on the 124M model: ... -- serve-quick [requests per client] [max tokens] [threads];
-/// one client's decode through generate, the scheduler alone and HTTP, interleaved: ... -- serve-one-ab [rounds] [max tokens] [threads];
+/// the HTTP server with 1, 4 and 8 concurrent streaming clients on the 124M model: ... -- serve-quick [requests per client] [max tokens] [threads] [skinny GEMM rows];
+/// one client's decode through generate, the scheduler alone and HTTP, interleaved: ... -- serve-one-ab [rounds] [max tokens] [threads]; the forward step alone, one sequence through DecodeNext and DecodeNextSequences and 8 through DecodeNextSequences: ... -- serve-step-ab [rounds] [steps] [threads];
 /// the tokenizer on one thread and on all cores, interleaved: ... -- tokenizer-quick [rounds]; a full-size synthetic
 /// OpenAI GPT-2 checkpoint for load time and peak memory: ... -- gpt2-synthetic DIR gpt2-small|...|gpt2-xl; a 124M training
 /// checkpoint's write/read and a 1 GB token file's id check: ... -- run-io-quick [DIR]; `prepare` on a generated corpus as
@@ -53,6 +53,8 @@ public static class Program
         }
         if (args.Length > 0 && args[0] == "serve-quick")
         {
+            // A fifth argument sets the skinny GEMM's row limit (7 = the packed GEMM for an 8-sequence step, as before): A/B runs.
+            if (args.Length > 4) GptSharp.Tensors.Gemm.SkinnyRows = int.Parse(args[4]);
             ServingBenchmark.RunAsync(args.Length > 1 ? int.Parse(args[1]) : 4, args.Length > 2 ? int.Parse(args[2]) : 64,
                 args.Length > 3 ? int.Parse(args[3]) : Environment.ProcessorCount).GetAwaiter().GetResult();
             return;
@@ -61,6 +63,12 @@ public static class Program
         {
             ServingOneClientBenchmark.RunAsync(args.Length > 1 ? int.Parse(args[1]) : 5, args.Length > 2 ? int.Parse(args[2]) : 32,
                 args.Length > 3 ? int.Parse(args[3]) : Environment.ProcessorCount).GetAwaiter().GetResult();
+            return;
+        }
+        if (args.Length > 0 && args[0] == "serve-step-ab")
+        {
+            ServingStepBenchmark.Run(args.Length > 1 ? int.Parse(args[1]) : 5, args.Length > 2 ? int.Parse(args[2]) : 16,
+                args.Length > 3 ? int.Parse(args[3]) : Environment.ProcessorCount);
             return;
         }
         if (args.Length > 0 && args[0] == "eval-quick")

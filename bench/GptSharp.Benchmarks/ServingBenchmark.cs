@@ -22,8 +22,13 @@ public static class ServingBenchmark
         await using var served = await Served.StartAsync(threads);
         var (config, scheduler, http) = (served.Config, served.Scheduler, served.Http);
         const string prompt = Served.Prompt;
+        Console.WriteLine($"{Machine.Description}; skinny GEMM up to {Gemm.SkinnyRows} rows");
         Console.WriteLine($"124M model (context {config.ContextLength}), {threads} threads, prompt {TextCompletion.Encode(prompt).Length} tokens, {maxTokens} new tokens per request, {requestsPerClient} requests per client");
-        await OneRequestAsync(http, prompt, 4, 0); // JIT and buffers
+        // Warm-up: a full-length request, then 8 at once, so every path (the HTTP stack, one-row and 8-row steps) runs
+        // optimized code before the clock starts. A 4-token warm-up left the one-client phase measuring tier-0 code and
+        // background JIT work on a 2-core machine, which the later phases no longer paid.
+        await OneRequestAsync(http, prompt, maxTokens, 0);
+        await Task.WhenAll(Enumerable.Range(0, 8).Select(client => OneRequestAsync(http, prompt, Math.Min(maxTokens, 8), client)));
         double? single = null;
         foreach (int clients in new[] { 1, 4, 8 })
         {
@@ -82,7 +87,7 @@ public static class ServingBenchmark
         return new Sample(first, gaps, tokens);
     }
 
-    private static double Percentile(List<double> values, double p)
+    internal static double Percentile(List<double> values, double p)
     {
         if (values.Count == 0) return double.NaN;
         var sorted = values.Order().ToArray();
@@ -92,12 +97,17 @@ public static class ServingBenchmark
 
 /// <summary>
 /// <c>serve-one-ab [rounds] [max tokens] [threads]</c>: where one client's per-token time goes. Interleaved rounds of the
-/// same greedy-free decode (temperature 1, one seed) three ways on the 124M model: <c>TextGenerator.Stream</c> alone,
-/// the <see cref="BatchScheduler"/> without HTTP (<see cref="TextCompletion.RunAsync"/>), and one streaming HTTP client.
-/// Interleaving keeps a loaded machine's drift out of the comparison; the medians are printed per path.
+/// same decode (temperature 1, one seed) three ways on the 124M model: <c>TextGenerator.Stream</c> alone,
+/// the <see cref="BatchScheduler"/> without HTTP (<see cref="TextCompletion.RunAsync"/>), and one streaming HTTP client
+/// (reading each event as it arrives). Per path: median tokens/s over the rounds, the gap between tokens (p50/p95 over
+/// every round, the first token excluded) and the process's CPU time per token (what the path costs beyond the
+/// forward, even when a loaded machine stretches the wall clock). Interleaving keeps drift out of the comparison.
 /// </summary>
 public static class ServingOneClientBenchmark
 {
+    /// <summary>One decode: the arrival time of each token, in milliseconds from the request.</summary>
+    private delegate Task<List<double>> Path();
+
     public static async Task RunAsync(int rounds, int maxTokens, int threads)
     {
         await using var served = await Served.StartAsync(threads);
@@ -107,41 +117,74 @@ public static class ServingOneClientBenchmark
         int[] ids = TextCompletion.Encode(prompt);
         var settings = new CompletionSettings { MaxTokens = maxTokens, Temperature = 1f, Seed = 7 };
         Console.WriteLine($"{KernelInfo()}; 124M (context {config.ContextLength}), {threads} threads, prompt {ids.Length} tokens, {maxTokens} new tokens, {rounds} interleaved rounds");
-        var paths = new (string Name, Func<Task<int>> Run)[]
+        var paths = new (string Name, Path Run)[]
         {
             ("generate (TextGenerator.Stream)", () =>
             {
                 using var generator = new GptSharp.Generation.TextGenerator(reference, settings.ToGenerationOptions() with { Slide = false }, new TorchGenerator(7));
-                return Task.FromResult(generator.Stream(ids, maxTokens).Count());
+                var clock = Stopwatch.StartNew();
+                var arrivals = new List<double>();
+                foreach (int _ in generator.Stream(ids, maxTokens)) arrivals.Add(clock.Elapsed.TotalMilliseconds);
+                return Task.FromResult(arrivals);
             }),
-            ("scheduler, no HTTP", async () => (await TextCompletion.RunAsync(scheduler, ids, settings)).CompletionTokens),
+            ("scheduler, no HTTP", async () =>
+            {
+                var clock = Stopwatch.StartNew();
+                var arrivals = new List<double>();
+                await TextCompletion.RunAsync(scheduler, ids, settings, piece =>
+                {
+                    for (int i = 0; i < piece.Tokens.Count; i++) arrivals.Add(clock.Elapsed.TotalMilliseconds);
+                    return ValueTask.CompletedTask;
+                });
+                return arrivals;
+            }),
             ("HTTP stream, one client", async () =>
             {
+                var clock = Stopwatch.StartNew();
                 using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
                 {
-                    Content = JsonContent.Create(new { prompt, max_tokens = maxTokens, seed = 7, temperature = 1.0, stream = true, stream_options = new { include_usage = true } }),
+                    Content = JsonContent.Create(new { prompt, max_tokens = maxTokens, seed = 7, temperature = 1.0, stream = true }),
                 };
                 using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
-                string body = await response.Content.ReadAsStringAsync();
-                int at = body.IndexOf("\"completion_tokens\":", StringComparison.Ordinal);
-                return int.Parse(body[(at + 20)..].Split(',', '}')[0].Trim());
+                response.EnsureSuccessStatusCode();
+                using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
+                var arrivals = new List<double>();
+                // Each event holds one token (no stop texts to hold text back); the text itself is not parsed.
+                while (await reader.ReadLineAsync() is { } line)
+                    if (line.StartsWith("data: {", StringComparison.Ordinal)) arrivals.Add(clock.Elapsed.TotalMilliseconds);
+                return arrivals;
             }),
         };
         foreach (var path in paths) await path.Run(); // JIT, buffers
         var rates = paths.Select(_ => new List<double>()).ToArray();
+        var gaps = paths.Select(_ => new List<double>()).ToArray();
+        var cpu = new double[paths.Length];
+        var tokens = new long[paths.Length];
+        using var process = Process.GetCurrentProcess();
         for (int round = 0; round < rounds; round++)
             for (int p = 0; p < paths.Length; p++)
             {
+                process.Refresh();
+                var cpuBefore = process.TotalProcessorTime;
                 var clock = Stopwatch.StartNew();
-                int tokens = await paths[p].Run();
-                rates[p].Add(tokens / clock.Elapsed.TotalSeconds);
+                var arrivals = await paths[p].Run();
+                double seconds = clock.Elapsed.TotalSeconds;
+                process.Refresh();
+                cpu[p] += (process.TotalProcessorTime - cpuBefore).TotalMilliseconds;
+                tokens[p] += arrivals.Count;
+                rates[p].Add(arrivals.Count / seconds);
+                for (int i = 1; i < arrivals.Count; i++) gaps[p].Add(arrivals[i] - arrivals[i - 1]);
             }
+        double generate = Median(rates[0]);
         for (int p = 0; p < paths.Length; p++)
         {
             var sorted = rates[p].Order().ToArray();
-            Console.WriteLine($"{paths[p].Name,-34} median {sorted[sorted.Length / 2],6:F1} tokens/s (min {sorted[0]:F1}, max {sorted[^1]:F1})");
+            Console.WriteLine($"{paths[p].Name,-32} median {Median(rates[p]),6:F1} tokens/s ({Median(rates[p]) / generate * 100,5:F1} % of generate; min {sorted[0]:F1}, max {sorted[^1]:F1}), " +
+                $"per token p50 {ServingBenchmark.Percentile(gaps[p], 50),5:F1} ms p95 {ServingBenchmark.Percentile(gaps[p], 95),5:F1} ms, CPU {cpu[p] / tokens[p],5:F1} ms/token");
         }
     }
+
+    private static double Median(List<double> values) => ServingBenchmark.Percentile(values, 50);
 
     private static string KernelInfo() =>
         $"{(File.Exists("/proc/cpuinfo") ? File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name"))?.Split(':')[1].Trim() : null) ?? "CPU"}, " +
@@ -182,5 +225,68 @@ internal sealed class Served : IAsyncDisposable
         await _server.DisposeAsync();
         Scheduler.Dispose();
         _model.Dispose();
+    }
+}
+
+/// <summary>
+/// <c>serve-step-ab [rounds] [steps] [threads]</c>: the forward step alone on the 124M model, interleaved: the one-sequence
+/// <see cref="GptModel.DecodeNext(KvCache, int)"/> that <c>generate</c> uses, the scheduler's <see cref="GptModel.DecodeNextSequences"/>
+/// with one sequence, and with 8 sequences (each its own cache, 100–300 positions in). Prints milliseconds per step and
+/// tokens/s per mode: one sequence must cost what <c>DecodeNext</c> costs, 8 sequences should read the weights once.
+/// </summary>
+public static class ServingStepBenchmark
+{
+    public static void Run(int rounds, int steps, int threads)
+    {
+        Workers.Count = threads;
+        using var model = new GptModel(GptConfig.Gpt2Small with { DropRate = 0f }, new FastRandom(1));
+        model.Eval();
+        int vocab = model.Config.VocabSize;
+        using var logits = new Tensor(8, vocab);
+        var random = new Random(3);
+        KvCache Prefilled(int length)
+        {
+            var cache = new KvCache(model, 1, length + steps + 1);
+            model.Prefill(cache, Enumerable.Range(0, length).Select(_ => random.Next(vocab)).ToArray());
+            return cache;
+        }
+        var single = Prefilled(200);
+        var batch = Enumerable.Range(0, 8).Select(i => Prefilled(100 + 25 * i)).ToList();
+        var modes = new (string Name, int Rows, Action Step)[]
+        {
+            ("DecodeNext (generate), 1 seq.", 1, () => model.DecodeNext(single, 11)),
+            ("DecodeNextSequences, 1 seq.", 1, () => model.DecodeNextSequences(batch.GetRange(0, 1), [11], logits)),
+            ("DecodeNextSequences, 8 seq.", 8, () => model.DecodeNextSequences(batch, [11, 12, 13, 14, 15, 16, 17, 18], logits)),
+            ("8 sequences, packed GEMM", 8, () =>
+            {
+                // The packed GEMM, as every step of more than 7 rows took before the direct kernel grew to 8 rows.
+                int saved = Gemm.SkinnyRows;
+                Gemm.SkinnyRows = 7;
+                try { model.DecodeNextSequences(batch, [11, 12, 13, 14, 15, 16, 17, 18], logits); }
+                finally { Gemm.SkinnyRows = saved; }
+            }),
+        };
+        Console.WriteLine($"{Machine.Description}; 124M, {threads} threads, {steps} steps per round, {rounds} interleaved rounds");
+        var perStep = modes.Select(_ => new List<double>()).ToArray();
+        for (int round = 0; round <= rounds; round++)
+            for (int m = 0; m < modes.Length; m++)
+            {
+                var cacheLengths = batch.Select(c => c.Length).ToArray();
+                int singleLength = single.Length;
+                var clock = Stopwatch.StartNew();
+                for (int s = 0; s < steps; s++) modes[m].Step();
+                if (round > 0) perStep[m].Add(clock.Elapsed.TotalMilliseconds / steps); // round 0 warms up
+                // Back to the same positions, so every round decodes at the same depth.
+                for (int i = 0; i < batch.Count; i++) batch[i].Length = cacheLengths[i];
+                single.Length = singleLength;
+            }
+        double one = ServingBenchmark.Percentile(perStep[0], 50);
+        for (int m = 0; m < modes.Length; m++)
+        {
+            double ms = ServingBenchmark.Percentile(perStep[m], 50);
+            Console.WriteLine($"{modes[m].Name,-30} median {ms,6:F2} ms/step ({perStep[m].Min():F2}-{perStep[m].Max():F2}), {modes[m].Rows * 1000 / ms,6:F1} tokens/s ({modes[m].Rows * one / ms:F2}x DecodeNext)");
+        }
+        foreach (var c in batch) c.Dispose();
+        single.Dispose();
     }
 }

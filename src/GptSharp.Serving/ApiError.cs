@@ -26,6 +26,12 @@ internal sealed class ApiException(int status, string message, string? param = n
         if (context.Response.HasStarted) return;
         context.Response.StatusCode = status;
         context.Response.ContentType = "application/json";
+        await context.Response.Body.WriteAsync(Json(status, message, param, code), context.RequestAborted);
+    }
+
+    /// <summary>The error body <c>{"error": {"message", "type", "param", "code"}}</c>, UTF-8.</summary>
+    public static byte[] Json(int status, string message, string? param = null, string? code = null)
+    {
         var buffer = new MemoryStream();
         using (var json = new Utf8JsonWriter(buffer))
         {
@@ -38,6 +44,6 @@ internal sealed class ApiException(int status, string message, string? param = n
             json.WriteEndObject();
             json.WriteEndObject();
         }
-        await context.Response.Body.WriteAsync(buffer.ToArray(), context.RequestAborted);
+        return buffer.ToArray();
     }
 }

@@ -89,8 +89,9 @@ public sealed class GptServer : IAsyncDisposable
             kestrel.Limits.MaxRequestLineSize = 8 * MaxRequestTargetBytes;
             kestrel.Limits.MaxRequestHeadersTotalSize = 2 * MaxRequestHeadersBytes;
             kestrel.AddServerHeader = false;
-            if (options.Host == "localhost") kestrel.ListenLocalhost(options.Port);
-            else if (IPAddress.TryParse(options.Host, out var address)) kestrel.Listen(address, options.Port);
+            // Kestrel's own error answers (malformed framing, 505) get OpenAI's error body too.
+            if (options.Host == "localhost") kestrel.ListenLocalhost(options.Port, listen => listen.Use(KestrelErrorBodies.Middleware));
+            else if (IPAddress.TryParse(options.Host, out var address)) kestrel.Listen(address, options.Port, listen => listen.Use(KestrelErrorBodies.Middleware));
             else throw new ArgumentException($"--host must be an IP address or localhost, got \"{options.Host}\".");
         });
         var app = builder.Build();
@@ -98,6 +99,7 @@ public sealed class GptServer : IAsyncDisposable
         var policy = new AccessPolicy(options);
         app.Use(async (context, next) =>
         {
+            KestrelErrorBodies.RequestStarted(context);
             context.Response.Headers["X-Request-Id"] = context.TraceIdentifier;
             try
             {
@@ -237,8 +239,10 @@ public sealed class GptServer : IAsyncDisposable
         var (status, message, param, code) = e switch
         {
             ApiException api => (api.Status, api.Message, (string?)api.Param, (string?)api.Code),
+            // The body's framing broke while the route read it: the same codes as Kestrel's own answers (KestrelErrorBodies).
             BadHttpRequestException bad => (bad.StatusCode, bad.StatusCode == 413
-                ? "The request body is larger than the server accepts." : $"Bad request: {bad.Message}", (string?)null, bad.StatusCode == 413 ? "request_too_large" : (string?)null),
+                ? "The request body is larger than the server accepts." : $"Bad request: {bad.Message}", (string?)null,
+                bad.StatusCode switch { 413 => "request_too_large", 408 => "request_timeout", 400 => "invalid_http_request", _ => (string?)null }),
             QueueFullException full => (429, full.Message, (string?)null, (string?)"queue_full"),
             ArgumentException bad => (400, bad.Message, (string?)null, (string?)"invalid_value"),
             // What went wrong inside stays in the log; the client gets the request id to quote.

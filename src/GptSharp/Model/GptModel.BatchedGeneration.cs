@@ -17,8 +17,9 @@ public sealed unsafe partial class GptModel
     /// <summary>
     /// Appends <paramref name="nextIds"/>[i] to <paramref name="caches"/>[i] (each a batch-1 cache, at its own
     /// <see cref="KvCache.Length"/>) and writes the logits that predict each sequence's next token to row i of
-    /// <paramref name="logits"/> [≥ caches.Count, vocab]. Row i equals what <see cref="Step(KvCache, int)"/> on
-    /// cache i alone would give, up to the summation order of the batched matrix products.
+    /// <paramref name="logits"/> [≥ caches.Count, vocab]. Row i equals what <see cref="DecodeNext(KvCache, int)"/> on
+    /// cache i alone gives: bit for bit up to 8 sequences (the direct GEMM kernel forms each row's sums as it does for
+    /// one row, the kernel <c>generate</c> uses), up to the summation order of the packed GEMM beyond.
     /// </summary>
     public void DecodeNextSequences(IReadOnlyList<KvCache> caches, ReadOnlySpan<int> nextIds, Tensor logits)
     {

@@ -55,8 +55,13 @@ internal static unsafe class Gemm
         return Math.Min(KC, (depth + 15) & ~15);
     }
 
-    /// <summary>Up to this many rows of C, the direct (unpacked) kernel is used.</summary>
-    internal const int SkinnyRows = 7;
+    /// <summary>
+    /// Up to this many rows of C, the direct (unpacked) kernel is used. 8 covers a decoding step of the server's default
+    /// batch (one row per sequence): packing B for 8 rows read each weight three times (read, write packed, read
+    /// packed) where the direct kernel reads it once for all rows (docs/serving.md has the A/B). A switch rather than
+    /// a constant so a benchmark can A/B it in one process.
+    /// </summary>
+    internal static int SkinnyRows = 8;
 
     // Below this many multiply-adds a call stays on the calling thread: waking the pool would cost more.
     private const long ParallelMinWork = 1L << 20;
@@ -818,10 +823,18 @@ internal static unsafe class Gemm
             // reused from L1 by every row of A (rows inner would stream all of b m times).
             // (Four columns per pass, sharing each load of A, measured slower on one token: 38.9 against
             // 34.7 ms per step, interleaved, bench `skinny-ab`; more read streams per core do not pay.)
+            // Four rows at a time share each load of b's row (a batched decoding step: one row per sequence).
+            float* sums = stackalloc float[4];
             for (int j = j0; j < j1; j++)
             {
                 float* brow = job.B + (long)j * job.Ldb;
-                for (int i = 0; i < m; i++)
+                int i = 0;
+                for (; i + 4 <= m; i += 4)
+                {
+                    Dot4(job.Path, rows + i * rowStride, rowStride, brow, k, sums);
+                    for (int r = 0; r < 4; r++) Store(job.C + (long)(i + r) * job.Ldc + j, sums[r], job.Accumulate, job.Bias, j);
+                }
+                for (; i < m; i++)
                 {
                     float sum = Dot(job.Path, rows + i * rowStride, brow, k);
                     Store(job.C + (long)i * job.Ldc + j, sum, job.Accumulate, job.Bias, j);
@@ -846,6 +859,82 @@ internal static unsafe class Gemm
 
     /// <summary>dot(x, y) over float32 on the given vector width (also the int8 decode kernel's, on a dequantized row).</summary>
     internal static float Dot(KernelPath path, float* x, float* y, int k) => Simd.Reduce(path, k, new DotOp { X = x, Y = y });
+
+    /// <summary>
+    /// dot(x row r, y) for the four rows x, x + stride, x + 2·stride, x + 3·stride into <paramref name="sums"/>[r]: each
+    /// vector of y is loaded once for four rows. Every row's sum is formed exactly as <see cref="Dot"/> forms it (two
+    /// accumulators, the one-vector remainder, the lane sum, the scalar tail in order), so a row's result never depends
+    /// on which rows share its call: a sequence decoded in a batch gets the logits it gets alone, bit for bit.
+    /// </summary>
+    private static void Dot4(KernelPath path, float* x, long stride, float* y, int k, float* sums)
+    {
+        float* x0 = x, x1 = x + stride, x2 = x + 2 * stride, x3 = x + 3 * stride;
+        int i = 0;
+        float t0 = 0f, t1 = 0f, t2 = 0f, t3 = 0f;
+        if (path == KernelPath.Vector512)
+        {
+            const int w = 16;
+            Vector512<float> a0 = default, b0 = default, a1 = default, b1 = default, a2 = default, b2 = default, a3 = default, b3 = default;
+            for (; i + 2 * w <= k; i += 2 * w)
+            {
+                var y0 = Vector512.Load(y + i);
+                var y1 = Vector512.Load(y + i + w);
+                a0 = Avx512F.FusedMultiplyAdd(Vector512.Load(x0 + i), y0, a0);
+                b0 = Avx512F.FusedMultiplyAdd(Vector512.Load(x0 + i + w), y1, b0);
+                a1 = Avx512F.FusedMultiplyAdd(Vector512.Load(x1 + i), y0, a1);
+                b1 = Avx512F.FusedMultiplyAdd(Vector512.Load(x1 + i + w), y1, b1);
+                a2 = Avx512F.FusedMultiplyAdd(Vector512.Load(x2 + i), y0, a2);
+                b2 = Avx512F.FusedMultiplyAdd(Vector512.Load(x2 + i + w), y1, b2);
+                a3 = Avx512F.FusedMultiplyAdd(Vector512.Load(x3 + i), y0, a3);
+                b3 = Avx512F.FusedMultiplyAdd(Vector512.Load(x3 + i + w), y1, b3);
+            }
+            for (; i + w <= k; i += w)
+            {
+                var y0 = Vector512.Load(y + i);
+                a0 = Avx512F.FusedMultiplyAdd(Vector512.Load(x0 + i), y0, a0);
+                a1 = Avx512F.FusedMultiplyAdd(Vector512.Load(x1 + i), y0, a1);
+                a2 = Avx512F.FusedMultiplyAdd(Vector512.Load(x2 + i), y0, a2);
+                a3 = Avx512F.FusedMultiplyAdd(Vector512.Load(x3 + i), y0, a3);
+            }
+            (t0, t1, t2, t3) = (Vector512.Sum(a0 + b0), Vector512.Sum(a1 + b1), Vector512.Sum(a2 + b2), Vector512.Sum(a3 + b3));
+        }
+        else if (path == KernelPath.Vector256)
+        {
+            const int w = 8;
+            Vector256<float> a0 = default, b0 = default, a1 = default, b1 = default, a2 = default, b2 = default, a3 = default, b3 = default;
+            for (; i + 2 * w <= k; i += 2 * w)
+            {
+                var y0 = Vector256.Load(y + i);
+                var y1 = Vector256.Load(y + i + w);
+                a0 = Fma.MultiplyAdd(Vector256.Load(x0 + i), y0, a0);
+                b0 = Fma.MultiplyAdd(Vector256.Load(x0 + i + w), y1, b0);
+                a1 = Fma.MultiplyAdd(Vector256.Load(x1 + i), y0, a1);
+                b1 = Fma.MultiplyAdd(Vector256.Load(x1 + i + w), y1, b1);
+                a2 = Fma.MultiplyAdd(Vector256.Load(x2 + i), y0, a2);
+                b2 = Fma.MultiplyAdd(Vector256.Load(x2 + i + w), y1, b2);
+                a3 = Fma.MultiplyAdd(Vector256.Load(x3 + i), y0, a3);
+                b3 = Fma.MultiplyAdd(Vector256.Load(x3 + i + w), y1, b3);
+            }
+            for (; i + w <= k; i += w)
+            {
+                var y0 = Vector256.Load(y + i);
+                a0 = Fma.MultiplyAdd(Vector256.Load(x0 + i), y0, a0);
+                a1 = Fma.MultiplyAdd(Vector256.Load(x1 + i), y0, a1);
+                a2 = Fma.MultiplyAdd(Vector256.Load(x2 + i), y0, a2);
+                a3 = Fma.MultiplyAdd(Vector256.Load(x3 + i), y0, a3);
+            }
+            (t0, t1, t2, t3) = (Vector256.Sum(a0 + b0), Vector256.Sum(a1 + b1), Vector256.Sum(a2 + b2), Vector256.Sum(a3 + b3));
+        }
+        for (; i < k; i++)
+        {
+            float yi = y[i];
+            t0 += x0[i] * yi;
+            t1 += x1[i] * yi;
+            t2 += x2[i] * yi;
+            t3 += x3[i] * yi;
+        }
+        (sums[0], sums[1], sums[2], sums[3]) = (t0, t1, t2, t3);
+    }
 
     private static void SkinnyRowTimesB(ref Job job, float* arow, float* crow, int j0, int j1)
     {

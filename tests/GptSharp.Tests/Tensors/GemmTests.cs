@@ -77,6 +77,35 @@ public unsafe class GemmTests
 
     [Theory]
     [MemberData(nameof(Paths))]
+    public void SkinnyRowsComputedTogetherEqualEachRowAloneBitForBit(string pathName)
+    {
+        // A batched decoding step puts one row per sequence through the skinny kernel (rows shared four at a time):
+        // each row must come out exactly as the one-row product of that row, so a sequence decoded beside others picks
+        // the tokens it picks alone. k covers the two-vector loop, the one-vector remainder and the scalar tail.
+        var path = Enum.Parse<Path>(pathName);
+        var random = new Random(5);
+        foreach (int k in new[] { 7, 24, 48, 57, 768 })
+        {
+            int n = 45;
+            float[] a = RandomArray(random, Gemm.SkinnyRows * k), b = RandomArray(random, n * k), bias = RandomArray(random, n);
+            for (int m = 1; m <= Gemm.SkinnyRows; m++)
+            {
+                float[] together = new float[m * n], alone = new float[n];
+                fixed (float* pa = a, pb = b, pt = together, pl = alone, pbias = bias)
+                {
+                    Gemm.MatMul(path, false, true, m, n, k, pa, k, pb, k, pt, n, accumulate: false, bias: pbias, parallel: false);
+                    for (int i = 0; i < m; i++)
+                    {
+                        Gemm.MatMul(path, false, true, 1, n, k, pa + i * k, k, pb, k, pl, n, accumulate: false, bias: pbias, parallel: false);
+                        Assert.Equal(alone, together.AsSpan(i * n, n).ToArray());
+                    }
+                }
+            }
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Paths))]
     public void SkinnyKernelCoversEveryRowCountAndRemainder(string pathName)
     {
         // m = 1..SkinnyRows through the direct kernel (rows of A against each column of B, axpy rows for
