@@ -277,57 +277,12 @@ internal static class DocumentReader
 
     private static void ReadParquetRows(string name, string path, string column, IDocumentSink sink, CancellationToken cancellation)
     {
-        using var stream = new SynchronousReadStream(new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16));
-        long length = stream.Length;
-        Parquet.ParquetReader reader;
-        try
+        long length = new FileInfo(path).Length;
+        ParquetTextColumn.Read(name, path, column, group =>
         {
-            reader = Parquet.ParquetReader.CreateAsync(stream, cancellationToken: cancellation).GetAwaiter().GetResult();
-        }
-        catch (Exception e) when (e is IOException or InvalidOperationException or NotSupportedException or ArgumentException)
-        {
-            throw new InvalidDataException($"{name}: not a readable Parquet file ({e.Message}).");
-        }
-        try
-        {
-            var fields = reader.Schema.GetDataFields();
-            var field = fields.FirstOrDefault(f => f.Name == column)
-                ?? throw new InvalidDataException($"{name}: no column \"{column}\" (columns: {string.Join(", ", fields.Select(f => f.Name))}; use --text-column to name the one that holds the text).");
-            if (field.ClrType != typeof(string) && field.ClrType != typeof(ReadOnlyMemory<char>) || field.IsArray)
-                throw new InvalidDataException($"{name}: column \"{column}\" holds {field.ClrType.Name}{(field.IsArray ? " lists" : "")}, not text.");
-            byte[] utf8 = new byte[1 << 16];
-            for (int g = 0; g < reader.RowGroupCount; g++)
-            {
-                cancellation.ThrowIfCancellationRequested();
-                string?[] rows;
-                try
-                {
-                    using var group = reader.OpenRowGroupReader(g);
-                    // A corrupt footer may claim any number of rows: more than 8 a byte of the file is not text to train on.
-                    if (group.RowCount < 0 || group.RowCount > Math.Min(Array.MaxLength, 8 * length + 1024))
-                        throw new InvalidDataException($"{name}: row group {g} claims {group.RowCount} rows in a file of {length} bytes: it is corrupt.");
-                    rows = new string?[group.RowCount];
-                    group.ReadAsync(field, rows.AsMemory()!, null, cancellation).AsTask().GetAwaiter().GetResult();
-                }
-                catch (Exception e) when (e is IOException or InvalidOperationException or NotSupportedException or ArgumentException or IndexOutOfRangeException)
-                {
-                    throw new InvalidDataException($"{name}: row group {g} cannot be read ({e.Message}).");
-                }
-                foreach (string? text in rows)
-                {
-                    if (text is null) continue; // a row without text: nothing to train on
-                    int needed = Encoding.UTF8.GetMaxByteCount(text.Length);
-                    if (utf8.Length < needed) utf8 = new byte[Math.Max(needed, utf8.Length * 2)];
-                    // Lone surrogates become U+FFFD, as when Python encodes such a string for tiktoken.
-                    int n = Encoding.UTF8.GetBytes(text, utf8);
-                    sink.Add(utf8.AsSpan(0, n), startsDocument: true);
-                }
-                sink.FileBytesRead(length * (g + 1) / reader.RowGroupCount);
-            }
-        }
-        finally
-        {
-            reader.DisposeAsync().AsTask().GetAwaiter().GetResult();
-        }
+            var texts = group.Texts;
+            for (int i = 0; i < texts.Count; i++) sink.Add(texts[i], startsDocument: true);
+            sink.FileBytesRead(length * (group.Index + 1) / group.GroupCount);
+        }, cancellation);
     }
 }
