@@ -17,6 +17,7 @@ namespace GptSharp.Data;
 internal static class ParquetPages
 {
     private const int PlainEncoding = 0, PlainDictionary = 2, RleEncoding = 3, RleDictionary = 8;
+    private const int MaxPageBytes = 256 << 20;
     private const int DataPage = 0, DictionaryPage = 2, DataPageV2 = 3; // v2: left to Parquet.Net
 
     /// <summary>
@@ -37,12 +38,14 @@ internal static class ParquetPages
             if (position >= chunk.Length || !PageHeader.TryRead(chunk[position..], out var header, out int headerLength)) return false;
             position += headerLength;
             if (header.CompressedSize < 0 || header.UncompressedSize < 0 || header.CompressedSize > chunk.Length - position) return false;
+            // A page header may claim any size: a very large page is left to Parquet.Net rather than allocated here.
+            if (header.UncompressedSize > MaxPageBytes) return false;
             var stored = chunk.Slice(position, header.CompressedSize);
             position += header.CompressedSize;
             switch (header.Type)
             {
                 case DictionaryPage:
-                    if (dictionary is not null || header.Encoding is not (PlainEncoding or PlainDictionary) || header.Values < 0) return false;
+                    if (dictionary is not null || header.Encoding is not (PlainEncoding or PlainDictionary) || header.Values < 0 || header.Values > header.UncompressedSize / 4) return false;
                     dictionary = new byte[header.UncompressedSize];
                     if (!Decompress(codec, stored, dictionary)) return false;
                     dictionaryEnds = new int[header.Values];

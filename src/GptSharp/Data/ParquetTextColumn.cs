@@ -107,7 +107,7 @@ internal static class ParquetTextColumn
             if (valueCount != rows)
                 throw new InvalidDataException($"{name}: row group {g} has {rows} rows but {valueCount} values in column \"{field.Name}\": it is corrupt.");
             var meta = group.GetMetadata(field)?.MetaData;
-            var texts = new TextGroupBuilder((int)Math.Clamp(meta?.TotalUncompressedSize ?? 0, 1 << 16, 1 << 30));
+            var texts = new TextGroupBuilder((int)Math.Clamp(meta?.TotalUncompressedSize ?? 0, 1 << 16, 64 << 20));
             if (meta is not null && TryReadChunk(file, meta, out var chunk)
                 && ParquetPages.TryDecode(chunk, (int)meta.Codec, rows, field.MaxDefinitionLevel, texts))
                 return new Group(g, file.Reader.RowGroupCount, texts, FromPages: true);
