@@ -232,14 +232,23 @@ internal static class ParquetPages
         return true;
     }
 
+    /// <summary>A ULEB128 varint of at most 32 bits (run headers).</summary>
     private static bool TryVarint(ReadOnlySpan<byte> data, ref int at, out uint value)
     {
+        bool ok = TryVarint64(data, ref at, out ulong raw);
+        value = (uint)raw;
+        return ok && raw <= uint.MaxValue;
+    }
+
+    /// <summary>A ULEB128 varint (Thrift's compact protocol and the hybrid run headers both use them).</summary>
+    private static bool TryVarint64(ReadOnlySpan<byte> data, ref int at, out ulong value)
+    {
         value = 0;
-        for (int shift = 0; shift < 35; shift += 7)
+        for (int shift = 0; shift < 64; shift += 7)
         {
             if (at >= data.Length) return false;
             byte b = data[at++];
-            value |= (uint)(b & 0x7F) << shift;
+            value |= (ulong)(b & 0x7F) << shift;
             if (b < 0x80) return true;
         }
         return false;
@@ -391,7 +400,7 @@ internal static class ParquetPages
         /// <summary>A zigzag varint (Thrift's i16, i32 and i64).</summary>
         private bool ReadVarInt(out long value)
         {
-            bool ok = ReadRaw(out ulong raw);
+            bool ok = TryVarint64(_data, ref Position, out ulong raw);
             value = (long)(raw >> 1) ^ -(long)(raw & 1);
             return ok;
         }
@@ -399,22 +408,9 @@ internal static class ParquetPages
         /// <summary>A plain varint (lengths of binaries, sizes of lists and maps), at most 31 bits.</summary>
         private bool ReadUnsigned(out long value)
         {
-            bool ok = ReadRaw(out ulong raw);
+            bool ok = TryVarint64(_data, ref Position, out ulong raw);
             value = (long)raw;
             return ok && raw <= int.MaxValue;
-        }
-
-        private bool ReadRaw(out ulong raw)
-        {
-            raw = 0;
-            for (int shift = 0; shift < 64; shift += 7)
-            {
-                if (Position >= _data.Length) return false;
-                byte b = _data[Position++];
-                raw |= (ulong)(b & 0x7F) << shift;
-                if (b < 0x80) return true;
-            }
-            return false;
         }
     }
 }
