@@ -41,8 +41,8 @@ public static class PrepareBenchmark
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"Corpus: {textBytes / 1e6:F0} MB of text in {documents:N0} documents; .txt {Size(txt) / 1e6:F0} MB, .jsonl {Size(jsonl) / 1e6:F0} MB, .parquet {Size(parquet) / 1e6:F0} MB (made in {clock.Elapsed.TotalSeconds:F0} s)"));
             // The readers alone (one thread, documents read and dropped): what each format costs before the tokenizer.
-            // Twice: the first pass includes the JIT's tiering up (slow to come on a loaded machine).
-            for (int pass = 0; pass < 2; pass++)
+            // Twice for a small corpus: the first pass includes the JIT's tiering up (slow to come on a loaded machine).
+            for (int pass = 0; pass < (megabytes > 512 ? 1 : 2); pass++)
             foreach (var (name, files) in new[] { ("txt", txt), ("jsonl", jsonl), ("parquet", parquet) })
             {
                 var read = Stopwatch.StartNew();

@@ -175,13 +175,30 @@ internal static class DocumentReader
     }
 
     /// <summary>
-    /// The text of one JSON Lines record: its top-level string field <paramref name="field"/> (UTF-8, unescaped into
-    /// <paramref name="scratch"/> when it has escapes), or false for a record whose field is null. A line that is not a JSON
-    /// object, has no such field, or holds another type there is an error naming the file and the line.
+    /// The text of one JSON Lines record: its first top-level string field <paramref name="field"/> (UTF-8, unescaped into
+    /// <paramref name="scratch"/> when it has escapes), or false for a record whose field is null. A line that is not valid
+    /// UTF-8, not one JSON object (RFC 8259, up to the end of the line), has no such field, or holds another type there is an
+    /// error naming the file and the line. Escaped lone surrogates become U+FFFD (<see cref="JsonTextField.Unescape"/>).
     /// </summary>
     internal static bool JsonText(ReadOnlySpan<byte> line, long number, string path, string field, scoped ref byte[] scratch, out ReadOnlySpan<byte> text)
     {
         text = default;
+        // JSON text is UTF-8 (RFC 8259 §8.1): checked once for the whole line, so that neither path below has to.
+        if (!Utf8.IsValid(line))
+            throw new InvalidDataException($"{path}: line {number} is not valid UTF-8 (byte {Gpt2Tokenizer.IndexOfInvalidUtf8(line) + 1} of the line).");
+        Span<byte> fieldBuffer = stackalloc byte[256];
+        ReadOnlySpan<byte> fieldUtf8 = Encoding.UTF8.GetByteCount(field) <= fieldBuffer.Length
+            ? fieldBuffer[..Encoding.UTF8.GetBytes(field, fieldBuffer)] : Encoding.UTF8.GetBytes(field);
+        switch (JsonTextField.Find(line, fieldUtf8, out int start, out int length, out bool escaped))
+        {
+            case JsonTextField.Scan.Text:
+                var raw = line.Slice(start, length);
+                text = escaped ? JsonTextField.Unescape(raw, ref scratch) : raw;
+                return true;
+            case JsonTextField.Scan.Null:
+                return false;
+        }
+        // Everything the scan is unsure of: Utf8JsonReader reads it and says what is wrong.
         var reader = new Utf8JsonReader(line, new JsonReaderOptions { CommentHandling = JsonCommentHandling.Disallow });
         try
         {
@@ -199,15 +216,13 @@ internal static class DocumentReader
                 switch (reader.TokenType)
                 {
                     case JsonTokenType.String:
-                        text = reader.ValueSpan;
-                        if (reader.ValueIsEscaped)
-                        {
-                            if (scratch.Length < text.Length) scratch = new byte[Math.Max(text.Length, 4096)];
-                            text = scratch.AsSpan(0, reader.CopyString(scratch));
-                        }
-                        if (!Utf8.IsValid(text)) throw new InvalidDataException($"{path}: line {number}: field \"{field}\" is not valid UTF-8.");
+                        var raw = reader.ValueSpan;
+                        bool isEscaped = reader.ValueIsEscaped;
+                        while (reader.Read()) { } // the rest of the line must be valid JSON too
+                        text = isEscaped ? JsonTextField.Unescape(raw, ref scratch) : raw;
                         return true;
                     case JsonTokenType.Null:
+                        while (reader.Read()) { }
                         return false; // a record without text (Hugging Face datasets have some): nothing to train on
                     default:
                         throw new InvalidDataException($"{path}: line {number}: field \"{field}\" is {reader.TokenType}, expected a string.");
@@ -215,7 +230,7 @@ internal static class DocumentReader
             }
             throw new InvalidDataException($"{path}: line {number} has no field \"{field}\" (use CorpusReadOptions.TextField to name the field that holds the text).");
         }
-        catch (Exception e) when (e is JsonException or InvalidOperationException) // InvalidOperationException: invalid UTF-8 in an escaped string
+        catch (Exception e) when (e is JsonException or InvalidOperationException) // InvalidOperationException: a key the reader cannot unescape
         {
             throw new InvalidDataException($"{path}: line {number} is not valid JSON ({e.Message}).");
         }
@@ -262,57 +277,12 @@ internal static class DocumentReader
 
     private static void ReadParquetRows(string name, string path, string column, IDocumentSink sink, CancellationToken cancellation)
     {
-        using var stream = new SynchronousReadStream(new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16));
-        long length = stream.Length;
-        Parquet.ParquetReader reader;
-        try
+        long length = new FileInfo(path).Length;
+        ParquetTextColumn.Read(name, path, column, group =>
         {
-            reader = Parquet.ParquetReader.CreateAsync(stream, cancellationToken: cancellation).GetAwaiter().GetResult();
-        }
-        catch (Exception e) when (e is IOException or InvalidOperationException or NotSupportedException or ArgumentException)
-        {
-            throw new InvalidDataException($"{name}: not a readable Parquet file ({e.Message}).");
-        }
-        try
-        {
-            var fields = reader.Schema.GetDataFields();
-            var field = fields.FirstOrDefault(f => f.Name == column)
-                ?? throw new InvalidDataException($"{name}: no column \"{column}\" (columns: {string.Join(", ", fields.Select(f => f.Name))}; use CorpusReadOptions.TextColumn to name the one that holds the text).");
-            if (field.ClrType != typeof(string) && field.ClrType != typeof(ReadOnlyMemory<char>) || field.IsArray)
-                throw new InvalidDataException($"{name}: column \"{column}\" holds {field.ClrType.Name}{(field.IsArray ? " lists" : "")}, not text.");
-            byte[] utf8 = new byte[1 << 16];
-            for (int g = 0; g < reader.RowGroupCount; g++)
-            {
-                cancellation.ThrowIfCancellationRequested();
-                string?[] rows;
-                try
-                {
-                    using var group = reader.OpenRowGroupReader(g);
-                    // A corrupt footer may claim any number of rows: more than 8 a byte of the file is not text to train on.
-                    if (group.RowCount < 0 || group.RowCount > Math.Min(Array.MaxLength, 8 * length + 1024))
-                        throw new InvalidDataException($"{name}: row group {g} claims {group.RowCount} rows in a file of {length} bytes: it is corrupt.");
-                    rows = new string?[group.RowCount];
-                    group.ReadAsync(field, rows.AsMemory()!, null, cancellation).AsTask().GetAwaiter().GetResult();
-                }
-                catch (Exception e) when (e is IOException or InvalidOperationException or NotSupportedException or ArgumentException or IndexOutOfRangeException)
-                {
-                    throw new InvalidDataException($"{name}: row group {g} cannot be read ({e.Message}).");
-                }
-                foreach (string? text in rows)
-                {
-                    if (text is null) continue; // a row without text: nothing to train on
-                    int needed = Encoding.UTF8.GetMaxByteCount(text.Length);
-                    if (utf8.Length < needed) utf8 = new byte[Math.Max(needed, utf8.Length * 2)];
-                    // Lone surrogates become U+FFFD, as when Python encodes such a string for tiktoken.
-                    int n = Encoding.UTF8.GetBytes(text, utf8);
-                    sink.Add(utf8.AsSpan(0, n), startsDocument: true);
-                }
-                sink.FileBytesRead(length * (g + 1) / reader.RowGroupCount);
-            }
-        }
-        finally
-        {
-            reader.DisposeAsync().AsTask().GetAwaiter().GetResult();
-        }
+            var texts = group.Texts;
+            for (int i = 0; i < texts.Count; i++) sink.Add(texts[i], startsDocument: true);
+            sink.FileBytesRead(length * (group.Index + 1) / group.GroupCount);
+        }, cancellation);
     }
 }
