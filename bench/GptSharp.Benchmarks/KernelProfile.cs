@@ -54,6 +54,11 @@ public static unsafe class KernelProfile
         Kernels.DropoutMaskBits(bits, b * h * t, t, 0.1, new FastRandom(1));
         Time("attention fwd (mask)", layers, () => Kernels.AttentionForward(y.Data, stats.Data, bits, dropScale, q.Data, k.Data, vv.Data, b, t, c, h));
         Time("attention bwd (mask)", layers, () => Kernels.AttentionBackward(q.Data, k.Data, vv.Data, dots.Data, y.Data, stats.Data, bits, dropScale, x.Data, y2.Data, y.Data, y.Data, b, t, c, h));
+        // The attention's tile products alone (one thread's share, 10^4 of each): GFLOP/s = 2·m·n·k·10^4 / s.
+        Time("tile q·kT 32x32x64 (x10^4)", 1, () => { for (int i = 0; i < 10000; i++) Kernels.TileProduct(Gemm.BestPath, q.Data, c, 1, k.Data, 1024, y.Data, 32, 32, 32, 64, false); });
+        Time("tile q·kT 32x32x64 ldb 1032 (x10^4)", 1, () => { for (int i = 0; i < 10000; i++) Kernels.TileProduct(Gemm.BestPath, q.Data, c, 1, k.Data, 1032, y.Data, 32, 32, 32, 64, false); });
+        Time("tile p·v 32x64x32 (x10^4)", 1, () => { for (int i = 0; i < 10000; i++) Kernels.TileProduct(Gemm.BestPath, y.Data, 32, 1, vv.Data, c, y2.Data, 64, 32, 64, 32, true); });
+        Time("tile pT·dO 32x64x32 (x10^4)", 1, () => { for (int i = 0; i < 10000; i++) Kernels.TileProduct(Gemm.BestPath, y.Data, 1, 32, vv.Data, c, y2.Data, c, 32, 64, 32, true); });
         Time("dropout mask (attn+2 shortcut)", layers, () =>
         {
             Kernels.DropoutMaskBits(bits, b * h * t, t, 0.1, new FastRandom(1));

@@ -247,8 +247,11 @@ internal static unsafe partial class Kernels
         public int Rows, SourceRows, Channels, Heads, HeadDim;
         public readonly int Stride => StrideOf(Rows);
 
-        /// <summary>Rows rounded up to whole tiles.</summary>
-        public static int StrideOf(int rows) => (rows + CausalBlock - 1) / CausalBlock * CausalBlock;
+        /// <summary>
+        /// Rows rounded up to whole tiles, plus 8 floats: a tile product reads 64 rows of the transpose at this stride, and
+        /// at a multiple of 4 KB (1024 keys) they would all fall in the same L1 set and evict each other.
+        /// </summary>
+        public static int StrideOf(int rows) => (rows + CausalBlock - 1) / CausalBlock * CausalBlock + 8;
 
         /// <summary>Fills <paramref name="target"/> (and, with <see cref="Second"/>, the same size again after it).</summary>
         public void Run(float* target, int batchHeads)

@@ -170,6 +170,28 @@ public unsafe class FusedAttentionTests
     }
 
     [Fact]
+    public void FastExpIsWithinTwoUlpOfExp()
+    {
+        var random = new Random(5);
+        var xs = new float[4096];
+        for (int i = 0; i < xs.Length; i++) xs[i] = (float)(random.NextDouble() * 170 - 87); // the whole normal range
+        xs[0] = 0; xs[1] = -1e-9f; xs[2] = 1e-9f; xs[3] = -87.3f; xs[4] = 88.3f; xs[5] = -0.5f * MathF.Log(2); xs[6] = 0.5f * MathF.Log(2);
+        fixed (float* px = xs)
+            for (int i = 0; i < xs.Length; i += 8)
+            {
+                var e = Kernels.FastExp(System.Runtime.Intrinsics.Vector256.Load(px + i));
+                for (int lane = 0; lane < 8; lane++)
+                {
+                    double expected = Math.Exp(xs[i + lane]);
+                    Assert.True(Math.Abs(e[lane] - expected) <= 2 * 1.2e-7 * expected, $"exp({xs[i + lane]}) = {expected}, got {e[lane]}");
+                }
+            }
+        // Masked scores (−∞ after the max is subtracted) come out as the smallest normal's order, never NaN.
+        var masked = Kernels.FastExp(System.Runtime.Intrinsics.Vector256.Create(float.NegativeInfinity));
+        Assert.True(masked[0] >= 0 && masked[0] < 1e-37f);
+    }
+
+    [Fact]
     public void CachedPrefillOfALongPromptMatchesTheTrainingKernel()
     {
         // Prefill of 300 tokens after 0 and after 40 cached positions: the same attention as the full-sequence kernel.
