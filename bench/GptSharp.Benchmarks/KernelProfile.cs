@@ -8,14 +8,16 @@ namespace GptSharp.Benchmarks;
 /// <summary>
 /// CPU seconds of each kernel at the shapes of one 124M training step (batch 2 × 256 tokens), summed over
 /// the 12 blocks, on one thread: process CPU time rather than wall time, so a crowded machine skews it less.
-/// <c>dotnet run -c Release --project bench/GptSharp.Benchmarks -- kernels-quick</c>
+/// <c>dotnet run -c Release --project bench/GptSharp.Benchmarks -- kernels-quick [context] [batch] [threads]</c>
+/// (default 256 × 2 on 1 thread; <c>kernels-quick 1024 2 2</c> profiles GPT-2's own context).
 /// </summary>
 public static unsafe class KernelProfile
 {
-    public static void Quick()
+    public static void Quick(int t = 256, int b = 2, int threads = 1)
     {
-        Workers.Count = 1;
-        const int b = 2, t = 256, c = 768, h = 12, hidden = 3072, v = 50257, layers = 12;
+        Workers.Count = threads;
+        Console.WriteLine($"{Machine.Description}; context {t} × batch {b}, {threads} thread(s)");
+        const int c = 768, h = 12, hidden = 3072, v = 50257, layers = 12;
         int rows = b * t;
         using var x = Fill(rows * c);
         using var y = Fill(rows * c);
@@ -51,7 +53,12 @@ public static unsafe class KernelProfile
         Time("gelu bwd", layers, () => Kernels.GeluBackward(big2.Data, big.Data, big2.Data, (long)rows * hidden));
         Kernels.DropoutMaskBits(bits, b * h * t, t, 0.1, new FastRandom(1));
         Time("attention fwd (mask)", layers, () => Kernels.AttentionForward(y.Data, stats.Data, bits, dropScale, q.Data, k.Data, vv.Data, b, t, c, h));
-        Time("attention bwd (mask)", layers, () => Kernels.AttentionBackward(q.Data, k.Data, vv.Data, dots.Data, y.Data, stats.Data, bits, dropScale, x.Data, y2.Data, y.Data, b, t, c, h));
+        Time("attention bwd (mask)", layers, () => Kernels.AttentionBackward(q.Data, k.Data, vv.Data, dots.Data, y.Data, stats.Data, bits, dropScale, x.Data, y2.Data, y.Data, y.Data, b, t, c, h));
+        // The attention's tile products alone (one thread's share, 10^4 of each): GFLOP/s = 2·m·n·k·10^4 / s.
+        Time("tile q·kT 32x32x64 (x10^4)", 1, () => { for (int i = 0; i < 10000; i++) Kernels.TileProduct(Gemm.BestPath, q.Data, c, 1, k.Data, 1024, y.Data, 32, 32, 32, 64, false); });
+        Time("tile q·kT 32x32x64 ldb 1032 (x10^4)", 1, () => { for (int i = 0; i < 10000; i++) Kernels.TileProduct(Gemm.BestPath, q.Data, c, 1, k.Data, 1032, y.Data, 32, 32, 32, 64, false); });
+        Time("tile p·v 32x64x32 (x10^4)", 1, () => { for (int i = 0; i < 10000; i++) Kernels.TileProduct(Gemm.BestPath, y.Data, 32, 1, vv.Data, c, y2.Data, 64, 32, 64, 32, true); });
+        Time("tile pT·dO 32x64x32 (x10^4)", 1, () => { for (int i = 0; i < 10000; i++) Kernels.TileProduct(Gemm.BestPath, y.Data, 1, 32, vv.Data, c, y2.Data, c, 32, 64, 32, true); });
         Time("dropout mask (attn+2 shortcut)", layers, () =>
         {
             Kernels.DropoutMaskBits(bits, b * h * t, t, 0.1, new FastRandom(1));

@@ -85,7 +85,8 @@ public static class Program
         }
         if (args.Length > 0 && args[0] == "kernels-quick")
         {
-            KernelProfile.Quick();
+            KernelProfile.Quick(args.Length > 1 ? int.Parse(args[1]) : 256, args.Length > 2 ? int.Parse(args[2]) : 2,
+                args.Length > 3 ? int.Parse(args[3]) : 1);
             return;
         }
         if (args.Length > 0 && args[0] == "train-step-quick")

@@ -13,17 +13,16 @@ internal static unsafe partial class Kernels
     /// future positions masked, weights = softmax(scores / √headDim), dropout applied with the bit mask
     /// <paramref name="dropoutBits"/> (see <see cref="DropoutMaskBits"/>; null for none), and context = weights·v
     /// written back into [batch, seq, channels] (<c>transpose(1, 2).view(b, seq, d_out)</c> for free).
-    /// No [seq, seq] matrix is stored: a block of <see cref="CausalBlock"/> query rows scores all the keys it sees
-    /// in a per-thread strip (32 × seq floats, in L2 at GPT-2's 1024), and only each row's softmax statistics
-    /// (max and 1/sum, [batch, heads, seq, 2]) are written to <paramref name="rowStats"/> for the backward pass,
-    /// which recomputes the weights from them (null: inference, nothing kept).
+    /// FlashAttention's way: a tile of <see cref="CausalBlock"/> query rows meets the key tiles it sees one at a time
+    /// with an online softmax (running max and sum, the output accumulator rescaled when the max grows), so no
+    /// [seq, seq] matrix exists; only each row's softmax max and 1/sum ([batch, heads, seq, 2]) are written to
+    /// <paramref name="rowStats"/> for the backward pass (null: inference, nothing kept).
     /// </summary>
     /// <remarks>
-    /// Each weight is computed by exactly the operations the unfused kernel used (one GEMM per block, then the
-    /// row's scale, max, exp, sum and 1/sum over the whole visible row), so the strip needs no online rescaling and
-    /// the results are the unfused kernel's bit for bit; 32 × seq floats fit L2 up to contexts far past GPT-2's.
-    /// The work items are (batch, head, block of query rows): 192 at the book's shapes, so 16 or 32 threads all get work.
-    /// The GEMMs inside run single-threaded.
+    /// The keys are first transposed per head (headDim × seq, the caller thread's scratch) so that every tile product
+    /// is one register-tiled micro-kernel (<see cref="TileProduct"/>) reading contiguous vectors. The work items are
+    /// (batch, head, query tile), last tile first: 192 at the book's shapes, so 16 or 32 threads all get work. Each
+    /// element is computed by the same operations in the same order whatever the thread count.
     /// </remarks>
     public static void AttentionForward(float* context, float* rowStats, uint* dropoutBits, float dropoutScale,
         float* query, float* key, float* value, int batch, int seq, int channels, int heads)
@@ -35,52 +34,58 @@ internal static unsafe partial class Kernels
     {
         int headDim = channels / heads;
         var items = new AttentionItems(batch * heads, seq, 0);
+        var pack = new TransposeKernel { Source = key, Rows = seq, SourceRows = seq, Channels = channels, Heads = heads, HeadDim = headDim };
+        float* keysT = TransposedScratch(batch * heads, headDim, seq, 1);
+        pack.Run(keysT, batch * heads);
         RowParallel.For(items.Count, items.WorkPerItem(headDim), new AttentionForwardKernel
         {
             Items = items, Path = path, Context = context, RowStats = rowStats, DropoutBits = dropoutBits, DropoutScale = dropoutScale,
-            Query = query, Key = key, Value = value, Seq = seq, Past = 0, KeyRows = seq, Channels = channels, Heads = heads, HeadDim = headDim,
+            Query = query, KeysT = keysT, KeysTStride = pack.Stride, Key = key, Value = value,
+            Seq = seq, Past = 0, KeyRows = seq, Channels = channels, Heads = heads, HeadDim = headDim,
         });
     }
 
     /// <summary>
     /// Backward of <see cref="AttentionForward(float*,float*,uint*,float,float*,float*,float*,int,int,int,int)"/>:
-    /// from dContext [batch, seq, channels] to dQuery, dKey, dValue (overwritten), recomputing the weights from the
-    /// saved <paramref name="rowStats"/>. <paramref name="rowDots"/> [batch, heads, seq] is scratch.
-    /// Softmax backward: dScore_ij = w_ij·(dW_ij − Σ_k w_ik·dW_ik), times the 1/√headDim scale.
+    /// from dContext [batch, seq, channels] to dQuery, dKey, dValue (overwritten), recomputing the weights tile by tile
+    /// from the saved <paramref name="rowStats"/>. <paramref name="context"/> is the forward pass's output;
+    /// <paramref name="rowDots"/> [batch, heads, seq] is scratch for D_i = Σ_d dContext_id·context_id
+    /// (= Σ_j w_ij·dW_ij, the softmax backward's row sum, dropout included).
+    /// Softmax backward: dScore_ij = w_ij·(dW_ij − D_i), times the 1/√headDim scale.
     /// </summary>
     /// <remarks>
-    /// Two phases, each over strips that live in per-thread scratch. Query blocks: the weights and dW = dContext·vᵀ of
-    /// 32 query rows, the row sums Σ_k w_ik·dW_ik (kept in <paramref name="rowDots"/>) and dQuery = dScores·k. Key blocks:
-    /// the weights and dScores of the 32 key columns of a block for every query row that sees them, then
-    /// dValue = (dropped weights)ᵀ·dContext and dKey = dScoresᵀ·q, each one GEMM over those rows — so every sum runs in
-    /// the order of the unfused kernel (which kept [seq, seq] matrices) and the gradients are its bits. Elements are
-    /// computed the same way whatever the thread count.
+    /// One parallel pass over two kinds of items, so no two items write the same element: key tiles (dValue = Σ over
+    /// the query tiles that see them of (dropped weights)ᵀ·dContext, dKey = dScoresᵀ·q) and query tiles
+    /// (dQuery = Σ over the key tiles they see of dScores·k). Both recompute scores and dW = dContext·vᵀ per tile pair;
+    /// keys and values are transposed per head first, as in the forward pass.
     /// </remarks>
     public static void AttentionBackward(float* dQuery, float* dKey, float* dValue, float* rowDots, float* dContext,
-        float* rowStats, uint* dropoutBits, float dropoutScale, float* query, float* key, float* value,
+        float* rowStats, uint* dropoutBits, float dropoutScale, float* query, float* key, float* value, float* context,
         int batch, int seq, int channels, int heads)
         => AttentionBackward(Gemm.BestPath, dQuery, dKey, dValue, rowDots, dContext, rowStats, dropoutBits, dropoutScale,
-            query, key, value, batch, seq, channels, heads);
+            query, key, value, context, batch, seq, channels, heads);
 
-    /// <summary><see cref="AttentionBackward(float*,float*,float*,float*,float*,float*,uint*,float,float*,float*,float*,int,int,int,int)"/> on a chosen vector width (tests).</summary>
+    /// <summary><see cref="AttentionBackward(float*,float*,float*,float*,float*,float*,uint*,float,float*,float*,float*,float*,int,int,int,int)"/> on a chosen vector width (tests).</summary>
     internal static void AttentionBackward(Gemm.KernelPath path, float* dQuery, float* dKey, float* dValue, float* rowDots, float* dContext,
-        float* rowStats, uint* dropoutBits, float dropoutScale, float* query, float* key, float* value,
+        float* rowStats, uint* dropoutBits, float dropoutScale, float* query, float* key, float* value, float* context,
         int batch, int seq, int channels, int heads)
     {
-        int headDim = channels / heads;
-        var items = new AttentionItems(batch * heads, seq, 0);
-        var kernel = new AttentionBackwardKernel
+        int headDim = channels / heads, batchHeads = batch * heads;
+        var items = new AttentionItems(batchHeads, seq, 0);
+        var pack = new TransposeKernel
+        {
+            Source = key, Second = value, Rows = seq, SourceRows = seq, Channels = channels, Heads = heads, HeadDim = headDim,
+            Dots = rowDots, DOutput = dContext, Output = context,
+        };
+        float* keysT = TransposedScratch(batchHeads, headDim, seq, 2);
+        pack.Run(keysT, batchHeads);
+        RowParallel.For(2 * items.Count, 2 * items.WorkPerItem(headDim), new AttentionBackwardKernel
         {
             Items = items, Path = path, DQuery = dQuery, DKey = dKey, DValue = dValue, RowDots = rowDots, DContext = dContext,
             RowStats = rowStats, DropoutBits = dropoutBits, DropoutScale = dropoutScale,
-            Query = query, Key = key, Value = value,
+            Query = query, Key = key, KeysT = keysT, ValuesT = keysT + (long)batchHeads * headDim * pack.Stride, KeysTStride = pack.Stride,
             Seq = seq, Channels = channels, Heads = heads, HeadDim = headDim,
-        };
-        long work = items.WorkPerItem(headDim);
-        kernel.KeyPhase = false;
-        RowParallel.For(items.Count, 3 * work / 2, kernel);
-        kernel.KeyPhase = true;
-        RowParallel.For(items.Count, 2 * work, kernel);
+        });
     }
 
     /// <summary>
@@ -101,7 +106,7 @@ internal static unsafe partial class Kernels
         /// <summary>The block of rank <paramref name="rank"/> when the cost grows with the block index (query blocks: causal rows see more keys).</summary>
         public int LastFirst(int rank) => Blocks - 1 - rank;
 
-        /// <summary>Mean multiply-adds of one item's two GEMMs (a block of rows against the keys it sees, on average).</summary>
+        /// <summary>Mean multiply-adds of one item's two tile products (a block of rows against the keys it sees, on average).</summary>
         public long WorkPerItem(int headDim) => 2L * Math.Min(CausalBlock, Seq) * (Past + Seq / 2 + CausalBlock) * headDim;
     }
 
@@ -110,7 +115,8 @@ internal static unsafe partial class Kernels
     /// (a long prompt's prefill as well as one-token steps). <paramref name="keyCache"/>/<paramref name="valueCache"/>
     /// are [batch, cacheCapacity, channels] and already hold positions 0 .. past + newTokens − 1 (the new tokens' keys
     /// and values included); query i (position past + i) attends to positions 0 .. past + i. No dropout (inference).
-    /// The same fused kernel as training: no [newTokens, past + newTokens] scores are stored.
+    /// The same fused kernel as training: no [newTokens, past + newTokens] scores are stored. A few new tokens score
+    /// the keys by dot products in place (transposing the whole cache would cost as much as the step itself).
     /// Writes context [batch, newTokens, channels].
     /// </summary>
     public static void AttentionForwardCached(float* context, float* query, float* keyCache, float* valueCache,
@@ -118,15 +124,27 @@ internal static unsafe partial class Kernels
     {
         int headDim = channels / heads;
         var items = new AttentionItems(batch * heads, newTokens, past);
+        float* keysT = null;
+        int stride = 0;
+        if (newTokens >= TransposeMinRows)
+        {
+            var pack = new TransposeKernel { Source = keyCache, Rows = past + newTokens, SourceRows = cacheCapacity, Channels = channels, Heads = heads, HeadDim = headDim };
+            keysT = TransposedScratch(batch * heads, headDim, past + newTokens, 1);
+            pack.Run(keysT, batch * heads);
+            stride = pack.Stride;
+        }
         RowParallel.For(items.Count, items.WorkPerItem(headDim), new AttentionForwardKernel
         {
-            Items = items, Path = Gemm.BestPath, Context = context, Query = query, Key = keyCache, Value = valueCache,
+            Items = items, Path = Gemm.BestPath, Context = context, Query = query, KeysT = keysT, KeysTStride = stride, Key = keyCache, Value = valueCache,
             Seq = newTokens, Past = past, KeyRows = cacheCapacity, Channels = channels, Heads = heads, HeadDim = headDim,
         });
     }
 
-    /// <summary>Query rows per causal block: the GEMMs skip the masked triangle at this granularity. A multiple of 32
-    /// (a block of key columns is whole words of the dropout bit mask).</summary>
+    /// <summary>Below this many new tokens, cached attention scores keys by dot products instead of transposing them.</summary>
+    private const int TransposeMinRows = 8;
+
+    /// <summary>Query rows per tile and key columns per tile: the masked triangle is skipped at this granularity. 32
+    /// (a key tile's dropout bits for one query row are one word of the bit mask).</summary>
     private const int CausalBlock = 32;
 
     /// <summary>Words per row of a dropout bit mask over <paramref name="columns"/> columns (rows start on a word).</summary>
@@ -147,6 +165,12 @@ internal static unsafe partial class Kernels
             throw new ArgumentOutOfRangeException(nameof(dropRate), $"A dropout mask needs 0 < p < 1, got {dropRate}.");
         double keep = 1 - dropRate;
         int words = DropoutBitWords(columns);
+        if (generator is FastRandom fast)
+        {
+            // The same draws as below, written as bits directly (no float row, no per-element branch).
+            for (int r = 0; r < rows; r++) fast.BernoulliBits(bits + (long)r * words, columns, keep);
+            return;
+        }
         float* draws = ThreadScratch.Grow(ref t_drawScratch, ref t_drawCapacity, columns);
         var span = new Span<float>(draws, columns);
         for (int r = 0; r < rows; r++)
@@ -166,8 +190,10 @@ internal static unsafe partial class Kernels
 
     [ThreadStatic] private static nint t_drawScratch;
     [ThreadStatic] private static long t_drawCapacity;
-    [ThreadStatic] private static nint t_attentionScratch;
-    [ThreadStatic] private static long t_attentionCapacity;
+    [ThreadStatic] private static nint t_tileScratch;
+    [ThreadStatic] private static long t_tileCapacity;
+    [ThreadStatic] private static nint t_transposeScratch;
+    [ThreadStatic] private static long t_transposeCapacity;
 
     /// <summary>
     /// row[j] *= (bit j of <paramref name="bits"/> set ? <paramref name="scale"/> : 0) for j &lt; <paramref name="length"/>:
@@ -203,83 +229,142 @@ internal static unsafe partial class Kernels
             row[j] *= ((bits[j >> 5] >> (j & 31)) & 1) != 0 ? scale : 0f;
     }
 
-    private static float* AttentionScratch(long floats) => ThreadScratch.Grow(ref t_attentionScratch, ref t_attentionCapacity, floats);
+    /// <summary>
+    /// The calling thread's buffer for <paramref name="copies"/> per-head transposes ([batchHeads, headDim, stride]);
+    /// the caller owns it for the call (its tasks only read it), and a nested call runs on its own thread's buffer.
+    /// </summary>
+    private static float* TransposedScratch(int batchHeads, int headDim, int rows, int copies)
+        => ThreadScratch.Grow(ref t_transposeScratch, ref t_transposeCapacity, (long)copies * batchHeads * headDim * TransposeKernel.StrideOf(rows));
 
-    /// <summary>Softmax of one causal row in place, the statistics returned: the unfused kernel's exact operations.</summary>
-    private static (float Max, float Inverse) SoftmaxRow(float* row, int length, float invSqrt)
+    /// <summary>
+    /// Per (batch, head): keys (and values, when <see cref="Second"/> is set) as [headDim, stride] rows, the columns past
+    /// <see cref="Rows"/> zero, so a key tile's scores are a product with contiguous vectors; and, when
+    /// <see cref="Dots"/> is set, the backward pass's row sums D_i = dContext_i·context_i.
+    /// </summary>
+    private struct TransposeKernel : IRangeKernel
     {
-        var span = new Span<float>(row, length);
-        TensorPrimitives.Multiply(span, invSqrt, span);
-        float max = TensorPrimitives.Max(span);
-        TensorPrimitives.Subtract(span, max, span);
-        TensorPrimitives.Exp(span, span);
-        float inverse = 1f / TensorPrimitives.Sum(span);
-        TensorPrimitives.Multiply(span, inverse, span);
-        return (max, inverse);
+        public float* Source, Second, Dots, DOutput, Output, Target, SecondTarget;
+        public int Rows, SourceRows, Channels, Heads, HeadDim;
+        public readonly int Stride => StrideOf(Rows);
+
+        /// <summary>
+        /// Rows rounded up to whole tiles, plus 8 floats: a tile product reads 64 rows of the transpose at this stride, and
+        /// at a multiple of 4 KB (1024 keys) they would all fall in the same L1 set and evict each other.
+        /// </summary>
+        public static int StrideOf(int rows) => (rows + CausalBlock - 1) / CausalBlock * CausalBlock + 8;
+
+        /// <summary>Fills <paramref name="target"/> (and, with <see cref="Second"/>, the same size again after it).</summary>
+        public void Run(float* target, int batchHeads)
+        {
+            Target = target;
+            SecondTarget = target + (long)batchHeads * HeadDim * Stride;
+            RowParallel.For(batchHeads, 2L * Rows * HeadDim, this);
+        }
+
+        public readonly void Execute(int start, int end)
+        {
+            for (int bh = start; bh < end; bh++)
+            {
+                int b = bh / Heads, h = bh % Heads;
+                long offset = (long)b * SourceRows * Channels + (long)h * HeadDim, target = (long)bh * HeadDim * Stride;
+                Transpose(Source + offset, Target + target);
+                if (Second != null) Transpose(Second + offset, SecondTarget + target);
+                if (Dots != null)
+                    for (int i = 0; i < Rows; i++)
+                        Dots[(long)bh * Rows + i] = TensorPrimitives.Dot(new ReadOnlySpan<float>(DOutput + offset + (long)i * Channels, HeadDim),
+                            new ReadOnlySpan<float>(Output + offset + (long)i * Channels, HeadDim));
+            }
+        }
+
+        private readonly void Transpose(float* source, float* target)
+        {
+            int stride = Stride, hd = HeadDim, c = Channels;
+            for (int d = 0; d < hd; d++)
+                new Span<float>(target + (long)d * stride + Rows, stride - Rows).Clear();
+            // 8 source rows at a time: each target row gets 8 contiguous floats per pass.
+            int i = 0;
+            for (; i + 8 <= Rows; i += 8)
+            {
+                float* s = source + (long)i * c;
+                for (int d = 0; d < hd; d++)
+                {
+                    float* t = target + (long)d * stride + i;
+                    t[0] = s[d]; t[1] = s[c + d]; t[2] = s[2 * c + d]; t[3] = s[3 * c + d];
+                    t[4] = s[4 * c + d]; t[5] = s[5 * c + d]; t[6] = s[6 * c + d]; t[7] = s[7 * c + d];
+                }
+            }
+            for (; i < Rows; i++)
+                for (int d = 0; d < hd; d++)
+                    target[(long)d * stride + i] = source[(long)i * c + d];
+        }
     }
 
-    /// <summary>The weights of a row from its scores and saved statistics: the same operations as <see cref="SoftmaxRow"/>.</summary>
-    private static void RecomputeWeights(float* row, int length, float invSqrt, float max, float inverse)
-    {
-        var span = new Span<float>(row, length);
-        TensorPrimitives.Multiply(span, invSqrt, span);
-        TensorPrimitives.Subtract(span, max, span);
-        TensorPrimitives.Exp(span, span);
-        TensorPrimitives.Multiply(span, inverse, span);
-    }
-
-    /// <summary>d(scores) of a row from d(dropped weights) in place: back through the dropout, the softmax and the scale.</summary>
-    private static void ScoreGradientRow(float* dRow, float* wRow, int length, float dot, float invSqrt)
-    {
-        var d = new Span<float>(dRow, length);
-        var w = new ReadOnlySpan<float>(wRow, length);
-        TensorPrimitives.Subtract(d, dot, d);
-        TensorPrimitives.Multiply(d, w, d);
-        TensorPrimitives.Multiply(d, invSqrt, d);
-    }
+    /// <summary>Per-thread tile scratch: the output accumulator and the score/weight tiles.</summary>
+    private static float* TileScratch(long floats) => ThreadScratch.Grow(ref t_tileScratch, ref t_tileCapacity, floats);
 
     private struct AttentionForwardKernel : IRangeKernel
     {
         public AttentionItems Items;
         public Gemm.KernelPath Path;
-        public float* Context, RowStats, Query, Key, Value;
+        public float* Context, RowStats, Query, KeysT, Key, Value;
         public uint* DropoutBits;
         public float DropoutScale;
-        public int Seq, Past, KeyRows, Channels, Heads, HeadDim;
+        public int KeysTStride, Seq, Past, KeyRows, Channels, Heads, HeadDim;
 
         public readonly void Execute(int start, int end)
         {
-            int n = Seq, c = Channels, hd = HeadDim, words = DropoutBitWords(n);
+            int n = Seq, c = Channels, hd = HeadDim, words = DropoutBitWords(n), tile = CausalBlock;
             float invSqrt = 1f / MathF.Sqrt(hd);
-            float* s = AttentionScratch((long)CausalBlock * (Past + n));
+            float* o = TileScratch((long)tile * hd + tile * tile + 2 * tile), p = o + (long)tile * hd;
+            float* max = p + tile * tile, sum = max + tile;
             for (int item = start; item < end; item++)
             {
                 var (bh, rank) = Items[item];
                 int b = bh / Heads, h = bh % Heads;
-                int i0 = Items.LastFirst(rank) * CausalBlock, rows = Math.Min(CausalBlock, n - i0), visible = Past + i0 + rows;
-                float* k = Key + (long)b * KeyRows * c + (long)h * hd, v = Value + (long)b * KeyRows * c + (long)h * hd;
-                long queryOffset = (long)b * n * c + (long)h * hd + (long)i0 * c;
-                // scores = q·kᵀ for query rows [i0, i1): they only need keys up to position Past + i1 − 1 (the rest is
-                // masked), which skips almost half of the work.
-                Gemm.MatMul(Path, false, true, rows, visible, hd, Query + queryOffset, c, k, c, s, visible, false, null, false);
+                int i0 = Items.LastFirst(rank) * tile, rows = Math.Min(tile, n - i0), visible = Past + i0 + rows;
+                long headOffset = (long)b * KeyRows * c + (long)h * hd;
+                float* q = Query + (long)b * n * c + (long)h * hd + (long)i0 * c;
+                float* kT = KeysT != null ? KeysT + (long)bh * hd * KeysTStride : null;
+                new Span<float>(o, rows * hd).Clear();
+                for (int r = 0; r < rows; r++) { max[r] = float.NegativeInfinity; sum[r] = 0; }
+                for (int j0 = 0; j0 < visible; j0 += tile)
+                {
+                    int cols = Math.Min(tile, visible - j0);
+                    // scores of the tile: q·kᵀ (the transposed keys' columns past the last key are zero).
+                    if (kT != null) TileProduct(Path, q, c, 1, kT + j0, KeysTStride, p, tile, rows, tile, hd, false);
+                    else ScoresByDot(p, q, Key + headOffset + (long)j0 * c, rows, cols, hd, c);
+                    for (int r = 0; r < rows; r++)
+                    {
+                        int i = i0 + r, length = Math.Min(tile, Past + i + 1 - j0);
+                        uint bits = DropoutBits != null ? DropoutBits[((long)bh * n + i) * words + j0 / tile] : ~0u;
+                        OnlineSoftmaxRow(Path, p + r * tile, length, invSqrt, ref max[r], ref sum[r], o + (long)r * hd, hd, bits, DropoutScale, DropoutBits != null);
+                    }
+                    // context accumulator += (dropped) weights·v over the tile's keys.
+                    TileProduct(Path, p, tile, 1, Value + headOffset + (long)j0 * c, c, o, hd, rows, hd, cols, true);
+                }
+                float* ctx = Context + (long)b * n * c + (long)h * hd + (long)i0 * c;
                 for (int r = 0; r < rows; r++)
                 {
-                    // Row i sees keys 0..Past + i; the rest is masked to −inf, i.e. weight 0 after softmax.
-                    int i = i0 + r, length = Past + i + 1;
-                    float* row = s + (long)r * visible;
-                    var (max, inverse) = SoftmaxRow(row, length, invSqrt);
-                    new Span<float>(row + length, visible - length).Clear();
+                    float inverse = 1f / sum[r];
+                    TensorPrimitives.Multiply(new ReadOnlySpan<float>(o + (long)r * hd, hd), inverse, new Span<float>(ctx + (long)r * c, hd));
                     if (RowStats != null)
                     {
-                        float* stats = RowStats + 2 * ((long)bh * n + i);
-                        stats[0] = max;
+                        float* stats = RowStats + 2 * ((long)bh * n + i0 + r);
+                        stats[0] = max[r];
                         stats[1] = inverse;
                     }
-                    if (DropoutBits != null) ApplyDropoutBits(Path, row, DropoutBits + ((long)bh * n + i) * words, length, DropoutScale);
                 }
-                // context = weights·v: rows [i0, i1) have zero weight beyond their last visible key.
-                Gemm.MatMul(Path, false, false, rows, hd, visible, s, visible, v, c, Context + queryOffset, c, false, null, false);
             }
+        }
+    }
+
+    /// <summary>s[r, j] = q_r·k_j for a few query rows (cached one-token steps): no transposed keys.</summary>
+    private static void ScoresByDot(float* s, float* q, float* k, int rows, int cols, int hd, int c)
+    {
+        for (int r = 0; r < rows; r++)
+        {
+            var qRow = new ReadOnlySpan<float>(q + (long)r * c, hd);
+            for (int j = 0; j < cols; j++) s[r * CausalBlock + j] = TensorPrimitives.Dot(qRow, new ReadOnlySpan<float>(k + (long)j * c, hd));
         }
     }
 
@@ -287,90 +372,81 @@ internal static unsafe partial class Kernels
     {
         public AttentionItems Items;
         public Gemm.KernelPath Path;
-        public bool KeyPhase;
-        public float* DQuery, DKey, DValue, RowDots, DContext, RowStats, Query, Key, Value;
+        public float* DQuery, DKey, DValue, RowDots, DContext, RowStats, Query, Key, KeysT, ValuesT;
         public uint* DropoutBits;
         public float DropoutScale;
-        public int Seq, Channels, Heads, HeadDim;
+        public int KeysTStride, Seq, Channels, Heads, HeadDim;
 
+        /// <summary>Items 2k and 2k + 1: the key tile and the query tile of rank k (both heaviest first).</summary>
         public readonly void Execute(int start, int end)
         {
-            float* scratch = AttentionScratch(3L * CausalBlock * Seq);
+            int tile = CausalBlock;
+            float* p = TileScratch(2L * tile * tile), ds = p + tile * tile;
             for (int item = start; item < end; item++)
             {
-                if (KeyPhase) KeyBlock(item, scratch);
-                else QueryBlock(item, scratch);
+                var (bh, rank) = Items[item >> 1];
+                if ((item & 1) == 0) KeyTile(bh, rank * tile, p, ds);
+                else QueryTile(bh, Items.LastFirst(rank) * tile, p, ds);
             }
-        }
-
-        /// <summary>Query rows [i0, i1): dW = dContext·vᵀ, the row sums Σ w·dW, dScores, dQuery = dScores·k.</summary>
-        private readonly void QueryBlock(int item, float* scratch)
-        {
-            int t = Seq, c = Channels, hd = HeadDim, words = DropoutBitWords(t);
-            float invSqrt = 1f / MathF.Sqrt(hd);
-            var (bh, rank) = Items[item];
-            int b = bh / Heads, h = bh % Heads;
-            int i0 = Items.LastFirst(rank) * CausalBlock, rows = Math.Min(CausalBlock, t - i0), visible = i0 + rows;
-            long headOffset = (long)b * t * c + (long)h * hd, blockOffset = headOffset + (long)i0 * c;
-            float* w = scratch, dw = scratch + (long)CausalBlock * t;
-            Gemm.MatMul(Path, false, true, rows, visible, hd, Query + blockOffset, c, Key + headOffset, c, w, visible, false, null, false);
-            Gemm.MatMul(Path, false, true, rows, visible, hd, DContext + blockOffset, c, Value + headOffset, c, dw, visible, false, null, false);
-            for (int r = 0; r < rows; r++)
-            {
-                int i = i0 + r, length = i + 1;
-                float* stats = RowStats + 2 * ((long)bh * t + i);
-                float* wRow = w + (long)r * visible, dRow = dw + (long)r * visible;
-                RecomputeWeights(wRow, length, invSqrt, stats[0], stats[1]);
-                // With dropout, v was multiplied by the dropped weights: d(weights) = d(dropped)·mask.
-                if (DropoutBits != null) ApplyDropoutBits(Path, dRow, DropoutBits + ((long)bh * t + i) * words, length, DropoutScale);
-                float dot = TensorPrimitives.Dot(new ReadOnlySpan<float>(wRow, length), new ReadOnlySpan<float>(dRow, length));
-                RowDots[(long)bh * t + i] = dot;
-                ScoreGradientRow(dRow, wRow, length, dot, invSqrt);
-                new Span<float>(dRow + length, visible - length).Clear();
-            }
-            Gemm.MatMul(Path, false, false, rows, hd, visible, dw, visible, Key + headOffset, c, DQuery + blockOffset, c, false, null, false);
         }
 
         /// <summary>
-        /// Key columns [j0, j1), against the query rows i ≥ j0 that see them: dValue = (dropped weights)ᵀ·dContext and
-        /// dKey = dScoresᵀ·q. The first key blocks sum over the most rows: they come first.
+        /// The weights w (times the dropout mask, into <paramref name="p"/>) and dScores (into <paramref name="ds"/>) of
+        /// query tile i0 against key tile j0, recomputed from the row statistics: scores = q·kᵀ, dW = dContext·vᵀ.
         /// </summary>
-        private readonly void KeyBlock(int item, float* scratch)
+        private readonly void Recompute(int bh, int i0, int rows, int j0, float* p, float* ds)
         {
-            int t = Seq, c = Channels, hd = HeadDim, words = DropoutBitWords(t);
-            float invSqrt = 1f / MathF.Sqrt(hd);
-            var (bh, rank) = Items[item];
+            int t = Seq, c = Channels, hd = HeadDim, words = DropoutBitWords(t), tile = CausalBlock;
             int b = bh / Heads, h = bh % Heads;
-            int j0 = rank * CausalBlock, cols = Math.Min(CausalBlock, t - j0), m = t - j0;
-            long headOffset = (long)b * t * c + (long)h * hd, blockOffset = headOffset + (long)j0 * c;
-            // Strips of m rows × 32 columns: the weights, the dropped weights, d(scores).
-            float* w = scratch, dropped = scratch + (long)CausalBlock * t, dw = dropped + (long)CausalBlock * t;
-            Gemm.MatMul(Path, false, true, m, cols, hd, Query + blockOffset, c, Key + blockOffset, c, w, CausalBlock, false, null, false);
-            Gemm.MatMul(Path, false, true, m, cols, hd, DContext + blockOffset, c, Value + blockOffset, c, dw, CausalBlock, false, null, false);
-            for (int r = 0; r < m; r++)
+            long rowsOffset = (long)b * t * c + (long)h * hd + (long)i0 * c;
+            TileProduct(Path, Query + rowsOffset, c, 1, KeysT + (long)bh * hd * KeysTStride + j0, KeysTStride, p, tile, rows, tile, hd, false);
+            TileProduct(Path, DContext + rowsOffset, c, 1, ValuesT + (long)bh * hd * KeysTStride + j0, KeysTStride, ds, tile, rows, tile, hd, false);
+            float invSqrt = 1f / MathF.Sqrt(hd);
+            for (int r = 0; r < rows; r++)
             {
-                int i = j0 + r, valid = Math.Min(cols, r + 1);
-                float* stats = RowStats + 2 * ((long)bh * t + i);
-                float* wRow = w + (long)r * CausalBlock, dRow = dw + (long)r * CausalBlock;
-                // exp is computed over the span the forward pass used for the first rows (a short span may take a
-                // narrower vector or scalar path), over the whole 32-wide row otherwise (lanes past the block are
-                // scratch and cleared below): both give the forward pass's bits.
-                RecomputeWeights(wRow, j0 == 0 && i < cols ? i + 1 : CausalBlock, invSqrt, stats[0], stats[1]);
-                new Span<float>(wRow + valid, CausalBlock - valid).Clear();
-                uint* rowBits = DropoutBits != null ? DropoutBits + ((long)bh * t + i) * words + j0 / 32 : null;
-                if (rowBits != null)
-                {
-                    float* dRowDropped = dropped + (long)r * CausalBlock;
-                    Buffer.MemoryCopy(wRow, dRowDropped, CausalBlock * sizeof(float), CausalBlock * sizeof(float));
-                    ApplyDropoutBits(Path, dRowDropped, rowBits, valid, DropoutScale);
-                    ApplyDropoutBits(Path, dRow, rowBits, valid, DropoutScale);
-                }
-                ScoreGradientRow(dRow, wRow, valid, RowDots[(long)bh * t + i], invSqrt);
-                new Span<float>(dRow + valid, CausalBlock - valid).Clear();
+                long row = (long)bh * t + i0 + r;
+                int length = Math.Min(tile, i0 + r + 1 - j0);
+                uint bits = DropoutBits != null ? DropoutBits[row * words + j0 / tile] : ~0u;
+                float* stats = RowStats + 2 * row;
+                SoftmaxBackwardRow(Path, p + r * tile, ds + r * tile, length, invSqrt, stats[0], stats[1], RowDots[row],
+                    bits, DropoutScale, DropoutBits != null);
             }
-            Gemm.MatMul(Path, true, false, cols, hd, m, DropoutBits != null ? dropped : w, CausalBlock, DContext + blockOffset, c,
-                DValue + blockOffset, c, false, null, false);
-            Gemm.MatMul(Path, true, false, cols, hd, m, dw, CausalBlock, Query + blockOffset, c, DKey + blockOffset, c, false, null, false);
+        }
+
+        /// <summary>Key rows [j0, j0 + 32): dValue and dKey summed over the query tiles that see them, in tile order.</summary>
+        private readonly void KeyTile(int bh, int j0, float* p, float* ds)
+        {
+            int t = Seq, c = Channels, hd = HeadDim, tile = CausalBlock, cols = Math.Min(tile, t - j0);
+            int b = bh / Heads, h = bh % Heads;
+            long headOffset = (long)b * t * c + (long)h * hd, keysOffset = headOffset + (long)j0 * c;
+            for (int r = 0; r < cols; r++)
+            {
+                new Span<float>(DValue + keysOffset + (long)r * c, hd).Clear();
+                new Span<float>(DKey + keysOffset + (long)r * c, hd).Clear();
+            }
+            for (int i0 = j0; i0 < t; i0 += tile)
+            {
+                int rows = Math.Min(tile, t - i0);
+                Recompute(bh, i0, rows, j0, p, ds);
+                long rowsOffset = headOffset + (long)i0 * c;
+                // dValue += (dropped weights)ᵀ·dContext, dKey += dScoresᵀ·q: A's rows are the tile's columns.
+                TileProduct(Path, p, 1, tile, DContext + rowsOffset, c, DValue + keysOffset, c, cols, hd, rows, true);
+                TileProduct(Path, ds, 1, tile, Query + rowsOffset, c, DKey + keysOffset, c, cols, hd, rows, true);
+            }
+        }
+
+        /// <summary>Query rows [i0, i0 + 32): dQuery = Σ over the key tiles they see of dScores·k, in tile order.</summary>
+        private readonly void QueryTile(int bh, int i0, float* p, float* ds)
+        {
+            int t = Seq, c = Channels, hd = HeadDim, tile = CausalBlock, rows = Math.Min(tile, t - i0);
+            int b = bh / Heads, h = bh % Heads;
+            long headOffset = (long)b * t * c + (long)h * hd;
+            float* dq = DQuery + headOffset + (long)i0 * c;
+            for (int j0 = 0; j0 < i0 + rows; j0 += tile)
+            {
+                Recompute(bh, i0, rows, j0, p, ds);
+                TileProduct(Path, ds, tile, 1, Key + headOffset + (long)j0 * c, c, dq, c, rows, hd, Math.Min(tile, t - j0), j0 > 0);
+            }
         }
     }
 }

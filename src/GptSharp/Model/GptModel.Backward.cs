@@ -87,7 +87,7 @@ public sealed unsafe partial class GptModel
                 a.Context[l].Data, block.OutProj.Weight.Value.Data, rows, c, c, accumulateInput: false);
             Kernels.AttentionBackward(dq, dk, dv, a.AttentionRowDots!.Data, dCtx, a.AttentionRowStats![l].Data,
                 dropout ? (uint*)a.AttentionMask![l].Data : null, dropout ? Kernels.DropoutScale(DropRateAsDouble) : 0f,
-                a.Query[l].Data, a.Key[l].Data, a.Value[l].Data, batch, seq, c, heads);
+                a.Query[l].Data, a.Key[l].Data, a.Value[l].Data, a.Context[l].Data, batch, seq, c, heads);
             float* ln1 = a.Ln1[l].Data;
             Kernels.LinearBackward(dLn, block.Query.Weight.Grad.Data, BiasGrad(block.Query), dq, ln1, block.Query.Weight.Value.Data, rows, c, c, accumulateInput: false);
             Kernels.LinearBackward(dLn, block.Key.Weight.Grad.Data, BiasGrad(block.Key), dk, ln1, block.Key.Weight.Value.Data, rows, c, c, accumulateInput: true);

@@ -173,7 +173,7 @@ public unsafe class KernelGradientTests
             using var dk = new Tensor(batch, seq, c);
             using var dv = new Tensor(batch, seq, c);
             Kernels.AttentionBackward(dq.Data, dk.Data, dv.Data, dots.Data, r.Data, stats.Data, mask, scale,
-                q.Data, k.Data, v.Data, batch, seq, c, heads);
+                q.Data, k.Data, v.Data, ctx.Data, batch, seq, c, heads);
             Check("dQuery", q, dq, Loss);
             Check("dKey", k, dk, Loss);
             Check("dValue", v, dv, Loss);

@@ -46,7 +46,7 @@ public unsafe class LongContextParityTests(ITestOutputHelper output)
             {
                 uint* mask = suffix == "" ? null : pb;
                 Kernels.AttentionForward(path, pc, ps, mask, scale, pq, pk, pv, batch, seq, c, heads);
-                Kernels.AttentionBackward(path, pdq, pdk, pdv, pdots, pd, ps, mask, scale, pq, pk, pv, batch, seq, c, heads);
+                Kernels.AttentionBackward(path, pdq, pdk, pdv, pdots, pd, ps, mask, scale, pq, pk, pv, pc, batch, seq, c, heads);
             }
             foreach (var (name, actual) in new[] { ("context", context), ("dq", dq), ("dk", dk), ("dv", dv) })
             {

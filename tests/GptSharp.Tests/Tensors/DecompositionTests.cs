@@ -246,7 +246,7 @@ public unsafe class DecompositionTests
                     uint* mask = dropout ? bitData : null;
                     Kernels.AttentionForward(context.Data, stats.Data, mask, scale, q.Data, k.Data, v.Data, batch, seq, c, heads);
                     Kernels.AttentionBackward(dq.Data, dk.Data, dv.Data, dots.Data, dContext.Data, stats.Data, mask, scale,
-                        q.Data, k.Data, v.Data, batch, seq, c, heads);
+                        q.Data, k.Data, v.Data, context.Data, batch, seq, c, heads);
                 }
                 outputs.Add([.. context.Span, .. stats.Span, .. dq.Span, .. dk.Span, .. dv.Span]);
             }
