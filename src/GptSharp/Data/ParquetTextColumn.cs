@@ -103,10 +103,10 @@ internal static class ParquetTextColumn
             long rows = group.RowCount;
             if (rows < 0 || rows > Math.Min(Array.MaxLength, 8 * file.Length + 1024))
                 throw new InvalidDataException($"{name}: row group {g} claims {rows} rows in a file of {file.Length} bytes: it is corrupt.");
-            long valueCount = group.GetMetadata(field)?.MetaData?.NumValues ?? rows;
+            var meta = group.GetMetadata(field)?.MetaData;
+            long valueCount = meta?.NumValues ?? rows;
             if (valueCount != rows)
                 throw new InvalidDataException($"{name}: row group {g} has {rows} rows but {valueCount} values in column \"{field.Name}\": it is corrupt.");
-            var meta = group.GetMetadata(field)?.MetaData;
             var texts = new TextGroupBuilder((int)Math.Clamp(meta?.TotalUncompressedSize ?? 0, 1 << 16, 64 << 20));
             if (meta is not null && TryReadChunk(file, meta, out var chunk)
                 && ParquetPages.TryDecode(chunk, (int)meta.Codec, rows, field.MaxDefinitionLevel, texts))
