@@ -235,6 +235,12 @@ internal static unsafe class Gemm
         int target = 2 * threads;
         int mc = Math.Clamp(RoundUp(CeilDiv(m, target), mr), Math.Min(RoundUp(MinBlockRows, mr), allRows), Math.Min(mcMax, allRows));
         int rowBlocks = CeilDiv(m, mc);
+        // A last block much shorter than the others leaves one thread idle at the end: 200 rows (a short prompt) in
+        // blocks of 66 were 66, 66, 66 and 2, so one core ran 132 rows and the other 68. Fewer, evenly cut blocks
+        // instead (200 rows: 72, 72, 56, with the columns split in two to keep two tasks per thread).
+        if (rowBlocks > 1 && m - (rowBlocks - 1) * mc < mc / 2 && CeilDiv(m, rowBlocks - 1) <= mcMax) rowBlocks--;
+        mc = RoundUp(CeilDiv(m, rowBlocks), mr);
+        rowBlocks = CeilDiv(m, mc);
         int chunks = Math.Min(Math.Max(1, slivers / MinChunkSlivers), CeilDiv(target, rowBlocks));
         if (rowBlocks * chunks < target)
         {
