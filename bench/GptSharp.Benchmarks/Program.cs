@@ -144,6 +144,21 @@ public static class Program
             RunIoBenchmark.Quick(args.Length > 1 ? args[1] : null);
             return;
         }
+        if (args.Length > 0 && args[0] == "book-profile")
+        {
+            BookProfile.Quick(args.Length > 1 ? int.Parse(args[1]) : 5, args.Length > 2 ? int.Parse(args[2]) : 2, args.Length > 3 ? int.Parse(args[3]) : 200);
+            return;
+        }
+        if (args.Length > 0 && args[0] == "book-decode")
+        {
+            BookProfile.DecodeOnly(args.Length > 1 ? int.Parse(args[1]) : 600, args.Length > 2 ? args[2] : "float32", args.Length > 3 ? int.Parse(args[3]) : 2);
+            return;
+        }
+        if (args.Length > 1 && args[0] == "book-model")
+        {
+            BookProfile.WriteModel(args[1]);
+            return;
+        }
         if (args.Length > 0 && args[0] == "gguf-quick")
         {
             GgufBenchmark.Quick(args.Length > 1 ? int.Parse(args[1]) : 5, args.Length > 2 ? int.Parse(args[2]) : 2, args.Length > 3 ? int.Parse(args[3]) : 200,

@@ -17,6 +17,14 @@ internal static unsafe partial class Kernels
     }
 
     /// <summary>
+    /// Three <see cref="LinearForward"/> calls that share their input, for few rows (a decoding step's query, key and
+    /// value): one pool run for the three, the same results bit for bit (<see cref="Gemm.SkinnyLinear3"/>).
+    /// </summary>
+    public static void LinearForward3(float* input, int rows, int inFeatures, int outFeatures,
+        float* weight0, float* bias0, float* output0, float* weight1, float* bias1, float* output1, float* weight2, float* bias2, float* output2)
+        => Gemm.SkinnyLinear3(Gemm.BestPath, rows, outFeatures, inFeatures, input, weight0, weight1, weight2, bias0, bias1, bias2, output0, output1, output2);
+
+    /// <summary>
     /// Backward of <see cref="LinearForward"/>: dInput (= or +=, see <paramref name="accumulateInput"/>) dOutput · weight;
     /// dWeight += dOutputᵀ · input; dBias += column sums of dOutput. dInput and dBias may be null.
     /// </summary>

@@ -260,9 +260,7 @@ public sealed unsafe partial class GptModel
             // shortcut = x; x = norm1(x); x = att(x); x = drop_shortcut(x); x = x + shortcut
             Kernels.LayerNormForward(ln1, keep ? a.Ln1Mean[l].Data : null, keep ? a.Ln1Rstd[l].Data : null, input,
                 block.Norm1.Scale.Value.Data, block.Norm1.Shift.Value.Data, rows, c);
-            Linear(q, ln1, block.Query, rows, c, c);
-            Linear(k, ln1, block.Key, rows, c, c);
-            Linear(v, ln1, block.Value, rows, c, c);
+            LinearQkv(q, k, v, ln1, block, rows, c);
             attention.Run(l, q, k, v, ctx, c, heads);
             Linear(proj, ctx, block.OutProj, rows, c, c);
             if (dropout)

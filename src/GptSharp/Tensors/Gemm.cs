@@ -164,6 +164,65 @@ internal static unsafe class Gemm
         }
     }
 
+    /// <summary>
+    /// C_g[m, n] = A[m, k] · B_gᵀ (+ bias_g) for three weights B_g [n, k] that share their input, for few rows
+    /// (m ≤ <see cref="SkinnyRows"/>: a decoding step's query, key and value projections). One pool run covers the
+    /// three, so the cores meet at one join where three separate calls had three (each join waits for the slower
+    /// core's last chunk), and every element is computed exactly as <see cref="MatMul(bool,bool,int,int,int,float*,int,float*,int,float*,int,bool,float*,bool)"/>
+    /// computes it (the same skinny kernel per column). Biases may be null.
+    /// </summary>
+    internal static void SkinnyLinear3(KernelPath path, int m, int n, int k, float* a,
+        float* b0, float* b1, float* b2, float* bias0, float* bias1, float* bias2, float* c0, float* c1, float* c2)
+    {
+        if (m <= 0 || m > SkinnyRows || n <= 0 || k <= 0) throw new ArgumentException($"The three-way skinny GEMM takes 1..{SkinnyRows} rows and positive sizes, got m={m}, n={n}, k={k}.");
+        if (path == KernelPath.Vector512 && !Avx512F.IsSupported) throw new PlatformNotSupportedException("This CPU has no AVX-512.");
+        if (path == KernelPath.Vector256 && !(Fma.IsSupported && Avx2.IsSupported)) throw new PlatformNotSupportedException("This CPU has no AVX2/FMA.");
+        Span<Job> jobs =
+        [
+            SkinnyJob(path, m, n, k, a, b0, bias0, c0), SkinnyJob(path, m, n, k, a, b1, bias1, c1), SkinnyJob(path, m, n, k, a, b2, bias2, c2),
+        ];
+        bool goParallel = Workers.Count > 1 && WorthParallel(m, n, k) && !Workers.IsInsideRun && Monitor.TryEnter(SharedJobLock);
+        if (!goParallel)
+        {
+            for (int g = 0; g < 3; g++) Skinny(ref jobs[g], 0, n);
+            return;
+        }
+        try
+        {
+            int width = SkinnyChunkWidth(n, Workers.Count);
+            int perMatrix = (n + width - 1) / width;
+            for (int g = 0; g < 3; g++)
+            {
+                jobs[g].ChunkColumns = width;
+                s_group[g] = jobs[g];
+            }
+            s_groupTasks = perMatrix;
+            Workers.Run(3 * perMatrix, SkinnyGroupTask);
+            s_group.AsSpan().Clear();
+        }
+        finally
+        {
+            Monitor.Exit(SharedJobLock);
+        }
+    }
+
+    private static Job SkinnyJob(KernelPath path, int m, int n, int k, float* a, float* b, float* bias, float* c) => new()
+    {
+        Path = path, TransA = false, TransB = true, M = m, N = n, K = k, A = a, Lda = k, B = b, Ldb = k, C = c, Ldc = n, Bias = bias,
+    };
+
+    // The three jobs of a SkinnyLinear3 run (guarded by SharedJobLock, like s_shared) and the chunks of each.
+    private static readonly Job[] s_group = new Job[3];
+    private static int s_groupTasks;
+    private static readonly Action<int> SkinnyGroupTask = SkinnyGroupChunk;
+
+    private static void SkinnyGroupChunk(int task)
+    {
+        ref Job job = ref s_group[task / s_groupTasks];
+        int j0 = task % s_groupTasks * job.ChunkColumns;
+        Skinny(ref job, j0, Math.Min(job.N, j0 + job.ChunkColumns));
+    }
+
     /// <summary>Everything one call needs, passed by reference (sequential) or through <see cref="s_shared"/> (parallel).</summary>
     private struct Job
     {

@@ -106,6 +106,55 @@ public unsafe class GemmTests
 
     [Theory]
     [MemberData(nameof(Paths))]
+    public void ThreeSkinnyProductsInOneRunEqualThreeCallsBitForBit(string pathName)
+    {
+        // A decoding step's query, key and value in one pool run (Gemm.SkinnyLinear3): each output must be exactly
+        // what its own MatMul gives, on one thread and split over 2 and 3 (chunks never straddle two matrices),
+        // with and without biases, for every row count of the skinny kernel.
+        var path = Enum.Parse<Path>(pathName);
+        var random = new Random(17);
+        int saved = Workers.Count;
+        try
+        {
+            foreach (int threads in new[] { 1, 2, 3 })
+            {
+                Workers.Count = threads;
+                foreach (var (n, k) in new[] { (45, 57), (768, 768), (200, 33) })
+                    for (int m = 1; m <= Gemm.SkinnyRows; m += m < 2 ? 1 : 3)
+                        foreach (bool withBias in new[] { false, true })
+                        {
+                            float[] a = RandomArray(random, m * k), b = RandomArray(random, 3 * n * k), bias = RandomArray(random, 3 * n);
+                            float[] fused = new float[3 * m * n], separate = new float[3 * m * n];
+                            fixed (float* pa = a, pb = b, pbias = bias, pf = fused, ps = separate)
+                            {
+                                float* bias0 = withBias ? pbias : null;
+                                Gemm.SkinnyLinear3(path, m, n, k, pa, pb, pb + n * k, pb + 2 * n * k, bias0, withBias ? bias0 + n : null, withBias ? bias0 + 2 * n : null,
+                                    pf, pf + m * n, pf + 2 * m * n);
+                                for (int g = 0; g < 3; g++)
+                                    Gemm.MatMul(path, false, true, m, n, k, pa, k, pb + g * n * k, k, ps + g * m * n, n, accumulate: false,
+                                        bias: withBias ? bias0 + g * n : null, parallel: false);
+                            }
+                            Assert.True(separate.AsSpan().SequenceEqual(fused), $"m={m}, n={n}, k={k}, bias={withBias}, {threads} threads");
+                            // And against the double reference, so that a wrong product in both cannot pass.
+                            for (int g = 0; g < 3; g++)
+                                for (int i = 0; i < m; i++)
+                                    for (int j = 0; j < n; j += 7)
+                                    {
+                                        double sum = withBias ? bias[g * n + j] : 0;
+                                        for (int p = 0; p < k; p++) sum += (double)a[i * k + p] * b[(g * n + j) * k + p];
+                                        Assert.True(Math.Abs(fused[g * m * n + i * n + j] - sum) <= 1e-4 * (1 + Math.Abs(sum)) + 1e-5 * k, $"g={g} i={i} j={j}");
+                                    }
+                        }
+            }
+        }
+        finally
+        {
+            Workers.Count = saved;
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Paths))]
     public void SkinnyKernelCoversEveryRowCountAndRemainder(string pathName)
     {
         // m = 1..SkinnyRows through the direct kernel (rows of A against each column of B, axpy rows for
