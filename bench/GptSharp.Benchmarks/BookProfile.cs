@@ -3,6 +3,7 @@ using GptSharp.Model;
 using GptSharp.Tensors;
 using GptSharp.Randomness;
 using GptSharp.Layers;
+using GptSharp.Checkpoints;
 
 namespace GptSharp.Benchmarks;
 
