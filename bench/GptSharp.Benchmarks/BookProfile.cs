@@ -26,15 +26,17 @@ public static unsafe class BookProfile
         f32.Eval();
         int8.Eval();
         var prompt = Enumerable.Range(0, prefill).Select(i => (i * 7919) % 50257).ToArray();
-        var models = new[] { ("float32", f32), ("int8", int8) };
+        // Each precision with the GEMM's even row blocks and without (Gemm.EvenRowBlocks), in turn every round.
+        var models = new[] { ("float32", f32, true), ("int8", int8, true), ("float32 uneven", f32, false), ("int8 uneven", int8, false) };
         var caches = models.Select(m => new KvCache(m.Item2)).ToArray();
-        var pre = new List<double>[] { [], [] };
-        var dec = new List<double>[] { [], [] };
+        var pre = new List<double>[] { [], [], [], [] };
+        var dec = new List<double>[] { [], [], [], [] };
         for (int r = -1; r < rounds; r++)
         {
-            for (int v = 0; v < 2; v++)
+            for (int v = 0; v < models.Length; v++)
             {
                 var model = models[v].Item2;
+                Gemm.EvenRowBlocks = models[v].Item3;
                 var clock = Stopwatch.StartNew();
                 model.Prefill(caches[v], prompt);
                 double p = clock.Elapsed.TotalMilliseconds;
@@ -48,8 +50,9 @@ public static unsafe class BookProfile
                 dec[v].Add(d);
             }
         }
-        for (int v = 0; v < 2; v++)
-            Console.WriteLine($"{models[v].Item1,-8} prefill {prefill}: {Median(pre[v]):F1} ms = {prefill / Median(pre[v]) * 1000:F0} tok/s; decode {Median(dec[v]):F1} tok/s");
+        Gemm.EvenRowBlocks = true;
+        for (int v = 0; v < models.Length; v++)
+            Console.WriteLine($"{models[v].Item1,-15} prefill {prefill}: {Median(pre[v]):F1} ms = {prefill / Median(pre[v]) * 1000:F0} tok/s; decode {Median(dec[v]):F1} tok/s");
         foreach (var c in caches) c.Dispose();
 
         // The float32 decoding step's linear layers alone, in the model's order, from memory: what the step costs
@@ -90,6 +93,7 @@ public static unsafe class BookProfile
                 $"head alone {Median(headOnly):F2} ms ({headBytes / Median(headOnly) / 1e6:F1} GB/s); blocks {(blockBytes) / (Median(chain) - Median(headOnly)) / 1e6:F1} GB/s");
         }
 
+        if (Environment.GetEnvironmentVariable("PREFILL_ONLY") == "1") return;
         // The linear shapes alone.
         int emb = config.EmbeddingDim, hidden = config.HiddenDim, vocab = config.VocabSize;
         (string Name, int Rows, int In, int Out, int PerPrefill)[] shapes =

@@ -297,7 +297,7 @@ internal static unsafe class Gemm
         // A last block much shorter than the others leaves one thread idle at the end: 200 rows (a short prompt) in
         // blocks of 66 were 66, 66, 66 and 2, so one core ran 132 rows and the other 68. Fewer, evenly cut blocks
         // instead (200 rows: 72, 72, 56, with the columns split in two to keep two tasks per thread).
-        if (rowBlocks > 1 && m - (rowBlocks - 1) * mc < mc / 2 && CeilDiv(m, rowBlocks - 1) <= mcMax) rowBlocks--;
+        if (EvenRowBlocks && rowBlocks > 1 && m - (rowBlocks - 1) * mc < mc / 2 && CeilDiv(m, rowBlocks - 1) <= mcMax) rowBlocks--;
         mc = RoundUp(CeilDiv(m, rowBlocks), mr);
         rowBlocks = CeilDiv(m, mc);
         int chunks = Math.Min(Math.Max(1, slivers / MinChunkSlivers), CeilDiv(target, rowBlocks));
@@ -312,6 +312,9 @@ internal static unsafe class Gemm
         Partition Make(int rowBlock, int chunkSlivers) =>
             new(rowBlock, CeilDiv(m, rowBlock), chunkSlivers * nr, CeilDiv(slivers, chunkSlivers));
     }
+
+    /// <summary>Whether <see cref="PlanPanel"/> evens out a short last row block (a switch so a benchmark can A/B it in one process).</summary>
+    internal static bool EvenRowBlocks = true;
 
     private static int CeilDiv(int a, int b) => (a + b - 1) / b;
     private static int RoundUp(int a, int multiple) => CeilDiv(a, multiple) * multiple;
