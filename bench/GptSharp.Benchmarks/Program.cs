@@ -18,6 +18,9 @@ namespace GptSharp.Benchmarks;
 /// precision of a model from disk with its peak RSS: ... -- int8-model DIR float32|int8 [newTokens] [threads]; the one-row
 /// int8 kernels alone, in cache and from memory: ... -- int8-kernels; GGUF export/import of the 124M shape and GptSharp against
 /// llama.cpp on the same GGUF files: ... -- gguf-quick [rounds] [threads] [newTokens] [context|book] [DIR];
+/// the book's model, float32 against int8, whole prefill/decode and each linear shape: ... -- book-profile [rounds] [threads] [prefill];
+/// its greedy decoding alone (for a profiler; VARIANTS=fused:tasks,... A/Bs the skinny GEMM's switches): ... -- book-decode [tokens] [float32|int8] [threads];
+/// a random book-shaped model file for timing the CLI: ... -- book-model PATH;
 /// int8 kernels alone, in cache and from memory: ... -- int8-kernels; Hugging Face folder and ONNX export and import of the
 /// 124M shape against reading its safetensors twice: ... -- export-quick [DIR] [rounds]
 /// </summary>
