@@ -24,9 +24,11 @@ public readonly record struct CorpusProgress(long BytesRead, long TotalBytes, lo
 /// The reader packs text into units of about <see cref="UnitBytes"/> (small documents together; a big one cut where the
 /// tokenizer may cut, <see cref="Gpt2Tokenizer.ChunkBounds"/>), and each unit is encoded alone. Units depend only on the text,
 /// never on the thread count, and every cut is one the tokenizer would make anyway, so the ids are the same for any number
-/// of threads. Memory is bounded: at most <see cref="QueuedUnitsPerWorker"/> + <see cref="RoundUnitsPerWorker"/> units per
-/// worker are alive (text plus ids, about 2.3 MB each), plus what the reader holds (one block of a text file, one JSON
-/// line, one Parquet row group): nothing grows with the size of the corpus.
+/// of threads. Parquet pages go into units as stored (up to about a unit of text once decompressed, or one bigger page) and
+/// are decompressed and decoded by the worker that tokenizes them. Memory is bounded: at most
+/// <see cref="QueuedUnitsPerWorker"/> + <see cref="RoundUnitsPerWorker"/> units per worker are alive (text plus ids, about
+/// 2.3 MB each, more for a Parquet page bigger than a unit), plus what the reader holds (one block of a text file, one
+/// JSON line, a few Parquet column chunks as stored): nothing grows with the size of the corpus.
 /// </para>
 /// </summary>
 internal sealed class CorpusEncoder
