@@ -104,6 +104,7 @@ public static class PrepareBenchmark
     private static (double Seconds, long Tokens, long PeakBytes) RunOne(int threads, string output, string[] files)
     {
         var start = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, UseShellExecute = false };
+        start.Environment["DOTNET_TC_QuickJitForLoops"] = "0"; // as the CLI ships (GptSharp.Cli.csproj): loops optimized from the start
         if (Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet") start.ArgumentList.Add(typeof(PrepareBenchmark).Assembly.Location);
         foreach (string a in new[] { "prepare-one", threads.ToString(CultureInfo.InvariantCulture), output }.Concat(files)) start.ArgumentList.Add(a);
         using var process = Process.Start(start)!;
