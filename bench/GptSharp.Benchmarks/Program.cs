@@ -13,7 +13,7 @@ namespace GptSharp.Benchmarks;
 /// the tokenizer on one thread and on all cores, interleaved: ... -- tokenizer-quick [rounds]; a full-size synthetic
 /// OpenAI GPT-2 checkpoint for load time and peak memory: ... -- gpt2-synthetic DIR gpt2-small|...|gpt2-xl; a 124M training
 /// checkpoint's write/read and a 1 GB token file's id check: ... -- run-io-quick [DIR]; `prepare` on a generated corpus as
-/// .txt, JSON Lines and Parquet (MB/s, tokens/s, peak RSS): ... -- prepare-quick [MB=4096] [rounds=2] [threads] [DIR];
+/// .txt, JSON Lines and Parquet (MB/s, tokens/s, peak RSS): ... -- prepare-quick [MB=4096] [rounds=2] [threads] [DIR] [formats], the corpus alone, kept: ... -- prepare-corpus MB DIR; the readers alone on files: ... -- prepare-read PASSES FILES...;
 /// int8 against float32 weights (decoding, prefill, bandwidth bound): ... -- int8-quick [rounds] [threads] [newTokens], and one
 /// precision of a model from disk with its peak RSS: ... -- int8-model DIR float32|int8 [newTokens] [threads]; the one-row
 /// int8 kernels alone, in cache and from memory: ... -- int8-kernels; GGUF export/import of the 124M shape and GptSharp against
@@ -139,7 +139,22 @@ public static class Program
         if (args.Length > 0 && args[0] == "prepare-quick")
         {
             PrepareBenchmark.Quick(args.Length > 1 ? int.Parse(args[1]) : 4096, args.Length > 2 ? int.Parse(args[2]) : 2,
-                args.Length > 3 ? int.Parse(args[3]) : Environment.ProcessorCount, args.Length > 4 ? args[4] : null);
+                args.Length > 3 ? int.Parse(args[3]) : Environment.ProcessorCount, args.Length > 4 ? args[4] : null, args.Length > 5 ? args[5] : null);
+            return;
+        }
+        if (args.Length > 2 && args[0] == "prepare-corpus")
+        {
+            PrepareBenchmark.Corpus(int.Parse(args[1]), args[2]);
+            return;
+        }
+        if (args.Length > 2 && args[0] == "prepare-read")
+        {
+            PrepareBenchmark.Read(int.Parse(args[1]), args[2..]);
+            return;
+        }
+        if (args.Length > 3 && args[0] == "prepare-one")
+        {
+            PrepareBenchmark.One(int.Parse(args[1]), args[2], args[3..]);
             return;
         }
         if (args.Length > 0 && args[0] == "run-io-quick")

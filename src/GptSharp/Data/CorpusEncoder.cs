@@ -24,9 +24,11 @@ public readonly record struct CorpusProgress(long BytesRead, long TotalBytes, lo
 /// The reader packs text into units of about <see cref="UnitBytes"/> (small documents together; a big one cut where the
 /// tokenizer may cut, <see cref="Gpt2Tokenizer.ChunkBounds"/>), and each unit is encoded alone. Units depend only on the text,
 /// never on the thread count, and every cut is one the tokenizer would make anyway, so the ids are the same for any number
-/// of threads. Memory is bounded: at most <see cref="QueuedUnitsPerWorker"/> + <see cref="RoundUnitsPerWorker"/> units per
-/// worker are alive (text plus ids, about 2.3 MB each), plus what the reader holds (one block of a text file, one JSON
-/// line, one Parquet row group): nothing grows with the size of the corpus.
+/// of threads. Parquet pages go into units as stored (up to about a unit of text once decompressed, or one bigger page) and
+/// are decompressed and decoded by the worker that tokenizes them. Memory is bounded: at most
+/// <see cref="QueuedUnitsPerWorker"/> + <see cref="RoundUnitsPerWorker"/> units per worker are alive (text plus ids, about
+/// 2.3 MB each, more for a Parquet page bigger than a unit), plus what the reader holds (one block of a text file, one
+/// JSON line, a few Parquet column chunks as stored): nothing grows with the size of the corpus.
 /// </para>
 /// </summary>
 internal sealed class CorpusEncoder
@@ -70,7 +72,10 @@ internal sealed class CorpusEncoder
         using var queue = new BlockingCollection<Unit>(QueuedUnitsPerWorker * workers);
         var reader = Task.Factory.StartNew(() => ReadAll(queue, stop.Token), stop.Token, TaskCreationOptions.LongRunning, TaskScheduler.Default);
         var round = new List<Unit>();
+        // One list per unit of a round, kept from round to round: a unit of big Parquet pages has millions of ids, and a new
+        // buffer that size every round would cost page faults (kernel time) on a fresh block of memory each time.
         var ids = new IdList[RoundUnitsPerWorker * workers];
+        for (int i = 0; i < ids.Length; i++) ids[i] = new IdList(UnitBytes / 3 + 16);
         var tokenizer = Gpt2Tokenizer.Instance;
         try
         {
@@ -82,13 +87,29 @@ internal sealed class CorpusEncoder
                 Workers.Run(round.Count, i =>
                 {
                     var unit = round[i];
-                    var list = new IdList(unit.Length / 3 + 16);
+                    var list = ids[i];
+                    list.Clear();
                     byte[] scratch = [];
                     try
                     {
                         foreach (var segment in unit.Segments)
                         {
                             ReadOnlySpan<byte> text = unit.Text.AsSpan(segment.Start, segment.Length);
+                            if (segment.Pages is not null)
+                            {
+                                // Decompressed and decoded here, each text tokenized straight out of its page.
+                                var pages = new PageTexts(tokenizer, _endOfTextAllowed, list);
+                                try
+                                {
+                                    DocumentReader.ParquetTexts(segment.Pages, text, pages);
+                                }
+                                finally
+                                {
+                                    list = pages.Ids;
+                                }
+                                Interlocked.Add(ref _documents, pages.Documents);
+                                continue;
+                            }
                             if (segment.JsonLine > 0)
                             {
                                 // Parsed here, on the workers, not on the reading thread.
@@ -98,19 +119,16 @@ internal sealed class CorpusEncoder
                             if (segment.StartsDocument) list.Add(Gpt2Tokenizer.EndOfTextId);
                             tokenizer.AppendValidUtf8(text, _endOfTextAllowed, ref list);
                         }
-                        ids[i] = list;
                     }
-                    catch
+                    finally
                     {
-                        list.Dispose();
-                        throw;
+                        ids[i] = list; // grown, perhaps: the list owns the new buffer, and the slot keeps it
                     }
                 });
                 for (int i = 0; i < round.Count; i++)
                 {
                     Tokens += ids[i].Count;
                     yield return ids[i].AsMemory();
-                    ids[i].Dispose();
                     round[i].Return();
                 }
             }
@@ -149,17 +167,37 @@ internal sealed class CorpusEncoder
         }
     }
 
-    /// <summary>Text in a unit: a document's start or more of it, or a JSON line (<see cref="JsonLine"/> its 1-based number) to parse first.</summary>
-    private readonly record struct Segment(int Start, int Length, bool StartsDocument, long JsonLine, int File);
+    /// <summary>
+    /// Text in a unit: a document's start or more of it, a JSON line (<see cref="JsonLine"/> its 1-based number) to parse
+    /// first, or Parquet data pages as stored (<see cref="Pages"/>) to decompress and decode first.
+    /// </summary>
+    private readonly record struct Segment(int Start, int Length, bool StartsDocument, long JsonLine, int File, ParquetPageBatch? Pages = null);
 
     /// <summary>Text of one or more documents (or part of one), encoded as a whole by one worker.</summary>
     private sealed class Unit(int capacity)
     {
         public byte[] Text { get; } = ArrayPool<byte>.Shared.Rent(capacity);
         public int Length;
+
+        /// <summary>Bytes of text once decoded (Parquet pages are handed on compressed).</summary>
+        public long Weight;
         public readonly List<Segment> Segments = [];
 
         public void Return() => ArrayPool<byte>.Shared.Return(Text);
+    }
+
+    /// <summary>A worker's sink for the texts of Parquet pages: <c>&lt;|endoftext|&gt;</c> and the ids of each.</summary>
+    private sealed class PageTexts(Gpt2Tokenizer tokenizer, bool endOfTextAllowed, IdList ids) : IUtf8Texts
+    {
+        public IdList Ids = ids;
+        public long Documents;
+
+        public void Add(ReadOnlySpan<byte> utf8)
+        {
+            Ids.Add(Gpt2Tokenizer.EndOfTextId);
+            tokenizer.AppendValidUtf8(utf8, endOfTextAllowed, ref Ids);
+            Documents++;
+        }
     }
 
     /// <summary>The reader's sink: packs what it reads into units and queues them (waiting while the queue is full).</summary>
@@ -170,6 +208,8 @@ internal sealed class CorpusEncoder
         public int File;
 
         public void AddJsonLine(ReadOnlySpan<byte> line, long number) => AddPiece(line, startsDocument: true, number);
+
+        public void AddParquetPages(ParquetPageBatch batch, ReadOnlySpan<byte> stored) => AddPiece(stored, startsDocument: false, 0, batch);
 
         public void Add(ReadOnlySpan<byte> utf8, bool startsDocument)
         {
@@ -186,13 +226,15 @@ internal sealed class CorpusEncoder
 
         public void FileBytesRead(long bytes) => Interlocked.Exchange(ref owner._bytesRead, FileStart + bytes);
 
-        private void AddPiece(ReadOnlySpan<byte> utf8, bool startsDocument, long jsonLine)
+        private void AddPiece(ReadOnlySpan<byte> utf8, bool startsDocument, long jsonLine, ParquetPageBatch? pages = null)
         {
-            if (_unit is not null && _unit.Length + utf8.Length > _unit.Text.Length) Flush();
+            long weight = pages?.TextBytes ?? utf8.Length;
+            if (_unit is not null && (_unit.Length + utf8.Length > _unit.Text.Length || _unit.Weight + weight > Math.Max(UnitBytes, _unit.Text.Length))) Flush();
             _unit ??= new Unit(Math.Max(UnitBytes, utf8.Length));
             utf8.CopyTo(_unit.Text.AsSpan(_unit.Length));
-            _unit.Segments.Add(new Segment(_unit.Length, utf8.Length, startsDocument, jsonLine, File));
+            _unit.Segments.Add(new Segment(_unit.Length, utf8.Length, startsDocument, jsonLine, File, pages));
             _unit.Length += utf8.Length;
+            _unit.Weight += weight;
         }
 
         public void Flush()

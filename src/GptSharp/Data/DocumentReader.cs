@@ -38,6 +38,13 @@ internal interface IDocumentSink
     /// </summary>
     void AddJsonLine(ReadOnlySpan<byte> line, long number);
 
+    /// <summary>
+    /// Data pages of a Parquet text column, as stored: the sink gets their texts with <see cref="DocumentReader.ParquetTexts"/>
+    /// where it likes (the corpus encoder does it on its workers: decompressing and decoding pages costs a good part of the
+    /// tokenizer's time, and there the texts go straight from the decompressed page to the tokenizer).
+    /// </summary>
+    void AddParquetPages(ParquetPageBatch batch, ReadOnlySpan<byte> stored);
+
     /// <summary>How many bytes of the current file (as stored, compressed or not) have been read so far.</summary>
     void FileBytesRead(long bytes);
 }
@@ -280,9 +287,25 @@ internal static class DocumentReader
         long length = new FileInfo(path).Length;
         ParquetTextColumn.Read(name, path, column, group =>
         {
-            var texts = group.Texts;
-            for (int i = 0; i < texts.Count; i++) sink.Add(texts[i], startsDocument: true);
+            if (group.Texts is { } texts)
+                for (int i = 0; i < texts.Count; i++) sink.Add(texts[i], startsDocument: true);
+            foreach (var batch in group.Batches) sink.AddParquetPages(batch, group.Chunk.AsSpan(batch.Start, batch.Length));
             sink.FileBytesRead(length * (group.Index + 1) / group.GroupCount);
         }, cancellation);
+    }
+
+    /// <summary>
+    /// The texts of Parquet pages handed on by <see cref="IDocumentSink.AddParquetPages"/>, in row order (valid UTF-8). Pages that
+    /// do not decode are read by Parquet.Net (from the first text not yet added), which either reads them or says what is wrong:
+    /// one <see cref="InvalidDataException"/> naming the file and the row group.
+    /// </summary>
+    internal static void ParquetTexts(ParquetPageBatch batch, ReadOnlySpan<byte> stored, IUtf8Texts texts)
+    {
+        int added = 0;
+        if (ParquetPages.TryDecode(batch, stored, texts, ref added)) return;
+        var read = ParquetTextColumn.ReadBatch(batch);
+        if (read.Count < added)
+            throw new InvalidDataException($"{batch.Name}: row group {batch.RowGroup} holds {read.Count} texts in rows {batch.FirstRow} to {batch.FirstRow + batch.Rows} as Parquet.Net reads it, but {added} as its pages say: it is corrupt.");
+        for (int i = added; i < read.Count; i++) texts.Add(read[i]);
     }
 }

@@ -1,17 +1,60 @@
+using System.Buffers;
 using System.Buffers.Binary;
 using System.IO.Compression;
 
 namespace GptSharp.Data;
 
+/// <summary>Where the texts of Parquet pages go (non-null values in row order, each valid UTF-8).</summary>
+internal interface IUtf8Texts
+{
+    void Add(ReadOnlySpan<byte> utf8);
+}
+
+/// <summary>The dictionary page of a column chunk, decompressed: entry i is <c>Bytes[(i == 0 ? 4 : Ends[i - 1] + 4) .. Ends[i]]</c>.</summary>
+internal sealed record ParquetDictionary(byte[] Bytes, int[] Ends);
+
+/// <summary>A data page v1 of a column chunk: where its bytes as stored start in its batch, and its header's fields.</summary>
+internal readonly record struct ParquetDataPage(int Offset, int CompressedSize, int UncompressedSize, int Values, int Encoding, int LevelEncoding);
+
+/// <summary>
+/// Consecutive data pages of one column chunk (up to about a unit of text, at least one page), planned by
+/// <see cref="ParquetPages.TryPlan"/> and handed on as stored, so that whoever tokenizes them decompresses and decodes them
+/// (<see cref="ParquetPages.TryDecode"/>). Their bytes are <see cref="Length"/> bytes from <see cref="Start"/> in the chunk.
+/// </summary>
+internal sealed class ParquetPageBatch
+{
+    public required string Name { get; init; }
+    public required string Path { get; init; }
+    public required string Column { get; init; }
+    public required int RowGroup { get; init; }
+
+    /// <summary>Values (nulls included) of the row group before this batch's first, and in this batch.</summary>
+    public required long FirstRow { get; init; }
+    public int Rows { get; internal set; }
+
+    public required int Codec { get; init; }
+    public required int MaxDefinitionLevel { get; init; }
+    public required ParquetDictionary? Dictionary { get; init; }
+    public required int Start { get; init; }
+    public int Length { get; internal set; }
+
+    /// <summary>The pages' decompressed bytes (what decoding them costs, more or less).</summary>
+    public long TextBytes { get; internal set; }
+    public List<ParquetDataPage> Pages { get; } = [];
+}
+
 /// <summary>
 /// The values of a flat BYTE_ARRAY column chunk as UTF-8 bytes, straight from its pages (format: parquet.thrift and
 /// Encodings.md of apache/parquet-format), for the forms Hugging Face datasets use: data pages v1, PLAIN and dictionary
 /// (PLAIN_DICTIONARY / RLE_DICTIONARY) values, RLE definition levels, and no compression, Snappy, gzip or Zstandard.
-/// <see cref="TryDecode"/> returns false for anything else or anything that does not add up (the caller then asks
-/// Parquet.Net, which reads every form and names what is corrupt).
+/// <see cref="TryPlan"/> reads the page headers of a chunk and returns false for any other form (the caller then asks
+/// Parquet.Net, which reads every form and names what is corrupt); <see cref="TryDecode"/> decodes the planned pages and
+/// returns false where they do not add up.
 /// <para>
 /// Why not Parquet.Net alone: it decodes each text into a new UTF-16 array, which the tokenizer needs back in UTF-8, and
-/// that cost about half the tokenizer's time per byte; here a text is one copy out of the decompressed page.
+/// that cost about half the tokenizer's time per byte. Here the pages are planned on the reading side (headers only) and
+/// decompressed and decoded by the worker that tokenizes them, each text tokenized straight out of the decompressed page:
+/// no copy of the text, no thread of its own competing with the tokenizer for the cores.
 /// </para>
 /// </summary>
 internal static class ParquetPages
@@ -21,20 +64,22 @@ internal static class ParquetPages
     private const int DataPage = 0, DictionaryPage = 2, DataPageV2 = 3; // v2: left to Parquet.Net
 
     /// <summary>
-    /// Decodes the pages of <paramref name="chunk"/> (the column chunk's bytes as stored) holding <paramref name="values"/>
-    /// values (nulls included) into <paramref name="output"/>, nulls left out. False: a form this decoder leaves to Parquet.Net.
+    /// Reads the page headers of <paramref name="chunk"/> (the column chunk's bytes as stored) holding <paramref name="values"/>
+    /// values (nulls included), decodes its dictionary page if any, and cuts its data pages into batches of up to
+    /// <paramref name="batchBytes"/> decompressed bytes (at least one page each). False: a form this decoder leaves to Parquet.Net.
     /// </summary>
-    public static bool TryDecode(ReadOnlySpan<byte> chunk, int codec, long values, int maxDefinitionLevel, TextGroupBuilder output)
+    public static bool TryPlan(ReadOnlySpan<byte> chunk, int codec, long values, int maxDefinitionLevel, int batchBytes,
+        string name, string path, string column, int rowGroup, List<ParquetPageBatch> batches)
     {
+        batches.Clear();
         if (maxDefinitionLevel > 1 || codec is not (0 or 1 or 2 or 6)) return false;
-        byte[]? dictionary = null;
-        int[] dictionaryEnds = [];
-        byte[] page = [];
-        int[] indexes = [];
+        ParquetDictionary? dictionary = null;
+        ParquetPageBatch? batch = null;
         long seen = 0;
         int position = 0;
         while (seen < values)
         {
+            int headerStart = position;
             if (position >= chunk.Length || !PageHeader.TryRead(chunk[position..], out var header, out int headerLength)) return false;
             position += headerLength;
             if (header.CompressedSize < 0 || header.UncompressedSize < 0 || header.CompressedSize > chunk.Length - position) return false;
@@ -45,56 +90,41 @@ internal static class ParquetPages
             switch (header.Type)
             {
                 case DictionaryPage:
-                    if (dictionary is not null || header.Encoding is not (PlainEncoding or PlainDictionary) || header.Values < 0 || header.Values > header.UncompressedSize / 4) return false;
-                    dictionary = new byte[header.UncompressedSize];
-                    if (!Decompress(codec, stored, dictionary)) return false;
-                    dictionaryEnds = new int[header.Values];
+                    if (dictionary is not null || batch is not null || header.Encoding is not (PlainEncoding or PlainDictionary)
+                        || header.Values < 0 || header.Values > header.UncompressedSize / 4) return false;
+                    var bytes = new byte[header.UncompressedSize];
+                    if (!Decompress(codec, stored, bytes)) return false;
+                    var ends = new int[header.Values];
                     // Entries are PLAIN: each a 4-byte length and its bytes; ends are kept as offsets of the entry's last byte + 1.
                     int entry = 0;
                     for (int i = 0; i < header.Values; i++)
                     {
-                        if (!TryPlainValue(dictionary, ref entry, out _)) return false;
-                        dictionaryEnds[i] = entry;
+                        if (!TryPlainValue(bytes, ref entry, out _)) return false;
+                        ends[i] = entry;
                     }
+                    dictionary = new ParquetDictionary(bytes, ends);
                     break;
                 case DataPage or DataPageV2:
                 {
                     if (header.Values < 0 || header.Values > values - seen) return false;
                     if (header.Type != DataPage) return false; // v2 pages: Parquet.Net (pyarrow and Hugging Face write v1 by default)
-                    if (!Decompress(codec, stored, Grow(ref page, header.UncompressedSize))) return false;
-                    ReadOnlySpan<byte> data = page.AsSpan(0, header.UncompressedSize), levels = default;
-                    if (maxDefinitionLevel > 0)
+                    if (maxDefinitionLevel > 0 && header.LevelEncoding != RleEncoding) return false;
+                    if (header.Encoding is PlainDictionary or RleDictionary ? dictionary is null : header.Encoding != PlainEncoding) return false;
+                    if (batch is not null && batch.TextBytes + header.UncompressedSize > batchBytes)
                     {
-                        if (header.LevelEncoding != RleEncoding || data.Length < 4) return false;
-                        int length = BinaryPrimitives.ReadInt32LittleEndian(data);
-                        if (length < 0 || length > data.Length - 4) return false;
-                        levels = data.Slice(4, length);
-                        data = data[(4 + length)..];
+                        batches.Add(batch);
+                        batch = null;
                     }
-                    int present = header.Values;
-                    if (maxDefinitionLevel > 0 && !TryCountPresent(levels, header.Values, out present)) return false;
-                    if (header.Encoding == PlainEncoding)
+                    batch ??= new ParquetPageBatch
                     {
-                        int at = 0;
-                        for (int i = 0; i < present; i++)
-                        {
-                            if (!TryPlainValue(data, ref at, out var value)) return false;
-                            output.Add(value);
-                        }
-                    }
-                    else if (header.Encoding is PlainDictionary or RleDictionary)
-                    {
-                        if (dictionary is null || data.Length < 1 || data[0] > 32) return false;
-                        var ids = Grow(ref indexes, present);
-                        if (!TryReadHybrid(data[1..], data[0], ids)) return false;
-                        foreach (int id in ids)
-                        {
-                            if ((uint)id >= (uint)dictionaryEnds.Length) return false;
-                            int start = id == 0 ? 4 : dictionaryEnds[id - 1] + 4;
-                            output.Add(dictionary.AsSpan(start, dictionaryEnds[id] - start));
-                        }
-                    }
-                    else return false;
+                        Name = name, Path = path, Column = column, RowGroup = rowGroup, FirstRow = seen, Codec = codec,
+                        MaxDefinitionLevel = maxDefinitionLevel, Dictionary = dictionary, Start = headerStart,
+                    };
+                    batch.Pages.Add(new ParquetDataPage(position - header.CompressedSize - batch.Start, header.CompressedSize,
+                        header.UncompressedSize, header.Values, header.Encoding, header.LevelEncoding));
+                    batch.Rows += header.Values;
+                    batch.TextBytes += header.UncompressedSize;
+                    batch.Length = position - batch.Start;
                     seen += header.Values;
                     break;
                 }
@@ -102,13 +132,79 @@ internal static class ParquetPages
                     return false; // an index page, or something unknown
             }
         }
+        if (batch is not null) batches.Add(batch);
         return true;
     }
 
-    private static Span<T> Grow<T>(ref T[] buffer, int length)
+    /// <summary>
+    /// Decompresses and decodes the pages of <paramref name="batch"/> (<paramref name="stored"/>: its bytes as stored) and adds
+    /// every non-null text to <paramref name="texts"/>, counting them in <paramref name="added"/> (bytes that are not valid UTF-8
+    /// become U+FFFD, as Parquet.Net's decoding makes them). False: something does not add up, after <paramref name="added"/>
+    /// texts (the caller asks Parquet.Net for the rest, or for what is wrong).
+    /// </summary>
+    public static bool TryDecode(ParquetPageBatch batch, ReadOnlySpan<byte> stored, IUtf8Texts texts, ref int added)
     {
-        if (buffer.Length < length) buffer = new T[Math.Max(length, buffer.Length * 2)];
-        return buffer.AsSpan(0, length);
+        if (stored.Length != batch.Length) return false;
+        int largest = 0, mostValues = 0;
+        foreach (var p in batch.Pages) (largest, mostValues) = (Math.Max(largest, p.UncompressedSize), Math.Max(mostValues, p.Values));
+        byte[] page = ArrayPool<byte>.Shared.Rent(Math.Max(largest, 1));
+        int[] indexes = batch.Dictionary is null ? [] : ArrayPool<int>.Shared.Rent(Math.Max(mostValues, 1));
+        try
+        {
+            foreach (var p in batch.Pages)
+            {
+                if (p.Offset < 0 || p.CompressedSize > stored.Length - p.Offset) return false;
+                if (!Decompress(batch.Codec, stored.Slice(p.Offset, p.CompressedSize), page.AsSpan(0, p.UncompressedSize))) return false;
+                ReadOnlySpan<byte> data = page.AsSpan(0, p.UncompressedSize), levels = default;
+                if (batch.MaxDefinitionLevel > 0)
+                {
+                    if (data.Length < 4) return false;
+                    int length = BinaryPrimitives.ReadInt32LittleEndian(data);
+                    if (length < 0 || length > data.Length - 4) return false;
+                    levels = data.Slice(4, length);
+                    data = data[(4 + length)..];
+                }
+                int present = p.Values;
+                if (batch.MaxDefinitionLevel > 0 && !TryCountPresent(levels, p.Values, out present)) return false;
+                if (p.Encoding == PlainEncoding)
+                {
+                    int at = 0;
+                    for (int i = 0; i < present; i++)
+                    {
+                        if (!TryPlainValue(data, ref at, out var value)) return false;
+                        Add(texts, value);
+                        added++;
+                    }
+                }
+                else
+                {
+                    var dictionary = batch.Dictionary!;
+                    if (data.Length < 1 || data[0] > 32) return false;
+                    var ids = indexes.AsSpan(0, present);
+                    if (!TryReadHybrid(data[1..], data[0], ids)) return false;
+                    foreach (int id in ids)
+                    {
+                        if ((uint)id >= (uint)dictionary.Ends.Length) return false;
+                        int start = id == 0 ? 4 : dictionary.Ends[id - 1] + 4;
+                        Add(texts, dictionary.Bytes.AsSpan(start, dictionary.Ends[id] - start));
+                        added++;
+                    }
+                }
+            }
+            return true;
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(page);
+            if (indexes.Length > 0) ArrayPool<int>.Shared.Return(indexes);
+        }
+    }
+
+    /// <summary>Adds one text; bytes that are not valid UTF-8 become U+FFFD as Parquet.Net's decoding makes them.</summary>
+    internal static void Add(IUtf8Texts texts, ReadOnlySpan<byte> value)
+    {
+        if (System.Text.Unicode.Utf8.IsValid(value)) texts.Add(value);
+        else texts.Add(System.Text.Encoding.UTF8.GetBytes(System.Text.Encoding.UTF8.GetString(value)));
     }
 
     private static bool TryPlainValue(ReadOnlySpan<byte> data, ref int at, out ReadOnlySpan<byte> value)
@@ -416,7 +512,7 @@ internal static class ParquetPages
 }
 
 /// <summary>Texts of one row group as UTF-8 bytes one after the other; <see cref="Ends"/>[i] is where text i ends.</summary>
-internal sealed class TextGroupBuilder(int capacity)
+internal sealed class TextGroupBuilder(int capacity) : IUtf8Texts
 {
     public byte[] Text = new byte[capacity];
     public int Length;
@@ -428,7 +524,7 @@ internal sealed class TextGroupBuilder(int capacity)
     {
         if (!System.Text.Unicode.Utf8.IsValid(value))
         {
-            Add(System.Text.Encoding.UTF8.GetBytes(System.Text.Encoding.UTF8.GetString(value)));
+            ParquetPages.Add(this, value);
             return;
         }
         if (Text.Length - Length < value.Length) Array.Resize(ref Text, (int)Math.Min(Array.MaxLength, Math.Max(Length + (long)value.Length, 2L * Text.Length)));

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Collections.Concurrent;
 using System.Runtime.ExceptionServices;
 using System.Text;
@@ -7,18 +8,32 @@ using GptSharp.Tensors;
 namespace GptSharp.Data;
 
 /// <summary>
-/// The text column of a Parquet file, row group after row group in order, decoded ahead on <see cref="Decoders"/> threads of
-/// their own (each with its own file handle and Parquet.Net reader, taking every n-th row group), while the caller turns the
-/// previous groups into documents and the tokenizer encodes them. One decoder reads text at several times
-/// the rate one core tokenizes it, so a decoder per five workers keeps the reader off the critical path on any machine.
-/// Pages of the common forms are decoded by <see cref="ParquetPages"/> (UTF-8 copied straight out of the page), the rest by
-/// Parquet.Net. Memory: at most two row groups per decoder plus the one being handed on, each its text column as UTF-8,
-/// and per decoder one column chunk as stored plus one decompressed page.
+/// The text column of a Parquet file, row group after row group in order, read ahead on <see cref="Decoders"/> threads of
+/// their own (each with its own file handle and Parquet.Net reader, taking every n-th row group), while the caller hands
+/// the previous groups on. A row group whose pages <see cref="ParquetPages"/> decodes is only planned there (its column
+/// chunk read as stored, its page headers checked, its dictionary decoded): its pages go on in batches
+/// (<see cref="ParquetPageBatch"/>) to be decompressed and decoded by whoever tokenizes them. Any other form is decoded
+/// by Parquet.Net on the reading thread into UTF-8 texts. Memory: at most two row groups per decoder plus the one being
+/// handed on, each its column chunk as stored (or, from Parquet.Net, its texts as UTF-8).
 /// </summary>
 internal static class ParquetTextColumn
 {
-    /// <summary>The non-null texts of one row group in row order, as valid UTF-8 (an invalid byte becomes U+FFFD, as Parquet.Net decodes it).</summary>
-    internal sealed record Group(int Index, int GroupCount, TextGroupBuilder Texts, bool FromPages);
+    /// <summary>
+    /// One row group in row order: its texts (non-null, valid UTF-8: an invalid byte becomes U+FFFD, as Parquet.Net decodes
+    /// it) from Parquet.Net, or its page <see cref="Batches"/> with their <see cref="Chunk"/> as stored (rented: <see cref="Return"/>).
+    /// </summary>
+    internal sealed record Group(int Index, int GroupCount, TextGroupBuilder? Texts, byte[]? Chunk, List<ParquetPageBatch> Batches)
+    {
+        public bool FromPages => Texts is null;
+
+        public void Return()
+        {
+            if (Chunk is not null) ArrayPool<byte>.Shared.Return(Chunk);
+        }
+    }
+
+    /// <summary>Decompressed bytes of a batch of pages: a unit of the corpus encoder's work.</summary>
+    private const int BatchBytes = CorpusEncoder.UnitBytes;
 
     internal static int Decoders => Math.Clamp((Workers.Count + 4) / 5, 1, 4);
 
@@ -50,7 +65,14 @@ internal static class ParquetTextColumn
             {
                 var (group, error) = ready[g % step].Take(stop.Token);
                 error?.Throw();
-                consume(group!);
+                try
+                {
+                    consume(group!);
+                }
+                finally
+                {
+                    group!.Return();
+                }
             }
         }
         finally
@@ -78,7 +100,7 @@ internal static class ParquetTextColumn
                 Group group;
                 try
                 {
-                    group = DecodeGroup(name, file, field, g, cancellation);
+                    group = DecodeGroup(name, path, column, file, field, g, cancellation);
                 }
                 catch (Exception e) when (e is not (OperationCanceledException or OutOfMemoryException))
                 {
@@ -94,7 +116,7 @@ internal static class ParquetTextColumn
         }
     }
 
-    private static Group DecodeGroup(string name, OpenFile file, Parquet.Schema.DataField field, int g, CancellationToken cancellation)
+    private static Group DecodeGroup(string name, string path, string column, OpenFile file, Parquet.Schema.DataField field, int g, CancellationToken cancellation)
     {
         try
         {
@@ -107,43 +129,81 @@ internal static class ParquetTextColumn
             long valueCount = meta?.NumValues ?? rows;
             if (valueCount != rows)
                 throw new InvalidDataException($"{name}: row group {g} has {rows} rows but {valueCount} values in column \"{field.Name}\": it is corrupt.");
-            var texts = new TextGroupBuilder((int)Math.Clamp(meta?.TotalUncompressedSize ?? 0, 1 << 16, 64 << 20));
-            if (meta is not null && TryReadChunk(file, meta, out var chunk)
-                && ParquetPages.TryDecode(chunk, (int)meta.Codec, rows, field.MaxDefinitionLevel, texts))
-                return new Group(g, file.Reader.RowGroupCount, texts, FromPages: true);
-            texts.Clear();
-            // Any other form, or pages that do not add up: Parquet.Net reads them (or says what is wrong).
-            var values = new ReadOnlyMemory<char>[rows];
-            int[]? levels = field.MaxDefinitionLevel > 0 ? new int[rows] : null;
-            group.ReadRawAsync(field, values.AsMemory(), levels is null ? (Memory<int>?)null : levels, null, cancellation).AsTask().GetAwaiter().GetResult();
-            // Definition levels below the maximum are rows without text (null): ReadRawAsync packs only the texts there are.
-            int count = levels is null ? (int)rows : levels.Count(level => level == field.MaxDefinitionLevel);
-            byte[] utf8 = [];
-            foreach (var text in values.AsSpan(0, count))
+            var batches = new List<ParquetPageBatch>();
+            if (meta is not null && TryReadChunk(file, meta, out byte[]? chunk, out int size))
             {
-                int needed = Encoding.UTF8.GetMaxByteCount(text.Length);
-                if (utf8.Length < needed) utf8 = new byte[Math.Max(needed, 2 * utf8.Length)];
-                texts.Add(utf8.AsSpan(0, Encoding.UTF8.GetBytes(text.Span, utf8)));
+                if (ParquetPages.TryPlan(chunk.AsSpan(0, size), (int)meta.Codec, rows, field.MaxDefinitionLevel, BatchBytes, name, path, column, g, batches))
+                    return new Group(g, file.Reader.RowGroupCount, null, chunk, batches);
+                ArrayPool<byte>.Shared.Return(chunk);
             }
-            return new Group(g, file.Reader.RowGroupCount, texts, FromPages: false);
+            // Any other form: Parquet.Net reads it (or says what is wrong).
+            var texts = new TextGroupBuilder((int)Math.Clamp(meta?.TotalUncompressedSize ?? 0, 1 << 16, 64 << 20));
+            ReadTexts(group, field, rows, 0, rows, texts, cancellation);
+            return new Group(g, file.Reader.RowGroupCount, texts, null, []);
         }
-        catch (Exception e) when (e is IOException or InvalidOperationException or NotSupportedException or ArgumentException or IndexOutOfRangeException)
+        catch (Exception e) when (IsReadError(e))
         {
             throw new InvalidDataException($"{name}: row group {g} cannot be read ({e.Message}).");
         }
     }
 
-    /// <summary>The bytes of a column chunk as stored (page headers and pages), or false where the metadata does not fit the file.</summary>
-    private static bool TryReadChunk(OpenFile file, Parquet.Meta.ColumnMetaData meta, out ReadOnlySpan<byte> chunk)
+    private static bool IsReadError(Exception e) =>
+        e is IOException or InvalidOperationException or NotSupportedException or ArgumentException or IndexOutOfRangeException;
+
+    /// <summary>
+    /// The texts of <paramref name="batch"/>'s rows read by Parquet.Net: for pages <see cref="ParquetPages.TryDecode"/> could not
+    /// decode (corrupt, most likely: then Parquet.Net says what is wrong, as one <see cref="InvalidDataException"/> naming the file).
+    /// </summary>
+    internal static TextGroupBuilder ReadBatch(ParquetPageBatch batch, CancellationToken cancellation = default)
     {
-        chunk = default;
+        try
+        {
+            using var file = Open(batch.Name, batch.Path, batch.Column, cancellation, out var field);
+            using var group = file.Reader.OpenRowGroupReader(batch.RowGroup);
+            var texts = new TextGroupBuilder(1 << 16);
+            ReadTexts(group, field, group.RowCount, batch.FirstRow, batch.Rows, texts, cancellation);
+            return texts;
+        }
+        catch (Exception e) when (e is not (OperationCanceledException or OutOfMemoryException) && !e.Message.StartsWith(batch.Name, StringComparison.Ordinal))
+        {
+            // Parquet.Net reports a corrupt file with exceptions of its own (Thrift, index, overflow...): one line naming the file.
+            throw new InvalidDataException($"{batch.Name}: row group {batch.RowGroup} cannot be read ({e.Message}).");
+        }
+    }
+
+    /// <summary>Parquet.Net's reading of a row group's texts, keeping the non-null ones of rows [first, first + count).</summary>
+    private static void ReadTexts(Parquet.ParquetRowGroupReader group, Parquet.Schema.DataField field, long rows, long first, long count,
+        TextGroupBuilder texts, CancellationToken cancellation)
+    {
+        if (rows < 0 || rows > Array.MaxLength || first < 0 || count < 0 || first + count > rows)
+            throw new InvalidOperationException($"rows {first} to {first + count} of {rows} asked for");
+        var values = new ReadOnlyMemory<char>[rows];
+        int[]? levels = field.MaxDefinitionLevel > 0 ? new int[rows] : null;
+        group.ReadRawAsync(field, values.AsMemory(), levels is null ? (Memory<int>?)null : levels, null, cancellation).AsTask().GetAwaiter().GetResult();
+        // Definition levels below the maximum are rows without text (null): ReadRawAsync packs only the texts there are.
+        int skip = levels is null ? (int)first : levels.AsSpan(0, (int)first).Count(field.MaxDefinitionLevel);
+        int take = levels is null ? (int)count : levels.AsSpan((int)first, (int)count).Count(field.MaxDefinitionLevel);
+        byte[] utf8 = [];
+        foreach (var text in values.AsSpan(skip, take))
+        {
+            int needed = Encoding.UTF8.GetMaxByteCount(text.Length);
+            if (utf8.Length < needed) utf8 = new byte[Math.Max(needed, 2 * utf8.Length)];
+            texts.Add(utf8.AsSpan(0, Encoding.UTF8.GetBytes(text.Span, utf8)));
+        }
+    }
+
+    /// <summary>The bytes of a column chunk as stored (page headers and pages, in a rented array), or false where the metadata does not fit the file.</summary>
+    private static bool TryReadChunk(OpenFile file, Parquet.Meta.ColumnMetaData meta, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out byte[]? chunk, out int size)
+    {
+        chunk = null;
+        size = 0;
         long start = meta.DictionaryPageOffset is > 0 and long dictionary && dictionary < meta.DataPageOffset ? dictionary : meta.DataPageOffset;
-        long size = meta.TotalCompressedSize;
-        if (start < 4 || size <= 0 || size > Array.MaxLength || start > file.Length - size) return false;
-        if (file.Chunk.Length < size) file.Chunk = new byte[Math.Max(size, 2L * file.Chunk.Length)];
+        long length = meta.TotalCompressedSize;
+        if (start < 4 || length <= 0 || length > Array.MaxLength || start > file.Length - length) return false;
+        size = (int)length;
+        chunk = ArrayPool<byte>.Shared.Rent(size);
         file.Stream.Seek(start, SeekOrigin.Begin);
-        file.Stream.ReadExactly(file.Chunk, 0, (int)size);
-        chunk = file.Chunk.AsSpan(0, (int)size);
+        file.Stream.ReadExactly(chunk, 0, size);
         return true;
     }
 
@@ -152,9 +212,6 @@ internal static class ParquetTextColumn
         public Parquet.ParquetReader Reader { get; } = reader;
         public Stream Stream { get; } = stream;
         public long Length { get; } = stream.Length;
-
-        /// <summary>The last column chunk read, as stored (reused from row group to row group).</summary>
-        public byte[] Chunk = [];
 
         public void Dispose()
         {

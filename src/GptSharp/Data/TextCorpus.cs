@@ -77,7 +77,7 @@ public static class TextCorpus
         return Encoding.UTF8.GetString(sink.Text.GetBuffer(), 0, (int)sink.Text.Length);
     }
 
-    private sealed class JoiningSink(string field) : IDocumentSink
+    private sealed class JoiningSink(string field) : IDocumentSink, IUtf8Texts
     {
         public readonly MemoryStream Text = new();
         public string FilePath = "";
@@ -95,6 +95,10 @@ public static class TextCorpus
             _any = true;
             Text.Write(utf8);
         }
+
+        public void AddParquetPages(ParquetPageBatch batch, ReadOnlySpan<byte> stored) => DocumentReader.ParquetTexts(batch, stored, this);
+
+        void IUtf8Texts.Add(ReadOnlySpan<byte> utf8) => Add(utf8, startsDocument: true);
 
         public void FileBytesRead(long bytes) { }
     }

@@ -45,6 +45,9 @@ internal struct IdList : IDisposable
         }
     }
 
+    /// <summary>Empties the list and keeps its buffer, for a caller that fills lists of the same size again and again.</summary>
+    public void Clear() => _count = 0;
+
     public void AddRange(ReadOnlySpan<int> ids)
     {
         if (_count + ids.Length > _items.Length) Grow(_count + ids.Length);

@@ -74,14 +74,23 @@ public sealed class ParquetPagesTests : IDisposable
         var texts = new List<byte[]>();
         bool fromPages = true;
         int groups = 0, expectedIndex = 0;
+        var collected = new Collected(texts);
         ParquetTextColumn.Read("t.parquet", path, "text", group =>
         {
             Assert.Equal(expectedIndex++, group.Index);
-            for (int i = 0; i < group.Texts.Count; i++) texts.Add(group.Texts[i].ToArray());
+            if (group.Texts is { } decoded)
+                for (int i = 0; i < decoded.Count; i++) texts.Add(decoded[i].ToArray());
+            // Pages are decoded by whoever takes them (the corpus encoder's workers): here, at once.
+            foreach (var batch in group.Batches) DocumentReader.ParquetTexts(batch, group.Chunk.AsSpan(batch.Start, batch.Length), collected);
             fromPages &= group.FromPages;
             groups++;
         }, CancellationToken.None, decoders);
         return (texts, fromPages, groups);
+    }
+
+    private sealed class Collected(List<byte[]> texts) : IUtf8Texts
+    {
+        public void Add(ReadOnlySpan<byte> utf8) => texts.Add(utf8.ToArray());
     }
 
     [Theory]
@@ -126,5 +135,52 @@ public sealed class ParquetPagesTests : IDisposable
         var (read, fromPages, _) = Read(path, 1);
         Assert.True(fromPages);
         Assert.Equal(Reference(path), read);
+    }
+
+    [Fact]
+    public void PagesThatDoNotDecodeAreReadByParquetNet()
+    {
+        // Each row group's pages handed on with a byte missing: the decoder refuses them, and Parquet.Net reads the batch's
+        // rows (nulls among them) again, from the row group's first text.
+        string path = Write(Texts(repeats: false, nulls: true), CompressionMethod.Snappy, nullable: true, rowsPerGroup: 150);
+        var texts = new List<byte[]>();
+        var collected = new Collected(texts);
+        int batches = 0;
+        ParquetTextColumn.Read("t.parquet", path, "text", group =>
+        {
+            Assert.True(group.FromPages);
+            foreach (var batch in group.Batches)
+            {
+                DocumentReader.ParquetTexts(batch, group.Chunk.AsSpan(batch.Start, batch.Length - 1), collected);
+                batches++;
+            }
+        }, CancellationToken.None, 1);
+        Assert.Equal(5, batches);
+        Assert.Equal(Reference(path), texts);
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public void CorruptPagesAreOneErrorNamingTheFileOnAnyThreadCount(int threads)
+    {
+        // Bytes in the middle of the text column's Snappy page set to 0xFF (copies from 4 GB back): the workers' decoder
+        // refuses the page, and Parquet.Net cannot read it either.
+        string path = Write(Texts(repeats: false, nulls: false), CompressionMethod.Snappy, nullable: false, rowsPerGroup: 700);
+        byte[] bytes = File.ReadAllBytes(path);
+        bytes.AsSpan(bytes.Length / 2, 64).Fill(0xFF);
+        File.WriteAllBytes(path, bytes);
+        int before = GptSharp.Tensors.Workers.Count;
+        GptSharp.Tensors.Workers.Count = threads;
+        try
+        {
+            var e = Assert.Throws<InvalidDataException>(() => CorpusPreparation.Prepare([path], Path.Combine(_dir, "tokens.bin")));
+            Assert.StartsWith(path + ":", e.Message);
+            Assert.False(File.Exists(Path.Combine(_dir, "tokens.bin")));
+        }
+        finally
+        {
+            GptSharp.Tensors.Workers.Count = before;
+        }
     }
 }
