@@ -108,9 +108,14 @@ public sealed class TorchGenerator : IRandomGenerator
 
     private void Twist()
     {
-        var s = _state;
+        var s = _state.AsSpan();
         int k = 0;
+        // 8 words at a time: word k reads old words k + 1 (not yet rewritten) and k + 397 (below 624: old), or, from
+        // k = 227 on, the new word k − 227, rewritten at least 8 words earlier; so each vector sees what the scalar
+        // recurrence sees. A scalar tail finishes each part.
+        for (; k + 8 <= StateSize - ShiftSize; k += 8) MixVector(s, k, k + ShiftSize);
         for (; k < StateSize - ShiftSize; k++) s[k] = s[k + ShiftSize] ^ Mix(s[k], s[k + 1]);
+        for (; k + 8 <= StateSize - 1; k += 8) MixVector(s, k, k + ShiftSize - StateSize);
         for (; k < StateSize - 1; k++) s[k] = s[k + ShiftSize - StateSize] ^ Mix(s[k], s[k + 1]);
         s[k] = s[k + ShiftSize - StateSize] ^ Mix(s[k], s[0]);
         _left = StateSize;
@@ -118,10 +123,21 @@ public sealed class TorchGenerator : IRandomGenerator
         TemperAll();
     }
 
+    /// <summary>s[k..k+8) = s[source..source+8) ^ Mix(s[k..k+8), s[k+1..k+9)), without a branch per word.</summary>
+    private static void MixVector(Span<uint> s, int k, int source)
+    {
+        var u = Vector256.Create<uint>(s.Slice(k, 8));
+        var v = Vector256.Create<uint>(s.Slice(k + 1, 8));
+        var y = (u & Vector256.Create(0x80000000u)) | (v & Vector256.Create(0x7fffffffu));
+        var odd = Vector256<uint>.Zero - (v & Vector256<uint>.One);
+        var mixed = Vector256.ShiftRightLogical(y, 1) ^ (odd & Vector256.Create(0x9908b0dfu));
+        (Vector256.Create<uint>(s.Slice(source, 8)) ^ mixed).CopyTo(s.Slice(k, 8));
+    }
+
     private static uint Mix(uint u, uint v)
     {
         uint y = (u & 0x80000000u) | (v & 0x7fffffffu);
-        return (y >> 1) ^ ((v & 1u) != 0 ? 0x9908b0dfu : 0u);
+        return (y >> 1) ^ ((0u - (v & 1u)) & 0x9908b0dfu);
     }
 
     /// <summary><c>uniform_real_distribution&lt;double&gt;(0, 1)</c>: the low 53 of 64 random bits.</summary>
