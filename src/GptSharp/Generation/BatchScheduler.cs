@@ -22,6 +22,8 @@ public sealed class BatchScheduler : IDisposable
     private readonly Queue<Sequence> _waiting = new();
     private readonly List<Sequence> _active = new();
     private readonly List<KvCache> _stepCaches = new();
+    private readonly List<Sequence> _prefilling = new();
+    private readonly List<int[]> _prompts = new();
     private readonly Thread _thread;
     // One row of logits as a sequence's sampler processes it, then its log-probabilities: shared by every sequence.
     private readonly float[] _work;
@@ -131,19 +133,9 @@ public sealed class BatchScheduler : IDisposable
             }
             try
             {
-                // Joiners are prefilled at the step boundary; their first token comes from the prompt's logits.
-                foreach (var s in joining)
-                {
-                    if (s.IsCancelled) { Finish(s, FinishReason.Cancelled); continue; }
-                    try
-                    {
-                        s.Cache = new KvCache(_model, 1, s.CacheCapacity);
-                        var logits = _model.Prefill(s.Cache, s.Request.PromptIds);
-                        lock (_gate) _active.Add(s);
-                        Pick(s, logits.Span);
-                    }
-                    catch (Exception e) { Finish(s, FinishReason.Failed, e.Message); }
-                }
+                // Joiners are prefilled at the step boundary, together (one forward over all their prompts' rows, each
+                // as it would be alone); their first token comes from the prompt's logits.
+                if (joining.Count > 0) Prefill(joining);
                 joining.Clear();
                 RemoveFinished();
                 if (_active.Count == 0) continue;
@@ -183,6 +175,53 @@ public sealed class BatchScheduler : IDisposable
             _waiting.Clear();
         }
         RemoveFinished();
+    }
+
+    /// <summary>
+    /// Gives each joining sequence its KV cache, prefills them all in one batched forward
+    /// (<see cref="GptModel.PrefillSequences"/>: requests that arrive together share the weight reads), then picks each
+    /// one's first token and makes it active. A failure of the shared prefill ends these sequences only.
+    /// </summary>
+    private void Prefill(List<Sequence> joining)
+    {
+        _prefilling.Clear();
+        foreach (var s in joining)
+        {
+            if (s.IsCancelled) { Finish(s, FinishReason.Cancelled); continue; }
+            try
+            {
+                s.Cache = new KvCache(_model, 1, s.CacheCapacity);
+                _prefilling.Add(s);
+            }
+            catch (Exception e) { Finish(s, FinishReason.Failed, e.Message); }
+        }
+        if (_prefilling.Count == 0) return;
+        _stepCaches.Clear();
+        _prompts.Clear();
+        foreach (var s in _prefilling)
+        {
+            _stepCaches.Add(s.Cache!);
+            _prompts.Add(s.Request.PromptIds);
+        }
+        try
+        {
+            _model.PrefillSequences(_stepCaches, _prompts, _stepLogits);
+        }
+        catch (Exception e)
+        {
+            foreach (var s in _prefilling) Finish(s, FinishReason.Failed, e.Message);
+            _prefilling.Clear();
+            return;
+        }
+        int vocab = Config.VocabSize;
+        for (int i = 0; i < _prefilling.Count; i++)
+        {
+            var s = _prefilling[i];
+            lock (_gate) _active.Add(s);
+            try { Pick(s, _stepLogits.Span.Slice(i * vocab, vocab)); }
+            catch (Exception e) { Finish(s, FinishReason.Failed, e.Message); }
+        }
+        _prefilling.Clear();
     }
 
     /// <summary>Picks the next token from one row of logits as <see cref="TextGenerator"/> would, then reports it.</summary>

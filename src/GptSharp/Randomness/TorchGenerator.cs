@@ -1,4 +1,6 @@
 using System.Buffers.Binary;
+using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace GptSharp.Randomness;
@@ -106,9 +108,14 @@ public sealed class TorchGenerator : IRandomGenerator
 
     private void Twist()
     {
-        var s = _state;
+        var s = _state.AsSpan();
         int k = 0;
+        // 8 words at a time: word k reads old words k + 1 (not yet rewritten) and k + 397 (below 624: old), or, from
+        // k = 227 on, the new word k − 227, rewritten at least 8 words earlier; so each vector sees what the scalar
+        // recurrence sees. A scalar tail finishes each part.
+        for (; k + 8 <= StateSize - ShiftSize; k += 8) MixVector(s, k, k + ShiftSize);
         for (; k < StateSize - ShiftSize; k++) s[k] = s[k + ShiftSize] ^ Mix(s[k], s[k + 1]);
+        for (; k + 8 <= StateSize - 1; k += 8) MixVector(s, k, k + ShiftSize - StateSize);
         for (; k < StateSize - 1; k++) s[k] = s[k + ShiftSize - StateSize] ^ Mix(s[k], s[k + 1]);
         s[k] = s[k + ShiftSize - StateSize] ^ Mix(s[k], s[0]);
         _left = StateSize;
@@ -116,10 +123,21 @@ public sealed class TorchGenerator : IRandomGenerator
         TemperAll();
     }
 
+    /// <summary>s[k..k+8) = s[source..source+8) ^ Mix(s[k..k+8), s[k+1..k+9)), without a branch per word.</summary>
+    private static void MixVector(Span<uint> s, int k, int source)
+    {
+        var u = Vector256.Create<uint>(s.Slice(k, 8));
+        var v = Vector256.Create<uint>(s.Slice(k + 1, 8));
+        var y = (u & Vector256.Create(0x80000000u)) | (v & Vector256.Create(0x7fffffffu));
+        var odd = Vector256<uint>.Zero - (v & Vector256<uint>.One);
+        var mixed = Vector256.ShiftRightLogical(y, 1) ^ (odd & Vector256.Create(0x9908b0dfu));
+        (Vector256.Create<uint>(s.Slice(source, 8)) ^ mixed).CopyTo(s.Slice(k, 8));
+    }
+
     private static uint Mix(uint u, uint v)
     {
         uint y = (u & 0x80000000u) | (v & 0x7fffffffu);
-        return (y >> 1) ^ ((v & 1u) != 0 ? 0x9908b0dfu : 0u);
+        return (y >> 1) ^ ((0u - (v & 1u)) & 0x9908b0dfu);
     }
 
     /// <summary><c>uniform_real_distribution&lt;double&gt;(0, 1)</c>: the low 53 of 64 random bits.</summary>
@@ -354,31 +372,64 @@ public sealed class TorchGenerator : IRandomGenerator
     /// float32 tensor: −log(1 − u) in double from a 53-bit u, rounded to float), then the first index
     /// of the largest weight / q in float (argmax; a NaN wins as in PyTorch).
     /// </summary>
+    /// <remarks>
+    /// Every element still takes its 64 random bits, so the stream advances exactly as PyTorch's does, but the
+    /// logarithm (most of the cost over a 50,257-token vocabulary) is skipped where it cannot change the pick:
+    /// −log(1 − u) ≥ u, so weight / q ≤ weight / u up to the roundings of the logarithm, the float conversion and
+    /// the division (together below 2⁻²⁰ relative), and an element with weight · (1 + 10⁻⁶) &lt; best · u cannot be
+    /// strictly larger than the best so far. Only when the best is a normal float (no subnormal rounding) and u &gt; 0
+    /// (q = 0 gives ∞ or NaN, which must be seen). The pick is the one the full computation gives (tested against it).
+    /// </remarks>
     public int Multinomial(ReadOnlySpan<float> weights)
     {
         if (weights.IsEmpty) throw new ArgumentException("Multinomial expects at least one weight.");
-        double sum = 0;
-        foreach (float w in weights)
-        {
-            if (!(w >= 0) || float.IsInfinity(w))
-                throw new ArgumentException("Multinomial: probability tensor contains either inf, nan or element < 0.");
-            sum += w;
-        }
-        if (sum == 0) throw new ArgumentException("Multinomial: invalid multinomial distribution (sum of probabilities <= 0).");
+        // The same checks as summing every weight in double: no NaN, ∞ or negative weight, and not all zero.
+        float min = TensorPrimitives.Min(weights), max = TensorPrimitives.Max(weights);
+        if (!(min >= 0) || float.IsInfinity(max))
+            throw new ArgumentException("Multinomial: probability tensor contains either inf, nan or element < 0.");
+        if (max == 0) throw new ArgumentException("Multinomial: invalid multinomial distribution (sum of probabilities <= 0).");
 
+        const ulong Low53 = (1UL << 53) - 1;
         int best = -1;
         float bestValue = 0;
-        for (int i = 0; i < weights.Length; i++)
+        for (int i = 0; i < weights.Length;)
         {
-            float q = (float)-Math.Log(1.0 - NextDouble01());
-            float ratio = weights[i] / q;
-            if (best < 0 || ratio > bestValue || (float.IsNaN(ratio) && !float.IsNaN(bestValue)))
+            int pairs = Math.Min(weights.Length - i, (_left - 1) / 2);
+            if (pairs == 0)
             {
-                best = i;
-                bestValue = ratio;
+                // A pair that straddles two blocks (or a block to twist first).
+                ConsiderDraw(weights[i], NextUInt64() & Low53, i, ref best, ref bestValue);
+                i++;
+                continue;
+            }
+            var words = TakeWords(2 * pairs);
+            for (int j = 0; j < pairs; j++, i++)
+            {
+                long bits = (long)((((ulong)words[2 * j] << 32) | words[2 * j + 1]) & Low53);
+                float w = weights[i];
+                if (bestValue >= SkipFloor && bits != 0 && w * SkipMargin < bestValue * (bits * UnitScale)) continue;
+                ConsiderDraw(w, (ulong)bits, i, ref best, ref bestValue);
             }
         }
         return best;
+    }
+
+    private const double UnitScale = 1.0 / (1UL << 53);
+    // Skipping needs the best ratio to be a normal float (well above float.MinNormal, so its rounding is relative).
+    private const float SkipFloor = 1e-30f;
+    private const double SkipMargin = 1.000001;
+
+    /// <summary>One element of <see cref="Multinomial"/> computed in full: q = (float)−log(1 − u), weight / q against the best.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ConsiderDraw(float weight, ulong bits53, int i, ref int best, ref float bestValue)
+    {
+        float q = (float)-Math.Log(1.0 - bits53 * UnitScale);
+        float ratio = weight / q;
+        if (best < 0 || ratio > bestValue || (float.IsNaN(ratio) && !float.IsNaN(bestValue)))
+        {
+            best = i;
+            bestValue = ratio;
+        }
     }
 
     public IRandomGenerator NewGenerator(ulong seed) => new TorchGenerator(seed);

@@ -244,6 +244,57 @@ public class TorchGeneratorTests
         AssertBitEqual(Floats(e.GetProperty("after")), Rand(g, 3));
     }
 
+    /// <summary>
+    /// The multinomial draw that skips logarithms which cannot change the pick gives the pick (and leaves the stream where)
+    /// the full computation does: every element's −log(1 − u), weight / q, first largest. Peaky and flat softmaxes of a
+    /// GPT-2-sized vocabulary, masked (zero) weights, subnormal weights, exact ties, one-hot, odd lengths across the
+    /// 624-word blocks.
+    /// </summary>
+    [Fact]
+    public void MultinomialSkippingLogarithmsPicksAsTheFullComputation()
+    {
+        static int Full(TorchGenerator g, ReadOnlySpan<float> weights)
+        {
+            int best = -1;
+            float bestValue = 0;
+            for (int i = 0; i < weights.Length; i++)
+            {
+                double u = (g.NextUInt64() & ((1UL << 53) - 1)) * (1.0 / (1UL << 53));
+                float ratio = weights[i] / (float)-Math.Log(1.0 - u);
+                if (best < 0 || ratio > bestValue || (float.IsNaN(ratio) && !float.IsNaN(bestValue))) (best, bestValue) = (i, ratio);
+            }
+            return best;
+        }
+        var random = new Random(5);
+        var cases = new List<float[]>();
+        foreach (int n in new[] { 50257, 1, 2, 311, 623, 624, 625, 1249 })
+            foreach (float temperature in new[] { 0.05f, 1f, 30f })
+            {
+                var logits = Enumerable.Range(0, n).Select(_ => (float)(random.NextDouble() * 8 - 4) / temperature).ToArray();
+                var probabilities = new float[n];
+                GptSharp.Generation.Sampling.Softmax(logits, probabilities);
+                cases.Add(probabilities);
+            }
+        var masked = (float[])cases[1].Clone();
+        for (int i = 0; i < masked.Length; i++) if (i % 7 != 3) masked[i] = 0;
+        cases.Add(masked);
+        cases.Add(Enumerable.Range(0, 3000).Select(i => i % 5 == 0 ? 1e-44f : 1e-40f).ToArray()); // subnormal only
+        cases.Add(Enumerable.Range(0, 3000).Select(i => i % 3 == 0 ? 0.25f : 1e-42f).ToArray());
+        cases.Add(Enumerable.Repeat(1f / 50257, 50257).ToArray());
+        var oneHot = new float[5000];
+        oneHot[4321] = 1;
+        cases.Add(oneHot);
+        foreach (ulong seed in new ulong[] { 1, 123, 987654321 })
+        {
+            var fast = new TorchGenerator(seed);
+            var full = new TorchGenerator(seed);
+            foreach (var weights in cases)
+                for (int draw = 0; draw < 3; draw++)
+                    Assert.Equal(Full(full, weights), fast.Multinomial(weights));
+            Assert.Equal(full.NextUInt64(), fast.NextUInt64());
+        }
+    }
+
     [Fact]
     public void MultinomialRejectsInvalidWeights()
     {
@@ -251,6 +302,10 @@ public class TorchGeneratorTests
         Assert.Throws<ArgumentException>(() => g.Multinomial(new float[] { 0, 0 }));
         Assert.Throws<ArgumentException>(() => g.Multinomial(new float[] { 1, -1 }));
         Assert.Throws<ArgumentException>(() => g.Multinomial(new float[] { 1, float.NaN }));
+        Assert.Throws<ArgumentException>(() => g.Multinomial(new float[] { float.NaN, 1 }));
+        Assert.Throws<ArgumentException>(() => g.Multinomial(new float[] { 1, float.PositiveInfinity }));
+        Assert.Throws<ArgumentException>(() => g.Multinomial(new float[] { float.NegativeInfinity, 1 }));
+        Assert.Equal(1, g.Multinomial(new float[] { -0f, 2 }));
     }
 
     [Fact]
