@@ -25,8 +25,12 @@ public sealed class BatchScheduler : IDisposable
     private readonly List<Sequence> _prefilling = new();
     private readonly List<int[]> _prompts = new();
     private readonly Thread _thread;
-    // One row of logits as a sequence's sampler processes it, then its log-probabilities: shared by every sequence.
+    // One row of logits as a sequence's sampler processes it, then its log-probabilities: a row per batch slot, so
+    // the sequences of a step pick on all cores at once (each has its own sampler and generator).
     private readonly float[] _work;
+    private readonly Action<int> _pickRow;
+    private readonly Picked[] _picked;
+    private List<Sequence> _picking = new();
     private readonly Tensor _stepLogits;
     private int[] _stepIds;
     private bool _stopping;
@@ -39,7 +43,9 @@ public sealed class BatchScheduler : IDisposable
         MaxBatchSize = maxBatchSize;
         MaxQueueLength = maxQueueLength;
         int vocab = model.Config.VocabSize;
-        _work = new float[vocab];
+        _work = new float[maxBatchSize * vocab];
+        _pickRow = PickRow;
+        _picked = new Picked[maxBatchSize];
         _stepLogits = new Tensor(maxBatchSize, vocab);
         _stepIds = new int[maxBatchSize];
         model.Eval();
@@ -150,13 +156,7 @@ public sealed class BatchScheduler : IDisposable
                 _model.DecodeNextSequences(_stepCaches, _stepIds.AsSpan(0, rows), _stepLogits);
                 Steps++;
                 LargestStep = Math.Max(LargestStep, rows);
-                int vocab = Config.VocabSize;
-                for (int i = 0; i < rows; i++)
-                {
-                    // A sequence whose sampling fails (its own settings, its own row) ends alone; the batch goes on.
-                    try { Pick(_active[i], _stepLogits.Span.Slice(i * vocab, vocab)); }
-                    catch (Exception e) { Finish(_active[i], FinishReason.Failed, e.Message); }
-                }
+                PickAll(_active);
                 RemoveFinished();
             }
             catch (Exception e)
@@ -213,39 +213,66 @@ public sealed class BatchScheduler : IDisposable
             _prefilling.Clear();
             return;
         }
-        int vocab = Config.VocabSize;
-        for (int i = 0; i < _prefilling.Count; i++)
-        {
-            var s = _prefilling[i];
-            lock (_gate) _active.Add(s);
-            try { Pick(s, _stepLogits.Span.Slice(i * vocab, vocab)); }
-            catch (Exception e) { Finish(s, FinishReason.Failed, e.Message); }
-        }
+        lock (_gate) _active.AddRange(_prefilling);
+        PickAll(_prefilling);
         _prefilling.Clear();
     }
 
-    /// <summary>Picks the next token from one row of logits as <see cref="TextGenerator"/> would, then reports it.</summary>
-    private void Pick(Sequence s, ReadOnlySpan<float> rowLogits)
+    /// <summary>
+    /// Picks the next token of each sequence from its row of <see cref="_stepLogits"/>, the rows spread over the cores
+    /// (each sequence has its own sampler and generator, so a pick does not depend on where it runs), then reports
+    /// the picks in row order from this thread: a request's choices share one event channel with a single writer.
+    /// </summary>
+    private void PickAll(List<Sequence> sequences)
+    {
+        _picking = sequences;
+        Workers.Run(sequences.Count, _pickRow);
+        for (int i = 0; i < sequences.Count; i++) Report(sequences[i], _picked[i]);
+    }
+
+    /// <summary>One sequence's pick from its row of logits, as <see cref="TextGenerator"/> would pick it; reported later.</summary>
+    private void PickRow(int i)
+    {
+        var s = _picking[i];
+        _picked[i] = default;
+        if (s.Finished || s.IsCancelled) return;
+        int vocab = Config.VocabSize;
+        var rowLogits = _stepLogits.Span.Slice(i * vocab, vocab);
+        var work = _work.AsSpan(i * vocab, vocab);
+        var request = s.Request;
+        try
+        {
+            int token = s.Sampler.Pick(s.History.AsSpan(0, s.Length), request.PromptIds.Length, rowLogits, work);
+            float logprob = 0;
+            TokenLogprob[]? top = null;
+            // The model's own distribution (raw logits), as OpenAI reports it: what the teaching page shows.
+            if (request.TopLogprobs >= 0 && token != request.Options.EosId)
+                logprob = TokenSampler.LogProbability(rowLogits, token, request.TopLogprobs, work, out top);
+            _picked[i] = new Picked(token, logprob, top, null);
+        }
+        catch (Exception e)
+        {
+            // A sequence whose sampling fails (its own settings, its own row) ends alone; the batch goes on.
+            _picked[i] = new Picked(-1, 0, null, e.Message);
+        }
+    }
+
+    private static void Report(Sequence s, in Picked picked)
     {
         if (s.Finished) return;
         if (s.IsCancelled) { Finish(s, FinishReason.Cancelled); return; }
+        if (picked.Error != null) { Finish(s, FinishReason.Failed, picked.Error); return; }
         var request = s.Request;
-        int token = s.Sampler.Pick(s.History.AsSpan(0, s.Length), request.PromptIds.Length, rowLogits, _work);
-
+        int token = picked.Token;
         s.Generated++;
         if (token == request.Options.EosId) { Finish(s, FinishReason.EndOfSequence); return; }
-        float logprob = 0;
-        TokenLogprob[]? top = null;
-        if (request.TopLogprobs >= 0)
-        {
-            // The model's own distribution (raw logits), as OpenAI reports it: what the teaching page shows.
-            logprob = TokenSampler.LogProbability(rowLogits, token, request.TopLogprobs, _work, out top);
-        }
         s.History[s.Length++] = token;
         s.LastToken = token;
-        s.Events.TryWrite(new SequenceEvent(s.Choice, token, logprob, top));
+        s.Events.TryWrite(new SequenceEvent(s.Choice, token, picked.Logprob, picked.Top));
         if (s.Generated >= request.MaxNewTokens || s.Length >= s.History.Length) Finish(s, FinishReason.Length);
     }
+
+    private readonly record struct Picked(int Token, float Logprob, TokenLogprob[]? Top, string? Error);
 
     private static void Finish(Sequence s, FinishReason reason, string? error = null)
     {
