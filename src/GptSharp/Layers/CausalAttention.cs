@@ -34,19 +34,18 @@ internal static unsafe partial class Kernels
     {
         int headDim = channels / heads, batchHeads = batch * heads;
         var items = new AttentionItems(batchHeads, seq, 0);
-        // Per head: keys transposed, queries and values copied head-major, so that every tile is contiguous.
-        var scratch = new AttentionScratch(batchHeads, headDim, seq, transposes: 1, copies: 2);
+        // Per head: keys transposed, so that a key tile's scores are a product with contiguous vectors.
+        var scratch = new AttentionScratch(batchHeads, headDim, seq, transposes: 1, copies: 0);
         new HeadPack
         {
             Channels = channels, Heads = heads, HeadDim = headDim,
             Transpose0 = new PackSource(key, scratch.Transposed(0), seq, seq),
-            Copy0 = new PackSource(query, scratch.Copy(0), seq, seq),
-            Copy1 = new PackSource(value, scratch.Copy(1), seq, seq),
         }.Run(batchHeads);
+        var rows = new HeadRows(null, (long)seq * channels, headDim, channels);
         RowParallel.For(items.Count, items.WorkPerItem(headDim), new AttentionForwardKernel
         {
             Items = items, Path = path, Context = context, RowStats = rowStats, DropoutBits = dropoutBits, DropoutScale = dropoutScale,
-            Query = scratch.HeadMajor(0, heads), Value = scratch.HeadMajor(1, heads), KeysT = scratch.Transposed(0), KeysTStride = scratch.Stride,
+            Query = rows.On(query), Value = rows.On(value), KeysT = scratch.Transposed(0), KeysTStride = scratch.Stride,
             Seq = seq, Past = 0, Channels = channels, Heads = heads, HeadDim = headDim,
         });
     }
@@ -80,7 +79,7 @@ internal static unsafe partial class Kernels
     {
         int headDim = channels / heads, batchHeads = batch * heads;
         var plan = new AttentionBackwardPlan(batchHeads, seq);
-        var scratch = new AttentionScratch(batchHeads, headDim, seq, transposes: 2, copies: 3 + plan.Groups);
+        var scratch = new AttentionScratch(batchHeads, headDim, seq, BackwardTransposes, BackwardCopies + plan.Groups);
         new HeadPack
         {
             Channels = channels, Heads = heads, HeadDim = headDim,
@@ -105,6 +104,17 @@ internal static unsafe partial class Kernels
             Blocks = blocks, Groups = plan.Groups, Parts = scratch.Copy(3), DQuery = dQuery,
             Seq = seq, Channels = channels, Heads = heads, HeadDim = headDim,
         });
+    }
+
+    /// <summary>The backward pass's per-head copies: keys and values transposed; queries, dContext and keys head-major (plus a dQuery buffer per group).</summary>
+    private const int BackwardTransposes = 2, BackwardCopies = 3;
+
+    /// <summary>Bytes of the calling thread's scratch that <see cref="AttentionBackward(float*,float*,float*,float*,float*,float*,uint*,float,float*,float*,float*,float*,int,int,int,int)"/> needs (the forward pass needs less).</summary>
+    internal static long AttentionBackwardScratchBytes(int batch, int seq, int channels, int heads)
+    {
+        int batchHeads = batch * heads, headDim = channels / heads;
+        int copies = BackwardCopies + AttentionBackwardPlan.GroupsFor(batchHeads, seq);
+        return sizeof(float) * AttentionScratch.Floats(batchHeads, headDim, seq, BackwardTransposes, copies);
     }
 
     /// <summary>
@@ -234,8 +244,13 @@ internal static unsafe partial class Kernels
         int words = DropoutBitWords(columns);
         if (generator is FastRandom fast)
         {
-            // The same draws as below, written as bits directly (no float row, no per-element branch).
-            for (int r = 0; r < rows; r++) fast.BernoulliBits(bits + (long)r * words, columns, keep);
+            // The same draws as below, written as bits directly (no float row, no per-element branch), in parallel
+            // pieces of rows that each start from the stream's state that many draws on: the serial bits exactly.
+            RowParallel.For(rows, columns, new MaskBitsKernel
+            {
+                Bits = bits, Words = words, Columns = columns, Threshold = FastRandom.BernoulliThreshold(keep), Generator = fast,
+            });
+            fast.Skip((long)rows * columns);
             return;
         }
         float* draws = ThreadScratch.Grow(ref t_drawScratch, ref t_drawCapacity, columns);
@@ -252,6 +267,21 @@ internal static unsafe partial class Kernels
                     if (draws[first + j] != 0) word |= 1u << j;
                 row[w] = word;
             }
+        }
+    }
+
+    /// <summary>Rows [start, end) of a <see cref="FastRandom"/> dropout mask, from the stream's state start·columns draws on.</summary>
+    private struct MaskBitsKernel : IRangeKernel
+    {
+        public uint* Bits;
+        public int Words, Columns;
+        public uint Threshold;
+        public FastRandom Generator;
+
+        public readonly void Execute(int start, int end)
+        {
+            var state = Generator.StateAhead((long)start * Columns);
+            for (int r = start; r < end; r++) FastRandom.BernoulliBits(ref state, Bits + (long)r * Words, Columns, Threshold);
         }
     }
 
@@ -303,6 +333,9 @@ internal static unsafe partial class Kernels
         public readonly long Batch = batch, Head = head;
         public readonly int Row = row;
         public float* At(int b, int h, int i) => Data + b * Batch + h * Head + (long)i * Row;
+
+        /// <summary>The same layout over another tensor.</summary>
+        public HeadRows On(float* data) => new(data, Batch, Head, Row);
     }
 
     /// <summary>
@@ -321,9 +354,11 @@ internal static unsafe partial class Kernels
         {
             (_batchHeads, _headDim, _rows, _transposes) = (batchHeads, headDim, rows, transposes);
             Stride = StrideOf(rows);
-            _data = ThreadScratch.Grow(ref t_transposeScratch, ref t_transposeCapacity,
-                (long)batchHeads * headDim * ((long)transposes * Stride + (long)copies * rows));
+            _data = ThreadScratch.Grow(ref t_transposeScratch, ref t_transposeCapacity, Floats(batchHeads, headDim, rows, transposes, copies));
         }
+
+        public static long Floats(int batchHeads, int headDim, int rows, int transposes, int copies)
+            => (long)batchHeads * headDim * ((long)transposes * StrideOf(rows) + (long)copies * rows);
 
         /// <summary>
         /// Rows rounded up to whole tiles, plus 8 floats: a tile product reads 64 rows of a transpose at this stride, and

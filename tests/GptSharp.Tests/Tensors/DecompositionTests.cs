@@ -214,6 +214,52 @@ public unsafe class DecompositionTests
         }
     }
 
+    [Fact]
+    public void FastRandomJumpsAheadAsFarAsItsDraws()
+    {
+        var generator = new FastRandom(42);
+        foreach (long draws in new long[] { 0, 1, 2, 63, 64, 65, 1000, 4097 })
+        {
+            var drawn = new FastRandom(42);
+            drawn.SetState(generator.GetState());
+            for (long i = 0; i < draws; i++) drawn.NextUInt64();
+            var ahead = new FastRandom(42);
+            ahead.SetState(generator.GetState());
+            ahead.Skip(draws);
+            Assert.Equal(drawn.NextUInt64(), ahead.NextUInt64());
+            generator.NextUInt64();
+        }
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(32)]
+    public void FastDropoutBitsDrawnInPiecesHoldTheSerialStream(int threads)
+    {
+        // Enough rows for several tasks per thread; 100 columns end off a word.
+        const int rows = 600, columns = 100;
+        int words = Kernels.DropoutBitWords(columns);
+        var serial = new FastRandom(9);
+        var expected = new uint[rows * words];
+        fixed (uint* e = expected)
+            for (int r = 0; r < rows; r++) serial.BernoulliBits(e + r * words, columns, 0.9);
+        int saved = Workers.Count;
+        try
+        {
+            Workers.Count = threads;
+            var pieces = new FastRandom(9);
+            var bits = new uint[rows * words];
+            fixed (uint* b = bits) Kernels.DropoutMaskBits(b, rows, columns, 0.1, pieces);
+            Assert.Equal(expected, bits);
+            Assert.Equal(serial.NextUInt64(), pieces.NextUInt64());
+        }
+        finally
+        {
+            Workers.Count = saved;
+        }
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
