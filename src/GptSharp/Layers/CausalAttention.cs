@@ -151,6 +151,19 @@ internal static unsafe partial class Kernels
         /// <summary>Item → (batch·head, group): the groups with the most pairs (the lowest) first.</summary>
         public (int BatchHead, int Group) this[int item] => (item % BatchHeads, item / BatchHeads);
 
+        /// <summary>
+        /// Group <paramref name="group"/>'s key tiles in ascending order into <paramref name="tiles"/> (room for
+        /// <see cref="Tiles"/>); returns how many: the low tile of pairs group, group + Groups, ..., then their partners.
+        /// </summary>
+        public int KeyTiles(int group, Span<int> tiles)
+        {
+            int count = 0, last = group;
+            for (int u = group; u < Pairs; u += Groups) { tiles[count++] = u; last = u; }
+            for (int u = last; u >= group; u -= Groups)
+                if (Tiles - 1 - u != u) tiles[count++] = Tiles - 1 - u;
+            return count;
+        }
+
         /// <summary>Mean multiply-adds of one item: 5 tile products per (query tile, key tile) pair.</summary>
         public long WorkPerItem(int headDim) => 5L * CausalBlock * CausalBlock * headDim * ((long)Tiles * (Tiles + 1) / 2) / Groups;
     }
@@ -535,14 +548,12 @@ internal static unsafe partial class Kernels
         {
             int tile = CausalBlock, hd = HeadDim;
             float* p = TileScratch(2L * tile * tile + 2L * tile * hd), ds = p + tile * tile, dk = ds + tile * tile, dv = dk + (long)tile * hd;
-            int tiles = Plan.Tiles, pairs = Plan.Pairs, groups = Plan.Groups;
+            Span<int> keyTiles = stackalloc int[Plan.Tiles];
             for (int item = start; item < end; item++)
             {
                 var (bh, g) = Plan[item];
-                int last = g;
-                for (int u = g; u < pairs; u += groups) { KeyTile(bh, g, u, p, ds, dk, dv); last = u; }
-                for (int u = last; u >= g; u -= groups)
-                    if (tiles - 1 - u != u) KeyTile(bh, g, tiles - 1 - u, p, ds, dk, dv);
+                int count = Plan.KeyTiles(g, keyTiles);
+                for (int k = 0; k < count; k++) KeyTile(bh, g, keyTiles[k], p, ds, dk, dv);
             }
         }
 
