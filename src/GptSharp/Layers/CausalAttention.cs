@@ -214,18 +214,14 @@ internal static unsafe partial class Kernels
         };
         if (newTokens >= TransposeMinRows)
         {
-            var scratch = new AttentionScratch(batchHeads, headDim, keys, transposes: 1, copies: 2);
+            var scratch = new AttentionScratch(batchHeads, headDim, keys, transposes: 1, copies: 0);
             new HeadPack
             {
                 Channels = channels, Heads = heads, HeadDim = headDim,
                 Transpose0 = new PackSource(keyCache, scratch.Transposed(0), keys, cacheCapacity),
-                Copy0 = new PackSource(query, scratch.Copy(0), newTokens, newTokens),
-                Copy1 = new PackSource(valueCache, scratch.Copy(1), keys, cacheCapacity),
             }.Run(batchHeads);
             kernel.KeysT = scratch.Transposed(0);
             kernel.KeysTStride = scratch.Stride;
-            kernel.Query = new HeadRows(scratch.Copy(0), (long)heads * newTokens * headDim, (long)newTokens * headDim, headDim);
-            kernel.Value = scratch.HeadMajor(1, heads);
         }
         RowParallel.For(items.Count, items.WorkPerItem(headDim), kernel);
     }
@@ -382,9 +378,6 @@ internal static unsafe partial class Kernels
         public float* Transposed(int index) => _data + (long)index * _batchHeads * _headDim * Stride;
 
         public float* Copy(int index) => Transposed(_transposes) + (long)index * _batchHeads * _rows * _headDim;
-
-        /// <summary>Copy <paramref name="index"/> seen as rows of (batch, head).</summary>
-        public HeadRows HeadMajor(int index, int heads) => new(Copy(index), (long)heads * _rows * _headDim, (long)_rows * _headDim, _headDim);
     }
 
     /// <summary>One tensor to lay out per head: <see cref="Rows"/> rows of each batch row's <see cref="SourceRows"/>.</summary>
