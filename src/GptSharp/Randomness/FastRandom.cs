@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Numerics;
 
 namespace GptSharp.Randomness;
 
@@ -170,7 +171,7 @@ internal sealed class FastRandom : IRandomGenerator
         public static JumpPolynomial Power(long n)
         {
             var result = new JumpPolynomial { _w0 = 1 };
-            for (int bit = 62; bit >= 0; bit--)
+            for (int bit = 63 - BitOperations.LeadingZeroCount((ulong)n); bit >= 0; bit--)
             {
                 result = Multiply(result, result);
                 if (((n >> bit) & 1) != 0) result.TimesX();
