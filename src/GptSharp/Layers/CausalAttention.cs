@@ -255,7 +255,7 @@ internal static unsafe partial class Kernels
         {
             // The same draws as below, written as bits directly (no float row, no per-element branch), in parallel
             // pieces of rows that each start from the stream's state that many draws on: the serial bits exactly.
-            // A mask too small to split is drawn in place (a jump costs ~0.1 ms, a small model's whole layer).
+            // A mask too small to split is drawn in place (a jump is up to 63 polynomial squarings: a small layer's whole draw).
             if (RowParallel.TaskCount(rows, columns, Workers.Count) <= 1)
             {
                 for (int r = 0; r < rows; r++) fast.BernoulliBits(bits + (long)r * words, columns, keep);
