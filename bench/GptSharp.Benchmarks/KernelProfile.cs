@@ -80,6 +80,40 @@ public static unsafe class KernelProfile
         });
     }
 
+    /// <summary>
+    /// The causal attention alone at a step's shapes (12 layers' worth per line): forward, backward and the dropout
+    /// mask draw, so that a change to the attention kernels can be timed in seconds rather than whole steps.
+    /// <c>-- attention-quick [context] [batch] [threads] [rounds]</c>; each line is printed once per round.
+    /// </summary>
+    public static void Attention(int t, int b, int threads, int rounds)
+    {
+        Workers.Count = threads;
+        Console.WriteLine($"{Machine.Description}; attention at context {t} × batch {b}, {threads} thread(s), 12 layers per line");
+        const int c = 768, h = 12, layers = 12;
+        int rows = b * t;
+        using var q = Fill(rows * c);
+        using var k = Fill(rows * c + 1);
+        using var vv = Fill(rows * c + 2);
+        using var dContext = Fill(rows * c + 3);
+        using var context = Fill(rows * c + 4);
+        using var dq = Fill(rows * c + 5);
+        using var dk = Fill(rows * c + 6);
+        using var dv = Fill(rows * c + 7);
+        using var stats = Fill(2 * b * h * t);
+        using var dots = Fill(b * h * t);
+        using var mask = Fill(b * h * t * Kernels.DropoutBitWords(t));
+        uint* bits = (uint*)mask.Data;
+        float dropScale = Kernels.DropoutScale(0.1);
+        var random = new FastRandom(1);
+        for (int round = 0; round < rounds; round++)
+        {
+            Time("dropout bits", layers, () => Kernels.DropoutMaskBits(bits, b * h * t, t, 0.1, random));
+            Time("attention fwd (mask)", layers, () => Kernels.AttentionForward(context.Data, stats.Data, bits, dropScale, q.Data, k.Data, vv.Data, b, t, c, h));
+            Time("attention bwd (mask)", layers, () => Kernels.AttentionBackward(dq.Data, dk.Data, dv.Data, dots.Data, dContext.Data, stats.Data, bits, dropScale,
+                q.Data, k.Data, vv.Data, context.Data, b, t, c, h));
+        }
+    }
+
     private static Tensor Fill(int n)
     {
         var t = new Tensor(n);

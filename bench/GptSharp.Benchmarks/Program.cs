@@ -7,7 +7,7 @@ namespace GptSharp.Benchmarks;
 /// (e.g. --filter '*PeakFlops*' --job short). A quick Stopwatch pass over the GEMM shapes, without
 /// BenchmarkDotNet: dotnet run -c Release --project bench/GptSharp.Benchmarks -- gemm-quick [threads] [case filter]
 /// and of the FMA peak and the read bandwidth: ... -- peak-quick, ... -- bandwidth-quick; a training step phase by phase:
-/// ... -- train-step-quick [threads] [steps] [context] [batch]; HellaSwag/LAMBADA scoring on the 124M shape: ... -- eval-quick [examples] [threads] [batch]; the evaluation and the epoch sample beside the training forward, per token: ... -- outside-step-quick [rounds] [threads]; data-parallel steps under mpirun (bench/distributed.sh): ... -- data-parallel-quick [threads] [steps]; generation tokens/s against the bandwidth bound: ... -- generate-quick [tokens] [threads] [uncachedTokens]; a long prompt's prefill: ... -- prefill-quick [tokens] [rounds] [threads]; interleaved A/B of the skinny GEMM's choices on cached steps: ... -- skinny-ab [rounds] [threads];
+/// ... -- train-step-quick [threads] [steps] [context] [batch]; the causal attention alone (forward, backward, mask draw): ... -- attention-quick [context] [batch] [threads] [rounds]; HellaSwag/LAMBADA scoring on the 124M shape: ... -- eval-quick [examples] [threads] [batch]; the evaluation and the epoch sample beside the training forward, per token: ... -- outside-step-quick [rounds] [threads]; data-parallel steps under mpirun (bench/distributed.sh): ... -- data-parallel-quick [threads] [steps]; generation tokens/s against the bandwidth bound: ... -- generate-quick [tokens] [threads] [uncachedTokens]; a long prompt's prefill: ... -- prefill-quick [tokens] [rounds] [threads]; interleaved A/B of the skinny GEMM's choices on cached steps: ... -- skinny-ab [rounds] [threads];
 /// the HTTP server with 1, 4 and 8 concurrent streaming clients on the 124M model: ... -- serve-quick [requests per client] [max tokens] [threads] [skinny GEMM rows];
 /// one client's decode through generate, the scheduler alone and HTTP, interleaved: ... -- serve-one-ab [rounds] [max tokens] [threads]; the forward step alone, one sequence through DecodeNext and DecodeNextSequences and 8 through DecodeNextSequences: ... -- serve-step-ab [rounds] [steps] [threads];
 /// the tokenizer on one thread and on all cores, interleaved: ... -- tokenizer-quick [rounds]; a full-size synthetic
@@ -90,6 +90,12 @@ public static class Program
         {
             KernelProfile.Quick(args.Length > 1 ? int.Parse(args[1]) : 256, args.Length > 2 ? int.Parse(args[2]) : 2,
                 args.Length > 3 ? int.Parse(args[3]) : 1);
+            return;
+        }
+        if (args.Length > 0 && args[0] == "attention-quick")
+        {
+            KernelProfile.Attention(args.Length > 1 ? int.Parse(args[1]) : 1024, args.Length > 2 ? int.Parse(args[2]) : 2,
+                args.Length > 3 ? int.Parse(args[3]) : 1, args.Length > 4 ? int.Parse(args[4]) : 3);
             return;
         }
         if (args.Length > 0 && args[0] == "train-step-quick")

@@ -32,16 +32,21 @@ internal static unsafe partial class Kernels
     internal static void AttentionForward(Gemm.KernelPath path, float* context, float* rowStats, uint* dropoutBits, float dropoutScale,
         float* query, float* key, float* value, int batch, int seq, int channels, int heads)
     {
-        int headDim = channels / heads;
-        var items = new AttentionItems(batch * heads, seq, 0);
-        var pack = new TransposeKernel { Source = key, Rows = seq, SourceRows = seq, Channels = channels, Heads = heads, HeadDim = headDim };
-        float* keysT = TransposedScratch(batch * heads, headDim, seq, 1);
-        pack.Run(keysT, batch * heads);
+        int headDim = channels / heads, batchHeads = batch * heads;
+        var items = new AttentionItems(batchHeads, seq, 0);
+        // Per head: keys transposed, so that a key tile's scores are a product with contiguous vectors.
+        var scratch = new AttentionScratch(batchHeads, headDim, seq, transposes: 1, copies: 0);
+        new HeadPack
+        {
+            Channels = channels, Heads = heads, HeadDim = headDim,
+            Transpose0 = new PackSource(key, scratch.Transposed(0), seq, seq),
+        }.Run(batchHeads);
+        var rows = new HeadRows(null, (long)seq * channels, headDim, channels);
         RowParallel.For(items.Count, items.WorkPerItem(headDim), new AttentionForwardKernel
         {
             Items = items, Path = path, Context = context, RowStats = rowStats, DropoutBits = dropoutBits, DropoutScale = dropoutScale,
-            Query = query, KeysT = keysT, KeysTStride = pack.Stride, Key = key, Value = value,
-            Seq = seq, Past = 0, KeyRows = seq, Channels = channels, Heads = heads, HeadDim = headDim,
+            Query = rows.On(query), Value = rows.On(value), KeysT = scratch.Transposed(0), KeysTStride = scratch.Stride,
+            Seq = seq, Past = 0, Channels = channels, Heads = heads, HeadDim = headDim,
         });
     }
 
@@ -54,10 +59,12 @@ internal static unsafe partial class Kernels
     /// Softmax backward: dScore_ij = w_ij·(dW_ij − D_i), times the 1/√headDim scale.
     /// </summary>
     /// <remarks>
-    /// One parallel pass over two kinds of items, so no two items write the same element: key tiles (dValue = Σ over
-    /// the query tiles that see them of (dropped weights)ᵀ·dContext, dKey = dScoresᵀ·q) and query tiles
-    /// (dQuery = Σ over the key tiles they see of dScores·k). Both recompute scores and dW = dContext·vᵀ per tile pair;
-    /// keys and values are transposed per head first, as in the forward pass.
+    /// FlashAttention-2's pass: each key tile meets the query tiles that see it once, recomputing scores and
+    /// dW = dContext·vᵀ, and makes all three gradients from that pair (5 tile products): dValue and dKey summed in the
+    /// key tile's own accumulators, dQuery added into a head-major buffer. The key tiles of a head are cut into
+    /// <see cref="AttentionBackwardPlan.Groups"/> groups (a work item each) with a dQuery buffer per group, summed at the
+    /// end in group order: no two items write the same element, and the groups depend on the shapes only, so the bits
+    /// do not depend on the thread count.
     /// </remarks>
     public static void AttentionBackward(float* dQuery, float* dKey, float* dValue, float* rowDots, float* dContext,
         float* rowStats, uint* dropoutBits, float dropoutScale, float* query, float* key, float* value, float* context,
@@ -71,21 +78,94 @@ internal static unsafe partial class Kernels
         int batch, int seq, int channels, int heads)
     {
         int headDim = channels / heads, batchHeads = batch * heads;
-        var items = new AttentionItems(batchHeads, seq, 0);
-        var pack = new TransposeKernel
+        var plan = new AttentionBackwardPlan(batchHeads, seq);
+        var scratch = new AttentionScratch(batchHeads, headDim, seq, BackwardTransposes, BackwardCopies + plan.Groups);
+        new HeadPack
         {
-            Source = key, Second = value, Rows = seq, SourceRows = seq, Channels = channels, Heads = heads, HeadDim = headDim,
+            Channels = channels, Heads = heads, HeadDim = headDim,
+            Transpose0 = new PackSource(key, scratch.Transposed(0), seq, seq),
+            Transpose1 = new PackSource(value, scratch.Transposed(1), seq, seq),
+            Copy0 = new PackSource(query, scratch.Copy(0), seq, seq),
+            Copy1 = new PackSource(dContext, scratch.Copy(1), seq, seq),
+            Copy2 = new PackSource(key, scratch.Copy(2), seq, seq),
             Dots = rowDots, DOutput = dContext, Output = context,
-        };
-        float* keysT = TransposedScratch(batchHeads, headDim, seq, 2);
-        pack.Run(keysT, batchHeads);
-        RowParallel.For(2 * items.Count, 2 * items.WorkPerItem(headDim), new AttentionBackwardKernel
+        }.Run(batchHeads);
+        RowParallel.For(plan.Count, plan.WorkPerItem(headDim), new AttentionBackwardKernel
         {
-            Items = items, Path = path, DQuery = dQuery, DKey = dKey, DValue = dValue, RowDots = rowDots, DContext = dContext,
-            RowStats = rowStats, DropoutBits = dropoutBits, DropoutScale = dropoutScale,
-            Query = query, Key = key, KeysT = keysT, ValuesT = keysT + (long)batchHeads * headDim * pack.Stride, KeysTStride = pack.Stride,
+            Plan = plan, Path = path, DKey = dKey, DValue = dValue, RowDots = rowDots, RowStats = rowStats,
+            DropoutBits = dropoutBits, DropoutScale = dropoutScale,
+            Query = scratch.Copy(0), DOutput = scratch.Copy(1), Key = scratch.Copy(2), DQueryParts = scratch.Copy(3),
+            KeysT = scratch.Transposed(0), ValuesT = scratch.Transposed(1), KeysTStride = scratch.Stride,
             Seq = seq, Channels = channels, Heads = heads, HeadDim = headDim,
         });
+        var blocks = new AttentionItems(batchHeads, seq, 0);
+        RowParallel.For(blocks.Count, (long)CausalBlock * headDim * plan.Groups, new DQuerySumKernel
+        {
+            Blocks = blocks, Groups = plan.Groups, Parts = scratch.Copy(3), DQuery = dQuery,
+            Seq = seq, Channels = channels, Heads = heads, HeadDim = headDim,
+        });
+    }
+
+    /// <summary>The backward pass's per-head copies: keys and values transposed; queries, dContext and keys head-major (plus a dQuery buffer per group).</summary>
+    private const int BackwardTransposes = 2, BackwardCopies = 3;
+
+    /// <summary>Bytes of the calling thread's scratch that <see cref="AttentionBackward(float*,float*,float*,float*,float*,float*,uint*,float,float*,float*,float*,float*,int,int,int,int)"/> needs (the forward pass needs less).</summary>
+    internal static long AttentionBackwardScratchBytes(int batch, int seq, int channels, int heads)
+    {
+        int batchHeads = batch * heads, headDim = channels / heads;
+        int copies = BackwardCopies + AttentionBackwardPlan.GroupsFor(batchHeads, seq);
+        return sizeof(float) * AttentionScratch.Floats(batchHeads, headDim, seq, BackwardTransposes, copies);
+    }
+
+    /// <summary>
+    /// The work items of the attention backward pass: (batch·head, group of key tiles). A head's key tiles are paired
+    /// j with tiles − 1 − j (a causal key tile is seen by one query tile per tile after it, so each pair costs the same)
+    /// and the pairs dealt round-robin to <see cref="Groups"/> groups: enough items for every thread of a 32-core machine
+    /// at the book's shapes, yet a function of the shapes alone (results must not depend on the thread count).
+    /// Group g's first key tile is tile g, so its dQuery buffer holds query tiles g onwards.
+    /// </summary>
+    internal readonly struct AttentionBackwardPlan
+    {
+        public readonly int BatchHeads, Tiles, Pairs, Groups;
+
+        /// <summary>Items wanted at least (64: two per thread on 32 threads), when the heads alone are fewer.</summary>
+        public const int MinItems = 64;
+
+        public AttentionBackwardPlan(int batchHeads, int seq)
+        {
+            BatchHeads = batchHeads;
+            Tiles = (seq + CausalBlock - 1) / CausalBlock;
+            Pairs = (Tiles + 1) / 2;
+            Groups = GroupsFor(batchHeads, seq);
+        }
+
+        /// <summary>Groups per head: the dQuery buffers the backward pass needs (<c>MemoryBudget</c> counts them).</summary>
+        public static int GroupsFor(int batchHeads, int seq)
+        {
+            int pairs = ((seq + CausalBlock - 1) / CausalBlock + 1) / 2;
+            return Math.Max(1, Math.Min(pairs, (MinItems + batchHeads - 1) / batchHeads));
+        }
+
+        public int Count => BatchHeads * Groups;
+
+        /// <summary>Item → (batch·head, group): the groups with the most pairs (the lowest) first.</summary>
+        public (int BatchHead, int Group) this[int item] => (item % BatchHeads, item / BatchHeads);
+
+        /// <summary>
+        /// Group <paramref name="group"/>'s key tiles in ascending order into <paramref name="tiles"/> (room for
+        /// <see cref="Tiles"/>); returns how many: the low tile of pairs group, group + Groups, ..., then their partners.
+        /// </summary>
+        public int KeyTiles(int group, Span<int> tiles)
+        {
+            int count = 0, last = group;
+            for (int u = group; u < Pairs; u += Groups) { tiles[count++] = u; last = u; }
+            for (int u = last; u >= group; u -= Groups)
+                if (Tiles - 1 - u != u) tiles[count++] = Tiles - 1 - u;
+            return count;
+        }
+
+        /// <summary>Mean multiply-adds of one item: 5 tile products per (query tile, key tile) pair.</summary>
+        public long WorkPerItem(int headDim) => 5L * CausalBlock * CausalBlock * headDim * ((long)Tiles * (Tiles + 1) / 2) / Groups;
     }
 
     /// <summary>
@@ -122,22 +202,28 @@ internal static unsafe partial class Kernels
     public static void AttentionForwardCached(float* context, float* query, float* keyCache, float* valueCache,
         int batch, int newTokens, int past, int cacheCapacity, int channels, int heads)
     {
-        int headDim = channels / heads;
-        var items = new AttentionItems(batch * heads, newTokens, past);
-        float* keysT = null;
-        int stride = 0;
+        int headDim = channels / heads, batchHeads = batch * heads, keys = past + newTokens;
+        var items = new AttentionItems(batchHeads, newTokens, past);
+        var kernel = new AttentionForwardKernel
+        {
+            Items = items, Path = Gemm.BestPath, Context = context,
+            Query = new HeadRows(query, (long)newTokens * channels, headDim, channels),
+            Key = new HeadRows(keyCache, (long)cacheCapacity * channels, headDim, channels),
+            Value = new HeadRows(valueCache, (long)cacheCapacity * channels, headDim, channels),
+            Seq = newTokens, Past = past, Channels = channels, Heads = heads, HeadDim = headDim,
+        };
         if (newTokens >= TransposeMinRows)
         {
-            var pack = new TransposeKernel { Source = keyCache, Rows = past + newTokens, SourceRows = cacheCapacity, Channels = channels, Heads = heads, HeadDim = headDim };
-            keysT = TransposedScratch(batch * heads, headDim, past + newTokens, 1);
-            pack.Run(keysT, batch * heads);
-            stride = pack.Stride;
+            var scratch = new AttentionScratch(batchHeads, headDim, keys, transposes: 1, copies: 0);
+            new HeadPack
+            {
+                Channels = channels, Heads = heads, HeadDim = headDim,
+                Transpose0 = new PackSource(keyCache, scratch.Transposed(0), keys, cacheCapacity),
+            }.Run(batchHeads);
+            kernel.KeysT = scratch.Transposed(0);
+            kernel.KeysTStride = scratch.Stride;
         }
-        RowParallel.For(items.Count, items.WorkPerItem(headDim), new AttentionForwardKernel
-        {
-            Items = items, Path = Gemm.BestPath, Context = context, Query = query, KeysT = keysT, KeysTStride = stride, Key = keyCache, Value = valueCache,
-            Seq = newTokens, Past = past, KeyRows = cacheCapacity, Channels = channels, Heads = heads, HeadDim = headDim,
-        });
+        RowParallel.For(items.Count, items.WorkPerItem(headDim), kernel);
     }
 
     /// <summary>Below this many new tokens, cached attention scores keys by dot products instead of transposing them.</summary>
@@ -167,8 +253,19 @@ internal static unsafe partial class Kernels
         int words = DropoutBitWords(columns);
         if (generator is FastRandom fast)
         {
-            // The same draws as below, written as bits directly (no float row, no per-element branch).
-            for (int r = 0; r < rows; r++) fast.BernoulliBits(bits + (long)r * words, columns, keep);
+            // The same draws as below, written as bits directly (no float row, no per-element branch), in parallel
+            // pieces of rows that each start from the stream's state that many draws on: the serial bits exactly.
+            // A mask too small to split is drawn in place (a jump is up to 63 polynomial squarings: a small layer's whole draw).
+            if (RowParallel.TaskCount(rows, columns, Workers.Count) <= 1)
+            {
+                for (int r = 0; r < rows; r++) fast.BernoulliBits(bits + (long)r * words, columns, keep);
+                return;
+            }
+            RowParallel.For(rows, columns, new MaskBitsKernel
+            {
+                Bits = bits, Words = words, Columns = columns, Threshold = FastRandom.BernoulliThreshold(keep), Generator = fast,
+            });
+            fast.Skip((long)rows * columns);
             return;
         }
         float* draws = ThreadScratch.Grow(ref t_drawScratch, ref t_drawCapacity, columns);
@@ -185,6 +282,21 @@ internal static unsafe partial class Kernels
                     if (draws[first + j] != 0) word |= 1u << j;
                 row[w] = word;
             }
+        }
+    }
+
+    /// <summary>Rows [start, end) of a <see cref="FastRandom"/> dropout mask, from the stream's state start·columns draws on.</summary>
+    private struct MaskBitsKernel : IRangeKernel
+    {
+        public uint* Bits;
+        public int Words, Columns;
+        public uint Threshold;
+        public FastRandom Generator;
+
+        public readonly void Execute(int start, int end)
+        {
+            var state = Generator.StateAhead((long)start * Columns);
+            for (int r = start; r < end; r++) FastRandom.BernoulliBits(ref state, Bits + (long)r * Words, Columns, Threshold);
         }
     }
 
@@ -229,71 +341,124 @@ internal static unsafe partial class Kernels
             row[j] *= ((bits[j >> 5] >> (j & 31)) & 1) != 0 ? scale : 0f;
     }
 
-    /// <summary>
-    /// The calling thread's buffer for <paramref name="copies"/> per-head transposes ([batchHeads, headDim, stride]);
-    /// the caller owns it for the call (its tasks only read it), and a nested call runs on its own thread's buffer.
-    /// </summary>
-    private static float* TransposedScratch(int batchHeads, int headDim, int rows, int copies)
-        => ThreadScratch.Grow(ref t_transposeScratch, ref t_transposeCapacity, (long)copies * batchHeads * headDim * TransposeKernel.StrideOf(rows));
+    /// <summary>Rows of one head of a [batch, rows, channels] tensor or of a head-major copy: row i of (b, h) at <c>At(b, h, i)</c>.</summary>
+    private readonly struct HeadRows(float* data, long batch, long head, int row)
+    {
+        public readonly float* Data = data;
+        public readonly long Batch = batch, Head = head;
+        public readonly int Row = row;
+        public float* At(int b, int h, int i) => Data + b * Batch + h * Head + (long)i * Row;
+
+        /// <summary>The same layout over another tensor.</summary>
+        public HeadRows On(float* data) => new(data, Batch, Head, Row);
+    }
 
     /// <summary>
-    /// Per (batch, head): keys (and values, when <see cref="Second"/> is set) as [headDim, stride] rows, the columns past
-    /// <see cref="Rows"/> zero, so a key tile's scores are a product with contiguous vectors; and, when
-    /// <see cref="Dots"/> is set, the backward pass's row sums D_i = dContext_i·context_i.
+    /// The calling thread's buffer for a call's per-head copies: <c>transposes</c> × [batchHeads, headDim, stride]
+    /// (rows transposed, the columns past the last row zero) then <c>copies</c> × [batchHeads, rows, headDim]
+    /// (head-major). The caller owns it for the call (its tasks only read it, or write disjoint parts), and a nested
+    /// call runs on its own thread's buffer.
     /// </summary>
-    private struct TransposeKernel : IRangeKernel
+    private readonly struct AttentionScratch
     {
-        public float* Source, Second, Dots, DOutput, Output, Target, SecondTarget;
-        public int Rows, SourceRows, Channels, Heads, HeadDim;
-        public readonly int Stride => StrideOf(Rows);
+        private readonly float* _data;
+        private readonly int _batchHeads, _headDim, _rows, _transposes;
+        public readonly int Stride;
+
+        public AttentionScratch(int batchHeads, int headDim, int rows, int transposes, int copies)
+        {
+            (_batchHeads, _headDim, _rows, _transposes) = (batchHeads, headDim, rows, transposes);
+            Stride = StrideOf(rows);
+            _data = ThreadScratch.Grow(ref t_transposeScratch, ref t_transposeCapacity, Floats(batchHeads, headDim, rows, transposes, copies));
+        }
+
+        public static long Floats(int batchHeads, int headDim, int rows, int transposes, int copies)
+            => (long)batchHeads * headDim * ((long)transposes * StrideOf(rows) + (long)copies * rows);
 
         /// <summary>
-        /// Rows rounded up to whole tiles, plus 8 floats: a tile product reads 64 rows of the transpose at this stride, and
+        /// Rows rounded up to whole tiles, plus 8 floats: a tile product reads 64 rows of a transpose at this stride, and
         /// at a multiple of 4 KB (1024 keys) they would all fall in the same L1 set and evict each other.
         /// </summary>
         public static int StrideOf(int rows) => (rows + CausalBlock - 1) / CausalBlock * CausalBlock + 8;
 
-        /// <summary>Fills <paramref name="target"/> (and, with <see cref="Second"/>, the same size again after it).</summary>
-        public void Run(float* target, int batchHeads)
+        public float* Transposed(int index) => _data + (long)index * _batchHeads * _headDim * Stride;
+
+        public float* Copy(int index) => Transposed(_transposes) + (long)index * _batchHeads * _rows * _headDim;
+    }
+
+    /// <summary>One tensor to lay out per head: <see cref="Rows"/> rows of each batch row's <see cref="SourceRows"/>.</summary>
+    private readonly struct PackSource(float* from, float* to, int rows, int sourceRows)
+    {
+        public readonly float* From = from, To = to;
+        public readonly int Rows = rows, SourceRows = sourceRows;
+    }
+
+    /// <summary>
+    /// Per (batch, head): up to two tensors transposed ([headDim, stride] rows, the columns past the last row zero, so
+    /// a key tile's scores are a product with contiguous vectors), up to three copied head-major ([rows, headDim]: a
+    /// tile is 8 KB in a row instead of 32 rows 3 KB apart, which share a quarter of the L1 sets), and, when
+    /// <see cref="Dots"/> is set, the backward pass's row sums D_i = dContext_i·context_i.
+    /// </summary>
+    private struct HeadPack : IRangeKernel
+    {
+        public PackSource Transpose0, Transpose1, Copy0, Copy1, Copy2;
+        public float* Dots, DOutput, Output;
+        public int Channels, Heads, HeadDim;
+
+        public readonly void Run(int batchHeads)
         {
-            Target = target;
-            SecondTarget = target + (long)batchHeads * HeadDim * Stride;
-            RowParallel.For(batchHeads, 2L * Rows * HeadDim, this);
+            long rows = Math.Max(Math.Max(Transpose0.Rows, Copy0.Rows), Copy1.Rows);
+            RowParallel.For(batchHeads, 5L * rows * HeadDim, this);
         }
 
         public readonly void Execute(int start, int end)
         {
             for (int bh = start; bh < end; bh++)
             {
-                int b = bh / Heads, h = bh % Heads;
-                long offset = (long)b * SourceRows * Channels + (long)h * HeadDim, target = (long)bh * HeadDim * Stride;
-                Transpose(Source + offset, Target + target);
-                if (Second != null) Transpose(Second + offset, SecondTarget + target);
-                if (Dots != null)
-                    for (int i = 0; i < Rows; i++)
-                        Dots[(long)bh * Rows + i] = TensorPrimitives.Dot(new ReadOnlySpan<float>(DOutput + offset + (long)i * Channels, HeadDim),
-                            new ReadOnlySpan<float>(Output + offset + (long)i * Channels, HeadDim));
+                Transpose(Transpose0, bh);
+                Transpose(Transpose1, bh);
+                Copy(Copy0, bh);
+                Copy(Copy1, bh);
+                Copy(Copy2, bh);
+                if (Dots == null) continue;
+                int rows = Copy0.Rows;
+                long offset = (long)(bh / Heads) * rows * Channels + (long)(bh % Heads) * HeadDim;
+                for (int i = 0; i < rows; i++)
+                    Dots[(long)bh * rows + i] = TensorPrimitives.Dot(new ReadOnlySpan<float>(DOutput + offset + (long)i * Channels, HeadDim),
+                        new ReadOnlySpan<float>(Output + offset + (long)i * Channels, HeadDim));
             }
         }
 
-        private readonly void Transpose(float* source, float* target)
+        private readonly float* SourceOf(PackSource s, int bh) => s.From + (long)(bh / Heads) * s.SourceRows * Channels + (long)(bh % Heads) * HeadDim;
+
+        private readonly void Copy(PackSource s, int bh)
         {
-            int stride = Stride, hd = HeadDim, c = Channels;
+            if (s.From == null) return;
+            float* source = SourceOf(s, bh), target = s.To + (long)bh * s.Rows * HeadDim;
+            for (int i = 0; i < s.Rows; i++)
+                new ReadOnlySpan<float>(source + (long)i * Channels, HeadDim).CopyTo(new Span<float>(target + (long)i * HeadDim, HeadDim));
+        }
+
+        private readonly void Transpose(PackSource s, int bh)
+        {
+            if (s.From == null) return;
+            int rows = s.Rows, stride = AttentionScratch.StrideOf(rows), hd = HeadDim, c = Channels;
+            float* source = SourceOf(s, bh), target = s.To + (long)bh * hd * stride;
             for (int d = 0; d < hd; d++)
-                new Span<float>(target + (long)d * stride + Rows, stride - Rows).Clear();
+                new Span<float>(target + (long)d * stride + rows, stride - rows).Clear();
             // 8 source rows at a time: each target row gets 8 contiguous floats per pass.
             int i = 0;
-            for (; i + 8 <= Rows; i += 8)
+            for (; i + 8 <= rows; i += 8)
             {
-                float* s = source + (long)i * c;
+                float* r = source + (long)i * c;
                 for (int d = 0; d < hd; d++)
                 {
                     float* t = target + (long)d * stride + i;
-                    t[0] = s[d]; t[1] = s[c + d]; t[2] = s[2 * c + d]; t[3] = s[3 * c + d];
-                    t[4] = s[4 * c + d]; t[5] = s[5 * c + d]; t[6] = s[6 * c + d]; t[7] = s[7 * c + d];
+                    t[0] = r[d]; t[1] = r[c + d]; t[2] = r[2 * c + d]; t[3] = r[3 * c + d];
+                    t[4] = r[4 * c + d]; t[5] = r[5 * c + d]; t[6] = r[6 * c + d]; t[7] = r[7 * c + d];
                 }
             }
-            for (; i < Rows; i++)
+            for (; i < rows; i++)
                 for (int d = 0; d < hd; d++)
                     target[(long)d * stride + i] = source[(long)i * c + d];
         }
@@ -306,10 +471,11 @@ internal static unsafe partial class Kernels
     {
         public AttentionItems Items;
         public Gemm.KernelPath Path;
-        public float* Context, RowStats, Query, KeysT, Key, Value;
+        public float* Context, RowStats, KeysT;
+        public HeadRows Query, Key, Value;
         public uint* DropoutBits;
         public float DropoutScale;
-        public int KeysTStride, Seq, Past, KeyRows, Channels, Heads, HeadDim;
+        public int KeysTStride, Seq, Past, Channels, Heads, HeadDim;
 
         public readonly void Execute(int start, int end)
         {
@@ -322,8 +488,7 @@ internal static unsafe partial class Kernels
                 var (bh, rank) = Items[item];
                 int b = bh / Heads, h = bh % Heads;
                 int i0 = Items.LastFirst(rank) * tile, rows = Math.Min(tile, n - i0), visible = Past + i0 + rows;
-                long headOffset = (long)b * KeyRows * c + (long)h * hd;
-                float* q = Query + (long)b * n * c + (long)h * hd + (long)i0 * c;
+                float* q = Query.At(b, h, i0);
                 float* kT = KeysT != null ? KeysT + (long)bh * hd * KeysTStride : null;
                 new Span<float>(o, rows * hd).Clear();
                 for (int r = 0; r < rows; r++) { max[r] = float.NegativeInfinity; sum[r] = 0; }
@@ -331,8 +496,8 @@ internal static unsafe partial class Kernels
                 {
                     int cols = Math.Min(tile, visible - j0);
                     // scores of the tile: q·kᵀ (the transposed keys' columns past the last key are zero).
-                    if (kT != null) TileProduct(Path, q, c, 1, kT + j0, KeysTStride, p, tile, rows, tile, hd, false);
-                    else ScoresByDot(p, q, Key + headOffset + (long)j0 * c, rows, cols, hd, c);
+                    if (kT != null) TileProduct(Path, q, Query.Row, 1, kT + j0, KeysTStride, p, tile, rows, tile, hd, false);
+                    else ScoresByDot(p, q, Query.Row, Key.At(b, h, j0), Key.Row, rows, cols, hd);
                     for (int r = 0; r < rows; r++)
                     {
                         int i = i0 + r, length = Math.Min(tile, Past + i + 1 - j0);
@@ -340,7 +505,7 @@ internal static unsafe partial class Kernels
                         OnlineSoftmaxRow(Path, p + r * tile, length, invSqrt, ref max[r], ref sum[r], o + (long)r * hd, hd, bits, DropoutScale, DropoutBits != null);
                     }
                     // context accumulator += (dropped) weights·v over the tile's keys.
-                    TileProduct(Path, p, tile, 1, Value + headOffset + (long)j0 * c, c, o, hd, rows, hd, cols, true);
+                    TileProduct(Path, p, tile, 1, Value.At(b, h, j0), Value.Row, o, hd, rows, hd, cols, true);
                 }
                 float* ctx = Context + (long)b * n * c + (long)h * hd + (long)i0 * c;
                 for (int r = 0; r < rows; r++)
@@ -359,93 +524,108 @@ internal static unsafe partial class Kernels
     }
 
     /// <summary>s[r, j] = q_r·k_j for a few query rows (cached one-token steps): no transposed keys.</summary>
-    private static void ScoresByDot(float* s, float* q, float* k, int rows, int cols, int hd, int c)
+    private static void ScoresByDot(float* s, float* q, int qRow, float* k, int kRow, int rows, int cols, int hd)
     {
         for (int r = 0; r < rows; r++)
         {
-            var qRow = new ReadOnlySpan<float>(q + (long)r * c, hd);
-            for (int j = 0; j < cols; j++) s[r * CausalBlock + j] = TensorPrimitives.Dot(qRow, new ReadOnlySpan<float>(k + (long)j * c, hd));
+            var qSpan = new ReadOnlySpan<float>(q + (long)r * qRow, hd);
+            for (int j = 0; j < cols; j++) s[r * CausalBlock + j] = TensorPrimitives.Dot(qSpan, new ReadOnlySpan<float>(k + (long)j * kRow, hd));
         }
     }
 
     private struct AttentionBackwardKernel : IRangeKernel
     {
-        public AttentionItems Items;
+        public AttentionBackwardPlan Plan;
         public Gemm.KernelPath Path;
-        public float* DQuery, DKey, DValue, RowDots, DContext, RowStats, Query, Key, KeysT, ValuesT;
+        public float* DKey, DValue, RowDots, RowStats, Query, DOutput, Key, DQueryParts, KeysT, ValuesT;
         public uint* DropoutBits;
         public float DropoutScale;
         public int KeysTStride, Seq, Channels, Heads, HeadDim;
 
-        /// <summary>Items 2k and 2k + 1: the key tile and the query tile of rank k (both heaviest first).</summary>
+        /// <summary>Item (head, group): the group's key tiles in ascending order (pairs g, g + groups, ...: low tiles, then their partners).</summary>
         public readonly void Execute(int start, int end)
         {
-            int tile = CausalBlock;
-            float* p = TileScratch(2L * tile * tile), ds = p + tile * tile;
+            int tile = CausalBlock, hd = HeadDim;
+            float* p = TileScratch(2L * tile * tile + 2L * tile * hd), ds = p + tile * tile, dk = ds + tile * tile, dv = dk + (long)tile * hd;
+            Span<int> keyTiles = stackalloc int[Plan.Tiles];
             for (int item = start; item < end; item++)
             {
-                var (bh, rank) = Items[item >> 1];
-                if ((item & 1) == 0) KeyTile(bh, rank * tile, p, ds);
-                else QueryTile(bh, Items.LastFirst(rank) * tile, p, ds);
+                var (bh, g) = Plan[item];
+                int count = Plan.KeyTiles(g, keyTiles);
+                for (int k = 0; k < count; k++) KeyTile(bh, g, keyTiles[k], p, ds, dk, dv);
             }
         }
 
         /// <summary>
-        /// The weights w (times the dropout mask, into <paramref name="p"/>) and dScores (into <paramref name="ds"/>) of
-        /// query tile i0 against key tile j0, recomputed from the row statistics: scores = q·kᵀ, dW = dContext·vᵀ.
+        /// Key rows of tile <paramref name="jt"/>: for every query tile that sees them, the weights and dScores
+        /// recomputed, then dValue += (dropped weights)ᵀ·dContext and dKey += dScoresᵀ·q in this tile's accumulators,
+        /// and group <paramref name="g"/>'s dQuery += dScores·k (its first tile, g, writes instead of adding).
         /// </summary>
-        private readonly void Recompute(int bh, int i0, int rows, int j0, float* p, float* ds)
+        private readonly void KeyTile(int bh, int g, int jt, float* p, float* ds, float* dk, float* dv)
         {
-            int t = Seq, c = Channels, hd = HeadDim, words = DropoutBitWords(t), tile = CausalBlock;
-            int b = bh / Heads, h = bh % Heads;
-            long rowsOffset = (long)b * t * c + (long)h * hd + (long)i0 * c;
-            TileProduct(Path, Query + rowsOffset, c, 1, KeysT + (long)bh * hd * KeysTStride + j0, KeysTStride, p, tile, rows, tile, hd, false);
-            TileProduct(Path, DContext + rowsOffset, c, 1, ValuesT + (long)bh * hd * KeysTStride + j0, KeysTStride, ds, tile, rows, tile, hd, false);
+            int t = Seq, c = Channels, hd = HeadDim, tile = CausalBlock, j0 = jt * tile, cols = Math.Min(tile, t - j0);
+            int words = DropoutBitWords(t);
             float invSqrt = 1f / MathF.Sqrt(hd);
-            for (int r = 0; r < rows; r++)
-            {
-                long row = (long)bh * t + i0 + r;
-                int length = Math.Min(tile, i0 + r + 1 - j0);
-                uint bits = DropoutBits != null ? DropoutBits[row * words + j0 / tile] : ~0u;
-                float* stats = RowStats + 2 * row;
-                SoftmaxBackwardRow(Path, p + r * tile, ds + r * tile, length, invSqrt, stats[0], stats[1], RowDots[row],
-                    bits, DropoutScale, DropoutBits != null);
-            }
-        }
-
-        /// <summary>Key rows [j0, j0 + 32): dValue and dKey summed over the query tiles that see them, in tile order.</summary>
-        private readonly void KeyTile(int bh, int j0, float* p, float* ds)
-        {
-            int t = Seq, c = Channels, hd = HeadDim, tile = CausalBlock, cols = Math.Min(tile, t - j0);
-            int b = bh / Heads, h = bh % Heads;
-            long headOffset = (long)b * t * c + (long)h * hd, keysOffset = headOffset + (long)j0 * c;
-            for (int r = 0; r < cols; r++)
-            {
-                new Span<float>(DValue + keysOffset + (long)r * c, hd).Clear();
-                new Span<float>(DKey + keysOffset + (long)r * c, hd).Clear();
-            }
+            long head = (long)bh * t * hd;
+            float* q = Query + head, dO = DOutput + head, k = Key + head + (long)j0 * hd;
+            float* dq = DQueryParts + (long)g * Plan.BatchHeads * t * hd + head;
+            float* kT = KeysT + (long)bh * hd * KeysTStride + j0, vT = ValuesT + (long)bh * hd * KeysTStride + j0;
             for (int i0 = j0; i0 < t; i0 += tile)
             {
                 int rows = Math.Min(tile, t - i0);
-                Recompute(bh, i0, rows, j0, p, ds);
-                long rowsOffset = headOffset + (long)i0 * c;
-                // dValue += (dropped weights)ᵀ·dContext, dKey += dScoresᵀ·q: A's rows are the tile's columns.
-                TileProduct(Path, p, 1, tile, DContext + rowsOffset, c, DValue + keysOffset, c, cols, hd, rows, true);
-                TileProduct(Path, ds, 1, tile, Query + rowsOffset, c, DKey + keysOffset, c, cols, hd, rows, true);
+                bool first = i0 == j0;
+                // scores = q·kᵀ and dW = dContext·vᵀ of the pair, then weights and dScores row by row.
+                TileProduct(Path, q + (long)i0 * hd, hd, 1, kT, KeysTStride, p, tile, rows, tile, hd, false);
+                TileProduct(Path, dO + (long)i0 * hd, hd, 1, vT, KeysTStride, ds, tile, rows, tile, hd, false);
+                for (int r = 0; r < rows; r++)
+                {
+                    long row = (long)bh * t + i0 + r;
+                    int length = Math.Min(tile, i0 + r + 1 - j0);
+                    uint bits = DropoutBits != null ? DropoutBits[row * words + jt] : ~0u;
+                    float* stats = RowStats + 2 * row;
+                    SoftmaxBackwardRow(Path, p + r * tile, ds + r * tile, length, invSqrt, stats[0], stats[1], RowDots[row],
+                        bits, DropoutScale, DropoutBits != null);
+                }
+                // dValue (+)= (dropped weights)ᵀ·dContext, dKey (+)= dScoresᵀ·q: A's rows are the tile's columns.
+                TileProduct(Path, p, 1, tile, dO + (long)i0 * hd, hd, dv, hd, cols, hd, rows, !first);
+                TileProduct(Path, ds, 1, tile, q + (long)i0 * hd, hd, dk, hd, cols, hd, rows, !first);
+                TileProduct(Path, ds, tile, 1, k, hd, dq + (long)i0 * hd, hd, rows, hd, cols, jt != g);
+            }
+            int b = bh / Heads, h = bh % Heads;
+            long keys = (long)b * t * c + (long)h * hd + (long)j0 * c;
+            for (int r = 0; r < cols; r++)
+            {
+                new ReadOnlySpan<float>(dv + (long)r * hd, hd).CopyTo(new Span<float>(DValue + keys + (long)r * c, hd));
+                new ReadOnlySpan<float>(dk + (long)r * hd, hd).CopyTo(new Span<float>(DKey + keys + (long)r * c, hd));
             }
         }
+    }
 
-        /// <summary>Query rows [i0, i0 + 32): dQuery = Σ over the key tiles they see of dScores·k, in tile order.</summary>
-        private readonly void QueryTile(int bh, int i0, float* p, float* ds)
+    /// <summary>dQuery rows of a (head, query tile): the groups' head-major buffers summed in group order (group g holds tiles g onwards).</summary>
+    private struct DQuerySumKernel : IRangeKernel
+    {
+        public AttentionItems Blocks;
+        public float* Parts, DQuery;
+        public int Groups, Seq, Channels, Heads, HeadDim;
+
+        public readonly void Execute(int start, int end)
         {
-            int t = Seq, c = Channels, hd = HeadDim, tile = CausalBlock, rows = Math.Min(tile, t - i0);
-            int b = bh / Heads, h = bh % Heads;
-            long headOffset = (long)b * t * c + (long)h * hd;
-            float* dq = DQuery + headOffset + (long)i0 * c;
-            for (int j0 = 0; j0 < i0 + rows; j0 += tile)
+            int t = Seq, hd = HeadDim;
+            for (int item = start; item < end; item++)
             {
-                Recompute(bh, i0, rows, j0, p, ds);
-                TileProduct(Path, ds, tile, 1, Key + headOffset + (long)j0 * c, c, dq, c, rows, hd, Math.Min(tile, t - j0), j0 > 0);
+                var (bh, rank) = Blocks[item];
+                int it = Blocks.LastFirst(rank), i0 = it * CausalBlock, rows = Math.Min(CausalBlock, t - i0);
+                int parts = Math.Min(Groups, it + 1);
+                float* target = DQuery + (long)(bh / Heads) * t * Channels + (long)(bh % Heads) * hd + (long)i0 * Channels;
+                float* source = Parts + ((long)bh * t + i0) * hd;
+                long groupStride = (long)Blocks.BatchHeads * t * hd;
+                for (int r = 0; r < rows; r++)
+                {
+                    var row = new Span<float>(target + (long)r * Channels, hd);
+                    new ReadOnlySpan<float>(source + (long)r * hd, hd).CopyTo(row);
+                    for (int g = 1; g < parts; g++)
+                        TensorPrimitives.Add(row, new ReadOnlySpan<float>(source + g * groupStride + (long)r * hd, hd), row);
+                }
             }
         }
     }

@@ -1,3 +1,5 @@
+using GptSharp.Layers;
+
 namespace GptSharp.Model;
 
 /// <summary>
@@ -17,8 +19,9 @@ internal static class MemoryBudget
     /// Bytes of a training step: weights, gradients and AdamW's two moments (4 copies of the parameters); per block the
     /// activations kept for the backward pass (14 values per token and width with the dropout masks, each attention
     /// row's softmax max and 1/sum, and the attention dropout mask as bits, heads × context² / 8 bytes per sequence);
-    /// the scratch shared by the blocks (19 values per token and width, plus 2 for the attention's per-head transposed keys
-    /// and values); and the output head's loss pass (512 rows of
+    /// the scratch shared by the blocks (19 values per token and width, plus the attention backward's per-head copies:
+    /// keys and values transposed, queries, dContext and keys head-major, and one dQuery buffer per group of key tiles);
+    /// and the output head's loss pass (512 rows of
     /// logits at a time, plus one more head-sized gradient when a batch has more rows than that).
     /// bench <c>train-step-quick</c> prints it beside the measured peak RSS; <c>MemoryBudgetTests</c> check it against the buffers.
     /// </summary>
@@ -27,7 +30,8 @@ internal static class MemoryBudget
         double tokens = (double)batchSize * config.ContextLength, e = config.EmbeddingDim, v = config.VocabSize;
         double perBlock = tokens * (14.0 * e + 4 + 2.0 * config.Heads)
                           + (double)batchSize * config.Heads * config.ContextLength * Math.Ceiling(config.ContextLength / 32.0);
-        double shared = tokens * (21.0 * e + 2 + config.Heads);
+        int dQueryGroups = Kernels.AttentionBackwardPlan.GroupsFor(batchSize * config.Heads, config.ContextLength);
+        double shared = tokens * ((24.0 + dQueryGroups) * e + 2 + config.Heads);
         double head = Math.Min(tokens, HeadChunkRows) * v + (tokens > HeadChunkRows ? v * e : 0) + tokens;
         return 4.0 * (4.0 * ParameterCountEstimate(config) + config.Layers * perBlock + shared + head);
     }

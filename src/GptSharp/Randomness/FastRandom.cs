@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Numerics;
 
 namespace GptSharp.Randomness;
 
@@ -67,7 +68,7 @@ internal sealed class FastRandom : IRandomGenerator
     public void Bernoulli(Span<float> destination, double p)
     {
         // Compare 24-bit uniforms against a threshold: one multiply-free test per element.
-        uint threshold = (uint)Math.Round(p * (1 << 24));
+        uint threshold = BernoulliThreshold(p);
         for (int i = 0; i < destination.Length; i++)
             destination[i] = (NextUInt64() >> 40) < threshold ? 1f : 0f;
     }
@@ -78,10 +79,20 @@ internal sealed class FastRandom : IRandomGenerator
     /// </summary>
     internal unsafe void BernoulliBits(uint* words, int count, double p)
     {
-        uint threshold = (uint)Math.Round(p * (1 << 24));
+        var state = new State { S0 = _s0, S1 = _s1, S2 = _s2, S3 = _s3 };
+        BernoulliBits(ref state, words, count, BernoulliThreshold(p));
+        (_s0, _s1, _s2, _s3) = (state.S0, state.S1, state.S2, state.S3);
+    }
+
+    /// <summary>The 24-bit threshold <see cref="Bernoulli"/> compares its draws with.</summary>
+    internal static uint BernoulliThreshold(double p) => (uint)Math.Round(p * (1 << 24));
+
+    /// <summary><see cref="BernoulliBits(uint*,int,double)"/> from a given state, which it moves on.</summary>
+    internal static unsafe void BernoulliBits(ref State state, uint* words, int count, uint threshold)
+    {
         // NextUInt64's steps on a local copy of the state, so that it stays in registers (a few times faster than
         // through the fields: this draws seq² numbers per head and layer).
-        ulong s0 = _s0, s1 = _s1, s2 = _s2, s3 = _s3;
+        ulong s0 = state.S0, s1 = state.S1, s2 = state.S2, s3 = state.S3;
         for (int first = 0; first < count; first += 32)
         {
             uint word = 0;
@@ -97,7 +108,140 @@ internal sealed class FastRandom : IRandomGenerator
             }
             words[first >> 5] = word;
         }
-        (_s0, _s1, _s2, _s3) = (s0, s1, s2, s3);
+        (state.S0, state.S1, state.S2, state.S3) = (s0, s1, s2, s3);
+    }
+
+    /// <summary>xoshiro256's four state words.</summary>
+    internal struct State
+    {
+        public ulong S0, S1, S2, S3;
+    }
+
+    /// <summary>
+    /// This generator's state after <paramref name="draws"/> more <see cref="NextUInt64"/> calls, without making them
+    /// (the generator is unchanged): xoshiro256's state transition T is linear over GF(2), so Tᴺ = (xᴺ mod P)(T) for
+    /// its characteristic polynomial P, which costs 256 steps whatever N. Lets a long stream (a dropout mask of seq²
+    /// draws per head) be drawn in parallel pieces that hold the serial draws bit for bit.
+    /// </summary>
+    internal State StateAhead(long draws)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(draws);
+        var jump = JumpPolynomial.Power(draws);
+        var s = new State { S0 = _s0, S1 = _s1, S2 = _s2, S3 = _s3 };
+        var ahead = new State();
+        for (int k = 0; k < 256; k++)
+        {
+            if (jump.Bit(k)) { ahead.S0 ^= s.S0; ahead.S1 ^= s.S1; ahead.S2 ^= s.S2; ahead.S3 ^= s.S3; }
+            Step(ref s.S0, ref s.S1, ref s.S2, ref s.S3);
+        }
+        return ahead;
+    }
+
+    /// <summary>Moves this generator <paramref name="draws"/> draws on (see <see cref="StateAhead"/>).</summary>
+    internal void Skip(long draws)
+    {
+        var ahead = StateAhead(draws);
+        (_s0, _s1, _s2, _s3) = (ahead.S0, ahead.S1, ahead.S2, ahead.S3);
+    }
+
+    /// <summary>xoshiro256's linear state step (<see cref="NextUInt64"/> without the output scrambler).</summary>
+    private static void Step(ref ulong s0, ref ulong s1, ref ulong s2, ref ulong s3)
+    {
+        ulong t = s1 << 17;
+        s2 ^= s0; s3 ^= s1; s1 ^= s2; s0 ^= s3;
+        s2 ^= t;
+        s3 = ulong.RotateLeft(s3, 45);
+    }
+
+    /// <summary>
+    /// Polynomials over GF(2) modulo the characteristic polynomial P of xoshiro256's transition (degree 256), found
+    /// once by Berlekamp–Massey from 512 steps of one state bit (xoshiro256 has full period, so that bit's minimal
+    /// polynomial is P itself: checked, degree 256). An element's coefficient k is bit k % 64 of word k / 64.
+    /// </summary>
+    private struct JumpPolynomial
+    {
+        private ulong _w0, _w1, _w2, _w3;
+
+        /// <summary>P's coefficients below x²⁵⁶ (x²⁵⁶ itself is implied).</summary>
+        private static readonly JumpPolynomial s_modulus = Characteristic();
+
+        public readonly bool Bit(int k) => ((k switch { < 64 => _w0, < 128 => _w1, < 192 => _w2, _ => _w3 } >> (k & 63)) & 1) != 0;
+
+        /// <summary>xᴺ mod P, by squaring and multiplying.</summary>
+        public static JumpPolynomial Power(long n)
+        {
+            var result = new JumpPolynomial { _w0 = 1 };
+            for (int bit = 63 - BitOperations.LeadingZeroCount((ulong)n); bit >= 0; bit--)
+            {
+                result = Multiply(result, result);
+                if (((n >> bit) & 1) != 0) result.TimesX();
+            }
+            return result;
+        }
+
+        private static JumpPolynomial Multiply(JumpPolynomial a, JumpPolynomial b)
+        {
+            var product = new JumpPolynomial();
+            for (int k = 255; k >= 0; k--)
+            {
+                product.TimesX();
+                if (b.Bit(k)) { product._w0 ^= a._w0; product._w1 ^= a._w1; product._w2 ^= a._w2; product._w3 ^= a._w3; }
+            }
+            return product;
+        }
+
+        /// <summary>this ← this·x mod P.</summary>
+        private void TimesX()
+        {
+            bool carry = (_w3 >> 63) != 0;
+            _w3 = (_w3 << 1) | (_w2 >> 63);
+            _w2 = (_w2 << 1) | (_w1 >> 63);
+            _w1 = (_w1 << 1) | (_w0 >> 63);
+            _w0 <<= 1;
+            if (carry) { _w0 ^= s_modulus._w0; _w1 ^= s_modulus._w1; _w2 ^= s_modulus._w2; _w3 ^= s_modulus._w3; }
+        }
+
+        private static JumpPolynomial Characteristic()
+        {
+            const int n = 512;
+            var sequence = new bool[n];
+            ulong s0 = 0x9E3779B97F4A7C15UL, s1 = 0xBF58476D1CE4E5B9UL, s2 = 0x94D049BB133111EBUL, s3 = 1;
+            for (int i = 0; i < n; i++)
+            {
+                sequence[i] = (s0 & 1) != 0;
+                Step(ref s0, ref s1, ref s2, ref s3);
+            }
+            // Berlekamp–Massey over GF(2): the shortest recurrence s_i = Σ_{j=1..L} c_j s_{i−j}.
+            var c = new bool[n + 1];
+            var b = new bool[n + 1];
+            c[0] = b[0] = true;
+            int length = 0, shift = 1;
+            for (int i = 0; i < n; i++)
+            {
+                bool discrepancy = sequence[i];
+                for (int j = 1; j <= length; j++) discrepancy ^= c[j] & sequence[i - j];
+                if (!discrepancy) { shift++; continue; }
+                var previous = (bool[])c.Clone();
+                for (int j = 0; j + shift <= n; j++) c[j + shift] ^= b[j];
+                if (2 * length <= i)
+                {
+                    length = i + 1 - length;
+                    b = previous;
+                    shift = 1;
+                }
+                else shift++;
+            }
+            if (length != 256) throw new InvalidOperationException($"xoshiro256's characteristic polynomial came out of degree {length}, not 256.");
+            // P(x) = x²⁵⁶ + Σ c_j x^(256−j): the coefficient of x^k (k < 256) is c_(256−k).
+            var modulus = new JumpPolynomial();
+            for (int k = 0; k < 256; k++)
+                if (c[256 - k])
+                {
+                    ulong bit = 1UL << (k & 63);
+                    switch (k >> 6) { case 0: modulus._w0 |= bit; break; case 1: modulus._w1 |= bit; break; case 2: modulus._w2 |= bit; break; default: modulus._w3 |= bit; break; }
+                }
+            return modulus;
+        }
     }
 
     public long RandomInt64() => (long)(NextUInt64() >> 1);

@@ -94,6 +94,8 @@ public unsafe class DecompositionTests
             ("residual / dropout multiply", Simd.Chunks((long)Rows * Channels), Simd.ElementChunk),
             ("cross-entropy", Rows, Vocab * 4L),
             ("attention items", new Kernels.AttentionItems(Batch * Heads, Seq, 0).Count, new Kernels.AttentionItems(Batch * Heads, Seq, 0).WorkPerItem(Channels / Heads)),
+            ("attention backward (head, group of key tiles)", new Kernels.AttentionBackwardPlan(Batch * Heads, Seq).Count,
+                new Kernels.AttentionBackwardPlan(Batch * Heads, Seq).WorkPerItem(Channels / Heads)),
             ("adamw (one loop over the parameter arena)", Simd.Chunks(parameters), Simd.ElementChunk * 4L),
             ("zero_grad (one clear of the gradient arena)", Simd.Chunks(parameters), Simd.ElementChunk),
         };
@@ -207,6 +209,83 @@ public unsafe class DecompositionTests
             fixed (float* pa = a, pb = b, pc = ones)
                 Gemm.MatMul(transA, transB, m, n, k, pa, transA ? m : k, pb, transB ? k : n, pc, n, accumulate: true);
             Assert.All(ones, x => Assert.Equal(k, x));
+        }
+        finally
+        {
+            Workers.Count = saved;
+        }
+    }
+
+    [Theory]
+    [InlineData(24, 256)]  // the book's shapes: 3 groups of 8 key tiles' pairs
+    [InlineData(24, 1024)] // GPT-2's context, batch 2
+    [InlineData(96, 256)]  // batch 8: one group per head
+    [InlineData(3, 300)]   // a short last tile, more groups than the heads alone would give
+    [InlineData(2, 20)]    // one tile
+    public void AttentionBackwardGroupsCoverEveryKeyTileOnceInOrder(int batchHeads, int seq)
+    {
+        var plan = new Kernels.AttentionBackwardPlan(batchHeads, seq);
+        Assert.True(plan.Count >= Math.Min(Kernels.AttentionBackwardPlan.MinItems, batchHeads * plan.Pairs));
+        var hits = new int[plan.Tiles];
+        var tiles = new int[plan.Tiles];
+        var costs = new List<long>();
+        for (int g = 0; g < plan.Groups; g++)
+        {
+            int count = plan.KeyTiles(g, tiles);
+            Assert.True(count > 0);
+            // The group's first tile is tile g (its dQuery buffer starts there), and the tiles come in ascending order.
+            Assert.Equal(g, tiles[0]);
+            for (int k = 1; k < count; k++) Assert.True(tiles[k] > tiles[k - 1]);
+            long cost = 0;
+            for (int k = 0; k < count; k++) { hits[tiles[k]]++; cost += plan.Tiles - tiles[k]; }
+            costs.Add(cost);
+        }
+        Assert.All(hits, h => Assert.Equal(1, h));
+        // Pairs cost the same, so no group holds more than one pair above the others.
+        Assert.True(costs.Max() - costs.Min() <= plan.Tiles + 1, string.Join(", ", costs));
+        for (int item = 0; item < plan.Count; item++)
+            Assert.Equal((item % batchHeads, item / batchHeads), plan[item]);
+    }
+
+    [Fact]
+    public void FastRandomJumpsAheadAsFarAsItsDraws()
+    {
+        var generator = new FastRandom(42);
+        foreach (long draws in new long[] { 0, 1, 2, 63, 64, 65, 1000, 4097 })
+        {
+            var drawn = new FastRandom(42);
+            drawn.SetState(generator.GetState());
+            for (long i = 0; i < draws; i++) drawn.NextUInt64();
+            var ahead = new FastRandom(42);
+            ahead.SetState(generator.GetState());
+            ahead.Skip(draws);
+            Assert.Equal(drawn.NextUInt64(), ahead.NextUInt64());
+            generator.NextUInt64();
+        }
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(32)]
+    public void FastDropoutBitsDrawnInPiecesHoldTheSerialStream(int threads)
+    {
+        // Enough rows for several tasks per thread; 100 columns end off a word.
+        const int rows = 600, columns = 100;
+        int words = Kernels.DropoutBitWords(columns);
+        var serial = new FastRandom(9);
+        var expected = new uint[rows * words];
+        fixed (uint* e = expected)
+            for (int r = 0; r < rows; r++) serial.BernoulliBits(e + r * words, columns, 0.9);
+        int saved = Workers.Count;
+        try
+        {
+            Workers.Count = threads;
+            var pieces = new FastRandom(9);
+            var bits = new uint[rows * words];
+            fixed (uint* b = bits) Kernels.DropoutMaskBits(b, rows, columns, 0.1, pieces);
+            Assert.Equal(expected, bits);
+            Assert.Equal(serial.NextUInt64(), pieces.NextUInt64());
         }
         finally
         {
