@@ -23,7 +23,6 @@ public sealed class BatchScheduler : IDisposable
     private readonly List<Sequence> _active = new();
     private readonly List<KvCache> _stepCaches = new();
     private readonly List<Sequence> _prefilling = new();
-    private readonly List<int[]> _prompts = new();
     private readonly Thread _thread;
     // One row of logits as a sequence's sampler processes it, then its log-probabilities: a row per batch slot, so
     // the sequences of a step pick on all cores at once (each has its own sampler and generator).
@@ -178,43 +177,31 @@ public sealed class BatchScheduler : IDisposable
     }
 
     /// <summary>
-    /// Gives each joining sequence its KV cache, prefills them all in one batched forward
-    /// (<see cref="GptModel.PrefillSequences"/>: requests that arrive together share the weight reads), then picks each
-    /// one's first token and makes it active. A failure of the shared prefill ends these sequences only.
+    /// Gives each joining sequence its KV cache, prefills its prompt and picks its first token, one sequence after
+    /// another, so the first joiner's token goes out before the next prompt is read. (Prefilling them in one forward
+    /// gave no more tokens/s, a prompt's rows already keep the cores busy, and doubled the median first-token wait at
+    /// 8 clients: docs/serving.md.)
     /// </summary>
     private void Prefill(List<Sequence> joining)
     {
-        _prefilling.Clear();
         foreach (var s in joining)
         {
             if (s.IsCancelled) { Finish(s, FinishReason.Cancelled); continue; }
             try
             {
                 s.Cache = new KvCache(_model, 1, s.CacheCapacity);
-                _prefilling.Add(s);
+                _model.Prefill(s.Cache, s.Request.PromptIds).Span.CopyTo(_stepLogits.Span);
             }
-            catch (Exception e) { Finish(s, FinishReason.Failed, e.Message); }
-        }
-        if (_prefilling.Count == 0) return;
-        _stepCaches.Clear();
-        _prompts.Clear();
-        foreach (var s in _prefilling)
-        {
-            _stepCaches.Add(s.Cache!);
-            _prompts.Add(s.Request.PromptIds);
-        }
-        try
-        {
-            _model.PrefillSequences(_stepCaches, _prompts, _stepLogits);
-        }
-        catch (Exception e)
-        {
-            foreach (var s in _prefilling) Finish(s, FinishReason.Failed, e.Message);
+            catch (Exception e)
+            {
+                Finish(s, FinishReason.Failed, e.Message);
+                continue;
+            }
+            lock (_gate) _active.Add(s);
             _prefilling.Clear();
-            return;
+            _prefilling.Add(s);
+            PickAll(_prefilling);
         }
-        lock (_gate) _active.AddRange(_prefilling);
-        PickAll(_prefilling);
         _prefilling.Clear();
     }
 

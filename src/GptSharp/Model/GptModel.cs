@@ -126,7 +126,6 @@ public sealed partial class GptModel : IDisposable
     {
         DisposeActivations();
         _sequenceStepActivations?.Dispose();
-        _prefillHeadLogits?.Dispose();
         foreach (var p in _parameters) p.Dispose();
     }
 }

@@ -51,35 +51,6 @@ public class BatchSchedulerTests(ServingFixture server)
     }
 
     [Fact]
-    public void PrefillSequencesMatchesPrefillPerCache()
-    {
-        using var model = new GptModel(ServingFixture.Config, new FastRandom(6));
-        int vocab = model.Config.VocabSize, context = model.Config.ContextLength;
-        var random = new Random(2);
-        int[] Prompt(int n) => Enumerable.Range(0, n).Select(_ => random.Next(vocab)).ToArray();
-        // Prompts over the direct GEMM's row limit (run together in one forward), under it (prefilled as alone), a group
-        // that would pass a context length of rows (split into several forwards).
-        int[] lengths = [9, 3, 18, 40, 1, 12, 8, context - 20, 30, 17, 25];
-        int[][] prompts = lengths.Select(Prompt).ToArray();
-        var batched = prompts.Select(p => new KvCache(model, 1, p.Length + 4)).ToList();
-        var alone = prompts.Select(p => new KvCache(model, 1, p.Length + 4)).ToArray();
-        batched[0].Length = 2; // a cache that held something before is cleared, as Prefill clears it
-        using var logits = new Tensor(prompts.Length, vocab);
-        model.PrefillSequences(batched, prompts, logits);
-        for (int i = 0; i < prompts.Length; i++)
-        {
-            var expected = model.Prefill(alone[i], prompts[i]).Span.ToArray();
-            Assert.Equal(expected, logits.Span.Slice(i * vocab, vocab).ToArray());
-            Assert.Equal(prompts[i].Length, batched[i].Length);
-            // The caches hold the same keys and values: the next token's logits agree too.
-            Assert.Equal(model.DecodeNext(alone[i], 7).Span.ToArray(), model.DecodeNext(batched[i], 7).Span.ToArray());
-        }
-        Assert.Throws<ArgumentException>(() => model.PrefillSequences(batched.GetRange(0, 2), [[1, 2]], logits));
-        Assert.Throws<ArgumentException>(() => model.PrefillSequences(batched.GetRange(0, 1), [Prompt(prompts[0].Length + 5)], logits));
-        foreach (var c in batched.Concat(alone)) c.Dispose();
-    }
-
-    [Fact]
     public void DecodeNextSequencesMatchesDecodeNextPerCache()
     {
         using var model = new GptModel(ServingFixture.Config, new FastRandom(5));
@@ -135,30 +106,6 @@ public class BatchSchedulerTests(ServingFixture server)
         }
         Assert.True(scheduler.LargestStep > 1, "the sequences were never decoded together");
         Assert.Equal(0, scheduler.ActiveCount);
-    }
-
-    [Fact]
-    public async Task RequestsJoiningTogetherArePrefilledTogetherAndGiveTheTokensTheyGiveAlone()
-    {
-        var tokenizer = Gpt2Tokenizer.Instance;
-        // One submission (all join at the same step boundary): prompts over the direct GEMM's row limit share one
-        // prefill forward, the short one is prefilled alone; each sequence's tokens are its tokens alone.
-        string[] prompts = ["The quick brown fox jumps over the lazy dog, and then", "Every effort moves you", "It was the best of times, it was the worst of times, it was",
-            "In the beginning the Universe was created. This has made a lot of people"];
-        var settings = new CompletionSettings { MaxTokens = 12, Temperature = 0.9f };
-        var events = Channel.CreateUnbounded<SequenceEvent>();
-        var requests = prompts.Select((p, i) => new SequenceRequest(tokenizer.Encode(p), settings.MaxTokens, settings.ToGenerationOptions(), (ulong)(200 + i))).ToArray();
-        Assert.Equal(3, requests.Count(r => r.PromptIds.Length > Gemm.SkinnyRows));
-        server.Scheduler.Submit(requests, events.Writer);
-        var tokens = prompts.Select(_ => new List<int>()).ToArray();
-        int finished = 0;
-        await foreach (var e in events.Reader.ReadAllAsync())
-        {
-            if (e.Finish is null) tokens[e.Choice].Add(e.Token);
-            else if (++finished == prompts.Length) break;
-        }
-        for (int i = 0; i < prompts.Length; i++)
-            Assert.Equal(server.Reference(tokenizer.Encode(prompts[i]), settings, (ulong)(200 + i)), tokens[i]);
     }
 
     [Fact]
