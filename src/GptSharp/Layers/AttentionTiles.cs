@@ -6,7 +6,7 @@ namespace GptSharp.Layers;
 
 /// <summary>
 /// The tile operations of the fused causal attention (<see cref="Kernels.AttentionForward(float*,float*,uint*,float,float*,float*,float*,int,int,int,int)"/>):
-/// one register-tiled product for all five tile products (q·kᵀ, p·v, dContext·vᵀ, pᵀ·dContext, dSᵀ·q, dS·k), and the
+/// one register-tiled product for all six tile products (q·kᵀ, p·v, dContext·vᵀ, pᵀ·dContext, dSᵀ·q, dS·k), and the
 /// per-row online softmax and softmax backward over a 32-key tile.
 /// </summary>
 internal static unsafe partial class Kernels
