@@ -138,8 +138,7 @@ public sealed class BatchScheduler : IDisposable
             }
             try
             {
-                // Joiners are prefilled at the step boundary, together (one forward over all their prompts' rows, each
-                // as it would be alone); their first token comes from the prompt's logits.
+                // Joiners are prefilled at the step boundary, one after another; their first token comes from the prompt's logits.
                 if (joining.Count > 0) Prefill(joining);
                 joining.Clear();
                 RemoveFinished();
