@@ -61,7 +61,7 @@ public sealed class BatchScheduler : IDisposable
     public int MaxQueueLength { get; }
 
     /// <summary>Sequences being decoded now.</summary>
-    public int ActiveCount { get { lock (_gate) return _active.Count; } }
+    public int ActiveCount { get { lock (_gate) return Decoding(); } }
 
     /// <summary>Sequences waiting for a slot.</summary>
     public int WaitingCount { get { lock (_gate) return _waiting.Count; } }
@@ -99,9 +99,10 @@ public sealed class BatchScheduler : IDisposable
         string? refusal;
         lock (_gate)
         {
+            int decoding = Decoding();
             refusal = _stopping ? "the server is shutting down."
-                : _waiting.Count + sequences.Length > MaxQueueLength + Math.Max(0, MaxBatchSize - _active.Count)
-                    ? $"the server is busy: {_active.Count} sequences decoding and {_waiting.Count} waiting (at most {MaxQueueLength}); retry later."
+                : _waiting.Count + sequences.Length > MaxQueueLength + Math.Max(0, MaxBatchSize - decoding)
+                    ? $"the server is busy: {decoding} sequences decoding and {_waiting.Count} waiting (at most {MaxQueueLength}); retry later."
                     : null;
             if (refusal is null)
             {
@@ -112,6 +113,17 @@ public sealed class BatchScheduler : IDisposable
         }
         foreach (var s in sequences) s.Release();
         throw new QueueFullException(refusal);
+    }
+
+    /// <summary>
+    /// The active sequences that have not ended. One that has sent its final event keeps its slot until the loop's next
+    /// <see cref="RemoveFinished"/>, but its client may already submit again: it must not count. Called under the gate.
+    /// </summary>
+    private int Decoding()
+    {
+        int decoding = 0;
+        foreach (var s in _active) if (!s.Finished) decoding++;
+        return decoding;
     }
 
     /// <summary>Wakes the decoding thread (a sequence was cancelled while it slept).</summary>
@@ -326,7 +338,7 @@ public sealed class BatchScheduler : IDisposable
         public readonly TokenSampler Sampler;
         public KvCache? Cache;
         public int Length, Generated, LastToken;
-        public bool Finished;
+        public volatile bool Finished; // set before the final event is written; read by Submit on the client's thread
         public CancellationTokenRegistration CancellationRegistration;
 
         public bool IsCancelled => _cancelled;

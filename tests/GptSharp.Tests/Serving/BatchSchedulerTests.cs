@@ -130,6 +130,23 @@ public class BatchSchedulerTests(ServingFixture server)
     }
 
     [Fact]
+    public async Task AClientMaySubmitAgainAsSoonAsItsSequenceHasEnded()
+    {
+        // One slot, no queue: the client's next request arrives while the loop may not yet have freed the slot of the
+        // sequence whose final event it just read (CI saw a spurious "busy" here). Ended sequences must not count.
+        using var model = new GptModel(ServingFixture.Config, new FastRandom(12));
+        using var scheduler = new BatchScheduler(model, maxBatchSize: 1, maxQueueLength: 0);
+        var options = new GenerationOptions { Temperature = 1f };
+        for (int i = 0; i < 1000; i++)
+        {
+            var events = Channel.CreateUnbounded<SequenceEvent>();
+            scheduler.Submit([new SequenceRequest([1, 2, 3], 1 + i % 2, options, (ulong)i)], events.Writer);
+            var (_, final) = await CollectAsync(events.Reader);
+            Assert.NotEqual(FinishReason.Failed, final.Finish);
+        }
+    }
+
+    [Fact]
     public async Task EightClientsTimesTwentyFiveRequestsAreAllAnsweredCorrectly()
     {
         const int clients = 8, requestsEach = 25;
