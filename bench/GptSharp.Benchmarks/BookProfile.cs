@@ -133,19 +133,32 @@ public static unsafe class BookProfile
     {
         Workers.Count = threads;
         var config = GptConfig.Gpt2Small with { ContextLength = 256 };
-        using var model = new GptModel(config, new FastRandom(123));
-        if (precision == "int8") model.QuantizeInt8();
-        model.Eval();
-        using var cache = new KvCache(model);
+        // PAGES=ab: the same weights twice, on 4 KiB pages and on transparent huge pages, timed in turn in this process
+        // (an A/B that a loaded machine disturbs equally on both sides).
+        bool pagesAb = Environment.GetEnvironmentVariable("PAGES") == "ab";
+        var models = new List<(string Pages, GptModel Model)>();
+        foreach (bool huge in pagesAb ? new[] { false, true } : [PageAdvice.HugePages])
+        {
+            PageAdvice.HugePages = huge;
+            var model = new GptModel(config, new FastRandom(123));
+            if (precision == "int8") model.QuantizeInt8();
+            model.Eval();
+            models.Add((huge ? "huge pages" : "4 KiB pages", model));
+        }
+        PageAdvice.HugePages = true;
         // Variants "fusedQkv:tasksPerThread" (1/0, tasks of the skinny GEMM per thread), comma-separated in the environment
         // variable VARIANTS, run in turn every round.
         string[] distances = (Environment.GetEnvironmentVariable("VARIANTS") ?? $"1:{Gemm.SkinnyTasksPerThread}").Split(',');
-        var rates = distances.Select(_ => new List<double>()).ToArray();
-        for (int round = -1; round < 5; round++)
-            for (int v = 0; v < distances.Length; v++)
+        var runs = models.SelectMany(m => distances.Select(d => (m.Pages, m.Model, Variant: d))).ToArray();
+        var rates = runs.Select(_ => new List<double>()).ToArray();
+        int rounds = int.TryParse(Environment.GetEnvironmentVariable("ROUNDS"), out int r) ? r : 5;
+        for (int round = -1; round < rounds; round++)
+            for (int v = 0; v < runs.Length; v++)
             {
-                GptModel.FuseSkinnyQkv = distances[v].Split(':')[0] == "1";
-                Gemm.SkinnyTasksPerThread = int.Parse(distances[v].Split(':')[1]);
+                var (_, model, variant) = runs[v];
+                GptModel.FuseSkinnyQkv = variant.Split(':')[0] == "1";
+                Gemm.SkinnyTasksPerThread = int.Parse(variant.Split(':')[1]);
+                using var cache = new KvCache(model);
                 var clock = Stopwatch.StartNew();
                 int done = 0;
                 while (done < tokens)
@@ -155,8 +168,12 @@ public static unsafe class BookProfile
                 }
                 if (round >= 0) rates[v].Add(done / clock.Elapsed.TotalSeconds);
             }
-        for (int v = 0; v < distances.Length; v++)
-            Console.WriteLine($"{precision} decode, fused qkv:tasks {distances[v]}: {Median(rates[v]):F1} tok/s (median of 5 rounds of {tokens} tokens, interleaved)");
+        // Each round's rate against the first variant's in the same round: a machine whose speed drifts moves both alike.
+        for (int v = 0; v < runs.Length; v++)
+            Console.WriteLine($"{precision} decode, {runs[v].Pages}, fused qkv:tasks {runs[v].Variant}: {Median(rates[v]):F1} tok/s " +
+                $"(median of {rounds} rounds of {tokens} tokens, interleaved; rounds {string.Join(" ", rates[v].Select(x => x.ToString("F1")))}); " +
+                $"median ratio to the first {Median(rates[v].Select((x, i) => x / rates[0][i]).ToList()):F3}");
+        foreach (var (_, model) in models) model.Dispose();
     }
 
     /// <summary>Writes a book-shaped model with random weights (for timing the CLI on it): <c>... -- book-model PATH</c>.</summary>

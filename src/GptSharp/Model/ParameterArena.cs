@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using GptSharp.Tensors;
 
 namespace GptSharp.Model;
@@ -10,7 +9,7 @@ namespace GptSharp.Model;
 /// clear, AdamW one loop over [0, <see cref="Length"/>), a rank's optimizer shard one range, and a file writer
 /// streams the weights in one piece. The memory lives while any of its parameters does.
 /// </summary>
-internal sealed unsafe partial class ParameterArena
+internal sealed unsafe class ParameterArena
 {
     private readonly Parameter[] _parameters;
     private int _attached;
@@ -28,6 +27,10 @@ internal sealed unsafe partial class ParameterArena
         // Tensor allocates with calloc: pages never written (the gradients of a model that only generates) cost no RAM.
         Weights = new Tensor((int)Math.Max(1, length));
         Grads = new Tensor((int)Math.Max(1, length));
+        // Every weight is streamed once per decoded token (and every gradient once per step): on huge pages, before the
+        // copies below first touch them.
+        PageAdvice.PreferHugePages(Weights.Data, length * sizeof(float));
+        PageAdvice.PreferHugePages(Grads.Data, length * sizeof(float));
         long offset = 0;
         foreach (var p in _parameters)
         {
@@ -89,16 +92,5 @@ internal sealed unsafe partial class ParameterArena
         Discard(Grads.Data + offset, parameter.Length);
     }
 
-    private static void Discard(float* start, long length)
-    {
-        if (!OperatingSystem.IsLinux()) return;
-        const long page = 4096;
-        long first = ((long)start + page - 1) & ~(page - 1), end = ((long)(start + length)) & ~(page - 1);
-        // MADV_DONTNEED: the pages read as zeros if touched again; only whole pages inside the range, so the memory of
-        // the neighbours (and the allocator's bookkeeping) is never touched.
-        if (end > first) _ = madvise((void*)first, (nuint)(end - first), 4);
-    }
-
-    [LibraryImport("libc", EntryPoint = "madvise")]
-    private static partial int madvise(void* address, nuint length, int advice);
+    private static void Discard(float* start, long length) => PageAdvice.Discard(start, length * sizeof(float));
 }
