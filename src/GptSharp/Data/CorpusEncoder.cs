@@ -183,7 +183,16 @@ internal sealed class CorpusEncoder
         public long Weight;
         public readonly List<Segment> Segments = [];
 
-        public void Return() => ArrayPool<byte>.Shared.Return(Text);
+        private bool _returned;
+
+        /// <summary>Gives the text buffer back to the pool, once: a consumer that stops mid-round leaves units already given
+        /// back in the round, and the clean-up returns the round whole (a second return would hand one array to two renters).</summary>
+        public void Return()
+        {
+            if (_returned) return;
+            _returned = true;
+            ArrayPool<byte>.Shared.Return(Text);
+        }
     }
 
     /// <summary>A worker's sink for the texts of Parquet pages: <c>&lt;|endoftext|&gt;</c> and the ids of each.</summary>

@@ -97,6 +97,27 @@ public sealed class CorpusFormatTests : IDisposable
     }
 
     [Fact]
+    public void AConsumerThatStopsMidRoundGivesEachBufferBackOnce()
+    {
+        // Several 1 MiB units per round; stopping at the second piece leaves the first unit already returned in the round.
+        string path = PathOf("stop.txt");
+        var random = new Random(5);
+        File.WriteAllText(path, string.Concat(Enumerable.Range(0, 200_000).Select(i => $"line {i} of {random.Next()} words.\n")));
+        var encoder = new CorpusEncoder([CorpusFile.Classify(path)], new CorpusReadOptions(), endOfTextAllowed: true);
+        int pieces = 0;
+        foreach (var piece in encoder.Encode())
+        {
+            Assert.True(piece.Length > 0);
+            if (++pieces == 2) break;
+        }
+        Assert.Equal(2, pieces);
+        // A buffer returned twice would be handed to two renters at once.
+        var rented = Enumerable.Range(0, 16).Select(_ => System.Buffers.ArrayPool<byte>.Shared.Rent(CorpusEncoder.UnitBytes)).ToList();
+        Assert.Equal(rented.Count, rented.Distinct(ReferenceEqualityComparer.Instance).Count());
+        foreach (var array in rented) System.Buffers.ArrayPool<byte>.Shared.Return(array);
+    }
+
+    [Fact]
     public void EveryFormatGivesTheIdsOfTheDocumentsJoinedWithEndOfText()
     {
         int[] expected = BookIds(Documents.Where(d => d.Length > 0)); // a .txt file cannot be empty, so the text side has no empty document
