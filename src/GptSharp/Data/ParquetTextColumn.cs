@@ -216,7 +216,7 @@ internal static class ParquetTextColumn
         public void Dispose()
         {
             try { Reader.DisposeAsync().AsTask().GetAwaiter().GetResult(); }
-            finally { stream.Dispose(); }
+            finally { Stream.Dispose(); }
         }
     }
 

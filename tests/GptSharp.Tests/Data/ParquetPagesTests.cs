@@ -119,18 +119,18 @@ public sealed class ParquetPagesTests : IDisposable
     }
 
     [Fact]
-    public void DictionaryPagesAreDecoded()
+    public async Task DictionaryPagesAreDecoded()
     {
         // Few distinct texts: a dictionary page and RLE_DICTIONARY indexes (bit-packed and RLE runs), as pyarrow writes text first.
         var texts = Enumerable.Range(0, 1000).Select(i => (string?)(i % 3 == 0 ? null : i < 500 ? $"t{i % 37}" : "same")).ToArray();
         string path = Write(texts, CompressionMethod.Snappy, nullable: true, rowsPerGroup: 1000, dictionary: true);
         using (var stream = File.OpenRead(path))
         {
-            var reader = ParquetReader.CreateAsync(stream).GetAwaiter().GetResult();
+            var reader = await ParquetReader.CreateAsync(stream);
             using var group = reader.OpenRowGroupReader(0);
             var meta = group.GetMetadata(reader.Schema.GetDataFields().First(f => f.Name == "text"))!.MetaData!;
             Assert.Contains(meta.Encodings, e => e is Parquet.Meta.Encoding.RLE_DICTIONARY or Parquet.Meta.Encoding.PLAIN_DICTIONARY);
-            reader.DisposeAsync().AsTask().GetAwaiter().GetResult();
+            await reader.DisposeAsync();
         }
         var (read, fromPages, _) = Read(path, 1);
         Assert.True(fromPages);

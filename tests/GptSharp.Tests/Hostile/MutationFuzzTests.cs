@@ -152,7 +152,7 @@ public sealed class MutationFuzzTests : IDisposable
     }
 
     [Fact]
-    public void JsonLinesAndParquetCorpora()
+    public async Task JsonLinesAndParquetCorpora()
     {
         string jsonl = Path.Combine(_dir, "seed.jsonl");
         File.WriteAllText(jsonl, "{\"id\":1,\"text\":\"first \\\"doc\\\"\\n\"}\n{\"text\":null}\n{\"meta\":[1,{\"a\":2}],\"text\":\"caf\u00e9\"}\n");
@@ -166,9 +166,9 @@ public sealed class MutationFuzzTests : IDisposable
         var field = new Parquet.Schema.DataField<string>("text");
         using (var file = File.Create(parquet))
         {
-            var writer = Parquet.ParquetWriter.CreateAsync(new Parquet.Schema.ParquetSchema(field), file).GetAwaiter().GetResult();
-            using (var group = writer.CreateRowGroup()) group.WriteAsync(field, ["first doc", null!, "café"], null).GetAwaiter().GetResult();
-            writer.DisposeAsync().AsTask().GetAwaiter().GetResult();
+            var writer = await Parquet.ParquetWriter.CreateAsync(new Parquet.Schema.ParquetSchema(field), file);
+            using (var group = writer.CreateRowGroup()) await group.WriteAsync(field, ["first doc", null!, "café"], null);
+            await writer.DisposeAsync();
         }
         path = Path.Combine(_dir, "case.parquet");
         Fuzz("parquet", File.ReadAllBytes(parquet), bytes =>
