@@ -25,7 +25,7 @@ namespace GptSharp.Tensors;
 /// Few rows (m ≤ <see cref="SkinnyRows"/>, generation of one token) go through a direct kernel that reads B once
 /// and packs nothing. Scratch is per thread and reused: no allocation per call after warm-up.
 /// </remarks>
-internal static unsafe class Gemm
+internal static unsafe partial class Gemm
 {
     /// <summary>The micro-kernel family. Tests force each one; <see cref="BestPath"/> is used otherwise.</summary>
     internal enum KernelPath { Vector512, Vector256, Scalar }
@@ -891,7 +891,13 @@ internal static unsafe class Gemm
             // reused from L1 by every row of A (rows inner would stream all of b m times).
             // (Four columns per pass, sharing each load of A, measured slower on one token: 38.9 against
             // 34.7 ms per step, interleaved, bench `skinny-ab`; more read streams per core do not pay.)
-            // Four rows at a time share each load of b's row (a batched decoding step: one row per sequence).
+            // Two or more rows (a batched decoding step: one row per sequence) go through k in slices (GemmSkinnySliced.cs).
+            if (UseSliced(job.Path, m, k))
+            {
+                SkinnySliced(ref job, rows, rowStride, j0, j1);
+                return;
+            }
+            // Four rows at a time share each load of b's row.
             float* sums = stackalloc float[4];
             for (int j = j0; j < j1; j++)
             {
@@ -1099,6 +1105,12 @@ internal static unsafe class Gemm
 
         /// <summary>Rows of an int8 B sliver dequantized before they are packed (up to NR × KC floats, L1/L2-sized).</summary>
         public static float* Dequantized(long floats) => ThreadScratch.Grow(ref t_dequantized, ref t_dequantizedCapacity, floats);
+
+        [ThreadStatic] private static nint t_accumulators;
+        [ThreadStatic] private static long t_accumulatorsCapacity;
+
+        /// <summary>The sliced skinny kernel's accumulators between slices (columns × rows × two vectors, L1-sized).</summary>
+        public static float* Accumulators(long floats) => ThreadScratch.Grow(ref t_accumulators, ref t_accumulatorsCapacity, floats);
     }
 
     /// <summary>The terms x[i]·y[i] of a dot product, fused into the accumulator on the vector paths.</summary>
