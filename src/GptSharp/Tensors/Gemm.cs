@@ -25,7 +25,7 @@ namespace GptSharp.Tensors;
 /// Few rows (m ≤ <see cref="SkinnyRows"/>, generation of one token) go through a direct kernel that reads B once
 /// and packs nothing. Scratch is per thread and reused: no allocation per call after warm-up.
 /// </remarks>
-internal static unsafe partial class Gemm
+internal static unsafe class Gemm
 {
     /// <summary>The micro-kernel family. Tests force each one; <see cref="BestPath"/> is used otherwise.</summary>
     internal enum KernelPath { Vector512, Vector256, Scalar }
@@ -83,6 +83,13 @@ internal static unsafe partial class Gemm
     // shared machine) and a quiet machine can settle them again; the defaults are the measured best.
     internal static bool SkinnyParallelByBytes = true;
     internal static int SkinnyTasksPerThread = 4;
+
+    // How far ahead of its loads Dot4 asks for b's row (in floats; 0 asks for the line it is about to load: no lead).
+    // With four or eight rows per weight row the kernel spends as long on arithmetic as on reading the weights, and
+    // the hardware prefetcher alone does not keep the weight stream going meanwhile: 2 KB ahead (the next weight
+    // row's first part at k = 768) made each 8-row product of a 124M step 10-15 % faster (bench `skinny-shapes`,
+    // docs/serving.md).
+    internal static int SkinnyPrefetchFloats = 512;
 
     /// <param name="parallel">Split the work across <see cref="Workers"/>; pass false when the caller already parallelizes (per attention head).</param>
     public static void MatMul(
@@ -891,13 +898,7 @@ internal static unsafe partial class Gemm
             // reused from L1 by every row of A (rows inner would stream all of b m times).
             // (Four columns per pass, sharing each load of A, measured slower on one token: 38.9 against
             // 34.7 ms per step, interleaved, bench `skinny-ab`; more read streams per core do not pay.)
-            // Two or more rows (a batched decoding step: one row per sequence) go through k in slices (GemmSkinnySliced.cs).
-            if (UseSliced(job.Path, m, k))
-            {
-                SkinnySliced(ref job, rows, rowStride, j0, j1);
-                return;
-            }
-            // Four rows at a time share each load of b's row.
+            // Four rows at a time share each load of b's row (a batched decoding step: one row per sequence).
             float* sums = stackalloc float[4];
             for (int j = j0; j < j1; j++)
             {
@@ -943,6 +944,7 @@ internal static unsafe partial class Gemm
     private static void Dot4(KernelPath path, float* x, long stride, float* y, int k, float* sums)
     {
         float* x0 = x, x1 = x + stride, x2 = x + 2 * stride, x3 = x + 3 * stride;
+        float* ahead = y + SkinnyPrefetchFloats;
         int i = 0;
         float t0 = 0f, t1 = 0f, t2 = 0f, t3 = 0f;
         if (path == KernelPath.Vector512)
@@ -951,6 +953,8 @@ internal static unsafe partial class Gemm
             Vector512<float> a0 = default, b0 = default, a1 = default, b1 = default, a2 = default, b2 = default, a3 = default, b3 = default;
             for (; i + 2 * w <= k; i += 2 * w)
             {
+                Sse.Prefetch0(ahead + i);
+                Sse.Prefetch0(ahead + i + w);
                 var y0 = Vector512.Load(y + i);
                 var y1 = Vector512.Load(y + i + w);
                 a0 = Avx512F.FusedMultiplyAdd(Vector512.Load(x0 + i), y0, a0);
@@ -978,6 +982,7 @@ internal static unsafe partial class Gemm
             Vector256<float> a0 = default, b0 = default, a1 = default, b1 = default, a2 = default, b2 = default, a3 = default, b3 = default;
             for (; i + 2 * w <= k; i += 2 * w)
             {
+                Sse.Prefetch0(ahead + i);
                 var y0 = Vector256.Load(y + i);
                 var y1 = Vector256.Load(y + i + w);
                 a0 = Fma.MultiplyAdd(Vector256.Load(x0 + i), y0, a0);
@@ -1106,11 +1111,6 @@ internal static unsafe partial class Gemm
         /// <summary>Rows of an int8 B sliver dequantized before they are packed (up to NR × KC floats, L1/L2-sized).</summary>
         public static float* Dequantized(long floats) => ThreadScratch.Grow(ref t_dequantized, ref t_dequantizedCapacity, floats);
 
-        [ThreadStatic] private static nint t_accumulators;
-        [ThreadStatic] private static long t_accumulatorsCapacity;
-
-        /// <summary>The sliced skinny kernel's accumulators between slices (columns × rows × two vectors, L1-sized).</summary>
-        public static float* Accumulators(long floats) => ThreadScratch.Grow(ref t_accumulators, ref t_accumulatorsCapacity, floats);
     }
 
     /// <summary>The terms x[i]·y[i] of a dot product, fused into the accumulator on the vector paths.</summary>

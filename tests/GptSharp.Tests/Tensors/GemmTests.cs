@@ -106,57 +106,6 @@ public unsafe class GemmTests
 
     [Theory]
     [MemberData(nameof(Paths))]
-    public void SkinnyRowsSlicedOverKEqualEachRowAloneBitForBit(string pathName)
-    {
-        // The skinny kernel cuts k into slices for two or more rows (Gemm.SkinnyDepth) and keeps each (row, column)'s two
-        // accumulators between slices: whatever the slice depth (including one not a multiple of the two-vector step)
-        // and the columns per block, each row must equal its one-row product bit for bit, accumulating into C or not,
-        // on one thread and split over the pool. k covers one slice, several, a partial last slice, the one-vector
-        // remainder and the scalar tail.
-        var path = Enum.Parse<Path>(pathName);
-        var random = new Random(29);
-        int savedDepth = Gemm.SkinnyDepth, savedColumns = Gemm.SkinnyBlockColumns, savedThreads = Workers.Count;
-        try
-        {
-            Workers.Count = 2;
-            foreach (var (depth, columns) in new[] { (16, 1), (40, 3), (64, 16), (256, 5) })
-            {
-                Gemm.SkinnyDepth = depth;
-                Gemm.SkinnyBlockColumns = columns;
-                foreach (int k in new[] { 7, 33, 57, 100, 200, 1000 })
-                {
-                    int n = 130;
-                    float[] a = RandomArray(random, Gemm.SkinnyRows * k), b = RandomArray(random, n * k), bias = RandomArray(random, n);
-                    float[] start = RandomArray(random, Gemm.SkinnyRows * n);
-                    for (int m = 2; m <= Gemm.SkinnyRows; m += 3)
-                        foreach (bool accumulate in new[] { false, true })
-                            foreach (bool parallel in new[] { false, true })
-                            {
-                                float[] together = start[..(m * n)], alone = new float[n];
-                                fixed (float* pa = a, pb = b, pt = together, pl = alone, pbias = bias)
-                                {
-                                    Gemm.MatMul(path, false, true, m, n, k, pa, k, pb, k, pt, n, accumulate, accumulate ? null : pbias, parallel);
-                                    for (int i = 0; i < m; i++)
-                                    {
-                                        start.AsSpan(i * n, n).CopyTo(alone);
-                                        Gemm.MatMul(path, false, true, 1, n, k, pa + i * k, k, pb, k, pl, n, accumulate, accumulate ? null : pbias, parallel: false);
-                                        Assert.Equal(alone, together.AsSpan(i * n, n).ToArray());
-                                    }
-                                }
-                            }
-                }
-            }
-        }
-        finally
-        {
-            Gemm.SkinnyDepth = savedDepth;
-            Gemm.SkinnyBlockColumns = savedColumns;
-            Workers.Count = savedThreads;
-        }
-    }
-
-    [Theory]
-    [MemberData(nameof(Paths))]
     public void ThreeSkinnyProductsInOneRunEqualThreeCallsBitForBit(string pathName)
     {
         // A decoding step's query, key and value in one pool run (Gemm.SkinnyLinear3): each output must be exactly
