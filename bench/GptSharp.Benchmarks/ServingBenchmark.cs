@@ -257,6 +257,14 @@ public static class ServingStepBenchmark
             ("DecodeNext (generate), 1 seq.", 1, () => model.DecodeNext(single, 11)),
             ("DecodeNextSequences, 1 seq.", 1, () => model.DecodeNextSequences(batch.GetRange(0, 1), [11], logits)),
             ("DecodeNextSequences, 8 seq.", 8, () => model.DecodeNextSequences(batch, [11, 12, 13, 14, 15, 16, 17, 18], logits)),
+            ("8 sequences, no prefetch", 8, () =>
+            {
+                // The skinny kernel without its prefetch lead on the weight rows, as every 8-sequence step ran before it.
+                int saved = Gemm.SkinnyPrefetchFloats;
+                Gemm.SkinnyPrefetchFloats = 0;
+                try { model.DecodeNextSequences(batch, [11, 12, 13, 14, 15, 16, 17, 18], logits); }
+                finally { Gemm.SkinnyPrefetchFloats = saved; }
+            }),
             ("8 sequences, packed GEMM", 8, () =>
             {
                 // The packed GEMM, as every step of more than 7 rows took before the direct kernel grew to 8 rows.
