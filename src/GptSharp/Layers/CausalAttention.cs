@@ -343,8 +343,17 @@ internal static unsafe partial class Kernels
 
         public readonly void Execute(int start, int end)
         {
-            var state = Generator.StateAhead((long)start * Columns);
-            for (int r = start; r < end; r++) FastRandom.BernoulliBits(ref state, Bits + (long)r * Words, Columns, Threshold);
+            // Four runs of rows at once (one per vector lane), each from its own jumped state, then the last rows.
+            int run = Vector256.IsHardwareAccelerated ? (end - start) / 4 : 0;
+            Span<FastRandom.State> lanes = stackalloc FastRandom.State[4];
+            lanes[0] = Generator.StateAhead((long)start * Columns);
+            if (run > 0)
+            {
+                FastRandom.Spread(lanes, (long)run * Columns);
+                FastRandom.BernoulliBits4(lanes, Bits + (long)start * Words, (long)run * Words, run, Words, Columns, Threshold);
+                lanes[0] = lanes[3];
+            }
+            for (int r = start + 4 * run; r < end; r++) FastRandom.BernoulliBits(ref lanes[0], Bits + (long)r * Words, Columns, Threshold);
         }
     }
 
