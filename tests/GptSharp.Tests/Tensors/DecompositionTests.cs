@@ -316,6 +316,35 @@ public unsafe class DecompositionTests
     }
 
     [Theory]
+    [InlineData(1, 37 * 1024 + 100)]
+    [InlineData(2, 37 * 1024 + 100)]
+    [InlineData(32, 37 * 1024)]
+    [InlineData(2, 1000)] // under one row: drawn in place
+    public void FastResidualDropoutMaskHoldsTheSerialBernoulliDraws(int threads, int n)
+    {
+        // What DropoutMask did before it drew FastRandom masks as bits in pieces: bernoulli_ then div_, serially.
+        var serial = new FastRandom(4);
+        var expected = new float[n];
+        serial.Bernoulli(expected, 0.9);
+        float scale = 1f / (float)0.9;
+        for (int i = 0; i < n; i++) expected[i] *= scale;
+        int saved = Workers.Count;
+        try
+        {
+            Workers.Count = threads;
+            var pieces = new FastRandom(4);
+            var mask = new float[n];
+            fixed (float* m = mask) Kernels.DropoutMask(m, n, 0.1, pieces);
+            Assert.Equal(expected, mask);
+            Assert.Equal(serial.NextUInt64(), pieces.NextUInt64());
+        }
+        finally
+        {
+            Workers.Count = saved;
+        }
+    }
+
+    [Theory]
     [InlineData(false)]
     [InlineData(true)]
     public void AttentionOnThirtyTwoThreadsMatchesOneThreadBitForBit(bool dropout)
