@@ -9,7 +9,7 @@ namespace GptSharp.Layers;
 /// prefill), with the scores of a (query tile, key tile) pair held transposed: st[j·32 + i] is key j's score for
 /// query i. Eight queries then share a vector and the online softmax runs down the 32 keys with no horizontal step:
 /// each lane keeps its own max and sum, the tile's max is 32 vector max operations, the exps are independent of one
-/// another (row by row, each row's max → exp → sum was a chain of dependent steps, and the softmax took ~40 % of the
+/// another (row by row, each row's max → exp → sum was a chain of dependent steps, and the softmax took about a third of the
 /// forward pass). The scores are kᵀ-free: S = K·Qᵀ reads the keys in place and the queries transposed per head.
 /// </summary>
 internal static unsafe partial class Kernels
