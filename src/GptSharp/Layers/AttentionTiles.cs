@@ -167,9 +167,10 @@ internal static unsafe partial class Kernels
     /// dominated the attention's softmax; below ln(float.MinNormal) (masked scores) the result is ~1e-38, not 0, so callers
     /// zero masked lanes themselves.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static Vector256<float> FastExp(Vector256<float> x)
     {
-        x = Vector256.Min(Vector256.Max(x, Vector256.Create(-87.33654f)), Vector256.Create(88.37626f));
+        x = Vector256.MinNative(Vector256.MaxNative(x, Vector256.Create(-87.33654f)), Vector256.Create(88.37626f));
         var n = Vector256.Round(x * Vector256.Create(1.44269504088896341f));
         var r = Vector256.FusedMultiplyAdd(n, Vector256.Create(-0.693359375f), x);
         r = Vector256.FusedMultiplyAdd(n, Vector256.Create(2.12194440e-4f), r);
@@ -180,7 +181,7 @@ internal static unsafe partial class Kernels
         p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(1.6666665459E-1f));
         p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(5.0000001201E-1f));
         p = Vector256.FusedMultiplyAdd(p, r * r, r) + Vector256.Create(1f);
-        var power = (Vector256.ConvertToInt32(n) + Vector256.Create(127)) << 23;
+        var power = (Vector256.ConvertToInt32Native(n) + Vector256.Create(127)) << 23;
         return p * power.AsSingle();
     }
 
@@ -193,14 +194,13 @@ internal static unsafe partial class Kernels
     }
 
     /// <summary>
-    /// One query row of the forward pass against one key tile: <paramref name="row"/> holds the row's 32 scores (the first
-    /// <paramref name="length"/> visible) and receives the tile's weights before normalization, exp(s/√d − max), times
-    /// the dropout factor; the running <paramref name="max"/> and <paramref name="sum"/> (of the undropped weights) are
-    /// updated, and the row's output accumulator <paramref name="output"/> is rescaled when the max grows.
-    /// A row that sees none of the tile (a prefill after cached positions) gets zero weights.
+    /// One query row of a decoding step against one key tile: <paramref name="row"/> holds the row's 32 scores (the first
+    /// <paramref name="length"/> visible) and receives the tile's weights before normalization, exp(s/√d − max); the
+    /// running <paramref name="max"/> and <paramref name="sum"/> are updated, and the row's output accumulator
+    /// <paramref name="output"/> is rescaled when the max grows. Whole query tiles use <see cref="OnlineSoftmaxTile"/>.
     /// </summary>
     private static void OnlineSoftmaxRow(Gemm.KernelPath path, float* row, int length, float invSqrt, ref float max, ref float sum,
-        float* output, int headDim, uint bits, float dropScale, bool dropout)
+        float* output, int headDim)
     {
         const int tile = CausalBlock;
         if (length <= 0)
@@ -218,7 +218,7 @@ internal static unsafe partial class Kernels
             {
                 float e = j < length ? MathF.Exp(row[j] * invSqrt - max) : 0f;
                 tileSum += e;
-                row[j] = dropout ? e * (((bits >> j) & 1) != 0 ? dropScale : 0f) : e;
+                row[j] = e;
             }
             sum += tileSum;
             return;
@@ -241,12 +241,6 @@ internal static unsafe partial class Kernels
         var e2 = FastExp(x2 - m) & visible2;
         var e3 = FastExp(x3 - m) & visible3;
         sum += Vector256.Sum((e0 + e1) + (e2 + e3));
-        if (dropout)
-        {
-            var factor = Vector256.Create(dropScale);
-            e0 *= DropFactor(bits, 0, factor); e1 *= DropFactor(bits, 1, factor);
-            e2 *= DropFactor(bits, 2, factor); e3 *= DropFactor(bits, 3, factor);
-        }
         e0.Store(row); e1.Store(row + 8); e2.Store(row + 16); e3.Store(row + 24);
     }
 

@@ -33,19 +33,19 @@ internal static unsafe partial class Kernels
         float* query, float* key, float* value, int batch, int seq, int channels, int heads)
     {
         int headDim = channels / heads, batchHeads = batch * heads;
-        var items = new AttentionItems(batchHeads, seq, 0);
-        // Per head: keys transposed, so that a key tile's scores are a product with contiguous vectors.
+        var items = new QueryBlocks(batchHeads, seq, 0);
+        // Per head: queries transposed, so that a key tile's scores are a product with contiguous vectors.
         var scratch = new AttentionScratch(batchHeads, headDim, seq, transposes: 1, copies: 0);
         new HeadPack
         {
             Channels = channels, Heads = heads, HeadDim = headDim,
-            Transpose0 = new PackSource(key, scratch.Transposed(0), seq, seq),
+            Transpose0 = new PackSource(query, scratch.Transposed(0), seq, seq),
         }.Run(batchHeads);
         var rows = new HeadRows(null, (long)seq * channels, headDim, channels);
-        RowParallel.For(items.Count, items.WorkPerItem(headDim), new AttentionForwardKernel
+        RowParallel.For(items.Count, items.WorkPerItem(headDim), new TransposedForwardKernel
         {
             Items = items, Path = path, Context = context, RowStats = rowStats, DropoutBits = dropoutBits, DropoutScale = dropoutScale,
-            Query = rows.On(query), Value = rows.On(value), KeysT = scratch.Transposed(0), KeysTStride = scratch.Stride,
+            Key = rows.On(key), Value = rows.On(value), QueriesT = scratch.Transposed(0), QueriesTStride = scratch.Stride,
             Seq = seq, Past = 0, Channels = channels, Heads = heads, HeadDim = headDim,
         });
     }
@@ -191,6 +191,49 @@ internal static unsafe partial class Kernels
     }
 
     /// <summary>
+    /// The work items of the attention forward pass: (batch·head, block of up to <see cref="MaxTilesPerBlock"/> query
+    /// tiles). A block meets each key tile once for all its query tiles, so the key and value tile read into L1 serves
+    /// up to 128 query rows instead of 32 (read per query tile, a 1024-key head's keys and values, ~0.5 MB, came from L3
+    /// for every 32 rows). Items are head-major (consecutive items share a head's keys in L2), a head's blocks dealt
+    /// last, first, second last, second, ... so that any run of items costs about the same (the pool's tasks are runs).
+    /// Blocks shrink when a head has few of them and the heads are few, to keep <see cref="MinItems"/> items for the
+    /// threads; each row's operations do not depend on the blocks, so neither do the results.
+    /// </summary>
+    internal readonly struct QueryBlocks
+    {
+        public const int MaxTilesPerBlock = 4;
+
+        /// <summary>Items wanted at least (64: two per thread on 32 threads), as in <see cref="AttentionBackwardPlan"/>.</summary>
+        public const int MinItems = 64;
+
+        public readonly int BatchHeads, Seq, Past, Tiles, TilesPerBlock, Blocks;
+
+        public QueryBlocks(int batchHeads, int seq, int past)
+        {
+            (BatchHeads, Seq, Past) = (batchHeads, seq, past);
+            Tiles = (seq + CausalBlock - 1) / CausalBlock;
+            TilesPerBlock = MaxTilesPerBlock;
+            while (TilesPerBlock > 1 && (long)batchHeads * ((Tiles + TilesPerBlock - 1) / TilesPerBlock) < MinItems) TilesPerBlock /= 2;
+            Blocks = (Tiles + TilesPerBlock - 1) / TilesPerBlock;
+        }
+
+        public int Count => BatchHeads * Blocks;
+
+        /// <summary>Item → (batch·head, block): a head's items in a row, its blocks last, first, second last, second, ...</summary>
+        public (int BatchHead, int Block) this[int item]
+        {
+            get
+            {
+                int u = item % Blocks;
+                return (item / Blocks, (u & 1) == 0 ? Blocks - 1 - u / 2 : u / 2);
+            }
+        }
+
+        /// <summary>Mean multiply-adds of one item's two tile products (a block of rows against the keys it sees, on average).</summary>
+        public long WorkPerItem(int headDim) => 2L * Math.Min(TilesPerBlock * CausalBlock, Seq) * (Past + Seq / 2 + CausalBlock) * headDim;
+    }
+
+    /// <summary>
     /// Attention of <paramref name="newTokens"/> new queries per row against a key/value cache, for generation
     /// (a long prompt's prefill as well as one-token steps). <paramref name="keyCache"/>/<paramref name="valueCache"/>
     /// are [batch, cacheCapacity, channels] and already hold positions 0 .. past + newTokens − 1 (the new tokens' keys
@@ -202,28 +245,33 @@ internal static unsafe partial class Kernels
     public static void AttentionForwardCached(float* context, float* query, float* keyCache, float* valueCache,
         int batch, int newTokens, int past, int cacheCapacity, int channels, int heads)
     {
-        int headDim = channels / heads, batchHeads = batch * heads, keys = past + newTokens;
-        var items = new AttentionItems(batchHeads, newTokens, past);
-        var kernel = new AttentionForwardKernel
-        {
-            Items = items, Path = Gemm.BestPath, Context = context,
-            Query = new HeadRows(query, (long)newTokens * channels, headDim, channels),
-            Key = new HeadRows(keyCache, (long)cacheCapacity * channels, headDim, channels),
-            Value = new HeadRows(valueCache, (long)cacheCapacity * channels, headDim, channels),
-            Seq = newTokens, Past = past, Channels = channels, Heads = heads, HeadDim = headDim,
-        };
+        int headDim = channels / heads, batchHeads = batch * heads;
+        var key = new HeadRows(keyCache, (long)cacheCapacity * channels, headDim, channels);
+        var value = new HeadRows(valueCache, (long)cacheCapacity * channels, headDim, channels);
         if (newTokens >= TransposeMinRows)
         {
-            var scratch = new AttentionScratch(batchHeads, headDim, keys, transposes: 1, copies: 0);
+            var scratch = new AttentionScratch(batchHeads, headDim, newTokens, transposes: 1, copies: 0);
             new HeadPack
             {
                 Channels = channels, Heads = heads, HeadDim = headDim,
-                Transpose0 = new PackSource(keyCache, scratch.Transposed(0), keys, cacheCapacity),
+                Transpose0 = new PackSource(query, scratch.Transposed(0), newTokens, newTokens),
             }.Run(batchHeads);
-            kernel.KeysT = scratch.Transposed(0);
-            kernel.KeysTStride = scratch.Stride;
+            var blocks = new QueryBlocks(batchHeads, newTokens, past);
+            RowParallel.For(blocks.Count, blocks.WorkPerItem(headDim), new TransposedForwardKernel
+            {
+                Items = blocks, Path = Gemm.BestPath, Context = context, Key = key, Value = value,
+                QueriesT = scratch.Transposed(0), QueriesTStride = scratch.Stride,
+                Seq = newTokens, Past = past, Channels = channels, Heads = heads, HeadDim = headDim,
+            });
+            return;
         }
-        RowParallel.For(items.Count, items.WorkPerItem(headDim), kernel);
+        var items = new AttentionItems(batchHeads, newTokens, past);
+        RowParallel.For(items.Count, items.WorkPerItem(headDim), new AttentionForwardKernel
+        {
+            Items = items, Path = Gemm.BestPath, Context = context,
+            Query = new HeadRows(query, (long)newTokens * channels, headDim, channels), Key = key, Value = value,
+            Seq = newTokens, Past = past, Channels = channels, Heads = heads, HeadDim = headDim,
+        });
     }
 
     /// <summary>Below this many new tokens, cached attention scores keys by dot products instead of transposing them.</summary>
@@ -295,8 +343,17 @@ internal static unsafe partial class Kernels
 
         public readonly void Execute(int start, int end)
         {
-            var state = Generator.StateAhead((long)start * Columns);
-            for (int r = start; r < end; r++) FastRandom.BernoulliBits(ref state, Bits + (long)r * Words, Columns, Threshold);
+            // Four runs of rows at once (one per vector lane), each from its own jumped state, then the last rows.
+            int run = Vector256.IsHardwareAccelerated ? (end - start) / 4 : 0;
+            Span<FastRandom.State> lanes = stackalloc FastRandom.State[4];
+            lanes[0] = Generator.StateAhead((long)start * Columns);
+            if (run > 0)
+            {
+                FastRandom.Spread(lanes, (long)run * Columns);
+                FastRandom.BernoulliBits4(lanes, Bits + (long)start * Words, (long)run * Words, run, Words, Columns, Threshold);
+                lanes[0] = lanes[3];
+            }
+            for (int r = start + 4 * run; r < end; r++) FastRandom.BernoulliBits(ref lanes[0], Bits + (long)r * Words, Columns, Threshold);
         }
     }
 
@@ -467,19 +524,22 @@ internal static unsafe partial class Kernels
     /// <summary>Per-thread tile scratch: the output accumulator and the score/weight tiles.</summary>
     private static float* TileScratch(long floats) => ThreadScratch.Grow(ref t_tileScratch, ref t_tileCapacity, floats);
 
+    /// <summary>
+    /// The forward pass of a few new queries against a cache (below <see cref="TransposeMinRows"/>: decoding steps),
+    /// row by row: each query's scores by dot products in place, its online softmax along the row
+    /// (<see cref="OnlineSoftmaxRow"/>), then o += weights·v. No dropout, nothing kept for a backward pass.
+    /// </summary>
     private struct AttentionForwardKernel : IRangeKernel
     {
         public AttentionItems Items;
         public Gemm.KernelPath Path;
-        public float* Context, RowStats, KeysT;
+        public float* Context;
         public HeadRows Query, Key, Value;
-        public uint* DropoutBits;
-        public float DropoutScale;
-        public int KeysTStride, Seq, Past, Channels, Heads, HeadDim;
+        public int Seq, Past, Channels, Heads, HeadDim;
 
         public readonly void Execute(int start, int end)
         {
-            int n = Seq, c = Channels, hd = HeadDim, words = DropoutBitWords(n), tile = CausalBlock;
+            int n = Seq, c = Channels, hd = HeadDim, tile = CausalBlock;
             float invSqrt = 1f / MathF.Sqrt(hd);
             float* o = TileScratch((long)tile * hd + tile * tile + 2 * tile), p = o + (long)tile * hd;
             float* max = p + tile * tile, sum = max + tile;
@@ -489,36 +549,23 @@ internal static unsafe partial class Kernels
                 int b = bh / Heads, h = bh % Heads;
                 int i0 = Items.LastFirst(rank) * tile, rows = Math.Min(tile, n - i0), visible = Past + i0 + rows;
                 float* q = Query.At(b, h, i0);
-                float* kT = KeysT != null ? KeysT + (long)bh * hd * KeysTStride : null;
                 new Span<float>(o, rows * hd).Clear();
                 for (int r = 0; r < rows; r++) { max[r] = float.NegativeInfinity; sum[r] = 0; }
                 for (int j0 = 0; j0 < visible; j0 += tile)
                 {
                     int cols = Math.Min(tile, visible - j0);
-                    // scores of the tile: q·kᵀ (the transposed keys' columns past the last key are zero).
-                    if (kT != null) TileProduct(Path, q, Query.Row, 1, kT + j0, KeysTStride, p, tile, rows, tile, hd, false);
-                    else ScoresByDot(p, q, Query.Row, Key.At(b, h, j0), Key.Row, rows, cols, hd);
+                    ScoresByDot(p, q, Query.Row, Key.At(b, h, j0), Key.Row, rows, cols, hd);
                     for (int r = 0; r < rows; r++)
                     {
-                        int i = i0 + r, length = Math.Min(tile, Past + i + 1 - j0);
-                        uint bits = DropoutBits != null ? DropoutBits[((long)bh * n + i) * words + j0 / tile] : ~0u;
-                        OnlineSoftmaxRow(Path, p + r * tile, length, invSqrt, ref max[r], ref sum[r], o + (long)r * hd, hd, bits, DropoutScale, DropoutBits != null);
+                        int length = Math.Min(tile, Past + i0 + r + 1 - j0);
+                        OnlineSoftmaxRow(Path, p + r * tile, length, invSqrt, ref max[r], ref sum[r], o + (long)r * hd, hd);
                     }
-                    // context accumulator += (dropped) weights·v over the tile's keys.
+                    // context accumulator += weights·v over the tile's keys.
                     TileProduct(Path, p, tile, 1, Value.At(b, h, j0), Value.Row, o, hd, rows, hd, cols, true);
                 }
                 float* ctx = Context + (long)b * n * c + (long)h * hd + (long)i0 * c;
                 for (int r = 0; r < rows; r++)
-                {
-                    float inverse = 1f / sum[r];
-                    TensorPrimitives.Multiply(new ReadOnlySpan<float>(o + (long)r * hd, hd), inverse, new Span<float>(ctx + (long)r * c, hd));
-                    if (RowStats != null)
-                    {
-                        float* stats = RowStats + 2 * ((long)bh * n + i0 + r);
-                        stats[0] = max[r];
-                        stats[1] = inverse;
-                    }
-                }
+                    TensorPrimitives.Multiply(new ReadOnlySpan<float>(o + (long)r * hd, hd), 1f / sum[r], new Span<float>(ctx + (long)r * c, hd));
             }
         }
     }

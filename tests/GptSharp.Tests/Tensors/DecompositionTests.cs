@@ -94,6 +94,8 @@ public unsafe class DecompositionTests
             ("residual / dropout multiply", Simd.Chunks((long)Rows * Channels), Simd.ElementChunk),
             ("cross-entropy", Rows, Vocab * 4L),
             ("attention items", new Kernels.AttentionItems(Batch * Heads, Seq, 0).Count, new Kernels.AttentionItems(Batch * Heads, Seq, 0).WorkPerItem(Channels / Heads)),
+            ("attention forward (head, block of query tiles)", new Kernels.QueryBlocks(Batch * Heads, Seq, 0).Count,
+                new Kernels.QueryBlocks(Batch * Heads, Seq, 0).WorkPerItem(Channels / Heads)),
             ("attention backward (head, group of key tiles)", new Kernels.AttentionBackwardPlan(Batch * Heads, Seq).Count,
                 new Kernels.AttentionBackwardPlan(Batch * Heads, Seq).WorkPerItem(Channels / Heads)),
             ("adamw (one loop over the parameter arena)", Simd.Chunks(parameters), Simd.ElementChunk * 4L),
@@ -146,6 +148,26 @@ public unsafe class DecompositionTests
         }
         Assert.All(hits.Cast<int>(), h => Assert.Equal(1, h));
         Assert.Equal(items.Blocks - 1, items.LastFirst(0));
+    }
+
+    [Theory]
+    [InlineData(24, 256)]  // the book's batch 2: blocks of 2 tiles keep 96 items
+    [InlineData(24, 1024)] // GPT-2's context: blocks of 4 tiles
+    [InlineData(12, 300)]  // a prefill: a short last block
+    [InlineData(1, 20)]    // one tile
+    public void QueryBlocksCoverEveryQueryTileOnceHeadByHead(int batchHeads, int seq)
+    {
+        var blocks = new Kernels.QueryBlocks(batchHeads, seq, 0);
+        Assert.True(blocks.Count >= Math.Min(Kernels.QueryBlocks.MinItems, batchHeads * blocks.Tiles) || blocks.TilesPerBlock == 1);
+        var hits = new int[batchHeads, blocks.Tiles];
+        for (int i = 0; i < blocks.Count; i++)
+        {
+            var (bh, block) = blocks[i];
+            Assert.Equal(i / blocks.Blocks, bh); // a head's items in a row
+            for (int t = block * blocks.TilesPerBlock; t < Math.Min(blocks.Tiles, (block + 1) * blocks.TilesPerBlock); t++) hits[bh, t]++;
+        }
+        Assert.All(hits.Cast<int>(), h => Assert.Equal(1, h));
+        if (blocks.Blocks > 1) Assert.Equal(blocks.Blocks - 1, blocks[0].Block); // the heaviest block of a head first
     }
 
     [Theory]
@@ -285,6 +307,35 @@ public unsafe class DecompositionTests
             var bits = new uint[rows * words];
             fixed (uint* b = bits) Kernels.DropoutMaskBits(b, rows, columns, 0.1, pieces);
             Assert.Equal(expected, bits);
+            Assert.Equal(serial.NextUInt64(), pieces.NextUInt64());
+        }
+        finally
+        {
+            Workers.Count = saved;
+        }
+    }
+
+    [Theory]
+    [InlineData(1, 37 * 1024 + 100)]
+    [InlineData(2, 37 * 1024 + 100)]
+    [InlineData(32, 37 * 1024)]
+    [InlineData(2, 1000)] // under one row: drawn in place
+    public void FastResidualDropoutMaskHoldsTheSerialBernoulliDraws(int threads, int n)
+    {
+        // What DropoutMask did before it drew FastRandom masks as bits in pieces: bernoulli_ then div_, serially.
+        var serial = new FastRandom(4);
+        var expected = new float[n];
+        serial.Bernoulli(expected, 0.9);
+        float scale = 1f / (float)0.9;
+        for (int i = 0; i < n; i++) expected[i] *= scale;
+        int saved = Workers.Count;
+        try
+        {
+            Workers.Count = threads;
+            var pieces = new FastRandom(4);
+            var mask = new float[n];
+            fixed (float* m = mask) Kernels.DropoutMask(m, n, 0.1, pieces);
+            Assert.Equal(expected, mask);
             Assert.Equal(serial.NextUInt64(), pieces.NextUInt64());
         }
         finally
