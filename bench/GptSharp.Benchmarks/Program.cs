@@ -7,7 +7,7 @@ namespace GptSharp.Benchmarks;
 /// (e.g. --filter '*PeakFlops*' --job short). A quick Stopwatch pass over the GEMM shapes, without
 /// BenchmarkDotNet: dotnet run -c Release --project bench/GptSharp.Benchmarks -- gemm-quick [threads] [case filter]
 /// and of the FMA peak and the read bandwidth: ... -- peak-quick, ... -- bandwidth-quick; a training step phase by phase:
-/// ... -- train-step-quick [threads] [steps] [context] [batch]; the causal attention alone (forward, backward, mask draw): ... -- attention-quick [context] [batch] [threads] [rounds]; HellaSwag/LAMBADA scoring on the 124M shape: ... -- eval-quick [examples] [threads] [batch]; the evaluation and the epoch sample beside the training forward, per token: ... -- outside-step-quick [rounds] [threads]; data-parallel steps under mpirun (bench/distributed.sh): ... -- data-parallel-quick [threads] [steps]; generation tokens/s against the bandwidth bound: ... -- generate-quick [tokens] [threads] [uncachedTokens]; a long prompt's prefill: ... -- prefill-quick [tokens] [rounds] [threads]; interleaved A/B of the skinny GEMM's choices on cached steps: ... -- skinny-ab [rounds] [threads];
+/// ... -- train-step-quick [threads] [steps] [context] [batch]; 1024 × 2 against 256 × 8 in alternating steps of one process: ... -- train-step-ratio [pairs] [threads] [long] [short] [tokens]; the causal attention alone (forward, backward, mask draw): ... -- attention-quick [context] [batch] [threads] [rounds]; HellaSwag/LAMBADA scoring on the 124M shape: ... -- eval-quick [examples] [threads] [batch]; the evaluation and the epoch sample beside the training forward, per token: ... -- outside-step-quick [rounds] [threads]; data-parallel steps under mpirun (bench/distributed.sh): ... -- data-parallel-quick [threads] [steps]; generation tokens/s against the bandwidth bound: ... -- generate-quick [tokens] [threads] [uncachedTokens]; a long prompt's prefill: ... -- prefill-quick [tokens] [rounds] [threads]; interleaved A/B of the skinny GEMM's choices on cached steps: ... -- skinny-ab [rounds] [threads];
 /// the HTTP server with 1, 4 and 8 concurrent streaming clients on the 124M model: ... -- serve-quick [requests per client] [max tokens] [threads] [skinny GEMM rows];
 /// one client's decode through generate, the scheduler alone and HTTP, interleaved: ... -- serve-one-ab [rounds] [max tokens] [threads]; the forward step alone, one sequence through DecodeNext and DecodeNextSequences and 8 through DecodeNextSequences: ... -- serve-step-ab [rounds] [steps] [threads]; each linear shape of a step with 1 and 8 rows (VARIANTS=floats,... A/Bs the skinny kernel's prefetch lead): ... -- skinny-shapes [rounds] [threads];
 /// the tokenizer on one thread and on all cores, interleaved: ... -- tokenizer-quick [rounds]; a full-size synthetic
@@ -101,6 +101,12 @@ public static class Program
         {
             KernelProfile.Attention(args.Length > 1 ? int.Parse(args[1]) : 1024, args.Length > 2 ? int.Parse(args[2]) : 2,
                 args.Length > 3 ? int.Parse(args[3]) : 1, args.Length > 4 ? int.Parse(args[4]) : 3);
+            return;
+        }
+        if (args.Length > 0 && args[0] == "train-step-ratio")
+        {
+            TrainingStepRatio.Quick(args.Length > 1 ? int.Parse(args[1]) : 6, args.Length > 2 ? int.Parse(args[2]) : 2,
+                args.Length > 3 ? int.Parse(args[3]) : 1024, args.Length > 4 ? int.Parse(args[4]) : 256, args.Length > 5 ? int.Parse(args[5]) : 2048);
             return;
         }
         if (args.Length > 0 && args[0] == "train-step-quick")

@@ -120,6 +120,50 @@ public class TrainingStepBenchmark
     }
 }
 
+/// <summary>
+/// Issue 26's bar as one figure: steps at context 1024 × batch 2 against 256 × 8 (the same 2,048 tokens), both models in
+/// one process and timed in alternating steps, so a machine whose speed drifts slows both alike; the median of the
+/// per-pair ratios is printed: <c>... -- train-step-ratio [pairs] [threads] [long context] [short context] [tokens per step]</c>.
+/// </summary>
+public static class TrainingStepRatio
+{
+    public static void Quick(int pairs, int threads, int longContext = 1024, int shortContext = 256, int tokens = 2048)
+    {
+        Workers.Count = threads;
+        Console.WriteLine($"{Machine.Description}; {longContext} × {tokens / longContext} against {shortContext} × {tokens / shortContext}, {pairs} pairs");
+        var shapes = new[] { shortContext, longContext }
+            .Select(t => TrainingStepBenchmark.Create(seed: 123, tokens / t, t)).ToArray();
+        foreach (var (model, optimizer, inputs, targets) in shapes) TrainingStepBenchmark.Step(model, optimizer, inputs, targets); // warm-up
+        var seconds = new[] { new List<double>(), new List<double>() };
+        for (int pair = 0; pair < pairs; pair++)
+            for (int i = 0; i < 2; i++)
+            {
+                // Alternate which shape goes first, so neither always follows the other.
+                int which = pair % 2 == 0 ? i : 1 - i;
+                var (model, optimizer, inputs, targets) = shapes[which];
+                var clock = Stopwatch.StartNew();
+                TrainingStepBenchmark.Step(model, optimizer, inputs, targets);
+                seconds[which].Add(clock.Elapsed.TotalSeconds);
+            }
+        static double Median(IEnumerable<double> values)
+        {
+            var sorted = values.Order().ToArray();
+            return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
+        }
+        for (int i = 0; i < 2; i++)
+            Console.WriteLine($"context {(i == 0 ? shortContext : longContext)}: median {tokens / Median(seconds[i]):F0} tokens/s " +
+                $"(steps {string.Join(" ", seconds[i].Select(x => (tokens / x).ToString("F0")))})");
+        var ratios = seconds[0].Zip(seconds[1], (shortStep, longStep) => shortStep / longStep).ToArray();
+        Console.WriteLine($"context {longContext} / {shortContext} throughput: median of per-pair ratios {Median(ratios):P1} " +
+            $"(pairs {string.Join(" ", ratios.Select(r => r.ToString("P0")))})");
+        foreach (var (model, optimizer, _, _) in shapes)
+        {
+            optimizer.Dispose();
+            model.Dispose();
+        }
+    }
+}
+
 /// <summary>Adds a tokens/s column (batch × context tokens per invocation).</summary>
 public sealed class TrainingStepConfig : ManualConfig
 {
