@@ -1110,7 +1110,6 @@ internal static unsafe class Gemm
 
         /// <summary>Rows of an int8 B sliver dequantized before they are packed (up to NR × KC floats, L1/L2-sized).</summary>
         public static float* Dequantized(long floats) => ThreadScratch.Grow(ref t_dequantized, ref t_dequantizedCapacity, floats);
-
     }
 
     /// <summary>The terms x[i]·y[i] of a dot product, fused into the accumulator on the vector paths.</summary>
