@@ -108,8 +108,7 @@ internal static unsafe class Gemm
         if (ldc < n) throw new ArgumentException($"GEMM ldc={ldc} is smaller than n={n}.");
         if (lda < (transposeA ? m : k) || ldb < (transposeB ? k : n))
             throw new ArgumentException($"GEMM leading dimensions too small: lda={lda}, ldb={ldb} for m={m}, n={n}, k={k}, transA={transposeA}, transB={transposeB}.");
-        if (path == KernelPath.Vector512 && !Avx512F.IsSupported) throw new PlatformNotSupportedException("This CPU has no AVX-512.");
-        if (path == KernelPath.Vector256 && !(Fma.IsSupported && Avx2.IsSupported)) throw new PlatformNotSupportedException("This CPU has no AVX2/FMA.");
+        RequireSupported(path);
         if (m == 0 || n == 0) return;
         if (k == 0)
         {
@@ -153,8 +152,7 @@ internal static unsafe class Gemm
     {
         if (m <= SkinnyRows) throw new ArgumentException($"The int8 GEMM is for more than {SkinnyRows} rows, got {m}.");
         if (n <= 0 || k <= 0 || lda < k || ldc < n) throw new ArgumentException($"Bad int8 GEMM sizes: m={m}, n={n}, k={k}, lda={lda}, ldc={ldc}.");
-        if (path == KernelPath.Vector512 && !Avx512F.IsSupported) throw new PlatformNotSupportedException("This CPU has no AVX-512.");
-        if (path == KernelPath.Vector256 && !(Fma.IsSupported && Avx2.IsSupported)) throw new PlatformNotSupportedException("This CPU has no AVX2/FMA.");
+        RequireSupported(path);
         var job = new Job
         {
             Path = path, TransA = false, TransB = true, M = m, N = n, K = k, A = a, Lda = lda, Ldb = k, C = c, Ldc = ldc, Bias = bias,
@@ -182,8 +180,7 @@ internal static unsafe class Gemm
         float* b0, float* b1, float* b2, float* bias0, float* bias1, float* bias2, float* c0, float* c1, float* c2)
     {
         if (m <= 0 || m > SkinnyRows || n <= 0 || k <= 0) throw new ArgumentException($"The three-way skinny GEMM takes 1..{SkinnyRows} rows and positive sizes, got m={m}, n={n}, k={k}.");
-        if (path == KernelPath.Vector512 && !Avx512F.IsSupported) throw new PlatformNotSupportedException("This CPU has no AVX-512.");
-        if (path == KernelPath.Vector256 && !(Fma.IsSupported && Avx2.IsSupported)) throw new PlatformNotSupportedException("This CPU has no AVX2/FMA.");
+        RequireSupported(path);
         Span<Job> jobs =
         [
             SkinnyJob(path, m, n, k, a, b0, bias0, c0), SkinnyJob(path, m, n, k, a, b1, bias1, c1), SkinnyJob(path, m, n, k, a, b2, bias2, c2),
@@ -318,6 +315,13 @@ internal static unsafe class Gemm
 
         Partition Make(int rowBlock, int chunkSlivers) =>
             new(rowBlock, CeilDiv(m, rowBlock), chunkSlivers * nr, CeilDiv(slivers, chunkSlivers));
+    }
+
+    /// <summary>Refuses a kernel path this CPU cannot run (tests force each path; a forced path must exist here).</summary>
+    internal static void RequireSupported(KernelPath path)
+    {
+        if (path == KernelPath.Vector512 && !Avx512F.IsSupported) throw new PlatformNotSupportedException("This CPU has no AVX-512.");
+        if (path == KernelPath.Vector256 && !(Fma.IsSupported && Avx2.IsSupported)) throw new PlatformNotSupportedException("This CPU has no AVX2/FMA.");
     }
 
     /// <summary>Whether <see cref="PlanPanel"/> evens out a short last row block (a switch so a benchmark can A/B it in one process).</summary>

@@ -27,8 +27,7 @@ internal static unsafe partial class Int8Kernels
     /// <param name="integerDot">Decoding: quantize the input rows to int16 and take integer dot products (AVX-VNNI), rather than dequantizing the weights to float32 (tests force each).</param>
     internal static void LinearForwardInt8(KernelPath path, float* output, float* input, Int8Matrix weight, float* bias, int rows, bool? integerDot = null)
     {
-        if (path == KernelPath.Vector512 && !Avx512F.IsSupported) throw new PlatformNotSupportedException("This CPU has no AVX-512.");
-        if (path == KernelPath.Vector256 && !(Fma.IsSupported && Avx2.IsSupported)) throw new PlatformNotSupportedException("This CPU has no AVX2/FMA.");
+        Gemm.RequireSupported(path);
         bool integer = integerDot ?? ((Int8IntegerDecodeOnThisThread ?? Int8IntegerDotSupported) && path != KernelPath.Scalar);
         if (integer && (!Int8IntegerDotSupported || path == KernelPath.Scalar)) throw new PlatformNotSupportedException("The integer decode path needs AVX2 and FMA.");
         if (rows <= 0) return;
