@@ -231,8 +231,10 @@ internal sealed class Served : IAsyncDisposable
 /// <summary>
 /// <c>serve-step-ab [rounds] [steps] [threads]</c>: the forward step alone on the 124M model, interleaved: the one-sequence
 /// <see cref="GptModel.DecodeNext(KvCache, int)"/> that <c>generate</c> uses, the scheduler's <see cref="GptModel.DecodeNextSequences"/>
-/// with one sequence, and with 8 sequences (each its own cache, 100–300 positions in). Prints milliseconds per step and
-/// tokens/s per mode: one sequence must cost what <c>DecodeNext</c> costs, 8 sequences should read the weights once.
+/// with one sequence, and with 8 sequences (each its own cache, 100–275 positions in; STEP_PAST=p moves them, see Run),
+/// the 8-sequence step also without the skinny kernel's tiles, with them on every shape, without its prefetch lead and
+/// through the packed GEMM (STEP_MODES=i,j picks modes). Prints milliseconds per step and tokens/s per mode: one
+/// sequence must cost what <c>DecodeNext</c> costs, 8 sequences should read the weights once.
 /// </summary>
 public static class ServingStepBenchmark
 {
@@ -250,13 +252,19 @@ public static class ServingStepBenchmark
             model.Prefill(cache, Enumerable.Range(0, length).Select(_ => random.Next(vocab)).ToArray());
             return cache;
         }
-        var single = Prefilled(200);
-        var batch = Enumerable.Range(0, 8).Select(i => Prefilled(100 + 25 * i)).ToList();
+        // STEP_PAST=p: the 8 caches p, p + s, ..., p + 7s positions in (s = 25, or 6 below 100: a chat's short prompts).
+        int basePast = int.Parse(Environment.GetEnvironmentVariable("STEP_PAST") ?? "100");
+        int spread = basePast < 100 ? 6 : 25;
+        var single = Prefilled(basePast + 100);
+        var batch = Enumerable.Range(0, 8).Select(i => Prefilled(basePast + spread * i)).ToList();
         var modes = new (string Name, int Rows, Action Step)[]
         {
             ("DecodeNext (generate), 1 seq.", 1, () => model.DecodeNext(single, 11)),
             ("DecodeNextSequences, 1 seq.", 1, () => model.DecodeNextSequences(batch.GetRange(0, 1), [11], logits)),
             ("DecodeNextSequences, 8 seq.", 8, () => model.DecodeNextSequences(batch, [11, 12, 13, 14, 15, 16, 17, 18], logits)),
+            // The skinny kernel's 2 × 3 tiles for 8 rows on no shape, and on every shape (the default: k ≥ SkinnyTileMinK).
+            ("8 seq., tiles never", 8, () => WithTileMinK(int.MaxValue, () => model.DecodeNextSequences(batch, [11, 12, 13, 14, 15, 16, 17, 18], logits))),
+            ("8 seq., tiles always", 8, () => WithTileMinK(0, () => model.DecodeNextSequences(batch, [11, 12, 13, 14, 15, 16, 17, 18], logits))),
             ("8 sequences, no prefetch", 8, () =>
             {
                 // The skinny kernel without its prefetch lead on the weight rows, as every 8-sequence step ran before it.
@@ -274,6 +282,9 @@ public static class ServingStepBenchmark
                 finally { Gemm.SkinnyRows = saved; }
             }),
         };
+        // STEP_MODES=i,j,...: only these modes (indices into the list above), e.g. under perf.
+        if (Environment.GetEnvironmentVariable("STEP_MODES") is { Length: > 0 } only)
+            modes = only.Split(',').Select(i => modes[int.Parse(i)]).ToArray();
         Console.WriteLine($"{Machine.Description}; 124M, {threads} threads, {steps} steps per round, {rounds} interleaved rounds");
         var perStep = modes.Select(_ => new List<double>()).ToArray();
         for (int round = 0; round <= rounds; round++)
@@ -296,5 +307,13 @@ public static class ServingStepBenchmark
         }
         foreach (var c in batch) c.Dispose();
         single.Dispose();
+    }
+
+    private static void WithTileMinK(int minK, Action step)
+    {
+        int saved = Gemm.SkinnyTileMinK;
+        Gemm.SkinnyTileMinK = minK;
+        try { step(); }
+        finally { Gemm.SkinnyTileMinK = saved; }
     }
 }

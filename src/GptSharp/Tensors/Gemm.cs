@@ -22,7 +22,7 @@ namespace GptSharp.Tensors;
 /// registers only), 4×4 scalar. Edge tiles are computed on zero-padded slivers into a scratch tile and merged.
 /// With <c>parallel</c>, the MC blocks (and the packing of B) are spread over <see cref="Workers"/>; the packed
 /// B slice is shared, each thread packs its own A block, so nothing is packed twice.
-/// Few rows (m ≤ <see cref="SkinnyRows"/>, generation of one token) go through a direct kernel that reads B once
+/// Few rows (<see cref="IsSkinny"/>: decoding steps, short prompts) go through a direct kernel that reads B once
 /// and packs nothing. Scratch is per thread and reused: no allocation per call after warm-up.
 /// </remarks>
 internal static unsafe class Gemm
@@ -56,12 +56,21 @@ internal static unsafe class Gemm
     }
 
     /// <summary>
-    /// Up to this many rows of C, the direct (unpacked) kernel is used. 8 covers a decoding step of the server's default
-    /// batch (one row per sequence): packing B for 8 rows read each weight three times (read, write packed, read
-    /// packed) where the direct kernel reads it once for all rows (docs/serving.md has the A/B). A switch rather than
-    /// a constant so a benchmark can A/B it in one process.
+    /// Up to this many rows of C, a product with B transposed (a linear layer's weight [n, k]: decoding steps and short
+    /// prompts) goes through the direct (unpacked) kernel, which reads each weight once and forms every element as
+    /// <see cref="Dot"/> does, so a row's result never depends on which rows share the call. Packing B read each weight
+    /// three times (read, write packed, read packed): 8 rows (one decoding step of 8 sequences) and prompts of 18–32
+    /// tokens measured faster direct (docs/serving.md has the A/Bs). A switch rather than a constant so a benchmark can
+    /// A/B it in one process.
     /// </summary>
-    internal static int SkinnyRows = 8;
+    internal static int SkinnyRows = 32;
+
+    /// <summary>Up to this many rows, a product with B as stored (the backward's dX = dY·W) uses the direct axpy kernel,
+    /// which streams B once per row.</summary>
+    internal const int SkinnyRowsUntransposed = 8;
+
+    /// <summary>Whether a product of <paramref name="m"/> rows goes through the direct kernel.</summary>
+    private static bool IsSkinny(int m, bool transposeB) => m <= (transposeB ? SkinnyRows : Math.Min(SkinnyRows, SkinnyRowsUntransposed));
 
     // Below this many multiply-adds a call stays on the calling thread: waking the pool would cost more.
     private const long ParallelMinWork = 1L << 20;
@@ -132,7 +141,7 @@ internal static unsafe class Gemm
                           && !Workers.IsInsideRun && Monitor.TryEnter(SharedJobLock);
         try
         {
-            if (m <= SkinnyRows) RunSkinny(ref job, goParallel);
+            if (IsSkinny(m, transposeB)) RunSkinny(ref job, goParallel);
             else RunPacked(ref job, goParallel);
         }
         finally
@@ -150,7 +159,7 @@ internal static unsafe class Gemm
     internal static void MatMulInt8B(KernelPath path, int m, int n, int k, float* a, int lda, sbyte* values, float* scales, int blocksPerRow,
         float* c, int ldc, float* bias)
     {
-        if (m <= SkinnyRows) throw new ArgumentException($"The int8 GEMM is for more than {SkinnyRows} rows, got {m}.");
+        if (m <= Int8Kernels.Int8DecodeRows) throw new ArgumentException($"The int8 GEMM is for more than {Int8Kernels.Int8DecodeRows} rows, got {m}.");
         if (n <= 0 || k <= 0 || lda < k || ldc < n) throw new ArgumentException($"Bad int8 GEMM sizes: m={m}, n={n}, k={k}, lda={lda}, ldc={ldc}.");
         RequireSupported(path);
         var job = new Job
@@ -179,7 +188,7 @@ internal static unsafe class Gemm
     internal static void SkinnyLinear3(KernelPath path, int m, int n, int k, float* a,
         float* b0, float* b1, float* b2, float* bias0, float* bias1, float* bias2, float* c0, float* c1, float* c2)
     {
-        if (m <= 0 || m > SkinnyRows || n <= 0 || k <= 0) throw new ArgumentException($"The three-way skinny GEMM takes 1..{SkinnyRows} rows and positive sizes, got m={m}, n={n}, k={k}.");
+        if (m <= 0 || !IsSkinny(m, transposeB: true) || n <= 0 || k <= 0) throw new ArgumentException($"The three-way skinny GEMM takes 1..{SkinnyRows} rows and positive sizes, got m={m}, n={n}, k={k}.");
         RequireSupported(path);
         Span<Job> jobs =
         [
@@ -881,7 +890,7 @@ internal static unsafe class Gemm
         Skinny(ref job, j0, Math.Min(job.N, j0 + job.ChunkColumns));
     }
 
-    /// <summary>Columns [j0, j1) of C for m ≤ <see cref="SkinnyRows"/>: reads B once, packs nothing.</summary>
+    /// <summary>Columns [j0, j1) of C for few rows (<see cref="IsSkinny"/>): reads B once, packs nothing.</summary>
     private static void Skinny(ref Job job, int j0, int j1)
     {
         int m = job.M, k = job.K;
@@ -903,8 +912,30 @@ internal static unsafe class Gemm
             // (Four columns per pass, sharing each load of A, measured slower on one token: 38.9 against
             // 34.7 ms per step, interleaved, bench `skinny-ab`; more read streams per core do not pay.)
             // Four rows at a time share each load of b's row (a batched decoding step: one row per sequence).
-            float* sums = stackalloc float[4];
-            for (int j = j0; j < j1; j++)
+            float* sums = stackalloc float[6];
+            int jt = j0;
+            // Two rows by three weight rows at a time (each load shared by two or three multiply-adds) where the
+            // activation rows would not stay in L1 over a weight row (k ≥ SkinnyTileMinK) or there are more rows than
+            // a decoding step's 8; four rows per weight row otherwise (measured faster there: docs/serving.md).
+            if (m >= 2 && SkinnyTiles && (m > 8 || k >= SkinnyTileMinK))
+            {
+                for (; jt + 3 <= j1; jt += 3)
+                {
+                    float* brow = job.B + (long)jt * job.Ldb;
+                    int i = 0;
+                    for (; i + 2 <= m; i += 2)
+                    {
+                        DotTile2x3(job.Path, rows + i * rowStride, rowStride, brow, job.Ldb, k, sums, prefetchNext: i == 0 && jt + 6 <= job.N);
+                        for (int r = 0; r < 2; r++)
+                            for (int col = 0; col < 3; col++)
+                                Store(job.C + (long)(i + r) * job.Ldc + jt + col, sums[r * 3 + col], job.Accumulate, job.Bias, jt + col);
+                    }
+                    if (i < m)
+                        for (int col = 0; col < 3; col++)
+                            Store(job.C + (long)i * job.Ldc + jt + col, Dot(job.Path, rows + i * rowStride, brow + (long)col * job.Ldb, k), job.Accumulate, job.Bias, jt + col);
+                }
+            }
+            for (int j = jt; j < j1; j++)
             {
                 float* brow = job.B + (long)j * job.Ldb;
                 int i = 0;
@@ -1017,6 +1048,104 @@ internal static unsafe class Gemm
             t3 += x3[i] * yi;
         }
         (sums[0], sums[1], sums[2], sums[3]) = (t0, t1, t2, t3);
+    }
+
+    // The tile kernel's switches (a benchmark A/Bs them in one process): on, and from which depth for ≤ 8 rows.
+    internal static bool SkinnyTiles = true;
+    internal static int SkinnyTileMinK = 2048;
+
+    /// <summary>
+    /// dot(x row r, y row c) for the two rows x, x + stride and the three rows y, y + ldy, y + 2·ldy into sums[3r + c]:
+    /// each vector load is shared by two or three multiply-adds, and each sum is formed exactly as <see cref="Dot"/>
+    /// forms it. With <paramref name="prefetchNext"/> the next three rows of y (the next tile, y + 3·ldy on) are asked
+    /// for meanwhile, a cache line of each per two-vector step (the first pair of rows over a tile only: the others
+    /// find it in cache).
+    /// </summary>
+    private static void DotTile2x3(KernelPath path, float* x, long stride, float* y, long ldy, int k, float* sums, bool prefetchNext)
+    {
+        float* x0 = x, x1 = x + stride, y0 = y, y1 = y + ldy, y2 = y + 2 * ldy;
+        int i = 0;
+        float t00 = 0f, t01 = 0f, t02 = 0f, t10 = 0f, t11 = 0f, t12 = 0f;
+        if (path == KernelPath.Vector512)
+        {
+            const int w = 16;
+            Vector512<float> a00 = default, a01 = default, a02 = default, a10 = default, a11 = default, a12 = default;
+            Vector512<float> b00 = default, b01 = default, b02 = default, b10 = default, b11 = default, b12 = default;
+            float* next = y + 3 * ldy;
+            for (; i + 2 * w <= k; i += 2 * w)
+            {
+                if (prefetchNext)
+                {
+                    // Two lines of each row per step (32 floats).
+                    Sse.Prefetch0(next + i); Sse.Prefetch0(next + i + w);
+                    Sse.Prefetch0(next + ldy + i); Sse.Prefetch0(next + ldy + i + w);
+                    Sse.Prefetch0(next + 2 * ldy + i); Sse.Prefetch0(next + 2 * ldy + i + w);
+                }
+                var w0 = Vector512.Load(y0 + i); var w1 = Vector512.Load(y1 + i); var w2 = Vector512.Load(y2 + i);
+                var v = Vector512.Load(x0 + i);
+                a00 = Avx512F.FusedMultiplyAdd(v, w0, a00); a01 = Avx512F.FusedMultiplyAdd(v, w1, a01); a02 = Avx512F.FusedMultiplyAdd(v, w2, a02);
+                v = Vector512.Load(x1 + i);
+                a10 = Avx512F.FusedMultiplyAdd(v, w0, a10); a11 = Avx512F.FusedMultiplyAdd(v, w1, a11); a12 = Avx512F.FusedMultiplyAdd(v, w2, a12);
+                w0 = Vector512.Load(y0 + i + w); w1 = Vector512.Load(y1 + i + w); w2 = Vector512.Load(y2 + i + w);
+                v = Vector512.Load(x0 + i + w);
+                b00 = Avx512F.FusedMultiplyAdd(v, w0, b00); b01 = Avx512F.FusedMultiplyAdd(v, w1, b01); b02 = Avx512F.FusedMultiplyAdd(v, w2, b02);
+                v = Vector512.Load(x1 + i + w);
+                b10 = Avx512F.FusedMultiplyAdd(v, w0, b10); b11 = Avx512F.FusedMultiplyAdd(v, w1, b11); b12 = Avx512F.FusedMultiplyAdd(v, w2, b12);
+            }
+            for (; i + w <= k; i += w)
+            {
+                var w0 = Vector512.Load(y0 + i); var w1 = Vector512.Load(y1 + i); var w2 = Vector512.Load(y2 + i);
+                var v = Vector512.Load(x0 + i);
+                a00 = Avx512F.FusedMultiplyAdd(v, w0, a00); a01 = Avx512F.FusedMultiplyAdd(v, w1, a01); a02 = Avx512F.FusedMultiplyAdd(v, w2, a02);
+                v = Vector512.Load(x1 + i);
+                a10 = Avx512F.FusedMultiplyAdd(v, w0, a10); a11 = Avx512F.FusedMultiplyAdd(v, w1, a11); a12 = Avx512F.FusedMultiplyAdd(v, w2, a12);
+            }
+            (t00, t01, t02) = (Vector512.Sum(a00 + b00), Vector512.Sum(a01 + b01), Vector512.Sum(a02 + b02));
+            (t10, t11, t12) = (Vector512.Sum(a10 + b10), Vector512.Sum(a11 + b11), Vector512.Sum(a12 + b12));
+        }
+        else if (path == KernelPath.Vector256)
+        {
+            const int w = 8;
+            float* next = y + 3 * ldy;
+            Vector256<float> a00 = default, a01 = default, a02 = default, a10 = default, a11 = default, a12 = default;
+            Vector256<float> b00 = default, b01 = default, b02 = default, b10 = default, b11 = default, b12 = default;
+            for (; i + 2 * w <= k; i += 2 * w)
+            {
+                if (prefetchNext)
+                {
+                    Sse.Prefetch0(next + i);
+                    Sse.Prefetch0(next + ldy + i);
+                    Sse.Prefetch0(next + 2 * ldy + i);
+                }
+                var w0 = Vector256.Load(y0 + i); var w1 = Vector256.Load(y1 + i); var w2 = Vector256.Load(y2 + i);
+                var v = Vector256.Load(x0 + i);
+                a00 = Fma.MultiplyAdd(v, w0, a00); a01 = Fma.MultiplyAdd(v, w1, a01); a02 = Fma.MultiplyAdd(v, w2, a02);
+                v = Vector256.Load(x1 + i);
+                a10 = Fma.MultiplyAdd(v, w0, a10); a11 = Fma.MultiplyAdd(v, w1, a11); a12 = Fma.MultiplyAdd(v, w2, a12);
+                w0 = Vector256.Load(y0 + i + w); w1 = Vector256.Load(y1 + i + w); w2 = Vector256.Load(y2 + i + w);
+                v = Vector256.Load(x0 + i + w);
+                b00 = Fma.MultiplyAdd(v, w0, b00); b01 = Fma.MultiplyAdd(v, w1, b01); b02 = Fma.MultiplyAdd(v, w2, b02);
+                v = Vector256.Load(x1 + i + w);
+                b10 = Fma.MultiplyAdd(v, w0, b10); b11 = Fma.MultiplyAdd(v, w1, b11); b12 = Fma.MultiplyAdd(v, w2, b12);
+            }
+            for (; i + w <= k; i += w)
+            {
+                var w0 = Vector256.Load(y0 + i); var w1 = Vector256.Load(y1 + i); var w2 = Vector256.Load(y2 + i);
+                var v = Vector256.Load(x0 + i);
+                a00 = Fma.MultiplyAdd(v, w0, a00); a01 = Fma.MultiplyAdd(v, w1, a01); a02 = Fma.MultiplyAdd(v, w2, a02);
+                v = Vector256.Load(x1 + i);
+                a10 = Fma.MultiplyAdd(v, w0, a10); a11 = Fma.MultiplyAdd(v, w1, a11); a12 = Fma.MultiplyAdd(v, w2, a12);
+            }
+            (t00, t01, t02) = (Vector256.Sum(a00 + b00), Vector256.Sum(a01 + b01), Vector256.Sum(a02 + b02));
+            (t10, t11, t12) = (Vector256.Sum(a10 + b10), Vector256.Sum(a11 + b11), Vector256.Sum(a12 + b12));
+        }
+        for (; i < k; i++)
+        {
+            float u = x0[i], v = x1[i];
+            t00 += u * y0[i]; t01 += u * y1[i]; t02 += u * y2[i];
+            t10 += v * y0[i]; t11 += v * y1[i]; t12 += v * y2[i];
+        }
+        (sums[0], sums[1], sums[2], sums[3], sums[4], sums[5]) = (t00, t01, t02, t10, t11, t12);
     }
 
     private static void SkinnyRowTimesB(ref Job job, float* arow, float* crow, int j0, int j1)

@@ -79,14 +79,16 @@ public unsafe class GemmTests
     [MemberData(nameof(Paths))]
     public void SkinnyRowsComputedTogetherEqualEachRowAloneBitForBit(string pathName)
     {
-        // A batched decoding step puts one row per sequence through the skinny kernel (rows shared four at a time):
-        // each row must come out exactly as the one-row product of that row, so a sequence decoded beside others picks
-        // the tokens it picks alone. k covers the two-vector loop, the one-vector remainder and the scalar tail.
+        // A batched decoding step puts one row per sequence through the skinny kernel (rows shared four at a time, or
+        // two rows by three weight rows): each row must come out exactly as the one-row product of that row, so a
+        // sequence decoded beside others picks the tokens it picks alone, and a prompt's rows are the same whichever
+        // rows share the step. k covers the two-vector loop, the one-vector remainder and the scalar tail, below and
+        // above the depth where ≤ 8 rows switch to the tile kernel; n = 47 leaves two columns past the last tile.
         var path = Enum.Parse<Path>(pathName);
         var random = new Random(5);
-        foreach (int k in new[] { 7, 24, 48, 57, 768 })
+        foreach (int k in new[] { 7, 24, 48, 57, 768, Gemm.SkinnyTileMinK + 15 })
         {
-            int n = 45;
+            int n = 47;
             float[] a = RandomArray(random, Gemm.SkinnyRows * k), b = RandomArray(random, n * k), bias = RandomArray(random, n);
             for (int m = 1; m <= Gemm.SkinnyRows; m++)
             {
