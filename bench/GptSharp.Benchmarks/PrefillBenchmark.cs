@@ -9,7 +9,7 @@ namespace GptSharp.Benchmarks;
 /// <summary>
 /// Prefill of one long prompt into a KV cache (GPT-2 small at its own context of 1024): prompt tokens/s, median of
 /// <c>rounds</c>, and the peak RSS. <c>dotnet run -c Release --project bench/GptSharp.Benchmarks -- prefill-quick [tokens] [rounds] [threads]</c>;
-/// with SKINNY_ROWS=a,b an interleaved A/B of <see cref="Gemm.SkinnyRows"/> instead (see <see cref="SkinnyRowsAb"/>).
+/// with ROW_EXACT_ROWS=a,b an interleaved A/B of <see cref="Gemm.RowExactRows"/> instead (see <see cref="RowExactRowsAb"/>).
 /// </summary>
 public static class PrefillBenchmark
 {
@@ -24,9 +24,9 @@ public static class PrefillBenchmark
         using var cache = new KvCache(model);
         model.Prefill(cache, prompt); // warm-up: buffers and scratch
         var seconds = new double[rounds];
-        if (Environment.GetEnvironmentVariable("SKINNY_ROWS") is { Length: > 0 } variants)
+        if (Environment.GetEnvironmentVariable("ROW_EXACT_ROWS") is { Length: > 0 } variants)
         {
-            SkinnyRowsAb(model, cache, prompt, rounds, variants.Split(',').Select(int.Parse).ToArray());
+            RowExactRowsAb(model, cache, prompt, rounds, variants.Split(',').Select(int.Parse).ToArray());
             return;
         }
         for (int r = 0; r < rounds; r++)
@@ -42,23 +42,23 @@ public static class PrefillBenchmark
         Console.WriteLine($"median {median:F2} s = {tokens / median:F0} prompt tokens/s; peak RSS {Process.GetCurrentProcess().PeakWorkingSet64 / 1e9:F2} GB");
     }
 
-    /// <summary>SKINNY_ROWS=a,b,...: the same prefill with <see cref="Gemm.SkinnyRows"/> = a, b, ... in interleaved rounds
+    /// <summary>ROW_EXACT_ROWS=a,b,...: the same prefill with <see cref="Gemm.RowExactRows"/> = a, b, ... in interleaved rounds
     /// (a short prompt through the direct kernel or the packed GEMM); median milliseconds of each.</summary>
-    private static void SkinnyRowsAb(GptModel model, KvCache cache, TokenBatch prompt, int rounds, int[] variants)
+    private static void RowExactRowsAb(GptModel model, KvCache cache, TokenBatch prompt, int rounds, int[] variants)
     {
-        int saved = Gemm.SkinnyRows;
+        int saved = Gemm.RowExactRows;
         var times = variants.Select(_ => new List<double>()).ToArray();
         for (int r = 0; r < rounds; r++)
             for (int v = 0; v < variants.Length; v++)
             {
-                Gemm.SkinnyRows = variants[v];
+                Gemm.RowExactRows = variants[v];
                 cache.Clear();
                 var clock = Stopwatch.StartNew();
                 model.Prefill(cache, prompt);
                 times[v].Add(clock.Elapsed.TotalMilliseconds);
             }
-        Gemm.SkinnyRows = saved;
+        Gemm.RowExactRows = saved;
         for (int v = 0; v < variants.Length; v++)
-            Console.WriteLine($"SkinnyRows {variants[v]}: median {ServingBenchmark.Percentile(times[v], 50):F1} ms per prefill of {prompt.SequenceLength} tokens");
+            Console.WriteLine($"RowExactRows {variants[v]}: median {ServingBenchmark.Percentile(times[v], 50):F1} ms per prefill of {prompt.SequenceLength} tokens");
     }
 }

@@ -8,7 +8,7 @@ namespace GptSharp.Benchmarks;
 /// BenchmarkDotNet: dotnet run -c Release --project bench/GptSharp.Benchmarks -- gemm-quick [threads] [case filter]
 /// and of the FMA peak and the read bandwidth: ... -- peak-quick, ... -- bandwidth-quick; a training step phase by phase:
 /// ... -- train-step-quick [threads] [steps] [context] [batch]; 1024 × 2 against 256 × 8 in alternating steps of one process: ... -- train-step-ratio [pairs] [threads] [long] [short] [tokens]; the causal attention alone (forward, backward, mask draw): ... -- attention-quick [context] [batch] [threads] [rounds]; HellaSwag/LAMBADA scoring on the 124M shape: ... -- eval-quick [examples] [threads] [batch]; the evaluation and the epoch sample beside the training forward, per token: ... -- outside-step-quick [rounds] [threads]; data-parallel steps under mpirun (bench/distributed.sh): ... -- data-parallel-quick [threads] [steps]; generation tokens/s against the bandwidth bound: ... -- generate-quick [tokens] [threads] [uncachedTokens]; a long prompt's prefill: ... -- prefill-quick [tokens] [rounds] [threads]; interleaved A/B of the skinny GEMM's choices on cached steps: ... -- skinny-ab [rounds] [threads];
-/// the HTTP server with 1, 4 and 8 concurrent streaming clients on the 124M model: ... -- serve-quick [requests per client] [max tokens] [threads] [skinny GEMM rows];
+/// the HTTP server with 1, 4 and 8 concurrent streaming clients on the 124M model: ... -- serve-quick [requests per client] [max tokens] [threads] [row-exact step rows]; its one- and 8-client phases per RowExactRows value, interleaved in one process: ... -- serve-ab [rounds] [max tokens] [threads] [rows,...];
 /// one client's decode through generate, the scheduler alone and HTTP, interleaved: ... -- serve-one-ab [rounds] [max tokens] [threads]; the forward step alone, one sequence through DecodeNext and DecodeNextSequences and 8 through DecodeNextSequences: ... -- serve-step-ab [rounds] [steps] [threads]; each linear shape of a step with 1 and 8 rows (VARIANTS=floats,... A/Bs the skinny kernel's prefetch lead): ... -- skinny-shapes [rounds] [threads];
 /// the tokenizer on one thread and on all cores, interleaved: ... -- tokenizer-quick [rounds]; a full-size synthetic
 /// OpenAI GPT-2 checkpoint for load time and peak memory: ... -- gpt2-synthetic DIR gpt2-small|...|gpt2-xl; a 124M training
@@ -54,10 +54,22 @@ public static class Program
             GenerationQuick.SkinnyAb(args.Length > 1 ? int.Parse(args[1]) : 60, args.Length > 2 ? int.Parse(args[2]) : 2);
             return;
         }
+        if (args.Length > 0 && args[0] == "serve-ab")
+        {
+            ServingBenchmark.AbAsync(args.Length > 1 ? int.Parse(args[1]) : 3, args.Length > 2 ? int.Parse(args[2]) : 32,
+                args.Length > 3 ? int.Parse(args[3]) : Environment.ProcessorCount,
+                args.Length > 4 ? args[4].Split(',').Select(int.Parse).ToArray() : [32, 8]).GetAwaiter().GetResult();
+            return;
+        }
         if (args.Length > 0 && args[0] == "serve-quick")
         {
-            // A fifth argument sets the skinny GEMM's row limit (7 = the packed GEMM for an 8-sequence step, as before): A/B runs.
-            if (args.Length > 4) GptSharp.Tensors.Gemm.SkinnyRows = int.Parse(args[4]);
+            // A fifth argument sets the rows a step keeps row-exact (Gemm.RowExactRows: 32; 8 = no 18-token prompt rides
+            // in a step beside decoding rows, as before; 7 = the packed GEMM for an 8-sequence step): A/B runs.
+            if (args.Length > 4)
+            {
+                GptSharp.Tensors.Gemm.RowExactRows = int.Parse(args[4]);
+                GptSharp.Tensors.Gemm.SkinnyRows = Math.Min(GptSharp.Tensors.Gemm.SkinnyRows, GptSharp.Tensors.Gemm.RowExactRows);
+            }
             ServingBenchmark.RunAsync(args.Length > 1 ? int.Parse(args[1]) : 4, args.Length > 2 ? int.Parse(args[2]) : 64,
                 args.Length > 3 ? int.Parse(args[3]) : Environment.ProcessorCount).GetAwaiter().GetResult();
             return;

@@ -22,7 +22,7 @@ public static class ServingBenchmark
         await using var served = await Served.StartAsync(threads);
         var (config, scheduler, http) = (served.Config, served.Scheduler, served.Http);
         const string prompt = Served.Prompt;
-        Console.WriteLine($"{Machine.Description}; skinny GEMM up to {Gemm.SkinnyRows} rows");
+        Console.WriteLine($"{Machine.Description}; a step's rows row-exact (direct GEMM) up to {Gemm.RowExactRows}");
         Console.WriteLine($"124M model (context {config.ContextLength}), {threads} threads, prompt {TextCompletion.Encode(prompt).Length} tokens, {maxTokens} new tokens per request, {requestsPerClient} requests per client");
         // Warm-up: a full-length request, then 8 at once, so every path (the HTTP stack, one-row and 8-row steps) runs
         // optimized code before the clock starts. A 4-token warm-up left the one-client phase measuring tier-0 code and
@@ -32,29 +32,69 @@ public static class ServingBenchmark
         double? single = null;
         foreach (int clients in new[] { 1, 4, 8 })
         {
-            var firstTokens = new List<double>();
-            var gaps = new List<double>();
-            long tokens = 0;
-            var clock = Stopwatch.StartNew();
-            var results = await Task.WhenAll(Enumerable.Range(0, clients).Select(async client =>
-            {
-                var mine = new List<Sample>();
-                for (int r = 0; r < requestsPerClient; r++) mine.Add(await OneRequestAsync(http, prompt, maxTokens, client * 1000 + r));
-                return mine;
-            }));
-            double seconds = clock.Elapsed.TotalSeconds;
-            foreach (var sample in results.SelectMany(s => s))
-            {
-                firstTokens.Add(sample.FirstToken);
-                gaps.AddRange(sample.Gaps);
-                tokens += sample.Tokens;
-            }
-            double rate = tokens / seconds;
-            single ??= rate;
-            Console.WriteLine($"{clients} client(s): {rate,7:F1} tokens/s aggregate ({rate / single.Value:F2}x one client), " +
-                $"first token p50 {Percentile(firstTokens, 50),6:F0} ms p95 {Percentile(firstTokens, 95),6:F0} ms, " +
-                $"per token p50 {Percentile(gaps, 50),5:F1} ms p95 {Percentile(gaps, 95),5:F1} ms; largest step {scheduler.LargestStep}");
+            var (riding, alone) = (scheduler.PromptsInSteps, scheduler.PromptsAlone);
+            var phase = await PhaseAsync(http, prompt, clients, requestsPerClient, maxTokens);
+            single ??= phase.Rate;
+            Console.WriteLine($"{clients} client(s): {phase.Rate,7:F1} tokens/s aggregate ({phase.Rate / single.Value:F2}x one client), " +
+                $"first token p50 {Percentile(phase.FirstTokens, 50),6:F0} ms p95 {Percentile(phase.FirstTokens, 95),6:F0} ms, " +
+                $"per token p50 {Percentile(phase.Gaps, 50),5:F1} ms p95 {Percentile(phase.Gaps, 95),5:F1} ms; largest step {scheduler.LargestStep}, " +
+                $"prompts riding in a step {scheduler.PromptsInSteps - riding}, alone {scheduler.PromptsAlone - alone}");
         }
+    }
+
+    /// <summary>
+    /// <c>serve-ab [rounds] [max tokens] [threads] [row-exact rows,...]</c>: the one-client and 8-client phases of
+    /// serve-quick (3 requests per client) in one process, once per value of <see cref="Gemm.RowExactRows"/> (default
+    /// 32,8: 18-token prompts riding in the steps beside the decoding rows, or prefilled alone), interleaved over the
+    /// rounds, so the machine's drift falls on every variant alike. Prints each variant's median tokens/s of both phases
+    /// and the median of the per-round ratios (8 clients ÷ one).
+    /// </summary>
+    public static async Task AbAsync(int rounds, int maxTokens, int threads, int[] variants)
+    {
+        await using var served = await Served.StartAsync(threads);
+        var http = served.Http;
+        const string prompt = Served.Prompt;
+        Console.WriteLine($"{Machine.Description}; 124M (context {served.Config.ContextLength}), {threads} threads, {maxTokens} new tokens per request, 3 requests per client, {rounds} rounds; RowExactRows {string.Join(" | ", variants)}");
+        await OneRequestAsync(http, prompt, maxTokens, 0);
+        await Task.WhenAll(Enumerable.Range(0, 8).Select(client => OneRequestAsync(http, prompt, Math.Min(maxTokens, 8), client)));
+        var one = variants.Select(_ => new List<double>()).ToArray();
+        var eight = variants.Select(_ => new List<double>()).ToArray();
+        var ratios = variants.Select(_ => new List<double>()).ToArray();
+        var firstTokens = variants.Select(_ => new List<double>()).ToArray();
+        var saved = (Gemm.RowExactRows, Gemm.SkinnyRows);
+        for (int round = 0; round < rounds; round++)
+            for (int v = 0; v < variants.Length; v++)
+            {
+                (Gemm.RowExactRows, Gemm.SkinnyRows) = (variants[v], Math.Min(saved.SkinnyRows, variants[v]));
+                var single = await PhaseAsync(http, prompt, 1, 3, maxTokens);
+                var many = await PhaseAsync(http, prompt, 8, 3, maxTokens);
+                (Gemm.RowExactRows, Gemm.SkinnyRows) = saved;
+                one[v].Add(single.Rate);
+                eight[v].Add(many.Rate);
+                ratios[v].Add(many.Rate / single.Rate);
+                firstTokens[v].Add(Percentile(many.FirstTokens, 50));
+                Console.WriteLine($"round {round + 1}, RowExactRows {variants[v]}: 1 client {single.Rate:F1}, 8 clients {many.Rate:F1} tokens/s ({many.Rate / single.Rate:F2}x)");
+            }
+        for (int v = 0; v < variants.Length; v++)
+            Console.WriteLine($"RowExactRows {variants[v],3}: 1 client median {Percentile(one[v], 50):F1} tokens/s, 8 clients {Percentile(eight[v], 50):F1} " +
+                $"(first token p50 {Percentile(firstTokens[v], 50):F0} ms), ratio median {Percentile(ratios[v], 50):F2}x (min {ratios[v].Min():F2}, max {ratios[v].Max():F2})");
+    }
+
+    private sealed record Phase(double Rate, List<double> FirstTokens, List<double> Gaps);
+
+    /// <summary><paramref name="clients"/> streaming clients, each sending its requests one after another: aggregate tokens/s over the phase's wall time.</summary>
+    private static async Task<Phase> PhaseAsync(HttpClient http, string prompt, int clients, int requestsPerClient, int maxTokens)
+    {
+        var clock = Stopwatch.StartNew();
+        var results = await Task.WhenAll(Enumerable.Range(0, clients).Select(async client =>
+        {
+            var mine = new List<Sample>();
+            for (int r = 0; r < requestsPerClient; r++) mine.Add(await OneRequestAsync(http, prompt, maxTokens, client * 1000 + r));
+            return mine;
+        }));
+        double seconds = clock.Elapsed.TotalSeconds;
+        var samples = results.SelectMany(s => s).ToList();
+        return new Phase(samples.Sum(s => s.Tokens) / seconds, [.. samples.Select(s => s.FirstToken)], [.. samples.SelectMany(s => s.Gaps)]);
     }
 
     private sealed record Sample(double FirstToken, List<double> Gaps, int Tokens);
@@ -276,10 +316,10 @@ public static class ServingStepBenchmark
             ("8 sequences, packed GEMM", 8, () =>
             {
                 // The packed GEMM, as every step of more than 7 rows took before the direct kernel grew to 8 rows.
-                int saved = Gemm.SkinnyRows;
-                Gemm.SkinnyRows = 7;
+                var saved = (Gemm.RowExactRows, Gemm.SkinnyRows);
+                (Gemm.RowExactRows, Gemm.SkinnyRows) = (7, 7);
                 try { model.DecodeNextSequences(batch, [11, 12, 13, 14, 15, 16, 17, 18], logits); }
-                finally { Gemm.SkinnyRows = saved; }
+                finally { (Gemm.RowExactRows, Gemm.SkinnyRows) = saved; }
             }),
         };
         // STEP_MODES=i,j,...: only these modes (indices into the list above), e.g. under perf.

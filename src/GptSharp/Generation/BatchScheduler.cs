@@ -7,9 +7,9 @@ namespace GptSharp.Generation;
 
 /// <summary>
 /// Continuous batching over one <see cref="GptModel"/>: a single decoding thread owns the model and, at every
-/// step, runs one batched forward (<see cref="GptModel.DecodeNextSequences"/>) over every active sequence's own KV
-/// cache. Waiting sequences join at step boundaries (their prompt is prefilled first), finished or cancelled
-/// ones leave, and a full waiting queue refuses new work with <see cref="QueueFullException"/>.
+/// step, runs one batched forward (<see cref="GptModel.ExtendSequences"/>) over every active sequence's own KV
+/// cache. Waiting sequences join at step boundaries (a short prompt's rows ride in the step, a long one is prefilled
+/// first), finished or cancelled ones leave, and a full waiting queue refuses new work with <see cref="QueueFullException"/>.
 /// </summary>
 /// <remarks>
 /// Each sequence picks its tokens with the <see cref="TokenSampler"/> <see cref="TextGenerator"/> uses (its own logits
@@ -23,6 +23,12 @@ public sealed class BatchScheduler : IDisposable
     private readonly List<Sequence> _active = new();
     private readonly List<KvCache> _stepCaches = new();
     private readonly List<Sequence> _prefilling = new();
+    // Joiners whose prompts ride in the coming step, and the step's sequences in row order (the decoding ones, then
+    // the riders) with the new tokens of each.
+    private readonly List<Sequence> _riders = new();
+    private readonly List<Sequence> _deferred = new();
+    private readonly List<Sequence> _stepSequences = new();
+    private readonly int[] _stepCounts;
     private readonly Thread _thread;
     // One row of logits as a sequence's sampler processes it, then its log-probabilities: a row per batch slot, so
     // the sequences of a step pick on all cores at once (each has its own sampler and generator).
@@ -46,7 +52,8 @@ public sealed class BatchScheduler : IDisposable
         _pickRow = PickRow;
         _picked = new Picked[maxBatchSize];
         _stepLogits = new Tensor(maxBatchSize, vocab);
-        _stepIds = new int[maxBatchSize];
+        _stepIds = new int[Math.Max(maxBatchSize, model.ExactStepRows)];
+        _stepCounts = new int[maxBatchSize];
         model.Eval();
         _thread = new Thread(Loop) { IsBackground = true, Name = "GptSharp batch scheduler" };
         _thread.Start();
@@ -71,6 +78,12 @@ public sealed class BatchScheduler : IDisposable
 
     /// <summary>The most sequences one step has decoded together.</summary>
     public int LargestStep { get; private set; }
+
+    /// <summary>Prompts read inside a batched step, beside the decoding sequences' rows.</summary>
+    public long PromptsInSteps { get; private set; }
+
+    /// <summary>Prompts prefilled on their own (too long to ride in a step).</summary>
+    public long PromptsAlone { get; private set; }
 
     /// <summary>
     /// Queues <paramref name="requests"/> (all or none) and returns one handle per sequence; their tokens arrive on
@@ -139,7 +152,7 @@ public sealed class BatchScheduler : IDisposable
         {
             lock (_gate)
             {
-                while (!_stopping && _waiting.Count == 0 && _active.Count == 0) Monitor.Wait(_gate);
+                while (!_stopping && _waiting.Count == 0 && _active.Count == 0 && joining.Count == 0) Monitor.Wait(_gate);
                 if (_stopping) break;
                 while (_waiting.Count > 0 && _active.Count + joining.Count < MaxBatchSize)
                 {
@@ -150,30 +163,43 @@ public sealed class BatchScheduler : IDisposable
             }
             try
             {
-                // Joiners are prefilled at the step boundary, one after another; their first token comes from the prompt's logits.
-                if (joining.Count > 0) Prefill(joining);
-                joining.Clear();
+                // Joiners come in at the step boundary: a short prompt rides in this step (or the next) beside the
+                // decoding rows, a long one is prefilled alone first; either way its first token comes from the prompt's logits.
                 RemoveFinished();
-                if (_active.Count == 0) continue;
+                if (joining.Count > 0) Admit(joining); // leaves in it those that wait for the next step
+                RemoveFinished();
+                if (_active.Count == 0 && _riders.Count == 0) continue;
 
-                int rows = _active.Count;
+                _stepSequences.Clear();
+                _stepSequences.AddRange(_active);
+                _stepSequences.AddRange(_riders);
                 _stepCaches.Clear();
-                for (int i = 0; i < rows; i++)
+                int rows = 0;
+                for (int i = 0; i < _stepSequences.Count; i++)
                 {
-                    _stepCaches.Add(_active[i].Cache!);
-                    _stepIds[i] = _active[i].LastToken;
+                    var s = _stepSequences[i];
+                    _stepCaches.Add(s.Cache!);
+                    bool decoding = s.Cache!.Length > 0;
+                    _stepCounts[i] = decoding ? 1 : s.Request.PromptIds.Length;
+                    if (_stepIds.Length < rows + _stepCounts[i]) Array.Resize(ref _stepIds, rows + _stepCounts[i]);
+                    if (decoding) _stepIds[rows] = s.LastToken;
+                    else s.Request.PromptIds.CopyTo(_stepIds.AsSpan(rows));
+                    rows += _stepCounts[i];
                 }
-                _model.DecodeNextSequences(_stepCaches, _stepIds.AsSpan(0, rows), _stepLogits);
+                _model.ExtendSequences(_stepCaches, _stepCounts.AsSpan(0, _stepSequences.Count), _stepIds.AsSpan(0, rows), _stepLogits);
                 Steps++;
-                LargestStep = Math.Max(LargestStep, rows);
-                PickAll(_active);
+                LargestStep = Math.Max(LargestStep, _stepSequences.Count);
+                lock (_gate) _active.AddRange(_riders);
+                _riders.Clear();
+                PickAll(_stepSequences);
                 RemoveFinished();
             }
             catch (Exception e)
             {
-                // A failure of the shared forward step ends the sequences in flight with an error; the thread keeps serving.
-                foreach (var s in joining) Finish(s, FinishReason.Failed, e.Message);
-                joining.Clear();
+                // A failure of the shared forward step ends the sequences in it with an error (those waiting for the next
+                // step stay queued); the thread keeps serving.
+                foreach (var s in _riders) Finish(s, FinishReason.Failed, e.Message);
+                _riders.Clear();
                 lock (_gate)
                     foreach (var s in _active) Finish(s, FinishReason.Failed, e.Message);
                 RemoveFinished();
@@ -188,32 +214,64 @@ public sealed class BatchScheduler : IDisposable
     }
 
     /// <summary>
-    /// Gives each joining sequence its KV cache, prefills its prompt and picks its first token, one sequence after
-    /// another, so the first joiner's token goes out before the next prompt is read. (Prefilling them in one forward
-    /// gave no more tokens/s, a prompt's rows already keep the cores busy, and doubled the median first-token wait at
-    /// 8 clients: docs/serving.md.)
+    /// Admits the joining sequences in order. A prompt that fits the rows this step has left (up to
+    /// <see cref="GptModel.ExactStepRows"/> in all, where every row is computed as alone) rides in the step
+    /// (<see cref="_riders"/>): its rows share the step's pass over the weights, and it gets exactly the logits a prefill
+    /// alone gives. One that would fit beside the next step's decoding rows waits for that step in
+    /// <paramref name="joining"/> (a prefill of its own would cost the whole batch more than one step's wait). Any
+    /// other prompt is prefilled alone now and its first token picked, one sequence after another, so the first
+    /// joiner's token goes out before the next prompt is read. (Prefilling them all in one forward of their own gave no
+    /// more tokens/s, a prompt's rows already keep the cores busy, and doubled the median first-token wait at 8
+    /// clients: docs/serving.md.)
     /// </summary>
-    private void Prefill(List<Sequence> joining)
+    private void Admit(List<Sequence> joining)
     {
+        int exactRows = _model.ExactStepRows;
+        int rowsLeft = exactRows - _active.Count;
+        // Sequences decoding in the next step: those now, plus every joiner admitted here.
+        int nextStepRows = _active.Count;
+        _deferred.Clear();
         foreach (var s in joining)
         {
+            if (s.Finished) continue;
             if (s.IsCancelled) { Finish(s, FinishReason.Cancelled); continue; }
+            int prompt = s.Request.PromptIds.Length;
+            bool rides = prompt <= rowsLeft;
+            if (!rides && prompt <= exactRows - (nextStepRows + _deferred.Count + 1))
+            {
+                _deferred.Add(s);
+                continue;
+            }
             try
             {
                 s.Cache = new KvCache(_model, 1, s.CacheCapacity);
-                _model.Prefill(s.Cache, s.Request.PromptIds).Span.CopyTo(_stepLogits.Span);
+                if (!rides) _model.Prefill(s.Cache, s.Request.PromptIds).Span.CopyTo(_stepLogits.Span);
             }
             catch (Exception e)
             {
                 Finish(s, FinishReason.Failed, e.Message);
                 continue;
             }
+            nextStepRows++;
+            if (rides)
+            {
+                _riders.Add(s);
+                PromptsInSteps++;
+                rowsLeft -= prompt;
+                continue;
+            }
+            PromptsAlone++;
+            // Prefilled alone: it decodes in this step with the others (one row fewer left for riders).
             lock (_gate) _active.Add(s);
+            rowsLeft--;
             _prefilling.Clear();
             _prefilling.Add(s);
             PickAll(_prefilling);
         }
         _prefilling.Clear();
+        joining.Clear();
+        joining.AddRange(_deferred);
+        _deferred.Clear();
     }
 
     /// <summary>

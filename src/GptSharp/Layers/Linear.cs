@@ -9,11 +9,12 @@ internal static unsafe partial class Kernels
     /// <c>nn.Linear</c>: output[rows, outFeatures] = input[rows, inFeatures] · weightᵀ + bias
     /// (weight [outFeatures, inFeatures] as PyTorch stores it; bias may be null).
     /// </summary>
+    /// <param name="rowExact">Each row computed exactly as it would be alone, up to <see cref="Gemm.RowExactRows"/> rows (the incremental forward).</param>
     public static void LinearForward(float* output, float* input, float* weight, float* bias,
-        int rows, int inFeatures, int outFeatures)
+        int rows, int inFeatures, int outFeatures, bool rowExact = false)
     {
-        Gemm.MatMul(false, true, rows, outFeatures, inFeatures, input, inFeatures, weight, inFeatures,
-            output, outFeatures, accumulate: false, bias: bias);
+        Gemm.MatMul(Gemm.BestPath, false, true, rows, outFeatures, inFeatures, input, inFeatures, weight, inFeatures,
+            output, outFeatures, accumulate: false, bias: bias, parallel: true, rowExact: rowExact);
     }
 
     /// <summary>

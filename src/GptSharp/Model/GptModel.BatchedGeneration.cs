@@ -18,56 +18,98 @@ public sealed unsafe partial class GptModel
     /// Appends <paramref name="nextIds"/>[i] to <paramref name="caches"/>[i] (each a batch-1 cache, at its own
     /// <see cref="KvCache.Length"/>) and writes the logits that predict each sequence's next token to row i of
     /// <paramref name="logits"/> [≥ caches.Count, vocab]. Row i equals what <see cref="DecodeNext(KvCache, int)"/> on
-    /// cache i alone gives: bit for bit up to 8 sequences (the direct GEMM kernel forms each row's sums as it does for
-    /// one row, the kernel <c>generate</c> uses), up to the summation order of the packed GEMM beyond.
+    /// cache i alone gives: bit for bit up to 32 sequences (8 on an int8 model: the GEMM forms each row's sums as it does
+    /// for one row, the kernel <c>generate</c> uses), up to the summation order of the packed GEMM beyond.
     /// </summary>
     public void DecodeNextSequences(IReadOnlyList<KvCache> caches, ReadOnlySpan<int> nextIds, Tensor logits)
     {
-        int rows = caches.Count, c = Config.EmbeddingDim, vocab = Config.VocabSize;
-        if (rows == 0) return;
-        if (nextIds.Length != rows) throw new ArgumentException($"DecodeNextSequences needs one id per sequence ({rows}), got {nextIds.Length}.");
-        if (logits.Length < (long)rows * vocab) throw new ArgumentException($"The logits buffer holds {logits.Length} floats, fewer than {rows} × {vocab}.");
-        for (int i = 0; i < rows; i++)
+        if (nextIds.Length != caches.Count) throw new ArgumentException($"DecodeNextSequences needs one id per sequence ({caches.Count}), got {nextIds.Length}.");
+        for (int i = 0; i < caches.Count; i++)
+            if (caches[i].Length == 0) throw new ArgumentException("DecodeNextSequences continues prefilled sequences; this KV cache is empty.");
+        int[] ones = _oneTokenEach ??= [];
+        if (ones.Length < caches.Count) ones = _oneTokenEach = Enumerable.Repeat(1, caches.Count).ToArray();
+        ExtendSequences(caches, ones.AsSpan(0, caches.Count), nextIds, logits);
+    }
+
+    /// <summary>
+    /// The most new tokens one <see cref="ExtendSequences"/> step holds with every row computed exactly as alone: the
+    /// direct float32 GEMM's rows (<see cref="Gemm.RowExactRows"/>), or the int8 decode kernel's on an int8 model.
+    /// </summary>
+    internal int ExactStepRows => IsQuantized ? Int8Kernels.Int8DecodeRows : Gemm.RowExactRows;
+
+    private int[]? _oneTokenEach;
+    private int[] _sequenceRows = [];
+
+    /// <summary>
+    /// One forward over several sequences at once, each taking its own number of new tokens: sequence i appends
+    /// <paramref name="tokenCounts"/>[i] ids (the next ones of <paramref name="ids"/>, in sequence order) to its batch-1
+    /// cache at the cache's own length, so one step can decode one token for some sequences and read a whole prompt
+    /// (an empty cache) for others, every linear layer reading the weights once for all of them. Row i of
+    /// <paramref name="logits"/> gets the logits after sequence i's last new token. Up to <see cref="ExactStepRows"/>
+    /// tokens in all, each sequence's logits and cache equal, bit for bit, those of <see cref="Prefill(KvCache, ReadOnlySpan{int})"/>
+    /// or <see cref="DecodeNext(KvCache, int)"/> on that sequence alone: the GEMM forms every row as it forms a row
+    /// alone, and attention runs per sequence.
+    /// </summary>
+    internal void ExtendSequences(IReadOnlyList<KvCache> caches, ReadOnlySpan<int> tokenCounts, ReadOnlySpan<int> ids, Tensor logits)
+    {
+        int sequences = caches.Count, c = Config.EmbeddingDim, vocab = Config.VocabSize;
+        if (sequences == 0) return;
+        if (tokenCounts.Length != sequences) throw new ArgumentException($"One token count per sequence ({sequences}) is needed, got {tokenCounts.Length}.");
+        if (logits.Length < (long)sequences * vocab) throw new ArgumentException($"The logits buffer holds {logits.Length} floats, fewer than {sequences} × {vocab}.");
+        int rows = 0;
+        for (int i = 0; i < sequences; i++)
         {
             var cache = caches[i];
             CheckCache(cache);
-            if (cache.BatchSize != 1) throw new ArgumentException("DecodeNextSequences takes one-row KV caches (one per sequence).");
-            if (cache.Length == 0) throw new ArgumentException("DecodeNextSequences continues prefilled sequences; this KV cache is empty.");
-            if (cache.Length >= cache.Capacity)
-                throw new ArgumentException($"A KV cache is full ({cache.Capacity} positions) and cannot take another token.");
-            if ((uint)nextIds[i] >= (uint)vocab) throw new ArgumentException($"Token id {nextIds[i]} is outside the model's vocabulary (0..{vocab - 1}).");
+            if (cache.BatchSize != 1) throw new ArgumentException("A batched step takes one-row KV caches (one per sequence).");
+            if (tokenCounts[i] < 1) throw new ArgumentException($"Sequence {i} of the step has {tokenCounts[i]} new tokens; each needs at least one.");
+            if (cache.Length + tokenCounts[i] > cache.Capacity)
+                throw new ArgumentException($"A KV cache holds {cache.Length} of {cache.Capacity} positions and cannot take {tokenCounts[i]} more.");
+            rows += tokenCounts[i];
         }
+        if (ids.Length != rows) throw new ArgumentException($"The step has {rows} new tokens but {ids.Length} ids.");
+        foreach (int id in ids)
+            if ((uint)id >= (uint)vocab) throw new ArgumentException($"Token id {id} is outside the model's vocabulary (0..{vocab - 1}).");
+        if (_sequenceRows.Length < sequences) _sequenceRows = new int[sequences];
+        tokenCounts.CopyTo(_sequenceRows);
+
         var acts = _sequenceStepActivations = Ensure(_sequenceStepActivations, rows, 1, false);
         float* x = acts.Residual[0].Data;
-        for (int i = 0; i < rows; i++)
+        fixed (int* p = ids)
+            for (int i = 0, row = 0; i < sequences; row += tokenCounts[i], i++)
+                Kernels.EmbeddingForward(x + (long)row * c, p + row, TokenEmbedding.Value.Data, PositionEmbedding.Value.Data + (long)caches[i].Length * c, 1, tokenCounts[i], c);
+        var attention = new PerSequenceAttention { Caches = caches, Rows = _sequenceRows };
+        RunBlocks(acts, rows, dropout: false, rowExact: true, ref attention);
+        // Only each sequence's last position predicts its next token: those rows move up to row i (in order, so a row is
+        // read before anything is written over it), are normalised in place and projected onto the vocabulary.
+        for (int i = 0, row = 0; i < sequences; i++)
         {
-            int id = nextIds[i];
-            Kernels.EmbeddingForward(x + (long)i * c, &id, TokenEmbedding.Value.Data, PositionEmbedding.Value.Data + (long)caches[i].Length * c, 1, 1, c);
+            row += tokenCounts[i];
+            if (row - 1 != i) Buffer.MemoryCopy(x + (long)(row - 1) * c, x + (long)i * c, (long)c * sizeof(float), (long)c * sizeof(float));
         }
-        var attention = new PerSequenceAttention { Caches = caches };
-        RunBlocks(acts, rows, dropout: false, ref attention);
-        // Each row is its sequence's last (only) position: normalise in place and project onto the vocabulary.
-        Kernels.LayerNormForward(x, null, null, x, FinalNorm.Scale.Value.Data, FinalNorm.Shift.Value.Data, rows, c);
-        Linear(logits.Data, x, OutHead, null, rows, c, vocab);
-        for (int i = 0; i < rows; i++) caches[i].Length++;
+        Kernels.LayerNormForward(x, null, null, x, FinalNorm.Scale.Value.Data, FinalNorm.Shift.Value.Data, sequences, c);
+        Linear(logits.Data, x, OutHead, null, sequences, c, vocab, rowExact: true);
+        for (int i = 0; i < sequences; i++) caches[i].Length += tokenCounts[i];
     }
 
-    /// <summary>One single-row cache per sequence, each at its own length: each query sees only its own cache.</summary>
+    /// <summary>One batch-1 cache per sequence, each at its own length, with <c>Rows</c>[i] new rows: each sequence's
+    /// queries see only its own cache (causal within its new rows).</summary>
     private struct PerSequenceAttention : IBlockAttention
     {
         public IReadOnlyList<KvCache> Caches;
+        public int[] Rows;
 
         public readonly void Run(int layer, float* q, float* k, float* v, float* ctx, int c, int heads)
         {
-            long rowBytes = (long)c * sizeof(float);
-            for (int i = 0; i < Caches.Count; i++)
+            for (int i = 0, row = 0; i < Caches.Count; row += Rows[i], i++)
             {
                 var cache = Caches[i];
-                int past = cache.Length;
+                int past = cache.Length, n = Rows[i];
                 float* keyCache = cache.Keys[layer].Data, valueCache = cache.Values[layer].Data;
-                Buffer.MemoryCopy(k + (long)i * c, keyCache + (long)past * c, rowBytes, rowBytes);
-                Buffer.MemoryCopy(v + (long)i * c, valueCache + (long)past * c, rowBytes, rowBytes);
-                Kernels.AttentionForwardCached(ctx + (long)i * c, q + (long)i * c, keyCache, valueCache, 1, 1, past, cache.Capacity, c, heads);
+                long bytes = (long)n * c * sizeof(float), offset = (long)row * c;
+                Buffer.MemoryCopy(k + offset, keyCache + (long)past * c, bytes, bytes);
+                Buffer.MemoryCopy(v + offset, valueCache + (long)past * c, bytes, bytes);
+                Kernels.AttentionForwardCached(ctx + offset, q + offset, keyCache, valueCache, 1, n, past, cache.Capacity, c, heads);
             }
         }
     }

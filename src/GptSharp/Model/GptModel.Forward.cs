@@ -227,7 +227,7 @@ public sealed unsafe partial class GptModel
             Activations = a, Batch = batch, Seq = seq, HeadRows = batch * heads * seq, Dropout = dropout, DropRate = p,
             DropScale = dropout ? Kernels.DropoutScale(p) : 0f, Generator = DropoutGenerator,
         };
-        RunBlocks(a, rows, dropout, ref attention);
+        RunBlocks(a, rows, dropout, rowExact: false, ref attention);
 
         // x = final_norm(x); logits = out_head(x)
         Kernels.LayerNormForward(a.FinalNorm.Data, a.FinalNormMean.Data, a.FinalNormRstd.Data, a.Residual[Blocks.Length].Data,
@@ -242,7 +242,7 @@ public sealed unsafe partial class GptModel
     /// over KV caches). Block l reads <c>Residual[l]</c> and writes <c>Residual[l + 1]</c>; the inference set aliases
     /// them all to one buffer, so there the residual stream is updated in place. LayerNorm statistics are kept for backward only.
     /// </summary>
-    private void RunBlocks<TAttention>(GptActivations a, int rows, bool dropout, ref TAttention attention)
+    private void RunBlocks<TAttention>(GptActivations a, int rows, bool dropout, bool rowExact, ref TAttention attention)
         where TAttention : struct, IBlockAttention
     {
         int c = Config.EmbeddingDim, hidden = Config.HiddenDim, heads = Config.Heads;
@@ -260,9 +260,9 @@ public sealed unsafe partial class GptModel
             // shortcut = x; x = norm1(x); x = att(x); x = drop_shortcut(x); x = x + shortcut
             Kernels.LayerNormForward(ln1, keep ? a.Ln1Mean[l].Data : null, keep ? a.Ln1Rstd[l].Data : null, input,
                 block.Norm1.Scale.Value.Data, block.Norm1.Shift.Value.Data, rows, c);
-            LinearQkv(q, k, v, ln1, block, rows, c);
+            LinearQkv(q, k, v, ln1, block, rows, c, rowExact);
             attention.Run(l, q, k, v, ctx, c, heads);
-            Linear(proj, ctx, block.OutProj, rows, c, c);
+            Linear(proj, ctx, block.OutProj, rows, c, c, rowExact);
             if (dropout)
             {
                 float* mask = a.AttentionShortcutMask![l].Data;
@@ -275,9 +275,9 @@ public sealed unsafe partial class GptModel
             float* ln2 = a.Ln2[l].Data, fcHidden = a.FeedForwardHidden[l].Data, fcGelu = a.FeedForwardGelu.Data;
             Kernels.LayerNormForward(ln2, keep ? a.Ln2Mean[l].Data : null, keep ? a.Ln2Rstd[l].Data : null, residual2,
                 block.Norm2.Scale.Value.Data, block.Norm2.Shift.Value.Data, rows, c);
-            Linear(fcHidden, ln2, block.FeedForwardIn, rows, c, hidden);
+            Linear(fcHidden, ln2, block.FeedForwardIn, rows, c, hidden, rowExact);
             Kernels.GeluForward(fcGelu, fcHidden, (long)rows * hidden);
-            Linear(proj, fcGelu, block.FeedForwardOut, rows, hidden, c);
+            Linear(proj, fcGelu, block.FeedForwardOut, rows, hidden, c, rowExact);
             if (dropout)
             {
                 float* mask = a.FeedForwardShortcutMask![l].Data;

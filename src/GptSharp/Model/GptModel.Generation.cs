@@ -71,7 +71,8 @@ public sealed unsafe partial class GptModel
         // Token + position embeddings for positions past .. past + n − 1.
         Kernels.EmbeddingForward(x, ids, TokenEmbedding.Value.Data, PositionEmbedding.Value.Data + (long)past * c, batch, n, c);
         var attention = new SharedCacheAttention { Cache = cache, Batch = batch, NewTokens = n, Past = past };
-        RunBlocks(a, rows, dropout: false, ref attention);
+        // Row-exact: a short prompt's rows come out as they do riding in a batched step (ExtendSequences).
+        RunBlocks(a, rows, dropout: false, rowExact: true, ref attention);
         // Only the last position of each row is needed to pick the next token.
         float* last = cache.LastHidden.Data;
         for (int b = 0; b < batch; b++)
@@ -80,7 +81,7 @@ public sealed unsafe partial class GptModel
             Buffer.MemoryCopy(x + ((long)b * n + n - 1) * c, last + (long)b * c, bytes, bytes);
         }
         Kernels.LayerNormForward(last, null, null, last, FinalNorm.Scale.Value.Data, FinalNorm.Shift.Value.Data, batch, c);
-        Linear(cache.Logits.Data, last, OutHead, null, batch, c, vocab);
+        Linear(cache.Logits.Data, last, OutHead, null, batch, c, vocab, rowExact: true);
     }
 
     /// <summary>One cache for a batch of rows that share a length: <paramref name="NewTokens"/> positions per row after <c>Past</c>.</summary>

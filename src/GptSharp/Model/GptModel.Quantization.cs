@@ -109,20 +109,20 @@ public sealed unsafe partial class GptModel
         Eval();
     }
 
-    private static void Linear(float* output, float* input, LinearParameters linear, int rows, int inFeatures, int outFeatures)
-        => Linear(output, input, linear.Weight, linear.Bias, rows, inFeatures, outFeatures);
+    private static void Linear(float* output, float* input, LinearParameters linear, int rows, int inFeatures, int outFeatures, bool rowExact)
+        => Linear(output, input, linear.Weight, linear.Bias, rows, inFeatures, outFeatures, rowExact);
 
     /// <summary>Whether <see cref="LinearQkv"/> fuses a decoding step's three projections (a switch for benchmarks to A/B in one process).</summary>
     internal static bool FuseSkinnyQkv = true;
 
     /// <summary>
-    /// The query, key and value projections of one block. A decoding step (rows ≤ <see cref="Gemm.SkinnyRows"/>) on
+    /// The query, key and value projections of one block. A decoding step or a short prompt (the direct GEMM's rows) on
     /// float32 weights runs the three in one pool run: the step is bound by reading the weights, and each separate call
     /// ended with a join where one core waited for the other's last chunk. Same results as three <see cref="Linear"/> calls.
     /// </summary>
-    private static void LinearQkv(float* q, float* k, float* v, float* input, TransformerBlockParameters block, int rows, int c)
+    private static void LinearQkv(float* q, float* k, float* v, float* input, TransformerBlockParameters block, int rows, int c, bool rowExact)
     {
-        if (FuseSkinnyQkv && rows <= Gemm.SkinnyRows && block.Query.Weight.Int8 == null && block.Key.Weight.Int8 == null && block.Value.Weight.Int8 == null)
+        if (FuseSkinnyQkv && rows <= (rowExact ? Gemm.RowExactRows : Gemm.SkinnyRows) && block.Query.Weight.Int8 == null && block.Key.Weight.Int8 == null && block.Value.Weight.Int8 == null)
         {
             Kernels.LinearForward3(input, rows, c, c,
                 block.Query.Weight.Value.Data, BiasData(block.Query), q,
@@ -130,18 +130,19 @@ public sealed unsafe partial class GptModel
                 block.Value.Weight.Value.Data, BiasData(block.Value), v);
             return;
         }
-        Linear(q, input, block.Query, rows, c, c);
-        Linear(k, input, block.Key, rows, c, c);
-        Linear(v, input, block.Value, rows, c, c);
+        Linear(q, input, block.Query, rows, c, c, rowExact);
+        Linear(k, input, block.Key, rows, c, c, rowExact);
+        Linear(v, input, block.Value, rows, c, c, rowExact);
     }
 
     private static float* BiasData(LinearParameters linear) => linear.Bias != null ? linear.Bias.Value.Data : null;
 
     /// <summary>y = x·Wᵀ + b on whichever weights the layer holds (float32 or int8).</summary>
-    private static void Linear(float* output, float* input, Parameter weight, Parameter? bias, int rows, int inFeatures, int outFeatures)
+    /// <param name="rowExact">The incremental forward: each float32 row exactly as alone up to <see cref="Gemm.RowExactRows"/> rows.</param>
+    private static void Linear(float* output, float* input, Parameter weight, Parameter? bias, int rows, int inFeatures, int outFeatures, bool rowExact = false)
     {
         float* b = bias != null ? bias.Value.Data : null;
         if (weight.Int8 is { } quantized) Int8Kernels.LinearForwardInt8(output, input, quantized, b, rows);
-        else Kernels.LinearForward(output, input, weight.Value.Data, b, rows, inFeatures, outFeatures);
+        else Kernels.LinearForward(output, input, weight.Value.Data, b, rows, inFeatures, outFeatures, rowExact);
     }
 }

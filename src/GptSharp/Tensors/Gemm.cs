@@ -56,21 +56,26 @@ internal static unsafe class Gemm
     }
 
     /// <summary>
-    /// Up to this many rows of C, a product with B transposed (a linear layer's weight [n, k]: decoding steps and short
-    /// prompts) goes through the direct (unpacked) kernel, which reads each weight once and forms every element as
-    /// <see cref="Dot"/> does, so a row's result never depends on which rows share the call. Packing B read each weight
-    /// three times (read, write packed, read packed): 8 rows (one decoding step of 8 sequences) and prompts of 18–32
-    /// tokens measured faster direct (docs/serving.md has the A/Bs). A switch rather than a constant so a benchmark can
-    /// A/B it in one process.
+    /// Up to this many rows of C, the direct (unpacked) kernel is used. 8 covers a decoding step of the server's default
+    /// batch (one row per sequence): packing B for 8 rows read each weight three times (read, write packed, read
+    /// packed) where the direct kernel reads it once for all rows (docs/serving.md has the A/B). A switch rather than
+    /// a constant so a benchmark can A/B it in one process.
     /// </summary>
-    internal static int SkinnyRows = 32;
+    internal static int SkinnyRows = 8;
 
-    /// <summary>Up to this many rows, a product with B as stored (the backward's dX = dY·W) uses the direct axpy kernel,
-    /// which streams B once per row.</summary>
-    internal const int SkinnyRowsUntransposed = 8;
+    /// <summary>
+    /// Up to this many rows, a row-exact product (the incremental forward: a short prompt's prefill, a batched step
+    /// with prompts riding in it) with B transposed stays on the direct kernel, which forms every element as
+    /// <see cref="Dot"/> does, so a row's result never depends on which rows share the call; prompts of 18–32 tokens
+    /// also measured faster there than packed (docs/serving.md). Training and evaluation keep <see cref="SkinnyRows"/>,
+    /// so their numbers do not change with how many rows a process holds (e.g. per MPI rank). A switch for benchmarks.
+    /// </summary>
+    internal static int RowExactRows = 32;
 
-    /// <summary>Whether a product of <paramref name="m"/> rows goes through the direct kernel.</summary>
-    private static bool IsSkinny(int m, bool transposeB) => m <= (transposeB ? SkinnyRows : Math.Min(SkinnyRows, SkinnyRowsUntransposed));
+    /// <summary>Whether a product of <paramref name="m"/> rows goes through the direct kernel (B as stored: the axpy
+    /// form, which streams B once per row, up to <see cref="SkinnyRows"/> only).</summary>
+    private static bool IsSkinny(int m, bool transposeB, bool rowExact)
+        => m <= SkinnyRows || (rowExact && transposeB && m <= RowExactRows);
 
     // Below this many multiply-adds a call stays on the calling thread: waking the pool would cost more.
     private const long ParallelMinWork = 1L << 20;
@@ -111,7 +116,7 @@ internal static unsafe class Gemm
     internal static void MatMul(
         KernelPath path, bool transposeA, bool transposeB, int m, int n, int k,
         float* a, int lda, float* b, int ldb, float* c, int ldc,
-        bool accumulate, float* bias, bool parallel)
+        bool accumulate, float* bias, bool parallel, bool rowExact = false)
     {
         if (m < 0 || n < 0 || k < 0) throw new ArgumentException($"GEMM sizes must be non-negative, got m={m}, n={n}, k={k}.");
         if (ldc < n) throw new ArgumentException($"GEMM ldc={ldc} is smaller than n={n}.");
@@ -141,7 +146,7 @@ internal static unsafe class Gemm
                           && !Workers.IsInsideRun && Monitor.TryEnter(SharedJobLock);
         try
         {
-            if (IsSkinny(m, transposeB)) RunSkinny(ref job, goParallel);
+            if (IsSkinny(m, transposeB, rowExact)) RunSkinny(ref job, goParallel);
             else RunPacked(ref job, goParallel);
         }
         finally
@@ -159,7 +164,7 @@ internal static unsafe class Gemm
     internal static void MatMulInt8B(KernelPath path, int m, int n, int k, float* a, int lda, sbyte* values, float* scales, int blocksPerRow,
         float* c, int ldc, float* bias)
     {
-        if (m <= Int8Kernels.Int8DecodeRows) throw new ArgumentException($"The int8 GEMM is for more than {Int8Kernels.Int8DecodeRows} rows, got {m}.");
+        if (m <= SkinnyRows) throw new ArgumentException($"The int8 GEMM is for more than {SkinnyRows} rows, got {m}.");
         if (n <= 0 || k <= 0 || lda < k || ldc < n) throw new ArgumentException($"Bad int8 GEMM sizes: m={m}, n={n}, k={k}, lda={lda}, ldc={ldc}.");
         RequireSupported(path);
         var job = new Job
@@ -180,15 +185,16 @@ internal static unsafe class Gemm
 
     /// <summary>
     /// C_g[m, n] = A[m, k] · B_gᵀ (+ bias_g) for three weights B_g [n, k] that share their input, for few rows
-    /// (m ≤ <see cref="SkinnyRows"/>: a decoding step's query, key and value projections). One pool run covers the
-    /// three, so the cores meet at one join where three separate calls had three (each join waits for the slower
-    /// core's last chunk), and every element is computed exactly as <see cref="MatMul(bool,bool,int,int,int,float*,int,float*,int,float*,int,bool,float*,bool)"/>
+    /// (the direct kernel's rows of a row-exact product: a decoding step's or a short prompt's query, key and value
+    /// projections). One pool run covers the three, so the cores meet at one join where three separate calls had three
+    /// (each join waits for the slower core's last chunk), and every element is computed exactly as a row-exact
+    /// <see cref="MatMul(KernelPath,bool,bool,int,int,int,float*,int,float*,int,float*,int,bool,float*,bool,bool)"/>
     /// computes it (the same skinny kernel per column). Biases may be null.
     /// </summary>
     internal static void SkinnyLinear3(KernelPath path, int m, int n, int k, float* a,
         float* b0, float* b1, float* b2, float* bias0, float* bias1, float* bias2, float* c0, float* c1, float* c2)
     {
-        if (m <= 0 || !IsSkinny(m, transposeB: true) || n <= 0 || k <= 0) throw new ArgumentException($"The three-way skinny GEMM takes 1..{SkinnyRows} rows and positive sizes, got m={m}, n={n}, k={k}.");
+        if (m <= 0 || !IsSkinny(m, transposeB: true, rowExact: true) || n <= 0 || k <= 0) throw new ArgumentException($"The three-way skinny GEMM takes 1..{Math.Max(SkinnyRows, RowExactRows)} rows and positive sizes, got m={m}, n={n}, k={k}.");
         RequireSupported(path);
         Span<Job> jobs =
         [

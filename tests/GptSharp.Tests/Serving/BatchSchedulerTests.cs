@@ -83,6 +83,69 @@ public class BatchSchedulerTests(ServingFixture server)
     }
 
     [Fact]
+    public void PromptsRidingInAStepGetTheLogitsOfAPrefillAloneAndTheDecodingRowsThoseOfDecodeNext()
+    {
+        using var model = new GptModel(ServingFixture.Config, new FastRandom(6));
+        int vocab = model.Config.VocabSize;
+        // Five sequences decoding one token each and three prompts (12 + 9 + 1 tokens) in one step of 27 rows: every
+        // row goes through the row-exact GEMM, so each sequence's logits and cache are bit for bit its own.
+        int[][] decodingPrompts = [[1, 2, 3], [400, 500], [7, 8, 9, 10, 11, 12], [50256], [5]];
+        int[][] newPrompts = [[.. Enumerable.Range(100, 12)], [.. Enumerable.Range(9000, 9)], [42]];
+        var batched = decodingPrompts.Concat(newPrompts).Select(_ => new KvCache(model, 1, 30)).ToArray();
+        var alone = decodingPrompts.Concat(newPrompts).Select(_ => new KvCache(model, 1, 30)).ToArray();
+        for (int i = 0; i < decodingPrompts.Length; i++)
+        {
+            model.Prefill(batched[i], decodingPrompts[i]);
+            model.Prefill(alone[i], decodingPrompts[i]);
+        }
+        int[] next = [11, 22, 33, 44, 55];
+        int[] counts = [.. next.Select(_ => 1), .. newPrompts.Select(p => p.Length)];
+        int[] ids = [.. next, .. newPrompts.SelectMany(p => p)];
+        Assert.True(ids.Length <= Gemm.RowExactRows);
+        using var logits = new Tensor(batched.Length, vocab);
+        model.ExtendSequences(batched, counts, ids, logits);
+        for (int i = 0; i < batched.Length; i++)
+        {
+            var expected = i < next.Length
+                ? model.DecodeNext(alone[i], next[i]).Span.ToArray()
+                : model.Prefill(alone[i], newPrompts[i - next.Length]).Span.ToArray();
+            Assert.Equal(expected, logits.Span.Slice(i * vocab, vocab).ToArray());
+            Assert.Equal(alone[i].Length, batched[i].Length);
+        }
+        // The caches hold the same keys and values: the next step, all decoding, still matches.
+        int[] following = [.. Enumerable.Range(0, batched.Length).Select(i => 300 + i)];
+        model.DecodeNextSequences(batched, following, logits);
+        for (int i = 0; i < batched.Length; i++)
+            Assert.Equal(model.DecodeNext(alone[i], following[i]).Span.ToArray(), logits.Span.Slice(i * vocab, vocab).ToArray());
+        foreach (var c in batched.Concat(alone)) c.Dispose();
+    }
+
+    [Fact]
+    public async Task ShortPromptsRideInTheStepAndLongOnesArePrefilledAloneWithTheSameTokens()
+    {
+        using var model = new GptModel(ServingFixture.Config, new FastRandom(11));
+        using var scheduler = new BatchScheduler(model, maxBatchSize: 8);
+        var settings = new CompletionSettings { MaxTokens = 12, Temperature = 0.9f };
+        var longRun = new CompletionSettings { MaxTokens = 40, Temperature = 0.9f };
+        int[] first = Gpt2Tokenizer.Instance.Encode("A long story begins here and goes on");
+        var firstEvents = Channel.CreateUnbounded<SequenceEvent>();
+        scheduler.Submit([new SequenceRequest(first, longRun.MaxTokens, longRun.ToGenerationOptions(), 7)], firstEvents.Writer);
+        await firstEvents.Reader.WaitToReadAsync(); // decoding now: the next prompts join a running batch
+        // Two short prompts fit the step's rows beside the decoding one; a 40-token prompt (more than a step's
+        // row-exact rows) does not and is prefilled alone. Every sequence gives the tokens it gives alone.
+        int[][] prompts = [Gpt2Tokenizer.Instance.Encode("Hello there"), Gpt2Tokenizer.Instance.Encode("Every effort moves you"), [.. Enumerable.Range(1000, 40)]];
+        var channels = prompts.Select(_ => Channel.CreateUnbounded<SequenceEvent>()).ToArray();
+        for (int i = 0; i < prompts.Length; i++)
+            scheduler.Submit([new SequenceRequest(prompts[i], settings.MaxTokens, settings.ToGenerationOptions(), (ulong)(20 + i))], channels[i].Writer);
+        var results = await Task.WhenAll(channels.Select(c => CollectAsync(c.Reader)));
+        for (int i = 0; i < prompts.Length; i++)
+            Assert.Equal(server.Reference(prompts[i], settings, (ulong)(20 + i)), results[i].Tokens);
+        Assert.Equal(server.Reference(first, longRun, 7), (await CollectAsync(firstEvents.Reader)).Tokens);
+        Assert.Equal(3, scheduler.PromptsInSteps); // the first (alone in its step) and the two short ones
+        Assert.Equal(1, scheduler.PromptsAlone);
+    }
+
+    [Fact]
     public async Task BatchedSequencesGiveTheTokensTheyGiveAlone()
     {
         using var model = new GptModel(ServingFixture.Config, new FastRandom(11));

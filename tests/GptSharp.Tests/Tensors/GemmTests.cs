@@ -79,23 +79,23 @@ public unsafe class GemmTests
     [MemberData(nameof(Paths))]
     public void SkinnyRowsComputedTogetherEqualEachRowAloneBitForBit(string pathName)
     {
-        // A batched decoding step puts one row per sequence through the skinny kernel (rows shared four at a time, or
-        // two rows by three weight rows): each row must come out exactly as the one-row product of that row, so a
-        // sequence decoded beside others picks the tokens it picks alone, and a prompt's rows are the same whichever
-        // rows share the step. k covers the two-vector loop, the one-vector remainder and the scalar tail, below and
-        // above the depth where ≤ 8 rows switch to the tile kernel; n = 47 leaves two columns past the last tile.
+        // A batched step puts one row per decoding sequence, and a riding prompt's rows, through the skinny kernel (rows
+        // shared four at a time, or two rows by three weight rows): each row must come out exactly as the one-row
+        // product of that row, so a sequence decoded beside others picks the tokens it picks alone. k covers the
+        // two-vector loop, the one-vector remainder and the scalar tail, below and above the depth where ≤ 8 rows
+        // switch to the tile kernel; n = 47 leaves two columns past the last tile.
         var path = Enum.Parse<Path>(pathName);
         var random = new Random(5);
         foreach (int k in new[] { 7, 24, 48, 57, 768, Gemm.SkinnyTileMinK + 15 })
         {
             int n = 47;
-            float[] a = RandomArray(random, Gemm.SkinnyRows * k), b = RandomArray(random, n * k), bias = RandomArray(random, n);
-            for (int m = 1; m <= Gemm.SkinnyRows; m++)
+            float[] a = RandomArray(random, Gemm.RowExactRows * k), b = RandomArray(random, n * k), bias = RandomArray(random, n);
+            for (int m = 1; m <= Gemm.RowExactRows; m++)
             {
                 float[] together = new float[m * n], alone = new float[n];
                 fixed (float* pa = a, pb = b, pt = together, pl = alone, pbias = bias)
                 {
-                    Gemm.MatMul(path, false, true, m, n, k, pa, k, pb, k, pt, n, accumulate: false, bias: pbias, parallel: false);
+                    Gemm.MatMul(path, false, true, m, n, k, pa, k, pb, k, pt, n, accumulate: false, bias: pbias, parallel: false, rowExact: true);
                     for (int i = 0; i < m; i++)
                     {
                         Gemm.MatMul(path, false, true, 1, n, k, pa + i * k, k, pb, k, pl, n, accumulate: false, bias: pbias, parallel: false);
