@@ -121,6 +121,36 @@ public class BatchSchedulerTests(ServingFixture server)
     }
 
     [Fact]
+    public void OnAnInt8ModelAStepOfEightRowsWithAPromptRidingMatchesEachSequenceAlone()
+    {
+        // On int8 weights a step stays row-exact up to the int8 decode kernel's 8 rows (ExactStepRows).
+        using var model = new GptModel(ServingFixture.Config, new FastRandom(8));
+        model.QuantizeInt8();
+        Assert.Equal(8, model.ExactStepRows);
+        int vocab = model.Config.VocabSize;
+        int[][] decodingPrompts = [[1, 2, 3], [400, 500], [7, 8, 9, 10]];
+        int[][] newPrompts = [[77, 78, 79], [5000, 5001]];
+        var batched = decodingPrompts.Concat(newPrompts).Select(_ => new KvCache(model, 1, 12)).ToArray();
+        var alone = decodingPrompts.Concat(newPrompts).Select(_ => new KvCache(model, 1, 12)).ToArray();
+        for (int i = 0; i < decodingPrompts.Length; i++)
+        {
+            model.Prefill(batched[i], decodingPrompts[i]);
+            model.Prefill(alone[i], decodingPrompts[i]);
+        }
+        int[] next = [11, 22, 33];
+        using var logits = new Tensor(batched.Length, vocab);
+        model.ExtendSequences(batched, [1, 1, 1, 3, 2], [.. next, .. newPrompts.SelectMany(p => p)], logits);
+        for (int i = 0; i < batched.Length; i++)
+        {
+            var expected = i < next.Length
+                ? model.DecodeNext(alone[i], next[i]).Span.ToArray()
+                : model.Prefill(alone[i], newPrompts[i - next.Length]).Span.ToArray();
+            Assert.Equal(expected, logits.Span.Slice(i * vocab, vocab).ToArray());
+        }
+        foreach (var c in batched.Concat(alone)) c.Dispose();
+    }
+
+    [Fact]
     public async Task ShortPromptsRideInTheStepAndLongOnesArePrefilledAloneWithTheSameTokens()
     {
         using var model = new GptModel(ServingFixture.Config, new FastRandom(11));
