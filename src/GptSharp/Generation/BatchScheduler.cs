@@ -217,9 +217,10 @@ public sealed class BatchScheduler : IDisposable
     /// Admits the joining sequences in order. A prompt that fits the rows this step has left (up to
     /// <see cref="GptModel.ExactStepRows"/> in all, where every row is computed as alone) rides in the step
     /// (<see cref="_riders"/>): its rows share the step's pass over the weights, and it gets exactly the logits a prefill
-    /// alone gives. One that would fit beside the next step's decoding rows waits for that step in
-    /// <paramref name="joining"/> (a prefill of its own would cost the whole batch more than one step's wait). Any
-    /// other prompt is prefilled alone now and its first token picked, one sequence after another, so the first
+    /// alone gives. One that would fit beside a coming step's decoding rows (one for each sequence decoding, admitted
+    /// or waiting before it) waits in <paramref name="joining"/> for a later step, at most one step per joiner ahead of
+    /// it: a prefill of its own would cost the whole batch more than that wait (docs/serving.md). Any other prompt
+    /// is prefilled alone now and its first token picked, one sequence after another, so the first
     /// joiner's token goes out before the next prompt is read. (Prefilling them all in one forward of their own gave no
     /// more tokens/s, a prompt's rows already keep the cores busy, and doubled the median first-token wait at 8
     /// clients: docs/serving.md.)
@@ -228,7 +229,7 @@ public sealed class BatchScheduler : IDisposable
     {
         int exactRows = _model.ExactStepRows;
         int rowsLeft = exactRows - _active.Count;
-        // Sequences decoding in the next step: those now, plus every joiner admitted here.
+        // Sequences decoding after this step: those now, plus every joiner admitted here.
         int nextStepRows = _active.Count;
         _deferred.Clear();
         foreach (var s in joining)
