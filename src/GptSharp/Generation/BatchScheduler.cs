@@ -67,7 +67,7 @@ public sealed class BatchScheduler : IDisposable
     /// <summary>Most sequences waiting for a slot; beyond it <see cref="Submit"/> refuses.</summary>
     public int MaxQueueLength { get; }
 
-    /// <summary>Sequences being decoded now.</summary>
+    /// <summary>Sequences holding a batch slot: decoding now, or joining at a step boundary.</summary>
     public int ActiveCount { get { lock (_gate) return Decoding(); } }
 
     /// <summary>Sequences waiting for a slot.</summary>
@@ -129,14 +129,30 @@ public sealed class BatchScheduler : IDisposable
     }
 
     /// <summary>
-    /// The active sequences that have not ended. One that has sent its final event keeps its slot until the loop's next
-    /// <see cref="RemoveFinished"/>, but its client may already submit again: it must not count. Called under the gate.
+    /// The sequences holding a batch slot that have not ended: active, or being admitted. One that has sent its final
+    /// event keeps its slot until the loop's next <see cref="RemoveFinished"/>, but its client may already submit
+    /// again: it must not count. Called under the gate.
     /// </summary>
     private int Decoding()
     {
         int decoding = 0;
         foreach (var s in _active) if (!s.Finished) decoding++;
+        foreach (var s in _admitted) if (!s.Finished) decoding++;
         return decoding;
+    }
+
+    // Sequences taken from the queue and not yet in _active (being admitted, riding in the current step, or waiting for
+    // the next one): they hold batch slots, so admission counts them. Changed under the gate.
+    private readonly List<Sequence> _admitted = new();
+
+    private void SetAdmitted(List<Sequence> joining, List<Sequence> riders)
+    {
+        lock (_gate)
+        {
+            _admitted.Clear();
+            _admitted.AddRange(joining);
+            _admitted.AddRange(riders);
+        }
     }
 
     /// <summary>Wakes the decoding thread (a sequence was cancelled while it slept).</summary>
@@ -160,6 +176,8 @@ public sealed class BatchScheduler : IDisposable
                     if (next.IsCancelled) Finish(next, FinishReason.Cancelled);
                     else joining.Add(next);
                 }
+                _admitted.Clear();
+                _admitted.AddRange(joining);
             }
             try
             {
@@ -167,6 +185,7 @@ public sealed class BatchScheduler : IDisposable
                 // decoding rows, a long one is prefilled alone first; either way its first token comes from the prompt's logits.
                 RemoveFinished();
                 if (joining.Count > 0) Admit(joining); // leaves in it those that wait for the next step
+                SetAdmitted(joining, _riders);
                 RemoveFinished();
                 if (_active.Count == 0 && _riders.Count == 0) continue;
 
@@ -189,7 +208,11 @@ public sealed class BatchScheduler : IDisposable
                 _model.ExtendSequences(_stepCaches, _stepCounts.AsSpan(0, _stepSequences.Count), _stepIds.AsSpan(0, rows), _stepLogits);
                 Steps++;
                 LargestStep = Math.Max(LargestStep, _stepSequences.Count);
-                lock (_gate) _active.AddRange(_riders);
+                lock (_gate)
+                {
+                    _active.AddRange(_riders);
+                    foreach (var s in _riders) _admitted.Remove(s);
+                }
                 _riders.Clear();
                 PickAll(_stepSequences);
                 RemoveFinished();
@@ -200,6 +223,7 @@ public sealed class BatchScheduler : IDisposable
                 // step stay queued); the thread keeps serving.
                 foreach (var s in _riders) Finish(s, FinishReason.Failed, e.Message);
                 _riders.Clear();
+                SetAdmitted(joining, _riders);
                 lock (_gate)
                     foreach (var s in _active) Finish(s, FinishReason.Failed, e.Message);
                 RemoveFinished();
@@ -263,7 +287,11 @@ public sealed class BatchScheduler : IDisposable
             }
             PromptsAlone++;
             // Prefilled alone: it decodes in this step with the others (one row fewer left for riders).
-            lock (_gate) _active.Add(s);
+            lock (_gate)
+            {
+                _active.Add(s);
+                _admitted.Remove(s);
+            }
             rowsLeft--;
             _prefilling.Clear();
             _prefilling.Add(s);
