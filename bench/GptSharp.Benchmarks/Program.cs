@@ -65,11 +65,7 @@ public static class Program
         {
             // A fifth argument sets the rows a step keeps row-exact (Gemm.RowExactRows: 32; 8 = no 18-token prompt rides
             // in a step beside decoding rows, as before; 7 = the packed GEMM for an 8-sequence step): A/B runs.
-            if (args.Length > 4)
-            {
-                GptSharp.Tensors.Gemm.RowExactRows = int.Parse(args[4]);
-                GptSharp.Tensors.Gemm.SkinnyRows = Math.Min(GptSharp.Tensors.Gemm.SkinnyRows, GptSharp.Tensors.Gemm.RowExactRows);
-            }
+            if (args.Length > 4) ServingBenchmark.LimitStepRows(int.Parse(args[4]));
             ServingBenchmark.RunAsync(args.Length > 1 ? int.Parse(args[1]) : 4, args.Length > 2 ? int.Parse(args[2]) : 64,
                 args.Length > 3 ? int.Parse(args[3]) : Environment.ProcessorCount).GetAwaiter().GetResult();
             return;

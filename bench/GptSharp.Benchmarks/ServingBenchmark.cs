@@ -24,11 +24,7 @@ public static class ServingBenchmark
         const string prompt = Served.Prompt;
         Console.WriteLine($"{Machine.Description}; a step's rows row-exact (direct GEMM) up to {Gemm.RowExactRows}");
         Console.WriteLine($"124M model (context {config.ContextLength}), {threads} threads, prompt {TextCompletion.Encode(prompt).Length} tokens, {maxTokens} new tokens per request, {requestsPerClient} requests per client");
-        // Warm-up: a full-length request, then 8 at once, so every path (the HTTP stack, one-row and 8-row steps) runs
-        // optimized code before the clock starts. A 4-token warm-up left the one-client phase measuring tier-0 code and
-        // background JIT work on a 2-core machine, which the later phases no longer paid.
-        await OneRequestAsync(http, prompt, maxTokens, 0);
-        await Task.WhenAll(Enumerable.Range(0, 8).Select(client => OneRequestAsync(http, prompt, Math.Min(maxTokens, 8), client)));
+        await WarmUpAsync(http, prompt, maxTokens);
         double? single = null;
         foreach (int clients in new[] { 1, 4, 8 })
         {
@@ -55,8 +51,7 @@ public static class ServingBenchmark
         var http = served.Http;
         const string prompt = Served.Prompt;
         Console.WriteLine($"{Machine.Description}; 124M (context {served.Config.ContextLength}), {threads} threads, {maxTokens} new tokens per request, 3 requests per client, {rounds} rounds; RowExactRows {string.Join(" | ", variants)}");
-        await OneRequestAsync(http, prompt, maxTokens, 0);
-        await Task.WhenAll(Enumerable.Range(0, 8).Select(client => OneRequestAsync(http, prompt, Math.Min(maxTokens, 8), client)));
+        await WarmUpAsync(http, prompt, maxTokens);
         var one = variants.Select(_ => new List<double>()).ToArray();
         var eight = variants.Select(_ => new List<double>()).ToArray();
         var ratios = variants.Select(_ => new List<double>()).ToArray();
@@ -65,7 +60,7 @@ public static class ServingBenchmark
         for (int round = 0; round < rounds; round++)
             for (int v = 0; v < variants.Length; v++)
             {
-                (Gemm.RowExactRows, Gemm.SkinnyRows) = (variants[v], Math.Min(saved.SkinnyRows, variants[v]));
+                LimitStepRows(variants[v]);
                 var single = await PhaseAsync(http, prompt, 1, 3, maxTokens);
                 var many = await PhaseAsync(http, prompt, 8, 3, maxTokens);
                 (Gemm.RowExactRows, Gemm.SkinnyRows) = saved;
@@ -78,6 +73,24 @@ public static class ServingBenchmark
         for (int v = 0; v < variants.Length; v++)
             Console.WriteLine($"RowExactRows {variants[v],3}: 1 client median {Percentile(one[v], 50):F1} tokens/s, 8 clients {Percentile(eight[v], 50):F1} " +
                 $"(first token p50 {Percentile(firstTokens[v], 50):F0} ms), ratio median {Percentile(ratios[v], 50):F2}x (min {ratios[v].Min():F2}, max {ratios[v].Max():F2})");
+    }
+
+    /// <summary>
+    /// Warm-up: a full-length request, then 8 at once, so every path (the HTTP stack, one-row and 8-row steps) runs
+    /// optimized code before the clock starts. A 4-token warm-up left the one-client phase measuring tier-0 code and
+    /// background JIT work on a 2-core machine, which the later phases no longer paid.
+    /// </summary>
+    private static async Task WarmUpAsync(HttpClient http, string prompt, int maxTokens)
+    {
+        await OneRequestAsync(http, prompt, maxTokens, 0);
+        await Task.WhenAll(Enumerable.Range(0, 8).Select(client => OneRequestAsync(http, prompt, Math.Min(maxTokens, 8), client)));
+    }
+
+    /// <summary>The rows a step keeps on the direct GEMM (<see cref="Gemm.RowExactRows"/>), the plain limit no higher.</summary>
+    internal static void LimitStepRows(int rows)
+    {
+        Gemm.RowExactRows = rows;
+        Gemm.SkinnyRows = Math.Min(Gemm.SkinnyRows, rows);
     }
 
     private sealed record Phase(double Rate, List<double> FirstTokens, List<double> Gaps);

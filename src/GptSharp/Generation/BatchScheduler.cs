@@ -176,8 +176,7 @@ public sealed class BatchScheduler : IDisposable
                     if (next.IsCancelled) Finish(next, FinishReason.Cancelled);
                     else joining.Add(next);
                 }
-                _admitted.Clear();
-                _admitted.AddRange(joining);
+                SetAdmitted(joining, _riders);
             }
             try
             {

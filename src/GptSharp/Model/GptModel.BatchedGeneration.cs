@@ -26,9 +26,8 @@ public sealed unsafe partial class GptModel
         if (nextIds.Length != caches.Count) throw new ArgumentException($"DecodeNextSequences needs one id per sequence ({caches.Count}), got {nextIds.Length}.");
         for (int i = 0; i < caches.Count; i++)
             if (caches[i].Length == 0) throw new ArgumentException("DecodeNextSequences continues prefilled sequences; this KV cache is empty.");
-        int[] ones = _oneTokenEach ??= [];
-        if (ones.Length < caches.Count) ones = _oneTokenEach = Enumerable.Repeat(1, caches.Count).ToArray();
-        ExtendSequences(caches, ones.AsSpan(0, caches.Count), nextIds, logits);
+        if (_oneTokenEach.Length < caches.Count) _oneTokenEach = Enumerable.Repeat(1, caches.Count).ToArray();
+        ExtendSequences(caches, _oneTokenEach.AsSpan(0, caches.Count), nextIds, logits);
     }
 
     /// <summary>
@@ -37,7 +36,8 @@ public sealed unsafe partial class GptModel
     /// </summary>
     internal int ExactStepRows => IsQuantized ? Int8Kernels.Int8DecodeRows : Gemm.RowExactRows;
 
-    private int[]? _oneTokenEach;
+    private int[] _oneTokenEach = [];
+    // The step's token counts, kept for PerSequenceAttention (a struct field cannot hold the caller's span).
     private int[] _sequenceRows = [];
 
     /// <summary>

@@ -122,7 +122,7 @@ public sealed unsafe partial class GptModel
     /// </summary>
     private static void LinearQkv(float* q, float* k, float* v, float* input, TransformerBlockParameters block, int rows, int c, bool rowExact)
     {
-        if (FuseSkinnyQkv && rows <= (rowExact ? Gemm.RowExactRows : Gemm.SkinnyRows) && block.Query.Weight.Int8 == null && block.Key.Weight.Int8 == null && block.Value.Weight.Int8 == null)
+        if (FuseSkinnyQkv && Gemm.IsSkinny(rows, transposeB: true, rowExact) && block.Query.Weight.Int8 == null && block.Key.Weight.Int8 == null && block.Value.Weight.Int8 == null)
         {
             Kernels.LinearForward3(input, rows, c, c,
                 block.Query.Weight.Value.Data, BiasData(block.Query), q,

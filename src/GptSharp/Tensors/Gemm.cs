@@ -74,7 +74,7 @@ internal static unsafe class Gemm
 
     /// <summary>Whether a product of <paramref name="m"/> rows goes through the direct kernel (B as stored: the axpy
     /// form, which streams B once per row, up to <see cref="SkinnyRows"/> only).</summary>
-    private static bool IsSkinny(int m, bool transposeB, bool rowExact)
+    internal static bool IsSkinny(int m, bool transposeB, bool rowExact)
         => m <= SkinnyRows || (rowExact && transposeB && m <= RowExactRows);
 
     // Below this many multiply-adds a call stays on the calling thread: waking the pool would cost more.
@@ -922,8 +922,8 @@ internal static unsafe class Gemm
             int jt = j0;
             // Two rows by three weight rows at a time (each load shared by two or three multiply-adds) where the
             // activation rows would not stay in L1 over a weight row (k ≥ SkinnyTileMinK) or there are more rows than
-            // a decoding step's 8; four rows per weight row otherwise (measured faster there: docs/serving.md).
-            if (m >= 2 && SkinnyTiles && (m > 8 || k >= SkinnyTileMinK))
+            // a decoding step's SkinnyRows; four rows per weight row otherwise (measured faster there: docs/serving.md).
+            if (m >= 2 && SkinnyTiles && (m > SkinnyRows || k >= SkinnyTileMinK))
             {
                 for (; jt + 3 <= j1; jt += 3)
                 {
