@@ -9,7 +9,7 @@ namespace GptSharp.Benchmarks;
 /// and of the FMA peak and the read bandwidth: ... -- peak-quick, ... -- bandwidth-quick; a training step phase by phase:
 /// ... -- train-step-quick [threads] [steps] [context] [batch]; 1024 × 2 against 256 × 8 in alternating steps of one process: ... -- train-step-ratio [pairs] [threads] [long] [short] [tokens]; the causal attention alone (forward, backward, mask draw): ... -- attention-quick [context] [batch] [threads] [rounds]; HellaSwag/LAMBADA scoring on the 124M shape: ... -- eval-quick [examples] [threads] [batch]; the evaluation and the epoch sample beside the training forward, per token: ... -- outside-step-quick [rounds] [threads]; data-parallel steps under mpirun (bench/distributed.sh): ... -- data-parallel-quick [threads] [steps]; generation tokens/s against the bandwidth bound: ... -- generate-quick [tokens] [threads] [uncachedTokens]; a long prompt's prefill: ... -- prefill-quick [tokens] [rounds] [threads]; interleaved A/B of the skinny GEMM's choices on cached steps: ... -- skinny-ab [rounds] [threads];
 /// the HTTP server with 1, 4 and 8 concurrent streaming clients on the 124M model: ... -- serve-quick [requests per client] [max tokens] [threads] [row-exact step rows]; its one- and 8-client phases per RowExactRows value, interleaved in one process: ... -- serve-ab [rounds] [max tokens] [threads] [rows,...];
-/// one client's decode through generate, the scheduler alone and HTTP, interleaved: ... -- serve-one-ab [rounds] [max tokens] [threads]; the forward step alone, one sequence through DecodeNext and DecodeNextSequences and 8 through DecodeNextSequences: ... -- serve-step-ab [rounds] [steps] [threads]; each linear shape of a step with 1 and 8 rows (VARIANTS=floats,... A/Bs the skinny kernel's prefetch lead): ... -- skinny-shapes [rounds] [threads];
+/// one client's decode through generate, the scheduler alone and HTTP, interleaved: ... -- serve-one-ab [rounds] [max tokens] [threads]; serve-quick's phases with and without the prompt cache, interleaved: ... -- serve-cache-ab [rounds] [max tokens] [threads]; the forward step alone, one sequence through DecodeNext and DecodeNextSequences and 8 through DecodeNextSequences: ... -- serve-step-ab [rounds] [steps] [threads]; each linear shape of a step with 1 and 8 rows (VARIANTS=floats,... A/Bs the skinny kernel's prefetch lead): ... -- skinny-shapes [rounds] [threads];
 /// the tokenizer on one thread and on all cores, interleaved: ... -- tokenizer-quick [rounds]; a full-size synthetic
 /// OpenAI GPT-2 checkpoint for load time and peak memory: ... -- gpt2-synthetic DIR gpt2-small|...|gpt2-xl; a 124M training
 /// checkpoint's write/read and a 1 GB token file's id check: ... -- run-io-quick [DIR]; `prepare` on a generated corpus as
@@ -67,6 +67,12 @@ public static class Program
             // in a step beside decoding rows, as before; 7 = the packed GEMM for an 8-sequence step): A/B runs.
             if (args.Length > 4) ServingBenchmark.LimitStepRows(int.Parse(args[4]));
             ServingBenchmark.RunAsync(args.Length > 1 ? int.Parse(args[1]) : 4, args.Length > 2 ? int.Parse(args[2]) : 64,
+                args.Length > 3 ? int.Parse(args[3]) : Environment.ProcessorCount).GetAwaiter().GetResult();
+            return;
+        }
+        if (args.Length > 0 && args[0] == "serve-cache-ab")
+        {
+            ServingBenchmark.PromptCacheAbAsync(args.Length > 1 ? int.Parse(args[1]) : 6, args.Length > 2 ? int.Parse(args[2]) : 32,
                 args.Length > 3 ? int.Parse(args[3]) : Environment.ProcessorCount).GetAwaiter().GetResult();
             return;
         }

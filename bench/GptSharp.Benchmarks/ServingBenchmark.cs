@@ -28,13 +28,13 @@ public static class ServingBenchmark
         double? single = null;
         foreach (int clients in new[] { 1, 4, 8 })
         {
-            var (riding, alone) = (scheduler.PromptsInSteps, scheduler.PromptsAlone);
+            var (riding, alone, reused) = (scheduler.PromptsInSteps, scheduler.PromptsAlone, scheduler.PromptTokensReused);
             var phase = await PhaseAsync(http, prompt, clients, requestsPerClient, maxTokens);
             single ??= phase.Rate;
             Console.WriteLine($"{clients} client(s): {phase.Rate,7:F1} tokens/s aggregate ({phase.Rate / single.Value:F2}x one client), " +
                 $"first token p50 {Percentile(phase.FirstTokens, 50),6:F0} ms p95 {Percentile(phase.FirstTokens, 95),6:F0} ms, " +
                 $"per token p50 {Percentile(phase.Gaps, 50),5:F1} ms p95 {Percentile(phase.Gaps, 95),5:F1} ms; largest step {scheduler.LargestStep}, " +
-                $"prompts riding in a step {scheduler.PromptsInSteps - riding}, alone {scheduler.PromptsAlone - alone}");
+                $"prompts riding in a step {scheduler.PromptsInSteps - riding}, alone {scheduler.PromptsAlone - alone}, prompt tokens reused {scheduler.PromptTokensReused - reused}");
         }
     }
 
@@ -73,6 +73,42 @@ public static class ServingBenchmark
         for (int v = 0; v < variants.Length; v++)
             Console.WriteLine($"RowExactRows {variants[v],3}: 1 client median {Percentile(one[v], 50):F1} tokens/s, 8 clients {Percentile(eight[v], 50):F1} " +
                 $"(first token p50 {Percentile(firstTokens[v], 50):F0} ms), ratio median {Percentile(ratios[v], 50):F2}x (min {ratios[v].Min():F2}, max {ratios[v].Max():F2})");
+    }
+
+    /// <summary>
+    /// <c>serve-cache-ab [rounds] [max tokens] [threads]</c>: the one-client and 8-client phases of serve-quick against
+    /// two servers in one process, one with the scheduler's prompt cache (the default) and one without, interleaved
+    /// over the rounds. Prints each one's median tokens/s of both phases, first-token p50 and the median per-round ratio.
+    /// </summary>
+    public static async Task PromptCacheAbAsync(int rounds, int maxTokens, int threads)
+    {
+        await using var withCache = await Served.StartAsync(threads, promptCachePositions: null);
+        await using var without = await Served.StartAsync(threads, promptCachePositions: 0);
+        var servers = new[] { ("prompt cache", withCache), ("no prompt cache", without) };
+        const string prompt = Served.Prompt;
+        Console.WriteLine($"{Machine.Description}; 124M (context {withCache.Config.ContextLength}), {threads} threads, {maxTokens} new tokens per request, 3 requests per client, {rounds} rounds");
+        foreach (var (_, served) in servers) await WarmUpAsync(served.Http, prompt, maxTokens);
+        var one = servers.Select(_ => new List<double>()).ToArray();
+        var eight = servers.Select(_ => new List<double>()).ToArray();
+        var ratios = servers.Select(_ => new List<double>()).ToArray();
+        var firstOne = servers.Select(_ => new List<double>()).ToArray();
+        var firstEight = servers.Select(_ => new List<double>()).ToArray();
+        for (int round = 0; round < rounds; round++)
+            for (int v = 0; v < servers.Length; v++)
+            {
+                var single = await PhaseAsync(servers[v].Item2.Http, prompt, 1, 3, maxTokens);
+                var many = await PhaseAsync(servers[v].Item2.Http, prompt, 8, 3, maxTokens);
+                one[v].Add(single.Rate);
+                eight[v].Add(many.Rate);
+                ratios[v].Add(many.Rate / single.Rate);
+                firstOne[v].Add(Percentile(single.FirstTokens, 50));
+                firstEight[v].Add(Percentile(many.FirstTokens, 50));
+                Console.WriteLine($"round {round + 1}, {servers[v].Item1}: 1 client {single.Rate:F1}, 8 clients {many.Rate:F1} tokens/s ({many.Rate / single.Rate:F2}x)");
+            }
+        for (int v = 0; v < servers.Length; v++)
+            Console.WriteLine($"{servers[v].Item1,-16}: 1 client median {Percentile(one[v], 50):F1} tokens/s (first token p50 {Percentile(firstOne[v], 50):F0} ms), " +
+                $"8 clients {Percentile(eight[v], 50):F1} (first token p50 {Percentile(firstEight[v], 50):F0} ms), ratio median {Percentile(ratios[v], 50):F2}x (min {ratios[v].Min():F2}, max {ratios[v].Max():F2}); " +
+                $"prompt tokens reused {servers[v].Item2.Scheduler.PromptTokensReused}");
     }
 
     /// <summary>
@@ -262,11 +298,14 @@ internal sealed class Served : IAsyncDisposable
     public BatchScheduler Scheduler { get; }
     public HttpClient Http { get; }
 
-    public static async Task<Served> StartAsync(int threads)
+    /// <param name="promptCachePositions">The scheduler's prompt cache (null: its default, one context; 0: off); the
+    /// environment variable PROMPT_CACHE=positions overrides it.</param>
+    public static async Task<Served> StartAsync(int threads, int? promptCachePositions = null)
     {
         Workers.Count = threads;
         var model = new GptModel(GptConfig.Gpt2Small with { DropRate = 0f }, new FastRandom(1));
-        var scheduler = new BatchScheduler(model, maxBatchSize: 8, maxQueueLength: 64);
+        if (Environment.GetEnvironmentVariable("PROMPT_CACHE") is { Length: > 0 } positions) promptCachePositions = int.Parse(positions);
+        var scheduler = new BatchScheduler(model, maxBatchSize: 8, maxQueueLength: 64, promptCachePositions: promptCachePositions);
         var server = GptServer.Create(scheduler, new ServerOptions { Port = 0 });
         await server.StartAsync();
         return new Served(model, scheduler, server);

@@ -22,10 +22,11 @@ internal static class ServeCommand
         var maxConnections = new Option<int>("--max-connections") { Description = "Most open connections.", DefaultValueFactory = _ => 1000 };
         var maxBatch = new Option<int>("--max-batch") { Description = "Most sequences decoded together per step.", DefaultValueFactory = _ => 8 };
         var maxQueue = new Option<int>("--max-queue") { Description = "Most sequences waiting for a slot; more are answered 429.", DefaultValueFactory = _ => 64 };
+        var promptCache = new Option<int?>("--prompt-cache") { Description = "Positions of ended sequences' KV caches kept for prompts that begin with the same tokens (default: the context length; 0: off)." };
         var threads = new Option<int?>("--threads") { Description = "Worker threads (default: all cores)." };
         var command = new Command("serve", "Serve a model over an OpenAI-compatible HTTP API, with a playground (/) and a live training dashboard (/runs).");
         model.AddTo(command);
-        foreach (var option in new Option[] { port, host, runs, apiKey, allowedHost, corsOrigin, maxConnections, maxBatch, maxQueue, threads }) command.Options.Add(option);
+        foreach (var option in new Option[] { port, host, runs, apiKey, allowedHost, corsOrigin, maxConnections, maxBatch, maxQueue, promptCache, threads }) command.Options.Add(option);
         command.SetAction((parse, cancellation) => CliErrors.RunAsync(async () =>
         {
             GenerationSettings.SetThreads(parse.GetValue(threads));
@@ -41,7 +42,7 @@ internal static class ServeCommand
                 LogRequests = true,
             };
             using var loaded = model.Load(parse);
-            using var scheduler = new BatchScheduler(loaded, parse.GetValue(maxBatch), parse.GetValue(maxQueue));
+            using var scheduler = new BatchScheduler(loaded, parse.GetValue(maxBatch), parse.GetValue(maxQueue), parse.GetValue(promptCache));
             await using var server = GptServer.Create(scheduler, options);
             await server.StartAsync(cancellation);
             Console.WriteLine($"Serving {loaded.Config.Layers}-layer model (context {loaded.Config.ContextLength}) at {server.Address}  " +

@@ -28,7 +28,7 @@ public sealed class BatchScheduler : IDisposable
     private readonly List<Sequence> _riders = new();
     private readonly List<Sequence> _deferred = new();
     private readonly List<Sequence> _stepSequences = new();
-    private readonly int[] _stepCounts;
+    private readonly int[] _stepCounts, _stepKernelRows;
     private readonly Thread _thread;
     // One row of logits as a sequence's sampler processes it, then its log-probabilities: a row per batch slot, so
     // the sequences of a step pick on all cores at once (each has its own sampler and generator).
@@ -37,14 +37,22 @@ public sealed class BatchScheduler : IDisposable
     private readonly Picked[] _picked;
     private List<Sequence> _picking = new();
     private readonly Tensor _stepLogits;
+    private readonly PromptCache? _prompts;
     private int[] _stepIds;
     private bool _stopping;
 
-    public BatchScheduler(GptModel model, int maxBatchSize = 8, int maxQueueLength = 64)
+    /// <param name="promptCachePositions">
+    /// Positions of finished sequences' KV caches kept for prompts that begin with the same tokens (<see cref="PromptCache"/>);
+    /// null: one context length (one more sequence's KV cache), 0: none.
+    /// </param>
+    public BatchScheduler(GptModel model, int maxBatchSize = 8, int maxQueueLength = 64, int? promptCachePositions = null)
     {
         if (maxBatchSize < 1) throw new ArgumentException($"maxBatchSize must be at least 1, got {maxBatchSize}.");
         if (maxQueueLength < 0) throw new ArgumentException($"maxQueueLength must be ≥ 0, got {maxQueueLength}.");
+        if (promptCachePositions < 0) throw new ArgumentException($"promptCachePositions must be ≥ 0, got {promptCachePositions}.");
         _model = model;
+        int kept = promptCachePositions ?? model.Config.ContextLength;
+        _prompts = kept > 0 ? new PromptCache(model, kept) : null;
         MaxBatchSize = maxBatchSize;
         MaxQueueLength = maxQueueLength;
         int vocab = model.Config.VocabSize;
@@ -54,6 +62,7 @@ public sealed class BatchScheduler : IDisposable
         _stepLogits = new Tensor(maxBatchSize, vocab);
         _stepIds = new int[Math.Max(maxBatchSize, model.ExactStepRows)];
         _stepCounts = new int[maxBatchSize];
+        _stepKernelRows = new int[maxBatchSize];
         model.Eval();
         _thread = new Thread(Loop) { IsBackground = true, Name = "GptSharp batch scheduler" };
         _thread.Start();
@@ -84,6 +93,9 @@ public sealed class BatchScheduler : IDisposable
 
     /// <summary>Prompts prefilled on their own (too long to ride in a step).</summary>
     public long PromptsAlone { get; private set; }
+
+    /// <summary>Prompt tokens whose keys and values were copied from an ended sequence instead of computed (<see cref="PromptCache"/>).</summary>
+    public long PromptTokensReused { get; private set; }
 
     /// <summary>
     /// Queues <paramref name="requests"/> (all or none) and returns one handle per sequence; their tokens arrive on
@@ -197,20 +209,27 @@ public sealed class BatchScheduler : IDisposable
                 {
                     var s = _stepSequences[i];
                     _stepCaches.Add(s.Cache!);
-                    bool decoding = s.Cache!.Length > 0;
-                    _stepCounts[i] = decoding ? 1 : s.Request.PromptIds.Length;
+                    // A rider's rows: its prompt after the positions its cache already holds (reused ones).
+                    bool decoding = s.PromptRows == 0;
+                    _stepCounts[i] = decoding ? 1 : s.PromptRows;
+                    _stepKernelRows[i] = decoding ? 1 : s.Request.PromptIds.Length; // its kernels: the whole prompt's
                     if (_stepIds.Length < rows + _stepCounts[i]) Array.Resize(ref _stepIds, rows + _stepCounts[i]);
                     if (decoding) _stepIds[rows] = s.LastToken;
-                    else s.Request.PromptIds.CopyTo(_stepIds.AsSpan(rows));
+                    else s.Request.PromptIds.AsSpan(s.Request.PromptIds.Length - s.PromptRows).CopyTo(_stepIds.AsSpan(rows));
                     rows += _stepCounts[i];
                 }
-                _model.ExtendSequences(_stepCaches, _stepCounts.AsSpan(0, _stepSequences.Count), _stepIds.AsSpan(0, rows), _stepLogits);
+                _model.ExtendSequences(_stepCaches, _stepCounts.AsSpan(0, _stepSequences.Count), _stepIds.AsSpan(0, rows), _stepLogits,
+                    _stepKernelRows.AsSpan(0, _stepSequences.Count));
                 Steps++;
                 LargestStep = Math.Max(LargestStep, _stepSequences.Count);
                 lock (_gate)
                 {
                     _active.AddRange(_riders);
-                    foreach (var s in _riders) _admitted.Remove(s);
+                    foreach (var s in _riders)
+                    {
+                        _admitted.Remove(s);
+                        s.PromptRows = 0;
+                    }
                 }
                 _riders.Clear();
                 PickAll(_stepSequences);
@@ -259,7 +278,10 @@ public sealed class BatchScheduler : IDisposable
         {
             if (s.Finished) continue;
             if (s.IsCancelled) { Finish(s, FinishReason.Cancelled); continue; }
-            int prompt = s.Request.PromptIds.Length;
+            int[] ids = s.Request.PromptIds;
+            // Positions an ended sequence computed for the same leading tokens are copied, not computed again.
+            var reuse = _prompts?.Find(ids) ?? default;
+            int prompt = ids.Length - reuse.Positions;
             bool rides = prompt <= rowsLeft;
             if (!rides && prompt <= exactRows - (nextStepRows + _deferred.Count + 1))
             {
@@ -269,7 +291,14 @@ public sealed class BatchScheduler : IDisposable
             try
             {
                 s.Cache = new KvCache(_model, 1, s.CacheCapacity);
-                if (!rides) _model.Prefill(s.Cache, s.Request.PromptIds).Span.CopyTo(_stepLogits.Span);
+                int reused = _prompts?.CopyInto(reuse, s.Cache) ?? 0;
+                PromptTokensReused += reused;
+                s.PromptRows = rides ? prompt : 0;
+                if (!rides)
+                {
+                    var logits = reused > 0 ? _model.PrefillRest(s.Cache, ids.AsSpan(reused)) : _model.Prefill(s.Cache, ids);
+                    logits.Span.CopyTo(_stepLogits.Span);
+                }
             }
             catch (Exception e)
             {
@@ -362,6 +391,7 @@ public sealed class BatchScheduler : IDisposable
     {
         if (s.Finished) return;
         s.Finished = true;
+        s.KeepPrompt(reason);
         s.Release();
         s.Events.TryWrite(new SequenceEvent(s.Choice, -1, 0, null, reason, s.Generated, error));
     }
@@ -392,6 +422,7 @@ public sealed class BatchScheduler : IDisposable
         }
         _thread.Join();
         _stepLogits.Dispose();
+        _prompts?.Dispose();
     }
 
     /// <summary>A sequence in the scheduler: its request, its KV cache, its tokens so far and its sampler.</summary>
@@ -424,6 +455,8 @@ public sealed class BatchScheduler : IDisposable
         public readonly TokenSampler Sampler;
         public KvCache? Cache;
         public int Length, Generated, LastToken;
+        // Prompt tokens not yet in the cache while the prompt rides in a step; 0 once it has been read.
+        public int PromptRows;
         public volatile bool Finished; // set before the final event is written; read by Submit on the client's thread
         public CancellationTokenRegistration CancellationRegistration;
 
@@ -434,6 +467,18 @@ public sealed class BatchScheduler : IDisposable
             if (_cancelled) return;
             _cancelled = true;
             _owner.Wake();
+        }
+
+        /// <summary>
+        /// Hands an ended sequence's cache to the scheduler's <see cref="PromptCache"/> (on the decoding thread only,
+        /// which owns it; a failed step may have left the cache half written).
+        /// </summary>
+        public void KeepPrompt(FinishReason reason)
+        {
+            if (Cache is null || reason == FinishReason.Failed || _owner._prompts is null || Thread.CurrentThread != _owner._thread) return;
+            if (Cache.Length < Request.PromptIds.Length) return; // the prompt was never read
+            _owner._prompts.Keep(Cache, History.AsSpan(0, Cache.Length), Request.PromptIds.Length);
+            Cache = null;
         }
 
         public void Release()

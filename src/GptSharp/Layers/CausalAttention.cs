@@ -240,15 +240,18 @@ internal static unsafe partial class Kernels
     /// and values included); query i (position past + i) attends to positions 0 .. past + i. No dropout (inference).
     /// The same fused kernel as training: no [newTokens, past + newTokens] scores are stored. A few new tokens score
     /// the keys by dot products in place (transposing the whole cache would cost as much as the step itself).
+    /// <paramref name="kernelRows"/> picks the kernel (default: <paramref name="newTokens"/>; see <see cref="CachedAttentionTiles"/>):
+    /// the rest of a prompt whose first positions were reused passes the whole prompt's length, so that every position
+    /// comes out as a cold prefill of the prompt computes it (each kernel forms a row the same way wherever its chunk starts).
     /// Writes context [batch, newTokens, channels].
     /// </summary>
     public static void AttentionForwardCached(float* context, float* query, float* keyCache, float* valueCache,
-        int batch, int newTokens, int past, int cacheCapacity, int channels, int heads)
+        int batch, int newTokens, int past, int cacheCapacity, int channels, int heads, int kernelRows = 0)
     {
         int headDim = channels / heads, batchHeads = batch * heads;
         var key = new HeadRows(keyCache, (long)cacheCapacity * channels, headDim, channels);
         var value = new HeadRows(valueCache, (long)cacheCapacity * channels, headDim, channels);
-        if (newTokens >= TransposeMinRows)
+        if (CachedAttentionTiles(kernelRows > 0 ? kernelRows : newTokens))
         {
             var scratch = new AttentionScratch(batchHeads, headDim, newTokens, transposes: 1, copies: 0);
             new HeadPack
@@ -276,6 +279,9 @@ internal static unsafe partial class Kernels
 
     /// <summary>Below this many new tokens, cached attention scores keys by dot products instead of transposing them.</summary>
     private const int TransposeMinRows = 8;
+
+    /// <summary>Whether cached attention over this many new rows runs the transposed tiles (else dot products per row).</summary>
+    internal static bool CachedAttentionTiles(int rows) => rows >= TransposeMinRows;
 
     /// <summary>Query rows per tile and key columns per tile: the masked triangle is skipped at this granularity. 32
     /// (a key tile's dropout bits for one query row are one word of the bit mask).</summary>

@@ -36,9 +36,19 @@ public sealed unsafe partial class GptModel
     /// </summary>
     internal int ExactStepRows => IsQuantized ? Int8Kernels.Int8DecodeRows : Gemm.RowExactRows;
 
+    /// <summary>
+    /// Which kernels compute a sequence's positions when <paramref name="rows"/> of them go through one forward (a
+    /// prompt riding in a step or prefilled alone, or one decoded token): attention scores by dot products below
+    /// 8 rows (<see cref="Kernels.CachedAttentionTiles"/>), by transposed tiles from there; the linear layers by the row-exact
+    /// kernel up to <see cref="ExactStepRows"/> rows, the packed GEMM beyond. Each of these forms a row the same way
+    /// wherever its chunk starts (key tiles sit at absolute positions), so positions of one kind come out bit for bit
+    /// alike: what lets the scheduler's <c>PromptCache</c> hand a new prompt positions an earlier sequence computed.
+    /// </summary>
+    internal int PositionKind(int rows) => (Kernels.CachedAttentionTiles(rows) ? 1 : 0) | (rows > ExactStepRows ? 2 : 0);
+
     private int[] _oneTokenEach = [];
     // The step's token counts, kept for PerSequenceAttention (a struct field cannot hold the caller's span).
-    private int[] _sequenceRows = [];
+    private int[] _sequenceRows = [], _sequenceKernelRows = [];
 
     /// <summary>
     /// One forward over several sequences at once, each taking its own number of new tokens: sequence i appends
@@ -50,7 +60,10 @@ public sealed unsafe partial class GptModel
     /// or <see cref="DecodeNext(KvCache, int)"/> on that sequence alone: the GEMM forms every row as it forms a row
     /// alone, and attention runs per sequence.
     /// </summary>
-    internal void ExtendSequences(IReadOnlyList<KvCache> caches, ReadOnlySpan<int> tokenCounts, ReadOnlySpan<int> ids, Tensor logits)
+    /// <param name="kernelRows">Per sequence, the rows that pick its attention kernel (default: its token count): a prompt's
+    /// rest after reused positions passes the whole prompt's length (<see cref="Kernels.AttentionForwardCached"/>).</param>
+    internal void ExtendSequences(IReadOnlyList<KvCache> caches, ReadOnlySpan<int> tokenCounts, ReadOnlySpan<int> ids, Tensor logits,
+        ReadOnlySpan<int> kernelRows = default)
     {
         int sequences = caches.Count, c = Config.EmbeddingDim, vocab = Config.VocabSize;
         if (sequences == 0) return;
@@ -70,15 +83,17 @@ public sealed unsafe partial class GptModel
         if (ids.Length != rows) throw new ArgumentException($"The step has {rows} new tokens but {ids.Length} ids.");
         foreach (int id in ids)
             if ((uint)id >= (uint)vocab) throw new ArgumentException($"Token id {id} is outside the model's vocabulary (0..{vocab - 1}).");
-        if (_sequenceRows.Length < sequences) _sequenceRows = new int[sequences];
+        if (!kernelRows.IsEmpty && kernelRows.Length != sequences) throw new ArgumentException($"One kernel row count per sequence ({sequences}) is needed, got {kernelRows.Length}.");
+        if (_sequenceRows.Length < sequences) (_sequenceRows, _sequenceKernelRows) = (new int[sequences], new int[sequences]);
         tokenCounts.CopyTo(_sequenceRows);
+        (kernelRows.IsEmpty ? tokenCounts : kernelRows).CopyTo(_sequenceKernelRows);
 
         var acts = _sequenceStepActivations = Ensure(_sequenceStepActivations, rows, 1, false);
         float* x = acts.Residual[0].Data;
         fixed (int* p = ids)
             for (int i = 0, row = 0; i < sequences; row += tokenCounts[i], i++)
                 Kernels.EmbeddingForward(x + (long)row * c, p + row, TokenEmbedding.Value.Data, PositionEmbedding.Value.Data + (long)caches[i].Length * c, 1, tokenCounts[i], c);
-        var attention = new PerSequenceAttention { Caches = caches, Rows = _sequenceRows };
+        var attention = new PerSequenceAttention { Caches = caches, Rows = _sequenceRows, KernelRows = _sequenceKernelRows };
         RunBlocks(acts, rows, dropout: false, rowExact: true, ref attention);
         // Only each sequence's last position predicts its next token: those rows move up to row i (in order, so a row is
         // read before anything is written over it), are normalised in place and projected onto the vocabulary.
@@ -97,7 +112,7 @@ public sealed unsafe partial class GptModel
     private struct PerSequenceAttention : IBlockAttention
     {
         public IReadOnlyList<KvCache> Caches;
-        public int[] Rows;
+        public int[] Rows, KernelRows;
 
         public readonly void Run(int layer, float* q, float* k, float* v, float* ctx, int c, int heads)
         {
@@ -109,7 +124,7 @@ public sealed unsafe partial class GptModel
                 long bytes = (long)n * c * sizeof(float), offset = (long)row * c;
                 Buffer.MemoryCopy(k + offset, keyCache + (long)past * c, bytes, bytes);
                 Buffer.MemoryCopy(v + offset, valueCache + (long)past * c, bytes, bytes);
-                Kernels.AttentionForwardCached(ctx + offset, q + offset, keyCache, valueCache, 1, n, past, cache.Capacity, c, heads);
+                Kernels.AttentionForwardCached(ctx + offset, q + offset, keyCache, valueCache, 1, n, past, cache.Capacity, c, heads, KernelRows[i]);
             }
         }
     }

@@ -24,6 +24,20 @@ public sealed unsafe partial class GptModel
     public Tensor Prefill(KvCache cache, ReadOnlySpan<int> ids) => Prefill(cache, TokenBatch.FromSequence(ids));
 
     /// <summary>
+    /// The rest of a prompt whose first <see cref="KvCache.Length"/> positions are already in the one-row
+    /// <paramref name="cache"/> (copied from an earlier sequence by the scheduler's <c>PromptCache</c>): appends
+    /// <paramref name="ids"/> as <see cref="Prefill(KvCache, ReadOnlySpan{int})"/> of the whole prompt computes those
+    /// positions, and returns the last one's logits.
+    /// </summary>
+    internal Tensor PrefillRest(KvCache cache, ReadOnlySpan<int> ids)
+    {
+        CheckCache(cache);
+        if (cache.BatchSize != 1) throw new ArgumentException("PrefillRest continues a one-row KV cache.");
+        if (ids.Length == 0) throw new ArgumentException("PrefillRest needs at least one token.");
+        return Extend(cache, ids.ToArray(), ids.Length, kernelRows: cache.Length + ids.Length);
+    }
+
+    /// <summary>
     /// Appends one token per row (<paramref name="nextIds"/>, length = batch) at position <see cref="KvCache.Length"/>
     /// and returns the logits [batch, vocab] that predict the token after it.
     /// </summary>
@@ -49,7 +63,7 @@ public sealed unsafe partial class GptModel
         if (!ReferenceEquals(cache.Model, this)) throw new ArgumentException("This KV cache belongs to another model.");
     }
 
-    private Tensor Extend(KvCache cache, int[] ids, int newTokens)
+    private Tensor Extend(KvCache cache, int[] ids, int newTokens, int kernelRows = 0)
     {
         int batch = cache.BatchSize, past = cache.Length, vocab = Config.VocabSize;
         if (past + newTokens > cache.Capacity)
@@ -58,19 +72,19 @@ public sealed unsafe partial class GptModel
             if ((uint)id >= (uint)vocab)
                 throw new ArgumentException($"Token id {id} is outside the model's vocabulary (0..{vocab - 1}).");
         var acts = _inferenceActivations = Ensure(_inferenceActivations, batch, newTokens, false);
-        fixed (int* p = ids) RunCachedForward(acts, cache, p, batch, newTokens, past);
+        fixed (int* p = ids) RunCachedForward(acts, cache, p, batch, newTokens, past, kernelRows);
         cache.Length = past + newTokens;
         return cache.Logits;
     }
 
-    private void RunCachedForward(GptActivations a, KvCache cache, int* ids, int batch, int n, int past)
+    private void RunCachedForward(GptActivations a, KvCache cache, int* ids, int batch, int n, int past, int kernelRows)
     {
         int c = Config.EmbeddingDim, vocab = Config.VocabSize;
         int rows = batch * n;
         float* x = a.Residual[0].Data;
         // Token + position embeddings for positions past .. past + n − 1.
         Kernels.EmbeddingForward(x, ids, TokenEmbedding.Value.Data, PositionEmbedding.Value.Data + (long)past * c, batch, n, c);
-        var attention = new SharedCacheAttention { Cache = cache, Batch = batch, NewTokens = n, Past = past };
+        var attention = new SharedCacheAttention { Cache = cache, Batch = batch, NewTokens = n, Past = past, KernelRows = kernelRows };
         // Row-exact: a short prompt's rows come out as they do riding in a batched step (ExtendSequences).
         RunBlocks(a, rows, dropout: false, rowExact: true, ref attention);
         // Only the last position of each row is needed to pick the next token.
@@ -88,7 +102,7 @@ public sealed unsafe partial class GptModel
     private struct SharedCacheAttention : IBlockAttention
     {
         public KvCache Cache;
-        public int Batch, NewTokens, Past;
+        public int Batch, NewTokens, Past, KernelRows;
 
         public readonly void Run(int layer, float* q, float* k, float* v, float* ctx, int c, int heads)
         {
@@ -100,7 +114,7 @@ public sealed unsafe partial class GptModel
                 Buffer.MemoryCopy(k + (long)b * n * c, keyCache + ((long)b * cap + Past) * c, bytes, bytes);
                 Buffer.MemoryCopy(v + (long)b * n * c, valueCache + ((long)b * cap + Past) * c, bytes, bytes);
             }
-            Kernels.AttentionForwardCached(ctx, q, keyCache, valueCache, Batch, n, Past, cap, c, heads);
+            Kernels.AttentionForwardCached(ctx, q, keyCache, valueCache, Batch, n, Past, cap, c, heads, KernelRows);
         }
     }
 }
