@@ -293,7 +293,7 @@ public sealed class BatchScheduler : IDisposable
                 s.Cache = new KvCache(_model, 1, s.CacheCapacity);
                 int reused = _prompts?.CopyInto(reuse, s.Cache) ?? 0;
                 PromptTokensReused += reused;
-                s.PromptRows = rides ? prompt : 0;
+                s.PromptRows = rides ? ids.Length - reused : 0;
                 if (!rides)
                 {
                     var logits = reused > 0 ? _model.PrefillRest(s.Cache, ids.AsSpan(reused)) : _model.Prefill(s.Cache, ids);

@@ -220,6 +220,52 @@ public class BatchSchedulerTests(ServingFixture server)
         Assert.Equal(0, prompts.Find([.. tiny, 77, 78, 79, 80, 81, 82, 83, 84]).Positions);
     }
 
+    [Fact]
+    public void OnAnInt8ModelReusedPromptPositionsGiveTheLogitsOfAColdPrefill()
+    {
+        // Int8 weights: the row-exact kernel takes up to 8 rows, so a prompt of 9 or more is the packed kind.
+        using var model = new GptModel(ServingFixture.Config, new FastRandom(8));
+        model.QuantizeInt8();
+        int exact = model.ExactStepRows, vocab = model.Config.VocabSize;
+        using var prompts = new PromptCache(model, maxPositions: 2 * model.Config.ContextLength);
+        // Under 8 tokens, decoded positions too; the rest rides in a step beside a decoding row.
+        int[] tiny = [500, 501, 502, 503];
+        var first = new KvCache(model, 1, 10);
+        model.Prefill(first, tiny);
+        model.DecodeNext(first, 77);
+        prompts.Keep(first, [.. tiny, 77], tiny.Length);
+        int[] tinyFollowUp = [.. tiny, 77, 78];
+        var match = prompts.Find(tinyFollowUp);
+        Assert.Equal(5, match.Positions);
+        using var warm = new KvCache(model, 1, 10);
+        prompts.CopyInto(match, warm);
+        using var other = new KvCache(model, 1, 10);
+        using var otherAlone = new KvCache(model, 1, 10);
+        model.Prefill(other, [1, 2, 3]);
+        model.Prefill(otherAlone, [1, 2, 3]);
+        using var logits = new Tensor(2, vocab);
+        model.ExtendSequences([other, warm], [1, 1], [9, 78], logits, [1, tinyFollowUp.Length]);
+        using var cold = new KvCache(model, 1, 10);
+        Assert.Equal(model.Prefill(cold, tinyFollowUp).Span.ToArray(), logits.Span.Slice(vocab, vocab).ToArray());
+        Assert.Equal(model.DecodeNext(otherAlone, 9).Span.ToArray(), logits.Span.Slice(0, vocab).ToArray());
+        AssertSameCache(cold, warm);
+        // 12 tokens: read by the int8 packed GEMM; a follow-up recomputes more than 8 positions, alone.
+        int[] longPrompt = [.. Enumerable.Range(2000, 12)];
+        var longCache = new KvCache(model, 1, 14);
+        model.Prefill(longCache, longPrompt);
+        prompts.Keep(longCache, longPrompt, longPrompt.Length);
+        int[] longFollowUp = [.. longPrompt, .. Enumerable.Range(7000, 11)];
+        match = prompts.Find(longFollowUp);
+        Assert.Equal(12, match.Positions);
+        Assert.True(longFollowUp.Length - match.Positions > exact);
+        using var longWarm = new KvCache(model, 1, longFollowUp.Length);
+        prompts.CopyInto(match, longWarm);
+        var warmLogits = model.PrefillRest(longWarm, longFollowUp.AsSpan(match.Positions)).Span.ToArray();
+        using var longCold = new KvCache(model, 1, longFollowUp.Length);
+        Assert.Equal(model.Prefill(longCold, longFollowUp).Span.ToArray(), warmLogits);
+        AssertSameCache(longCold, longWarm);
+    }
+
     private static unsafe void AssertSameCache(KvCache expected, KvCache actual)
     {
         Assert.Equal(expected.Length, actual.Length);
