@@ -57,9 +57,9 @@ internal sealed class PromptCache(GptModel model, int maxPositions, int maxEntri
             int common = Math.Min(e.Tokens.Length, prompt.Length - 1);
             int n = 0;
             while (n < common && e.Tokens[n] == prompt[n]) n++;
-            // The rest goes through the GEMM that would read the whole prompt (packed beyond a step's row-exact rows).
-            bool packed = prompt.Length > model.ExactStepRows;
-            while (n > 0 && prompt.Length - n > model.ExactStepRows != packed) n--;
+            // A prompt the packed GEMM reads (beyond a step's row-exact rows) leaves more than that many to compute, so
+            // that its rest goes through the packed GEMM too.
+            if (prompt.Length > model.ExactStepRows) n = Math.Min(n, prompt.Length - model.ExactStepRows - 1);
             if (n > bestLength) (best, bestLength) = (e, n);
         }
         return new Match(best, bestLength);
