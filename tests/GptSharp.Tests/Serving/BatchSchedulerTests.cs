@@ -157,62 +157,27 @@ public class BatchSchedulerTests(ServingFixture server)
     public void ReusedPromptPositionsGiveTheLogitsAndCacheOfAColdPrefill(int embeddingDim, int heads)
     {
         using var model = new GptModel(ServingFixture.Config with { EmbeddingDim = embeddingDim, Heads = heads }, new FastRandom(8));
-        int vocab = model.Config.VocabSize, exact = model.ExactStepRows;
+        int exact = model.ExactStepRows;
         using var prompts = new PromptCache(model, maxPositions: 4 * model.Config.ContextLength);
-        using var logits = new Tensor(2, vocab);
-        KvCache Ended(int[] prompt, int capacity, params int[] decoded)
-        {
-            var cache = new KvCache(model, 1, capacity);
-            model.Prefill(cache, prompt);
-            foreach (int token in decoded) model.DecodeNext(cache, token);
-            prompts.Keep(cache, [.. prompt, .. decoded], prompt.Length);
-            return cache;
-        }
-        // The rest of a prompt rides in a step beside a decoding sequence, as the scheduler runs it; its logits and cache
-        // are a cold prefill's, and the decoding row its DecodeNext's.
-        void RideAndCompare(int[] prompt, int expectedReuse)
-        {
-            var match = prompts.Find(prompt);
-            Assert.Equal(expectedReuse, match.Positions);
-            using var warm = new KvCache(model, 1, 30);
-            Assert.Equal(expectedReuse, prompts.CopyInto(match, warm));
-            using var other = new KvCache(model, 1, 30);
-            using var otherAlone = new KvCache(model, 1, 30);
-            model.Prefill(other, [1, 2, 3]);
-            model.Prefill(otherAlone, [1, 2, 3]);
-            // Its rest picks its kernels by the whole prompt's length (the kernel rows), as the scheduler passes them.
-            model.ExtendSequences([other, warm], [1, prompt.Length - expectedReuse], [9, .. prompt[expectedReuse..]], logits, [1, prompt.Length]);
-            using var cold = new KvCache(model, 1, 30);
-            Assert.Equal(model.Prefill(cold, prompt).Span.ToArray(), logits.Span.Slice(vocab, vocab).ToArray());
-            Assert.Equal(model.DecodeNext(otherAlone, 9).Span.ToArray(), logits.Span.Slice(0, vocab).ToArray());
-            AssertSameCache(cold, warm);
-        }
 
         // Under 8 tokens a prompt is read as decoded tokens are (dot-product attention): it may take those too.
         int[] tiny = [500, 501, 502, 503];
-        Ended(tiny, 10, 77, 78);
-        RideAndCompare([.. tiny, 77, 78, 79], 6);
+        Ended(model, prompts, tiny, 10, 77, 78);
+        RideAndCompare(model, prompts, [.. tiny, 77, 78, 79], 6);
         // From 8 tokens, by attention tiles: only an earlier such prompt's positions (not its decoded ones), its rest
         // read by the tiles too, even a single row.
         int[] shortPrompt = [.. Enumerable.Range(600, 10)];
-        Ended(shortPrompt, 20, 77, 78);
-        RideAndCompare([.. shortPrompt, 77, 78, 79, 80, 81, 82, 83, 84, 85, 86], 10);
-        RideAndCompare([.. shortPrompt, 5, 6, 7], 10);
-        RideAndCompare(shortPrompt, 9);
+        Ended(model, prompts, shortPrompt, 20, 77, 78);
+        RideAndCompare(model, prompts, [.. shortPrompt, 77, 78, 79, 80, 81, 82, 83, 84, 85, 86], 10);
+        RideAndCompare(model, prompts, [.. shortPrompt, 5, 6, 7], 10);
+        RideAndCompare(model, prompts, shortPrompt, 9);
 
         // Beyond a row-exact step the packed GEMM reads a prompt alone: a longer one that begins with it reuses only its
         // prompt positions and recomputes more than a step's rows, through the same kernels.
         int[] longPrompt = [.. Enumerable.Range(2000, exact + 8)];
-        Ended(longPrompt, exact + 12, 5);
+        Ended(model, prompts, longPrompt, exact + 12, 5);
         int[] longFollowUp = [.. longPrompt, 5, .. Enumerable.Range(7000, 20)];
-        var longMatch = prompts.Find(longFollowUp);
-        Assert.Equal(longFollowUp.Length - exact - 1, longMatch.Positions);
-        using var longWarm = new KvCache(model, 1, longFollowUp.Length);
-        prompts.CopyInto(longMatch, longWarm);
-        var warmLogits = model.PrefillRest(longWarm, longFollowUp.AsSpan(longMatch.Positions)).Span.ToArray();
-        using var longCold = new KvCache(model, 1, longFollowUp.Length);
-        Assert.Equal(model.Prefill(longCold, longFollowUp).Span.ToArray(), warmLogits);
-        AssertSameCache(longCold, longWarm);
+        PrefillRestAndCompare(model, prompts, longFollowUp, longFollowUp.Length - exact - 1);
 
         // Kinds never mix: a short prompt cannot take a long prompt's packed positions, nor a long one a short one's.
         Assert.Equal(0, prompts.Find(longPrompt[..12]).Positions);
@@ -226,44 +191,64 @@ public class BatchSchedulerTests(ServingFixture server)
         // Int8 weights: the row-exact kernel takes up to 8 rows, so a prompt of 9 or more is the packed kind.
         using var model = new GptModel(ServingFixture.Config, new FastRandom(8));
         model.QuantizeInt8();
-        int exact = model.ExactStepRows, vocab = model.Config.VocabSize;
+        int exact = model.ExactStepRows;
         using var prompts = new PromptCache(model, maxPositions: 2 * model.Config.ContextLength);
         // Under 8 tokens, decoded positions too; the rest rides in a step beside a decoding row.
         int[] tiny = [500, 501, 502, 503];
-        var first = new KvCache(model, 1, 10);
-        model.Prefill(first, tiny);
-        model.DecodeNext(first, 77);
-        prompts.Keep(first, [.. tiny, 77], tiny.Length);
-        int[] tinyFollowUp = [.. tiny, 77, 78];
-        var match = prompts.Find(tinyFollowUp);
-        Assert.Equal(5, match.Positions);
-        using var warm = new KvCache(model, 1, 10);
-        prompts.CopyInto(match, warm);
-        using var other = new KvCache(model, 1, 10);
-        using var otherAlone = new KvCache(model, 1, 10);
+        Ended(model, prompts, tiny, 10, 77);
+        RideAndCompare(model, prompts, [.. tiny, 77, 78], 5);
+        // 12 tokens: read by the int8 packed GEMM; a follow-up recomputes more than 8 positions, alone.
+        int[] longPrompt = [.. Enumerable.Range(2000, 12)];
+        Ended(model, prompts, longPrompt, 14);
+        int[] longFollowUp = [.. longPrompt, .. Enumerable.Range(7000, 11)];
+        Assert.True(longFollowUp.Length - 12 > exact);
+        PrefillRestAndCompare(model, prompts, longFollowUp, 12);
+    }
+
+    /// <summary>A sequence that read <paramref name="prompt"/>, decoded <paramref name="decoded"/> and ended into <paramref name="prompts"/>.</summary>
+    private static void Ended(GptModel model, PromptCache prompts, int[] prompt, int capacity, params int[] decoded)
+    {
+        var cache = new KvCache(model, 1, capacity);
+        model.Prefill(cache, prompt);
+        foreach (int token in decoded) model.DecodeNext(cache, token);
+        prompts.Keep(cache, [.. prompt, .. decoded], prompt.Length);
+    }
+
+    /// <summary>
+    /// The rest of <paramref name="prompt"/> after its reused positions rides in a step beside a decoding sequence, as the
+    /// scheduler runs it: its logits and cache are a cold prefill's, and the decoding row's its DecodeNext's.
+    /// </summary>
+    private static void RideAndCompare(GptModel model, PromptCache prompts, int[] prompt, int expectedReuse)
+    {
+        int vocab = model.Config.VocabSize;
+        var match = prompts.Find(prompt);
+        Assert.Equal(expectedReuse, match.Positions);
+        using var warm = new KvCache(model, 1, 30);
+        Assert.Equal(expectedReuse, prompts.CopyInto(match, warm));
+        using var other = new KvCache(model, 1, 30);
+        using var otherAlone = new KvCache(model, 1, 30);
         model.Prefill(other, [1, 2, 3]);
         model.Prefill(otherAlone, [1, 2, 3]);
         using var logits = new Tensor(2, vocab);
-        model.ExtendSequences([other, warm], [1, 1], [9, 78], logits, [1, tinyFollowUp.Length]);
-        using var cold = new KvCache(model, 1, 10);
-        Assert.Equal(model.Prefill(cold, tinyFollowUp).Span.ToArray(), logits.Span.Slice(vocab, vocab).ToArray());
+        // Its rest picks its kernels by the whole prompt's length (the kernel rows), as the scheduler passes them.
+        model.ExtendSequences([other, warm], [1, prompt.Length - expectedReuse], [9, .. prompt[expectedReuse..]], logits, [1, prompt.Length]);
+        using var cold = new KvCache(model, 1, 30);
+        Assert.Equal(model.Prefill(cold, prompt).Span.ToArray(), logits.Span.Slice(vocab, vocab).ToArray());
         Assert.Equal(model.DecodeNext(otherAlone, 9).Span.ToArray(), logits.Span.Slice(0, vocab).ToArray());
         AssertSameCache(cold, warm);
-        // 12 tokens: read by the int8 packed GEMM; a follow-up recomputes more than 8 positions, alone.
-        int[] longPrompt = [.. Enumerable.Range(2000, 12)];
-        var longCache = new KvCache(model, 1, 14);
-        model.Prefill(longCache, longPrompt);
-        prompts.Keep(longCache, longPrompt, longPrompt.Length);
-        int[] longFollowUp = [.. longPrompt, .. Enumerable.Range(7000, 11)];
-        match = prompts.Find(longFollowUp);
-        Assert.Equal(12, match.Positions);
-        Assert.True(longFollowUp.Length - match.Positions > exact);
-        using var longWarm = new KvCache(model, 1, longFollowUp.Length);
-        prompts.CopyInto(match, longWarm);
-        var warmLogits = model.PrefillRest(longWarm, longFollowUp.AsSpan(match.Positions)).Span.ToArray();
-        using var longCold = new KvCache(model, 1, longFollowUp.Length);
-        Assert.Equal(model.Prefill(longCold, longFollowUp).Span.ToArray(), warmLogits);
-        AssertSameCache(longCold, longWarm);
+    }
+
+    /// <summary>The rest of a long <paramref name="prompt"/> prefilled alone after its reused positions equals a cold prefill.</summary>
+    private static void PrefillRestAndCompare(GptModel model, PromptCache prompts, int[] prompt, int expectedReuse)
+    {
+        var match = prompts.Find(prompt);
+        Assert.Equal(expectedReuse, match.Positions);
+        using var warm = new KvCache(model, 1, prompt.Length);
+        Assert.Equal(expectedReuse, prompts.CopyInto(match, warm));
+        var warmLogits = model.PrefillRest(warm, prompt.AsSpan(expectedReuse)).Span.ToArray();
+        using var cold = new KvCache(model, 1, prompt.Length);
+        Assert.Equal(model.Prefill(cold, prompt).Span.ToArray(), warmLogits);
+        AssertSameCache(cold, warm);
     }
 
     private static unsafe void AssertSameCache(KvCache expected, KvCache actual)
